@@ -1,0 +1,31 @@
+//! `Parse`: the extended protocol's prepare step.
+
+use super::{frame, CodecError, Reader};
+
+/// A decoded `Parse` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parse<'a> {
+    /// Prepared statement name (empty for the unnamed statement).
+    pub statement: &'a str,
+    /// SQL text.
+    pub query: &'a str,
+    /// Number of parameter types the client specified.
+    pub param_type_count: u16,
+}
+
+/// Decodes a complete `P` frame.
+pub fn decode(frame_bytes: &[u8]) -> Result<Parse<'_>, CodecError> {
+    let mut r = Reader::new(frame::body(frame_bytes, b'P')?);
+    let statement = r.cstr("statement name")?;
+    let query = r.cstr("query string")?;
+    let n = r.i16("parameter type count")?;
+    if n < 0 {
+        return Err(CodecError::Invalid("parameter type count"));
+    }
+    r.bytes(n as usize * 4, "parameter types")?;
+    Ok(Parse {
+        statement,
+        query,
+        param_type_count: n as u16,
+    })
+}

@@ -1,0 +1,132 @@
+//! The gateway's one TOML file: what it says (`model`), how it is checked
+//! (`validate`), and where in the file an error is (`locate`).
+//!
+//! Loading never touches the network or upstream databases: it parses, checks
+//! every value it can check offline, and returns a [`Config`] or a
+//! [`ConfigError`] that names the key and the line.
+
+mod locate;
+mod model;
+mod validate;
+
+use std::path::Path;
+
+pub use model::*;
+pub use validate::url_is_loopback;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Path of the file.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value is well-formed but not acceptable.
+    #[error("{key}{}: {message}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        /// Dotted key path, e.g. `identity_providers[0].issuer`.
+        key: String,
+        /// Line in the file, when it could be found.
+        line: Option<usize>,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        validate::validate(&config).map_err(|e| match e {
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
+                line: locate::line_of(text, &key),
+                key,
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// A human-readable summary, as `portcullis check-config` prints it.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "listeners: {}", self.listeners.len());
+        for l in &self.listeners {
+            let tls = if l.tls_cert_file.is_some() {
+                "TLS"
+            } else {
+                "no TLS"
+            };
+            let dev = if l.plaintext_loopback_dev {
+                ", plaintext allowed (loopback dev)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "  {} ({tls}{dev}, max {} clients)",
+                l.address, l.max_clients
+            );
+        }
+        let _ = writeln!(s, "identity providers: {}", self.identity_providers.len());
+        for p in &self.identity_providers {
+            let keys = match (&p.jwks_uri, &p.hmac_secret_file) {
+                (Some(u), _) => format!("JWKS {u}"),
+                (None, Some(_)) => "HMAC secret file".to_string(),
+                (None, None) => "JWKS by OIDC discovery".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  {} issuer={} audience={} algorithms={} user_claim={} ({keys})",
+                p.name,
+                p.issuer,
+                p.audience.as_slice().join(","),
+                p.algorithms.join(","),
+                p.user_claim
+            );
+        }
+        let _ = writeln!(s, "targets: {}", self.targets.len());
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "  {} -> {}:{}/{} as {} (tls {}, auth {})",
+                t.name,
+                t.host,
+                t.port,
+                t.database,
+                t.user,
+                t.tls.as_str(),
+                t.credential_summary()
+            );
+            let _ = writeln!(
+                s,
+                "    allowed: groups [{}], users [{}]",
+                t.allow_groups.join(", "),
+                t.allow_users.join(", ")
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+//! The configuration schema, key by key. `docs/configuration.md` documents
+//! the same keys; keep the two in step.
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Logging format and level.
+    #[serde(default)]
+    pub logging: Logging,
+    /// Addresses the gateway accepts PostgreSQL clients on.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// OIDC issuers whose tokens are accepted as passwords.
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProvider>,
+    /// Upstream databases, selected by the client's `dbname`.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `portcullis=debug` (default `info`).
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[[listeners]]`: one address clients connect to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `host:port` to bind, e.g. `0.0.0.0:6432`.
+    pub address: String,
+    /// PEM certificate chain for client TLS.
+    pub tls_cert_file: Option<String>,
+    /// PEM private key for client TLS.
+    pub tls_key_file: Option<String>,
+    /// Allow clients without TLS — only when `address` is a loopback address.
+    #[serde(default)]
+    pub plaintext_loopback_dev: bool,
+    /// Clients served at once; more are refused with SQLSTATE 53300.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Seconds a client has to finish TLS and authentication.
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout_secs: u64,
+    /// Largest protocol message accepted in either direction, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_clients() -> usize {
+    10_000
+}
+fn default_startup_timeout() -> u64 {
+    15
+}
+/// Default for `max_message_bytes`: PostgreSQL's own 1 GiB field limit.
+pub fn default_max_message_bytes() -> usize {
+    1 << 30
+}
+
+/// `[[identity_providers]]`: one OIDC issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    /// Short name used in logs and errors.
+    pub name: String,
+    /// Exact `iss` value of its tokens; `https://` (see `insecure_loopback_issuer`).
+    pub issuer: String,
+    /// Accepted `aud` values (a string or a list).
+    pub audience: OneOrMany,
+    /// JWKS URL; when absent it is found by OIDC discovery from the issuer.
+    pub jwks_uri: Option<String>,
+    /// Accepted signature algorithms (default RS256, ES256, PS256).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim that names the user, compared with the startup `user`.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Claim that lists the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Allow an `http://` issuer on a loopback address (local test issuers).
+    #[serde(default)]
+    pub insecure_loopback_issuer: bool,
+    /// File with a shared secret for HS256/384/512 (providers without JWKS only).
+    pub hmac_secret_file: Option<String>,
+    /// Least seconds between two JWKS fetches triggered by unknown key ids.
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_secs: u64,
+    /// Seconds after which cached keys are fetched again even if known.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_secs: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "PS256".into()]
+}
+fn default_user_claim() -> String {
+    "preferred_username".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_leeway() -> u64 {
+    60
+}
+fn default_jwks_min_refresh() -> u64 {
+    10
+}
+fn default_jwks_max_age() -> u64 {
+    900
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a slice.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[[targets]]`: one upstream database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// What clients put in `dbname`.
+    pub name: String,
+    /// Upstream host name or address.
+    pub host: String,
+    /// Upstream port (default 5432).
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Upstream database name.
+    pub database: String,
+    /// Upstream role the gateway logs in as.
+    pub user: String,
+    /// Environment variable holding the upstream password.
+    pub password_env: Option<String>,
+    /// File holding the upstream password (read at every upstream login).
+    pub password_file: Option<String>,
+    /// Upstream TLS: `disable`, `require` or `verify-full`.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// PEM CA bundle for `verify-full` (default: the system's roots).
+    pub tls_ca_file: Option<String>,
+    /// Groups whose members may use this target.
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// Users (by user claim) who may use this target.
+    #[serde(default)]
+    pub allow_users: Vec<String>,
+    /// Seconds to wait for the upstream connection and login.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+impl Target {
+    /// How the upstream credential is supplied, for summaries (never the secret).
+    pub fn credential_summary(&self) -> String {
+        match (&self.password_env, &self.password_file) {
+            (Some(e), _) => format!("password from ${e}"),
+            (None, Some(f)) => format!("password from file {f}"),
+            (None, None) => "no password (trust)".into(),
+        }
+    }
+}
+
+/// Upstream TLS mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS without certificate verification (encryption only).
+    Require,
+    /// TLS with certificate and host name verification.
+    VerifyFull,
+}
+
+impl UpstreamTls {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamTls::Disable => "disable",
+            UpstreamTls::Require => "require",
+            UpstreamTls::VerifyFull => "verify-full",
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Configuration parsing and validation.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:6432"
+plaintext_loopback_dev = true
+
+[[identity_providers]]
+name = "dev"
+issuer = "http://127.0.0.1:9999"
+insecure_loopback_issuer = true
+audience = "portcullis"
+
+[[targets]]
+name = "orders"
+host = "127.0.0.1"
+database = "orders"
+user = "gw"
+allow_groups = ["analysts"]
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_is_accepted_with_defaults() {
+    let c = Config::parse(MINIMAL).unwrap();
+    let p = &c.identity_providers[0];
+    assert_eq!(p.algorithms, ["RS256", "ES256", "PS256"]);
+    assert_eq!(p.leeway_secs, 60);
+    assert_eq!(c.targets[0].port, 5432);
+    assert!(c.summary().contains("orders -> 127.0.0.1:5432/orders"));
+}
+
+#[test]
+fn unknown_key_names_line() {
+    let text = MINIMAL.replace("user = \"gw\"", "user = \"gw\"\npasword_env = \"X\"");
+    let e = err(&text);
+    assert!(e.contains("pasword_env"), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn http_issuer_needs_loopback_and_flag() {
+    let e = err(&MINIMAL.replace("insecure_loopback_issuer = true\n", ""));
+    assert!(e.contains("identity_providers[0].issuer (line 8)"), "{e}");
+    let e = err(&MINIMAL.replace("http://127.0.0.1:9999", "http://idp.example.com"));
+    assert!(e.contains("not https"), "{e}");
+}
+
+#[test]
+fn none_and_hmac_without_secret_are_refused() {
+    let e = err(&MINIMAL.replace(
+        "audience = \"portcullis\"",
+        "audience = \"portcullis\"\nalgorithms = [\"none\"]",
+    ));
+    assert!(e.contains("never accepted"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "audience = \"portcullis\"",
+        "audience = \"portcullis\"\nalgorithms = [\"HS256\"]",
+    ));
+    assert!(e.contains("hmac_secret_file"), "{e}");
+}
+
+#[test]
+fn plaintext_only_on_loopback() {
+    let e = err(&MINIMAL.replace("127.0.0.1:6432", "0.0.0.0:6432"));
+    assert!(
+        e.contains("listeners[0].plaintext_loopback_dev (line 4)"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("plaintext_loopback_dev = true", ""));
+    assert!(e.contains("TLS is required"), "{e}");
+}
+
+#[test]
+fn duplicate_target_is_refused() {
+    let text = format!(
+        "{MINIMAL}\n[[targets]]\nname = \"orders\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\n"
+    );
+    let e = err(&text);
+    assert!(e.contains("targets[1].name"), "{e}");
+}
+
+#[test]
+fn loopback_detection() {
+    use super::validate::url_is_loopback;
+    assert!(url_is_loopback("http://127.0.0.1:8080/x"));
+    assert!(url_is_loopback("http://localhost/x"));
+    assert!(url_is_loopback("http://[::1]:80"));
+    assert!(!url_is_loopback("http://127.0.0.1.evil.com/"));
+    assert!(!url_is_loopback("http://10.0.0.1/"));
+}

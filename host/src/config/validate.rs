@@ -1,0 +1,282 @@
+//! Offline checks of a parsed configuration: every error names its key and
+//! says what to change.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError, IdentityProvider, Listener, Target, UpstreamTls};
+
+/// Algorithms the gateway can verify.
+pub const KNOWN_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+    "HS384", "HS512",
+];
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        line: None,
+        message: message.into(),
+    }
+}
+
+/// Checks everything that can be checked without the network.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    if config.listeners.is_empty() {
+        return Err(invalid(
+            "listeners",
+            "no [[listeners]] table: add one with an address such as \"0.0.0.0:6432\"",
+        ));
+    }
+    if config.identity_providers.is_empty() {
+        return Err(invalid(
+            "identity_providers",
+            "no [[identity_providers]] table: clients authenticate with OIDC tokens, so at least one issuer is needed",
+        ));
+    }
+    if config.targets.is_empty() {
+        return Err(invalid(
+            "targets",
+            "no [[targets]] table: add the upstream database clients may reach",
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.logging.level) {
+        return Err(invalid("logging.level", format!("not a log filter: {e}")));
+    }
+    for (i, l) in config.listeners.iter().enumerate() {
+        validate_listener(i, l)?;
+    }
+    let mut names = HashSet::new();
+    let mut issuers = HashSet::new();
+    for (i, p) in config.identity_providers.iter().enumerate() {
+        if !names.insert(p.name.as_str()) {
+            return Err(invalid(
+                format!("identity_providers[{i}].name"),
+                format!("provider name {:?} is used twice", p.name),
+            ));
+        }
+        if !issuers.insert(p.issuer.as_str()) {
+            return Err(invalid(
+                format!("identity_providers[{i}].issuer"),
+                format!("issuer {:?} is configured twice", p.issuer),
+            ));
+        }
+        validate_provider(i, p)?;
+    }
+    let mut names = HashSet::new();
+    for (i, t) in config.targets.iter().enumerate() {
+        if !names.insert(t.name.as_str()) {
+            return Err(invalid(
+                format!("targets[{i}].name"),
+                format!("target name {:?} is used twice", t.name),
+            ));
+        }
+        validate_target(i, t)?;
+    }
+    Ok(())
+}
+
+fn validate_listener(i: usize, l: &Listener) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("listeners[{i}].{k}");
+    let addr: SocketAddr = l.address.parse().map_err(|_| {
+        invalid(
+            key("address"),
+            format!(
+                "{:?} is not an IP address and port such as \"0.0.0.0:6432\"",
+                l.address
+            ),
+        )
+    })?;
+    match (&l.tls_cert_file, &l.tls_key_file) {
+        (Some(c), Some(k)) => {
+            for (name, path) in [("tls_cert_file", c), ("tls_key_file", k)] {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(invalid(key(name), format!("file {path:?} does not exist")));
+                }
+            }
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                key("tls_key_file"),
+                "tls_cert_file is set but tls_key_file is missing",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                key("tls_cert_file"),
+                "tls_key_file is set but tls_cert_file is missing",
+            ))
+        }
+        (None, None) if !l.plaintext_loopback_dev => {
+            return Err(invalid(
+                key("tls_cert_file"),
+                "the listener has no TLS certificate; clients send tokens as passwords, so TLS is required (set tls_cert_file and tls_key_file, or plaintext_loopback_dev = true on a loopback address for development)",
+            ))
+        }
+        (None, None) => {}
+    }
+    if l.plaintext_loopback_dev && !addr.ip().is_loopback() {
+        return Err(invalid(
+            key("plaintext_loopback_dev"),
+            format!(
+                "plaintext clients are only allowed on a loopback address, and {} is not one",
+                addr.ip()
+            ),
+        ));
+    }
+    if l.max_clients == 0 {
+        return Err(invalid(key("max_clients"), "must be at least 1"));
+    }
+    if l.startup_timeout_secs == 0 {
+        return Err(invalid(key("startup_timeout_secs"), "must be at least 1"));
+    }
+    if l.max_message_bytes < 64 * 1024 {
+        return Err(invalid(
+            key("max_message_bytes"),
+            "must be at least 65536 (tokens alone may be 64 KiB)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an http(s) URL's host is a loopback address or `localhost`.
+pub fn url_is_loopback(url: &str) -> bool {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn check_url(key: String, url: &str, insecure_loopback: bool) -> Result<(), ConfigError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    if url.starts_with("http://") {
+        if insecure_loopback && url_is_loopback(url) {
+            return Ok(());
+        }
+        return Err(invalid(
+            key,
+            format!("{url:?} is not https; plain http is only allowed for a loopback address with insecure_loopback_issuer = true"),
+        ));
+    }
+    Err(invalid(key, format!("{url:?} is not an https URL")))
+}
+
+fn validate_provider(i: usize, p: &IdentityProvider) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("identity_providers[{i}].{k}");
+    check_url(key("issuer"), &p.issuer, p.insecure_loopback_issuer)?;
+    if let Some(u) = &p.jwks_uri {
+        check_url(key("jwks_uri"), u, p.insecure_loopback_issuer)?;
+    }
+    if p.audience.as_slice().is_empty() || p.audience.as_slice().iter().any(|a| a.is_empty()) {
+        return Err(invalid(
+            key("audience"),
+            "at least one non-empty audience is required",
+        ));
+    }
+    if p.algorithms.is_empty() {
+        return Err(invalid(
+            key("algorithms"),
+            "at least one algorithm is required",
+        ));
+    }
+    for a in &p.algorithms {
+        if a.eq_ignore_ascii_case("none") {
+            return Err(invalid(
+                key("algorithms"),
+                "\"none\" is never accepted: unsigned tokens prove nothing",
+            ));
+        }
+        if !KNOWN_ALGORITHMS.contains(&a.as_str()) {
+            return Err(invalid(
+                key("algorithms"),
+                format!(
+                    "unknown algorithm {a:?}; known: {}",
+                    KNOWN_ALGORITHMS.join(", ")
+                ),
+            ));
+        }
+        let hmac = a.starts_with("HS");
+        if hmac && p.hmac_secret_file.is_none() {
+            return Err(invalid(
+                key("algorithms"),
+                format!("{a} needs hmac_secret_file; HMAC is never verified with a JWKS key"),
+            ));
+        }
+        if !hmac && p.hmac_secret_file.is_some() {
+            return Err(invalid(
+                key("algorithms"),
+                format!("{a} is not an HMAC algorithm, but this provider uses hmac_secret_file; use HS256, HS384 or HS512"),
+            ));
+        }
+    }
+    if p.hmac_secret_file.is_some() && p.jwks_uri.is_some() {
+        return Err(invalid(
+            key("hmac_secret_file"),
+            "a provider with a JWKS cannot also use an HMAC secret",
+        ));
+    }
+    if let Some(f) = &p.hmac_secret_file {
+        if !std::path::Path::new(f).is_file() {
+            return Err(invalid(
+                key("hmac_secret_file"),
+                format!("file {f:?} does not exist"),
+            ));
+        }
+    }
+    if p.user_claim.is_empty() {
+        return Err(invalid(
+            key("user_claim"),
+            "must name a claim, e.g. preferred_username",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_target(i: usize, t: &Target) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("targets[{i}].{k}");
+    if t.name.is_empty() {
+        return Err(invalid(key("name"), "must not be empty"));
+    }
+    if t.host.is_empty() {
+        return Err(invalid(key("host"), "must not be empty"));
+    }
+    if t.port == 0 {
+        return Err(invalid(key("port"), "must not be 0"));
+    }
+    if t.password_env.is_some() && t.password_file.is_some() {
+        return Err(invalid(
+            key("password_file"),
+            "set either password_env or password_file, not both",
+        ));
+    }
+    if t.tls_ca_file.is_some() && t.tls != UpstreamTls::VerifyFull {
+        return Err(invalid(
+            key("tls_ca_file"),
+            "a CA file is only used with tls = \"verify-full\"",
+        ));
+    }
+    if let Some(f) = &t.tls_ca_file {
+        if !std::path::Path::new(f).is_file() {
+            return Err(invalid(
+                key("tls_ca_file"),
+                format!("file {f:?} does not exist"),
+            ));
+        }
+    }
+    if t.connect_timeout_secs == 0 {
+        return Err(invalid(key("connect_timeout_secs"), "must be at least 1"));
+    }
+    Ok(())
+}

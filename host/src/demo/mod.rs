@@ -1,0 +1,223 @@
+//! `portcullis demo`: the gateway's main job on embedded defaults.
+//!
+//! One command starts a development OIDC issuer (`issuer`), a self-signed
+//! certificate (`cert`), an upstream — `DATABASE_URL` or a throwaway cluster
+//! seeded with a small shop schema (`cluster`) — and the gateway in front of
+//! it, then prints a token and a ready-to-paste `psql` line. The issuer's key
+//! and address are kept in a state directory so `portcullis demo token` can
+//! mint tokens for other users while the demo runs. Tests reuse these parts.
+
+pub mod cert;
+pub mod cluster;
+pub mod database_url;
+pub mod issuer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::Config;
+use issuer::{DevIssuer, DevKey, TokenSpec};
+
+/// User the demo mints its first token for.
+pub const DEFAULT_USER: &str = "alice@example.com";
+/// Audience of demo tokens.
+pub const AUDIENCE: &str = "portcullis";
+/// Name of the demo target (what clients put in `dbname`).
+pub const TARGET: &str = "shop";
+
+/// Sample schema that later guardrails (masking, blocking, approvals) show off.
+pub const SEED_SQL: &str = r#"
+CREATE TABLE customers (
+  id serial PRIMARY KEY,
+  name text NOT NULL,
+  email text NOT NULL,
+  card_number text NOT NULL,
+  national_id text NOT NULL
+);
+CREATE TABLE orders (
+  id serial PRIMARY KEY,
+  customer_id int NOT NULL REFERENCES customers(id),
+  product text NOT NULL,
+  amount numeric(10,2) NOT NULL,
+  status text NOT NULL DEFAULT 'new',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO customers (name, email, card_number, national_id) VALUES
+  ('Ada Lovelace',   'ada@example.com',   '4111 1111 1111 1111', '123-45-6789'),
+  ('Alan Turing',    'alan@example.com',  '5500 0000 0000 0004', '987-65-4321'),
+  ('Grace Hopper',   'grace@example.com', '3400 0000 0000 009',  '111-22-3333'),
+  ('Edsger Dijkstra','edsger@example.com','6011 0000 0000 0004', '444-55-6666');
+INSERT INTO orders (customer_id, product, amount, status) VALUES
+  (1, 'Analytical Engine', 1200.00, 'shipped'),
+  (2, 'Bombe',              800.50, 'new'),
+  (3, 'COBOL manual',        29.99, 'new'),
+  (4, 'Semaphore',           15.00, 'cancelled');
+"#;
+
+/// Where the running demo keeps its issuer key and address.
+pub fn state_dir() -> PathBuf {
+    std::env::temp_dir().join("portcullis-demo")
+}
+
+/// Mints a token from the running demo's issuer (for `portcullis demo token`).
+pub fn mint_from_running(user: &str, groups: &[String], ttl_secs: u64) -> anyhow::Result<String> {
+    let dir = state_dir();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| {
+            format!(
+                "no running demo found ({} is missing); start one with: portcullis demo",
+                dir.display()
+            )
+        })?)?;
+    let pem = std::fs::read_to_string(dir.join("issuer-key.pem"))?;
+    let kid = state["kid"].as_str().unwrap_or_default();
+    let key = DevKey::from_es256_pem(&pem, kid)?;
+    let now = issuer::now();
+    let groups: Vec<String> = if groups.is_empty() {
+        vec!["analysts".into()]
+    } else {
+        groups.to_vec()
+    };
+    Ok(key.sign(&json!({
+        "iss": state["issuer"], "aud": AUDIENCE, "sub": user, "preferred_username": user,
+        "groups": groups, "iat": now, "nbf": now, "exp": now + ttl_secs,
+    })))
+}
+
+/// The upstream the demo fronts.
+enum Upstream {
+    Cluster(cluster::TempCluster),
+    External(database_url::DatabaseUrl),
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
+    let dir = state_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    cert::restrict(&dir);
+
+    let upstream = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            Upstream::External(database_url::DatabaseUrl::parse(&url).context("DATABASE_URL")?)
+        }
+        _ => {
+            eprintln!("starting a throwaway PostgreSQL cluster...");
+            let c = tokio::task::spawn_blocking(cluster::TempCluster::start)
+                .await?
+                .context("cannot start a throwaway PostgreSQL cluster")?;
+            c.psql("postgres", "CREATE DATABASE shop")?;
+            c.psql("shop", SEED_SQL)?;
+            Upstream::Cluster(c)
+        }
+    };
+    let (host, uport, database, user, password, tls) = match &upstream {
+        Upstream::Cluster(c) => (
+            "127.0.0.1".to_string(),
+            c.port(),
+            "shop".to_string(),
+            "postgres".to_string(),
+            Some(c.password().to_string()),
+            "disable",
+        ),
+        Upstream::External(u) => (
+            u.host.clone(),
+            u.port,
+            u.database.clone(),
+            u.user.clone(),
+            u.password.clone(),
+            u.tls_mode(),
+        ),
+    };
+    let password_line = match password {
+        Some(p) => {
+            let f = dir.join("upstream-password");
+            std::fs::write(&f, p)?;
+            cert::restrict(&f);
+            format!("password_file = {:?}\n", f.display().to_string())
+        }
+        None => String::new(),
+    };
+
+    let key = DevKey::generate_es256()?;
+    std::fs::write(dir.join("issuer-key.pem"), &key.pem)?;
+    cert::restrict(&dir.join("issuer-key.pem"));
+    let issuer = DevIssuer::start(key.clone(), AUDIENCE, 0).await?;
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_vec_pretty(&json!({"issuer": issuer.url(), "kid": key.kid}))?,
+    )?;
+    let (cert_file, key_file) = cert::write_self_signed(&dir).map_err(anyhow::Error::msg)?;
+
+    let port = match port {
+        Some(p) => p,
+        None if std::net::TcpListener::bind("127.0.0.1:6432").is_ok() => 6432,
+        None => cluster::free_port()?,
+    };
+    let config_text = format!(
+        r#"# Generated by `portcullis demo`.
+[[listeners]]
+address = "127.0.0.1:{port}"
+tls_cert_file = {cert:?}
+tls_key_file = {key:?}
+
+[[identity_providers]]
+name = "demo"
+issuer = "{iss}"
+insecure_loopback_issuer = true
+audience = "{AUDIENCE}"
+algorithms = ["ES256"]
+
+[[targets]]
+name = "{TARGET}"
+host = "{host}"
+port = {uport}
+database = "{database}"
+user = "{user}"
+tls = "{tls}"
+{password_line}allow_groups = ["analysts", "approvers", "admins"]
+"#,
+        cert = cert_file.display().to_string(),
+        key = key_file.display().to_string(),
+        iss = issuer.url(),
+    );
+    std::fs::write(dir.join("portcullis.toml"), &config_text)?;
+    let config = Config::parse(&config_text)?;
+    let gateway = crate::server::start(&config, Arc::new(crate::policy::PassThrough)).await?;
+    let addr = gateway.addresses[0];
+    let token = issuer.mint(&TokenSpec {
+        user: DEFAULT_USER.into(),
+        groups: vec!["analysts".into()],
+        ttl_secs: 3600,
+    });
+    println!();
+    println!(
+        "Portcullis demo is running: gateway on {addr}, target \"{TARGET}\", development issuer {}",
+        issuer.url()
+    );
+    println!("Configuration: {}", dir.join("portcullis.toml").display());
+    println!();
+    println!("A token for {DEFAULT_USER} (group analysts, valid 1 hour). Connect with:");
+    println!();
+    println!(
+        "PGPASSWORD={token} psql \"host=127.0.0.1 port={} dbname={TARGET} user={DEFAULT_USER} sslmode=require\"",
+        addr.port()
+    );
+    println!();
+    println!(
+        "Tokens for other people: portcullis demo token --user bob@example.com --group approvers"
+    );
+    println!("Press Ctrl-C to stop; the demo removes everything it created.");
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stopping...");
+    drop(gateway);
+    drop(issuer);
+    if let Upstream::Cluster(mut c) = upstream {
+        tokio::task::spawn_blocking(move || c.stop()).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The policy seam: the typed events the relay raises and the verdicts it
+//! obeys, in the style of pingora's `ProxyHttp` phases — every hook has a
+//! default that allows and passes through, so a policy overrides only what it
+//! cares about.
+//!
+//! A [`Policy`] is shared by all sessions; it opens one [`SessionPolicy`] per
+//! session (where the WASM runtime will keep its per-session plugin
+//! instances). The relay never decodes rows unless
+//! [`SessionPolicy::wants_rows`] says so.
+
+use std::net::SocketAddr;
+
+use crate::identity::Identity;
+
+/// What is known about a session when it starts.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Gateway-unique session id.
+    pub session_id: u64,
+    /// The authenticated identity.
+    pub identity: Identity,
+    /// Target name (the client's `dbname`).
+    pub target: String,
+    /// Client's address.
+    pub client_addr: SocketAddr,
+    /// Client's `application_name`, if any.
+    pub application_name: Option<String>,
+}
+
+/// A statement the client wants to run.
+#[derive(Debug, Clone, Copy)]
+pub enum QueryEvent<'a> {
+    /// Simple protocol `Query` (may hold several statements).
+    Simple {
+        /// SQL text.
+        sql: &'a str,
+    },
+    /// Extended protocol `Parse`.
+    Parse {
+        /// Prepared statement name ("" = unnamed).
+        statement: &'a str,
+        /// SQL text.
+        sql: &'a str,
+    },
+}
+
+impl QueryEvent<'_> {
+    /// The SQL text of the event.
+    pub fn sql(&self) -> &str {
+        match self {
+            QueryEvent::Simple { sql } | QueryEvent::Parse { sql, .. } => sql,
+        }
+    }
+}
+
+/// A decision about a session or statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Refuse it; the reason reaches the client.
+    Deny {
+        /// Why, in words a person can act on.
+        reason: String,
+    },
+    /// Hold it for a human approver.
+    RequireApproval {
+        /// Why approval is needed.
+        reason: String,
+    },
+}
+
+/// One column of a result as policies see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultColumn {
+    /// Label the client sees.
+    pub name: String,
+    /// Source table OID (0 for expressions).
+    pub table_oid: u32,
+    /// Attribute number in the source table (0 for expressions).
+    pub attribute_number: i16,
+    /// Type OID.
+    pub type_oid: u32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+/// What to do with one value of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueEdit {
+    /// Replace column `index` with these bytes.
+    Replace {
+        /// Column index.
+        index: usize,
+        /// New value (text or binary, matching the column's format).
+        value: Vec<u8>,
+    },
+    /// Make column `index` NULL.
+    Null {
+        /// Column index.
+        index: usize,
+    },
+}
+
+/// Why the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client sent `Terminate` or closed its connection.
+    ClientClosed,
+    /// The upstream server closed the connection.
+    UpstreamClosed,
+    /// A protocol or I/O error ended it.
+    Error(String),
+}
+
+/// Creates per-session policy state; shared by every session of a target.
+pub trait Policy: Send + Sync + 'static {
+    /// Session-start hook: refuse the session, or return its per-session state.
+    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, Verdict> {
+        let _ = info;
+        Ok(Box::new(PassThrough))
+    }
+}
+
+/// Per-session hooks, called by the relay in protocol order.
+pub trait SessionPolicy: Send {
+    /// A statement is about to be sent upstream.
+    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+        let _ = event;
+        Verdict::Allow
+    }
+
+    /// Whether result rows must be shown to [`Self::on_data_row`].
+    fn wants_rows(&self) -> bool {
+        false
+    }
+
+    /// A result's columns are known (only when [`Self::wants_rows`]).
+    fn on_row_description(&mut self, columns: &[ResultColumn]) {
+        let _ = columns;
+    }
+
+    /// One row is about to reach the client (only when [`Self::wants_rows`]).
+    /// Returns the edits to apply, in order.
+    fn on_data_row(&mut self, values: &[Option<&[u8]>]) -> Vec<ValueEdit> {
+        let _ = values;
+        Vec::new()
+    }
+
+    /// The session ended.
+    fn on_session_end(&mut self, reason: &EndReason) {
+        let _ = reason;
+    }
+}
+
+/// The policy of a gateway without plugins: allow everything, touch nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl Policy for PassThrough {}
+impl SessionPolicy for PassThrough {}

@@ -1,0 +1,39 @@
+//! The PostgreSQL relay: everything that moves bytes between a client and an
+//! upstream server.
+//!
+//! - [`session`] drives one client connection: TLS, start-up, token check,
+//!   authorization, upstream login, then hands over to `pump`;
+//! - `upstream` logs in to the upstream with the gateway's own credential;
+//! - `pump` relays the session in both directions and raises policy events;
+//! - `cancel` maps client cancel keys to upstream ones;
+//! - `framed` and `stream` are the small I/O helpers they share.
+//!
+//! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
+//! none of those depend on it.
+
+pub mod cancel;
+mod framed;
+mod pump;
+pub mod session;
+mod stream;
+pub mod upstream;
+
+pub use session::{GatewayContext, ListenerContext, TargetContext};
+pub use stream::Stream;
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Socket error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Codec(#[from] crate::codec::CodecError),
+    /// The client closed the connection during start-up.
+    #[error("client closed the connection")]
+    ClientGone,
+    /// The session was refused; the client has been told why.
+    #[error("refused: {0}")]
+    Refused(String),
+}

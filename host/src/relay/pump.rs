@@ -1,0 +1,396 @@
+//! The relay after start-up: two directions, each a loop that reads into one
+//! buffer, finds message boundaries, raises policy events only for the
+//! messages a policy looks at, and writes everything else out of the same
+//! buffer it was read into (bytes in, same bytes out).
+//!
+//! Memory is bounded: a message that no policy needs is forwarded in pieces as
+//! it arrives, never gathered whole; only `Query`/`Parse` (and rows, when a
+//! policy wants them) are held whole, up to the listener's message limit.
+//! Backpressure is natural: a direction reads again only after its last write
+//! completed, so a slow client slows the upstream read.
+//!
+//! A refused statement never reaches the upstream. Its `ErrorResponse` must
+//! still arrive in order, after the responses to anything pipelined before
+//! it, so the client→server side forwards a `Sync` in its place and queues an
+//! *injection* keyed by that `Sync`'s sequence number; the server→client side
+//! writes the error just before the matching `ReadyForQuery`. Every `Query`,
+//! `Sync` and `FunctionCall` yields exactly one `ReadyForQuery`, which is what
+//! makes the count reliable.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use super::stream::Stream;
+use super::RelayError;
+use crate::codec::error_response::ErrorFields;
+use crate::codec::{data_row, parse, peek_frame, query, row_description, sqlstate};
+use crate::policy::{EndReason, QueryEvent, ResultColumn, SessionPolicy, ValueEdit, Verdict};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 32 * 1024;
+/// `Sync` message.
+const SYNC: &[u8] = &[b'S', 0, 0, 0, 4];
+/// `Terminate` message.
+const TERMINATE: &[u8] = &[b'X', 0, 0, 0, 4];
+
+/// An error to write to the client just before `ReadyForQuery` number `seq`.
+struct Injection {
+    seq: u64,
+    bytes: Bytes,
+}
+
+struct Shared {
+    injections: Mutex<VecDeque<Injection>>,
+    policy: Mutex<Box<dyn SessionPolicy>>,
+    wants_rows: bool,
+}
+
+impl Shared {
+    fn policy(&self) -> std::sync::MutexGuard<'_, Box<dyn SessionPolicy>> {
+        self.policy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What happens to the rest of a message that did not fit in the buffer.
+#[derive(Clone, Copy)]
+enum Carry {
+    None,
+    Forward(usize),
+    Skip(usize),
+}
+
+/// Runs the session until either side ends; returns why it ended.
+pub async fn run(
+    client: Stream,
+    upstream: Stream,
+    policy: Box<dyn SessionPolicy>,
+    pending: BytesMut,
+    max_message: usize,
+) -> (EndReason, Box<dyn SessionPolicy>) {
+    let wants_rows = policy.wants_rows();
+    let shared = Arc::new(Shared {
+        injections: Mutex::new(VecDeque::new()),
+        policy: Mutex::new(policy),
+        wants_rows,
+    });
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (up_rd, up_wr) = tokio::io::split(upstream);
+    let c2s = client_to_server(client_rd, up_wr, &shared, pending, max_message);
+    let s2c = server_to_client(up_rd, client_wr, &shared, max_message);
+    let reason = tokio::select! {
+        r = c2s => match r {
+            Ok(()) => EndReason::ClientClosed,
+            Err(e) => EndReason::Error(e.to_string()),
+        },
+        r = s2c => match r {
+            Ok(()) => EndReason::UpstreamClosed,
+            Err(e) => EndReason::Error(e.to_string()),
+        },
+    };
+    let policy = match Arc::try_unwrap(shared) {
+        Ok(s) => s.policy.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(_) => Box::new(crate::policy::PassThrough),
+    };
+    (reason, policy)
+}
+
+fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
+    let fields = match verdict {
+        Verdict::Allow => return None,
+        Verdict::Deny { reason } => ErrorFields::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("statement refused by gateway policy: {reason}"),
+        )
+        .with_hint("the statement was not run; change it or ask the gateway operator"),
+        Verdict::RequireApproval { reason } => ErrorFields::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("statement needs approval: {reason}"),
+        )
+        .with_hint("approvals are not available on this gateway yet; ask the operator"),
+    };
+    let mut b = BytesMut::new();
+    fields.encode(&mut b);
+    Some(b.freeze())
+}
+
+async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    if !bytes.is_empty() {
+        w.write_all(bytes).await?;
+    }
+    Ok(())
+}
+
+/// Ensures room for the next read (and for a whole message of `need` bytes).
+fn make_room(buf: &mut BytesMut, need: usize) {
+    let want = need.max(buf.len() + READ_CHUNK / 4);
+    if buf.capacity() < want || buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(want.saturating_sub(buf.len()).max(READ_CHUNK));
+    }
+}
+
+async fn client_to_server(
+    mut rd: ReadHalf<Stream>,
+    mut wr: WriteHalf<Stream>,
+    shared: &Shared,
+    pending: BytesMut,
+    max: usize,
+) -> Result<(), RelayError> {
+    let mut buf = pending;
+    let mut carry = Carry::None;
+    let mut syncs: u64 = 0;
+    // After a refused Parse: messages up to the next Sync are dropped, and the
+    // error is injected before that Sync's ReadyForQuery.
+    let mut pending_error: Option<Bytes> = None;
+    let mut need = 0usize;
+    let mut first = true;
+    loop {
+        make_room(&mut buf, need);
+        let replay = std::mem::take(&mut first) && !buf.is_empty();
+        if !replay && rd.read_buf(&mut buf).await? == 0 {
+            // Client went away without Terminate: end the upstream session.
+            let _ = wr.write_all(TERMINATE).await;
+            let _ = wr.flush().await;
+            return Ok(());
+        }
+        need = 0;
+        let mut start = 0usize; // first byte not yet written or skipped
+        let mut pos = 0usize; // first byte not yet examined
+        loop {
+            match carry {
+                Carry::Forward(n) | Carry::Skip(n) => {
+                    let take = n.min(buf.len() - pos);
+                    if let Carry::Skip(_) = carry {
+                        write_out(&mut wr, &buf[start..pos]).await?;
+                        start = pos + take;
+                    }
+                    pos += take;
+                    carry = match carry {
+                        Carry::Forward(_) if n > take => Carry::Forward(n - take),
+                        Carry::Skip(_) if n > take => Carry::Skip(n - take),
+                        _ => Carry::None,
+                    };
+                    if !matches!(carry, Carry::None) {
+                        break;
+                    }
+                }
+                Carry::None => {}
+            }
+            let Some(h) = peek_frame(&buf[pos..], max)? else {
+                break;
+            };
+            let available = buf.len() - pos;
+            match h.tag {
+                b'Q' | b'P' => {
+                    if available < h.total_len {
+                        need = h.total_len;
+                        break;
+                    }
+                    let frame = &buf[pos..pos + h.total_len];
+                    if pending_error.is_some() {
+                        // Still discarding after a refused Parse.
+                        write_out(&mut wr, &buf[start..pos]).await?;
+                        pos += h.total_len;
+                        start = pos;
+                        continue;
+                    }
+                    let verdict = if h.tag == b'Q' {
+                        let sql = query::decode(frame)?;
+                        shared.policy().on_query(QueryEvent::Simple { sql })
+                    } else {
+                        let p = parse::decode(frame)?;
+                        shared.policy().on_query(QueryEvent::Parse {
+                            statement: p.statement,
+                            sql: p.query,
+                        })
+                    };
+                    match denial_bytes(&verdict) {
+                        None => {
+                            if h.tag == b'Q' {
+                                syncs += 1;
+                            }
+                            pos += h.total_len;
+                        }
+                        Some(err) => {
+                            write_out(&mut wr, &buf[start..pos]).await?;
+                            pos += h.total_len;
+                            start = pos;
+                            if h.tag == b'Q' {
+                                syncs += 1;
+                                push_injection(shared, syncs, err);
+                                write_out(&mut wr, SYNC).await?;
+                            } else {
+                                pending_error = Some(err);
+                            }
+                        }
+                    }
+                }
+                b'S' => {
+                    syncs += 1;
+                    if let Some(err) = pending_error.take() {
+                        push_injection(shared, syncs, err);
+                    }
+                    pos += h.total_len.min(available);
+                    if available < h.total_len {
+                        carry = Carry::Forward(h.total_len - available);
+                    }
+                }
+                b'X' => {
+                    write_out(&mut wr, &buf[start..pos]).await?;
+                    wr.write_all(TERMINATE).await?;
+                    wr.flush().await?;
+                    return Ok(());
+                }
+                tag => {
+                    if tag == b'F' && pending_error.is_none() {
+                        syncs += 1;
+                    }
+                    let take = h.total_len.min(available);
+                    if pending_error.is_some() {
+                        write_out(&mut wr, &buf[start..pos]).await?;
+                        pos += take;
+                        start = pos;
+                        if take < h.total_len {
+                            carry = Carry::Skip(h.total_len - take);
+                        }
+                    } else {
+                        pos += take;
+                        if take < h.total_len {
+                            carry = Carry::Forward(h.total_len - take);
+                        }
+                    }
+                }
+            }
+        }
+        write_out(&mut wr, &buf[start..pos]).await?;
+        wr.flush().await?;
+        buf.advance(pos);
+    }
+}
+
+fn push_injection(shared: &Shared, seq: u64, bytes: Bytes) {
+    let mut q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
+    q.push_back(Injection { seq, bytes });
+}
+
+fn take_injection(shared: &Shared, seq: u64) -> Option<Bytes> {
+    let mut q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
+    if q.front().is_some_and(|i| i.seq == seq) {
+        q.pop_front().map(|i| i.bytes)
+    } else {
+        None
+    }
+}
+
+async fn server_to_client(
+    mut rd: ReadHalf<Stream>,
+    mut wr: WriteHalf<Stream>,
+    shared: &Shared,
+    max: usize,
+) -> Result<(), RelayError> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut carry = 0usize; // bytes of a partly forwarded message still to come
+    let mut rfq_seen: u64 = 0;
+    let mut scratch = BytesMut::new();
+    let mut need = 0usize;
+    loop {
+        make_room(&mut buf, need);
+        if rd.read_buf(&mut buf).await? == 0 {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        need = 0;
+        let mut start = 0usize;
+        let mut pos = 0usize;
+        loop {
+            if carry > 0 {
+                let take = carry.min(buf.len() - pos);
+                pos += take;
+                carry -= take;
+                if carry > 0 {
+                    break;
+                }
+            }
+            let Some(h) = peek_frame(&buf[pos..], max)? else {
+                break;
+            };
+            let available = buf.len() - pos;
+            match h.tag {
+                b'Z' => {
+                    rfq_seen += 1;
+                    if let Some(err) = take_injection(shared, rfq_seen) {
+                        write_out(&mut wr, &buf[start..pos]).await?;
+                        start = pos;
+                        wr.write_all(&err).await?;
+                    }
+                }
+                b'T' if shared.wants_rows => {
+                    if available < h.total_len {
+                        need = h.total_len;
+                        break;
+                    }
+                    let cols = row_description::decode(&buf[pos..pos + h.total_len])?;
+                    let cols: Vec<ResultColumn> = cols
+                        .into_iter()
+                        .map(|c| ResultColumn {
+                            name: c.name.to_string(),
+                            table_oid: c.table_oid,
+                            attribute_number: c.attribute_number,
+                            type_oid: c.type_oid,
+                            format: c.format,
+                        })
+                        .collect();
+                    shared.policy().on_row_description(&cols);
+                }
+                b'D' if shared.wants_rows => {
+                    if available < h.total_len {
+                        need = h.total_len;
+                        break;
+                    }
+                    let values = data_row::decode(&buf[pos..pos + h.total_len])?;
+                    let edits = shared.policy().on_data_row(&values);
+                    if !edits.is_empty() {
+                        let mut owned: Vec<Option<&[u8]>> = values;
+                        let mut replaced: Vec<(usize, Vec<u8>)> = Vec::new();
+                        for e in edits {
+                            match e {
+                                ValueEdit::Null { index } => {
+                                    if let Some(v) = owned.get_mut(index) {
+                                        *v = None;
+                                    }
+                                }
+                                ValueEdit::Replace { index, value } => {
+                                    replaced.push((index, value));
+                                }
+                            }
+                        }
+                        for (index, value) in &replaced {
+                            if let Some(v) = owned.get_mut(*index) {
+                                *v = Some(value.as_slice());
+                            }
+                        }
+                        scratch.clear();
+                        data_row::encode(&mut scratch, owned.into_iter());
+                        write_out(&mut wr, &buf[start..pos]).await?;
+                        wr.write_all(&scratch).await?;
+                        pos += h.total_len;
+                        start = pos;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            let take = h.total_len.min(available);
+            pos += take;
+            if take < h.total_len {
+                carry = h.total_len - take;
+                break;
+            }
+        }
+        write_out(&mut wr, &buf[start..pos]).await?;
+        wr.flush().await?;
+        buf.advance(pos);
+    }
+}

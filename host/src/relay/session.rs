@@ -1,0 +1,511 @@
+//! One client connection from accept to close.
+//!
+//! Start-up follows PostgreSQL's order: optional `SSLRequest`/`GSSENCRequest`
+//! (or a direct TLS handshake, as PostgreSQL 17 clients may do), then the
+//! `StartupMessage`; `CancelRequest`s are served and the connection closed.
+//! The gateway then asks for a cleartext password *inside TLS*, validates the
+//! token, checks that the startup `user` is the token's user, authorizes the
+//! target, opens the policy session, logs in upstream and replays the
+//! upstream's greeting with a gateway-issued cancel secret.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::cancel::{CancelRegistry, CancelTarget};
+use super::framed::{read_message, read_startup_packet, send};
+use super::stream::Stream;
+use super::upstream::{self, UpstreamLogin};
+use super::{pump, RelayError};
+use crate::codec::error_response::ErrorFields;
+use crate::codec::startup::{StartupMessage, StartupPacket};
+use crate::codec::{
+    authentication, backend_key_data, negotiate_protocol_version, sqlstate, startup,
+};
+use crate::config::Target;
+use crate::identity::{Authenticator, Identity, MAX_TOKEN_BYTES};
+use crate::policy::{Policy, SessionInfo, Verdict};
+
+/// PostgreSQL's limit for identifiers such as `application_name` (NAMEDATALEN - 1).
+const MAX_IDENTIFIER: usize = 63;
+
+/// Per-listener settings a session needs.
+pub struct ListenerContext {
+    /// TLS acceptor, if the listener has a certificate.
+    pub tls: Option<TlsAcceptor>,
+    /// Whether clients without TLS are served (loopback development only).
+    pub plaintext_allowed: bool,
+    /// Largest message accepted in either direction.
+    pub max_message: usize,
+    /// Deadline for TLS + start-up + authentication + upstream login.
+    pub startup_timeout: Duration,
+}
+
+/// One target with its prepared upstream TLS config.
+pub struct TargetContext {
+    /// Its configuration.
+    pub cfg: Target,
+    /// Upstream TLS client config (`None` = plain).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// What every session of the gateway shares.
+pub struct GatewayContext {
+    /// Token validation.
+    pub authenticator: Authenticator,
+    /// Targets by name.
+    pub targets: HashMap<String, TargetContext>,
+    /// The policy seam (pass-through until plugins are configured).
+    pub policy: Arc<dyn Policy>,
+    /// Cancel keys of live sessions.
+    pub cancels: CancelRegistry,
+    /// Source of session ids.
+    pub next_session: AtomicU64,
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lc: Arc<ListenerContext>,
+    gw: Arc<GatewayContext>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let started = tokio::time::timeout(lc.startup_timeout, start(tcp, peer, &lc, &gw)).await;
+    let ready = match started {
+        Err(_) => {
+            tracing::info!(%peer, "client did not finish start-up in time; connection closed");
+            return;
+        }
+        Ok(Err(RelayError::ClientGone)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "session refused");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(ready))) => ready,
+    };
+    let Ready {
+        client,
+        upstream,
+        policy,
+        info,
+        registration,
+        pending,
+    } = ready;
+    tracing::info!(
+        session = info.session_id,
+        user = %info.identity.user,
+        target = %info.target,
+        %peer,
+        upstream_pid = registration.client_key().process_id,
+        "session started"
+    );
+    let (reason, mut policy) = pump::run(client, upstream, policy, pending, lc.max_message).await;
+    policy.on_session_end(&reason);
+    drop(registration);
+    tracing::info!(session = info.session_id, reason = ?reason, "session ended");
+}
+
+struct Ready {
+    client: Stream,
+    upstream: Stream,
+    policy: Box<dyn crate::policy::SessionPolicy>,
+    info: SessionInfo,
+    registration: super::cancel::Registration,
+    /// Bytes the client sent after its password, before the greeting; they
+    /// go through the policy like everything else.
+    pending: BytesMut,
+}
+
+/// Sends a FATAL error and reports the session as refused.
+async fn refuse(stream: &mut Stream, fields: ErrorFields) -> RelayError {
+    let mut buf = BytesMut::new();
+    fields.encode(&mut buf);
+    let _ = send(stream, &mut buf).await;
+    let _ = stream.shutdown().await;
+    RelayError::Refused(fields.message)
+}
+
+async fn accept_tls(tcp: TcpStream, lc: &ListenerContext) -> Result<Stream, RelayError> {
+    let acceptor = lc
+        .tls
+        .as_ref()
+        .ok_or_else(|| RelayError::Refused("TLS handshake on a listener without TLS".into()))?;
+    let tls = acceptor.accept(tcp).await?;
+    Ok(Stream::ServerTls(Box::new(tls)))
+}
+
+async fn start(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lc: &ListenerContext,
+    gw: &GatewayContext,
+) -> Result<Option<Ready>, RelayError> {
+    // PostgreSQL 17 clients with sslnegotiation=direct start TLS at once.
+    let mut first = [0u8; 1];
+    let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == 0x16 && lc.tls.is_some();
+    let mut stream = if direct_tls {
+        accept_tls(tcp, lc).await?
+    } else {
+        Stream::Plain(tcp)
+    };
+    let packet = loop {
+        let packet = read_startup_packet(&mut stream).await?;
+        match startup::decode(&packet)? {
+            StartupPacket::SslRequest => {
+                if stream.is_tls() {
+                    return Err(refuse(
+                        &mut stream,
+                        ErrorFields::fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "SSLRequest received inside TLS",
+                        ),
+                    )
+                    .await);
+                }
+                let Stream::Plain(mut tcp) = stream else {
+                    return Err(RelayError::Refused("unreachable stream state".into()));
+                };
+                if lc.tls.is_some() {
+                    tcp.write_all(b"S").await?;
+                    stream = accept_tls(tcp, lc).await?;
+                } else {
+                    tcp.write_all(b"N").await?;
+                    stream = Stream::Plain(tcp);
+                }
+            }
+            StartupPacket::GssEncRequest => {
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::CancelRequest(req) => {
+                gw.cancels.cancel(req).await;
+                return Ok(None);
+            }
+            StartupPacket::Startup(_) => break packet,
+        }
+    };
+    let StartupPacket::Startup(msg) = startup::decode(&packet)? else {
+        return Err(RelayError::Refused("unreachable start-up state".into()));
+    };
+    let plaintext_ok = lc.plaintext_allowed && peer.ip().is_loopback();
+    if !stream.is_tls() && !plaintext_ok {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                "this gateway accepts tokens only over TLS",
+            )
+            .with_hint("connect with sslmode=require (or verify-full)"),
+        )
+        .await);
+    }
+    if msg.major != 3 {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "unsupported frontend protocol {}.{}: the gateway speaks 3.0",
+                    msg.major, msg.minor
+                ),
+            ),
+        )
+        .await);
+    }
+    if msg
+        .param("replication")
+        .is_some_and(|v| v != "false" && v != "0" && v != "off")
+    {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "replication connections are not supported through the gateway",
+            ),
+        )
+        .await);
+    }
+    let mut out = BytesMut::new();
+    let unsupported: Vec<&str> = msg
+        .params
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if msg.minor > 0 || !unsupported.is_empty() {
+        negotiate_protocol_version::encode(&mut out, 0, &unsupported);
+    }
+    let Some(user) = msg.param("user").filter(|u| !u.is_empty()) else {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                "no user name in the start-up message",
+            )
+            .with_hint("set user to the name in your token (e.g. your e-mail address)"),
+        )
+        .await);
+    };
+    let target_name = msg
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+
+    // Ask for the token.
+    authentication::encode_cleartext_request(&mut out);
+    send(&mut stream, &mut out).await?;
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let Some(pw) = read_message(&mut stream, &mut inbuf, MAX_TOKEN_BYTES + 1024)
+        .await
+        .map_err(|e| match e {
+            RelayError::Codec(crate::codec::CodecError::TooLarge { .. }) => {
+                RelayError::Refused("password message too large".into())
+            }
+            other => other,
+        })?
+    else {
+        // psql closes and asks the user for a password when none was given.
+        return Err(RelayError::ClientGone);
+    };
+    let token = match authentication::decode_password(&pw) {
+        Ok(t) => t,
+        Err(_) => {
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "expected a password message"),
+            )
+            .await)
+        }
+    };
+    let identity = match gw.authenticator.authenticate(token).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::info!(%peer, %user, reason = %e, "authentication failed");
+            let msg = format!("password authentication failed for user \"{user}\": {e}");
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(sqlstate::INVALID_PASSWORD, msg).with_hint(e.hint()),
+            )
+            .await);
+        }
+    };
+    if identity.user != user {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "user \"{user}\" does not match token user \"{}\"",
+                    identity.user
+                ),
+            )
+            .with_hint("set user to the name in your token"),
+        )
+        .await);
+    }
+    let Some(target) = gw.targets.get(target_name) else {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("target \"{target_name}\" does not exist on this gateway"),
+            )
+            .with_hint("set dbname to the name of a configured target"),
+        )
+        .await);
+    };
+    if let Err(why) = authorize(&identity, &target.cfg) {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(sqlstate::INVALID_AUTHORIZATION, why)
+                .with_hint("ask the gateway operator for access to this target"),
+        )
+        .await);
+    }
+    let info = SessionInfo {
+        session_id: gw.next_session.fetch_add(1, Ordering::Relaxed) + 1,
+        identity: identity.clone(),
+        target: target.cfg.name.clone(),
+        client_addr: peer,
+        application_name: msg.param("application_name").map(str::to_string),
+    };
+    let policy = match gw.policy.start_session(&info) {
+        Ok(p) => p,
+        Err(Verdict::Deny { reason }) | Err(Verdict::RequireApproval { reason }) => {
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("session refused by gateway policy: {reason}"),
+                ),
+            )
+            .await)
+        }
+        Err(Verdict::Allow) => Box::new(crate::policy::PassThrough),
+    };
+    let password = match upstream_password(&target.cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(target = %target.cfg.name, error = %e, "upstream password unavailable");
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(
+                    sqlstate::UNABLE_TO_CONNECT,
+                    format!(
+                        "the gateway cannot log in to target \"{}\": its credential is unavailable",
+                        target.cfg.name
+                    ),
+                )
+                .with_hint("tell the gateway operator; the gateway log has the details"),
+            )
+            .await);
+        }
+    };
+    let login = UpstreamLogin {
+        host: &target.cfg.host,
+        port: target.cfg.port,
+        tls: target.tls.clone(),
+        user: &target.cfg.user,
+        database: &target.cfg.database,
+        password,
+        params: forwarded_params(&msg, &identity),
+        timeout: Duration::from_secs(target.cfg.connect_timeout_secs),
+    };
+    let up = match upstream::connect(login).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(target = %target.cfg.name, error = %e, "upstream login failed");
+            let code = match e {
+                upstream::UpstreamError::Rejected { .. } => sqlstate::SERVER_REJECTED_CONNECTION,
+                _ => sqlstate::UNABLE_TO_CONNECT,
+            };
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(
+                    code,
+                    format!(
+                        "cannot open a session on target \"{}\": {e}",
+                        target.cfg.name
+                    ),
+                )
+                .with_hint("try again; if it persists, tell the gateway operator"),
+            )
+            .await);
+        }
+    };
+    let registration = gw.cancels.register(CancelTarget {
+        host: target.cfg.host.clone(),
+        port: target.cfg.port,
+        tls: target.tls.clone(),
+        upstream_key: up.key,
+    });
+    // AuthenticationOk, the upstream's greeting with our cancel key before
+    // its final ReadyForQuery (6 bytes).
+    authentication::encode_ok(&mut out);
+    let split = up.greeting.len().saturating_sub(6);
+    out.extend_from_slice(&up.greeting[..split]);
+    backend_key_data::encode(&mut out, registration.client_key());
+    out.extend_from_slice(&up.greeting[split..]);
+    send(&mut stream, &mut out).await?;
+    Ok(Some(Ready {
+        client: stream,
+        upstream: up.stream,
+        policy,
+        info,
+        registration,
+        pending: inbuf,
+    }))
+}
+
+/// Whether `identity` may use `target`; `Err` says why not.
+pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
+    if target.allow_users.contains(&identity.user) {
+        return Ok(());
+    }
+    if identity
+        .groups
+        .iter()
+        .any(|g| target.allow_groups.contains(g))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "user \"{}\" is not allowed to use target \"{}\" (allowed groups: {})",
+        identity.user,
+        target.name,
+        if target.allow_groups.is_empty() {
+            "none".to_string()
+        } else {
+            target.allow_groups.join(", ")
+        }
+    ))
+}
+
+/// Reads the target's upstream password from its configured source.
+pub fn upstream_password(target: &Target) -> Result<Option<String>, String> {
+    if let Some(var) = &target.password_env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("environment variable {var} is not set"));
+    }
+    if let Some(file) = &target.password_file {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+    }
+    Ok(None)
+}
+
+/// Start-up parameters passed upstream: everything the client set except
+/// `user`, `database`, `replication` and protocol options, with
+/// `application_name` naming the person behind the session.
+pub fn forwarded_params(msg: &StartupMessage<'_>, identity: &Identity) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = msg
+        .params
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(*k, "user" | "database" | "replication" | "application_name")
+                && !k.starts_with("_pq_.")
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let app = msg.param("application_name").filter(|a| !a.is_empty());
+    let name = match app {
+        Some(a) => format!("{a} via portcullis: {}", identity.user),
+        None => format!("portcullis: {}", identity.user),
+    };
+    out.push(("application_name".into(), truncate_identifier(&name)));
+    out
+}
+
+/// Truncates to PostgreSQL's identifier limit on a character boundary.
+pub fn truncate_identifier(s: &str) -> String {
+    if s.len() <= MAX_IDENTIFIER {
+        return s.to_string();
+    }
+    let mut end = MAX_IDENTIFIER;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        let s = "é".repeat(40); // 80 bytes
+        let t = truncate_identifier(&s);
+        assert!(t.len() <= 63);
+        assert_eq!(t.len(), 62);
+    }
+}

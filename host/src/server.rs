@@ -1,0 +1,194 @@
+//! Binds the configured listeners and runs the accept loops: connection
+//! limits, per-connection tasks, and the shared [`GatewayContext`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::codec::error_response::ErrorFields;
+use crate::codec::sqlstate;
+use crate::config::Config;
+use crate::http_client::HttpClient;
+use crate::identity::Authenticator;
+use crate::policy::Policy;
+use crate::relay::cancel::CancelRegistry;
+use crate::relay::{session, GatewayContext, ListenerContext, TargetContext};
+use crate::tls;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// Configured address.
+        address: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error("listener {address}: {source}")]
+    Tls {
+        /// Configured address.
+        address: String,
+        /// Cause.
+        source: tls::TlsError,
+    },
+    /// Upstream TLS for a target could not be set up.
+    #[error("target {target}: {source}")]
+    TargetTls {
+        /// Target name.
+        target: String,
+        /// Cause.
+        source: tls::TlsError,
+    },
+    /// Identity providers could not be set up.
+    #[error("identity providers: {0}")]
+    Identity(String),
+}
+
+/// A started gateway; dropping it stops accepting new connections.
+pub struct RunningGateway {
+    /// The bound address of each listener, in configuration order.
+    pub addresses: Vec<SocketAddr>,
+    /// Shared state (cancel registry, targets, ...).
+    pub context: Arc<GatewayContext>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        for h in &self.accept_loops {
+            h.abort();
+        }
+    }
+}
+
+/// Builds the shared context and binds every listener.
+pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGateway, StartError> {
+    let http = HttpClient::new(Duration::from_secs(10))
+        .map_err(|e| StartError::Identity(e.to_string()))?;
+    let authenticator = Authenticator::new(&config.identity_providers, http)
+        .map_err(|e| StartError::Identity(e.to_string()))?;
+    let mut targets = HashMap::new();
+    for t in &config.targets {
+        let tls = tls::upstream_config(t.tls, t.tls_ca_file.as_deref().map(Path::new)).map_err(
+            |source| StartError::TargetTls {
+                target: t.name.clone(),
+                source,
+            },
+        )?;
+        targets.insert(
+            t.name.clone(),
+            TargetContext {
+                cfg: t.clone(),
+                tls,
+            },
+        );
+    }
+    let context = Arc::new(GatewayContext {
+        authenticator: authenticator.clone(),
+        targets,
+        policy,
+        cancels: CancelRegistry::default(),
+        next_session: AtomicU64::new(0),
+    });
+    let mut addresses = Vec::new();
+    let mut accept_loops = Vec::new();
+    for l in &config.listeners {
+        let tls = match (&l.tls_cert_file, &l.tls_key_file) {
+            (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(
+                tls::server_config(Path::new(c), Path::new(k)).map_err(|source| {
+                    StartError::Tls {
+                        address: l.address.clone(),
+                        source,
+                    }
+                })?,
+            )),
+            _ => None,
+        };
+        let listener = TcpListener::bind(&l.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: l.address.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            address: l.address.clone(),
+            source,
+        })?;
+        let lc = Arc::new(ListenerContext {
+            tls,
+            plaintext_allowed: l.plaintext_loopback_dev,
+            max_message: l.max_message_bytes,
+            startup_timeout: Duration::from_secs(l.startup_timeout_secs),
+        });
+        let limit = Arc::new(Semaphore::new(l.max_clients));
+        tracing::info!(address = %local, tls = lc.tls.is_some(), "listening");
+        addresses.push(local);
+        accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            lc,
+            context.clone(),
+            limit,
+        )));
+    }
+    tokio::spawn(async move { authenticator.prefetch().await });
+    Ok(RunningGateway {
+        addresses,
+        context,
+        accept_loops,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    lc: Arc<ListenerContext>,
+    gw: Arc<GatewayContext>,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and similar: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (lc, gw) = (lc.clone(), gw.clone());
+                tokio::spawn(async move {
+                    session::serve(tcp, peer, lc, gw).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "too many clients; connection refused");
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let mut buf = BytesMut::new();
+                    ErrorFields::fatal(
+                        sqlstate::TOO_MANY_CONNECTIONS,
+                        "sorry, too many clients already",
+                    )
+                    .with_hint("try again later, or ask the operator to raise max_clients")
+                    .encode(&mut buf);
+                    let _ = tcp.write_all(&buf).await;
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! End-to-end test harness: a real PostgreSQL cluster (one per test process,
+//! started on first use, SCRAM upstream auth), a development OIDC issuer and a
+//! gateway per test, and helpers to connect real clients through it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use portcullis::config::Config;
+use portcullis::demo::cluster::TempCluster;
+use portcullis::demo::issuer::{DevIssuer, DevKey, TokenSpec};
+use portcullis::policy::{PassThrough, Policy};
+use portcullis::server::RunningGateway;
+
+/// Audience of test tokens.
+pub const AUDIENCE: &str = "portcullis-test";
+/// Database (and target) the tests use.
+pub const DB: &str = "app";
+
+/// The process-wide test cluster.
+pub struct TestCluster {
+    /// The cluster.
+    pub cluster: TempCluster,
+    /// Files shared by all tests (TLS certificate).
+    pub dir: PathBuf,
+    /// Self-signed certificate for the gateway listener.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// Passwords of the extra upstream roles, one per authentication method.
+pub const ROLE_PASSWORD: &str = "role-secret-1";
+
+/// Starts (once) and returns the shared cluster.
+pub fn cluster() -> &'static TestCluster {
+    static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let cluster = TempCluster::start_with_hba(&[
+            "host all md5user 127.0.0.1/32 md5",
+            "host all plainuser 127.0.0.1/32 password",
+            "host all trustuser 127.0.0.1/32 trust",
+        ])
+        .expect("start a throwaway PostgreSQL cluster (is the postgresql package installed?)");
+        cluster.psql("postgres", &format!("CREATE DATABASE {DB}")).expect("create database");
+        cluster
+            .psql(
+                DB,
+                &format!(
+                    "SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN SUPERUSER PASSWORD '{ROLE_PASSWORD}';
+                     SET password_encryption = 'scram-sha-256';
+                     CREATE ROLE plainuser LOGIN SUPERUSER PASSWORD '{ROLE_PASSWORD}';
+                     CREATE ROLE trustuser LOGIN SUPERUSER;
+                     CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, secret text);
+                     INSERT INTO items SELECT g, 'item ' || g, 'secret ' || g FROM generate_series(1, 100) g;"
+                ),
+            )
+            .expect("seed test database");
+        let dir = std::env::temp_dir().join(format!("portcullis-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (cert, key) = portcullis::demo::cert::write_self_signed(&dir).expect("certificate");
+        TestCluster { cluster, dir, cert, key }
+    })
+}
+
+/// Options for a test gateway.
+pub struct GatewayOptions {
+    /// Upstream role (default `postgres`, SCRAM).
+    pub upstream_user: String,
+    /// Upstream password (`None` = trust).
+    pub upstream_password: Option<String>,
+    /// Extra TOML appended to the identity provider table.
+    pub provider_extra: String,
+    /// Policy at the seam.
+    pub policy: Arc<dyn Policy>,
+    /// Extra TOML appended to the listener tables.
+    pub listener_extra: String,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            upstream_user: "postgres".into(),
+            upstream_password: Some(cluster().cluster.password().to_string()),
+            provider_extra: String::new(),
+            policy: Arc::new(PassThrough),
+            listener_extra: String::new(),
+        }
+    }
+}
+
+/// A gateway in front of the test cluster, with its own issuer.
+pub struct TestGateway {
+    /// The development issuer the gateway trusts.
+    pub issuer: DevIssuer,
+    /// The gateway.
+    pub gateway: RunningGateway,
+    /// TLS listener address.
+    pub tls_addr: std::net::SocketAddr,
+    /// Plaintext loopback (development) listener address.
+    pub plain_addr: std::net::SocketAddr,
+    /// The configuration the gateway was started with.
+    pub config_text: String,
+    _password_file: Option<tempfile_guard::Guard>,
+}
+
+mod tempfile_guard {
+    /// Removes a file when dropped.
+    pub struct Guard(pub std::path::PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl TestGateway {
+    /// Starts a gateway with default options (ES256 issuer).
+    pub async fn start() -> Self {
+        Self::start_with(GatewayOptions::default()).await
+    }
+
+    /// Starts a gateway with the given options.
+    pub async fn start_with(opts: GatewayOptions) -> Self {
+        let c = cluster();
+        let issuer = DevIssuer::start(DevKey::generate_es256().expect("key"), AUDIENCE, 0)
+            .await
+            .expect("issuer");
+        let (password_line, guard) = match &opts.upstream_password {
+            Some(p) => {
+                let f = c.dir.join(format!("pw-{:016x}", rand_u64()));
+                std::fs::write(&f, p).expect("password file");
+                (
+                    format!("password_file = {:?}", f.display().to_string()),
+                    Some(tempfile_guard::Guard(f)),
+                )
+            }
+            None => (String::new(), None),
+        };
+        let config_text = format!(
+            r#"
+[[listeners]]
+address = "127.0.0.1:0"
+tls_cert_file = {cert:?}
+tls_key_file = {key:?}
+{listener_extra}
+
+[[listeners]]
+address = "127.0.0.1:0"
+plaintext_loopback_dev = true
+{listener_extra}
+
+[[identity_providers]]
+name = "test"
+issuer = "{iss}"
+insecure_loopback_issuer = true
+audience = ["other-audience", "{AUDIENCE}"]
+algorithms = ["ES256", "RS256"]
+jwks_min_refresh_secs = 1
+{provider_extra}
+
+[[targets]]
+name = "{DB}"
+host = "127.0.0.1"
+port = {port}
+database = "{DB}"
+user = "{user}"
+{password_line}
+allow_groups = ["testers"]
+allow_users = ["solo@example.com"]
+"#,
+            cert = c.cert.display().to_string(),
+            key = c.key.display().to_string(),
+            listener_extra = opts.listener_extra,
+            iss = issuer.url(),
+            provider_extra = opts.provider_extra,
+            port = c.cluster.port(),
+            user = opts.upstream_user,
+        );
+        let config = Config::parse(&config_text).expect("test config is valid");
+        let gateway = portcullis::server::start(&config, opts.policy)
+            .await
+            .expect("gateway starts");
+        Self {
+            tls_addr: gateway.addresses[0],
+            plain_addr: gateway.addresses[1],
+            issuer,
+            gateway,
+            config_text,
+            _password_file: guard,
+        }
+    }
+
+    /// A token for `user` in group `testers`, valid 10 minutes.
+    pub fn token(&self, user: &str) -> String {
+        self.issuer.mint(&TokenSpec {
+            user: user.into(),
+            groups: vec!["testers".into()],
+            ttl_secs: 600,
+        })
+    }
+
+    /// tokio-postgres config for the TLS listener.
+    pub fn pg_config(&self, user: &str, token: &str) -> tokio_postgres::Config {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.tls_addr.port())
+            .user(user)
+            .password(token)
+            .dbname(DB)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        cfg
+    }
+
+    /// Connects over TLS as `user` with a fresh token.
+    pub async fn connect(&self, user: &str) -> tokio_postgres::Client {
+        let token = self.token(user);
+        self.connect_with(&self.pg_config(user, &token))
+            .await
+            .expect("connect through the gateway")
+    }
+
+    /// Connects with an explicit config; the connection task is spawned.
+    pub async fn connect_with(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = cfg.connect(tls_connector()).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// A libpq connection string for the TLS listener (token via PGPASSWORD).
+    pub fn conninfo(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={DB} user={user} sslmode=require",
+            self.tls_addr.port()
+        )
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+/// A rustls connector that trusts the test certificate.
+pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let c = cluster();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in portcullis::tls::load_certs(&c.cert).expect("load test cert") {
+        roots.add(cert).expect("add root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Path of a file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// The SQLSTATE and message of a failed connection or query.
+pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
+    match e.as_db_error() {
+        Some(db) => (db.code().code().to_string(), db.message().to_string()),
+        None => ("(none)".into(), e.to_string()),
+    }
+}
