@@ -266,7 +266,9 @@ pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
 
 /// Path of a file under `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// The SQLSTATE and message of a failed connection or query.

@@ -49,7 +49,9 @@ async fn valid_rs256_token_connects() {
         groups: vec!["testers".into()],
         ttl_secs: 60,
     });
-    assert!(token.starts_with(&portcullis::identity::b64url(br#"{"typ":"JWT","alg":"RS256""#)[..10]));
+    assert!(
+        token.starts_with(&portcullis::identity::b64url(br#"{"typ":"JWT","alg":"RS256""#)[..10])
+    );
     let client = gw.connect_with(&gw.pg_config(USER, &token)).await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
 }
@@ -88,7 +90,9 @@ async fn wrong_audience_and_wrong_issuer_are_refused() {
     let (code, msg) = refused(&gw, USER, &gw.issuer.current_key().sign(&c)).await;
     assert_eq!(code, "28P01");
     assert!(
-        msg.contains(&format!("audience is someone-else, expected other-audience or {AUDIENCE}")),
+        msg.contains(&format!(
+            "audience is someone-else, expected other-audience or {AUDIENCE}"
+        )),
         "{msg}"
     );
 
@@ -96,14 +100,21 @@ async fn wrong_audience_and_wrong_issuer_are_refused() {
     c["iss"] = json!("https://evil.example.com");
     let (code, msg) = refused(&gw, USER, &gw.issuer.current_key().sign(&c)).await;
     assert_eq!(code, "28P01");
-    assert!(msg.contains("\"https://evil.example.com\" is not a configured identity provider"), "{msg}");
+    assert!(
+        msg.contains("\"https://evil.example.com\" is not a configured identity provider"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn unsigned_and_hmac_confusion_tokens_are_refused() {
     let gw = TestGateway::start().await;
     let c = claims(&gw);
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&c));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&c)
+    );
     let (code, msg) = refused(&gw, USER, &none).await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("\"none\" is never accepted"), "{msg}");
@@ -132,7 +143,10 @@ async fn unknown_kid_and_tampered_payload_are_refused() {
     let (code, msg) = refused(&gw, USER, &stranger.sign(&claims(&gw))).await;
     assert_eq!(code, "28P01");
     assert!(
-        msg.contains(&format!("signing key kid={} is not published by issuer", stranger.kid)),
+        msg.contains(&format!(
+            "signing key kid={} is not published by issuer",
+            stranger.kid
+        )),
         "{msg}"
     );
 
@@ -226,7 +240,11 @@ async fn plaintext_is_refused_on_tls_listener_and_allowed_on_dev_listener() {
     let token = gw.token(USER);
     let mut cfg = gw.pg_config(USER, &token);
     cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let err = cfg.connect(tokio_postgres::NoTls).await.err().expect("refused");
+    let err = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
     let (code, msg) = db_error(&err);
     assert_eq!(code, "28000");
     assert!(msg.contains("only over TLS"), "{msg}");

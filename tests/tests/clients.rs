@@ -1,0 +1,167 @@
+//! Real client programs through the gateway: psql (with meta-commands and
+//! `\copy`), pgbench, and psycopg 3 from Python.
+
+use std::process::Command;
+
+use portcullis_e2e::{cluster, TestGateway};
+
+const USER: &str = "cli@example.com";
+
+fn psql(gw: &TestGateway, args: &[&str]) -> std::process::Output {
+    Command::new("psql")
+        .arg(gw.conninfo(USER))
+        .args(["-X", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env("PGPASSWORD", gw.token(USER))
+        .env("PGSSLROOTCERT", &cluster().cert)
+        .output()
+        .expect("psql is installed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_and_copy() {
+    let gw = TestGateway::start().await;
+    let out = psql(&gw, &["-c", "\\d items"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Table \"public.items\""), "{stdout}");
+    assert!(stdout.contains("items_pkey"), "{stdout}");
+
+    let file = cluster()
+        .dir
+        .join(format!("copy-{}.csv", std::process::id()));
+    let copy_out = format!(
+        "\\copy (SELECT id, name FROM items WHERE id <= 10) TO '{}' CSV",
+        file.display()
+    );
+    let out = psql(&gw, &["-c", &copy_out]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    assert!(text.starts_with("1,item 1\n"), "{text}");
+
+    let copy_in = format!("\\copy copied FROM '{}' CSV", file.display());
+    let out = psql(
+        &gw,
+        &[
+            "-c",
+            "CREATE TEMP TABLE copied (id int, name text)",
+            "-c",
+            &copy_in,
+            "-At",
+            "-c",
+            "SELECT count(*), max(name) FROM copied",
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10|item 9"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_shows_refusals_with_hint() {
+    let gw = TestGateway::start().await;
+    let out = Command::new("psql")
+        .arg(gw.conninfo(USER))
+        .args(["-X", "-c", "SELECT 1"])
+        .env("PGPASSWORD", "not-a-token")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FATAL:  password authentication failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("HINT:"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_through_the_gateway() {
+    let gw = TestGateway::start().await;
+    let token = gw.token(USER);
+    let conn = gw.conninfo(USER);
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", "--foreign-keys", &conn])
+        .env("PGPASSWORD", &token)
+        .output()
+        .expect("pgbench is installed");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let run = Command::new("pgbench")
+        .args(["-c", "4", "-j", "2", "-t", "200", "-M", "prepared", &conn])
+        .env("PGPASSWORD", &token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("number of transactions actually processed: 800/800"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_from_python() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, sys, psycopg
+with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as conn:
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM items WHERE id = %s", (3,))
+        print(cur.fetchone()[0])
+        cur.execute("SELECT %s::text || %s::text", ("a", "b"))
+        print(cur.fetchone()[0])
+        with cur.copy("COPY (SELECT id FROM items WHERE id <= 3 ORDER BY id) TO STDOUT") as copy:
+            print(",".join(bytes(chunk).decode().strip() for chunk in copy))
+        try:
+            cur.execute("SELECT * FROM no_such_table")
+        except psycopg.errors.UndefinedTable as e:
+            print("error", e.sqlstate)
+    conn.rollback()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("CONNINFO", gw.conninfo(USER))
+        .env("TOKEN", gw.token(USER))
+        .output()
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "item 3",
+            "ab",
+            "1\n2\n3".replace('\n', ",").as_str(),
+            "error 42P01"
+        ]
+    );
+}

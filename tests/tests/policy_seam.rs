@@ -1,0 +1,152 @@
+//! The policy seam seen from a real client: refused statements come back as
+//! ordinary errors in the right place of a pipeline, the session stays usable,
+//! row edits reach the client, and a session can be refused at start.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use portcullis::policy::{
+    Policy, QueryEvent, ResultColumn, SessionInfo, SessionPolicy, ValueEdit, Verdict,
+};
+use portcullis_e2e::{db_error, GatewayOptions, TestGateway};
+use tokio_postgres::SimpleQueryMessage;
+
+const USER: &str = "policy@example.com";
+
+/// Refuses statements that mention `forbidden`, masks the third attribute of
+/// any table column (items.secret), refuses user blocked@example.com.
+struct TestPolicy;
+
+struct TestSession {
+    masked: Vec<usize>,
+}
+
+impl Policy for TestPolicy {
+    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, Verdict> {
+        if info.identity.user == "blocked@example.com" {
+            return Err(Verdict::Deny {
+                reason: "blocked users may not connect".into(),
+            });
+        }
+        Ok(Box::new(TestSession { masked: Vec::new() }))
+    }
+}
+
+impl SessionPolicy for TestSession {
+    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+        if event.sql().contains("forbidden") {
+            Verdict::Deny {
+                reason: "the word 'forbidden' is not allowed".into(),
+            }
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    fn wants_rows(&self) -> bool {
+        true
+    }
+
+    fn on_row_description(&mut self, columns: &[ResultColumn]) {
+        self.masked = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.table_oid != 0 && c.attribute_number == 3)
+            .map(|(i, _)| i)
+            .collect();
+    }
+
+    fn on_data_row(&mut self, values: &[Option<&[u8]>]) -> Vec<ValueEdit> {
+        self.masked
+            .iter()
+            .filter(|i| values.get(**i).is_some_and(|v| v.is_some()))
+            .map(|&index| ValueEdit::Replace {
+                index,
+                value: b"****".to_vec(),
+            })
+            .collect()
+    }
+}
+
+async fn gateway() -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        policy: Arc::new(TestPolicy),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn refused_simple_query_is_an_error_and_the_session_goes_on() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    let err = c.simple_query("SELECT 'forbidden'").await.err().unwrap();
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "42501");
+    assert!(msg.contains("the word 'forbidden' is not allowed"), "{msg}");
+    let msgs = c.simple_query("SELECT 'fine'").await.unwrap();
+    assert!(matches!(&msgs[1], SimpleQueryMessage::Row(r) if r.get(0) == Some("fine")));
+}
+
+#[tokio::test]
+async fn refused_parse_in_a_pipeline_fails_only_that_statement_in_order() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    let queries = [
+        "SELECT 1::int",
+        "SELECT 2::int /* forbidden */",
+        "SELECT 3::int",
+    ];
+    let results = join_all(queries.iter().map(|q| c.query_one(*q, &[]))).await;
+    assert_eq!(results[0].as_ref().unwrap().get::<_, i32>(0), 1);
+    let err = results[1].as_ref().err().expect("second is refused");
+    assert_eq!(db_error(err).0, "42501");
+    assert_eq!(results[2].as_ref().unwrap().get::<_, i32>(0), 3);
+    // Prepared statements after a refusal still work.
+    let stmt = c.prepare("SELECT $1::text").await.unwrap();
+    let v: String = c.query_one(&stmt, &[&"ok"]).await.unwrap().get(0);
+    assert_eq!(v, "ok");
+}
+
+#[tokio::test]
+async fn row_edits_reach_the_client_even_through_an_alias() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    let row = c
+        .query_one(
+            "SELECT id, name, secret AS harmless FROM items WHERE id = 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 5);
+    assert_eq!(row.get::<_, String>(1), "item 5");
+    assert_eq!(row.get::<_, String>(2), "****");
+    let msgs = c
+        .simple_query("SELECT secret FROM items WHERE id <= 3")
+        .await
+        .unwrap();
+    let masked = msgs
+        .iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("****")))
+        .count();
+    assert_eq!(masked, 3);
+}
+
+#[tokio::test]
+async fn session_start_refusal_is_fatal_with_reason() {
+    let gw = gateway().await;
+    let token = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "blocked@example.com".into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 60,
+    });
+    let err = gw
+        .connect_with(&gw.pg_config("blocked@example.com", &token))
+        .await
+        .err()
+        .unwrap();
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "42501");
+    assert!(msg.contains("blocked users may not connect"), "{msg}");
+}
