@@ -11,8 +11,7 @@ async fn refused(gw: &TestGateway, user: &str, token: &str) -> (String, String) 
     let err = gw
         .connect_with(&gw.pg_config(user, token))
         .await
-        .err()
-        .expect("the gateway must refuse this token");
+        .expect_err("the gateway must refuse this token");
     db_error(&err)
 }
 
@@ -240,11 +239,9 @@ async fn plaintext_is_refused_on_tls_listener_and_allowed_on_dev_listener() {
     let token = gw.token(USER);
     let mut cfg = gw.pg_config(USER, &token);
     cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let err = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("refused");
+    let Err(err) = cfg.connect(tokio_postgres::NoTls).await else {
+        panic!("a plaintext client must be refused on the TLS listener");
+    };
     let (code, msg) = db_error(&err);
     assert_eq!(code, "28000");
     assert!(msg.contains("only over TLS"), "{msg}");

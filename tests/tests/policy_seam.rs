@@ -99,7 +99,7 @@ async fn refused_parse_in_a_pipeline_fails_only_that_statement_in_order() {
     ];
     let results = join_all(queries.iter().map(|q| c.query_one(*q, &[]))).await;
     assert_eq!(results[0].as_ref().unwrap().get::<_, i32>(0), 1);
-    let err = results[1].as_ref().err().expect("second is refused");
+    let err = results[1].as_ref().expect_err("second is refused");
     assert_eq!(db_error(err).0, "42501");
     assert_eq!(results[2].as_ref().unwrap().get::<_, i32>(0), 3);
     // Prepared statements after a refusal still work.

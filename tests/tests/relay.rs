@@ -100,7 +100,7 @@ async fn cancel_reaches_the_upstream_query() {
         .await
         .unwrap();
     let (result, c) = sleeper.await.unwrap();
-    let err = result.err().expect("the query must be cancelled");
+    let err = result.expect_err("the query must be cancelled");
     assert_eq!(db_error(&err).0, "57014", "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The session is still usable.
@@ -274,8 +274,7 @@ async fn wrong_upstream_password_is_a_clear_error_without_secrets() {
     let err = gw
         .connect_with(&gw.pg_config(USER, &token))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let (code, msg) = db_error(&err);
     assert_eq!(code, "08004");
     assert!(
@@ -336,7 +335,6 @@ async fn upstream_termination_reaches_the_client() {
     let err = c
         .simple_query("SELECT 1")
         .await
-        .err()
-        .expect("session is gone");
+        .expect_err("session is gone");
     assert!(err.is_closed() || db_error(&err).0 == "57P01", "{err}");
 }
