@@ -103,22 +103,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _gateway =
         portcullis::server::start(&cfg, Arc::new(portcullis::policy::PassThrough)).await?;
-    shutdown_signal().await;
+    portcullis::server::shutdown_signal().await;
     tracing::info!("shutting down");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -55,7 +55,8 @@ pub fn cluster() -> &'static TestCluster {
                 ),
             )
             .expect("seed test database");
-        let dir = std::env::temp_dir().join(format!("portcullis-e2e-{}", std::process::id()));
+        // Inside the cluster's directory, so it is removed with the cluster.
+        let dir = cluster.root().join("e2e");
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (cert, key) = portcullis::demo::cert::write_self_signed(&dir).expect("certificate");
         TestCluster { cluster, dir, cert, key }

@@ -47,13 +47,22 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        Self::parse_relative_to(&text, path.parent())
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text; relative paths stay as written.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        Self::parse_relative_to(text, None)
+    }
+
+    /// Parses and validates configuration text, resolving relative file paths
+    /// against `base` (the directory of the configuration file).
+    pub fn parse_relative_to(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
+            config.resolve_paths(base);
+        }
         validate::validate(&config).map_err(|e| match e {
             ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
                 line: locate::line_of(text, &key),
@@ -63,6 +72,27 @@ impl Config {
             other => other,
         })?;
         Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut Option<String>| {
+            if let Some(v) = p {
+                if Path::new(v.as_str()).is_relative() {
+                    *v = base.join(v.as_str()).display().to_string();
+                }
+            }
+        };
+        for l in &mut self.listeners {
+            fix(&mut l.tls_cert_file);
+            fix(&mut l.tls_key_file);
+        }
+        for p in &mut self.identity_providers {
+            fix(&mut p.hmac_secret_file);
+        }
+        for t in &mut self.targets {
+            fix(&mut t.password_file);
+            fix(&mut t.tls_ca_file);
+        }
     }
 
     /// A human-readable summary, as `portcullis check-config` prints it.

@@ -211,7 +211,7 @@ tls = "{tls}"
         "Tokens for other people: portcullis demo token --user bob@example.com --group approvers"
     );
     println!("Press Ctrl-C to stop; the demo removes everything it created.");
-    tokio::signal::ctrl_c().await?;
+    crate::server::shutdown_signal().await;
     eprintln!("stopping...");
     drop(gateway);
     drop(issuer);
