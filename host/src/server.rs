@@ -8,14 +8,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::codec::error_response::ErrorFields;
-use crate::codec::sqlstate;
 use crate::config::Config;
 use crate::http_client::HttpClient;
 use crate::identity::Authenticator;
@@ -23,6 +19,10 @@ use crate::policy::Policy;
 use crate::relay::cancel::CancelRegistry;
 use crate::relay::{session, GatewayContext, ListenerContext, TargetContext};
 use crate::tls;
+
+/// Connections over a listener's limit that are refused with a proper error
+/// at the same time; more are closed at once.
+const MAX_CONCURRENT_REFUSALS: usize = 64;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +156,7 @@ async fn accept_loop(
     gw: Arc<GatewayContext>,
     limit: Arc<Semaphore>,
 ) {
+    let rejecting = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -175,19 +176,19 @@ async fn accept_loop(
                 });
             }
             Err(_) => {
-                tracing::warn!(%peer, "too many clients; connection refused");
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let mut buf = BytesMut::new();
-                    ErrorFields::fatal(
-                        sqlstate::TOO_MANY_CONNECTIONS,
-                        "sorry, too many clients already",
-                    )
-                    .with_hint("try again later, or ask the operator to raise max_clients")
-                    .encode(&mut buf);
-                    let _ = tcp.write_all(&buf).await;
-                    let _ = tcp.shutdown().await;
-                });
+                // Over the limit: a bounded number of refusals are served
+                // properly (TLS, then FATAL 53300); beyond that, just close.
+                match rejecting.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tracing::warn!(%peer, "too many clients; connection refused");
+                        let (lc, gw) = (lc.clone(), gw.clone());
+                        tokio::spawn(async move {
+                            session::refuse_too_many(tcp, lc, gw).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => drop(tcp),
+                }
             }
         }
     }

@@ -5,8 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn example() -> String {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"))
-        .expect("docs/configuration.md");
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
     let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("end of block");
     doc[start..end].to_string()
@@ -25,7 +27,12 @@ fn check(dir: &Path, text: &str) -> std::process::Output {
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-docs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for f in ["certs/gateway.crt", "certs/gateway.key", "certs/db-ca.pem", "secrets/reporting.password"] {
+    for f in [
+        "certs/gateway.crt",
+        "certs/gateway.key",
+        "certs/db-ca.pem",
+        "secrets/reporting.password",
+    ] {
         let p = dir.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, "placeholder").unwrap();
@@ -38,10 +45,18 @@ fn documented_example_passes_check_config() {
     let dir = scratch("ok");
     let out = check(&dir, &example());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("listeners: 2"), "{stdout}");
     assert!(stdout.contains("identity providers: 2"), "{stdout}");
-    assert!(stdout.contains("orders -> orders-db.internal:5432/orders"), "{stdout}");
+    assert!(
+        stdout.contains("orders -> orders-db.internal:5432/orders"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("placeholder"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -49,7 +64,10 @@ fn documented_example_passes_check_config() {
 #[test]
 fn errors_name_the_key_and_line() {
     let dir = scratch("bad");
-    let bad = example().replace("tls_ca_file = \"certs/db-ca.pem\"", "tls_ca_file = \"certs/missing.pem\"");
+    let bad = example().replace(
+        "tls_ca_file = \"certs/db-ca.pem\"",
+        "tls_ca_file = \"certs/missing.pem\"",
+    );
     let out = check(&dir, &bad);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -60,7 +78,10 @@ fn errors_name_the_key_and_line() {
 
 #[test]
 fn version_flag_prints_the_version() {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("--version").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

@@ -76,20 +76,34 @@ pub async fn run(
         policy: Mutex::new(policy),
         wants_rows,
     });
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (up_rd, up_wr) = tokio::io::split(upstream);
-    let c2s = client_to_server(client_rd, up_wr, &shared, pending, max_message);
-    let s2c = server_to_client(up_rd, client_wr, &shared, max_message);
-    let reason = tokio::select! {
-        r = c2s => match r {
-            Ok(()) => EndReason::ClientClosed,
-            Err(e) => EndReason::Error(e.to_string()),
-        },
-        r = s2c => match r {
-            Ok(()) => EndReason::UpstreamClosed,
-            Err(e) => EndReason::Error(e.to_string()),
-        },
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
+    let c2s = client_to_server(&mut client_rd, &mut up_wr, &shared, pending, max_message);
+    let s2c = server_to_client(&mut up_rd, &mut client_wr, &shared, max_message);
+    let outcome = tokio::select! {
+        r = c2s => r.map(|()| EndReason::ClientClosed),
+        r = s2c => r.map(|()| EndReason::UpstreamClosed),
     };
+    let reason = match outcome {
+        Ok(reason) => reason,
+        Err(e) => {
+            if let RelayError::Codec(codec) = &e {
+                // Tell the client why, as PostgreSQL does, then close both sides.
+                let mut b = BytesMut::new();
+                ErrorFields::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid message: {codec}"),
+                )
+                .encode(&mut b);
+                let _ = client_wr.write_all(&b).await;
+                let _ = client_wr.flush().await;
+                let _ = up_wr.write_all(TERMINATE).await;
+                let _ = up_wr.flush().await;
+            }
+            EndReason::Error(e.to_string())
+        }
+    };
+    let _ = client_wr.shutdown().await;
     let policy = match Arc::try_unwrap(shared) {
         Ok(s) => s.policy.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(_) => Box::new(crate::policy::PassThrough),
@@ -132,8 +146,8 @@ fn make_room(buf: &mut BytesMut, need: usize) {
 }
 
 async fn client_to_server(
-    mut rd: ReadHalf<Stream>,
-    mut wr: WriteHalf<Stream>,
+    rd: &mut ReadHalf<Stream>,
+    wr: &mut WriteHalf<Stream>,
     shared: &Shared,
     pending: BytesMut,
     max: usize,
@@ -163,7 +177,7 @@ async fn client_to_server(
                 Carry::Forward(n) | Carry::Skip(n) => {
                     let take = n.min(buf.len() - pos);
                     if let Carry::Skip(_) = carry {
-                        write_out(&mut wr, &buf[start..pos]).await?;
+                        write_out(wr, &buf[start..pos]).await?;
                         start = pos + take;
                     }
                     pos += take;
@@ -191,7 +205,7 @@ async fn client_to_server(
                     let frame = &buf[pos..pos + h.total_len];
                     if pending_error.is_some() {
                         // Still discarding after a refused Parse.
-                        write_out(&mut wr, &buf[start..pos]).await?;
+                        write_out(wr, &buf[start..pos]).await?;
                         pos += h.total_len;
                         start = pos;
                         continue;
@@ -214,13 +228,13 @@ async fn client_to_server(
                             pos += h.total_len;
                         }
                         Some(err) => {
-                            write_out(&mut wr, &buf[start..pos]).await?;
+                            write_out(wr, &buf[start..pos]).await?;
                             pos += h.total_len;
                             start = pos;
                             if h.tag == b'Q' {
                                 syncs += 1;
                                 push_injection(shared, syncs, err);
-                                write_out(&mut wr, SYNC).await?;
+                                write_out(wr, SYNC).await?;
                             } else {
                                 pending_error = Some(err);
                             }
@@ -238,7 +252,7 @@ async fn client_to_server(
                     }
                 }
                 b'X' => {
-                    write_out(&mut wr, &buf[start..pos]).await?;
+                    write_out(wr, &buf[start..pos]).await?;
                     wr.write_all(TERMINATE).await?;
                     wr.flush().await?;
                     return Ok(());
@@ -249,7 +263,7 @@ async fn client_to_server(
                     }
                     let take = h.total_len.min(available);
                     if pending_error.is_some() {
-                        write_out(&mut wr, &buf[start..pos]).await?;
+                        write_out(wr, &buf[start..pos]).await?;
                         pos += take;
                         start = pos;
                         if take < h.total_len {
@@ -264,7 +278,7 @@ async fn client_to_server(
                 }
             }
         }
-        write_out(&mut wr, &buf[start..pos]).await?;
+        write_out(wr, &buf[start..pos]).await?;
         wr.flush().await?;
         buf.advance(pos);
     }
@@ -285,8 +299,8 @@ fn take_injection(shared: &Shared, seq: u64) -> Option<Bytes> {
 }
 
 async fn server_to_client(
-    mut rd: ReadHalf<Stream>,
-    mut wr: WriteHalf<Stream>,
+    rd: &mut ReadHalf<Stream>,
+    wr: &mut WriteHalf<Stream>,
     shared: &Shared,
     max: usize,
 ) -> Result<(), RelayError> {
@@ -321,7 +335,7 @@ async fn server_to_client(
                 b'Z' => {
                     rfq_seen += 1;
                     if let Some(err) = take_injection(shared, rfq_seen) {
-                        write_out(&mut wr, &buf[start..pos]).await?;
+                        write_out(wr, &buf[start..pos]).await?;
                         start = pos;
                         wr.write_all(&err).await?;
                     }
@@ -373,7 +387,7 @@ async fn server_to_client(
                         }
                         scratch.clear();
                         data_row::encode(&mut scratch, owned.into_iter());
-                        write_out(&mut wr, &buf[start..pos]).await?;
+                        write_out(wr, &buf[start..pos]).await?;
                         wr.write_all(&scratch).await?;
                         pos += h.total_len;
                         start = pos;
@@ -389,7 +403,7 @@ async fn server_to_client(
                 break;
             }
         }
-        write_out(&mut wr, &buf[start..pos]).await?;
+        write_out(wr, &buf[start..pos]).await?;
         wr.flush().await?;
         buf.advance(pos);
     }

@@ -143,12 +143,14 @@ async fn accept_tls(tcp: TcpStream, lc: &ListenerContext) -> Result<Stream, Rela
     Ok(Stream::ServerTls(Box::new(tls)))
 }
 
-async fn start(
+/// TLS negotiation and the start-up packet: answers `SSLRequest` and
+/// `GSSENCRequest`, serves `CancelRequest` (returns `None`), and returns the
+/// stream with the raw `StartupMessage`.
+async fn negotiate(
     tcp: TcpStream,
-    peer: SocketAddr,
     lc: &ListenerContext,
     gw: &GatewayContext,
-) -> Result<Option<Ready>, RelayError> {
+) -> Result<Option<(Stream, Vec<u8>)>, RelayError> {
     // PostgreSQL 17 clients with sslnegotiation=direct start TLS at once.
     let mut first = [0u8; 1];
     let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == 0x16 && lc.tls.is_some();
@@ -157,7 +159,7 @@ async fn start(
     } else {
         Stream::Plain(tcp)
     };
-    let packet = loop {
+    loop {
         let packet = read_startup_packet(&mut stream).await?;
         match startup::decode(&packet)? {
             StartupPacket::SslRequest => {
@@ -189,8 +191,40 @@ async fn start(
                 gw.cancels.cancel(req).await;
                 return Ok(None);
             }
-            StartupPacket::Startup(_) => break packet,
+            StartupPacket::Startup(_) => return Ok(Some((stream, packet))),
         }
+    }
+}
+
+/// Serves a connection over the listener's client limit: TLS and start-up as
+/// usual (so every client can read the error; cancels still work), then
+/// `FATAL 53300`.
+pub async fn refuse_too_many(tcp: TcpStream, lc: Arc<ListenerContext>, gw: Arc<GatewayContext>) {
+    let work = async {
+        if let Some((mut stream, _)) = negotiate(tcp, &lc, &gw).await? {
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "sorry, too many clients already",
+                )
+                .with_hint("try again later, or ask the gateway operator to raise max_clients"),
+            )
+            .await);
+        }
+        Ok::<_, RelayError>(())
+    };
+    let _ = tokio::time::timeout(lc.startup_timeout, work).await;
+}
+
+async fn start(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lc: &ListenerContext,
+    gw: &GatewayContext,
+) -> Result<Option<Ready>, RelayError> {
+    let Some((mut stream, packet)) = negotiate(tcp, lc, gw).await? else {
+        return Ok(None);
     };
     let StartupPacket::Startup(msg) = startup::decode(&packet)? else {
         return Err(RelayError::Refused("unreachable start-up state".into()));

@@ -1,0 +1,249 @@
+//! Protocol edges, spoken byte by byte with a raw socket: version
+//! negotiation, GSSENC refusal, direct TLS, start-up timeout, connection
+//! limit, oversized messages, and cancel requests with unknown keys.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use portcullis::codec::{error_response, peek_frame, query, startup};
+use portcullis_e2e::{cluster, db_error, GatewayOptions, TestGateway, DB};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const USER: &str = "raw@example.com";
+
+/// Reads one tagged message (tag, whole frame).
+async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).await.ok()?;
+    let h = peek_frame(&head, 1 << 26).ok()??;
+    let mut frame = head.to_vec();
+    frame.resize(h.total_len, 0);
+    s.read_exact(&mut frame[5..]).await.ok()?;
+    Some((h.tag, frame))
+}
+
+async fn send<S: AsyncWrite + Unpin>(s: &mut S, buf: &BytesMut) {
+    s.write_all(buf).await.unwrap();
+    s.flush().await.unwrap();
+}
+
+/// Logs in on the plaintext development listener and returns the socket
+/// after the first ReadyForQuery.
+async fn login(gw: &TestGateway) -> TcpStream {
+    let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
+    let mut b = BytesMut::new();
+    startup::encode_startup(&mut b, &[("user", USER), ("database", DB)]);
+    send(&mut s, &b).await;
+    let (tag, _) = read_msg(&mut s).await.unwrap();
+    assert_eq!(tag, b'R');
+    b.clear();
+    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+    send(&mut s, &b).await;
+    loop {
+        let (tag, frame) = read_msg(&mut s).await.expect("greeting");
+        assert_ne!(tag, b'E', "{:?}", error_response::decode(&frame));
+        if tag == b'Z' {
+            return s;
+        }
+    }
+}
+
+#[tokio::test]
+async fn newer_minor_version_and_pq_options_get_negotiate_protocol_version() {
+    let gw = TestGateway::start().await;
+    let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
+    let mut b = BytesMut::new();
+    {
+        let mut w = portcullis::codec::MessageWriter::start(&mut b, None);
+        w.i32((3 << 16) | 2);
+        w.cstr("user").cstr(USER).cstr("database").cstr(DB);
+        w.cstr("_pq_.fancy_option").cstr("on");
+        w.u8(0);
+    }
+    send(&mut s, &b).await;
+    let (tag, frame) = read_msg(&mut s).await.unwrap();
+    assert_eq!(tag, b'v');
+    let mut r = portcullis::codec::Reader::new(&frame[5..]);
+    assert_eq!(r.i32("version").unwrap(), 3 << 16);
+    assert_eq!(r.i32("count").unwrap(), 1);
+    assert_eq!(r.cstr("option").unwrap(), "_pq_.fancy_option");
+    let (tag, _) = read_msg(&mut s).await.unwrap();
+    assert_eq!(tag, b'R', "then the password request");
+}
+
+#[tokio::test]
+async fn gssenc_request_is_declined_and_startup_goes_on() {
+    let gw = TestGateway::start().await;
+    let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
+    let mut b = BytesMut::new();
+    portcullis::codec::MessageWriter::start(&mut b, None).i32(startup::GSSENC_REQUEST_CODE);
+    send(&mut s, &b).await;
+    assert_eq!(s.read_u8().await.unwrap(), b'N');
+    b.clear();
+    startup::encode_startup(&mut b, &[("user", USER), ("database", DB)]);
+    send(&mut s, &b).await;
+    assert_eq!(read_msg(&mut s).await.unwrap().0, b'R');
+}
+
+#[tokio::test]
+async fn direct_tls_with_alpn_postgresql() {
+    let gw = TestGateway::start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in portcullis::tls::load_certs(&cluster().cert).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    let tcp = TcpStream::connect(gw.tls_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("direct TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    let mut b = BytesMut::new();
+    startup::encode_startup(&mut b, &[("user", USER), ("database", DB)]);
+    send(&mut tls, &b).await;
+    assert_eq!(read_msg(&mut tls).await.unwrap().0, b'R');
+    b.clear();
+    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+    send(&mut tls, &b).await;
+    loop {
+        let (tag, _) = read_msg(&mut tls).await.unwrap();
+        assert_ne!(tag, b'E');
+        if tag == b'Z' {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_dropped_after_the_startup_timeout() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        listener_extra: "startup_timeout_secs = 1".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(gw.tls_addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed within the timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn clients_over_the_limit_get_too_many_connections() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        listener_extra: "max_clients = 2".into(),
+        ..Default::default()
+    })
+    .await;
+    let _a = gw.connect(USER).await;
+    let _b = gw.connect(USER).await;
+    let token = gw.token(USER);
+    let err = gw
+        .connect_with(&gw.pg_config(USER, &token))
+        .await
+        .expect_err("third client is refused");
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "53300", "{err}");
+    assert!(msg.contains("too many clients"), "{msg}");
+    drop(_a);
+    // A slot frees up once a session ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if gw.connect_with(&gw.pg_config(USER, &token)).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot was not released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_a_protocol_error_not_an_allocation() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        listener_extra: "max_message_bytes = 1048576".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut s = login(&gw).await;
+    // A Query announcing 1 GiB; nothing else follows.
+    let mut b = BytesMut::from(&b"Q"[..]);
+    b.extend_from_slice(&(1i32 << 30).to_be_bytes());
+    send(&mut s, &b).await;
+    let (tag, frame) = read_msg(&mut s).await.expect("an error, then close");
+    assert_eq!(tag, b'E');
+    let e = error_response::decode(&frame).unwrap();
+    assert_eq!(e.code, "08P01");
+    assert_eq!(e.severity, "FATAL");
+    assert!(e.message.contains("exceeds the maximum"), "{}", e.message);
+    assert!(read_msg(&mut s).await.is_none(), "connection closed");
+
+    // A message below the limit is fine.
+    let mut s = login(&gw).await;
+    let mut b = BytesMut::new();
+    query::encode(&mut b, &format!("SELECT '{}'", "x".repeat(500_000)));
+    send(&mut s, &b).await;
+    let mut tags = Vec::new();
+    while let Some((tag, _)) = read_msg(&mut s).await {
+        tags.push(tag);
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(tags, [b'T', b'D', b'C', b'Z']);
+}
+
+#[tokio::test]
+async fn garbage_length_is_refused_without_panic() {
+    let gw = TestGateway::start().await;
+    let mut s = login(&gw).await;
+    send(&mut s, &BytesMut::from(&b"Q\x00\x00\x00\x02"[..])).await;
+    let (tag, frame) = read_msg(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    assert_eq!(error_response::decode(&frame).unwrap().code, "08P01");
+    // The gateway still serves others.
+    gw.connect(USER)
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cancel_with_an_unknown_key_is_ignored() {
+    let gw = TestGateway::start().await;
+    let c = gw.connect(USER).await;
+    let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
+    let mut b = BytesMut::new();
+    startup::encode_cancel(
+        &mut b,
+        startup::CancelRequest {
+            process_id: 1,
+            secret_key: 12345,
+        },
+    );
+    send(&mut s, &b).await;
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        s.read(&mut buf).await.unwrap_or(0),
+        0,
+        "closed without an answer"
+    );
+    let started = Instant::now();
+    c.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
