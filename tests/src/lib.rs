@@ -26,6 +26,8 @@ pub struct TestCluster {
     pub cert: PathBuf,
     /// Its key.
     pub key: PathBuf,
+    /// CA file for the upstream server's own TLS certificate.
+    pub upstream_ca: PathBuf,
 }
 
 /// Passwords of the extra upstream roles, one per authentication method.
@@ -35,11 +37,15 @@ pub const ROLE_PASSWORD: &str = "role-secret-1";
 pub fn cluster() -> &'static TestCluster {
     static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let cluster = TempCluster::start_with_hba(&[
-            "host all md5user 127.0.0.1/32 md5",
-            "host all plainuser 127.0.0.1/32 password",
-            "host all trustuser 127.0.0.1/32 trust",
-        ])
+        let (up_cert, up_key) = portcullis::demo::cert::self_signed_pem().expect("upstream certificate");
+        let cluster = TempCluster::start_with(
+            &[
+                "host all md5user 127.0.0.1/32 md5",
+                "host all plainuser 127.0.0.1/32 password",
+                "host all trustuser 127.0.0.1/32 trust",
+            ],
+            Some((&up_cert, &up_key)),
+        )
         .expect("start a throwaway PostgreSQL cluster (is the postgresql package installed?)");
         cluster.psql("postgres", &format!("CREATE DATABASE {DB}")).expect("create database");
         cluster
@@ -59,7 +65,15 @@ pub fn cluster() -> &'static TestCluster {
         let dir = cluster.root().join("e2e");
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (cert, key) = portcullis::demo::cert::write_self_signed(&dir).expect("certificate");
-        TestCluster { cluster, dir, cert, key }
+        let upstream_ca = dir.join("upstream-ca.pem");
+        std::fs::write(&upstream_ca, up_cert).expect("upstream CA file");
+        TestCluster {
+            cluster,
+            dir,
+            cert,
+            key,
+            upstream_ca,
+        }
     })
 }
 
@@ -75,6 +89,8 @@ pub struct GatewayOptions {
     pub policy: Arc<dyn Policy>,
     /// Extra TOML appended to the listener tables.
     pub listener_extra: String,
+    /// Extra TOML appended to the target table (e.g. upstream TLS).
+    pub target_extra: String,
 }
 
 impl Default for GatewayOptions {
@@ -85,6 +101,7 @@ impl Default for GatewayOptions {
             provider_extra: String::new(),
             policy: Arc::new(PassThrough),
             listener_extra: String::new(),
+            target_extra: String::new(),
         }
     }
 }
@@ -168,6 +185,7 @@ user = "{user}"
 {password_line}
 allow_groups = ["testers"]
 allow_users = ["solo@example.com"]
+{target_extra}
 "#,
             cert = c.cert.display().to_string(),
             key = c.key.display().to_string(),
@@ -176,6 +194,7 @@ allow_users = ["solo@example.com"]
             provider_extra = opts.provider_extra,
             port = c.cluster.port(),
             user = opts.upstream_user,
+            target_extra = opts.target_extra,
         );
         let config = Config::parse(&config_text).expect("test config is valid");
         let gateway = portcullis::server::start(&config, opts.policy)

@@ -338,3 +338,52 @@ async fn upstream_termination_reaches_the_client() {
         .expect_err("session is gone");
     assert!(err.is_closed() || db_error(&err).0 == "57P01", "{err}");
 }
+
+#[tokio::test]
+async fn upstream_tls_require_and_verify_full() {
+    let ca = portcullis_e2e::cluster().upstream_ca.display().to_string();
+    for extra in [
+        "tls = \"require\"".to_string(),
+        format!("tls = \"verify-full\"\ntls_ca_file = {ca:?}"),
+    ] {
+        let gw = TestGateway::start_with(GatewayOptions {
+            target_extra: extra.clone(),
+            ..Default::default()
+        })
+        .await;
+        let c = gw.connect(USER).await;
+        let ssl: bool = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "upstream connection must be encrypted with {extra}");
+    }
+}
+
+#[tokio::test]
+async fn upstream_verify_full_refuses_an_untrusted_certificate() {
+    // Trust some other certificate: the server's must not verify.
+    let other = portcullis_e2e::cluster().dir.join("other-ca.pem");
+    let (pem, _) = portcullis::demo::cert::self_signed_pem().unwrap();
+    std::fs::write(&other, pem).unwrap();
+    let gw = TestGateway::start_with(GatewayOptions {
+        target_extra: format!(
+            "tls = \"verify-full\"\ntls_ca_file = {:?}",
+            other.display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let token = gw.token(USER);
+    let err = gw
+        .connect_with(&gw.pg_config(USER, &token))
+        .await
+        .expect_err("untrusted upstream certificate");
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "08001");
+    assert!(msg.contains("TLS to 127.0.0.1"), "{msg}");
+}

@@ -2,14 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
-/// Writes `cert.pem` and `key.pem` for `localhost`/`127.0.0.1` into `dir`.
-pub fn write_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+/// A self-signed certificate and key (PEM) for `localhost` and `127.0.0.1`.
+pub fn self_signed_pem() -> Result<(String, String), String> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let ck = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
+}
+
+/// Writes `cert.pem` and `key.pem` for `localhost`/`127.0.0.1` into `dir`.
+pub fn write_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let (cert_pem, key_pem) = self_signed_pem()?;
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).map_err(|e| e.to_string())?;
-    std::fs::write(&key, ck.key_pair.serialize_pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&cert, cert_pem).map_err(|e| e.to_string())?;
+    std::fs::write(&key, key_pem).map_err(|e| e.to_string())?;
     restrict(&key);
     Ok((cert, key))
 }

@@ -101,6 +101,12 @@ impl TempCluster {
     /// Like [`Self::start`], with `pg_hba.conf` lines placed before the
     /// default SCRAM rules (e.g. `host all md5user 127.0.0.1/32 md5`).
     pub fn start_with_hba(hba_lines: &[&str]) -> Result<Self, ClusterError> {
+        Self::start_with(hba_lines, None)
+    }
+
+    /// Like [`Self::start_with_hba`]; with `tls` = (certificate PEM, key PEM)
+    /// the server also accepts TLS (`ssl = on`).
+    pub fn start_with(hba_lines: &[&str], tls: Option<(&str, &str)>) -> Result<Self, ClusterError> {
         let bin = find_bin_dir().ok_or(ClusterError::NoBinaries)?;
         let run_as = if is_root() {
             Some(postgres_ids().ok_or(ClusterError::NoPostgresUser)?)
@@ -149,8 +155,20 @@ impl TempCluster {
             let old = std::fs::read_to_string(&hba)?;
             std::fs::write(&hba, format!("{}\n{old}", hba_lines.join("\n")))?;
         }
+        let mut ssl_opts = String::new();
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let p = data.join(name);
+                std::fs::write(&p, pem)?;
+                crate::demo::cert::restrict(&p);
+                if let Some((uid, gid)) = run_as {
+                    std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
+                }
+            }
+            ssl_opts = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        }
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{ssl_opts}",
             cluster.port,
             path_str(&cluster.root)
         );
