@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -51,7 +51,7 @@ pub enum HttpError {
 /// A shared client; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -74,14 +74,39 @@ impl HttpClient {
 
     /// GETs `url` and parses the body as JSON.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, HttpError> {
+        self.request_json(hyper::Method::GET, url, &[], None).await
+    }
+
+    /// Sends a request with extra headers and an optional form body
+    /// (`application/x-www-form-urlencoded`); parses the answer as JSON.
+    pub async fn request_json(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: Option<&[(&str, &str)]>,
+    ) -> Result<serde_json::Value, HttpError> {
         let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.into()))?;
-        let req = hyper::Request::get(uri)
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
             .header("accept", "application/json")
             .header(
                 "user-agent",
                 concat!("portcullis/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::new())
+            );
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let body = match form {
+            Some(fields) => {
+                builder = builder.header("content-type", "application/x-www-form-urlencoded");
+                Bytes::from(form_encode(fields))
+            }
+            None => Bytes::new(),
+        };
+        let req = builder
+            .body(Full::new(body))
             .map_err(|_| HttpError::Url(url.into()))?;
         let fut = async {
             let resp = self
@@ -92,12 +117,7 @@ impl HttpClient {
                     url: url.into(),
                     message: error_chain(&e),
                 })?;
-            if resp.status() != hyper::StatusCode::OK {
-                return Err(HttpError::Status {
-                    url: url.into(),
-                    status: resp.status().as_u16(),
-                });
-            }
+            let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
@@ -106,6 +126,12 @@ impl HttpClient {
                     message: e.to_string(),
                 })?
                 .to_bytes();
+            if status != hyper::StatusCode::OK {
+                return Err(HttpError::Status {
+                    url: url.into(),
+                    status: status.as_u16(),
+                });
+            }
             serde_json::from_slice(&body).map_err(|e| HttpError::Json {
                 url: url.into(),
                 message: e.to_string(),
@@ -115,6 +141,31 @@ impl HttpClient {
             .await
             .map_err(|_| HttpError::Timeout(url.into()))?
     }
+}
+
+/// Percent-encodes `application/x-www-form-urlencoded` fields.
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    fn enc(s: &str, out: &mut String) {
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(b as char)
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        enc(k, &mut out);
+        out.push('=');
+        enc(v, &mut out);
+    }
+    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

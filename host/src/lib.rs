@@ -28,6 +28,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod http_client;
 pub mod identity;

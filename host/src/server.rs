@@ -77,7 +77,7 @@ impl Drop for RunningGateway {
 pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGateway, StartError> {
     let http = HttpClient::new(Duration::from_secs(10))
         .map_err(|e| StartError::Identity(e.to_string()))?;
-    let authenticator = Authenticator::new(&config.identity_providers, http)
+    let authenticator = Authenticator::new(&config.identity_providers, http.clone())
         .map_err(|e| StartError::Identity(e.to_string()))?;
     let mut targets = HashMap::new();
     for t in &config.targets {
@@ -87,11 +87,13 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
                 source,
             },
         )?;
+        let credential = crate::credentials::CredentialProvider::new(t, http.clone());
         targets.insert(
             t.name.clone(),
             TargetContext {
                 cfg: t.clone(),
                 tls,
+                credential,
             },
         );
     }

@@ -2,6 +2,8 @@
 //! started on first use, SCRAM upstream auth), a development OIDC issuer and a
 //! gateway per test, and helpers to connect real clients through it.
 
+pub mod fake_http;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 

@@ -92,6 +92,11 @@ impl Config {
         for t in &mut self.targets {
             fix(&mut t.password_file);
             fix(&mut t.tls_ca_file);
+            if let Some(o) = &mut t.oauth2 {
+                if Path::new(&o.client_secret_file).is_relative() {
+                    o.client_secret_file = base.join(&o.client_secret_file).display().to_string();
+                }
+            }
         }
     }
 

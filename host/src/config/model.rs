@@ -187,6 +187,17 @@ pub struct Target {
     pub password_env: Option<String>,
     /// File holding the upstream password (read at every upstream login).
     pub password_file: Option<String>,
+    /// Shell command whose standard output is the password or token (e.g. `az
+    /// account get-access-token ... -o tsv`).
+    pub password_command: Option<String>,
+    /// OAuth2 client-credentials grant whose access token is the password.
+    pub oauth2: Option<OAuth2Source>,
+    /// Azure managed identity token (Azure Database for PostgreSQL, Entra ID).
+    pub azure_managed_identity: Option<AzureManagedIdentity>,
+    /// Seconds a `password_command` result is reused when it is not a JWT
+    /// with an `exp` claim (JWTs are reused until shortly before they expire).
+    #[serde(default = "default_token_cache")]
+    pub token_cache_secs: u64,
     /// Upstream TLS: `disable`, `require` or `verify-full`.
     #[serde(default)]
     pub tls: UpstreamTls,
@@ -203,6 +214,46 @@ pub struct Target {
     pub connect_timeout_secs: u64,
 }
 
+fn default_token_cache() -> u64 {
+    300
+}
+
+/// `[targets.oauth2]`: an OAuth2 client-credentials grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Source {
+    /// Token endpoint (`https://`, or `http://` on loopback).
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// File holding the client secret.
+    pub client_secret_file: String,
+    /// Requested scope, if the provider needs one.
+    pub scope: Option<String>,
+}
+
+/// `[targets.azure_managed_identity]`: a token from the Azure instance
+/// metadata service, as Azure Database for PostgreSQL accepts with Entra ID.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureManagedIdentity {
+    /// Resource the token is for.
+    #[serde(default = "default_azure_resource")]
+    pub resource: String,
+    /// Client id of a user-assigned identity (system-assigned when absent).
+    pub client_id: Option<String>,
+    /// Metadata endpoint (configurable so tests can use a local fake).
+    #[serde(default = "default_azure_endpoint")]
+    pub endpoint: String,
+}
+
+fn default_azure_resource() -> String {
+    "https://ossrdbms-aad.database.windows.net".into()
+}
+fn default_azure_endpoint() -> String {
+    "http://169.254.169.254/metadata/identity/oauth2/token".into()
+}
+
 fn default_pg_port() -> u16 {
     5432
 }
@@ -213,10 +264,18 @@ fn default_connect_timeout() -> u64 {
 impl Target {
     /// How the upstream credential is supplied, for summaries (never the secret).
     pub fn credential_summary(&self) -> String {
-        match (&self.password_env, &self.password_file) {
-            (Some(e), _) => format!("password from ${e}"),
-            (None, Some(f)) => format!("password from file {f}"),
-            (None, None) => "no password (trust)".into(),
+        if let Some(e) = &self.password_env {
+            format!("password from ${e}")
+        } else if let Some(f) = &self.password_file {
+            format!("password from file {f}")
+        } else if self.password_command.is_some() {
+            "password from a command".into()
+        } else if let Some(o) = &self.oauth2 {
+            format!("OAuth2 client credentials at {}", o.token_url)
+        } else if self.azure_managed_identity.is_some() {
+            "Azure managed identity token".into()
+        } else {
+            "no password (trust)".into()
         }
     }
 }

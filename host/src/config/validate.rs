@@ -255,11 +255,42 @@ fn validate_target(i: usize, t: &Target) -> Result<(), ConfigError> {
     if t.port == 0 {
         return Err(invalid(key("port"), "must not be 0"));
     }
-    if t.password_env.is_some() && t.password_file.is_some() {
+    let sources = [
+        t.password_env.is_some(),
+        t.password_file.is_some(),
+        t.password_command.is_some(),
+        t.oauth2.is_some(),
+        t.azure_managed_identity.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
         return Err(invalid(
-            key("password_file"),
-            "set either password_env or password_file, not both",
+            key("name"),
+            "set at most one of password_env, password_file, password_command, oauth2, azure_managed_identity",
         ));
+    }
+    if let Some(o) = &t.oauth2 {
+        if !(o.token_url.starts_with("https://")
+            || (o.token_url.starts_with("http://") && url_is_loopback(&o.token_url)))
+        {
+            return Err(invalid(
+                format!("targets[{i}].oauth2.token_url"),
+                format!("{:?} must be https (http only on loopback)", o.token_url),
+            ));
+        }
+        if !std::path::Path::new(&o.client_secret_file).is_file() {
+            return Err(invalid(
+                format!("targets[{i}].oauth2.client_secret_file"),
+                format!("file {:?} does not exist", o.client_secret_file),
+            ));
+        }
+    }
+    if let Some(a) = &t.azure_managed_identity {
+        if !a.endpoint.starts_with("http://") && !a.endpoint.starts_with("https://") {
+            return Err(invalid(
+                format!("targets[{i}].azure_managed_identity.endpoint"),
+                format!("{:?} is not an http(s) URL", a.endpoint),
+            ));
+        }
     }
     if t.tls_ca_file.is_some() && t.tls != UpstreamTls::VerifyFull {
         return Err(invalid(

@@ -48,12 +48,14 @@ pub struct ListenerContext {
     pub startup_timeout: Duration,
 }
 
-/// One target with its prepared upstream TLS config.
+/// One target with its prepared upstream TLS config and credential.
 pub struct TargetContext {
     /// Its configuration.
     pub cfg: Target,
     /// Upstream TLS client config (`None` = plain).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where the gateway's upstream password comes from.
+    pub credential: crate::credentials::CredentialProvider,
 }
 
 /// What every session of the gateway shares.
@@ -385,7 +387,7 @@ async fn start(
         }
         Err(Verdict::Allow) => Box::new(crate::policy::PassThrough),
     };
-    let password = match upstream_password(&target.cfg) {
+    let password = match target.credential.password().await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(target = %target.cfg.name, error = %e, "upstream password unavailable");
@@ -481,20 +483,6 @@ pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
             target.allow_groups.join(", ")
         }
     ))
-}
-
-/// Reads the target's upstream password from its configured source.
-pub fn upstream_password(target: &Target) -> Result<Option<String>, String> {
-    if let Some(var) = &target.password_env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("environment variable {var} is not set"));
-    }
-    if let Some(file) = &target.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
-    }
-    Ok(None)
 }
 
 /// Start-up parameters passed upstream: everything the client set except
