@@ -63,6 +63,37 @@ pub struct RunningGateway {
     /// Shared state (cancel registry, targets, ...).
     pub context: Arc<GatewayContext>,
     accept_loops: Vec<JoinHandle<()>>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningGateway {
+    /// Connections being served right now.
+    pub fn active_connections(&self) -> usize {
+        self.context
+            .active
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops accepting, lets sessions finish for up to `grace`, then closes
+    /// the rest with `FATAL 57P01` and waits briefly for them to go.
+    pub async fn shutdown(&self, grace: Duration) {
+        for h in &self.accept_loops {
+            h.abort();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let remaining = self.active_connections();
+        if remaining > 0 {
+            tracing::info!(sessions = remaining, "grace period over; closing sessions");
+        }
+        let _ = self.closing.send(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for RunningGateway {
@@ -97,12 +128,15 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
             },
         );
     }
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let context = Arc::new(GatewayContext {
         authenticator: authenticator.clone(),
         targets,
         policy,
         cancels: CancelRegistry::default(),
         next_session: AtomicU64::new(0),
+        active: std::sync::atomic::AtomicUsize::new(0),
+        closing: closing_rx,
     });
     let mut addresses = Vec::new();
     let mut accept_loops = Vec::new();
@@ -149,6 +183,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         addresses,
         context,
         accept_loops,
+        closing: closing_tx,
     })
 }
 

@@ -387,3 +387,27 @@ async fn upstream_verify_full_refuses_an_untrusted_certificate() {
     assert_eq!(code, "08001");
     assert!(msg.contains("TLS to 127.0.0.1"), "{msg}");
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_the_grace_period_then_closes_sessions_with_57p01() {
+    let gw = TestGateway::start().await;
+    let c = gw.connect(USER).await;
+    let started = Instant::now();
+    let shutdown = gw.gateway.shutdown(Duration::from_millis(700));
+    let query = async {
+        // During the grace period the session still works.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.simple_query("SELECT 1").await.unwrap();
+        // New connections are no longer accepted.
+        let token = gw.token(USER);
+        assert!(gw.connect_with(&gw.pg_config(USER, &token)).await.is_err());
+    };
+    tokio::join!(shutdown, query);
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let err = c
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("closed after the grace period");
+    assert!(err.is_closed() || db_error(&err).0 == "57P01", "{err}");
+    assert_eq!(gw.gateway.active_connections(), 0);
+}

@@ -10,6 +10,9 @@ pub struct Config {
     /// Logging format and level.
     #[serde(default)]
     pub logging: Logging,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
     /// Addresses the gateway accepts PostgreSQL clients on.
     #[serde(default)]
     pub listeners: Vec<Listener>,
@@ -19,6 +22,28 @@ pub struct Config {
     /// Upstream databases, selected by the client's `dbname`.
     #[serde(default)]
     pub targets: Vec<Target>,
+}
+
+/// `[gateway]`: process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// On SIGTERM/Ctrl-C: seconds to let sessions finish before they are
+    /// closed with `FATAL 57P01`.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_shutdown_grace() -> u64 {
+    30
 }
 
 /// `[logging]`.

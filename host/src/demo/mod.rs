@@ -213,6 +213,7 @@ tls = "{tls}"
     println!("Press Ctrl-C to stop; the demo removes everything it created.");
     crate::server::shutdown_signal().await;
     eprintln!("stopping...");
+    gateway.shutdown(std::time::Duration::from_secs(1)).await;
     drop(gateway);
     drop(issuer);
     if let Upstream::Cluster(mut c) = upstream {

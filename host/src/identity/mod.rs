@@ -211,3 +211,6 @@ pub fn unverified_expiry(token: &str) -> Option<u64> {
         .get("exp")?
         .as_u64()
 }
+
+#[cfg(test)]
+mod tests;

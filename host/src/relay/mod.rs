@@ -33,6 +33,9 @@ pub enum RelayError {
     /// The client closed the connection during start-up.
     #[error("client closed the connection")]
     ClientGone,
+    /// The gateway is shutting down and the grace period is over.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     /// The session was refused; the client has been told why.
     #[error("refused: {0}")]
     Refused(String),

@@ -69,6 +69,7 @@ pub async fn run(
     policy: Box<dyn SessionPolicy>,
     pending: BytesMut,
     max_message: usize,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> (EndReason, Box<dyn SessionPolicy>) {
     let wants_rows = policy.wants_rows();
     let shared = Arc::new(Shared {
@@ -83,18 +84,31 @@ pub async fn run(
     let outcome = tokio::select! {
         r = c2s => r.map(|()| EndReason::ClientClosed),
         r = s2c => r.map(|()| EndReason::UpstreamClosed),
+        _ = closing.wait_for(|c| *c) => Err(RelayError::ShuttingDown),
     };
     let reason = match outcome {
         Ok(reason) => reason,
         Err(e) => {
-            if let RelayError::Codec(codec) = &e {
-                // Tell the client why, as PostgreSQL does, then close both sides.
-                let mut b = BytesMut::new();
-                ErrorFields::fatal(
+            let fatal = match &e {
+                RelayError::Codec(codec) => Some(ErrorFields::fatal(
                     sqlstate::PROTOCOL_VIOLATION,
                     format!("invalid message: {codec}"),
-                )
-                .encode(&mut b);
+                )),
+                RelayError::ShuttingDown => Some(
+                    ErrorFields::fatal(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection because the gateway is shutting down",
+                    )
+                    .with_hint(
+                        "reconnect; another gateway instance or the restarted one will serve you",
+                    ),
+                ),
+                _ => None,
+            };
+            if let Some(fatal) = fatal {
+                // Tell the client why, as PostgreSQL does, then close both sides.
+                let mut b = BytesMut::new();
+                fatal.encode(&mut b);
                 let _ = client_wr.write_all(&b).await;
                 let _ = client_wr.flush().await;
                 let _ = up_wr.write_all(TERMINATE).await;
@@ -135,6 +149,14 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::R
         w.write_all(bytes).await?;
     }
     Ok(())
+}
+
+/// Gives back memory after a large message has gone through, so an idle
+/// session holds only its small read buffers.
+fn shrink_if_idle(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 8 * READ_CHUNK {
+        *buf = BytesMut::with_capacity(READ_CHUNK);
+    }
 }
 
 /// Ensures room for the next read (and for a whole message of `need` bytes).
@@ -281,6 +303,7 @@ async fn client_to_server(
         write_out(wr, &buf[start..pos]).await?;
         wr.flush().await?;
         buf.advance(pos);
+        shrink_if_idle(&mut buf);
     }
 }
 
@@ -406,5 +429,6 @@ async fn server_to_client(
         write_out(wr, &buf[start..pos]).await?;
         wr.flush().await?;
         buf.advance(pos);
+        shrink_if_idle(&mut buf);
     }
 }

@@ -70,6 +70,26 @@ pub struct GatewayContext {
     pub cancels: CancelRegistry,
     /// Source of session ids.
     pub next_session: AtomicU64,
+    /// Connections being served (start-up or relaying).
+    pub active: std::sync::atomic::AtomicUsize,
+    /// Becomes `true` when live sessions must close (end of shutdown grace).
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Counts a connection as active while it lives.
+struct ActiveGuard<'a>(&'a GatewayContext);
+
+impl<'a> ActiveGuard<'a> {
+    fn new(gw: &'a GatewayContext) -> Self {
+        gw.active.fetch_add(1, Ordering::SeqCst);
+        Self(gw)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Serves one accepted connection to the end.
@@ -80,6 +100,7 @@ pub async fn serve(
     gw: Arc<GatewayContext>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let _active = ActiveGuard::new(&gw);
     let started = tokio::time::timeout(lc.startup_timeout, start(tcp, peer, &lc, &gw)).await;
     let ready = match started {
         Err(_) => {
@@ -110,7 +131,15 @@ pub async fn serve(
         upstream_pid = registration.client_key().process_id,
         "session started"
     );
-    let (reason, mut policy) = pump::run(client, upstream, policy, pending, lc.max_message).await;
+    let (reason, mut policy) = pump::run(
+        client,
+        upstream,
+        policy,
+        pending,
+        lc.max_message,
+        gw.closing.clone(),
+    )
+    .await;
     policy.on_session_end(&reason);
     drop(registration);
     tracing::info!(session = info.session_id, reason = ?reason, "session ended");
