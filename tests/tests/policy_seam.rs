@@ -150,3 +150,32 @@ async fn session_start_refusal_is_fatal_with_reason() {
     assert_eq!(code, "42501");
     assert!(msg.contains("blocked users may not connect"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_refusal_after_an_upstream_error_in_the_same_batch_yields_one_error() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    // One simple-protocol batch is one implicit transaction: the division by
+    // zero aborts it, and the refused statement after it never counts.
+    let err = c
+        .simple_query("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(db_error(&err).0, "22012");
+    // Extended protocol: an upstream error, then a refused statement, in one
+    // pipeline; each statement gets exactly one answer and the session goes on.
+    c.batch_execute("CREATE TEMP TABLE t (x int)")
+        .await
+        .unwrap();
+    let results = join_all([
+        c.query("SELECT 1/0", &[]),
+        c.query("SELECT 'forbidden'", &[]),
+        c.query("SELECT 3", &[]),
+    ])
+    .await;
+    assert_eq!(db_error(results[0].as_ref().unwrap_err()).0, "22012");
+    assert_eq!(db_error(results[1].as_ref().unwrap_err()).0, "42501");
+    assert_eq!(results[2].as_ref().unwrap()[0].get::<_, i32>(0), 3);
+    let v: i32 = c.query_one("SELECT 4", &[]).await.unwrap().get(0);
+    assert_eq!(v, 4);
+}

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use portcullis::codec::MessageWriter;
 use portcullis::codec::{error_response, peek_frame, query, startup};
+use portcullis::policy::{Policy, QueryEvent, SessionInfo, SessionPolicy, Verdict};
 use portcullis_e2e::{cluster, db_error, GatewayOptions, TestGateway, DB};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -246,4 +248,86 @@ async fn cancel_with_an_unknown_key_is_ignored() {
     let started = Instant::now();
     c.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+/// Refuses statements that mention `forbidden`.
+struct RefuseForbidden;
+
+impl Policy for RefuseForbidden {
+    fn start_session(&self, _: &SessionInfo) -> Result<Box<dyn SessionPolicy>, Verdict> {
+        Ok(Box::new(RefuseForbidden))
+    }
+}
+
+impl SessionPolicy for RefuseForbidden {
+    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+        if event.sql().contains("forbidden") {
+            Verdict::Deny {
+                reason: "forbidden".into(),
+            }
+        } else {
+            Verdict::Allow
+        }
+    }
+}
+
+fn extended(b: &mut BytesMut, sql: &str) {
+    MessageWriter::start(b, Some(b'P'))
+        .cstr("")
+        .cstr(sql)
+        .i16(0);
+    MessageWriter::start(b, Some(b'B'))
+        .cstr("")
+        .cstr("")
+        .i16(0)
+        .i16(0)
+        .i16(0);
+    MessageWriter::start(b, Some(b'E')).cstr("").i32(0);
+}
+
+/// Tags received up to and including the next ReadyForQuery.
+async fn until_ready(s: &mut TcpStream) -> Vec<u8> {
+    let mut tags = Vec::new();
+    while let Some((tag, _)) = read_msg(s).await {
+        tags.push(tag);
+        if tag == b'Z' {
+            break;
+        }
+    }
+    tags
+}
+
+#[tokio::test]
+async fn refusals_in_one_extended_batch_follow_postgres_error_semantics() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        policy: Arc::new(RefuseForbidden),
+        ..Default::default()
+    })
+    .await;
+    let mut s = login(&gw).await;
+
+    // ok, refused, (skipped) — one batch: the ok statement's results, then
+    // one error, then ReadyForQuery.
+    let mut b = BytesMut::new();
+    extended(&mut b, "SELECT 1");
+    extended(&mut b, "SELECT 'forbidden'");
+    extended(&mut b, "SELECT 3");
+    MessageWriter::start(&mut b, Some(b'S'));
+    send(&mut s, &b).await;
+    assert_eq!(until_ready(&mut s).await, b"12DCEZ".to_vec());
+
+    // Upstream error first, refusal after it: still exactly one error.
+    let mut b = BytesMut::new();
+    extended(&mut b, "SELECT 1/0");
+    extended(&mut b, "SELECT 'forbidden'");
+    MessageWriter::start(&mut b, Some(b'S'));
+    send(&mut s, &b).await;
+    assert_eq!(until_ready(&mut s).await, b"1EZ".to_vec(), "one error only");
+
+    // And the session goes on.
+    let mut b = BytesMut::new();
+    extended(&mut b, "SELECT 4");
+    MessageWriter::start(&mut b, Some(b'S'));
+    send(&mut s, &b).await;
+    assert_eq!(until_ready(&mut s).await, b"12DCZ".to_vec());
 }

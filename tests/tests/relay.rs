@@ -214,6 +214,16 @@ async fn a_hundred_concurrent_sessions() {
     for (i, t) in tasks.into_iter().enumerate() {
         assert_eq!(t.await.unwrap().unwrap(), i as i32 + 1);
     }
+    // Every client is gone: no session task or cancel key is left behind.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.gateway.active_connections() > 0 || !gw.gateway.context.cancels.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "sessions leaked: {} active",
+            gw.gateway.active_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -330,6 +330,7 @@ async fn server_to_client(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut carry = 0usize; // bytes of a partly forwarded message still to come
     let mut rfq_seen: u64 = 0;
+    let mut error_since_rfq = false;
     let mut scratch = BytesMut::new();
     let mut need = 0usize;
     loop {
@@ -355,13 +356,20 @@ async fn server_to_client(
             };
             let available = buf.len() - pos;
             match h.tag {
+                b'E' => error_since_rfq = true,
                 b'Z' => {
                     rfq_seen += 1;
                     if let Some(err) = take_injection(shared, rfq_seen) {
-                        write_out(wr, &buf[start..pos]).await?;
-                        start = pos;
-                        wr.write_all(&err).await?;
+                        // After an upstream error the server skipped the rest
+                        // of the batch, refused statement included: one error
+                        // per batch, as PostgreSQL itself would send.
+                        if !error_since_rfq {
+                            write_out(wr, &buf[start..pos]).await?;
+                            start = pos;
+                            wr.write_all(&err).await?;
+                        }
                     }
+                    error_since_rfq = false;
                 }
                 b'T' if shared.wants_rows => {
                     if available < h.total_len {
