@@ -113,10 +113,17 @@ pub enum EndReason {
     Error(String),
 }
 
+/// A session refused at start; the client gets `FATAL 42501` with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRefused {
+    /// Why, in words a person can act on.
+    pub reason: String,
+}
+
 /// Creates per-session policy state; shared by every session of a target.
 pub trait Policy: Send + Sync + 'static {
     /// Session-start hook: refuse the session, or return its per-session state.
-    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, Verdict> {
+    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, SessionRefused> {
         let _ = info;
         Ok(Box::new(PassThrough))
     }

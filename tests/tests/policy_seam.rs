@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use portcullis::policy::{
-    Policy, QueryEvent, ResultColumn, SessionInfo, SessionPolicy, ValueEdit, Verdict,
+    Policy, QueryEvent, ResultColumn, SessionInfo, SessionPolicy, SessionRefused, ValueEdit,
+    Verdict,
 };
 use portcullis_e2e::{db_error, GatewayOptions, TestGateway};
 use tokio_postgres::SimpleQueryMessage;
@@ -22,9 +23,9 @@ struct TestSession {
 }
 
 impl Policy for TestPolicy {
-    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, Verdict> {
+    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, SessionRefused> {
         if info.identity.user == "blocked@example.com" {
-            return Err(Verdict::Deny {
+            return Err(SessionRefused {
                 reason: "blocked users may not connect".into(),
             });
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use portcullis::codec::MessageWriter;
 use portcullis::codec::{error_response, peek_frame, query, startup};
-use portcullis::policy::{Policy, QueryEvent, SessionInfo, SessionPolicy, Verdict};
+use portcullis::policy::{Policy, QueryEvent, SessionInfo, SessionPolicy, SessionRefused, Verdict};
 use portcullis_e2e::{cluster, db_error, GatewayOptions, TestGateway, DB};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -254,7 +254,7 @@ async fn cancel_with_an_unknown_key_is_ignored() {
 struct RefuseForbidden;
 
 impl Policy for RefuseForbidden {
-    fn start_session(&self, _: &SessionInfo) -> Result<Box<dyn SessionPolicy>, Verdict> {
+    fn start_session(&self, _: &SessionInfo) -> Result<Box<dyn SessionPolicy>, SessionRefused> {
         Ok(Box::new(RefuseForbidden))
     }
 }

@@ -31,7 +31,7 @@ use crate::codec::{
 };
 use crate::config::Target;
 use crate::identity::{Authenticator, Identity, MAX_TOKEN_BYTES};
-use crate::policy::{Policy, SessionInfo, Verdict};
+use crate::policy::{Policy, SessionInfo, SessionRefused};
 
 /// PostgreSQL's limit for identifiers such as `application_name` (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
@@ -404,7 +404,7 @@ async fn start(
     };
     let policy = match gw.policy.start_session(&info) {
         Ok(p) => p,
-        Err(Verdict::Deny { reason }) | Err(Verdict::RequireApproval { reason }) => {
+        Err(SessionRefused { reason }) => {
             return Err(refuse(
                 &mut stream,
                 ErrorFields::fatal(
@@ -414,7 +414,6 @@ async fn start(
             )
             .await)
         }
-        Err(Verdict::Allow) => Box::new(crate::policy::PassThrough),
     };
     let password = match target.credential.password().await {
         Ok(p) => p,
