@@ -253,6 +253,15 @@ allow_users = ["solo@example.com"]
         Ok(client)
     }
 
+    /// Connects as `user` with `token`, expecting a refusal; returns its
+    /// SQLSTATE and message.
+    pub async fn refused(&self, user: &str, token: &str) -> (String, String) {
+        match self.connect_with(&self.pg_config(user, token)).await {
+            Ok(_) => panic!("the gateway must refuse this connection"),
+            Err(e) => db_error(&e),
+        }
+    }
+
     /// A libpq connection string for the TLS listener (token via PGPASSWORD).
     pub fn conninfo(&self, user: &str) -> String {
         format!(

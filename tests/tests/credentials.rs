@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use portcullis_e2e::fake_http::FakeEndpoint;
-use portcullis_e2e::{cluster, db_error, GatewayOptions, TestGateway};
+use portcullis_e2e::{cluster, GatewayOptions, TestGateway};
 use serde_json::json;
 
 const USER: &str = "cred@example.com";
@@ -71,12 +71,7 @@ async fn a_failing_source_gives_the_client_a_clear_error() {
         ..Default::default()
     })
     .await;
-    let token = gw.token(USER);
-    let err = gw
-        .connect_with(&gw.pg_config(USER, &token))
-        .await
-        .expect_err("no credential");
-    let (code, msg) = db_error(&err);
+    let (code, msg) = gw.refused(USER, &gw.token(USER)).await;
     assert_eq!(code, "08001");
     assert!(
         msg.contains("cannot log in to target \"app\": its credential is unavailable"),

@@ -7,14 +7,6 @@ use serde_json::{json, Value};
 
 const USER: &str = "tester@example.com";
 
-async fn refused(gw: &TestGateway, user: &str, token: &str) -> (String, String) {
-    let err = gw
-        .connect_with(&gw.pg_config(user, token))
-        .await
-        .expect_err("the gateway must refuse this token");
-    db_error(&err)
-}
-
 fn claims(gw: &TestGateway) -> Value {
     gw.issuer.claims(&TokenSpec {
         user: USER.into(),
@@ -60,7 +52,7 @@ async fn expired_token_says_how_long_ago() {
     let gw = TestGateway::start().await;
     let mut c = claims(&gw);
     c["exp"] = json!(now() - 240);
-    let (code, msg) = refused(&gw, USER, &gw.issuer.current_key().sign(&c)).await;
+    let (code, msg) = gw.refused(USER, &gw.issuer.current_key().sign(&c)).await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("token expired 4 minutes ago"), "{msg}");
     assert!(!msg.contains("eyJ"), "the token must not be echoed: {msg}");
@@ -76,7 +68,7 @@ async fn token_within_leeway_is_accepted_and_not_yet_valid_is_refused() {
 
     let mut c = claims(&gw);
     c["nbf"] = json!(now() + 600);
-    let (code, msg) = refused(&gw, USER, &gw.issuer.current_key().sign(&c)).await;
+    let (code, msg) = gw.refused(USER, &gw.issuer.current_key().sign(&c)).await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("not valid yet"), "{msg}");
 }
@@ -86,7 +78,7 @@ async fn wrong_audience_and_wrong_issuer_are_refused() {
     let gw = TestGateway::start().await;
     let mut c = claims(&gw);
     c["aud"] = json!("someone-else");
-    let (code, msg) = refused(&gw, USER, &gw.issuer.current_key().sign(&c)).await;
+    let (code, msg) = gw.refused(USER, &gw.issuer.current_key().sign(&c)).await;
     assert_eq!(code, "28P01");
     assert!(
         msg.contains(&format!(
@@ -97,7 +89,7 @@ async fn wrong_audience_and_wrong_issuer_are_refused() {
 
     let mut c = claims(&gw);
     c["iss"] = json!("https://evil.example.com");
-    let (code, msg) = refused(&gw, USER, &gw.issuer.current_key().sign(&c)).await;
+    let (code, msg) = gw.refused(USER, &gw.issuer.current_key().sign(&c)).await;
     assert_eq!(code, "28P01");
     assert!(
         msg.contains("\"https://evil.example.com\" is not a configured identity provider"),
@@ -114,7 +106,7 @@ async fn unsigned_and_hmac_confusion_tokens_are_refused() {
         b64(&json!({"alg": "none", "typ": "JWT"})),
         b64(&c)
     );
-    let (code, msg) = refused(&gw, USER, &none).await;
+    let (code, msg) = gw.refused(USER, &none).await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("\"none\" is never accepted"), "{msg}");
 
@@ -130,7 +122,7 @@ async fn unsigned_and_hmac_confusion_tokens_are_refused() {
         &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
     )
     .unwrap();
-    let (code, msg) = refused(&gw, USER, &forged).await;
+    let (code, msg) = gw.refused(USER, &forged).await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("algorithm HS256 is not allowed"), "{msg}");
 }
@@ -139,7 +131,7 @@ async fn unsigned_and_hmac_confusion_tokens_are_refused() {
 async fn unknown_kid_and_tampered_payload_are_refused() {
     let gw = TestGateway::start().await;
     let stranger = DevKey::generate_es256().unwrap();
-    let (code, msg) = refused(&gw, USER, &stranger.sign(&claims(&gw))).await;
+    let (code, msg) = gw.refused(USER, &stranger.sign(&claims(&gw))).await;
     assert_eq!(code, "28P01");
     assert!(
         msg.contains(&format!(
@@ -154,7 +146,7 @@ async fn unknown_kid_and_tampered_payload_are_refused() {
     let mut c = claims(&gw);
     c["groups"] = json!(["testers", "admins"]);
     let tampered = format!("{}.{}.{}", parts[0], b64(&c), parts[2]);
-    let (code, msg) = refused(&gw, USER, &tampered).await;
+    let (code, msg) = gw.refused(USER, &tampered).await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("signature is invalid"), "{msg}");
 }
@@ -163,7 +155,7 @@ async fn unknown_kid_and_tampered_payload_are_refused() {
 async fn startup_user_must_match_token_user() {
     let gw = TestGateway::start().await;
     let token = gw.token("alice@example.com");
-    let (code, msg) = refused(&gw, "bob@example.com", &token).await;
+    let (code, msg) = gw.refused("bob@example.com", &token).await;
     assert_eq!(code, "28000");
     assert!(
         msg.contains("user \"bob@example.com\" does not match token user \"alice@example.com\""),
@@ -179,7 +171,7 @@ async fn target_authorization_by_group_and_user() {
         groups: vec!["marketing".into()],
         ttl_secs: 60,
     });
-    let (code, msg) = refused(&gw, "eve@example.com", &outsider).await;
+    let (code, msg) = gw.refused("eve@example.com", &outsider).await;
     assert_eq!(code, "28000");
     assert!(msg.contains("not allowed to use target \"app\""), "{msg}");
 
@@ -197,7 +189,7 @@ async fn target_authorization_by_group_and_user() {
 #[tokio::test]
 async fn password_that_is_not_a_token_is_refused() {
     let gw = TestGateway::start().await;
-    let (code, msg) = refused(&gw, USER, "hunter2").await;
+    let (code, msg) = gw.refused(USER, "hunter2").await;
     assert_eq!(code, "28P01");
     assert!(msg.contains("not a token"), "{msg}");
 }
@@ -225,7 +217,7 @@ async fn a_flood_of_bogus_kids_does_not_hammer_the_issuer() {
     let started = std::time::Instant::now();
     for _ in 0..20 {
         let bogus = DevKey::generate_es256().unwrap();
-        refused(&gw, USER, &bogus.sign(&claims(&gw))).await;
+        gw.refused(USER, &bogus.sign(&claims(&gw))).await;
     }
     let elapsed = started.elapsed().as_secs() + 1;
     let fetched = gw.issuer.jwks_fetches() - before;

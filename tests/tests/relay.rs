@@ -280,12 +280,7 @@ async fn wrong_upstream_password_is_a_clear_error_without_secrets() {
         ..Default::default()
     })
     .await;
-    let token = gw.token(USER);
-    let err = gw
-        .connect_with(&gw.pg_config(USER, &token))
-        .await
-        .expect_err("refused");
-    let (code, msg) = db_error(&err);
+    let (code, msg) = gw.refused(USER, &gw.token(USER)).await;
     assert_eq!(code, "08004");
     assert!(
         msg.contains("cannot open a session on target \"app\""),
@@ -388,12 +383,7 @@ async fn upstream_verify_full_refuses_an_untrusted_certificate() {
         ..Default::default()
     })
     .await;
-    let token = gw.token(USER);
-    let err = gw
-        .connect_with(&gw.pg_config(USER, &token))
-        .await
-        .expect_err("untrusted upstream certificate");
-    let (code, msg) = db_error(&err);
+    let (code, msg) = gw.refused(USER, &gw.token(USER)).await;
     assert_eq!(code, "08001");
     assert!(msg.contains("TLS to 127.0.0.1"), "{msg}");
 }
