@@ -36,4 +36,5 @@ pub mod logging;
 pub mod policy;
 pub mod relay;
 pub mod server;
+pub mod sql;
 pub mod tls;

@@ -83,24 +83,33 @@ pub struct ResultColumn {
     pub type_oid: u32,
     /// 0 text, 1 binary.
     pub format: i16,
+    /// `schema.table.column` of the source column, when the host could
+    /// resolve the table OID; `None` for expressions.
+    pub source: Option<String>,
 }
 
-/// What to do with one value of a row.
+/// What to do with one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueEdit {
-    /// Replace column `index` with these bytes.
-    Replace {
-        /// Column index.
-        index: usize,
-        /// New value (text or binary, matching the column's format).
-        value: Vec<u8>,
-    },
-    /// Make column `index` NULL.
-    Null {
-        /// Column index.
-        index: usize,
-    },
+    /// Replace it with these bytes (text or binary, matching the column's format).
+    Replace(Vec<u8>),
+    /// Make it NULL.
+    Null,
 }
+
+/// An edit of one value in a batch of rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowEdit {
+    /// Row index within the batch.
+    pub row: usize,
+    /// Column index.
+    pub column: usize,
+    /// The edit.
+    pub edit: ValueEdit,
+}
+
+/// One row of a batch: values borrowed from the frames, `None` = NULL.
+pub type Row<'a> = Vec<Option<&'a [u8]>>;
 
 /// Why the session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,20 +146,23 @@ pub trait SessionPolicy: Send {
         Verdict::Allow
     }
 
-    /// Whether result rows must be shown to [`Self::on_data_row`].
+    /// Whether result descriptions must be decoded and shown to
+    /// [`Self::on_row_description`] at all.
     fn wants_rows(&self) -> bool {
         false
     }
 
-    /// A result's columns are known (only when [`Self::wants_rows`]).
-    fn on_row_description(&mut self, columns: &[ResultColumn]) {
+    /// A result's columns are known (only when [`Self::wants_rows`]); return
+    /// whether this result's rows must be shown to [`Self::on_data_rows`].
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
         let _ = columns;
+        false
     }
 
-    /// One row is about to reach the client (only when [`Self::wants_rows`]).
-    /// Returns the edits to apply, in order.
-    fn on_data_row(&mut self, values: &[Option<&[u8]>]) -> Vec<ValueEdit> {
-        let _ = values;
+    /// A batch of rows (those that arrived together) is about to reach the
+    /// client. Returns the edits to apply, in order.
+    fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
+        let _ = rows;
         Vec::new()
     }
 

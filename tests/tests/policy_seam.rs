@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use portcullis::policy::{
-    Policy, QueryEvent, ResultColumn, SessionInfo, SessionPolicy, SessionRefused, ValueEdit,
-    Verdict,
+    Policy, QueryEvent, ResultColumn, Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused,
+    ValueEdit, Verdict,
 };
 use portcullis_e2e::{db_error, GatewayOptions, TestGateway};
 use tokio_postgres::SimpleQueryMessage;
@@ -48,24 +48,30 @@ impl SessionPolicy for TestSession {
         true
     }
 
-    fn on_row_description(&mut self, columns: &[ResultColumn]) {
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
         self.masked = columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.table_oid != 0 && c.attribute_number == 3)
             .map(|(i, _)| i)
             .collect();
+        !self.masked.is_empty()
     }
 
-    fn on_data_row(&mut self, values: &[Option<&[u8]>]) -> Vec<ValueEdit> {
-        self.masked
-            .iter()
-            .filter(|i| values.get(**i).is_some_and(|v| v.is_some()))
-            .map(|&index| ValueEdit::Replace {
-                index,
-                value: b"****".to_vec(),
-            })
-            .collect()
+    fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
+        let mut edits = Vec::new();
+        for (r, values) in rows.iter().enumerate() {
+            for &column in &self.masked {
+                if values.get(column).is_some_and(|v| v.is_some()) {
+                    edits.push(RowEdit {
+                        row: r,
+                        column,
+                        edit: ValueEdit::Replace(b"****".to_vec()),
+                    });
+                }
+            }
+        }
+        edits
     }
 }
 
@@ -132,6 +138,12 @@ async fn row_edits_reach_the_client_even_through_an_alias() {
         .filter(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("****")))
         .count();
     assert_eq!(masked, 3);
+    // A result without masked columns is not touched.
+    let msgs = c
+        .simple_query("SELECT name FROM items WHERE id = 1")
+        .await
+        .unwrap();
+    assert!(matches!(&msgs[1], SimpleQueryMessage::Row(r) if r.get(0) == Some("item 1")));
 }
 
 #[tokio::test]

@@ -27,7 +27,9 @@ use super::stream::Stream;
 use super::RelayError;
 use crate::codec::error_response::ErrorFields;
 use crate::codec::{data_row, parse, peek_frame, query, row_description, sqlstate};
-use crate::policy::{EndReason, QueryEvent, ResultColumn, SessionPolicy, ValueEdit, Verdict};
+use crate::policy::{
+    EndReason, QueryEvent, ResultColumn, RowEdit, SessionPolicy, ValueEdit, Verdict,
+};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
@@ -331,6 +333,8 @@ async fn server_to_client(
     let mut carry = 0usize; // bytes of a partly forwarded message still to come
     let mut rfq_seen: u64 = 0;
     let mut error_since_rfq = false;
+    // Whether the policy asked for the rows of the current result.
+    let mut watching = false;
     let mut scratch = BytesMut::new();
     let mut need = 0usize;
     loop {
@@ -356,7 +360,10 @@ async fn server_to_client(
             };
             let available = buf.len() - pos;
             match h.tag {
-                b'E' => error_since_rfq = true,
+                b'E' => {
+                    error_since_rfq = true;
+                    watching = false;
+                }
                 b'Z' => {
                     rfq_seen += 1;
                     if let Some(err) = take_injection(shared, rfq_seen) {
@@ -385,45 +392,43 @@ async fn server_to_client(
                             attribute_number: c.attribute_number,
                             type_oid: c.type_oid,
                             format: c.format,
+                            source: None,
                         })
                         .collect();
-                    shared.policy().on_row_description(&cols);
+                    watching = shared.policy().on_row_description(&cols);
                 }
-                b'D' if shared.wants_rows => {
-                    if available < h.total_len {
+                b'C' | b'I' | b's' => watching = false,
+                b'D' if watching => {
+                    // A batch: every complete DataRow from here on.
+                    let mut frames = Vec::new();
+                    let mut at = pos;
+                    while let Ok(Some(d)) = peek_frame(&buf[at..], max) {
+                        if d.tag != b'D' || buf.len() - at < d.total_len {
+                            break;
+                        }
+                        frames.push(at..at + d.total_len);
+                        at += d.total_len;
+                    }
+                    if frames.is_empty() {
                         need = h.total_len;
                         break;
                     }
-                    let values = data_row::decode(&buf[pos..pos + h.total_len])?;
-                    let edits = shared.policy().on_data_row(&values);
-                    if !edits.is_empty() {
-                        let mut owned: Vec<Option<&[u8]>> = values;
-                        let mut replaced: Vec<(usize, Vec<u8>)> = Vec::new();
-                        for e in edits {
-                            match e {
-                                ValueEdit::Null { index } => {
-                                    if let Some(v) = owned.get_mut(index) {
-                                        *v = None;
-                                    }
-                                }
-                                ValueEdit::Replace { index, value } => {
-                                    replaced.push((index, value));
-                                }
-                            }
-                        }
-                        for (index, value) in &replaced {
-                            if let Some(v) = owned.get_mut(*index) {
-                                *v = Some(value.as_slice());
-                            }
-                        }
-                        scratch.clear();
-                        data_row::encode(&mut scratch, owned.into_iter());
-                        write_out(wr, &buf[start..pos]).await?;
-                        wr.write_all(&scratch).await?;
-                        pos += h.total_len;
-                        start = pos;
+                    let rows = frames
+                        .iter()
+                        .map(|r| data_row::decode(&buf[r.clone()]))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let edits = shared.policy().on_data_rows(&rows);
+                    if edits.is_empty() {
+                        pos = at;
                         continue;
                     }
+                    write_out(wr, &buf[start..pos]).await?;
+                    scratch.clear();
+                    apply_edits(&mut scratch, &buf, &frames, rows, edits);
+                    wr.write_all(&scratch).await?;
+                    pos = at;
+                    start = pos;
+                    continue;
                 }
                 _ => {}
             }
@@ -438,5 +443,52 @@ async fn server_to_client(
         wr.flush().await?;
         buf.advance(pos);
         shrink_if_idle(&mut buf);
+    }
+}
+
+/// Writes a batch of rows with `edits` applied: unedited rows are copied as
+/// they came, edited rows are re-encoded.
+fn apply_edits(
+    out: &mut BytesMut,
+    buf: &[u8],
+    frames: &[std::ops::Range<usize>],
+    mut rows: Vec<crate::policy::Row<'_>>,
+    edits: Vec<RowEdit>,
+) {
+    let mut replaced: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); rows.len()];
+    let mut edited = vec![false; rows.len()];
+    for e in edits {
+        let Some(row) = rows.get_mut(e.row) else {
+            continue;
+        };
+        if e.column >= row.len() {
+            continue;
+        }
+        edited[e.row] = true;
+        let slot = &mut replaced[e.row];
+        if slot.is_empty() {
+            slot.resize(row.len(), None);
+        }
+        match e.edit {
+            ValueEdit::Null => {
+                row[e.column] = None;
+                slot[e.column] = None;
+            }
+            ValueEdit::Replace(v) => slot[e.column] = Some(v),
+        }
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        if !edited[i] {
+            out.extend_from_slice(&buf[frame.clone()]);
+            continue;
+        }
+        let values = rows[i]
+            .iter()
+            .enumerate()
+            .map(|(c, v)| match replaced[i].get(c) {
+                Some(Some(new)) => Some(new.as_slice()),
+                _ => *v,
+            });
+        data_row::encode(out, values.collect::<Vec<_>>().into_iter());
     }
 }

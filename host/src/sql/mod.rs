@@ -1,0 +1,142 @@
+//! SQL understood once, in the host, with PostgreSQL's own grammar
+//! (`pg_query`, i.e. libpg_query), so plugins never embed a parser.
+//!
+//! [`summarize`] turns SQL text into a [`QuerySummary`]: for each statement its
+//! kind, the tables it reads and writes, the functions it calls, whether its
+//! UPDATEs and DELETEs are bounded by a WHERE, COPY and EXPLAIN details, plus
+//! the fingerprint. Text that does not parse is *flagged* (`parse_error`), not
+//! treated as harmless. [`SummaryCache`] keeps summaries by text, so a
+//! prepared statement is parsed at Parse and a repeated query not at all.
+
+mod walk;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A table as a statement names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    /// Schema, when the statement qualified the name.
+    pub schema: Option<String>,
+    /// Table name.
+    pub name: String,
+}
+
+/// One statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementSummary {
+    /// Kind in lower case (`select`, `delete`, `drop`, `set-role`, ...).
+    pub kind: String,
+    /// Tables read.
+    pub tables_read: Vec<TableName>,
+    /// Tables written.
+    pub tables_written: Vec<TableName>,
+    /// Functions called, lower case, as qualified as written.
+    pub functions: Vec<String>,
+    /// Whether every UPDATE and DELETE in it (CTEs included) has a WHERE.
+    pub has_where: bool,
+    /// Whether it is a COPY.
+    pub is_copy: bool,
+    /// Whether a COPY runs a program.
+    pub copy_program: bool,
+    /// Whether it is EXPLAIN ANALYZE (which runs the statement).
+    pub explain_analyze: bool,
+}
+
+/// What the host knows about a piece of SQL text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuerySummary {
+    /// pg_query fingerprint (hex); empty when the text does not parse.
+    pub fingerprint: String,
+    /// The statements, in order.
+    pub statements: Vec<StatementSummary>,
+    /// Why the text does not parse, if it does not.
+    pub parse_error: Option<String>,
+}
+
+/// Parses `sql` and summarizes it. Never panics: a failure inside the parser
+/// wrapper is reported as a parse error.
+pub fn summarize(sql: &str) -> QuerySummary {
+    let result = std::panic::catch_unwind(|| summarize_inner(sql));
+    match result {
+        Ok(s) => s,
+        Err(_) => QuerySummary {
+            parse_error: Some("the SQL parser failed on this text".into()),
+            ..Default::default()
+        },
+    }
+}
+
+fn summarize_inner(sql: &str) -> QuerySummary {
+    let parsed = match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
+        Ok(p) => p,
+        Err(e) => {
+            return QuerySummary {
+                parse_error: Some(e.to_string()),
+                ..Default::default()
+            }
+        }
+    };
+    let fingerprint = pg_query::fingerprint(sql, pg_query::ParserOptions::DEFAULT, 0)
+        .map(|f| f.hex)
+        .unwrap_or_default();
+    let tree = match serde_json::to_value(&parsed.protobuf) {
+        Ok(v) => v,
+        Err(e) => {
+            return QuerySummary {
+                fingerprint,
+                parse_error: Some(format!("cannot read the parse tree: {e}")),
+                ..Default::default()
+            }
+        }
+    };
+    let statements = tree
+        .get("stmts")
+        .and_then(|s| s.as_array())
+        .map(|stmts| {
+            stmts
+                .iter()
+                .filter_map(|raw| raw.get("stmt"))
+                .map(walk::statement)
+                .collect()
+        })
+        .unwrap_or_default();
+    QuerySummary {
+        fingerprint,
+        statements,
+        parse_error: None,
+    }
+}
+
+/// Summaries by SQL text, bounded in size (cleared when full).
+#[derive(Default)]
+pub struct SummaryCache {
+    map: Mutex<HashMap<String, Arc<QuerySummary>>>,
+}
+
+/// Entries kept before the cache starts over.
+const CACHE_CAPACITY: usize = 10_000;
+/// Texts longer than this are summarized but not cached.
+const CACHE_MAX_TEXT: usize = 16 * 1024;
+
+impl SummaryCache {
+    /// The summary of `sql`, from the cache or freshly parsed.
+    pub fn get(&self, sql: &str) -> Arc<QuerySummary> {
+        if let Some(s) = self.map.lock().ok().and_then(|m| m.get(sql).cloned()) {
+            return s;
+        }
+        let summary = Arc::new(summarize(sql));
+        if sql.len() <= CACHE_MAX_TEXT {
+            if let Ok(mut m) = self.map.lock() {
+                if m.len() >= CACHE_CAPACITY {
+                    m.clear();
+                }
+                m.insert(sql.to_string(), summary.clone());
+            }
+        }
+        summary
+    }
+}
+
+#[cfg(test)]
+mod tests;

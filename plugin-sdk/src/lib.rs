@@ -1,0 +1,172 @@
+//! The Portcullis plugin SDK: write a policy plugin as a plain Rust type.
+//!
+//! A plugin implements [`Plugin`] — every hook has a default that allows and
+//! passes through — and exports itself with [`export_plugin!`]. Built with
+//! `cargo build --target wasm32-wasip2`, the crate becomes a WebAssembly
+//! component implementing the `portcullis:policy` world (see `wit/`).
+//!
+//! ```ignore
+//! use portcullis_plugin_sdk::*;
+//!
+//! #[derive(Default)]
+//! struct NoUnboundedDelete;
+//!
+//! impl Plugin for NoUnboundedDelete {
+//!     const NAME: &'static str = "no-unbounded-delete";
+//!     const VERSION: &'static str = "0.1.0";
+//!     fn on_query(&mut self, q: &PgQuery) -> Verdict {
+//!         match q.statements.iter().find(|s| s.kind == "delete" && !s.has_where) {
+//!             Some(_) => Verdict::Deny("DELETE without WHERE".into()),
+//!             None => Verdict::Allow,
+//!         }
+//!     }
+//! }
+//! export_plugin!(NoUnboundedDelete);
+//! ```
+//!
+//! One instance of the component serves one session, so a plugin keeps
+//! per-session state in `self`. `configure` runs once per instance, before
+//! any hook.
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "policy-plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_policy_plugin",
+        default_bindings_module: "portcullis_plugin_sdk::bindings",
+    });
+}
+
+pub mod names;
+
+pub use bindings::portcullis::policy::types::{
+    Column, EditAction, Event, Identity, Metadata, PgQuery, Session, Statement, TableRef,
+    ValueEdit, Verdict,
+};
+
+/// A value of one column in a row: `None` is SQL NULL.
+pub type Value = Option<Vec<u8>>;
+
+/// Log severity for [`log`].
+pub use bindings::portcullis::policy::host::Level;
+
+/// Writes a line to the gateway's log (stderr when not running in the gateway).
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::portcullis::policy::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
+/// A policy plugin. Implement the hooks you need; the rest allow.
+pub trait Plugin: Default + 'static {
+    /// Plugin name (shown in logs and refusals).
+    const NAME: &'static str;
+    /// Plugin version.
+    const VERSION: &'static str;
+
+    /// JSON Schema of the configuration, published to the host.
+    fn config_schema() -> String {
+        r#"{"type":"object"}"#.into()
+    }
+
+    /// Whether the plugin wants result columns and rows at all.
+    fn wants_rows() -> bool {
+        false
+    }
+
+    /// Applies the configuration (JSON text); an error refuses the plugin.
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// A session starts.
+    fn session_start(&mut self, session: &Session) -> Verdict {
+        let _ = session;
+        Verdict::Allow
+    }
+
+    /// A PostgreSQL statement is about to run.
+    fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        let _ = query;
+        Verdict::Allow
+    }
+
+    /// A result's columns; return whether this plugin wants its rows.
+    fn result_columns(&mut self, columns: &[Column]) -> bool {
+        let _ = columns;
+        false
+    }
+
+    /// A batch of rows of the current result; return the edits.
+    fn result_rows(&mut self, rows: &[Vec<Value>]) -> Vec<ValueEdit> {
+        let _ = rows;
+        Vec::new()
+    }
+
+    /// The session ended.
+    fn session_end(&mut self, reason: &str) {
+        let _ = reason;
+    }
+}
+
+/// Parses a plugin's JSON configuration into a serde type, with an error
+/// message that names the problem.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
+    let text = if config.trim().is_empty() { "{}" } else { config };
+    serde_json::from_str(text).map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// Exports a [`Plugin`] type as the component's implementation.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        const _: () = {
+            use $crate::bindings::exports::portcullis::policy::plugin::Guest;
+            use $crate::Plugin as _;
+
+            std::thread_local! {
+                static STATE: std::cell::RefCell<$plugin> =
+                    std::cell::RefCell::new(<$plugin as Default>::default());
+            }
+
+            struct Exported;
+
+            impl Guest for Exported {
+                fn metadata() -> $crate::Metadata {
+                    $crate::Metadata {
+                        name: <$plugin as $crate::Plugin>::NAME.to_string(),
+                        version: <$plugin as $crate::Plugin>::VERSION.to_string(),
+                        config_schema: <$plugin as $crate::Plugin>::config_schema(),
+                        wants_rows: <$plugin as $crate::Plugin>::wants_rows(),
+                    }
+                }
+                fn configure(config: String) -> Result<(), String> {
+                    STATE.with(|s| s.borrow_mut().configure(&config))
+                }
+                fn session_start(session: $crate::Session) -> $crate::Verdict {
+                    STATE.with(|s| s.borrow_mut().session_start(&session))
+                }
+                fn on_event(event: $crate::Event) -> $crate::Verdict {
+                    match event {
+                        $crate::Event::PgQuery(q) => STATE.with(|s| s.borrow_mut().on_query(&q)),
+                    }
+                }
+                fn result_columns(columns: Vec<$crate::Column>) -> bool {
+                    STATE.with(|s| s.borrow_mut().result_columns(&columns))
+                }
+                fn result_rows(rows: Vec<Vec<$crate::Value>>) -> Vec<$crate::ValueEdit> {
+                    STATE.with(|s| s.borrow_mut().result_rows(&rows))
+                }
+                fn session_end(reason: String) {
+                    STATE.with(|s| s.borrow_mut().session_end(&reason))
+                }
+            }
+
+            $crate::bindings::__export_policy_plugin!(Exported with_types_in $crate::bindings);
+        };
+    };
+}
