@@ -33,6 +33,7 @@ pub mod demo;
 pub mod http_client;
 pub mod identity;
 pub mod logging;
+pub mod plugins;
 pub mod policy;
 pub mod relay;
 pub mod server;

@@ -51,6 +51,9 @@ pub enum StartError {
         /// Cause.
         source: tls::TlsError,
     },
+    /// A plugin was refused.
+    #[error("{0}")]
+    Plugin(#[from] crate::plugins::PluginError),
     /// Identity providers could not be set up.
     #[error("identity providers: {0}")]
     Identity(String),
@@ -110,8 +113,20 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         .map_err(|e| StartError::Identity(e.to_string()))?;
     let authenticator = Authenticator::new(&config.identity_providers, http.clone())
         .map_err(|e| StartError::Identity(e.to_string()))?;
+    let plugins = load_plugins(config)?;
     let mut targets = HashMap::new();
     for t in &config.targets {
+        let target_policy: Arc<dyn Policy> = match &plugins {
+            Some((runtime, loaded)) if !t.plugins.is_empty() => {
+                let chain = t
+                    .plugins
+                    .iter()
+                    .filter_map(|n| loaded.get(n).cloned())
+                    .collect();
+                Arc::new(runtime.chain(chain))
+            }
+            _ => policy.clone(),
+        };
         let tls = tls::upstream_config(t.tls, t.tls_ca_file.as_deref().map(Path::new)).map_err(
             |source| StartError::TargetTls {
                 target: t.name.clone(),
@@ -125,6 +140,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
                 cfg: t.clone(),
                 tls,
                 credential,
+                policy: target_policy,
             },
         );
     }
@@ -132,7 +148,6 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     let context = Arc::new(GatewayContext {
         authenticator: authenticator.clone(),
         targets,
-        policy,
         cancels: CancelRegistry::default(),
         next_session: AtomicU64::new(0),
         active: std::sync::atomic::AtomicUsize::new(0),
@@ -229,6 +244,29 @@ async fn accept_loop(
             }
         }
     }
+}
+
+type LoadedPlugins = (
+    Arc<crate::plugins::PluginRuntime>,
+    HashMap<String, Arc<crate::plugins::LoadedPlugin>>,
+);
+
+/// Loads every configured plugin (none configured: no engine is created).
+fn load_plugins(config: &Config) -> Result<Option<LoadedPlugins>, StartError> {
+    if config.plugins.is_empty() {
+        return Ok(None);
+    }
+    let runtime = Arc::new(crate::plugins::PluginRuntime::new(
+        crate::plugins::PoolSize::default(),
+        crate::plugins::default_cache_dir(),
+    )?);
+    let mut loaded = HashMap::new();
+    for p in &config.plugins {
+        let plugin = runtime.load(p)?;
+        tracing::info!(plugin = %p.name, version = %plugin.version, sha256 = %plugin.sha256, "plugin loaded");
+        loaded.insert(p.name.clone(), plugin);
+    }
+    Ok(Some((runtime, loaded)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

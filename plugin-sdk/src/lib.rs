@@ -116,7 +116,11 @@ pub trait Plugin: Default + 'static {
 /// Parses a plugin's JSON configuration into a serde type, with an error
 /// message that names the problem.
 pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
-    let text = if config.trim().is_empty() { "{}" } else { config };
+    let text = if config.trim().is_empty() {
+        "{}"
+    } else {
+        config
+    };
     serde_json::from_str(text).map_err(|e| format!("invalid configuration: {e}"))
 }
 
@@ -136,7 +140,7 @@ macro_rules! export_plugin {
             struct Exported;
 
             impl Guest for Exported {
-                fn metadata() -> $crate::Metadata {
+                fn describe() -> $crate::Metadata {
                     $crate::Metadata {
                         name: <$plugin as $crate::Plugin>::NAME.to_string(),
                         version: <$plugin as $crate::Plugin>::VERSION.to_string(),
@@ -166,7 +170,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::bindings::__export_policy_plugin!(Exported with_types_in $crate::bindings);
+    $crate::bindings::__export_policy_plugin!(Exported with_types_in $crate::bindings);
         };
     };
 }

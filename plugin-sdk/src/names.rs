@@ -57,9 +57,15 @@ pub fn function_matches(pattern: &str, function: &str) -> bool {
     let pattern = pattern.to_lowercase();
     let function = function.to_lowercase();
     let bare = function.rsplit('.').next().unwrap_or(&function);
-    let candidates: &[&str] = if pattern.contains('.') { &[&function] } else { &[bare] };
+    let candidates: &[&str] = if pattern.contains('.') {
+        &[&function]
+    } else {
+        &[bare]
+    };
     candidates.iter().any(|f| match pattern.strip_suffix('*') {
-        Some(prefix) => f.starts_with(prefix.rsplit('.').next().unwrap_or(prefix)) || f.starts_with(prefix),
+        Some(prefix) => {
+            f.starts_with(prefix.rsplit('.').next().unwrap_or(prefix)) || f.starts_with(prefix)
+        }
         None => *f == pattern,
     })
 }

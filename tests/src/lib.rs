@@ -93,6 +93,8 @@ pub struct GatewayOptions {
     pub listener_extra: String,
     /// Extra TOML appended to the target table (e.g. upstream TLS).
     pub target_extra: String,
+    /// Top-level TOML appended at the end (e.g. `[[plugins]]` tables).
+    pub tail: String,
 }
 
 impl Default for GatewayOptions {
@@ -104,6 +106,7 @@ impl Default for GatewayOptions {
             policy: Arc::new(PassThrough),
             listener_extra: String::new(),
             target_extra: String::new(),
+            tail: String::new(),
         }
     }
 }
@@ -188,6 +191,8 @@ user = "{user}"
 allow_groups = ["testers"]
 allow_users = ["solo@example.com"]
 {target_extra}
+
+{tail}
 "#,
             cert = c.cert.display().to_string(),
             key = c.key.display().to_string(),
@@ -197,6 +202,7 @@ allow_users = ["solo@example.com"]
             port = c.cluster.port(),
             user = opts.upstream_user,
             target_extra = opts.target_extra,
+            tail = opts.tail,
         );
         let config = Config::parse(&config_text).expect("test config is valid");
         let gateway = portcullis::server::start(&config, opts.policy)
@@ -308,4 +314,42 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
         Some(db) => (db.code().code().to_string(), db.message().to_string()),
         None => ("(none)".into(), e.to_string()),
     }
+}
+
+/// Path of a first-party or test plugin component, built once per test
+/// process with `cargo build --target wasm32-wasip2 --profile plugin`.
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            let out = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "--profile",
+                "plugin",
+            ])
+            .args(["-p", "block", "-p", "faulty"])
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(target.join("wasm32-wasip2").join("plugin"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| {
+            panic!("building the plugins failed (is the wasm32-wasip2 target installed?): {e}")
+        });
+    dir.join(format!("{name}.wasm"))
 }

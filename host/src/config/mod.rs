@@ -89,6 +89,11 @@ impl Config {
         for p in &mut self.identity_providers {
             fix(&mut p.hmac_secret_file);
         }
+        for p in &mut self.plugins {
+            if Path::new(&p.path).is_relative() {
+                p.path = base.join(&p.path).display().to_string();
+            }
+        }
         for t in &mut self.targets {
             fix(&mut t.password_file);
             fix(&mut t.tls_ca_file);
@@ -139,6 +144,23 @@ impl Config {
                 p.user_claim
             );
         }
+        let _ = writeln!(s, "plugins: {}", self.plugins.len());
+        for p in &self.plugins {
+            let _ = writeln!(
+                s,
+                "  {} {} ({:?}, {} ms per call, {} MiB{})",
+                p.name,
+                p.path,
+                p.failure,
+                p.call_timeout_ms,
+                p.memory_limit_mib,
+                if p.sha256.is_some() {
+                    ", sha256 pinned"
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(s, "targets: {}", self.targets.len());
         for t in &self.targets {
             let _ = writeln!(
@@ -158,6 +180,9 @@ impl Config {
                 t.allow_groups.join(", "),
                 t.allow_users.join(", ")
             );
+            if !t.plugins.is_empty() {
+                let _ = writeln!(s, "    plugin chain: {}", t.plugins.join(" -> "));
+            }
         }
         s
     }

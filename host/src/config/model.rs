@@ -22,6 +22,54 @@ pub struct Config {
     /// Upstream databases, selected by the client's `dbname`.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// WebAssembly policy plugins, referenced by targets' `plugins` lists.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[[plugins]]`: one WebAssembly policy plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name targets refer to.
+    pub name: String,
+    /// Path of the component (`.wasm`).
+    pub path: String,
+    /// Expected SHA-256 of the file (hex); a file that differs is refused.
+    pub sha256: Option<String>,
+    /// What happens when the plugin fails (trap, timeout, out of memory).
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// Deadline of one call into the plugin, in milliseconds.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
+    /// Memory cap of one instance, in MiB.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_mib: usize,
+    /// The plugin's own configuration, passed to it as JSON.
+    #[serde(default = "empty_table")]
+    pub config: toml::Value,
+}
+
+fn default_call_timeout() -> u64 {
+    5
+}
+fn default_memory_limit() -> usize {
+    32
+}
+fn empty_table() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+/// What a plugin failure means for the event it was deciding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Refuse the statement (and NULL the rows) — the safe default.
+    #[default]
+    FailClosed,
+    /// Let it through as if the plugin had allowed it.
+    FailOpen,
 }
 
 /// `[gateway]`: process-wide settings.
@@ -237,6 +285,9 @@ pub struct Target {
     /// Seconds to wait for the upstream connection and login.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Plugin chain, in order (names of `[[plugins]]`).
+    #[serde(default)]
+    pub plugins: Vec<String>,
 }
 
 fn default_token_cache() -> u64 {

@@ -63,8 +63,52 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
         validate_provider(i, p)?;
     }
+    let mut plugin_names = HashSet::new();
+    for (i, p) in config.plugins.iter().enumerate() {
+        let key = |k: &str| format!("plugins[{i}].{k}");
+        if !plugin_names.insert(p.name.as_str()) {
+            return Err(invalid(
+                key("name"),
+                format!("plugin name {:?} is used twice", p.name),
+            ));
+        }
+        if !std::path::Path::new(&p.path).is_file() {
+            return Err(invalid(
+                key("path"),
+                format!("file {:?} does not exist", p.path),
+            ));
+        }
+        if let Some(h) = &p.sha256 {
+            if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid(key("sha256"), "must be 64 hexadecimal characters"));
+            }
+        }
+        if p.call_timeout_ms == 0 || p.call_timeout_ms > 60_000 {
+            return Err(invalid(
+                key("call_timeout_ms"),
+                "must be between 1 and 60000",
+            ));
+        }
+        if p.memory_limit_mib == 0 || p.memory_limit_mib > 4096 {
+            return Err(invalid(
+                key("memory_limit_mib"),
+                "must be between 1 and 4096",
+            ));
+        }
+        if !p.config.is_table() {
+            return Err(invalid(key("config"), "must be a table"));
+        }
+    }
     let mut names = HashSet::new();
     for (i, t) in config.targets.iter().enumerate() {
+        for p in &t.plugins {
+            if !plugin_names.contains(p.as_str()) {
+                return Err(invalid(
+                    format!("targets[{i}].plugins"),
+                    format!("no [[plugins]] table is named {p:?}"),
+                ));
+            }
+        }
         if !names.insert(t.name.as_str()) {
             return Err(invalid(
                 format!("targets[{i}].name"),

@@ -130,11 +130,11 @@ pub async fn run(
 fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
     let fields = match verdict {
         Verdict::Allow => return None,
-        Verdict::Deny { reason } => ErrorFields::error(
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("statement refused by gateway policy: {reason}"),
-        )
-        .with_hint("the statement was not run; change it or ask the gateway operator"),
+        Verdict::Deny { reason } => {
+            ErrorFields::error(sqlstate::INSUFFICIENT_PRIVILEGE, reason.clone()).with_hint(
+                "the statement was not run; change it, or ask the gateway operator about the rule",
+            )
+        }
         Verdict::RequireApproval { reason } => ErrorFields::error(
             sqlstate::INSUFFICIENT_PRIVILEGE,
             format!("statement needs approval: {reason}"),

@@ -56,6 +56,8 @@ pub struct TargetContext {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the gateway's upstream password comes from.
     pub credential: crate::credentials::CredentialProvider,
+    /// The policy of this target's sessions (its plugin chain, or the default).
+    pub policy: Arc<dyn Policy>,
 }
 
 /// What every session of the gateway shares.
@@ -64,8 +66,6 @@ pub struct GatewayContext {
     pub authenticator: Authenticator,
     /// Targets by name.
     pub targets: HashMap<String, TargetContext>,
-    /// The policy seam (pass-through until plugins are configured).
-    pub policy: Arc<dyn Policy>,
     /// Cancel keys of live sessions.
     pub cancels: CancelRegistry,
     /// Source of session ids.
@@ -402,7 +402,7 @@ async fn start(
         client_addr: peer,
         application_name: msg.param("application_name").map(str::to_string),
     };
-    let policy = match gw.policy.start_session(&info) {
+    let policy = match target.policy.start_session(&info) {
         Ok(p) => p,
         Err(SessionRefused { reason }) => {
             return Err(refuse(

@@ -1,0 +1,317 @@
+//! A target's plugins as one policy. Plugins are called in chain order; the
+//! first deny wins, approval requests are collected, and row edits compose
+//! (each plugin sees the rows as the previous ones left them). A plugin that
+//! fails (trap, timeout, out of memory) decides by its failure policy: its
+//! broken instance is discarded, and a fresh one serves the session's next
+//! event.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::bindings::types;
+use super::instance::{describe_failure, PluginInstance};
+use super::loaded::LoadedPlugin;
+use crate::config::FailurePolicy;
+use crate::policy::{
+    EndReason, Policy, QueryEvent, ResultColumn, Row, RowEdit, SessionInfo, SessionPolicy,
+    SessionRefused, ValueEdit, Verdict,
+};
+use crate::sql::{QuerySummary, SummaryCache};
+
+/// The plugins of one target, in order.
+pub struct PluginChain {
+    plugins: Vec<Arc<LoadedPlugin>>,
+    summaries: Arc<SummaryCache>,
+}
+
+impl PluginChain {
+    /// A chain of `plugins`, summarizing SQL through `summaries`.
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>, summaries: Arc<SummaryCache>) -> Self {
+        Self { plugins, summaries }
+    }
+}
+
+struct Member {
+    plugin: Arc<LoadedPlugin>,
+    instance: Option<PluginInstance>,
+    wants_result: bool,
+}
+
+/// Per-session state of a chain.
+struct ChainSession {
+    members: Vec<Member>,
+    session: types::Session,
+    summaries: Arc<SummaryCache>,
+    wants_rows: bool,
+}
+
+fn to_session(info: &SessionInfo) -> types::Session {
+    types::Session {
+        id: info.session_id,
+        identity: types::Identity {
+            subject: info.identity.subject.clone(),
+            user: info.identity.user.clone(),
+            groups: info.identity.groups.clone(),
+            issuer: info.identity.issuer.clone(),
+            actor_chain: info.identity.actor_chain.clone(),
+        },
+        target: info.target.clone(),
+        client_addr: info.client_addr.to_string(),
+        application_name: info.application_name.clone(),
+    }
+}
+
+fn to_query(sql: &str, prepared: Option<&str>, s: &QuerySummary) -> types::Event {
+    let table = |t: &crate::sql::TableName| types::TableRef {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+    };
+    types::Event::PgQuery(types::PgQuery {
+        text: sql.to_string(),
+        fingerprint: s.fingerprint.clone(),
+        statements: s
+            .statements
+            .iter()
+            .map(|st| types::Statement {
+                kind: st.kind.clone(),
+                tables_read: st.tables_read.iter().map(table).collect(),
+                tables_written: st.tables_written.iter().map(table).collect(),
+                functions: st.functions.clone(),
+                has_where: st.has_where,
+                is_copy: st.is_copy,
+                copy_program: st.copy_program,
+                explain_analyze: st.explain_analyze,
+            })
+            .collect(),
+        parse_error: s.parse_error.clone(),
+        prepared_name: prepared.map(str::to_string),
+    })
+}
+
+fn from_verdict(v: types::Verdict) -> Verdict {
+    match v {
+        types::Verdict::Allow => Verdict::Allow,
+        types::Verdict::Deny(reason) => Verdict::Deny { reason },
+        types::Verdict::RequireApproval(reason) => Verdict::RequireApproval { reason },
+    }
+}
+
+impl Policy for PluginChain {
+    fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, SessionRefused> {
+        let session = to_session(info);
+        let mut members = Vec::with_capacity(self.plugins.len());
+        for plugin in &self.plugins {
+            let mut member = Member {
+                plugin: plugin.clone(),
+                instance: None,
+                wants_result: false,
+            };
+            let outcome = start_member(&mut member, &session);
+            match outcome {
+                Ok(Verdict::Allow) => {}
+                Ok(Verdict::Deny { reason }) | Ok(Verdict::RequireApproval { reason }) => {
+                    return Err(SessionRefused { reason });
+                }
+                Err(why) => {
+                    tracing::warn!(plugin = %plugin.name, session = info.session_id, error = %why, "plugin failed at session start");
+                    if plugin.failure == FailurePolicy::FailClosed {
+                        return Err(SessionRefused {
+                            reason: format!(
+                                "plugin \"{}\" failed ({why}); sessions are refused while it fails",
+                                plugin.name
+                            ),
+                        });
+                    }
+                }
+            }
+            members.push(member);
+        }
+        let wants_rows = self.plugins.iter().any(|p| p.wants_rows);
+        Ok(Box::new(ChainSession {
+            members,
+            session,
+            summaries: self.summaries.clone(),
+            wants_rows,
+        }))
+    }
+}
+
+/// Instantiates a member and runs its session-start hook.
+fn start_member(m: &mut Member, session: &types::Session) -> Result<Verdict, String> {
+    let mut inst = m.plugin.instantiate()?;
+    let v = inst
+        .session_start(session)
+        .map_err(|e| describe_failure(&e, m.plugin.timeout_ms))?;
+    m.instance = Some(inst);
+    Ok(from_verdict(v))
+}
+
+impl ChainSession {
+    /// Calls `f` on member `i`'s instance, re-creating a discarded instance
+    /// first; a failure discards the instance and is returned as text.
+    fn call<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<T>,
+    ) -> Result<T, String> {
+        let session = self.session.clone();
+        let m = &mut self.members[i];
+        if m.instance.is_none() {
+            match start_member(m, &session)? {
+                Verdict::Allow => {}
+                other => return Err(format!("refused the session on restart: {other:?}")),
+            }
+        }
+        let inst = m.instance.as_mut().ok_or("no instance")?;
+        match f(inst) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                m.instance = None;
+                m.wants_result = false;
+                let why = describe_failure(&e, m.plugin.timeout_ms);
+                tracing::warn!(plugin = %m.plugin.name, session = session.id, error = %why, "plugin call failed; instance discarded");
+                Err(why)
+            }
+        }
+    }
+}
+
+impl SessionPolicy for ChainSession {
+    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+        let (sql, prepared) = match event {
+            QueryEvent::Simple { sql } => (sql, None),
+            QueryEvent::Parse { statement, sql } => (sql, Some(statement)),
+        };
+        let summary = self.summaries.get(sql);
+        let event = to_query(sql, prepared, &summary);
+        let mut approvals = Vec::new();
+        for i in 0..self.members.len() {
+            let (name, failure) = (
+                self.members[i].plugin.name.clone(),
+                self.members[i].plugin.failure,
+            );
+            match self.call(i, |inst| inst.on_event(&event)) {
+                Ok(v) => match from_verdict(v) {
+                    Verdict::Allow => {}
+                    deny @ Verdict::Deny { .. } => return deny,
+                    Verdict::RequireApproval { reason } => approvals.push(reason),
+                },
+                Err(why) if failure == FailurePolicy::FailClosed => {
+                    return Verdict::Deny {
+                        reason: format!(
+                            "plugin \"{name}\" failed ({why}); the statement was refused because the plugin fails closed"
+                        ),
+                    };
+                }
+                Err(_) => {}
+            }
+        }
+        if approvals.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::RequireApproval {
+                reason: approvals.join("; "),
+            }
+        }
+    }
+
+    fn wants_rows(&self) -> bool {
+        self.wants_rows
+    }
+
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
+        let cols: Vec<types::Column> = columns
+            .iter()
+            .map(|c| types::Column {
+                name: c.name.clone(),
+                source: c.source.clone(),
+                type_oid: c.type_oid,
+                binary: c.format == 1,
+            })
+            .collect();
+        let mut any = false;
+        for i in 0..self.members.len() {
+            if !self.members[i].plugin.wants_rows {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            let wants = match self.call(i, |inst| inst.result_columns(&cols)) {
+                Ok(w) => w,
+                // A failed plugin that fails closed still gets the rows (and
+                // will NULL them if it keeps failing).
+                Err(_) => failure == FailurePolicy::FailClosed,
+            };
+            self.members[i].wants_result = wants;
+            any |= wants;
+        }
+        any
+    }
+
+    fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
+        let mut current: Vec<Vec<Option<Vec<u8>>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
+            .collect();
+        let mut touched: HashSet<(usize, usize)> = HashSet::new();
+        for i in 0..self.members.len() {
+            if !self.members[i].wants_result {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            match self.call(i, |inst| inst.result_rows(&current)) {
+                Ok(edits) => {
+                    for e in edits {
+                        let (r, c) = (e.row as usize, e.column as usize);
+                        let Some(cell) = current.get_mut(r).and_then(|row| row.get_mut(c)) else {
+                            continue;
+                        };
+                        *cell = match e.action {
+                            types::EditAction::Replace(v) => Some(v),
+                            types::EditAction::Null => None,
+                        };
+                        touched.insert((r, c));
+                    }
+                }
+                Err(_) if failure == FailurePolicy::FailClosed => {
+                    // Nothing this plugin should have masked may leak: every
+                    // value of the batch becomes NULL.
+                    for (r, row) in current.iter_mut().enumerate() {
+                        for (c, cell) in row.iter_mut().enumerate() {
+                            *cell = None;
+                            touched.insert((r, c));
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        let mut edits: Vec<RowEdit> = touched
+            .into_iter()
+            .map(|(row, column)| RowEdit {
+                row,
+                column,
+                edit: match current[row][column].take() {
+                    Some(v) => ValueEdit::Replace(v),
+                    None => ValueEdit::Null,
+                },
+            })
+            .collect();
+        edits.sort_by_key(|e| (e.row, e.column));
+        edits
+    }
+
+    fn on_session_end(&mut self, reason: &EndReason) {
+        let text = match reason {
+            EndReason::ClientClosed => "client closed the session".to_string(),
+            EndReason::UpstreamClosed => "the database closed the session".to_string(),
+            EndReason::Error(e) => format!("error: {e}"),
+        };
+        for m in &mut self.members {
+            if let Some(inst) = m.instance.as_mut() {
+                if let Err(e) = inst.session_end(&text) {
+                    tracing::debug!(plugin = %m.plugin.name, error = %describe_failure(&e, m.plugin.timeout_ms), "session-end hook failed");
+                }
+            }
+        }
+    }
+}

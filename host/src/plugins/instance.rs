@@ -1,0 +1,179 @@
+//! One sandboxed plugin instance: an empty WASI context (no files, sockets,
+//! environment or stdio), a memory cap, and a deadline on every call.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
+
+/// Longest log line a plugin may write.
+const MAX_LOG_LINE: usize = 4096;
+
+/// What the host keeps per instance.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: Arc<str>,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: host::Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl types::Host for StoreState {}
+
+/// The linker every plugin is instantiated with: WASI (with nothing granted)
+/// and the `host` interface.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// A live instance.
+pub struct PluginInstance {
+    store: Store<StoreState>,
+    plugin: PolicyPlugin,
+    deadline_ticks: u64,
+}
+
+impl PluginInstance {
+    /// Instantiates from the pre-linked component.
+    pub fn new(
+        engine: &Engine,
+        pre: &PolicyPluginPre<StoreState>,
+        name: Arc<str>,
+        memory_limit: usize,
+        deadline_ticks: u64,
+    ) -> wasmtime::Result<Self> {
+        let state = StoreState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin: name,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks);
+        let plugin = pre.instantiate(&mut store)?;
+        Ok(Self {
+            store,
+            plugin,
+            deadline_ticks,
+        })
+    }
+
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    /// `describe`.
+    pub fn describe(&mut self) -> wasmtime::Result<types::Metadata> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_describe(&mut self.store)
+    }
+
+    /// `configure`.
+    pub fn configure(&mut self, config: &str) -> wasmtime::Result<Result<(), String>> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_configure(&mut self.store, config)
+    }
+
+    /// `session-start`.
+    pub fn session_start(&mut self, session: &types::Session) -> wasmtime::Result<types::Verdict> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_session_start(&mut self.store, session)
+    }
+
+    /// `on-event`.
+    pub fn on_event(&mut self, event: &types::Event) -> wasmtime::Result<types::Verdict> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_on_event(&mut self.store, event)
+    }
+
+    /// `result-columns`.
+    pub fn result_columns(&mut self, columns: &[types::Column]) -> wasmtime::Result<bool> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_result_columns(&mut self.store, columns)
+    }
+
+    /// `result-rows`.
+    pub fn result_rows(
+        &mut self,
+        rows: &[Vec<Option<Vec<u8>>>],
+    ) -> wasmtime::Result<Vec<types::ValueEdit>> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_result_rows(&mut self.store, rows)
+    }
+
+    /// `session-end`.
+    pub fn session_end(&mut self, reason: &str) -> wasmtime::Result<()> {
+        self.arm();
+        self.plugin
+            .portcullis_policy_plugin()
+            .call_session_end(&mut self.store, reason)
+    }
+}
+
+/// Describes a failed call in words for logs and clients.
+pub fn describe_failure(e: &wasmtime::Error, timeout_ms: u64) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!("timed out after {timeout_ms} ms"),
+        Some(wasmtime::Trap::OutOfFuel) => "ran out of fuel".into(),
+        Some(t) => format!("trapped ({t})"),
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("memory") && text.contains("limit") {
+                "ran out of memory".into()
+            } else {
+                text
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! A plugin ready to instantiate: its file checked against the sha256 pin,
+//! compiled once (cached on disk, keyed by the file's sha256 and the engine's
+//! compatibility hash), linked against the contract, described, and its
+//! configuration validated and accepted by a probe instance.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+
+use super::bindings::{types, PolicyPluginPre};
+use super::engine::EPOCH_TICK;
+use super::instance::{describe_failure, PluginInstance, StoreState};
+use super::schema;
+use crate::config::{FailurePolicy, PluginConfig};
+
+/// Why a plugin was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The engine could not be created.
+    #[error("WebAssembly engine: {0}")]
+    Engine(String),
+    /// The file could not be read.
+    #[error("plugin {name}: cannot read {path}: {message}")]
+    Read {
+        /// Plugin name.
+        name: String,
+        /// File.
+        path: String,
+        /// Cause.
+        message: String,
+    },
+    /// The file does not match its pin.
+    #[error("plugin {name}: {path} has sha256 {actual}, but the configuration pins {expected}; refusing it")]
+    Pin {
+        /// Plugin name.
+        name: String,
+        /// File.
+        path: String,
+        /// Configured hash.
+        expected: String,
+        /// Hash of the file.
+        actual: String,
+    },
+    /// Not a valid component.
+    #[error("plugin {name}: {path} is not a valid WebAssembly component: {message}")]
+    Compile {
+        /// Plugin name.
+        name: String,
+        /// File.
+        path: String,
+        /// Cause.
+        message: String,
+    },
+    /// The component does not implement the contract this host speaks.
+    #[error("plugin {name}: does not implement portcullis:policy@0.1 (built for another contract version, or not a Portcullis plugin): {message}")]
+    Contract {
+        /// Plugin name.
+        name: String,
+        /// Cause.
+        message: String,
+    },
+    /// The configuration was refused.
+    #[error("plugin {name}: {message}")]
+    Config {
+        /// Plugin name.
+        name: String,
+        /// Cause.
+        message: String,
+    },
+}
+
+/// A loaded plugin; shared by every session that uses it.
+pub struct LoadedPlugin {
+    /// Configured name.
+    pub name: Arc<str>,
+    /// File it came from.
+    pub path: String,
+    /// SHA-256 of the file (hex).
+    pub sha256: String,
+    /// What the plugin says about itself.
+    pub version: String,
+    /// Whether it wants result rows at all.
+    pub wants_rows: bool,
+    /// Failure policy.
+    pub failure: FailurePolicy,
+    /// Call deadline in milliseconds.
+    pub timeout_ms: u64,
+    config_json: String,
+    memory_limit: usize,
+    engine: Engine,
+    pre: PolicyPluginPre<StoreState>,
+}
+
+impl LoadedPlugin {
+    /// A fresh, configured instance for one session.
+    pub fn instantiate(&self) -> Result<PluginInstance, String> {
+        let ticks = (self.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1);
+        let mut inst = PluginInstance::new(
+            &self.engine,
+            &self.pre,
+            self.name.clone(),
+            self.memory_limit,
+            ticks,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot instantiate: {}",
+                describe_failure(&e, self.timeout_ms)
+            )
+        })?;
+        match inst.configure(&self.config_json) {
+            Ok(Ok(())) => Ok(inst),
+            Ok(Err(msg)) => Err(format!("refused its configuration: {msg}")),
+            Err(e) => Err(format!(
+                "failed while configuring: {}",
+                describe_failure(&e, self.timeout_ms)
+            )),
+        }
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    sha: &str,
+    cache: Option<&Path>,
+) -> wasmtime::Result<Component> {
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
+    };
+    let cached: Option<PathBuf> = cache.map(|d| d.join(format!("{sha}-{hash:016x}.cwasm")));
+    if let Some(path) = &cached {
+        if path.is_file() {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the name), in
+            // a directory only the gateway writes; wasmtime requires `unsafe`
+            // because it cannot verify that itself.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin cache entry")
+                }
+            }
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    if let Some(path) = cached {
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let bytes = component.serialize().map_err(std::io::Error::other)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled plugin");
+        }
+    }
+    Ok(component)
+}
+
+/// Loads one plugin as configured.
+pub fn load(
+    engine: &Engine,
+    linker: &Linker<StoreState>,
+    cache: Option<&Path>,
+    cfg: &PluginConfig,
+) -> Result<LoadedPlugin, PluginError> {
+    let name = cfg.name.clone();
+    let bytes = std::fs::read(&cfg.path).map_err(|e| PluginError::Read {
+        name: name.clone(),
+        path: cfg.path.clone(),
+        message: e.to_string(),
+    })?;
+    let sha256 = sha256_hex(&bytes);
+    if let Some(expected) = &cfg.sha256 {
+        if !expected.eq_ignore_ascii_case(&sha256) {
+            return Err(PluginError::Pin {
+                name,
+                path: cfg.path.clone(),
+                expected: expected.to_lowercase(),
+                actual: sha256,
+            });
+        }
+    }
+    let component = compile(engine, &bytes, &sha256, cache).map_err(|e| PluginError::Compile {
+        name: name.clone(),
+        path: cfg.path.clone(),
+        message: format!("{e:#}"),
+    })?;
+    let contract = |e: wasmtime::Error| PluginError::Contract {
+        name: name.clone(),
+        message: format!("{e:#}"),
+    };
+    let pre = linker.instantiate_pre(&component).map_err(contract)?;
+    let pre = PolicyPluginPre::new(pre).map_err(contract)?;
+    let config = serde_json::to_value(&cfg.config).map_err(|e| PluginError::Config {
+        name: name.clone(),
+        message: format!("configuration is not representable as JSON: {e}"),
+    })?;
+    let mut plugin = LoadedPlugin {
+        name: Arc::from(name.as_str()),
+        path: cfg.path.clone(),
+        sha256,
+        version: String::new(),
+        wants_rows: false,
+        failure: cfg.failure,
+        timeout_ms: cfg.call_timeout_ms,
+        config_json: config.to_string(),
+        memory_limit: cfg.memory_limit_mib << 20,
+        engine: engine.clone(),
+        pre,
+    };
+    // Probe: describe, check the configuration against the published schema,
+    // and let the plugin accept it.
+    let ticks = (plugin.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1);
+    let mut probe = PluginInstance::new(
+        engine,
+        &plugin.pre,
+        plugin.name.clone(),
+        plugin.memory_limit,
+        ticks,
+    )
+    .map_err(contract)?;
+    let meta: types::Metadata = probe.describe().map_err(|e| PluginError::Config {
+        name: name.clone(),
+        message: format!(
+            "describe failed: {}",
+            describe_failure(&e, plugin.timeout_ms)
+        ),
+    })?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&meta.config_schema).map_err(|e| PluginError::Config {
+            name: name.clone(),
+            message: format!("the plugin publishes an invalid config schema: {e}"),
+        })?;
+    schema::validate(&config, &schema).map_err(|m| PluginError::Config {
+        name: name.clone(),
+        message: format!("[plugins.config] {m}"),
+    })?;
+    drop(probe);
+    plugin.version = meta.version;
+    plugin.wants_rows = meta.wants_rows;
+    plugin
+        .instantiate()
+        .map_err(|message| PluginError::Config { name, message })?;
+    Ok(plugin)
+}

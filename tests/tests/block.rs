@@ -1,0 +1,200 @@
+//! The `block` plugin loaded from its component, against real PostgreSQL: the
+//! bypass matrix (every disguise of a refused statement is refused, nothing
+//! reaches the database) and what is still allowed.
+
+use portcullis_e2e::{db_error, plugin_wasm, GatewayOptions, TestGateway};
+
+const USER: &str = "blocker@example.com";
+
+fn block_config() -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "block"
+path = {path:?}
+
+[plugins.config]
+search_path = ["public"]
+
+[[plugins.config.rules]]
+name = "no-unbounded-writes"
+unbounded_writes = true
+
+[[plugins.config.rules]]
+name = "no-destructive-ddl"
+kinds = ["drop", "truncate", "alter-system", "do"]
+
+[[plugins.config.rules]]
+name = "no-server-files"
+functions = ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "lo_*", "dblink*"]
+copy_program = true
+
+[[plugins.config.rules]]
+name = "no-role-switching"
+role_switching = true
+
+[[plugins.config.rules]]
+name = "no-secrets"
+tables = ["public.secrets"]
+
+[[plugins.config.rules]]
+name = "interns-read-only"
+groups = ["interns"]
+kinds = ["insert", "update", "delete", "merge", "copy"]
+"#,
+        path = plugin_wasm("block").display().to_string()
+    )
+}
+
+async fn gateway() -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        target_extra: "plugins = [\"block\"]".into(),
+        tail: block_config(),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_bypass_matrix_is_refused_and_nothing_reaches_the_database() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    let cases: &[(&str, &str)] = &[
+        ("DELETE FROM items", "no-unbounded-writes"),
+        ("delete   from\n\tITEMS", "no-unbounded-writes"),
+        (
+            "/* harmless */ DELETE /* really */ FROM items -- trailing",
+            "no-unbounded-writes",
+        ),
+        ("DELETE FROM \"items\"", "no-unbounded-writes"),
+        ("DELETE FROM public.items", "no-unbounded-writes"),
+        (
+            "WITH d AS (DELETE FROM items RETURNING *) SELECT count(*) FROM d",
+            "no-unbounded-writes",
+        ),
+        (
+            "SELECT 1; DELETE FROM items; SELECT 2",
+            "no-unbounded-writes",
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM items", "no-unbounded-writes"),
+        ("PREPARE wipe AS DELETE FROM items", "no-unbounded-writes"),
+        ("UPDATE items SET name = 'x'", "no-unbounded-writes"),
+        (
+            "DO $$ BEGIN DELETE FROM items WHERE true; END $$",
+            "no-destructive-ddl",
+        ),
+        ("DROP TABLE items", "no-destructive-ddl"),
+        ("TRUNCATE items", "no-destructive-ddl"),
+        ("ALTER SYSTEM SET work_mem = '1GB'", "no-destructive-ddl"),
+        ("SELECT pg_read_file('/etc/passwd')", "no-server-files"),
+        (
+            "SELECT upper(pg_catalog.pg_read_file('/etc/passwd'))",
+            "no-server-files",
+        ),
+        (
+            "SELECT ARRAY[PG_READ_FILE('/etc/hostname')]",
+            "no-server-files",
+        ),
+        (
+            "SELECT name FROM items WHERE id IN (SELECT length(pg_ls_dir('.')))",
+            "no-server-files",
+        ),
+        ("SELECT lo_import('/etc/passwd')", "no-server-files"),
+        ("COPY items TO PROGRAM 'cat > /tmp/x'", "no-server-files"),
+        ("SET ROLE postgres", "no-role-switching"),
+        ("SET SESSION AUTHORIZATION postgres", "no-role-switching"),
+        ("SELECT * FROM secrets", "no-secrets"),
+        ("select * from PUBLIC.\"secrets\"", "no-secrets"),
+    ];
+    for (sql, rule) in cases {
+        let err = c
+            .simple_query(sql)
+            .await
+            .expect_err(&format!("{sql:?} must be refused"));
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}: {msg}");
+        assert!(
+            msg.starts_with(&format!("blocked by portcullis rule \"{rule}\"")),
+            "{sql}: {msg}"
+        );
+    }
+    // Extended protocol: refused at Parse.
+    let err = c
+        .prepare("DELETE FROM items")
+        .await
+        .expect_err("prepare refused");
+    assert!(
+        db_error(&err).1.contains("DELETE without WHERE on items"),
+        "{err}"
+    );
+    // Unparseable text is refused, not waved through.
+    let err = c
+        .simple_query("DELEET FROM items")
+        .await
+        .expect_err("garbage refused");
+    assert!(db_error(&err).1.contains("does not parse"), "{err}");
+    // Nothing reached the database.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100);
+    let role: String = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "postgres");
+}
+
+#[tokio::test]
+async fn bounded_and_harmless_statements_still_run() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    c.batch_execute("DELETE FROM items WHERE id = -1")
+        .await
+        .unwrap();
+    c.batch_execute("UPDATE items SET name = name WHERE id = -5")
+        .await
+        .unwrap();
+    let stmt = c
+        .prepare("SELECT name FROM items WHERE id = $1")
+        .await
+        .unwrap();
+    let name: String = c.query_one(&stmt, &[&7i32]).await.unwrap().get(0);
+    assert_eq!(name, "item 7");
+    c.batch_execute(
+        "BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1); COMMIT",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rules_apply_per_group() {
+    let gw = gateway().await;
+    let intern = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "intern@example.com".into(),
+        groups: vec!["testers".into(), "interns".into()],
+        ttl_secs: 60,
+    });
+    let c = gw
+        .connect_with(&gw.pg_config("intern@example.com", &intern))
+        .await
+        .unwrap();
+    let err = c
+        .simple_query("INSERT INTO items VALUES (1000, 'x', 'y')")
+        .await
+        .expect_err("interns may not write");
+    assert!(db_error(&err).1.contains("\"interns-read-only\""), "{err}");
+    c.simple_query("SELECT 1").await.unwrap();
+    // Someone else may.
+    let other = gw.connect(USER).await;
+    other
+        .batch_execute(
+            "INSERT INTO items VALUES (1000, 'x', 'y'); DELETE FROM items WHERE id = 1000",
+        )
+        .await
+        .unwrap();
+}
