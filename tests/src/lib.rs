@@ -144,6 +144,14 @@ impl TestGateway {
 
     /// Starts a gateway with the given options.
     pub async fn start_with(opts: GatewayOptions) -> Self {
+        match Self::try_start_with(opts).await {
+            Ok(gw) => gw,
+            Err(e) => panic!("gateway did not start: {e}"),
+        }
+    }
+
+    /// Starts a gateway, returning why it refused to start.
+    pub async fn try_start_with(opts: GatewayOptions) -> Result<Self, String> {
         let c = cluster();
         let issuer = DevIssuer::start(DevKey::generate_es256().expect("key"), AUDIENCE, 0)
             .await
@@ -204,18 +212,18 @@ allow_users = ["solo@example.com"]
             target_extra = opts.target_extra,
             tail = opts.tail,
         );
-        let config = Config::parse(&config_text).expect("test config is valid");
+        let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
         let gateway = portcullis::server::start(&config, opts.policy)
             .await
-            .expect("gateway starts");
-        Self {
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
             tls_addr: gateway.addresses[0],
             plain_addr: gateway.addresses[1],
             issuer,
             gateway,
             config_text,
             _password_file: guard,
-        }
+        })
     }
 
     /// A token for `user` in group `testers`, valid 10 minutes.

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::bindings::types;
+use super::executor::Executor;
 use super::instance::{describe_failure, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
@@ -22,12 +23,22 @@ use crate::sql::{QuerySummary, SummaryCache};
 pub struct PluginChain {
     plugins: Vec<Arc<LoadedPlugin>>,
     summaries: Arc<SummaryCache>,
+    executor: Arc<Executor>,
 }
 
 impl PluginChain {
-    /// A chain of `plugins`, summarizing SQL through `summaries`.
-    pub fn new(plugins: Vec<Arc<LoadedPlugin>>, summaries: Arc<SummaryCache>) -> Self {
-        Self { plugins, summaries }
+    /// A chain of `plugins`, summarizing SQL through `summaries` and calling
+    /// plugins on `executor`'s threads.
+    pub fn new(
+        plugins: Vec<Arc<LoadedPlugin>>,
+        summaries: Arc<SummaryCache>,
+        executor: Arc<Executor>,
+    ) -> Self {
+        Self {
+            plugins,
+            summaries,
+            executor,
+        }
     }
 }
 
@@ -37,11 +48,18 @@ struct Member {
     wants_result: bool,
 }
 
-/// Per-session state of a chain.
-struct ChainSession {
+/// The plugin side of a session: moved to a plugin thread for every call.
+struct ChainInner {
     members: Vec<Member>,
     session: types::Session,
+}
+
+/// Per-session state of a chain.
+struct ChainSession {
+    /// `None` only if a call was lost to a host-side panic.
+    inner: Option<ChainInner>,
     summaries: Arc<SummaryCache>,
+    executor: Arc<Executor>,
     wants_rows: bool,
 }
 
@@ -99,41 +117,55 @@ fn from_verdict(v: types::Verdict) -> Verdict {
 impl Policy for PluginChain {
     fn start_session(&self, info: &SessionInfo) -> Result<Box<dyn SessionPolicy>, SessionRefused> {
         let session = to_session(info);
-        let mut members = Vec::with_capacity(self.plugins.len());
-        for plugin in &self.plugins {
-            let mut member = Member {
-                plugin: plugin.clone(),
-                instance: None,
-                wants_result: false,
-            };
-            let outcome = start_member(&mut member, &session);
-            match outcome {
-                Ok(Verdict::Allow) => {}
-                Ok(Verdict::Deny { reason }) | Ok(Verdict::RequireApproval { reason }) => {
-                    return Err(SessionRefused { reason });
-                }
-                Err(why) => {
-                    tracing::warn!(plugin = %plugin.name, session = info.session_id, error = %why, "plugin failed at session start");
-                    if plugin.failure == FailurePolicy::FailClosed {
-                        return Err(SessionRefused {
-                            reason: format!(
-                                "plugin \"{}\" failed ({why}); sessions are refused while it fails",
-                                plugin.name
-                            ),
-                        });
-                    }
-                }
-            }
-            members.push(member);
-        }
+        let plugins = self.plugins.clone();
+        let session_id = info.session_id;
+        let started = self
+            .executor
+            .run(move || start_chain(plugins, session, session_id))
+            .map_err(|reason| SessionRefused { reason })??;
         let wants_rows = self.plugins.iter().any(|p| p.wants_rows);
         Ok(Box::new(ChainSession {
-            members,
-            session,
+            inner: Some(started),
             summaries: self.summaries.clone(),
+            executor: self.executor.clone(),
             wants_rows,
         }))
     }
+}
+
+/// Instantiates every plugin of the chain for a session (on a plugin thread).
+fn start_chain(
+    plugins: Vec<Arc<LoadedPlugin>>,
+    session: types::Session,
+    session_id: u64,
+) -> Result<ChainInner, SessionRefused> {
+    let mut members = Vec::with_capacity(plugins.len());
+    for plugin in plugins {
+        let mut member = Member {
+            plugin: plugin.clone(),
+            instance: None,
+            wants_result: false,
+        };
+        match start_member(&mut member, &session) {
+            Ok(Verdict::Allow) => {}
+            Ok(Verdict::Deny { reason }) | Ok(Verdict::RequireApproval { reason }) => {
+                return Err(SessionRefused { reason });
+            }
+            Err(why) => {
+                tracing::warn!(plugin = %plugin.name, session = session_id, error = %why, "plugin failed at session start");
+                if plugin.failure == FailurePolicy::FailClosed {
+                    return Err(SessionRefused {
+                        reason: format!(
+                            "plugin \"{}\" failed ({why}); sessions are refused while it fails",
+                            plugin.name
+                        ),
+                    });
+                }
+            }
+        }
+        members.push(member);
+    }
+    Ok(ChainInner { members, session })
 }
 
 /// Instantiates a member and runs its session-start hook.
@@ -146,7 +178,7 @@ fn start_member(m: &mut Member, session: &types::Session) -> Result<Verdict, Str
     Ok(from_verdict(v))
 }
 
-impl ChainSession {
+impl ChainInner {
     /// Calls `f` on member `i`'s instance, re-creating a discarded instance
     /// first; a failure discards the instance and is returned as text.
     fn call<T>(
@@ -176,21 +208,15 @@ impl ChainSession {
     }
 }
 
-impl SessionPolicy for ChainSession {
-    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
-        let (sql, prepared) = match event {
-            QueryEvent::Simple { sql } => (sql, None),
-            QueryEvent::Parse { statement, sql } => (sql, Some(statement)),
-        };
-        let summary = self.summaries.get(sql);
-        let event = to_query(sql, prepared, &summary);
+impl ChainInner {
+    fn on_query(&mut self, event: &types::Event) -> Verdict {
         let mut approvals = Vec::new();
         for i in 0..self.members.len() {
             let (name, failure) = (
                 self.members[i].plugin.name.clone(),
                 self.members[i].plugin.failure,
             );
-            match self.call(i, |inst| inst.on_event(&event)) {
+            match self.call(i, |inst| inst.on_event(event)) {
                 Ok(v) => match from_verdict(v) {
                     Verdict::Allow => {}
                     deny @ Verdict::Deny { .. } => return deny,
@@ -215,27 +241,14 @@ impl SessionPolicy for ChainSession {
         }
     }
 
-    fn wants_rows(&self) -> bool {
-        self.wants_rows
-    }
-
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
-        let cols: Vec<types::Column> = columns
-            .iter()
-            .map(|c| types::Column {
-                name: c.name.clone(),
-                source: c.source.clone(),
-                type_oid: c.type_oid,
-                binary: c.format == 1,
-            })
-            .collect();
+    fn on_row_description(&mut self, cols: &[types::Column]) -> bool {
         let mut any = false;
         for i in 0..self.members.len() {
             if !self.members[i].plugin.wants_rows {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
-            let wants = match self.call(i, |inst| inst.result_columns(&cols)) {
+            let wants = match self.call(i, |inst| inst.result_columns(cols)) {
                 Ok(w) => w,
                 // A failed plugin that fails closed still gets the rows (and
                 // will NULL them if it keeps failing).
@@ -247,11 +260,7 @@ impl SessionPolicy for ChainSession {
         any
     }
 
-    fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
-        let mut current: Vec<Vec<Option<Vec<u8>>>> = rows
-            .iter()
-            .map(|r| r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
-            .collect();
+    fn on_data_rows(&mut self, mut current: Vec<Vec<Option<Vec<u8>>>>) -> Vec<RowEdit> {
         let mut touched: HashSet<(usize, usize)> = HashSet::new();
         for i in 0..self.members.len() {
             if !self.members[i].wants_result {
@@ -300,18 +309,103 @@ impl SessionPolicy for ChainSession {
         edits
     }
 
+    fn on_session_end(&mut self, text: &str) {
+        for m in &mut self.members {
+            if let Some(inst) = m.instance.as_mut() {
+                if let Err(e) = inst.session_end(text) {
+                    tracing::debug!(plugin = %m.plugin.name, error = %describe_failure(&e, m.plugin.timeout_ms), "session-end hook failed");
+                }
+            }
+        }
+    }
+}
+
+impl ChainSession {
+    /// Runs `f` on the session's plugins on a plugin thread; `None` if the
+    /// call was lost (host-side panic), which callers treat as a failure.
+    fn with_inner<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut ChainInner) -> R + Send + 'static,
+    ) -> Option<R> {
+        let mut inner = self.inner.take()?;
+        match self.executor.run(move || {
+            let r = f(&mut inner);
+            (inner, r)
+        }) {
+            Ok((inner, r)) => {
+                self.inner = Some(inner);
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "plugin call lost; the session's plugins are gone");
+                None
+            }
+        }
+    }
+}
+
+impl SessionPolicy for ChainSession {
+    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+        let (sql, prepared) = match event {
+            QueryEvent::Simple { sql } => (sql, None),
+            QueryEvent::Parse { statement, sql } => (sql, Some(statement)),
+        };
+        let summary = self.summaries.get(sql);
+        let event = to_query(sql, prepared, &summary);
+        self.with_inner(move |inner| inner.on_query(&event))
+            .unwrap_or_else(|| Verdict::Deny {
+                reason: "the gateway lost this session's plugins; reconnect".into(),
+            })
+    }
+
+    fn wants_rows(&self) -> bool {
+        self.wants_rows
+    }
+
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
+        let cols: Vec<types::Column> = columns
+            .iter()
+            .map(|c| types::Column {
+                name: c.name.clone(),
+                source: c.source.clone(),
+                type_oid: c.type_oid,
+                binary: c.format == 1,
+            })
+            .collect();
+        // Lost plugins: watch the rows so they can be withheld.
+        self.with_inner(move |inner| inner.on_row_description(&cols))
+            .unwrap_or(true)
+    }
+
+    fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
+        let current: Vec<Vec<Option<Vec<u8>>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
+            .collect();
+        let shape: Vec<usize> = rows.iter().map(Vec::len).collect();
+        self.with_inner(move |inner| inner.on_data_rows(current))
+            .unwrap_or_else(|| {
+                // Nothing may leak when the plugins are gone.
+                shape
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(row, n)| {
+                        (0..*n).map(move |column| RowEdit {
+                            row,
+                            column,
+                            edit: ValueEdit::Null,
+                        })
+                    })
+                    .collect()
+            })
+    }
+
     fn on_session_end(&mut self, reason: &EndReason) {
         let text = match reason {
             EndReason::ClientClosed => "client closed the session".to_string(),
             EndReason::UpstreamClosed => "the database closed the session".to_string(),
             EndReason::Error(e) => format!("error: {e}"),
         };
-        for m in &mut self.members {
-            if let Some(inst) = m.instance.as_mut() {
-                if let Err(e) = inst.session_end(&text) {
-                    tracing::debug!(plugin = %m.plugin.name, error = %describe_failure(&e, m.plugin.timeout_ms), "session-end hook failed");
-                }
-            }
-        }
+        self.with_inner(move |inner| inner.on_session_end(&text));
     }
 }

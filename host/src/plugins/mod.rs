@@ -20,6 +20,7 @@
 mod bindings;
 mod chain;
 mod engine;
+mod executor;
 mod instance;
 mod loaded;
 mod schema;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 pub use chain::PluginChain;
 pub use engine::PoolSize;
-pub use loaded::{LoadedPlugin, PluginError};
+pub use loaded::{sha256_hex, LoadedPlugin, PluginError};
 
 use crate::config::PluginConfig;
 use crate::sql::SummaryCache;
@@ -40,6 +41,7 @@ pub struct PluginRuntime {
     linker: wasmtime::component::Linker<instance::StoreState>,
     cache_dir: Option<PathBuf>,
     summaries: Arc<SummaryCache>,
+    executor: Arc<executor::Executor>,
 }
 
 impl PluginRuntime {
@@ -47,22 +49,40 @@ impl PluginRuntime {
     pub fn new(pool: PoolSize, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let engine = engine::build(pool).map_err(|e| PluginError::Engine(e.to_string()))?;
         let linker = instance::linker(&engine).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let executor =
+            executor::Executor::new(threads).map_err(|e| PluginError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
             linker,
             cache_dir,
             summaries: Arc::new(SummaryCache::default()),
+            executor,
         })
     }
 
     /// Reads, verifies, compiles, links and configures one plugin.
     pub fn load(&self, cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, PluginError> {
-        loaded::load(&self.engine, &self.linker, self.cache_dir.as_deref(), cfg).map(Arc::new)
+        let (engine, linker, cache, cfg2) = (
+            self.engine.clone(),
+            self.linker.clone(),
+            self.cache_dir.clone(),
+            cfg.clone(),
+        );
+        self.executor
+            .run(move || loaded::load(&engine, &linker, cache.as_deref(), &cfg2))
+            .map_err(|message| PluginError::Config {
+                name: cfg.name.clone(),
+                message,
+            })?
+            .map(Arc::new)
     }
 
     /// A policy running `plugins` in order.
     pub fn chain(&self, plugins: Vec<Arc<LoadedPlugin>>) -> PluginChain {
-        PluginChain::new(plugins, self.summaries.clone())
+        PluginChain::new(plugins, self.summaries.clone(), self.executor.clone())
     }
 }
 

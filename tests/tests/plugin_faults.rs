@@ -1,0 +1,135 @@
+//! The fault matrix: purpose-built bad plugins (trap, infinite loop, memory
+//! bomb, huge output) and bad files (wrong sha256, not a component). The
+//! event fails closed with a clear error, the session and the gateway keep
+//! serving, other sessions are unaffected, and a bad file is refused at load.
+
+use std::time::{Duration, Instant};
+
+use portcullis_e2e::{cluster, db_error, plugin_wasm, GatewayOptions, TestGateway};
+
+const USER: &str = "faults@example.com";
+
+fn faulty(mode: &str, extra: &str) -> GatewayOptions {
+    GatewayOptions {
+        target_extra: "plugins = [\"faulty\"]".into(),
+        tail: format!(
+            "[[plugins]]\nname = \"faulty\"\npath = {:?}\nmemory_limit_mib = 16\ncall_timeout_ms = 20\n{extra}\n[plugins.config]\nmode = \"{mode}\"\n",
+            plugin_wasm("faulty").display().to_string()
+        ),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn every_failure_fails_the_event_closed_and_the_gateway_keeps_serving() {
+    for (mode, expect) in [
+        ("trap", "trapped"),
+        ("loop", "timed out after 20 ms"),
+        ("memory", "failed"),
+        ("huge", "failed"),
+    ] {
+        let gw = TestGateway::start_with(faulty(mode, "")).await;
+        let c = gw.connect(USER).await;
+        let bystander = gw.connect(USER).await;
+        let started = Instant::now();
+        let err = c
+            .simple_query("SELECT 'boom'")
+            .await
+            .expect_err(&format!("{mode}: the event must fail closed"));
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501", "{mode}: {msg}");
+        assert!(msg.starts_with("plugin \"faulty\" failed"), "{mode}: {msg}");
+        assert!(msg.contains(expect), "{mode}: {msg}");
+        assert!(msg.contains("fails closed"), "{mode}: {msg}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+        // The same session goes on with a fresh instance; others never noticed.
+        let rows = c.simple_query("SELECT 1").await.unwrap();
+        assert_eq!(
+            rows.len(),
+            3,
+            "{mode}: RowDescription, row, CommandComplete"
+        );
+        bystander.simple_query("SELECT 2").await.unwrap();
+        // And it fails the same way again (no half-broken instance is reused).
+        let again = c
+            .simple_query("SELECT 'boom again'")
+            .await
+            .expect_err("again");
+        assert!(db_error(&again).1.contains(expect), "{mode}");
+        gw.connect(USER)
+            .await
+            .simple_query("SELECT 3")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn fail_open_lets_the_event_through() {
+    let gw = TestGateway::start_with(faulty("trap", "failure = \"fail-open\"")).await;
+    let c = gw.connect(USER).await;
+    c.simple_query("SELECT 'boom'").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_file_that_does_not_match_its_pin_is_refused() {
+    let opts = faulty("trap", &format!("sha256 = \"{}\"", "ab".repeat(32)));
+    let err = TestGateway::try_start_with(opts)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("plugin faulty:"), "{err}");
+    assert!(err.contains("but the configuration pins abab"), "{err}");
+
+    // The right pin is accepted.
+    let bytes = std::fs::read(plugin_wasm("faulty")).unwrap();
+    let sha = portcullis::plugins::sha256_hex(&bytes);
+    let gw = TestGateway::start_with(faulty("trap", &format!("sha256 = \"{sha}\""))).await;
+    gw.connect(USER)
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_plugin_is_refused() {
+    let bogus = cluster().dir.join("not-a-plugin.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0garbage").unwrap();
+    let err = TestGateway::try_start_with(GatewayOptions {
+        target_extra: "plugins = [\"bogus\"]".into(),
+        tail: format!(
+            "[[plugins]]\nname = \"bogus\"\npath = {:?}\n",
+            bogus.display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.contains("plugin bogus:"), "{err}");
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[tokio::test]
+async fn a_configuration_the_schema_rejects_names_the_key() {
+    let err = TestGateway::try_start_with(GatewayOptions {
+        target_extra: "plugins = [\"block\"]".into(),
+        tail: format!(
+            "[[plugins]]\nname = \"block\"\npath = {:?}\n[[plugins.config.rules]]\nname = \"r\"\nkind = [\"drop\"]\n",
+            plugin_wasm("block").display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        err.contains("plugin block: [plugins.config] key rules[0].kind is not known"),
+        "{err}"
+    );
+}
