@@ -3,15 +3,17 @@
 //! A client connects with its usual driver and an OIDC access token as the
 //! password. The gateway terminates TLS, validates the token, logs in to the
 //! upstream database with a credential only it holds, and relays the session,
-//! raising typed events at a policy seam where guardrails (WebAssembly plugins,
-//! in a later step) decide.
+//! raising typed events at a policy seam where guardrails — sandboxed
+//! WebAssembly plugins — decide.
 //!
 //! The crate is laid out in rooms with one-way arrows between them:
 //!
 //! ```text
 //!  cli / main ─▶ server ─▶ relay ─▶ codec        (bytes ↔ messages, no I/O)
 //!                  │         ├────▶ identity     (tokens → Identity)
+//!                  │         ├────▶ credentials  (the gateway's upstream secrets)
 //!                  │         └────▶ policy       (the seam: hooks + verdicts)
+//!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
 //!                  └─▶ config, tls, logging
 //!  demo ─▶ server, config        (embedded issuer, cluster, certificate)
 //! ```
@@ -21,6 +23,10 @@
 //! - [`identity`]: JWT validation against OIDC issuers and their JWKS.
 //! - [`policy`]: the [`policy::Policy`] / [`policy::SessionPolicy`] traits with
 //!   pass-through defaults, in the style of pingora's phases.
+//! - [`plugins`]: wasmtime components implementing `wit/policy.wit`, one
+//!   instance per session, chained per target.
+//! - [`sql`]: statement summaries from PostgreSQL's own grammar (pg_query).
+//! - [`credentials`]: where each target's upstream password or token comes from.
 //! - [`config`]: the TOML file, validated offline with errors that name the key.
 //! - [`server`]: listeners, connection limits, the shared context.
 //! - [`demo`]: `portcullis demo` — a development issuer, a self-signed

@@ -31,6 +31,11 @@ enum Command {
         #[arg(long, short, default_value = "portcullis.toml")]
         config: PathBuf,
     },
+    /// Work with policy plugin components.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Start a self-contained demo: gateway, development OIDC issuer, database.
     Demo {
         #[command(subcommand)]
@@ -38,6 +43,29 @@ enum Command {
         /// Port for the gateway (default 6432, or a free one if taken).
         #[arg(long)]
         port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Load a plugin component and print what it declares (contract, schema).
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Its configuration as a JSON or TOML file (default: empty).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a plugin against scripted events and print each verdict.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Its configuration as a JSON or TOML file (default: empty).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events, one JSON object per line: {"sql": "...", "user": "...", "groups": [...]}.
+        #[arg(long)]
+        events: PathBuf,
     },
 }
 
@@ -72,6 +100,33 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not valid", config.display()))?;
             portcullis::logging::init(&cfg.logging);
             runtime()?.block_on(serve(cfg))
+        }
+        Command::Plugin { action } => {
+            portcullis::logging::init(&Default::default());
+            match action {
+                PluginAction::Check { file, config } => {
+                    let report = portcullis::plugins::tool::check(&file, config.as_deref())?;
+                    print!("{report}");
+                    Ok(())
+                }
+                PluginAction::Test {
+                    file,
+                    config,
+                    events,
+                } => {
+                    let ok = portcullis::plugins::tool::test(
+                        &file,
+                        config.as_deref(),
+                        &events,
+                        &mut std::io::stdout(),
+                    )?;
+                    if ok {
+                        Ok(())
+                    } else {
+                        anyhow::bail!("some events did not get the expected verdict")
+                    }
+                }
+            }
         }
         Command::Demo { action: None, port } => {
             portcullis::logging::init(&Default::default());

@@ -36,10 +36,12 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_policy_plugin",
         default_bindings_module: "portcullis_plugin_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
     });
 }
 
 pub mod names;
+pub mod testing;
 
 pub use bindings::portcullis::policy::types::{
     Column, EditAction, Event, Identity, Metadata, PgQuery, Session, Statement, TableRef,
@@ -170,6 +172,9 @@ macro_rules! export_plugin {
                 }
             }
 
+            // Exported only in the component: the export names (with `:`) cannot be
+            // linked into a native shared library, where the type is only tested.
+            #[cfg(target_arch = "wasm32")]
     $crate::bindings::__export_policy_plugin!(Exported with_types_in $crate::bindings);
         };
     };

@@ -12,6 +12,8 @@ fn block_config() -> String {
 [[plugins]]
 name = "block"
 path = {path:?}
+# Generous: debug builds of the gateway share two cores with the tests.
+call_timeout_ms = 1000
 
 [plugins.config]
 search_path = ["public"]
@@ -197,4 +199,53 @@ async fn rules_apply_per_group() {
         )
         .await
         .unwrap();
+}
+
+#[test]
+fn the_local_harness_runs_scripted_events_against_the_component() {
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/block/examples");
+    let wasm = plugin_wasm("block");
+    let mut out = Vec::new();
+    let ok = portcullis::plugins::tool::test(
+        &wasm,
+        Some(&examples.join("config.toml")),
+        &examples.join("events.jsonl"),
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("deny             DELETE FROM orders  blocked by portcullis rule \"no-unbounded-writes\""), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok")).count(),
+        8,
+        "{text}"
+    );
+
+    // A wrong expectation is reported, not hidden.
+    let events = portcullis_e2e::cluster().dir.join("wrong-expect.jsonl");
+    std::fs::write(
+        &events,
+        r#"{"sql": "DROP TABLE customers", "expect": "allow"}"#,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let ok = portcullis::plugins::tool::test(
+        &wasm,
+        Some(&examples.join("config.toml")),
+        &events,
+        &mut out,
+    )
+    .unwrap();
+    assert!(!ok);
+    assert!(String::from_utf8(out).unwrap().starts_with("FAIL"));
+
+    let report =
+        portcullis::plugins::tool::check(&wasm, Some(&examples.join("config.toml"))).unwrap();
+    assert!(
+        report.contains("contract: portcullis:policy@0.1"),
+        "{report}"
+    );
+    assert!(report.contains("name: block"), "{report}");
 }

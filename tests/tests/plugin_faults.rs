@@ -120,7 +120,7 @@ async fn a_configuration_the_schema_rejects_names_the_key() {
     let err = TestGateway::try_start_with(GatewayOptions {
         target_extra: "plugins = [\"block\"]".into(),
         tail: format!(
-            "[[plugins]]\nname = \"block\"\npath = {:?}\n[[plugins.config.rules]]\nname = \"r\"\nkind = [\"drop\"]\n",
+            "[[plugins]]\nname = \"block\"\npath = {:?}\ncall_timeout_ms = 1000\n[[plugins.config.rules]]\nname = \"r\"\nkind = [\"drop\"]\n",
             plugin_wasm("block").display().to_string()
         ),
         ..Default::default()

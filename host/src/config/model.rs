@@ -52,7 +52,7 @@ pub struct PluginConfig {
 }
 
 fn default_call_timeout() -> u64 {
-    5
+    10
 }
 fn default_memory_limit() -> usize {
     32

@@ -57,6 +57,42 @@ INSERT INTO orders (customer_id, product, amount, status) VALUES
   (4, 'Semaphore',           15.00, 'cancelled');
 "#;
 
+/// Rules of the demo's `block` plugin over the shop schema.
+pub const BLOCK_RULES: &str = r#"
+[plugins.config]
+search_path = ["public"]
+
+[[plugins.config.rules]]
+name = "no-unbounded-writes"
+unbounded_writes = true
+
+[[plugins.config.rules]]
+name = "no-destructive-ddl"
+kinds = ["drop", "truncate", "alter-system", "do"]
+
+[[plugins.config.rules]]
+name = "no-server-files"
+functions = ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "lo_*", "dblink*"]
+copy_program = true
+
+[[plugins.config.rules]]
+name = "no-role-switching"
+role_switching = true
+"#;
+
+/// Where first-party plugin components are: `$PORTCULLIS_PLUGIN_DIR`, or the
+/// `wasm32-wasip2/plugin` directory next to the binary's cargo profile
+/// directory (`target/release/portcullis` → `target/wasm32-wasip2/plugin`).
+pub fn plugin_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("PORTCULLIS_PLUGIN_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?;
+    let candidate = profile_dir.parent()?.join("wasm32-wasip2").join("plugin");
+    candidate.is_dir().then_some(candidate)
+}
+
 /// Where the running demo keeps its issuer key and address.
 pub fn state_dir() -> PathBuf {
     std::env::temp_dir().join("portcullis-demo")
@@ -184,6 +220,16 @@ tls = "{tls}"
         key = key_file.display().to_string(),
         iss = issuer.url(),
     );
+    let block = plugin_dir()
+        .map(|d| d.join("block.wasm"))
+        .filter(|p| p.is_file());
+    let config_text = match &block {
+        Some(path) => format!(
+            "{config_text}plugins = [\"block\"]\n\n[[plugins]]\nname = \"block\"\npath = {:?}\n{BLOCK_RULES}",
+            path.display().to_string()
+        ),
+        None => config_text,
+    };
     std::fs::write(dir.join("portcullis.toml"), &config_text)?;
     let config = Config::parse(&config_text)?;
     let gateway = crate::server::start(&config, Arc::new(crate::policy::PassThrough)).await?;

@@ -9,6 +9,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
 
+/// Deadline for instantiation (the component's start-up code), in ticks.
+const START_DEADLINE_TICKS: u64 = 1000;
+
 /// Longest log line a plugin may write.
 const MAX_LOG_LINE: usize = 4096;
 
@@ -88,7 +91,8 @@ impl PluginInstance {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks);
+        // Start-up code gets a generous deadline of its own; calls get theirs.
+        store.set_epoch_deadline(START_DEADLINE_TICKS.max(deadline_ticks));
         let plugin = pre.instantiate(&mut store)?;
         Ok(Self {
             store,

@@ -79,6 +79,8 @@ pub struct LoadedPlugin {
     pub path: String,
     /// SHA-256 of the file (hex).
     pub sha256: String,
+    /// The name the plugin declares for itself.
+    pub declared_name: String,
     /// What the plugin says about itself.
     pub version: String,
     /// Whether it wants result rows at all.
@@ -218,6 +220,7 @@ pub fn load(
         name: Arc::from(name.as_str()),
         path: cfg.path.clone(),
         sha256,
+        declared_name: String::new(),
         version: String::new(),
         wants_rows: false,
         failure: cfg.failure,
@@ -256,6 +259,7 @@ pub fn load(
     })?;
     drop(probe);
     plugin.version = meta.version;
+    plugin.declared_name = meta.name;
     plugin.wants_rows = meta.wants_rows;
     plugin
         .instantiate()

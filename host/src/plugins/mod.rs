@@ -24,6 +24,7 @@ mod executor;
 mod instance;
 mod loaded;
 mod schema;
+pub mod tool;
 
 use std::path::PathBuf;
 use std::sync::Arc;

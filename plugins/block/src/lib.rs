@@ -177,3 +177,84 @@ impl Plugin for Block {
 }
 
 export_plugin!(Block);
+
+#[cfg(test)]
+mod tests {
+    use portcullis_plugin_sdk::testing::{self, StatementExt};
+
+    use super::*;
+
+    fn plugin(config: &str, user: &str, groups: &[&str]) -> Block {
+        let mut p = Block::default();
+        p.configure(config).expect("configuration accepted");
+        p.session_start(&testing::session(user, groups));
+        p
+    }
+
+    fn denied(v: Verdict) -> String {
+        match v {
+            Verdict::Deny(r) => r,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unbounded_delete_names_rule_and_table() {
+        let mut p = plugin(
+            r#"{"rules": [{"name": "no-unbounded-delete", "unbounded_writes": true}]}"#,
+            "a",
+            &[],
+        );
+        let q = testing::query(
+            "DELETE FROM public.orders",
+            [testing::statement("delete")
+                .writes("public.orders")
+                .unbounded()],
+        );
+        assert_eq!(
+            denied(p.on_query(&q)),
+            "blocked by portcullis rule \"no-unbounded-delete\": DELETE without WHERE on public.orders"
+        );
+        let ok = testing::query(
+            "DELETE ... WHERE",
+            [testing::statement("delete").writes("orders")],
+        );
+        assert_eq!(p.on_query(&ok), Verdict::Allow);
+    }
+
+    #[test]
+    fn rules_scoped_to_groups_and_tables_through_search_path() {
+        let cfg = r#"{"rules": [{"name": "hr-only", "groups": ["contractors"], "tables": ["public.salaries"]}]}"#;
+        let q = testing::query("SELECT", [testing::statement("select").reads("salaries")]);
+        let mut contractor = plugin(cfg, "c", &["contractors"]);
+        assert!(denied(contractor.on_query(&q)).contains("access to salaries"));
+        let mut employee = plugin(cfg, "e", &["staff"]);
+        assert_eq!(employee.on_query(&q), Verdict::Allow);
+    }
+
+    #[test]
+    fn unparseable_is_refused_unless_allowed_and_bad_config_is_refused() {
+        let mut p = plugin(r#"{}"#, "a", &[]);
+        assert!(denied(p.on_query(&testing::unparseable("SELEC"))).contains("does not parse"));
+        let mut lenient = plugin(r#"{"allow_unparseable": true}"#, "a", &[]);
+        assert_eq!(
+            lenient.on_query(&testing::unparseable("SELEC")),
+            Verdict::Allow
+        );
+        let mut p = Block::default();
+        assert!(p
+            .configure(r#"{"rules": [{"name": "x", "kind": ["drop"]}]}"#)
+            .unwrap_err()
+            .contains("kind"));
+        let q = testing::query(
+            "SELECT",
+            [testing::statement("select").calls("pg_catalog.pg_read_file")],
+        );
+        let mut f = plugin(
+            r#"{"rules": [{"name": "files", "functions": ["pg_read_file"]}]}"#,
+            "a",
+            &[],
+        );
+        assert!(denied(f.on_query(&q)).contains("pg_catalog.pg_read_file"));
+    }
+}

@@ -1,0 +1,111 @@
+//! Building events by hand for a plugin's own unit tests (`cargo test` on
+//! the host, no database and no gateway): sessions, statements and queries
+//! with the fields the host would fill in.
+//!
+//! ```ignore
+//! let mut p = MyPlugin::default();
+//! p.configure(r#"{"rules": []}"#).unwrap();
+//! p.session_start(&testing::session("alice@example.com", &["dba"]));
+//! let q = testing::query("DELETE FROM orders", [testing::statement("delete").writes("orders")]);
+//! assert!(matches!(p.on_query(&q), Verdict::Deny(_)));
+//! ```
+
+use crate::{Identity, PgQuery, Session, Statement, TableRef};
+
+/// A session of `user` in `groups`.
+pub fn session(user: &str, groups: &[&str]) -> Session {
+    Session {
+        id: 1,
+        identity: Identity {
+            subject: user.into(),
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            issuer: "https://issuer.test".into(),
+            actor_chain: Vec::new(),
+        },
+        target: "test".into(),
+        client_addr: "127.0.0.1:5000".into(),
+        application_name: None,
+    }
+}
+
+/// A statement of `kind` (bounded, no tables, no functions); refine it with
+/// the builder methods of [`StatementExt`].
+pub fn statement(kind: &str) -> Statement {
+    Statement {
+        kind: kind.into(),
+        tables_read: Vec::new(),
+        tables_written: Vec::new(),
+        functions: Vec::new(),
+        has_where: true,
+        is_copy: kind == "copy",
+        copy_program: false,
+        explain_analyze: false,
+    }
+}
+
+fn table(name: &str) -> TableRef {
+    match name.split_once('.') {
+        Some((s, n)) => TableRef {
+            schema: Some(s.into()),
+            name: n.into(),
+        },
+        None => TableRef {
+            schema: None,
+            name: name.into(),
+        },
+    }
+}
+
+/// Builder methods for test statements.
+pub trait StatementExt {
+    /// Adds a table read (`schema.table` or `table`).
+    fn reads(self, table: &str) -> Self;
+    /// Adds a table written.
+    fn writes(self, table: &str) -> Self;
+    /// Adds a function call.
+    fn calls(self, function: &str) -> Self;
+    /// Marks an UPDATE/DELETE without WHERE.
+    fn unbounded(self) -> Self;
+}
+
+impl StatementExt for Statement {
+    fn reads(mut self, t: &str) -> Self {
+        self.tables_read.push(table(t));
+        self
+    }
+    fn writes(mut self, t: &str) -> Self {
+        self.tables_written.push(table(t));
+        self
+    }
+    fn calls(mut self, f: &str) -> Self {
+        self.functions.push(f.into());
+        self
+    }
+    fn unbounded(mut self) -> Self {
+        self.has_where = false;
+        self
+    }
+}
+
+/// A query with the given text and statements.
+pub fn query(text: &str, statements: impl IntoIterator<Item = Statement>) -> PgQuery {
+    PgQuery {
+        text: text.into(),
+        fingerprint: String::new(),
+        statements: statements.into_iter().collect(),
+        parse_error: None,
+        prepared_name: None,
+    }
+}
+
+/// A query the host could not parse.
+pub fn unparseable(text: &str) -> PgQuery {
+    PgQuery {
+        text: text.into(),
+        fingerprint: String::new(),
+        statements: Vec::new(),
+        parse_error: Some("syntax error".into()),
+        prepared_name: None,
+    }
+}
