@@ -253,6 +253,18 @@ tls = "{tls}"
         addr.port()
     );
     println!();
+    match &block {
+        Some(_) => {
+            println!("The block plugin guards the target. Try, in psql:");
+            println!("  DELETE FROM orders;                  -- refused: rule \"no-unbounded-writes\"");
+            println!("  SELECT pg_read_file('/etc/passwd');  -- refused: rule \"no-server-files\"");
+            println!("  DELETE FROM orders WHERE id = 4;     -- allowed");
+        }
+        None => println!(
+            "(No plugins loaded: build them with `cargo build --target wasm32-wasip2 --profile plugin -p block`, or set PORTCULLIS_PLUGIN_DIR.)"
+        ),
+    }
+    println!();
     println!(
         "Tokens for other people: portcullis demo token --user bob@example.com --group approvers"
     );
