@@ -146,6 +146,12 @@ pub trait SessionPolicy: Send {
         Verdict::Allow
     }
 
+    /// The client sent a `FunctionCall` message (a function called by OID,
+    /// outside any SQL text, so no statement summary can describe it).
+    fn on_function_call(&mut self) -> Verdict {
+        Verdict::Allow
+    }
+
     /// Whether result descriptions must be decoded and shown to
     /// [`Self::on_row_description`] at all.
     fn wants_rows(&self) -> bool {

@@ -327,3 +327,50 @@ async fn refusals_in_one_extended_batch_follow_postgres_error_semantics() {
     send(&mut s, &b).await;
     assert_eq!(until_ready(&mut s).await, b"12DCZ".to_vec());
 }
+
+fn function_call(b: &mut BytesMut, oid: u32) {
+    MessageWriter::start(b, Some(b'F'))
+        .u32(oid)
+        .i16(0) // argument format codes
+        .i16(0) // arguments
+        .i16(0); // result format: text
+}
+
+#[tokio::test]
+async fn function_calls_pass_without_plugins_and_are_refused_with_them() {
+    // pg_backend_pid() has OID 2026.
+    let plain = TestGateway::start().await;
+    let mut s = login(&plain).await;
+    let mut b = BytesMut::new();
+    function_call(&mut b, 2026);
+    send(&mut s, &b).await;
+    assert_eq!(until_ready(&mut s).await, b"VZ".to_vec());
+
+    let guarded = TestGateway::start_with(GatewayOptions {
+        target_extra: "plugins = [\"block\"]".into(),
+        tail: format!(
+            "[[plugins]]\nname = \"block\"\npath = {:?}\ncall_timeout_ms = 1000\n",
+            portcullis_e2e::plugin_wasm("block").display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut s = login(&guarded).await;
+    send(&mut s, &b).await;
+    let mut tags = Vec::new();
+    let mut message = String::new();
+    while let Some((tag, frame)) = read_msg(&mut s).await {
+        tags.push(tag);
+        if tag == b'E' {
+            message = error_response::decode(&frame).unwrap().message.to_string();
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(tags, b"EZ".to_vec());
+    assert!(
+        message.contains("FunctionCall protocol message is not allowed"),
+        "{message}"
+    );
+}

@@ -358,6 +358,13 @@ impl SessionPolicy for ChainSession {
             })
     }
 
+    fn on_function_call(&mut self) -> Verdict {
+        // Plugins judge SQL; a call by function OID would bypass them.
+        Verdict::Deny {
+            reason: "the FunctionCall protocol message is not allowed on this target because its plugins cannot inspect it; call the function in SQL instead".into(),
+        }
+    }
+
     fn wants_rows(&self) -> bool {
         self.wants_rows
     }

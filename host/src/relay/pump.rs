@@ -281,10 +281,31 @@ async fn client_to_server(
                     wr.flush().await?;
                     return Ok(());
                 }
-                tag => {
-                    if tag == b'F' && pending_error.is_none() {
-                        syncs += 1;
+                b'F' if pending_error.is_none() => {
+                    // FunctionCall: one ReadyForQuery, like a Query.
+                    syncs += 1;
+                    let take = h.total_len.min(available);
+                    let verdict = shared.policy().on_function_call();
+                    match denial_bytes(&verdict) {
+                        None => {
+                            pos += take;
+                            if take < h.total_len {
+                                carry = Carry::Forward(h.total_len - take);
+                            }
+                        }
+                        Some(err) => {
+                            write_out(wr, &buf[start..pos]).await?;
+                            pos += take;
+                            start = pos;
+                            if take < h.total_len {
+                                carry = Carry::Skip(h.total_len - take);
+                            }
+                            push_injection(shared, syncs, err);
+                            write_out(wr, SYNC).await?;
+                        }
                     }
+                }
+                _ => {
                     let take = h.total_len.min(available);
                     if pending_error.is_some() {
                         write_out(wr, &buf[start..pos]).await?;
