@@ -15,26 +15,7 @@ path = {path:?}
 # Generous: debug builds of the gateway share two cores with the tests.
 call_timeout_ms = 1000
 
-[plugins.config]
-search_path = ["public"]
-
-[[plugins.config.rules]]
-name = "no-unbounded-writes"
-unbounded_writes = true
-
-[[plugins.config.rules]]
-name = "no-destructive-ddl"
-kinds = ["drop", "truncate", "alter-system", "do"]
-
-[[plugins.config.rules]]
-name = "no-server-files"
-functions = ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "lo_*", "dblink*"]
-copy_program = true
-
-[[plugins.config.rules]]
-name = "no-role-switching"
-role_switching = true
-
+{demo_rules}
 [[plugins.config.rules]]
 name = "no-secrets"
 tables = ["public.secrets"]
@@ -44,7 +25,9 @@ name = "interns-read-only"
 groups = ["interns"]
 kinds = ["insert", "update", "delete", "merge", "copy"]
 "#,
-        path = plugin_wasm("block").display().to_string()
+        path = plugin_wasm("block").display().to_string(),
+        // The demo's rules, plus two of the tests' own.
+        demo_rules = portcullis::demo::BLOCK_RULES,
     )
 }
 

@@ -204,18 +204,7 @@ fn kind_of(node: &str, fields: &Value) -> String {
         | "DropTableSpaceStmt"
         | "DropSubscriptionStmt"
         | "DropUserMappingStmt" => "drop",
-        "GrantStmt" => {
-            if fields
-                .get("is_grant")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-            {
-                "grant"
-            } else {
-                "revoke"
-            }
-        }
-        "GrantRoleStmt" => {
+        "GrantStmt" | "GrantRoleStmt" => {
             if fields
                 .get("is_grant")
                 .and_then(Value::as_bool)
