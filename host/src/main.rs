@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = Config::load(&config)
                 .with_context(|| format!("{} is not valid", config.display()))?;
             portcullis::logging::init(&cfg.logging);
-            runtime()?.block_on(serve(cfg))
+            runtime()?.block_on(serve(cfg, config))
         }
         Command::Plugin { action } => {
             portcullis::logging::init(&Default::default());
@@ -155,10 +155,34 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let _gateway =
+async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let gateway =
         portcullis::server::start(&cfg, Arc::new(portcullis::policy::PassThrough)).await?;
-    portcullis::server::shutdown_signal().await;
-    tracing::info!("shutting down");
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let shutdown = portcullis::server::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                // Reload plugins; a bad new version is refused and the old keeps serving.
+                match Config::load(&path) {
+                    Err(e) => tracing::error!(error = %e, "reload refused: the configuration is not valid"),
+                    Ok(new) => match gateway.reload_plugins(&new) {
+                        Ok(n) => tracing::info!(plugins = n, "plugins reloaded; new sessions use them"),
+                        Err(e) => tracing::error!(error = %e, "reload refused; the previous plugins keep serving"),
+                    },
+                }
+            }
+        }
+    }
+    let grace = std::time::Duration::from_secs(cfg.gateway.shutdown_grace_secs);
+    tracing::info!(
+        sessions = gateway.active_connections(),
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; waiting for sessions to finish"
+    );
+    gateway.shutdown(grace).await;
     Ok(())
 }

@@ -67,9 +67,59 @@ pub struct RunningGateway {
     pub context: Arc<GatewayContext>,
     accept_loops: Vec<JoinHandle<()>>,
     closing: tokio::sync::watch::Sender<bool>,
+    runtime: std::sync::Mutex<Option<Arc<crate::plugins::PluginRuntime>>>,
+    default_policy: Arc<dyn Policy>,
 }
 
 impl RunningGateway {
+    /// Loads the plugins of `config` again and gives every target its new
+    /// chain: new sessions use the new versions, sessions in flight finish on
+    /// the ones they started with. If any plugin fails to load (file, pin,
+    /// contract, configuration), nothing changes and the old versions keep
+    /// serving. Only plugins and plugin chains are reloaded; other changes
+    /// need a restart. Returns the number of plugins loaded.
+    pub fn reload_plugins(&self, config: &Config) -> Result<usize, StartError> {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        if runtime.is_none() && !config.plugins.is_empty() {
+            *runtime = Some(Arc::new(crate::plugins::PluginRuntime::new(
+                crate::plugins::PoolSize::default(),
+                crate::plugins::default_cache_dir(),
+            )?));
+        }
+        let mut loaded = HashMap::new();
+        if let Some(rt) = runtime.as_ref() {
+            for p in &config.plugins {
+                loaded.insert(p.name.clone(), rt.load(p)?);
+            }
+        }
+        let mut chains: Vec<(&TargetContext, Arc<dyn Policy>)> = Vec::new();
+        for t in &config.targets {
+            let Some(ctx) = self.context.targets.get(&t.name) else {
+                tracing::warn!(target = %t.name, "new target ignored on reload; restart to add targets");
+                continue;
+            };
+            let policy: Arc<dyn Policy> = match runtime.as_ref() {
+                Some(rt) if !t.plugins.is_empty() => Arc::new(
+                    rt.chain(
+                        t.plugins
+                            .iter()
+                            .filter_map(|n| loaded.get(n).cloned())
+                            .collect(),
+                    ),
+                ),
+                _ => self.default_policy.clone(),
+            };
+            chains.push((ctx, policy));
+        }
+        for (ctx, policy) in chains {
+            *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        }
+        for (name, p) in &loaded {
+            tracing::info!(plugin = %name, version = %p.version, sha256 = %p.sha256, "plugin reloaded");
+        }
+        Ok(loaded.len())
+    }
+
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
         self.context
@@ -140,7 +190,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
                 cfg: t.clone(),
                 tls,
                 credential,
-                policy: target_policy,
+                policy: std::sync::RwLock::new(target_policy),
             },
         );
     }
@@ -199,6 +249,8 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         context,
         accept_loops,
         closing: closing_tx,
+        runtime: std::sync::Mutex::new(plugins.map(|(rt, _)| rt)),
+        default_policy: policy,
     })
 }
 

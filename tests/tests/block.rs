@@ -232,3 +232,69 @@ fn the_local_harness_runs_scripted_events_against_the_component() {
     );
     assert!(report.contains("name: block"), "{report}");
 }
+
+#[tokio::test]
+async fn reload_serves_new_sessions_with_the_new_version_and_refuses_a_broken_one() {
+    let tail = format!(
+        "[[plugins]]\nname = \"block\"\npath = {:?}\ncall_timeout_ms = 1000\n\n[[plugins.config.rules]]\nname = \"no-role-switching\"\nrole_switching = true\n",
+        plugin_wasm("block").display().to_string()
+    );
+    let gw = TestGateway::start_with(GatewayOptions {
+        target_extra: "plugins = [\"block\"]".into(),
+        tail,
+        ..Default::default()
+    })
+    .await;
+    let before = gw.connect(USER).await;
+    before
+        .batch_execute("CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+
+    // Version 2: also refuses unbounded writes.
+    let v2 = format!(
+        "{}\n[[plugins.config.rules]]\nname = \"no-unbounded-writes\"\nunbounded_writes = true\n",
+        gw.config_text
+    );
+    let cfg = portcullis::config::Config::parse(&v2).unwrap();
+    assert_eq!(gw.gateway.reload_plugins(&cfg).unwrap(), 1);
+
+    // The session in flight finishes on the version it started with.
+    before.batch_execute("DELETE FROM t").await.unwrap();
+    // New sessions get the new version.
+    let after = gw.connect(USER).await;
+    after
+        .batch_execute("CREATE TEMP TABLE t (x int)")
+        .await
+        .unwrap();
+    let err = after
+        .batch_execute("DELETE FROM t")
+        .await
+        .expect_err("v2 refuses");
+    assert!(db_error(&err).1.contains("no-unbounded-writes"), "{err}");
+
+    // A broken version 3 is refused and version 2 keeps serving.
+    let bogus = portcullis_e2e::cluster().dir.join("broken-block.wasm");
+    std::fs::write(&bogus, b"not wasm").unwrap();
+    let v3 = v2.replace(
+        &format!("path = {:?}", plugin_wasm("block").display().to_string()),
+        &format!("path = {:?}", bogus.display().to_string()),
+    );
+    assert_ne!(v3, v2);
+    let cfg = portcullis::config::Config::parse(&v3).unwrap();
+    let err = gw
+        .gateway
+        .reload_plugins(&cfg)
+        .expect_err("broken plugin refused");
+    assert!(err.to_string().contains("plugin block"), "{err}");
+    let later = gw.connect(USER).await;
+    later
+        .batch_execute("CREATE TEMP TABLE t (x int)")
+        .await
+        .unwrap();
+    let err = later
+        .batch_execute("DELETE FROM t")
+        .await
+        .expect_err("v2 still serves");
+    assert!(db_error(&err).1.contains("no-unbounded-writes"), "{err}");
+}

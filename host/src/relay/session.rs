@@ -56,8 +56,9 @@ pub struct TargetContext {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the gateway's upstream password comes from.
     pub credential: crate::credentials::CredentialProvider,
-    /// The policy of this target's sessions (its plugin chain, or the default).
-    pub policy: Arc<dyn Policy>,
+    /// The policy of this target's new sessions (its plugin chain, or the
+    /// default). Replaced on reload; sessions keep the one they started with.
+    pub policy: std::sync::RwLock<Arc<dyn Policy>>,
 }
 
 /// What every session of the gateway shares.
@@ -402,7 +403,12 @@ async fn start(
         client_addr: peer,
         application_name: msg.param("application_name").map(str::to_string),
     };
-    let policy = match target.policy.start_session(&info) {
+    let target_policy = target
+        .policy
+        .read()
+        .map(|p| p.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    let policy = match target_policy.start_session(&info) {
         Ok(p) => p,
         Err(SessionRefused { reason }) => {
             return Err(refuse(
