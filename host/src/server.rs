@@ -80,44 +80,16 @@ impl RunningGateway {
     /// need a restart. Returns the number of plugins loaded.
     pub fn reload_plugins(&self, config: &Config) -> Result<usize, StartError> {
         let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        if runtime.is_none() && !config.plugins.is_empty() {
-            *runtime = Some(Arc::new(crate::plugins::PluginRuntime::new(
-                crate::plugins::PoolSize::default(),
-                crate::plugins::default_cache_dir(),
-            )?));
-        }
-        let mut loaded = HashMap::new();
-        if let Some(rt) = runtime.as_ref() {
-            for p in &config.plugins {
-                loaded.insert(p.name.clone(), rt.load(p)?);
+        let (policies, loaded) = target_policies(config, &mut runtime, &self.default_policy)?;
+        for (name, policy) in policies {
+            match self.context.targets.get(&name) {
+                Some(ctx) => *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy,
+                None => {
+                    tracing::warn!(target = %name, "new target ignored on reload; restart to add targets")
+                }
             }
         }
-        let mut chains: Vec<(&TargetContext, Arc<dyn Policy>)> = Vec::new();
-        for t in &config.targets {
-            let Some(ctx) = self.context.targets.get(&t.name) else {
-                tracing::warn!(target = %t.name, "new target ignored on reload; restart to add targets");
-                continue;
-            };
-            let policy: Arc<dyn Policy> = match runtime.as_ref() {
-                Some(rt) if !t.plugins.is_empty() => Arc::new(
-                    rt.chain(
-                        t.plugins
-                            .iter()
-                            .filter_map(|n| loaded.get(n).cloned())
-                            .collect(),
-                    ),
-                ),
-                _ => self.default_policy.clone(),
-            };
-            chains.push((ctx, policy));
-        }
-        for (ctx, policy) in chains {
-            *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
-        }
-        for (name, p) in &loaded {
-            tracing::info!(plugin = %name, version = %p.version, sha256 = %p.sha256, "plugin reloaded");
-        }
-        Ok(loaded.len())
+        Ok(loaded)
     }
 
     /// Connections being served right now.
@@ -163,20 +135,11 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         .map_err(|e| StartError::Identity(e.to_string()))?;
     let authenticator = Authenticator::new(&config.identity_providers, http.clone())
         .map_err(|e| StartError::Identity(e.to_string()))?;
-    let plugins = load_plugins(config)?;
+    let mut runtime = None;
+    let (mut policies, _) = target_policies(config, &mut runtime, &policy)?;
     let mut targets = HashMap::new();
     for t in &config.targets {
-        let target_policy: Arc<dyn Policy> = match &plugins {
-            Some((runtime, loaded)) if !t.plugins.is_empty() => {
-                let chain = t
-                    .plugins
-                    .iter()
-                    .filter_map(|n| loaded.get(n).cloned())
-                    .collect();
-                Arc::new(runtime.chain(chain))
-            }
-            _ => policy.clone(),
-        };
+        let target_policy = policies.remove(&t.name).unwrap_or_else(|| policy.clone());
         let tls = tls::upstream_config(t.tls, t.tls_ca_file.as_deref().map(Path::new)).map_err(
             |source| StartError::TargetTls {
                 target: t.name.clone(),
@@ -249,7 +212,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         context,
         accept_loops,
         closing: closing_tx,
-        runtime: std::sync::Mutex::new(plugins.map(|(rt, _)| rt)),
+        runtime: std::sync::Mutex::new(runtime),
         default_policy: policy,
     })
 }
@@ -298,27 +261,50 @@ async fn accept_loop(
     }
 }
 
-type LoadedPlugins = (
-    Arc<crate::plugins::PluginRuntime>,
-    HashMap<String, Arc<crate::plugins::LoadedPlugin>>,
-);
+/// Each target's policy, by target name.
+type TargetPolicies = HashMap<String, Arc<dyn Policy>>;
 
-/// Loads every configured plugin (none configured: no engine is created).
-fn load_plugins(config: &Config) -> Result<Option<LoadedPlugins>, StartError> {
-    if config.plugins.is_empty() {
-        return Ok(None);
+/// Loads every configured plugin (creating the engine on first need) and
+/// returns each target's policy — its plugin chain, or `default` — and the
+/// number of plugins loaded. Any plugin that fails refuses the whole set.
+fn target_policies(
+    config: &Config,
+    runtime: &mut Option<Arc<crate::plugins::PluginRuntime>>,
+    default: &Arc<dyn Policy>,
+) -> Result<(TargetPolicies, usize), StartError> {
+    if runtime.is_none() && !config.plugins.is_empty() {
+        *runtime = Some(Arc::new(crate::plugins::PluginRuntime::new(
+            crate::plugins::PoolSize::default(),
+            crate::plugins::default_cache_dir(),
+        )?));
     }
-    let runtime = Arc::new(crate::plugins::PluginRuntime::new(
-        crate::plugins::PoolSize::default(),
-        crate::plugins::default_cache_dir(),
-    )?);
     let mut loaded = HashMap::new();
-    for p in &config.plugins {
-        let plugin = runtime.load(p)?;
-        tracing::info!(plugin = %p.name, version = %plugin.version, sha256 = %plugin.sha256, "plugin loaded");
-        loaded.insert(p.name.clone(), plugin);
+    if let Some(rt) = runtime.as_ref() {
+        for p in &config.plugins {
+            let plugin = rt.load(p)?;
+            tracing::info!(plugin = %p.name, version = %plugin.version, sha256 = %plugin.sha256, "plugin loaded");
+            loaded.insert(p.name.clone(), plugin);
+        }
     }
-    Ok(Some((runtime, loaded)))
+    let policies = config
+        .targets
+        .iter()
+        .map(|t| {
+            let policy: Arc<dyn Policy> = match runtime.as_ref() {
+                Some(rt) if !t.plugins.is_empty() => Arc::new(
+                    rt.chain(
+                        t.plugins
+                            .iter()
+                            .filter_map(|n| loaded.get(n).cloned())
+                            .collect(),
+                    ),
+                ),
+                _ => default.clone(),
+            };
+            (t.name.clone(), policy)
+        })
+        .collect();
+    Ok((policies, loaded.len()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -97,6 +97,21 @@ pub struct GatewayOptions {
     pub tail: String,
 }
 
+impl GatewayOptions {
+    /// Options whose target runs the one plugin `name` from `path`, with
+    /// `rest` appended to its `[[plugins]]` table (keys, then `[plugins.config]`).
+    pub fn plugin(name: &str, path: &Path, rest: &str) -> Self {
+        Self {
+            target_extra: format!("plugins = [{name:?}]"),
+            tail: format!(
+                "[[plugins]]\nname = {name:?}\npath = {:?}\n{rest}\n",
+                path.display().to_string()
+            ),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for GatewayOptions {
     fn default() -> Self {
         Self {

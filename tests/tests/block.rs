@@ -6,15 +6,11 @@ use portcullis_e2e::{db_error, plugin_wasm, GatewayOptions, TestGateway};
 
 const USER: &str = "blocker@example.com";
 
-fn block_config() -> String {
+/// The demo's rules, plus two of the tests' own.
+fn block_rules() -> String {
     format!(
-        r#"
-[[plugins]]
-name = "block"
-path = {path:?}
-# Generous: debug builds of the gateway share two cores with the tests.
+        r#"# Generous: debug builds of the gateway share two cores with the tests.
 call_timeout_ms = 1000
-
 {demo_rules}
 [[plugins.config.rules]]
 name = "no-secrets"
@@ -25,18 +21,16 @@ name = "interns-read-only"
 groups = ["interns"]
 kinds = ["insert", "update", "delete", "merge", "copy"]
 "#,
-        path = plugin_wasm("block").display().to_string(),
-        // The demo's rules, plus two of the tests' own.
         demo_rules = portcullis::demo::BLOCK_RULES,
     )
 }
 
 async fn gateway() -> TestGateway {
-    TestGateway::start_with(GatewayOptions {
-        target_extra: "plugins = [\"block\"]".into(),
-        tail: block_config(),
-        ..Default::default()
-    })
+    TestGateway::start_with(GatewayOptions::plugin(
+        "block",
+        &plugin_wasm("block"),
+        &block_rules(),
+    ))
     .await
 }
 
@@ -235,15 +229,11 @@ fn the_local_harness_runs_scripted_events_against_the_component() {
 
 #[tokio::test]
 async fn reload_serves_new_sessions_with_the_new_version_and_refuses_a_broken_one() {
-    let tail = format!(
-        "[[plugins]]\nname = \"block\"\npath = {:?}\ncall_timeout_ms = 1000\n\n[[plugins.config.rules]]\nname = \"no-role-switching\"\nrole_switching = true\n",
-        plugin_wasm("block").display().to_string()
-    );
-    let gw = TestGateway::start_with(GatewayOptions {
-        target_extra: "plugins = [\"block\"]".into(),
-        tail,
-        ..Default::default()
-    })
+    let gw = TestGateway::start_with(GatewayOptions::plugin(
+        "block",
+        &plugin_wasm("block"),
+        "call_timeout_ms = 1000\n\n[[plugins.config.rules]]\nname = \"no-role-switching\"\nrole_switching = true",
+    ))
     .await;
     let before = gw.connect(USER).await;
     before

@@ -10,14 +10,11 @@ use portcullis_e2e::{cluster, db_error, plugin_wasm, GatewayOptions, TestGateway
 const USER: &str = "faults@example.com";
 
 fn faulty(mode: &str, extra: &str) -> GatewayOptions {
-    GatewayOptions {
-        target_extra: "plugins = [\"faulty\"]".into(),
-        tail: format!(
-            "[[plugins]]\nname = \"faulty\"\npath = {:?}\nmemory_limit_mib = 16\ncall_timeout_ms = 20\n{extra}\n[plugins.config]\nmode = \"{mode}\"\n",
-            plugin_wasm("faulty").display().to_string()
-        ),
-        ..Default::default()
-    }
+    GatewayOptions::plugin(
+        "faulty",
+        &plugin_wasm("faulty"),
+        &format!("memory_limit_mib = 16\ncall_timeout_ms = 20\n{extra}\n[plugins.config]\nmode = \"{mode}\""),
+    )
 }
 
 #[tokio::test]
@@ -100,31 +97,21 @@ async fn a_file_that_does_not_match_its_pin_is_refused() {
 async fn a_file_that_is_not_a_plugin_is_refused() {
     let bogus = cluster().dir.join("not-a-plugin.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0garbage").unwrap();
-    let err = TestGateway::try_start_with(GatewayOptions {
-        target_extra: "plugins = [\"bogus\"]".into(),
-        tail: format!(
-            "[[plugins]]\nname = \"bogus\"\npath = {:?}\n",
-            bogus.display().to_string()
-        ),
-        ..Default::default()
-    })
-    .await
-    .err()
-    .expect("refused");
+    let err = TestGateway::try_start_with(GatewayOptions::plugin("bogus", &bogus, ""))
+        .await
+        .err()
+        .expect("refused");
     assert!(err.contains("plugin bogus:"), "{err}");
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
 }
 
 #[tokio::test]
 async fn a_configuration_the_schema_rejects_names_the_key() {
-    let err = TestGateway::try_start_with(GatewayOptions {
-        target_extra: "plugins = [\"block\"]".into(),
-        tail: format!(
-            "[[plugins]]\nname = \"block\"\npath = {:?}\ncall_timeout_ms = 1000\n[[plugins.config.rules]]\nname = \"r\"\nkind = [\"drop\"]\n",
-            plugin_wasm("block").display().to_string()
-        ),
-        ..Default::default()
-    })
+    let err = TestGateway::try_start_with(GatewayOptions::plugin(
+        "block",
+        &plugin_wasm("block"),
+        "call_timeout_ms = 1000\n[[plugins.config.rules]]\nname = \"r\"\nkind = [\"drop\"]",
+    ))
     .await
     .err()
     .expect("refused");

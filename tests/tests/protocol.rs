@@ -346,14 +346,11 @@ async fn function_calls_pass_without_plugins_and_are_refused_with_them() {
     send(&mut s, &b).await;
     assert_eq!(until_ready(&mut s).await, b"VZ".to_vec());
 
-    let guarded = TestGateway::start_with(GatewayOptions {
-        target_extra: "plugins = [\"block\"]".into(),
-        tail: format!(
-            "[[plugins]]\nname = \"block\"\npath = {:?}\ncall_timeout_ms = 1000\n",
-            portcullis_e2e::plugin_wasm("block").display().to_string()
-        ),
-        ..Default::default()
-    })
+    let guarded = TestGateway::start_with(GatewayOptions::plugin(
+        "block",
+        &portcullis_e2e::plugin_wasm("block"),
+        "call_timeout_ms = 1000",
+    ))
     .await;
     let mut s = login(&guarded).await;
     send(&mut s, &b).await;

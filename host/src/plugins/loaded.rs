@@ -96,15 +96,19 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// The call deadline in epoch ticks.
+    fn deadline_ticks(&self) -> u64 {
+        (self.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1)
+    }
+
     /// A fresh, configured instance for one session.
     pub fn instantiate(&self) -> Result<PluginInstance, String> {
-        let ticks = (self.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1);
         let mut inst = PluginInstance::new(
             &self.engine,
             &self.pre,
             self.name.clone(),
             self.memory_limit,
-            ticks,
+            self.deadline_ticks(),
         )
         .map_err(|e| {
             format!(
@@ -232,13 +236,12 @@ pub fn load(
     };
     // Probe: describe, check the configuration against the published schema,
     // and let the plugin accept it.
-    let ticks = (plugin.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1);
     let mut probe = PluginInstance::new(
         engine,
         &plugin.pre,
         plugin.name.clone(),
         plugin.memory_limit,
-        ticks,
+        plugin.deadline_ticks(),
     )
     .map_err(contract)?;
     let meta: types::Metadata = probe.describe().map_err(|e| PluginError::Config {
