@@ -3,9 +3,11 @@
 //! One command starts a development OIDC issuer (`issuer`), a self-signed
 //! certificate (`cert`), an upstream — `DATABASE_URL` or a throwaway cluster
 //! seeded with a small shop schema (`cluster`) — and the gateway in front of
-//! it, then prints a token and a ready-to-paste `psql` line. The issuer's key
-//! and address are kept in a state directory so `portcullis demo token` can
-//! mint tokens for other users while the demo runs. Tests reuse these parts.
+//! it, then prints a token and a ready-to-paste `psql` line. When the `block`
+//! plugin has been built (see [`plugin_dir`]) it guards the target with
+//! [`BLOCK_RULES`]. The issuer's key and address are kept in a state
+//! directory so `portcullis demo token` can mint tokens for other users while
+//! the demo runs. Tests reuse these parts.
 
 pub mod cert;
 pub mod cluster;

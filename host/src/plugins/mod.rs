@@ -10,7 +10,10 @@
 //! - `chain`: a target's plugins as a [`crate::policy::Policy`]: first deny
 //!   wins, approvals are collected, row edits compose in chain order, and a
 //!   failing plugin is handled by its failure policy;
-//! - `schema`: the subset of JSON Schema used to check plugin configurations.
+//! - `executor`: the plain threads every plugin call runs on (wasmtime-wasi's
+//!   sync bindings must not run on a tokio worker);
+//! - `schema`: the subset of JSON Schema used to check plugin configurations;
+//! - [`tool`]: `portcullis plugin check` / `plugin test`, the author's harness.
 //!
 //! Why one instance per session: per-session state then lives in the plugin's
 //! own memory with no handles to manage, a misbehaving session cannot corrupt
