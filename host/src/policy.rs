@@ -88,6 +88,21 @@ pub struct ResultColumn {
     pub source: Option<String>,
 }
 
+/// What the relay does with one result, decided from its columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultPlan {
+    /// Send the rows as they come; no policy looks at them.
+    Pass,
+    /// Show the rows to [`SessionPolicy::on_data_rows`] and apply its edits.
+    Watch,
+    /// Withhold the result: its rows never reach the client, which gets an
+    /// error with this reason instead.
+    Deny {
+        /// Why, in words a person can act on.
+        reason: String,
+    },
+}
+
 /// What to do with one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueEdit {
@@ -158,11 +173,12 @@ pub trait SessionPolicy: Send {
         false
     }
 
-    /// A result's columns are known (only when [`Self::wants_rows`]); return
-    /// whether this result's rows must be shown to [`Self::on_data_rows`].
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
+    /// A result's columns are known (only when [`Self::wants_rows`]); decide
+    /// whether its rows must be shown to [`Self::on_data_rows`], or whether
+    /// the result is withheld.
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {
         let _ = columns;
-        false
+        ResultPlan::Pass
     }
 
     /// A batch of rows (those that arrived together) is about to reach the

@@ -154,6 +154,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
                 tls,
                 credential,
                 policy: std::sync::RwLock::new(target_policy),
+                catalog: Default::default(),
             },
         );
     }

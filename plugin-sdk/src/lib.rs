@@ -44,8 +44,8 @@ pub mod names;
 pub mod testing;
 
 pub use bindings::portcullis::policy::types::{
-    Column, EditAction, Event, Identity, Metadata, PgQuery, Session, Statement, TableRef,
-    ValueEdit, Verdict,
+    Column, EditAction, Event, Identity, Metadata, PgQuery, ResultPlan, Session, Statement,
+    TableRef, ValueEdit, Verdict,
 };
 
 /// A value of one column in a row: `None` is SQL NULL.
@@ -97,10 +97,10 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
-    /// A result's columns; return whether this plugin wants its rows.
-    fn result_columns(&mut self, columns: &[Column]) -> bool {
+    /// A result's columns: pass it, watch its rows, or withhold it.
+    fn result_columns(&mut self, columns: &[Column]) -> ResultPlan {
         let _ = columns;
-        false
+        ResultPlan::Pass
     }
 
     /// A batch of rows of the current result; return the edits.
@@ -161,7 +161,7 @@ macro_rules! export_plugin {
                         $crate::Event::PgQuery(q) => STATE.with(|s| s.borrow_mut().on_query(&q)),
                     }
                 }
-                fn result_columns(columns: Vec<$crate::Column>) -> bool {
+                fn result_columns(columns: Vec<$crate::Column>) -> $crate::ResultPlan {
                     STATE.with(|s| s.borrow_mut().result_columns(&columns))
                 }
                 fn result_rows(rows: Vec<Vec<$crate::Value>>) -> Vec<$crate::ValueEdit> {

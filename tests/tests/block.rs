@@ -221,7 +221,7 @@ fn the_local_harness_runs_scripted_events_against_the_component() {
     let report =
         portcullis::plugins::tool::check(&wasm, Some(&examples.join("config.toml"))).unwrap();
     assert!(
-        report.contains("contract: portcullis:policy@0.1"),
+        report.contains("contract: portcullis:policy@0.2"),
         "{report}"
     );
     assert!(report.contains("name: block"), "{report}");

@@ -6,16 +6,17 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use portcullis::policy::{
-    Policy, QueryEvent, ResultColumn, Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused,
-    ValueEdit, Verdict,
+    Policy, QueryEvent, ResultColumn, ResultPlan, Row, RowEdit, SessionInfo, SessionPolicy,
+    SessionRefused, ValueEdit, Verdict,
 };
 use portcullis_e2e::{db_error, GatewayOptions, TestGateway};
 use tokio_postgres::SimpleQueryMessage;
 
 const USER: &str = "policy@example.com";
 
-/// Refuses statements that mention `forbidden`, masks the third attribute of
-/// any table column (items.secret), refuses user blocked@example.com.
+/// Refuses statements that mention `forbidden`, masks `public.items.secret`
+/// (by its resolved source, whatever the alias), withholds results with a
+/// column named `withhold`, refuses user blocked@example.com.
 struct TestPolicy;
 
 struct TestSession {
@@ -48,14 +49,23 @@ impl SessionPolicy for TestSession {
         true
     }
 
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {
+        if columns.iter().any(|c| c.name == "withhold") {
+            return ResultPlan::Deny {
+                reason: "results with a column named withhold are withheld".into(),
+            };
+        }
         self.masked = columns
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.table_oid != 0 && c.attribute_number == 3)
+            .filter(|(_, c)| c.source.as_deref() == Some("public.items.secret"))
             .map(|(i, _)| i)
             .collect();
-        !self.masked.is_empty()
+        if self.masked.is_empty() {
+            ResultPlan::Pass
+        } else {
+            ResultPlan::Watch
+        }
     }
 
     fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
@@ -144,6 +154,45 @@ async fn row_edits_reach_the_client_even_through_an_alias() {
         .await
         .unwrap();
     assert!(matches!(&msgs[1], SimpleQueryMessage::Row(r) if r.get(0) == Some("item 1")));
+}
+
+#[tokio::test]
+async fn a_withheld_result_is_an_error_in_its_place_and_the_session_goes_on() {
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    // Simple protocol: the error replaces the result; later statements of the
+    // same Query are not shown, as after any error.
+    let err = c
+        .simple_query("SELECT 1 AS withhold; SELECT 2 AS fine")
+        .await
+        .expect_err("withheld");
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "42501");
+    assert!(msg.contains("column named withhold"), "{msg}");
+    // Extended protocol in a pipeline: only the withheld one fails.
+    let queries = [
+        "SELECT 1::int AS a",
+        "SELECT 2::int AS withhold",
+        "SELECT 3::int AS c",
+    ];
+    let results = join_all(queries.iter().map(|q| c.query_one(*q, &[]))).await;
+    assert_eq!(results[0].as_ref().unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        db_error(results[1].as_ref().expect_err("withheld")).0,
+        "42501"
+    );
+    assert_eq!(results[2].as_ref().unwrap().get::<_, i32>(0), 3);
+    // A prepared statement executed twice: masked both times, in binary.
+    let stmt = c
+        .prepare("SELECT secret AS s FROM items WHERE id = $1")
+        .await
+        .unwrap();
+    for id in [1i32, 2] {
+        let v: String = c.query_one(&stmt, &[&id]).await.unwrap().get(0);
+        assert_eq!(v, "****");
+    }
+    let msgs = c.simple_query("SELECT 'still here'").await.unwrap();
+    assert!(matches!(&msgs[1], SimpleQueryMessage::Row(r) if r.get(0) == Some("still here")));
 }
 
 #[tokio::test]

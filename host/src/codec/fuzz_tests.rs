@@ -17,6 +17,10 @@ fn all_parsers(bytes: &[u8]) {
     let _ = ready_for_query::decode(bytes);
     let _ = query::decode(bytes);
     let _ = parse::decode(bytes);
+    let _ = bind::decode(bytes);
+    let _ = describe::decode_describe(bytes);
+    let _ = describe::decode_close(bytes);
+    let _ = describe::execute::decode(bytes);
     let _ = row_description::decode(bytes);
     let _ = data_row::decode(bytes);
 }

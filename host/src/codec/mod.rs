@@ -11,7 +11,9 @@
 
 pub mod authentication;
 pub mod backend_key_data;
+pub mod bind;
 pub mod data_row;
+pub mod describe;
 pub mod error_response;
 pub mod frame;
 pub mod negotiate_protocol_version;

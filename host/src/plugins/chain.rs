@@ -14,8 +14,8 @@ use super::instance::{describe_failure, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
-    EndReason, Policy, QueryEvent, ResultColumn, Row, RowEdit, SessionInfo, SessionPolicy,
-    SessionRefused, ValueEdit, Verdict,
+    EndReason, Policy, QueryEvent, ResultColumn, ResultPlan, Row, RowEdit, SessionInfo,
+    SessionPolicy, SessionRefused, ValueEdit, Verdict,
 };
 use crate::sql::{QuerySummary, SummaryCache};
 
@@ -54,8 +54,17 @@ struct ChainInner {
     session: types::Session,
 }
 
+/// Types whose binary format is their text bytes, so a replacement value
+/// written as text is still valid: text, varchar, bpchar, name, bytea,
+/// json and unknown.
+fn binary_is_text(type_oid: u32) -> bool {
+    matches!(type_oid, 25 | 1043 | 1042 | 19 | 17 | 114 | 705)
+}
+
 /// Per-session state of a chain.
 struct ChainSession {
+    /// For each column of the current result: binary and not text-like.
+    binary_opaque: Vec<bool>,
     /// `None` only if a call was lost to a host-side panic.
     inner: Option<ChainInner>,
     summaries: Arc<SummaryCache>,
@@ -125,6 +134,7 @@ impl Policy for PluginChain {
             .map_err(|reason| SessionRefused { reason })??;
         let wants_rows = self.plugins.iter().any(|p| p.wants_rows);
         Ok(Box::new(ChainSession {
+            binary_opaque: Vec::new(),
             inner: Some(started),
             summaries: self.summaries.clone(),
             executor: self.executor.clone(),
@@ -241,23 +251,40 @@ impl ChainInner {
         }
     }
 
-    fn on_row_description(&mut self, cols: &[types::Column]) -> bool {
+    fn on_row_description(&mut self, cols: &[types::Column]) -> ResultPlan {
         let mut any = false;
+        for m in &mut self.members {
+            m.wants_result = false;
+        }
         for i in 0..self.members.len() {
             if !self.members[i].plugin.wants_rows {
                 continue;
             }
-            let failure = self.members[i].plugin.failure;
+            let (name, failure) = (
+                self.members[i].plugin.name.clone(),
+                self.members[i].plugin.failure,
+            );
             let wants = match self.call(i, |inst| inst.result_columns(cols)) {
-                Ok(w) => w,
-                // A failed plugin that fails closed still gets the rows (and
-                // will NULL them if it keeps failing).
-                Err(_) => failure == FailurePolicy::FailClosed,
+                Ok(types::ResultPlan::Pass) => false,
+                Ok(types::ResultPlan::Watch) => true,
+                Ok(types::ResultPlan::Deny(reason)) => return ResultPlan::Deny { reason },
+                Err(why) if failure == FailurePolicy::FailClosed => {
+                    return ResultPlan::Deny {
+                        reason: format!(
+                            "plugin \"{name}\" failed ({why}); the result was withheld because the plugin fails closed"
+                        ),
+                    };
+                }
+                Err(_) => false,
             };
             self.members[i].wants_result = wants;
             any |= wants;
         }
-        any
+        if any {
+            ResultPlan::Watch
+        } else {
+            ResultPlan::Pass
+        }
     }
 
     fn on_data_rows(&mut self, mut current: Vec<Vec<Option<Vec<u8>>>>) -> Vec<RowEdit> {
@@ -369,7 +396,11 @@ impl SessionPolicy for ChainSession {
         self.wants_rows
     }
 
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> bool {
+    fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {
+        self.binary_opaque = columns
+            .iter()
+            .map(|c| c.format == 1 && !binary_is_text(c.type_oid))
+            .collect();
         let cols: Vec<types::Column> = columns
             .iter()
             .map(|c| types::Column {
@@ -379,9 +410,12 @@ impl SessionPolicy for ChainSession {
                 binary: c.format == 1,
             })
             .collect();
-        // Lost plugins: watch the rows so they can be withheld.
         self.with_inner(move |inner| inner.on_row_description(&cols))
-            .unwrap_or(true)
+            .unwrap_or_else(|| ResultPlan::Deny {
+                reason:
+                    "the gateway lost this session's plugins, so the result was withheld; reconnect"
+                        .into(),
+            })
     }
 
     fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
@@ -390,7 +424,18 @@ impl SessionPolicy for ChainSession {
             .map(|r| r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
             .collect();
         let shape: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let opaque = self.binary_opaque.clone();
         self.with_inner(move |inner| inner.on_data_rows(current))
+            .map(|mut edits| {
+                // Replacement bytes are not a valid binary value of a
+                // non-text type: such a value becomes NULL instead.
+                for e in &mut edits {
+                    if opaque.get(e.column).copied().unwrap_or(false) {
+                        e.edit = ValueEdit::Null;
+                    }
+                }
+                edits
+            })
             .unwrap_or_else(|| {
                 // Nothing may leak when the plugins are gone.
                 shape

@@ -138,7 +138,10 @@ impl PluginInstance {
     }
 
     /// `result-columns`.
-    pub fn result_columns(&mut self, columns: &[types::Column]) -> wasmtime::Result<bool> {
+    pub fn result_columns(
+        &mut self,
+        columns: &[types::Column],
+    ) -> wasmtime::Result<types::ResultPlan> {
         self.arm();
         self.plugin
             .portcullis_policy_plugin()

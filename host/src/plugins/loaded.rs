@@ -54,7 +54,7 @@ pub enum PluginError {
         message: String,
     },
     /// The component does not implement the contract this host speaks.
-    #[error("plugin {name}: does not implement portcullis:policy@0.1 (built for another contract version, or not a Portcullis plugin): {message}")]
+    #[error("plugin {name}: does not implement {contract} (built for another contract version, or not a Portcullis plugin): {message}", contract = super::CONTRACT)]
     Contract {
         /// Plugin name.
         name: String,

@@ -33,6 +33,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use chain::PluginChain;
+
+/// The contract version this host speaks (`wit/policy.wit`): plugins built
+/// for another minor version of 0.x are refused at load.
+pub const CONTRACT: &str = "portcullis:policy@0.2";
 pub use engine::PoolSize;
 pub use loaded::{sha256_hex, LoadedPlugin, PluginError};
 

@@ -72,8 +72,9 @@ pub fn check(file: &Path, config: Option<&Path>) -> Result<String, ToolError> {
     let rt = runtime()?;
     let p = rt.load(&cfg)?;
     Ok(format!(
-        "{}: OK\n  contract: portcullis:policy@0.1\n  name: {}\n  version: {}\n  sha256: {}\n  wants rows: {}\n  configuration: accepted\n",
+        "{}: OK\n  contract: {}\n  name: {}\n  version: {}\n  sha256: {}\n  wants rows: {}\n  configuration: accepted\n",
         file.display(),
+        super::CONTRACT,
         p.declared_name,
         p.version,
         p.sha256,

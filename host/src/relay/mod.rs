@@ -6,14 +6,19 @@
 //! - `upstream` logs in to the upstream with the gateway's own credential;
 //! - `pump` relays the session in both directions and raises policy events;
 //! - `cancel` maps client cancel keys to upstream ones;
+//! - `catalog` resolves result columns to `schema.table.column`, and
+//!   `responses` pairs the server's answers with the client's messages, for
+//!   policies that look at rows;
 //! - `framed` and `stream` are the small I/O helpers they share.
 //!
 //! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
 //! none of those depend on it.
 
 pub mod cancel;
+pub mod catalog;
 mod framed;
 mod pump;
+mod responses;
 pub mod session;
 mod stream;
 pub mod upstream;

@@ -16,6 +16,13 @@
 //! writes the error just before the matching `ReadyForQuery`. Every `Query`,
 //! `Sync` and `FunctionCall` yields exactly one `ReadyForQuery`, which is what
 //! makes the count reliable.
+//!
+//! When a policy watches rows, each result's columns are resolved to their
+//! source (`catalog`) and matched with the right description even across
+//! extended-protocol pipelines (`responses`). A result the policy withholds
+//! never reaches the client: its rows are dropped and an error takes the
+//! place of its `CommandComplete`, after which the server's answers up to the
+//! next `ReadyForQuery` are dropped too, as if the server had failed there.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,12 +30,14 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::catalog::TargetCatalog;
+use super::responses::{Expect, Expected};
 use super::stream::Stream;
 use super::RelayError;
 use crate::codec::error_response::ErrorFields;
-use crate::codec::{data_row, parse, peek_frame, query, row_description, sqlstate};
+use crate::codec::{bind, data_row, describe, parse, peek_frame, query, row_description, sqlstate};
 use crate::policy::{
-    EndReason, QueryEvent, ResultColumn, RowEdit, SessionPolicy, ValueEdit, Verdict,
+    EndReason, QueryEvent, ResultColumn, ResultPlan, RowEdit, SessionPolicy, ValueEdit, Verdict,
 };
 
 /// Read buffer growth step.
@@ -48,12 +57,32 @@ struct Shared {
     injections: Mutex<VecDeque<Injection>>,
     policy: Mutex<Box<dyn SessionPolicy>>,
     wants_rows: bool,
+    /// Answers owed by the server (kept only when `wants_rows`).
+    expected: Mutex<Expected>,
 }
 
 impl Shared {
     fn policy(&self) -> std::sync::MutexGuard<'_, Box<dyn SessionPolicy>> {
         self.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn expected(&self) -> std::sync::MutexGuard<'_, Expected> {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expect(&self, e: Expect) {
+        if self.wants_rows {
+            self.expected().push(e);
+        }
+    }
+}
+
+/// Session-wide limits of the relay.
+pub struct Limits {
+    /// Largest message accepted in either direction.
+    pub max_message: usize,
+    /// Becomes `true` when the session must close (gateway shutdown).
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What happens to the rest of a message that did not fit in the buffer.
@@ -70,19 +99,24 @@ pub async fn run(
     upstream: Stream,
     policy: Box<dyn SessionPolicy>,
     pending: BytesMut,
-    max_message: usize,
-    mut closing: tokio::sync::watch::Receiver<bool>,
+    limits: Limits,
+    catalog: TargetCatalog,
 ) -> (EndReason, Box<dyn SessionPolicy>) {
+    let Limits {
+        max_message,
+        mut closing,
+    } = limits;
     let wants_rows = policy.wants_rows();
     let shared = Arc::new(Shared {
         injections: Mutex::new(VecDeque::new()),
         policy: Mutex::new(policy),
         wants_rows,
+        expected: Mutex::new(Expected::default()),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
     let c2s = client_to_server(&mut client_rd, &mut up_wr, &shared, pending, max_message);
-    let s2c = server_to_client(&mut up_rd, &mut client_wr, &shared, max_message);
+    let s2c = server_to_client(&mut up_rd, &mut client_wr, &shared, max_message, &catalog);
     let outcome = tokio::select! {
         r = c2s => r.map(|()| EndReason::ClientClosed),
         r = s2c => r.map(|()| EndReason::UpstreamClosed),
@@ -184,6 +218,8 @@ async fn client_to_server(
     let mut pending_error: Option<Bytes> = None;
     let mut need = 0usize;
     let mut first = true;
+    // Portals described since their Bind (only tracked when rows are watched).
+    let mut described: std::collections::HashSet<String> = Default::default();
     loop {
         make_room(&mut buf, need);
         let replay = std::mem::take(&mut first) && !buf.is_empty();
@@ -248,6 +284,9 @@ async fn client_to_server(
                         None => {
                             if h.tag == b'Q' {
                                 syncs += 1;
+                                shared.expect(Expect::Ready { query: true });
+                            } else {
+                                shared.expect(Expect::ParseComplete);
                             }
                             pos += h.total_len;
                         }
@@ -258,6 +297,7 @@ async fn client_to_server(
                             if h.tag == b'Q' {
                                 syncs += 1;
                                 push_injection(shared, syncs, err);
+                                shared.expect(Expect::Ready { query: false });
                                 write_out(wr, SYNC).await?;
                             } else {
                                 pending_error = Some(err);
@@ -267,6 +307,7 @@ async fn client_to_server(
                 }
                 b'S' => {
                     syncs += 1;
+                    shared.expect(Expect::Ready { query: false });
                     if let Some(err) = pending_error.take() {
                         push_injection(shared, syncs, err);
                     }
@@ -284,6 +325,7 @@ async fn client_to_server(
                 b'F' if pending_error.is_none() => {
                     // FunctionCall: one ReadyForQuery, like a Query.
                     syncs += 1;
+                    shared.expect(Expect::Ready { query: false });
                     let take = h.total_len.min(available);
                     let verdict = shared.policy().on_function_call();
                     match denial_bytes(&verdict) {
@@ -304,6 +346,59 @@ async fn client_to_server(
                             write_out(wr, SYNC).await?;
                         }
                     }
+                }
+                b'B' | b'D' | b'E' | b'C' if shared.wants_rows && pending_error.is_none() => {
+                    if available < h.total_len {
+                        need = h.total_len;
+                        break;
+                    }
+                    let frame = &buf[pos..pos + h.total_len];
+                    match h.tag {
+                        b'B' => {
+                            let portal = bind::decode(frame)?.portal;
+                            described.remove(portal);
+                            shared.expect(Expect::BindComplete {
+                                portal: portal.to_string(),
+                            });
+                        }
+                        b'D' => match describe::decode_describe(frame)? {
+                            describe::Target::Statement(_) => {
+                                shared.expect(Expect::StatementDescription)
+                            }
+                            describe::Target::Portal(p) => {
+                                described.insert(p.to_string());
+                                shared.expect(Expect::PortalDescription {
+                                    portal: p.to_string(),
+                                    forward: true,
+                                });
+                            }
+                        },
+                        b'E' => {
+                            let portal = describe::execute::decode(frame)?.to_string();
+                            if !described.contains(&portal) {
+                                // Learn the portal's real columns and formats
+                                // first; the answer is kept from the client.
+                                write_out(wr, &buf[start..pos]).await?;
+                                start = pos;
+                                let mut d = BytesMut::new();
+                                describe::encode_describe_portal(&mut d, &portal);
+                                shared.expect(Expect::PortalDescription {
+                                    portal: portal.clone(),
+                                    forward: false,
+                                });
+                                wr.write_all(&d).await?;
+                                described.insert(portal.clone());
+                            }
+                            shared.expect(Expect::Execute { portal });
+                        }
+                        _ => {
+                            if let describe::Target::Portal(p) = describe::decode_close(frame)? {
+                                described.remove(p);
+                            }
+                            shared.expect(Expect::CloseComplete);
+                        }
+                    }
+                    pos += h.total_len;
                 }
                 _ => {
                     let take = h.total_len.min(available);
@@ -344,18 +439,95 @@ fn take_injection(shared: &Shared, seq: u64) -> Option<Bytes> {
     }
 }
 
+/// What the server→client side does with one message.
+enum Act {
+    Forward,
+    Skip,
+    Replace(Bytes),
+}
+
+/// State of the result being relayed, for policies that watch rows.
+#[derive(Default)]
+struct ResultState {
+    /// Whether the current result's plan has been made.
+    planned: bool,
+    /// Whether the policy sees the current result's rows.
+    watching: bool,
+    /// The error to send instead of the current (withheld) result.
+    withheld: Option<Bytes>,
+    /// After a withheld result: drop answers up to `ReadyForQuery`.
+    dropping: bool,
+    /// Columns of described portals.
+    portals: std::collections::HashMap<String, Vec<ResultColumn>>,
+}
+
+impl ResultState {
+    fn apply(&mut self, plan: ResultPlan) {
+        self.planned = true;
+        self.watching = false;
+        match plan {
+            ResultPlan::Pass => {}
+            ResultPlan::Watch => self.watching = true,
+            ResultPlan::Deny { reason } => {
+                let mut b = BytesMut::new();
+                ErrorFields::error(sqlstate::INSUFFICIENT_PRIVILEGE, reason)
+                    .with_hint("the result was withheld by the gateway's policy; change the query, or ask the gateway operator about the rule")
+                    .encode(&mut b);
+                self.withheld = Some(b.freeze());
+            }
+        }
+    }
+
+    fn end_result(&mut self) {
+        self.planned = false;
+        self.watching = false;
+    }
+}
+
+/// Decodes a `RowDescription` and resolves its columns' sources.
+async fn describe_result(
+    frame: &[u8],
+    catalog: &TargetCatalog,
+) -> Result<Result<Vec<ResultColumn>, String>, RelayError> {
+    let mut cols: Vec<ResultColumn> = row_description::decode(frame)?
+        .into_iter()
+        .map(|c| ResultColumn {
+            name: c.name.to_string(),
+            table_oid: c.table_oid,
+            attribute_number: c.attribute_number,
+            type_oid: c.type_oid,
+            format: c.format,
+            source: None,
+        })
+        .collect();
+    Ok(match catalog.resolve(&mut cols).await {
+        Ok(()) => Ok(cols),
+        Err(e) => {
+            tracing::warn!(error = %e, "result columns could not be resolved; result withheld");
+            Err(format!("the gateway could not tell which table columns this result holds ({e}), so it was withheld; try again"))
+        }
+    })
+}
+
+fn plan_for(shared: &Shared, cols: Result<&[ResultColumn], String>) -> ResultPlan {
+    match cols {
+        Ok(cols) => shared.policy().on_row_description(cols),
+        Err(reason) => ResultPlan::Deny { reason },
+    }
+}
+
 async fn server_to_client(
     rd: &mut ReadHalf<Stream>,
     wr: &mut WriteHalf<Stream>,
     shared: &Shared,
     max: usize,
+    catalog: &TargetCatalog,
 ) -> Result<(), RelayError> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut carry = 0usize; // bytes of a partly forwarded message still to come
+    let mut carry = Carry::None;
     let mut rfq_seen: u64 = 0;
     let mut error_since_rfq = false;
-    // Whether the policy asked for the rows of the current result.
-    let mut watching = false;
+    let mut result = ResultState::default();
     let mut scratch = BytesMut::new();
     let mut need = 0usize;
     loop {
@@ -368,95 +540,225 @@ async fn server_to_client(
         let mut start = 0usize;
         let mut pos = 0usize;
         loop {
-            if carry > 0 {
-                let take = carry.min(buf.len() - pos);
-                pos += take;
-                carry -= take;
-                if carry > 0 {
-                    break;
+            match carry {
+                Carry::Forward(n) | Carry::Skip(n) => {
+                    let take = n.min(buf.len() - pos);
+                    if let Carry::Skip(_) = carry {
+                        write_out(wr, &buf[start..pos]).await?;
+                        start = pos + take;
+                    }
+                    pos += take;
+                    carry = match carry {
+                        Carry::Forward(_) if n > take => Carry::Forward(n - take),
+                        Carry::Skip(_) if n > take => Carry::Skip(n - take),
+                        _ => Carry::None,
+                    };
+                    if !matches!(carry, Carry::None) {
+                        break;
+                    }
                 }
+                Carry::None => {}
             }
             let Some(h) = peek_frame(&buf[pos..], max)? else {
                 break;
             };
             let available = buf.len() - pos;
-            match h.tag {
-                b'E' => {
-                    error_since_rfq = true;
-                    watching = false;
+            let mut act = Act::Forward;
+            if !shared.wants_rows {
+                match h.tag {
+                    b'E' => error_since_rfq = true,
+                    b'Z' => {
+                        rfq_seen += 1;
+                        if let Some(err) = take_injection(shared, rfq_seen) {
+                            // After an upstream error the server skipped the
+                            // rest of the batch, refused statement included:
+                            // one error per batch, as PostgreSQL would send.
+                            if !error_since_rfq {
+                                write_out(wr, &buf[start..pos]).await?;
+                                start = pos;
+                                wr.write_all(&err).await?;
+                            }
+                        }
+                        error_since_rfq = false;
+                    }
+                    _ => {}
                 }
-                b'Z' => {
-                    rfq_seen += 1;
-                    if let Some(err) = take_injection(shared, rfq_seen) {
-                        // After an upstream error the server skipped the rest
-                        // of the batch, refused statement included: one error
-                        // per batch, as PostgreSQL itself would send.
-                        if !error_since_rfq {
-                            write_out(wr, &buf[start..pos]).await?;
-                            start = pos;
-                            wr.write_all(&err).await?;
+            } else {
+                match h.tag {
+                    b'Z' => {
+                        rfq_seen += 1;
+                        shared.expected().ready();
+                        result.end_result();
+                        result.dropping = false;
+                        result.withheld = None;
+                        if let Some(err) = take_injection(shared, rfq_seen) {
+                            if !error_since_rfq {
+                                write_out(wr, &buf[start..pos]).await?;
+                                start = pos;
+                                wr.write_all(&err).await?;
+                            }
+                        }
+                        error_since_rfq = false;
+                    }
+                    b'E' => {
+                        error_since_rfq = true;
+                        result.end_result();
+                        // The server's own error ends the result; ours is moot.
+                        result.withheld = None;
+                        let mut q = shared.expected();
+                        if !matches!(q.front(), Some(Expect::Ready { .. })) {
+                            q.skip_to_ready();
+                        }
+                        if result.dropping {
+                            act = Act::Skip;
                         }
                     }
-                    error_since_rfq = false;
-                }
-                b'T' if shared.wants_rows => {
-                    if available < h.total_len {
-                        need = h.total_len;
-                        break;
+                    b'1' | b'3' => {
+                        shared.expected().pop();
                     }
-                    let cols = row_description::decode(&buf[pos..pos + h.total_len])?;
-                    let cols: Vec<ResultColumn> = cols
-                        .into_iter()
-                        .map(|c| ResultColumn {
-                            name: c.name.to_string(),
-                            table_oid: c.table_oid,
-                            attribute_number: c.attribute_number,
-                            type_oid: c.type_oid,
-                            format: c.format,
-                            source: None,
-                        })
-                        .collect();
-                    watching = shared.policy().on_row_description(&cols);
-                }
-                b'C' | b'I' | b's' => watching = false,
-                b'D' if watching => {
-                    // A batch: every complete DataRow from here on.
-                    let mut frames = Vec::new();
-                    let mut at = pos;
-                    while let Ok(Some(d)) = peek_frame(&buf[at..], max) {
-                        if d.tag != b'D' || buf.len() - at < d.total_len {
+                    b'2' => {
+                        if let Some(Expect::BindComplete { portal }) = shared.expected().pop() {
+                            result.portals.remove(&portal);
+                        }
+                    }
+                    b'T' | b'n' => {
+                        if h.tag == b'T' && available < h.total_len {
+                            need = h.total_len;
                             break;
                         }
-                        frames.push(at..at + d.total_len);
-                        at += d.total_len;
+                        let front = shared.expected().front().cloned();
+                        match front {
+                            Some(Expect::StatementDescription) => {
+                                shared.expected().pop();
+                            }
+                            Some(Expect::PortalDescription { portal, forward }) => {
+                                shared.expected().pop();
+                                if h.tag == b'T' {
+                                    match describe_result(&buf[pos..pos + h.total_len], catalog)
+                                        .await?
+                                    {
+                                        Ok(cols) => {
+                                            result.portals.insert(portal, cols);
+                                        }
+                                        Err(_) => {
+                                            // Unknown columns: the Execute fails closed.
+                                            result.portals.remove(&portal);
+                                        }
+                                    }
+                                } else {
+                                    result.portals.remove(&portal);
+                                }
+                                if !forward {
+                                    act = Act::Skip;
+                                }
+                            }
+                            _ if h.tag == b'T' && !result.dropping => {
+                                // A result of a simple Query.
+                                let cols =
+                                    describe_result(&buf[pos..pos + h.total_len], catalog).await?;
+                                let plan = plan_for(shared, cols.as_deref().map_err(Clone::clone));
+                                result.apply(plan);
+                                if result.withheld.is_some() {
+                                    act = Act::Skip;
+                                }
+                            }
+                            _ => {}
+                        }
                     }
-                    if frames.is_empty() {
-                        need = h.total_len;
-                        break;
+                    b'D' if !result.dropping => {
+                        if !result.planned {
+                            // The first row of an Execute: its portal's columns.
+                            let front = shared.expected().front().cloned();
+                            let plan = match front {
+                                Some(Expect::Execute { portal }) => plan_for(
+                                    shared,
+                                    result.portals.get(&portal).map(Vec::as_slice).ok_or_else(|| {
+                                        "the gateway could not tell which columns these rows have, so they were withheld".to_string()
+                                    }),
+                                ),
+                                _ => ResultPlan::Deny {
+                                    reason: "the gateway could not match these rows with a result description, so they were withheld".into(),
+                                },
+                            };
+                            result.apply(plan);
+                        }
+                        if result.withheld.is_some() {
+                            act = Act::Skip;
+                        } else if result.watching {
+                            // A batch: every complete DataRow from here on.
+                            let mut frames = Vec::new();
+                            let mut at = pos;
+                            while let Ok(Some(d)) = peek_frame(&buf[at..], max) {
+                                if d.tag != b'D' || buf.len() - at < d.total_len {
+                                    break;
+                                }
+                                frames.push(at..at + d.total_len);
+                                at += d.total_len;
+                            }
+                            if frames.is_empty() {
+                                need = h.total_len;
+                                break;
+                            }
+                            let rows = frames
+                                .iter()
+                                .map(|r| data_row::decode(&buf[r.clone()]))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            let edits = shared.policy().on_data_rows(&rows);
+                            if edits.is_empty() {
+                                pos = at;
+                                continue;
+                            }
+                            write_out(wr, &buf[start..pos]).await?;
+                            scratch.clear();
+                            apply_edits(&mut scratch, &buf, &frames, rows, edits);
+                            wr.write_all(&scratch).await?;
+                            pos = at;
+                            start = pos;
+                            continue;
+                        }
                     }
-                    let rows = frames
-                        .iter()
-                        .map(|r| data_row::decode(&buf[r.clone()]))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let edits = shared.policy().on_data_rows(&rows);
-                    if edits.is_empty() {
-                        pos = at;
-                        continue;
+                    b'C' | b'I' | b's' => {
+                        {
+                            let mut q = shared.expected();
+                            if matches!(q.front(), Some(Expect::Execute { .. })) {
+                                q.pop();
+                            }
+                        }
+                        result.end_result();
+                        if let Some(err) = result.withheld.take() {
+                            // The withheld result ends in an error, and the
+                            // client sees nothing more until ReadyForQuery.
+                            act = Act::Replace(err);
+                            result.dropping = true;
+                            error_since_rfq = true;
+                        }
                     }
-                    write_out(wr, &buf[start..pos]).await?;
-                    scratch.clear();
-                    apply_edits(&mut scratch, &buf, &frames, rows, edits);
-                    wr.write_all(&scratch).await?;
-                    pos = at;
-                    start = pos;
-                    continue;
+                    _ => {}
                 }
-                _ => {}
+                if result.dropping && !matches!(act, Act::Replace(_)) && h.tag != b'Z' {
+                    act = Act::Skip;
+                }
             }
             let take = h.total_len.min(available);
+            match act {
+                Act::Forward => {}
+                Act::Skip => {
+                    write_out(wr, &buf[start..pos]).await?;
+                    start = pos + take;
+                }
+                Act::Replace(bytes) => {
+                    write_out(wr, &buf[start..pos]).await?;
+                    wr.write_all(&bytes).await?;
+                    start = pos + take;
+                }
+            }
             pos += take;
             if take < h.total_len {
-                carry = h.total_len - take;
+                carry = if start > pos - take {
+                    Carry::Skip(h.total_len - take)
+                } else {
+                    Carry::Forward(h.total_len - take)
+                };
                 break;
             }
         }

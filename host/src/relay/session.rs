@@ -59,6 +59,8 @@ pub struct TargetContext {
     /// The policy of this target's new sessions (its plugin chain, or the
     /// default). Replaced on reload; sessions keep the one they started with.
     pub policy: std::sync::RwLock<Arc<dyn Policy>>,
+    /// Column names of the upstream's tables, for column identity.
+    pub catalog: super::catalog::Catalog,
 }
 
 /// What every session of the gateway shares.
@@ -132,13 +134,17 @@ pub async fn serve(
         upstream_pid = registration.client_key().process_id,
         "session started"
     );
+    let catalog = super::catalog::TargetCatalog::new(gw.clone(), info.target.clone());
     let (reason, mut policy) = pump::run(
         client,
         upstream,
         policy,
         pending,
-        lc.max_message,
-        gw.closing.clone(),
+        pump::Limits {
+            max_message: lc.max_message,
+            closing: gw.closing.clone(),
+        },
+        catalog,
     )
     .await;
     policy.on_session_end(&reason);

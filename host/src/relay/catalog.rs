@@ -1,0 +1,271 @@
+//! Column identity: turns a result column's (table OID, attribute number)
+//! into `schema.table.column` through a per-target cache of the upstream's
+//! catalog, so an alias cannot rename a column past a masking rule.
+//!
+//! Lookups run on a separate upstream connection that the gateway opens with
+//! the target's own credential — never on the client's session, whose
+//! protocol stream must not see extra queries. Entries live for [`TTL`].
+//!
+//! What counts as a source:
+//! - a column of a table, partitioned table or foreign table resolves to its
+//!   schema, table and column name; a column of a *partition* resolves to the
+//!   partition tree's root, so a rule on `orders` also covers `orders_2026`;
+//! - a column of a view or materialized view resolves to no source: it is
+//!   treated like an expression (a derived value), because its values may
+//!   come from any table the view reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::framed::{read_message, send};
+use super::session::TargetContext;
+use super::stream::Stream;
+use super::upstream::{self, UpstreamLogin};
+use crate::codec::{data_row, error_response, query};
+use crate::policy::ResultColumn;
+
+/// How long a table's column names are trusted before they are looked up again.
+pub const TTL: Duration = Duration::from_secs(30);
+/// Largest catalog answer message accepted.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// Why column sources could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The catalog connection could not be opened.
+    #[error("cannot open the catalog connection: {0}")]
+    Connect(String),
+    /// The lookup query failed.
+    #[error("catalog lookup failed: {0}")]
+    Query(String),
+}
+
+/// A relation as results name it.
+#[derive(Debug)]
+struct Relation {
+    /// `schema.table`, or `None` for views (their columns are derived).
+    qualified: Option<String>,
+    /// Column names by attribute number.
+    columns: HashMap<i16, String>,
+}
+
+struct Entry {
+    fetched: Instant,
+    relation: Option<Arc<Relation>>,
+}
+
+/// The catalog cache of one target.
+#[derive(Default)]
+pub struct Catalog {
+    tables: Mutex<HashMap<u32, Entry>>,
+    conn: tokio::sync::Mutex<Option<Stream>>,
+}
+
+impl Catalog {
+    /// Fills in `source` for every column with a table OID; columns of
+    /// views, of relations that no longer exist, and expressions keep `None`.
+    pub async fn resolve(
+        &self,
+        target: &TargetContext,
+        cols: &mut [ResultColumn],
+    ) -> Result<(), CatalogError> {
+        let missing: Vec<u32> = {
+            let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m: Vec<u32> = cols
+                .iter()
+                .filter(|c| c.table_oid != 0)
+                .map(|c| c.table_oid)
+                .filter(|oid| tables.get(oid).is_none_or(|e| e.fetched.elapsed() > TTL))
+                .collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        if !missing.is_empty() {
+            let found = self.fetch(target, &missing).await?;
+            let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            for oid in missing {
+                tables.insert(
+                    oid,
+                    Entry {
+                        fetched: now,
+                        relation: found.get(&oid).cloned(),
+                    },
+                );
+            }
+        }
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        for c in cols.iter_mut() {
+            c.source = tables
+                .get(&c.table_oid)
+                .and_then(|e| e.relation.as_ref())
+                .and_then(|r| {
+                    let table = r.qualified.as_ref()?;
+                    let column = r.columns.get(&c.attribute_number)?;
+                    Some(format!("{table}.{column}"))
+                });
+        }
+        Ok(())
+    }
+
+    /// Looks the relations up, retrying once on a fresh connection.
+    async fn fetch(
+        &self,
+        target: &TargetContext,
+        oids: &[u32],
+    ) -> Result<HashMap<u32, Arc<Relation>>, CatalogError> {
+        let sql = lookup_sql(oids);
+        let mut conn = self.conn.lock().await;
+        for attempt in 0..2 {
+            if conn.is_none() {
+                *conn = Some(open(target).await?);
+            }
+            let Some(stream) = conn.as_mut() else {
+                continue;
+            };
+            match run_lookup(stream, &sql).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    *conn = None;
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                    tracing::debug!(target = %target.cfg.name, error = %e, "catalog lookup failed; reconnecting");
+                }
+            }
+        }
+        Err(CatalogError::Query("no connection".into()))
+    }
+}
+
+/// The lookup for `oids` (numbers only, so nothing from a client reaches the text).
+fn lookup_sql(oids: &[u32]) -> String {
+    let list: Vec<String> = oids.iter().map(u32::to_string).collect();
+    format!(
+        "SELECT c.oid, n.nspname, r.relname, c.relkind, a.attnum, a.attname \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_class r ON r.oid = CASE WHEN c.relispartition \
+              THEN pg_catalog.pg_partition_root(c.oid) ELSE c.oid END \
+         JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
+              AND NOT a.attisdropped \
+         WHERE c.oid IN ({})",
+        list.join(",")
+    )
+}
+
+async fn open(target: &TargetContext) -> Result<Stream, CatalogError> {
+    let password = target
+        .credential
+        .password()
+        .await
+        .map_err(|e| CatalogError::Connect(e.to_string()))?;
+    let login = UpstreamLogin {
+        host: &target.cfg.host,
+        port: target.cfg.port,
+        tls: target.tls.clone(),
+        user: &target.cfg.user,
+        database: &target.cfg.database,
+        password,
+        params: vec![(
+            "application_name".to_string(),
+            "portcullis catalog".to_string(),
+        )],
+        timeout: Duration::from_secs(target.cfg.connect_timeout_secs),
+    };
+    let up = upstream::connect(login)
+        .await
+        .map_err(|e| CatalogError::Connect(e.to_string()))?;
+    Ok(up.stream)
+}
+
+fn text(v: Option<&[u8]>) -> Option<&str> {
+    v.and_then(|b| std::str::from_utf8(b).ok())
+}
+
+async fn run_lookup(
+    stream: &mut Stream,
+    sql: &str,
+) -> Result<HashMap<u32, Arc<Relation>>, CatalogError> {
+    let io = |e: super::RelayError| CatalogError::Query(e.to_string());
+    let mut out = BytesMut::new();
+    query::encode(&mut out, sql);
+    send(stream, &mut out)
+        .await
+        .map_err(|e| CatalogError::Query(e.to_string()))?;
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut building: HashMap<u32, Relation> = HashMap::new();
+    let mut failure = None;
+    loop {
+        let msg = read_message(stream, &mut inbuf, MAX_MESSAGE)
+            .await
+            .map_err(io)?
+            .ok_or_else(|| CatalogError::Query("the catalog connection closed".into()))?;
+        match msg.first() {
+            Some(b'D') => {
+                let row = data_row::decode(&msg).map_err(|e| CatalogError::Query(e.to_string()))?;
+                let field = |i: usize| text(row.get(i).copied().flatten());
+                let (Some(oid), Some(schema), Some(name), Some(kind)) =
+                    (field(0), field(1), field(2), field(3))
+                else {
+                    continue;
+                };
+                let Ok(oid) = oid.parse::<u32>() else {
+                    continue;
+                };
+                let is_table = matches!(kind, "r" | "p" | "f");
+                let rel = building.entry(oid).or_insert_with(|| Relation {
+                    qualified: is_table.then(|| format!("{schema}.{name}")),
+                    columns: HashMap::new(),
+                });
+                if let (Some(num), Some(col)) = (field(4), field(5)) {
+                    if let Ok(num) = num.parse::<i16>() {
+                        rel.columns.insert(num, col.to_string());
+                    }
+                }
+            }
+            Some(b'E') => {
+                failure = Some(match error_response::decode(&msg) {
+                    Ok(e) => format!("{} (SQLSTATE {})", e.message, e.code),
+                    Err(e) => e.to_string(),
+                });
+            }
+            Some(b'Z') => break,
+            _ => {}
+        }
+    }
+    if let Some(f) = failure {
+        return Err(CatalogError::Query(f));
+    }
+    Ok(building
+        .into_iter()
+        .map(|(oid, r)| (oid, Arc::new(r)))
+        .collect())
+}
+
+/// A session's way to its target's catalog.
+pub struct TargetCatalog {
+    gw: Arc<super::GatewayContext>,
+    target: String,
+}
+
+impl TargetCatalog {
+    /// The catalog of target `target` of gateway `gw`.
+    pub fn new(gw: Arc<super::GatewayContext>, target: String) -> Self {
+        Self { gw, target }
+    }
+
+    /// Resolves the sources of `cols` (see [`Catalog::resolve`]).
+    pub async fn resolve(&self, cols: &mut [ResultColumn]) -> Result<(), CatalogError> {
+        let t = self
+            .gw
+            .targets
+            .get(&self.target)
+            .ok_or_else(|| CatalogError::Connect(format!("unknown target {}", self.target)))?;
+        t.catalog.resolve(t, cols).await
+    }
+}
