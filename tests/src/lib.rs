@@ -361,7 +361,16 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "--profile",
                 "plugin",
             ])
-            .args(["-p", "block", "-p", "faulty"])
+            .args([
+                "-p",
+                "block",
+                "-p",
+                "mask",
+                "-p",
+                "faulty",
+                "-p",
+                "old-contract",
+            ])
             .env("CARGO_TARGET_DIR", &target)
             .output()
             .map_err(|e| e.to_string())?;

@@ -1,7 +1,8 @@
 //! The fault matrix: purpose-built bad plugins (trap, infinite loop, memory
-//! bomb, huge output) and bad files (wrong sha256, not a component). The
-//! event fails closed with a clear error, the session and the gateway keep
-//! serving, other sessions are unaffected, and a bad file is refused at load.
+//! bomb, huge output) and bad files (wrong sha256, not a component, another
+//! contract version). The event fails closed with a clear error, the session
+//! and the gateway keep serving, other sessions are unaffected, and a bad
+//! file is refused at load.
 
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,24 @@ async fn a_file_that_is_not_a_plugin_is_refused() {
         .expect("refused");
     assert!(err.contains("plugin bogus:"), "{err}");
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plugin_built_for_another_contract_version_is_refused() {
+    // A complete, working plugin, built against portcullis:policy@0.1.0.
+    let err = TestGateway::try_start_with(GatewayOptions::plugin(
+        "old",
+        &plugin_wasm("old_contract"),
+        "",
+    ))
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        err.contains("plugin old: does not implement portcullis:policy@0.2"),
+        "{err}"
+    );
+    assert!(err.contains("built for another contract version"), "{err}");
 }
 
 #[tokio::test]

@@ -1,0 +1,511 @@
+//! `mask`: masks values in results before they reach the client.
+//!
+//! **Column rules** name a source column — `schema.table.column`,
+//! `table.column` (any schema) or `column` (any table) — as the host resolved
+//! it from the result's table OID and attribute number, so an alias, `SELECT
+//! *`, a table alias, a subquery, a CTE, a UNION branch or a JOIN cannot
+//! rename a column past its rule. Actions:
+//!
+//! - `redact`: the value becomes `[redacted]`;
+//! - `partial`: every letter and digit but the last `keep` (default 4)
+//!   becomes `*`; separators stay (`**** **** **** 4242`);
+//! - `hash`: `h:` and 16 hex digits of HMAC-SHA256 under `hash_key`: equal
+//!   values give equal masks, so joins still work;
+//! - `null`: the value becomes NULL.
+//!
+//! Values of types that are not text (`varchar`, `char`, `name`, `text`) are
+//! made NULL whatever the action: a mask is text, and a client must never get
+//! a value that is not valid for its column's type.
+//!
+//! **Derived values** — expressions such as `upper(ssn)`, `ssn || ''`,
+//! `row_to_json(c)`, `array_agg(ssn)`, casts, and columns read through a view
+//! — have no source column. `derived = "detect"` (default) scans them with the
+//! content detectors (`detect.rs`) and masks what they find in place;
+//! `derived = "refuse"` withholds any result with a derived column of a type
+//! that can carry text (numbers, booleans, dates and times still pass).
+//!
+//! **COPY TO** streams rows the gateway does not parse, so for anyone a rule
+//! applies to it is refused (`copy_to = "refuse"`, default), or refused only
+//! when it reads a table named in a rule (`copy_to = "masked-tables"`; a view
+//! over such a table then escapes — prefer the default).
+//!
+//! Rules apply to everyone, or to `groups`; `except_groups` exempts.
+
+mod detect;
+mod hash;
+
+use detect::Detector;
+use portcullis_plugin_sdk::{
+    export_plugin, parse_config, Column, EditAction, PgQuery, Plugin, ResultPlan, Session, Value,
+    ValueEdit, Verdict,
+};
+use serde::Deserialize;
+
+/// Plugin configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    rules: Vec<Rule>,
+    /// Key of the `hash` action; required when a rule hashes.
+    #[serde(default)]
+    hash_key: Option<String>,
+    #[serde(default)]
+    derived: DerivedMode,
+    /// Detectors for derived values (default: all).
+    #[serde(default)]
+    detectors: Option<Vec<String>>,
+    #[serde(default)]
+    copy_to: CopyMode,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum DerivedMode {
+    #[default]
+    Detect,
+    Refuse,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum CopyMode {
+    #[default]
+    Refuse,
+    MaskedTables,
+}
+
+/// One column rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    column: String,
+    action: Action,
+    #[serde(default = "default_keep")]
+    keep: usize,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    except_groups: Vec<String>,
+}
+
+fn default_keep() -> usize {
+    4
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Action {
+    #[default]
+    Redact,
+    Partial,
+    Hash,
+    Null,
+}
+
+/// What happens to one column of the current result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Treatment {
+    Keep,
+    /// Index of the rule that masks it.
+    Rule(usize),
+    Detect,
+}
+
+/// The plugin; one instance per session.
+#[derive(Default)]
+pub struct Mask {
+    config: Config,
+    detectors: Vec<Detector>,
+    /// Rules that apply to this session's identity.
+    active: Vec<usize>,
+    /// Treatment of each column of the current result, and whether it is text.
+    current: Vec<(Treatment, bool)>,
+}
+
+/// Types whose values are plain text (text, varchar, bpchar, name, unknown).
+fn is_text(type_oid: u32) -> bool {
+    matches!(type_oid, 25 | 1043 | 1042 | 19 | 705)
+}
+
+/// Types that cannot carry text: numbers, booleans, dates and times, uuid.
+fn cannot_carry_text(type_oid: u32) -> bool {
+    matches!(
+        type_oid,
+        16 | 20
+            | 21
+            | 23
+            | 26
+            | 700
+            | 701
+            | 790
+            | 1700
+            | 1082
+            | 1083
+            | 1114
+            | 1184
+            | 1186
+            | 1266
+            | 2950
+    )
+}
+
+/// Whether rule column pattern `pattern` names source `source`
+/// (`schema.table.column`).
+fn column_matches(pattern: &str, source: &str) -> bool {
+    match pattern.matches('.').count() {
+        2 => pattern == source,
+        _ => source.ends_with(pattern) && source[..source.len() - pattern.len()].ends_with('.'),
+    }
+}
+
+impl Mask {
+    fn subject_to_rules(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    fn masked_tables(&self) -> impl Iterator<Item = (Option<&str>, &str)> {
+        self.active.iter().filter_map(|&i| {
+            let parts: Vec<&str> = self.config.rules[i].column.split('.').collect();
+            match parts.as_slice() {
+                [s, t, _] => Some((Some(*s), *t)),
+                [t, _] => Some((None, *t)),
+                _ => None,
+            }
+        })
+    }
+
+    fn mask_value(&self, rule: &Rule, value: &[u8], text: bool) -> EditAction {
+        if !text {
+            return EditAction::Null;
+        }
+        match rule.action {
+            Action::Null => EditAction::Null,
+            Action::Redact => EditAction::Replace(b"[redacted]".to_vec()),
+            Action::Partial => {
+                let text = String::from_utf8_lossy(value);
+                let alnum = text.chars().filter(|c| c.is_alphanumeric()).count();
+                let hide = alnum.saturating_sub(rule.keep);
+                let mut seen = 0;
+                let out = text
+                    .chars()
+                    .map(|c| {
+                        if c.is_alphanumeric() {
+                            seen += 1;
+                            if seen <= hide {
+                                return '*';
+                            }
+                        }
+                        c
+                    })
+                    .collect::<String>();
+                EditAction::Replace(out.into_bytes())
+            }
+            Action::Hash => {
+                let key = self.config.hash_key.as_deref().unwrap_or_default();
+                EditAction::Replace(hash::masked(key.as_bytes(), value))
+            }
+        }
+    }
+}
+
+impl Plugin for Mask {
+    const NAME: &'static str = "mask";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn config_schema() -> String {
+        include_str!("../schema.json").into()
+    }
+
+    fn wants_rows() -> bool {
+        true
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        let config: Config = parse_config(config)?;
+        for (i, r) in config.rules.iter().enumerate() {
+            let parts = r.column.split('.').count();
+            if r.column.is_empty() || parts > 3 || r.column.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "rules[{i}].column \"{}\" must be column, table.column or schema.table.column",
+                    r.column
+                ));
+            }
+            if r.action == Action::Hash && config.hash_key.as_deref().unwrap_or("").len() < 16 {
+                return Err(format!(
+                    "rules[{i}] hashes \"{}\" but hash_key is missing or shorter than 16 characters",
+                    r.column
+                ));
+            }
+        }
+        self.detectors = match &config.detectors {
+            None => Detector::ALL.to_vec(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    Detector::from_name(n).ok_or_else(|| {
+                        format!("unknown detector \"{n}\" (known: email, card, iban, national-id, secret)")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        self.config = config;
+        Ok(())
+    }
+
+    fn session_start(&mut self, session: &Session) -> Verdict {
+        let groups = &session.identity.groups;
+        self.active = self
+            .config
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                (r.groups.is_empty() || r.groups.iter().any(|g| groups.contains(g)))
+                    && !r.except_groups.iter().any(|g| groups.contains(g))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        Verdict::Allow
+    }
+
+    fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        if !self.subject_to_rules() {
+            return Verdict::Allow;
+        }
+        for s in &query.statements {
+            let copy_to = s.is_copy && s.tables_written.is_empty();
+            let explain_copy = s.kind == "explain" && s.is_copy;
+            if !copy_to || explain_copy {
+                continue;
+            }
+            match self.config.copy_to {
+                CopyMode::Refuse => {
+                    return Verdict::Deny(
+                        "COPY ... TO is not allowed for you on this target because results are masked for you; use SELECT, whose results are masked".into(),
+                    )
+                }
+                CopyMode::MaskedTables => {
+                    let hit = s.tables_read.iter().find(|t| {
+                        self.masked_tables().any(|(schema, table)| {
+                            table == t.name
+                                && (schema.is_none()
+                                    || t.schema.is_none()
+                                    || schema == t.schema.as_deref())
+                        })
+                    });
+                    if let Some(t) = hit {
+                        return Verdict::Deny(format!(
+                            "COPY ... TO of {} is not allowed for you because it has masked columns; use SELECT, whose results are masked",
+                            t.name
+                        ));
+                    }
+                }
+            }
+        }
+        Verdict::Allow
+    }
+
+    fn result_columns(&mut self, columns: &[Column]) -> ResultPlan {
+        self.current.clear();
+        if !self.subject_to_rules() {
+            return ResultPlan::Pass;
+        }
+        let mut any = false;
+        for c in columns {
+            let treatment = match &c.source {
+                Some(source) => self
+                    .active
+                    .iter()
+                    .copied()
+                    .find(|&i| column_matches(&self.config.rules[i].column, source))
+                    .map_or(Treatment::Keep, Treatment::Rule),
+                None if cannot_carry_text(c.type_oid) => Treatment::Keep,
+                None => match self.config.derived {
+                    DerivedMode::Refuse => {
+                        return ResultPlan::Deny(format!(
+                            "column \"{}\" is computed (or read through a view), and computed values are refused for you on this target because they could reveal masked data; select the table's columns directly",
+                            c.name
+                        ))
+                    }
+                    DerivedMode::Detect if self.detectors.is_empty() => Treatment::Keep,
+                    DerivedMode::Detect => Treatment::Detect,
+                },
+            };
+            any |= treatment != Treatment::Keep;
+            self.current.push((treatment, is_text(c.type_oid)));
+        }
+        if any {
+            ResultPlan::Watch
+        } else {
+            ResultPlan::Pass
+        }
+    }
+
+    fn result_rows(&mut self, rows: &[Vec<Value>]) -> Vec<ValueEdit> {
+        let mut edits = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                let (Some((treatment, text)), Some(value)) = (self.current.get(c), value) else {
+                    continue;
+                };
+                let action = match *treatment {
+                    Treatment::Keep => continue,
+                    Treatment::Rule(i) => self.mask_value(&self.config.rules[i], value, *text),
+                    Treatment::Detect => match detect::mask(value, &self.detectors) {
+                        Some(masked) => EditAction::Replace(masked),
+                        None => continue,
+                    },
+                };
+                edits.push(ValueEdit {
+                    row: r as u32,
+                    column: c as u32,
+                    action,
+                });
+            }
+        }
+        edits
+    }
+}
+
+export_plugin!(Mask);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_plugin_sdk::testing::{self, StatementExt};
+
+    const CONFIG: &str = r#"{
+        "hash_key": "0123456789abcdef-test",
+        "rules": [
+            {"column": "public.customers.card_number", "action": "partial"},
+            {"column": "customers.email", "action": "hash"},
+            {"column": "ssn", "action": "redact", "except_groups": ["auditors"]},
+            {"column": "public.customers.notes", "action": "null"}
+        ]
+    }"#;
+
+    fn col(name: &str, source: Option<&str>, type_oid: u32) -> Column {
+        Column {
+            name: name.into(),
+            source: source.map(str::to_string),
+            type_oid,
+            binary: false,
+        }
+    }
+
+    fn plugin(groups: &[&str]) -> Mask {
+        let mut p = Mask::default();
+        p.configure(CONFIG).unwrap();
+        p.session_start(&testing::session("u@example.com", groups));
+        p
+    }
+
+    fn run(p: &mut Mask, cols: &[Column], row: &[&str]) -> Vec<Option<String>> {
+        let plan = p.result_columns(cols);
+        let mut values: Vec<Value> = row.iter().map(|v| Some(v.as_bytes().to_vec())).collect();
+        if plan == ResultPlan::Watch {
+            for e in p.result_rows(std::slice::from_ref(&values)) {
+                values[e.column as usize] = match e.action {
+                    EditAction::Replace(v) => Some(v),
+                    EditAction::Null => None,
+                };
+            }
+        }
+        values
+            .into_iter()
+            .map(|v| v.map(|b| String::from_utf8(b).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn rules_follow_the_source_not_the_label() {
+        let mut p = plugin(&[]);
+        let cols = [
+            col("harmless", Some("public.customers.card_number"), 25),
+            col("e", Some("public.customers.email"), 1043),
+            col("x", Some("other.people.ssn"), 25),
+            col("name", Some("public.customers.name"), 25),
+        ];
+        let out = run(
+            &mut p,
+            &cols,
+            &[
+                "4111 1111 1111 1111",
+                "ada@example.com",
+                "123-45-6789",
+                "Ada",
+            ],
+        );
+        assert_eq!(out[0].as_deref(), Some("**** **** **** 1111"));
+        assert!(out[1].as_deref().unwrap().starts_with("h:"));
+        assert_eq!(out[2].as_deref(), Some("[redacted]"));
+        assert_eq!(out[3].as_deref(), Some("Ada"));
+    }
+
+    #[test]
+    fn hashes_are_stable_and_non_text_types_become_null() {
+        let mut p = plugin(&[]);
+        let cols = [col("e", Some("public.customers.email"), 25)];
+        let a = run(&mut p, &cols, &["ada@example.com"]);
+        let b = run(&mut p, &cols, &["ada@example.com"]);
+        assert_eq!(a, b);
+        let cols = [col("card", Some("public.customers.card_number"), 20)];
+        assert_eq!(run(&mut p, &cols, &["4111111111111111"]), vec![None]);
+    }
+
+    #[test]
+    fn derived_values_are_scanned_or_refused() {
+        let mut p = plugin(&[]);
+        let cols = [col("upper", None, 25), col("count", None, 20)];
+        let out = run(&mut p, &cols, &["ADA@EXAMPLE.COM", "42"]);
+        assert_eq!(out[0].as_deref(), Some("***@*******.***"));
+        assert_eq!(out[1].as_deref(), Some("42"));
+        let mut strict = Mask::default();
+        strict
+            .configure(r#"{"derived": "refuse", "rules": [{"column": "ssn", "action": "null"}]}"#)
+            .unwrap();
+        strict.session_start(&testing::session("u", &[]));
+        assert!(matches!(strict.result_columns(&cols), ResultPlan::Deny(_)));
+        assert_eq!(
+            strict.result_columns(&[col("count", None, 20)]),
+            ResultPlan::Pass
+        );
+    }
+
+    #[test]
+    fn exempt_identities_see_everything_and_may_copy() {
+        let mut p = Mask::default();
+        p.configure(
+            r#"{"rules": [{"column": "ssn", "action": "null", "except_groups": ["auditors"]}]}"#,
+        )
+        .unwrap();
+        p.session_start(&testing::session("a", &["auditors"]));
+        assert_eq!(
+            p.result_columns(&[col("ssn", Some("public.c.ssn"), 25)]),
+            ResultPlan::Pass
+        );
+        let copy = testing::query(
+            "COPY customers TO STDOUT",
+            [testing::statement("copy").reads("customers")],
+        );
+        assert_eq!(p.on_query(&copy), Verdict::Allow);
+        p.session_start(&testing::session("b", &[]));
+        assert!(matches!(p.on_query(&copy), Verdict::Deny(_)));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_the_reason() {
+        let mut p = Mask::default();
+        let e = p
+            .configure(r#"{"rules": [{"column": "a.b.c.d", "action": "null"}]}"#)
+            .unwrap_err();
+        assert!(e.contains("rules[0].column"), "{e}");
+        let e = p
+            .configure(r#"{"rules": [{"column": "email", "action": "hash"}]}"#)
+            .unwrap_err();
+        assert!(e.contains("hash_key"), "{e}");
+        let e = p.configure(r#"{"detectors": ["dna"]}"#).unwrap_err();
+        assert!(e.contains("unknown detector"), "{e}");
+    }
+}

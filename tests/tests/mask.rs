@@ -1,0 +1,398 @@
+//! The `mask` plugin loaded from its component, against real PostgreSQL: the
+//! masking matrix (aliases, `SELECT *`, table aliases, subqueries, CTEs,
+//! UNION, JOIN, a view, a partition, derived expressions) through the simple
+//! protocol, the extended protocol with binary results (tokio-postgres),
+//! psql and psycopg — no raw value ever reaches the client — plus COPY TO,
+//! exemptions by group and the strict `derived = "refuse"` mode.
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use portcullis::demo::issuer::TokenSpec;
+use portcullis_e2e::{cluster, db_error, plugin_wasm, GatewayOptions, TestGateway, DB};
+use tokio_postgres::SimpleQueryMessage;
+
+const USER: &str = "masked@example.com";
+
+/// The raw sensitive values of `crm.customers` (and `crm.payments`).
+const RAW: &[&str] = &[
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "5500 0000 0000 0004",
+    "3400 0000 0000 009",
+    "6011 0000 0000 0004",
+    "6011000000000004",
+    "ada@example.com",
+    "alan@example.com",
+    "grace@example.com",
+    "edsger@example.com",
+    "123-45-6789",
+    "987-65-4321",
+    "111-22-3333",
+    "444-55-6666",
+];
+// Not listed: `card_bin` (978000123). A masked number inside an expression
+// such as `row_to_json(c)` is not something a detector can recognise; that
+// is what `derived = "refuse"` is for (see the strict-mode test).
+
+const SEED: &str = r#"
+CREATE SCHEMA crm;
+CREATE TABLE crm.customers (
+  id int PRIMARY KEY,
+  name text NOT NULL,
+  email text NOT NULL,
+  card_number text NOT NULL,
+  national_id varchar(11) NOT NULL,
+  card_bin bigint NOT NULL
+);
+INSERT INTO crm.customers VALUES
+  (1, 'Ada Lovelace',    'ada@example.com',    '4111 1111 1111 1111', '123-45-6789', 978000123),
+  (2, 'Alan Turing',     'alan@example.com',   '5500 0000 0000 0004', '987-65-4321', 978000123),
+  (3, 'Grace Hopper',    'grace@example.com',  '3400 0000 0000 009',  '111-22-3333', 978000123),
+  (4, 'Edsger Dijkstra', 'edsger@example.com', '6011 0000 0000 0004', '444-55-6666', 978000123);
+CREATE VIEW crm.customer_view AS SELECT id, name, email, card_number, national_id FROM crm.customers;
+CREATE TABLE crm.payments (id int, card_number text, paid_on date) PARTITION BY RANGE (paid_on);
+CREATE TABLE crm.payments_2026 PARTITION OF crm.payments FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO crm.payments VALUES (1, '4111 1111 1111 1111', '2026-05-01');
+"#;
+
+fn seeded() {
+    static SEEDED: OnceLock<()> = OnceLock::new();
+    SEEDED.get_or_init(|| {
+        cluster().cluster.psql(DB, SEED).expect("seed crm schema");
+    });
+}
+
+fn rules(derived: &str) -> String {
+    format!(
+        r#"call_timeout_ms = 1000
+[plugins.config]
+hash_key = "test-only-hash-key-0123456789"
+derived = "{derived}"
+
+[[plugins.config.rules]]
+column = "crm.customers.card_number"
+action = "partial"
+
+[[plugins.config.rules]]
+column = "customers.email"
+action = "hash"
+
+[[plugins.config.rules]]
+column = "national_id"
+action = "redact"
+except_groups = ["auditors"]
+
+[[plugins.config.rules]]
+column = "crm.customers.card_bin"
+action = "null"
+
+[[plugins.config.rules]]
+column = "crm.payments.card_number"
+action = "partial"
+"#
+    )
+}
+
+async fn gateway(derived: &str) -> TestGateway {
+    seeded();
+    TestGateway::start_with(GatewayOptions::plugin(
+        "mask",
+        &plugin_wasm("mask"),
+        &rules(derived),
+    ))
+    .await
+}
+
+/// Fails if any raw value (in any letter case) appears in `text`.
+fn assert_no_raw(sql: &str, text: &str) {
+    let lower = text.to_lowercase();
+    for raw in RAW {
+        assert!(
+            !lower.contains(&raw.to_lowercase()),
+            "raw value {raw:?} leaked for {sql:?}: {text}"
+        );
+    }
+}
+
+async fn simple_text(c: &tokio_postgres::Client, sql: &str) -> String {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let mut out = String::new();
+    for m in msgs {
+        if let SimpleQueryMessage::Row(r) = m {
+            for i in 0..r.len() {
+                out.push_str(r.get(i).unwrap_or("NULL"));
+                out.push('|');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every shape of query that reads a masked column.
+const MATRIX: &[&str] = &[
+    "SELECT * FROM crm.customers",
+    "SELECT card_number AS harmless, email AS e, national_id AS n FROM crm.customers",
+    "SELECT c.card_number, c.email, c.national_id FROM crm.customers c",
+    "SELECT x, y, z FROM (SELECT card_number AS x, email AS y, national_id AS z FROM crm.customers) s",
+    "WITH t AS (SELECT * FROM crm.customers) SELECT card_number, email, national_id FROM t",
+    "SELECT card_number FROM crm.customers UNION ALL SELECT email FROM crm.customers UNION ALL SELECT national_id FROM crm.customers",
+    "SELECT o.id, c.card_number, c.email FROM crm.customers c JOIN crm.customers o ON o.id = c.id",
+    "SELECT * FROM crm.customer_view",
+    "SELECT card_number FROM crm.payments",
+    "SELECT card_number FROM crm.payments_2026",
+    "SELECT upper(national_id), upper(email), upper(card_number) FROM crm.customers",
+    "SELECT national_id || '', email || '', card_number || '' FROM crm.customers",
+    "SELECT row_to_json(c) FROM crm.customers c",
+    "SELECT array_agg(national_id), array_agg(email), array_agg(card_number) FROM crm.customers",
+    "SELECT national_id::text, card_number::varchar(40), email::bytea::text FROM crm.customers",
+    "SELECT replace(card_number, ' ', '') FROM crm.customers",
+    "SELECT json_agg(c) FROM crm.customer_view c",
+    "SELECT (SELECT email FROM crm.customers WHERE id = 1)",
+];
+
+#[tokio::test]
+async fn the_masking_matrix_leaks_nothing_over_the_simple_protocol() {
+    let gw = gateway("detect").await;
+    let c = gw.connect(USER).await;
+    for sql in MATRIX {
+        let text = simple_text(&c, sql).await;
+        assert!(!text.is_empty(), "{sql} returned no rows");
+        assert_no_raw(sql, &text);
+    }
+    // What the rules promise, value by value.
+    let text = simple_text(
+        &c,
+        "SELECT name, card_number, email, national_id, card_bin FROM crm.customers WHERE id = 1",
+    )
+    .await;
+    assert_eq!(
+        text.trim_end(),
+        format!(
+            "Ada Lovelace|**** **** **** 1111|{}|[redacted]|NULL|",
+            hash_of(&c).await
+        )
+    );
+    // Unmasked columns and other tables are untouched.
+    let text = simple_text(&c, "SELECT name FROM items WHERE id = 2").await;
+    assert_eq!(text.trim_end(), "item 2|");
+}
+
+/// The mask of ada's email, read twice: equal values give equal masks.
+async fn hash_of(c: &tokio_postgres::Client) -> String {
+    let a = simple_text(c, "SELECT email FROM crm.customers WHERE id = 1").await;
+    let b = simple_text(
+        c,
+        "SELECT c.email FROM crm.customers c WHERE c.name LIKE 'Ada%'",
+    )
+    .await;
+    assert_eq!(a, b);
+    assert!(a.starts_with("h:"), "{a}");
+    a.trim_end().trim_end_matches('|').to_string()
+}
+
+#[tokio::test]
+async fn the_masking_matrix_leaks_nothing_with_binary_results() {
+    let gw = gateway("detect").await;
+    let c = gw.connect(USER).await;
+    for sql in MATRIX {
+        // tokio-postgres prepares, binds binary results and executes.
+        let rows = c
+            .query(*sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        let mut text = String::new();
+        for r in &rows {
+            for i in 0..r.len() {
+                let ty = r.columns()[i].type_().clone();
+                let v = match ty {
+                    tokio_postgres::types::Type::INT4 => {
+                        r.get::<_, Option<i32>>(i).map(|v| v.to_string())
+                    }
+                    tokio_postgres::types::Type::INT8 => {
+                        r.get::<_, Option<i64>>(i).map(|v| v.to_string())
+                    }
+                    tokio_postgres::types::Type::TEXT_ARRAY
+                    | tokio_postgres::types::Type::VARCHAR_ARRAY => {
+                        r.get::<_, Option<Vec<String>>>(i).map(|v| v.join(","))
+                    }
+                    tokio_postgres::types::Type::JSON => {
+                        // Binary json is its text; read it raw.
+                        r.get::<_, Option<RawText>>(i).map(|v| v.0)
+                    }
+                    _ => r.get::<_, Option<String>>(i),
+                };
+                text.push_str(&v.unwrap_or_else(|| "NULL".into()));
+                text.push('|');
+            }
+            text.push('\n');
+        }
+        assert!(!text.is_empty(), "{sql} returned no rows");
+        assert_no_raw(sql, &text);
+    }
+    // A masked bigint in binary format is NULL, never replacement bytes.
+    let row = c
+        .query_one(
+            "SELECT card_bin, card_number, national_id FROM crm.customers WHERE id = $1",
+            &[&2i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i64>>(0), None);
+    assert_eq!(row.get::<_, String>(1), "**** **** **** 0004");
+    assert_eq!(row.get::<_, String>(2), "[redacted]");
+    // A prepared statement executed again (described once, bound twice).
+    let stmt = c
+        .prepare("SELECT card_number AS x FROM crm.customers WHERE id = $1")
+        .await
+        .unwrap();
+    for id in [1i32, 4] {
+        let v: String = c.query_one(&stmt, &[&id]).await.unwrap().get(0);
+        assert!(v.starts_with("**** **** **** "), "{v}");
+    }
+}
+
+/// A json value read as its raw bytes.
+struct RawText(String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawText {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawText(String::from_utf8(raw.to_vec())?))
+    }
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSON
+    }
+}
+
+#[tokio::test]
+async fn copy_to_is_refused_for_masked_identities_and_exemptions_work() {
+    let gw = gateway("detect").await;
+    let c = gw.connect(USER).await;
+    for sql in [
+        "COPY crm.customers TO STDOUT",
+        "COPY (SELECT * FROM crm.customer_view) TO STDOUT",
+        "COPY (SELECT upper(email) FROM crm.customers) TO STDOUT (FORMAT csv)",
+    ] {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}");
+        assert!(msg.contains("COPY ... TO is not allowed"), "{msg}");
+    }
+    // COPY FROM (a write, no data out) still works.
+    c.batch_execute("CREATE TEMP TABLE landing (v text)")
+        .await
+        .unwrap();
+    let sink = c
+        .copy_in::<_, bytes::Bytes>("COPY landing FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from_static(b"x\n")).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+
+    // An auditor sees national ids (but not card numbers).
+    let token = gw.issuer.mint(&TokenSpec {
+        user: "auditor@example.com".into(),
+        groups: vec!["testers".into(), "auditors".into()],
+        ttl_secs: 60,
+    });
+    let a = gw
+        .connect_with(&gw.pg_config("auditor@example.com", &token))
+        .await
+        .unwrap();
+    let text = simple_text(
+        &a,
+        "SELECT national_id, card_number FROM crm.customers WHERE id = 1",
+    )
+    .await;
+    assert_eq!(text.trim_end(), "123-45-6789|**** **** **** 1111|");
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_derived_values_but_not_counts() {
+    let gw = gateway("refuse").await;
+    let c = gw.connect(USER).await;
+    for sql in [
+        "SELECT upper(national_id) FROM crm.customers",
+        "SELECT row_to_json(c) FROM crm.customers c",
+        "SELECT * FROM crm.customer_view",
+    ] {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}");
+        assert!(msg.contains("computed"), "{msg}");
+        // Extended protocol too.
+        let err = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql}");
+    }
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM crm.customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4);
+    let text = simple_text(&c, "SELECT card_number FROM crm.customers WHERE id = 3").await;
+    assert_eq!(text.trim_end(), "**** **** ***0 009|");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_psycopg_see_only_masks() {
+    let gw = gateway("detect").await;
+    let out = Command::new("psql")
+        .arg(gw.conninfo(USER))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(["-c", "SELECT * FROM crm.customers"])
+        .args(["-c", "SELECT row_to_json(c) FROM crm.customers c"])
+        .env("PGPASSWORD", gw.token(USER))
+        .output()
+        .expect("psql is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("**** **** **** 1111"), "{stdout}");
+    assert_no_raw("psql", &stdout);
+
+    let script = r#"
+import os, psycopg
+with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as conn:
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute("SELECT card_number, national_id, card_bin, array_agg(email) OVER () FROM crm.customers WHERE id = %s", (1,))
+            print(repr(cur.fetchone()))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("CONNINFO", gw.conninfo(USER))
+        .env("TOKEN", gw.token(USER))
+        .output()
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Text results: the derived array is masked in place. Binary results:
+    // the host cannot vouch for edited bytes of a binary array, so it is NULL.
+    assert_eq!(
+        lines,
+        [
+            "('**** **** **** 1111', '[redacted]', None, ['***@*******.***'])",
+            "('**** **** **** 1111', '[redacted]', None, None)",
+        ],
+        "{stdout}"
+    );
+    assert_no_raw("psycopg", &stdout);
+}
