@@ -4,8 +4,8 @@
 //! certificate (`cert`), an upstream — `DATABASE_URL` or a throwaway cluster
 //! seeded with a small shop schema (`cluster`) — and the gateway in front of
 //! it, then prints a token and a ready-to-paste `psql` line. When the `block`
-//! plugin has been built (see [`plugin_dir`]) it guards the target with
-//! [`BLOCK_RULES`]. The issuer's key and address are kept in a state
+//! and `mask` plugins have been built (see [`plugin_dir`]) they guard the
+//! target with [`BLOCK_RULES`] and [`MASK_RULES`]. The issuer's key and address are kept in a state
 //! directory so `portcullis demo token` can mint tokens for other users while
 //! the demo runs. Tests reuse these parts.
 
@@ -82,6 +82,28 @@ name = "no-role-switching"
 role_switching = true
 "#;
 
+/// Rules of the demo's `mask` plugin over the shop schema.
+pub const MASK_RULES: &str = r#"
+[plugins.config]
+# Demo only: a real deployment puts its own secret here (and keeps the
+# configuration file private).
+hash_key = "portcullis-demo-hash-key-not-secret"
+
+[[plugins.config.rules]]
+column = "public.customers.card_number"
+action = "partial"
+keep = 4
+
+[[plugins.config.rules]]
+column = "public.customers.national_id"
+action = "redact"
+except_groups = ["auditors"]
+
+[[plugins.config.rules]]
+column = "public.customers.email"
+action = "hash"
+"#;
+
 /// Where first-party plugin components are: `$PORTCULLIS_PLUGIN_DIR`, or the
 /// `wasm32-wasip2/plugin` directory next to the binary's cargo profile
 /// directory (`target/release/portcullis` → `target/wasm32-wasip2/plugin`).
@@ -131,9 +153,94 @@ enum Upstream {
     External(database_url::DatabaseUrl),
 }
 
+/// A running demo: gateway, issuer and upstream.
+pub struct Demo {
+    /// The gateway.
+    pub gateway: crate::server::RunningGateway,
+    /// The development issuer.
+    pub issuer: DevIssuer,
+    /// A token for [`DEFAULT_USER`] in group `analysts`, valid 1 hour.
+    pub token: String,
+    /// First-party plugins the target loaded.
+    pub plugins: Vec<String>,
+    /// The state directory (configuration, keys, certificate).
+    pub dir: PathBuf,
+    upstream: Upstream,
+}
+
+impl Demo {
+    /// The gateway's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.gateway.addresses[0]
+    }
+
+    /// Stops everything and removes what the demo created.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.gateway
+            .shutdown(std::time::Duration::from_secs(1))
+            .await;
+        drop(self.gateway);
+        drop(self.issuer);
+        if let Upstream::Cluster(mut c) = self.upstream {
+            tokio::task::spawn_blocking(move || c.stop()).await?;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
 /// Runs the demo until Ctrl-C.
 pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
-    let dir = state_dir();
+    let demo = start(port, state_dir()).await?;
+    let addr = demo.addr();
+    let loaded = |name: &str| demo.plugins.iter().any(|n| n == name);
+    println!();
+    println!(
+        "Portcullis demo is running: gateway on {addr}, target \"{TARGET}\", development issuer {}",
+        demo.issuer.url()
+    );
+    println!(
+        "Configuration: {}",
+        demo.dir.join("portcullis.toml").display()
+    );
+    println!();
+    println!("A token for {DEFAULT_USER} (group analysts, valid 1 hour). Connect with:");
+    println!();
+    println!(
+        "PGPASSWORD={} psql \"host=127.0.0.1 port={} dbname={TARGET} user={DEFAULT_USER} sslmode=require\"",
+        demo.token,
+        addr.port()
+    );
+    println!();
+    if loaded("mask") {
+        println!("The mask plugin masks customers' card numbers, national ids and e-mails:");
+        println!("  SELECT name, card_number, national_id FROM customers;  -- **** **** **** 1111");
+    }
+    if loaded("block") {
+        println!("The block plugin refuses risky statements:");
+        println!("  DELETE FROM orders;                  -- refused: rule \"no-unbounded-writes\"");
+        println!("  SELECT pg_read_file('/etc/passwd');  -- refused: rule \"no-server-files\"");
+        println!("  DELETE FROM orders WHERE id = 4;     -- allowed");
+    }
+    if demo.plugins.len() < 2 {
+        println!(
+            "(Plugins missing: build them with `cargo build --target wasm32-wasip2 --profile plugin -p block -p mask`, or set PORTCULLIS_PLUGIN_DIR.)"
+        );
+    }
+    println!();
+    println!(
+        "Tokens for other people: portcullis demo token --user bob@example.com --group approvers"
+    );
+    println!("Press Ctrl-C to stop; the demo removes everything it created.");
+    crate::server::shutdown_signal().await;
+    eprintln!("stopping...");
+    demo.stop().await
+}
+
+/// Starts the demo with its state in `dir` (emptied first): upstream,
+/// issuer, configuration with the first-party plugins that are built, and
+/// the gateway on `port` (default 6432 when free).
+pub async fn start(port: Option<u16>, dir: PathBuf) -> anyhow::Result<Demo> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     cert::restrict(&dir);
@@ -222,63 +329,38 @@ tls = "{tls}"
         key = key_file.display().to_string(),
         iss = issuer.url(),
     );
-    let block = plugin_dir()
-        .map(|d| d.join("block.wasm"))
-        .filter(|p| p.is_file());
-    let config_text = match &block {
-        Some(path) => format!(
-            "{config_text}plugins = [\"block\"]\n\n[[plugins]]\nname = \"block\"\npath = {:?}\n{BLOCK_RULES}",
-            path.display().to_string()
-        ),
-        None => config_text,
-    };
+    let plugins: Vec<(&str, PathBuf, &str)> = [("block", BLOCK_RULES), ("mask", MASK_RULES)]
+        .into_iter()
+        .filter_map(|(name, rules)| {
+            let path = plugin_dir()?.join(format!("{name}.wasm"));
+            path.is_file().then_some((name, path, rules))
+        })
+        .collect();
+    let mut config_text = config_text;
+    if !plugins.is_empty() {
+        let names: Vec<&str> = plugins.iter().map(|(n, _, _)| *n).collect();
+        config_text.push_str(&format!("plugins = {names:?}\n"));
+        for (name, path, rules) in &plugins {
+            config_text.push_str(&format!(
+                "\n[[plugins]]\nname = {name:?}\npath = {:?}\n{rules}",
+                path.display().to_string()
+            ));
+        }
+    }
     std::fs::write(dir.join("portcullis.toml"), &config_text)?;
     let config = Config::parse(&config_text)?;
     let gateway = crate::server::start(&config, Arc::new(crate::policy::PassThrough)).await?;
-    let addr = gateway.addresses[0];
     let token = issuer.mint(&TokenSpec {
         user: DEFAULT_USER.into(),
         groups: vec!["analysts".into()],
         ttl_secs: 3600,
     });
-    println!();
-    println!(
-        "Portcullis demo is running: gateway on {addr}, target \"{TARGET}\", development issuer {}",
-        issuer.url()
-    );
-    println!("Configuration: {}", dir.join("portcullis.toml").display());
-    println!();
-    println!("A token for {DEFAULT_USER} (group analysts, valid 1 hour). Connect with:");
-    println!();
-    println!(
-        "PGPASSWORD={token} psql \"host=127.0.0.1 port={} dbname={TARGET} user={DEFAULT_USER} sslmode=require\"",
-        addr.port()
-    );
-    println!();
-    match &block {
-        Some(_) => {
-            println!("The block plugin guards the target. Try, in psql:");
-            println!("  DELETE FROM orders;                  -- refused: rule \"no-unbounded-writes\"");
-            println!("  SELECT pg_read_file('/etc/passwd');  -- refused: rule \"no-server-files\"");
-            println!("  DELETE FROM orders WHERE id = 4;     -- allowed");
-        }
-        None => println!(
-            "(No plugins loaded: build them with `cargo build --target wasm32-wasip2 --profile plugin -p block`, or set PORTCULLIS_PLUGIN_DIR.)"
-        ),
-    }
-    println!();
-    println!(
-        "Tokens for other people: portcullis demo token --user bob@example.com --group approvers"
-    );
-    println!("Press Ctrl-C to stop; the demo removes everything it created.");
-    crate::server::shutdown_signal().await;
-    eprintln!("stopping...");
-    gateway.shutdown(std::time::Duration::from_secs(1)).await;
-    drop(gateway);
-    drop(issuer);
-    if let Upstream::Cluster(mut c) = upstream {
-        tokio::task::spawn_blocking(move || c.stop()).await?;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(Demo {
+        gateway,
+        issuer,
+        token,
+        plugins: plugins.iter().map(|(n, _, _)| n.to_string()).collect(),
+        dir,
+        upstream,
+    })
 }
