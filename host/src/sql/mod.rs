@@ -5,9 +5,11 @@
 //! kind, the tables it reads and writes, the functions it calls, whether its
 //! UPDATEs and DELETEs are bounded by a WHERE, COPY and EXPLAIN details, plus
 //! the fingerprint. Text that does not parse is *flagged* (`parse_error`), not
-//! treated as harmless. [`SummaryCache`] keeps summaries by text, so a
-//! prepared statement is parsed at Parse and a repeated query not at all.
+//! treated as harmless. [`SummaryCache`] keeps summaries by the text's
+//! [`shape::shape`] (constants replaced), so a prepared statement is parsed at
+//! Parse and a query repeated with other constants not at all.
 
+pub mod shape;
 mod walk;
 
 use std::collections::HashMap;
@@ -108,7 +110,8 @@ fn summarize_inner(sql: &str) -> QuerySummary {
     }
 }
 
-/// Summaries by SQL text, bounded in size (cleared when full).
+/// Summaries by the shape of the SQL text (or the exact text, when it has
+/// no shape), bounded in size (cleared when full).
 #[derive(Default)]
 pub struct SummaryCache {
     map: Mutex<HashMap<String, Arc<QuerySummary>>>,
@@ -122,17 +125,22 @@ const CACHE_MAX_TEXT: usize = 16 * 1024;
 impl SummaryCache {
     /// The summary of `sql`, from the cache or freshly parsed.
     pub fn get(&self, sql: &str) -> Arc<QuerySummary> {
-        if let Some(s) = self.map.lock().ok().and_then(|m| m.get(sql).cloned()) {
+        if sql.len() > CACHE_MAX_TEXT {
+            return Arc::new(summarize(sql));
+        }
+        let key = match shape::shape(sql) {
+            Some(shape) => format!("s:{shape}"),
+            None => format!("x:{sql}"),
+        };
+        if let Some(s) = self.map.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return s;
         }
         let summary = Arc::new(summarize(sql));
-        if sql.len() <= CACHE_MAX_TEXT {
-            if let Ok(mut m) = self.map.lock() {
-                if m.len() >= CACHE_CAPACITY {
-                    m.clear();
-                }
-                m.insert(sql.to_string(), summary.clone());
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= CACHE_CAPACITY {
+                m.clear();
             }
+            m.insert(key, summary.clone());
         }
         summary
     }

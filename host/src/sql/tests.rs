@@ -129,3 +129,43 @@ fn cache_returns_the_same_summary() {
     let b = cache.get("SELECT 1");
     assert!(Arc::ptr_eq(&a, &b));
 }
+
+#[test]
+fn texts_that_differ_only_in_constants_share_one_summary_that_fits_both() {
+    let pairs = [
+        (
+            "SELECT * FROM t WHERE id = 1",
+            "SELECT * FROM t WHERE id = 2",
+        ),
+        ("DELETE FROM t WHERE id = 1", "DELETE FROM t WHERE id = 'x'"),
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            "SELECT pg_read_file('x')",
+        ),
+        (
+            "WITH d AS (DELETE FROM t WHERE a = 1 RETURNING *) SELECT 1",
+            "WITH d AS (DELETE FROM t WHERE a = 2 RETURNING *) SELECT 2",
+        ),
+        (
+            "SELECT set_config('a', 'b', false)",
+            "SELECT set_config('c', 'd', false)",
+        ),
+    ];
+    let cache = SummaryCache::default();
+    for (a, b) in pairs {
+        let first = cache.get(a);
+        let second = cache.get(b);
+        assert!(Arc::ptr_eq(&first, &second), "{a} / {b}");
+        assert_eq!(*second, summarize(b), "{b}");
+    }
+    // Strings that are more than constants: never shared.
+    let a = cache.get("COPY t TO PROGRAM 'cat'");
+    let b = cache.get("COPY t TO PROGRAM 'rm -rf /'");
+    assert!(!Arc::ptr_eq(&a, &b));
+    assert_eq!(*b, summarize("COPY t TO PROGRAM 'rm -rf /'"));
+    // EXPLAIN options are constants that change the summary: never shared.
+    let off = cache.get("EXPLAIN (ANALYZE off) DELETE FROM t");
+    let on = cache.get("EXPLAIN (ANALYZE on) DELETE FROM t");
+    assert!(!off.statements[0].explain_analyze);
+    assert!(on.statements[0].explain_analyze);
+}
