@@ -14,7 +14,7 @@
 //!                  │         ├────▶ credentials  (the gateway's upstream secrets)
 //!                  │         └────▶ policy       (the seam: hooks + verdicts)
 //!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
-//!                  └─▶ config, tls, logging
+//!                  └─▶ config, tls, logging, watch
 //!  demo ─▶ server, config        (embedded issuer, cluster, certificate)
 //! ```
 //!
@@ -29,6 +29,7 @@
 //! - [`credentials`]: where each target's upstream password or token comes from.
 //! - [`config`]: the TOML file, validated offline with errors that name the key.
 //! - [`server`]: listeners, connection limits, the shared context.
+//! - [`watch`]: hot reload when the configuration or a plugin file changes.
 //! - [`demo`]: `portcullis demo` — a development issuer, a self-signed
 //!   certificate and a throwaway PostgreSQL cluster, reused by the tests.
 
@@ -45,3 +46,4 @@ pub mod relay;
 pub mod server;
 pub mod sql;
 pub mod tls;
+pub mod watch;

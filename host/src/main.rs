@@ -162,17 +162,38 @@ async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let shutdown = portcullis::server::shutdown_signal();
     tokio::pin!(shutdown);
+    let mut watcher = portcullis::watch::Watcher::new(&path, &cfg);
+    let every = std::time::Duration::from_secs(cfg.gateway.watch_interval_secs.max(1));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = &mut shutdown => break,
-            _ = hangup.recv() => {
-                // Reload plugins; a bad new version is refused and the old keeps serving.
-                match Config::load(&path) {
-                    Err(e) => tracing::error!(error = %e, "reload refused: the configuration is not valid"),
-                    Ok(new) => match gateway.reload_plugins(&new) {
-                        Ok(n) => tracing::info!(plugins = n, "plugins reloaded; new sessions use them"),
-                        Err(e) => tracing::error!(error = %e, "reload refused; the previous plugins keep serving"),
-                    },
+            _ = hangup.recv() => "SIGHUP",
+            _ = ticks.tick(), if cfg.gateway.watch_interval_secs > 0 => {
+                if !watcher.poll() {
+                    continue;
+                }
+                "a changed file"
+            }
+        };
+        // Reload plugins; a bad new version is refused and the old keeps serving.
+        match Config::load(&path) {
+            Err(e) => {
+                watcher.attempted();
+                tracing::error!(error = %e, trigger = why, "reload refused: the configuration is not valid")
+            }
+            Ok(new) => {
+                watcher.reloaded(&new);
+                match gateway.reload_plugins(&new) {
+                    Ok(n) => tracing::info!(
+                        plugins = n,
+                        trigger = why,
+                        "plugins reloaded; new sessions use them"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, trigger = why, "reload refused; the previous plugins keep serving")
+                    }
                 }
             }
         }

@@ -339,6 +339,39 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     }
 }
 
+/// Path of the `portcullis` binary (debug build), built once per test process.
+pub fn portcullis_bin() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            let out = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "portcullis",
+                "--bin",
+                "portcullis",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(target.join("debug").join("portcullis"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("building the portcullis binary failed: {e}"))
+}
+
 /// Path of a first-party or test plugin component, built once per test
 /// process with `cargo build --target wasm32-wasip2 --profile plugin`.
 pub fn plugin_wasm(name: &str) -> PathBuf {

@@ -80,14 +80,23 @@ pub struct GatewaySettings {
     /// closed with `FATAL 57P01`.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Seconds between checks of the configuration and plugin files for
+    /// changes (a change reloads the plugins, like SIGHUP); 0 turns it off.
+    #[serde(default = "default_watch_interval")]
+    pub watch_interval_secs: u64,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: default_shutdown_grace(),
+            watch_interval_secs: default_watch_interval(),
         }
     }
+}
+
+fn default_watch_interval() -> u64 {
+    2
 }
 
 fn default_shutdown_grace() -> u64 {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::bindings::types;
-use super::executor::Executor;
+use super::executor::inline;
 use super::instance::{describe_failure, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
@@ -23,22 +23,12 @@ use crate::sql::{QuerySummary, SummaryCache};
 pub struct PluginChain {
     plugins: Vec<Arc<LoadedPlugin>>,
     summaries: Arc<SummaryCache>,
-    executor: Arc<Executor>,
 }
 
 impl PluginChain {
-    /// A chain of `plugins`, summarizing SQL through `summaries` and calling
-    /// plugins on `executor`'s threads.
-    pub fn new(
-        plugins: Vec<Arc<LoadedPlugin>>,
-        summaries: Arc<SummaryCache>,
-        executor: Arc<Executor>,
-    ) -> Self {
-        Self {
-            plugins,
-            summaries,
-            executor,
-        }
+    /// A chain of `plugins`, summarizing SQL through `summaries`.
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>, summaries: Arc<SummaryCache>) -> Self {
+        Self { plugins, summaries }
     }
 }
 
@@ -68,7 +58,6 @@ struct ChainSession {
     /// `None` only if a call was lost to a host-side panic.
     inner: Option<ChainInner>,
     summaries: Arc<SummaryCache>,
-    executor: Arc<Executor>,
     wants_rows: bool,
 }
 
@@ -128,16 +117,12 @@ impl Policy for PluginChain {
         let session = to_session(info);
         let plugins = self.plugins.clone();
         let session_id = info.session_id;
-        let started = self
-            .executor
-            .run(move || start_chain(plugins, session, session_id))
-            .map_err(|reason| SessionRefused { reason })??;
+        let started = start_chain(plugins, session, session_id)?;
         let wants_rows = self.plugins.iter().any(|p| p.wants_rows);
         Ok(Box::new(ChainSession {
             binary_opaque: Vec::new(),
             inner: Some(started),
             summaries: self.summaries.clone(),
-            executor: self.executor.clone(),
             wants_rows,
         }))
     }
@@ -180,10 +165,14 @@ fn start_chain(
 
 /// Instantiates a member and runs its session-start hook.
 fn start_member(m: &mut Member, session: &types::Session) -> Result<Verdict, String> {
-    let mut inst = m.plugin.instantiate()?;
-    let v = inst
-        .session_start(session)
-        .map_err(|e| describe_failure(&e, m.plugin.timeout_ms))?;
+    let plugin = m.plugin.clone();
+    let (inst, v) = inline(|| -> Result<_, String> {
+        let mut inst = plugin.instantiate()?;
+        let v = inst
+            .session_start(session)
+            .map_err(|e| describe_failure(&e, plugin.timeout_ms))?;
+        Ok((inst, v))
+    })??;
     m.instance = Some(inst);
     Ok(from_verdict(v))
 }
@@ -205,12 +194,12 @@ impl ChainInner {
             }
         }
         let inst = m.instance.as_mut().ok_or("no instance")?;
-        match f(inst) {
-            Ok(v) => Ok(v),
-            Err(e) => {
+        let timeout_ms = m.plugin.timeout_ms;
+        match inline(|| f(inst)).map(|r| r.map_err(|e| describe_failure(&e, timeout_ms))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(why)) | Err(why) => {
                 m.instance = None;
                 m.wants_result = false;
-                let why = describe_failure(&e, m.plugin.timeout_ms);
                 tracing::warn!(plugin = %m.plugin.name, session = session.id, error = %why, "plugin call failed; instance discarded");
                 Err(why)
             }
@@ -348,22 +337,15 @@ impl ChainInner {
 }
 
 impl ChainSession {
-    /// Runs `f` on the session's plugins on a plugin thread; `None` if the
-    /// call was lost (host-side panic), which callers treat as a failure.
-    fn with_inner<R: Send + 'static>(
-        &mut self,
-        f: impl FnOnce(&mut ChainInner) -> R + Send + 'static,
-    ) -> Option<R> {
-        let mut inner = self.inner.take()?;
-        match self.executor.run(move || {
-            let r = f(&mut inner);
-            (inner, r)
-        }) {
-            Ok((inner, r)) => {
-                self.inner = Some(inner);
-                Some(r)
-            }
+    /// Runs `f` on the session's plugins (on this thread); `None` if the
+    /// call was lost to a host-side panic outside any one plugin's call,
+    /// which callers treat as a failure.
+    fn with_inner<R>(&mut self, f: impl FnOnce(&mut ChainInner) -> R) -> Option<R> {
+        let inner = self.inner.as_mut()?;
+        match inline(|| f(inner)) {
+            Ok(r) => Some(r),
             Err(e) => {
+                self.inner = None;
                 tracing::error!(error = %e, "plugin call lost; the session's plugins are gone");
                 None
             }

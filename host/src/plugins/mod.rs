@@ -10,8 +10,8 @@
 //! - `chain`: a target's plugins as a [`crate::policy::Policy`]: first deny
 //!   wins, approvals are collected, row edits compose in chain order, and a
 //!   failing plugin is handled by its failure policy;
-//! - `executor`: the plain threads every plugin call runs on (wasmtime-wasi's
-//!   sync bindings must not run on a tokio worker);
+//! - `executor`: where plugin code runs: data-path calls inline on the
+//!   session's thread (host panics caught per call), loading on plain threads;
 //! - `schema`: the subset of JSON Schema used to check plugin configurations;
 //! - [`tool`]: `portcullis plugin check` / `plugin test`, the author's harness.
 //!
@@ -90,7 +90,7 @@ impl PluginRuntime {
 
     /// A policy running `plugins` in order.
     pub fn chain(&self, plugins: Vec<Arc<LoadedPlugin>>) -> PluginChain {
-        PluginChain::new(plugins, self.summaries.clone(), self.executor.clone())
+        PluginChain::new(plugins, self.summaries.clone())
     }
 }
 
