@@ -41,15 +41,13 @@ pub mod bindings {
 }
 
 pub mod names;
+pub mod rows;
 pub mod testing;
 
 pub use bindings::portcullis::policy::types::{
-    Column, EditAction, Event, Identity, Metadata, PgQuery, ResultPlan, Session, Statement,
-    TableRef, ValueEdit, Verdict,
+    Column, Event, Identity, Metadata, PgQuery, ResultPlan, Session, Statement, TableRef, Verdict,
 };
-
-/// A value of one column in a row: `None` is SQL NULL.
-pub type Value = Option<Vec<u8>>;
+pub use rows::{Batch, ColumnView, Edits};
 
 /// Log severity for [`log`].
 pub use bindings::portcullis::policy::host::Level;
@@ -97,16 +95,17 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
-    /// A result's columns: pass it, watch its rows, or withhold it.
+    /// A result's columns: pass it, watch some of its columns
+    /// (`ResultPlan::Watch(indices)`), or withhold it.
     fn result_columns(&mut self, columns: &[Column]) -> ResultPlan {
         let _ = columns;
         ResultPlan::Pass
     }
 
-    /// A batch of rows of the current result; return the edits.
-    fn result_rows(&mut self, rows: &[Vec<Value>]) -> Vec<ValueEdit> {
-        let _ = rows;
-        Vec::new()
+    /// A batch of rows of the current result (the watched columns); record
+    /// new values in `edits`.
+    fn result_rows(&mut self, batch: &Batch, edits: &mut Edits) {
+        let _ = (batch, edits);
     }
 
     /// The session ended.
@@ -164,8 +163,13 @@ macro_rules! export_plugin {
                 fn result_columns(columns: Vec<$crate::Column>) -> $crate::ResultPlan {
                     STATE.with(|s| s.borrow_mut().result_columns(&columns))
                 }
-                fn result_rows(rows: Vec<Vec<$crate::Value>>) -> Vec<$crate::ValueEdit> {
-                    STATE.with(|s| s.borrow_mut().result_rows(&rows))
+                fn result_rows(
+                    batch: $crate::bindings::portcullis::policy::types::RowBatch,
+                ) -> Vec<$crate::bindings::portcullis::policy::types::ColumnEdits> {
+                    let batch = $crate::Batch::new(batch);
+                    let mut edits = $crate::Edits::default();
+                    STATE.with(|s| s.borrow_mut().result_rows(&batch, &mut edits));
+                    edits.into_inner()
                 }
                 fn session_end(reason: String) {
                     STATE.with(|s| s.borrow_mut().session_end(&reason))

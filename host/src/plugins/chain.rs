@@ -5,7 +5,6 @@
 //! broken instance is discarded, and a fresh one serves the session's next
 //! event.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::bindings::types;
@@ -35,7 +34,8 @@ impl PluginChain {
 struct Member {
     plugin: Arc<LoadedPlugin>,
     instance: Option<PluginInstance>,
-    wants_result: bool,
+    /// Columns of the current result this plugin watches (empty: none).
+    watched: Vec<u32>,
 }
 
 /// The plugin side of a session: moved to a plugin thread for every call.
@@ -139,7 +139,7 @@ fn start_chain(
         let mut member = Member {
             plugin: plugin.clone(),
             instance: None,
-            wants_result: false,
+            watched: Vec::new(),
         };
         match start_member(&mut member, &session) {
             Ok(Verdict::Allow) => {}
@@ -199,7 +199,7 @@ impl ChainInner {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(why)) | Err(why) => {
                 m.instance = None;
-                m.wants_result = false;
+                m.watched.clear();
                 tracing::warn!(plugin = %m.plugin.name, session = session.id, error = %why, "plugin call failed; instance discarded");
                 Err(why)
             }
@@ -243,7 +243,7 @@ impl ChainInner {
     fn on_row_description(&mut self, cols: &[types::Column]) -> ResultPlan {
         let mut any = false;
         for m in &mut self.members {
-            m.wants_result = false;
+            m.watched.clear();
         }
         for i in 0..self.members.len() {
             if !self.members[i].plugin.wants_rows {
@@ -253,9 +253,14 @@ impl ChainInner {
                 self.members[i].plugin.name.clone(),
                 self.members[i].plugin.failure,
             );
-            let wants = match self.call(i, |inst| inst.result_columns(cols)) {
-                Ok(types::ResultPlan::Pass) => false,
-                Ok(types::ResultPlan::Watch) => true,
+            let watched = match self.call(i, |inst| inst.result_columns(cols)) {
+                Ok(types::ResultPlan::Pass) => Vec::new(),
+                Ok(types::ResultPlan::Watch(mut columns)) => {
+                    columns.retain(|&c| (c as usize) < cols.len());
+                    columns.sort_unstable();
+                    columns.dedup();
+                    columns
+                }
                 Ok(types::ResultPlan::Deny(reason)) => return ResultPlan::Deny { reason },
                 Err(why) if failure == FailurePolicy::FailClosed => {
                     return ResultPlan::Deny {
@@ -264,10 +269,10 @@ impl ChainInner {
                         ),
                     };
                 }
-                Err(_) => false,
+                Err(_) => Vec::new(),
             };
-            self.members[i].wants_result = wants;
-            any |= wants;
+            any |= !watched.is_empty();
+            self.members[i].watched = watched;
         }
         if any {
             ResultPlan::Watch
@@ -276,53 +281,37 @@ impl ChainInner {
         }
     }
 
-    fn on_data_rows(&mut self, mut current: Vec<Vec<Option<Vec<u8>>>>) -> Vec<RowEdit> {
-        let mut touched: HashSet<(usize, usize)> = HashSet::new();
+    /// Runs the watching plugins over a batch: each sees the values as the
+    /// plugins before it left them. Returns the batch's edits.
+    fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
+        let mut overlay = Overlay::default();
         for i in 0..self.members.len() {
-            if !self.members[i].wants_result {
+            if self.members[i].watched.is_empty() {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
-            match self.call(i, |inst| inst.result_rows(&current)) {
+            let watched = self.members[i].watched.clone();
+            let batch = overlay.batch(rows, &watched);
+            match self.call(i, |inst| inst.result_rows(&batch)) {
                 Ok(edits) => {
                     for e in edits {
-                        let (r, c) = (e.row as usize, e.column as usize);
-                        let Some(cell) = current.get_mut(r).and_then(|row| row.get_mut(c)) else {
-                            continue;
-                        };
-                        *cell = match e.action {
-                            types::EditAction::Replace(v) => Some(v),
-                            types::EditAction::Null => None,
-                        };
-                        touched.insert((r, c));
+                        if !watched.contains(&e.column) {
+                            continue; // a plugin edits only what it watches
+                        }
+                        overlay.apply(rows.len(), &e);
                     }
                 }
                 Err(_) if failure == FailurePolicy::FailClosed => {
                     // Nothing this plugin should have masked may leak: every
-                    // value of the batch becomes NULL.
-                    for (r, row) in current.iter_mut().enumerate() {
-                        for (c, cell) in row.iter_mut().enumerate() {
-                            *cell = None;
-                            touched.insert((r, c));
-                        }
+                    // value it watches becomes NULL.
+                    for &c in &watched {
+                        overlay.null_column(rows.len(), c);
                     }
                 }
                 Err(_) => {}
             }
         }
-        let mut edits: Vec<RowEdit> = touched
-            .into_iter()
-            .map(|(row, column)| RowEdit {
-                row,
-                column,
-                edit: match current[row][column].take() {
-                    Some(v) => ValueEdit::Replace(v),
-                    None => ValueEdit::Null,
-                },
-            })
-            .collect();
-        edits.sort_by_key(|e| (e.row, e.column));
-        edits
+        overlay.into_edits()
     }
 
     fn on_session_end(&mut self, text: &str) {
@@ -333,6 +322,101 @@ impl ChainInner {
                 }
             }
         }
+    }
+}
+
+/// The values the plugins of a chain have changed in a batch, by column:
+/// `None` = untouched, `Some(None)` = NULL, `Some(Some(v))` = replaced.
+#[derive(Default)]
+struct Overlay {
+    columns: std::collections::BTreeMap<u32, Vec<Option<Option<Vec<u8>>>>>,
+}
+
+impl Overlay {
+    /// The current value of `column` in `row`.
+    fn value<'a>(&'a self, rows: &'a [Row<'_>], row: usize, column: u32) -> Option<&'a [u8]> {
+        match self.columns.get(&column).and_then(|c| c[row].as_ref()) {
+            Some(edited) => edited.as_deref(),
+            None => rows[row].get(column as usize).copied().flatten(),
+        }
+    }
+
+    /// The batch a plugin watching `watched` sees.
+    fn batch(&self, rows: &[Row<'_>], watched: &[u32]) -> types::RowBatch {
+        let columns = watched
+            .iter()
+            .map(|&column| {
+                let mut data = Vec::new();
+                let mut ends = Vec::with_capacity(rows.len());
+                let mut nulls = Vec::with_capacity(rows.len());
+                for row in 0..rows.len() {
+                    let v = self.value(rows, row, column);
+                    if let Some(v) = v {
+                        data.extend_from_slice(v);
+                    }
+                    ends.push(data.len() as u32);
+                    nulls.push(v.is_none());
+                }
+                types::ColumnValues {
+                    column,
+                    data,
+                    ends,
+                    nulls,
+                }
+            })
+            .collect();
+        types::RowBatch {
+            rows: rows.len() as u32,
+            columns,
+        }
+    }
+
+    fn slot(&mut self, n: usize, column: u32) -> &mut Vec<Option<Option<Vec<u8>>>> {
+        self.columns.entry(column).or_insert_with(|| vec![None; n])
+    }
+
+    /// Applies one plugin's edits of a column (malformed entries are skipped).
+    fn apply(&mut self, n: usize, e: &types::ColumnEdits) {
+        let slot = self.slot(n, e.column);
+        let mut start = 0usize;
+        for ((&row, &end), &null) in e.rows.iter().zip(&e.ends).zip(&e.nulls) {
+            let end = end as usize;
+            let value = match (null, e.data.get(start..end)) {
+                (true, _) => None,
+                (false, Some(v)) => Some(v.to_vec()),
+                (false, None) => None, // out of range: NULL rather than a guess
+            };
+            start = end.max(start);
+            if let Some(cell) = slot.get_mut(row as usize) {
+                *cell = Some(value);
+            }
+        }
+    }
+
+    fn null_column(&mut self, n: usize, column: u32) {
+        self.slot(n, column)
+            .iter_mut()
+            .for_each(|c| *c = Some(None));
+    }
+
+    fn into_edits(self) -> Vec<RowEdit> {
+        let mut edits = Vec::new();
+        for (column, cells) in self.columns {
+            for (row, cell) in cells.into_iter().enumerate() {
+                if let Some(value) = cell {
+                    edits.push(RowEdit {
+                        row,
+                        column: column as usize,
+                        edit: match value {
+                            Some(v) => ValueEdit::Replace(v),
+                            None => ValueEdit::Null,
+                        },
+                    });
+                }
+            }
+        }
+        edits.sort_by_key(|e| (e.row, e.column));
+        edits
     }
 }
 
@@ -401,14 +485,21 @@ impl SessionPolicy for ChainSession {
     }
 
     fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
-        let current: Vec<Vec<Option<Vec<u8>>>> = rows
-            .iter()
-            .map(|r| r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
-            .collect();
+        let opaque = &self.binary_opaque;
         let shape: Vec<usize> = rows.iter().map(Vec::len).collect();
-        let opaque = self.binary_opaque.clone();
-        self.with_inner(move |inner| inner.on_data_rows(current))
-            .map(|mut edits| {
+        let result = match self.inner.as_mut() {
+            Some(inner) => match inline(|| inner.on_data_rows(rows)) {
+                Ok(edits) => Some(edits),
+                Err(e) => {
+                    self.inner = None;
+                    tracing::error!(error = %e, "plugin call lost; the session's plugins are gone");
+                    None
+                }
+            },
+            None => None,
+        };
+        match result {
+            Some(mut edits) => {
                 // Replacement bytes are not a valid binary value of a
                 // non-text type: such a value becomes NULL instead.
                 for e in &mut edits {
@@ -417,21 +508,20 @@ impl SessionPolicy for ChainSession {
                     }
                 }
                 edits
-            })
-            .unwrap_or_else(|| {
-                // Nothing may leak when the plugins are gone.
-                shape
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(row, n)| {
-                        (0..*n).map(move |column| RowEdit {
-                            row,
-                            column,
-                            edit: ValueEdit::Null,
-                        })
+            }
+            // Nothing may leak when the plugins are gone.
+            None => shape
+                .iter()
+                .enumerate()
+                .flat_map(|(row, n)| {
+                    (0..*n).map(move |column| RowEdit {
+                        row,
+                        column,
+                        edit: ValueEdit::Null,
                     })
-                    .collect()
-            })
+                })
+                .collect(),
+        }
     }
 
     fn on_session_end(&mut self, reason: &EndReason) {

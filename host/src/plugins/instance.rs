@@ -151,12 +151,12 @@ impl PluginInstance {
     /// `result-rows`.
     pub fn result_rows(
         &mut self,
-        rows: &[Vec<Option<Vec<u8>>>],
-    ) -> wasmtime::Result<Vec<types::ValueEdit>> {
+        batch: &types::RowBatch,
+    ) -> wasmtime::Result<Vec<types::ColumnEdits>> {
         self.arm();
         self.plugin
             .portcullis_policy_plugin()
-            .call_result_rows(&mut self.store, rows)
+            .call_result_rows(&mut self.store, batch)
     }
 
     /// `session-end`.

@@ -36,8 +36,8 @@ mod hash;
 
 use detect::Detector;
 use portcullis_plugin_sdk::{
-    export_plugin, parse_config, Column, EditAction, PgQuery, Plugin, ResultPlan, Session, Value,
-    ValueEdit, Verdict,
+    export_plugin, parse_config, Batch, Column, Edits, PgQuery, Plugin, ResultPlan, Session,
+    Verdict,
 };
 use serde::Deserialize;
 
@@ -121,6 +121,14 @@ pub struct Mask {
     active: Vec<usize>,
     /// Treatment of each column of the current result, and whether it is text.
     current: Vec<(Treatment, bool)>,
+    /// Scratch buffer for masks.
+    scratch: Vec<u8>,
+}
+
+/// A masked value: replaced by these bytes, or NULL.
+enum Masked<'a> {
+    Replace(&'a [u8]),
+    Null,
 }
 
 /// Types whose values are plain text (text, varchar, bpchar, name, unknown).
@@ -175,38 +183,65 @@ impl Mask {
         })
     }
 
-    fn mask_value(&self, rule: &Rule, value: &[u8], text: bool) -> EditAction {
+    /// Masks `value` by `rule`, using `out` for the new bytes.
+    fn mask_value<'o>(
+        &self,
+        rule: &Rule,
+        value: &[u8],
+        text: bool,
+        out: &'o mut Vec<u8>,
+    ) -> Masked<'o> {
         if !text {
-            return EditAction::Null;
+            return Masked::Null;
         }
+        out.clear();
         match rule.action {
-            Action::Null => EditAction::Null,
-            Action::Redact => EditAction::Replace(b"[redacted]".to_vec()),
-            Action::Partial => {
-                let text = String::from_utf8_lossy(value);
-                let alnum = text.chars().filter(|c| c.is_alphanumeric()).count();
-                let hide = alnum.saturating_sub(rule.keep);
-                let mut seen = 0;
-                let out = text
-                    .chars()
-                    .map(|c| {
-                        if c.is_alphanumeric() {
-                            seen += 1;
-                            if seen <= hide {
-                                return '*';
-                            }
-                        }
-                        c
-                    })
-                    .collect::<String>();
-                EditAction::Replace(out.into_bytes())
-            }
+            Action::Null => return Masked::Null,
+            Action::Redact => out.extend_from_slice(b"[redacted]"),
+            Action::Partial => partial(value, rule.keep, out),
             Action::Hash => {
                 let key = self.config.hash_key.as_deref().unwrap_or_default();
-                EditAction::Replace(hash::masked(key.as_bytes(), value))
+                out.extend_from_slice(&hash::masked(key.as_bytes(), value));
             }
         }
+        Masked::Replace(out)
     }
+}
+
+/// Every letter and digit of `value` but the last `keep` becomes `*`.
+fn partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
+    if value.is_ascii() {
+        let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+        let hide = alnum.saturating_sub(keep);
+        let mut seen = 0;
+        out.extend(value.iter().map(|&b| {
+            if b.is_ascii_alphanumeric() {
+                seen += 1;
+                if seen <= hide {
+                    return b'*';
+                }
+            }
+            b
+        }));
+        return;
+    }
+    let text = String::from_utf8_lossy(value);
+    let alnum = text.chars().filter(|c| c.is_alphanumeric()).count();
+    let hide = alnum.saturating_sub(keep);
+    let mut seen = 0;
+    let masked: String = text
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                seen += 1;
+                if seen <= hide {
+                    return '*';
+                }
+            }
+            c
+        })
+        .collect();
+    out.extend_from_slice(masked.as_bytes());
 }
 
 impl Plugin for Mask {
@@ -311,8 +346,8 @@ impl Plugin for Mask {
         if !self.subject_to_rules() {
             return ResultPlan::Pass;
         }
-        let mut any = false;
-        for c in columns {
+        let mut watch = Vec::new();
+        for (i, c) in columns.iter().enumerate() {
             let treatment = match &c.source {
                 Some(source) => self
                     .active
@@ -332,39 +367,44 @@ impl Plugin for Mask {
                     DerivedMode::Detect => Treatment::Detect,
                 },
             };
-            any |= treatment != Treatment::Keep;
+            if treatment != Treatment::Keep {
+                watch.push(i as u32);
+            }
             self.current.push((treatment, is_text(c.type_oid)));
         }
-        if any {
-            ResultPlan::Watch
-        } else {
+        if watch.is_empty() {
             ResultPlan::Pass
+        } else {
+            ResultPlan::Watch(watch)
         }
     }
 
-    fn result_rows(&mut self, rows: &[Vec<Value>]) -> Vec<ValueEdit> {
-        let mut edits = Vec::new();
-        for (r, row) in rows.iter().enumerate() {
-            for (c, value) in row.iter().enumerate() {
-                let (Some((treatment, text)), Some(value)) = (self.current.get(c), value) else {
-                    continue;
-                };
-                let action = match *treatment {
-                    Treatment::Keep => continue,
-                    Treatment::Rule(i) => self.mask_value(&self.config.rules[i], value, *text),
-                    Treatment::Detect => match detect::mask(value, &self.detectors) {
-                        Some(masked) => EditAction::Replace(masked),
-                        None => continue,
-                    },
-                };
-                edits.push(ValueEdit {
-                    row: r as u32,
-                    column: c as u32,
-                    action,
-                });
+    fn result_rows(&mut self, batch: &Batch, edits: &mut Edits) {
+        let mut out = std::mem::take(&mut self.scratch);
+        for column in batch.columns() {
+            let c = column.index();
+            let Some(&(treatment, text)) = self.current.get(c as usize) else {
+                continue;
+            };
+            for (row, value) in column.values().enumerate() {
+                let Some(value) = value else { continue };
+                match treatment {
+                    Treatment::Keep => break,
+                    Treatment::Rule(i) => {
+                        match self.mask_value(&self.config.rules[i], value, text, &mut out) {
+                            Masked::Replace(v) => edits.replace(row, c, v),
+                            Masked::Null => edits.null(row, c),
+                        }
+                    }
+                    Treatment::Detect => {
+                        if let Some(masked) = detect::mask(value, &self.detectors) {
+                            edits.replace(row, c, &masked);
+                        }
+                    }
+                }
             }
         }
-        edits
+        self.scratch = out;
     }
 }
 
@@ -403,13 +443,18 @@ mod tests {
 
     fn run(p: &mut Mask, cols: &[Column], row: &[&str]) -> Vec<Option<String>> {
         let plan = p.result_columns(cols);
-        let mut values: Vec<Value> = row.iter().map(|v| Some(v.as_bytes().to_vec())).collect();
-        if plan == ResultPlan::Watch {
-            for e in p.result_rows(std::slice::from_ref(&values)) {
-                values[e.column as usize] = match e.action {
-                    EditAction::Replace(v) => Some(v),
-                    EditAction::Null => None,
-                };
+        let mut values: Vec<Option<Vec<u8>>> =
+            row.iter().map(|v| Some(v.as_bytes().to_vec())).collect();
+        if let ResultPlan::Watch(watched) = plan {
+            let shown: Vec<Option<&[u8]>> = watched
+                .iter()
+                .map(|&c| values[c as usize].as_deref())
+                .collect();
+            let batch = portcullis_plugin_sdk::rows::batch_of(&watched, &[shown]);
+            let mut edits = Edits::default();
+            p.result_rows(&batch, &mut edits);
+            for (_, column, value) in edits.to_vec() {
+                values[column as usize] = value;
             }
         }
         values
@@ -470,6 +515,14 @@ mod tests {
         assert_eq!(
             strict.result_columns(&[col("count", None, 20)]),
             ResultPlan::Pass
+        );
+        // Only the columns to mask are watched.
+        assert_eq!(
+            p.result_columns(&[
+                col("n", Some("public.customers.name"), 25),
+                col("c", Some("public.customers.card_number"), 25),
+            ]),
+            ResultPlan::Watch(vec![1])
         );
     }
 
