@@ -185,10 +185,10 @@ impl ChainInner {
         i: usize,
         f: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<T>,
     ) -> Result<T, String> {
-        let session = self.session.clone();
+        let session = &self.session;
         let m = &mut self.members[i];
         if m.instance.is_none() {
-            match start_member(m, &session)? {
+            match start_member(m, session)? {
                 Verdict::Allow => {}
                 other => return Err(format!("refused the session on restart: {other:?}")),
             }
@@ -211,10 +211,7 @@ impl ChainInner {
     fn on_query(&mut self, event: &types::Event) -> Verdict {
         let mut approvals = Vec::new();
         for i in 0..self.members.len() {
-            let (name, failure) = (
-                self.members[i].plugin.name.clone(),
-                self.members[i].plugin.failure,
-            );
+            let failure = self.members[i].plugin.failure;
             match self.call(i, |inst| inst.on_event(event)) {
                 Ok(v) => match from_verdict(v) {
                     Verdict::Allow => {}
@@ -222,6 +219,7 @@ impl ChainInner {
                     Verdict::RequireApproval { reason } => approvals.push(reason),
                 },
                 Err(why) if failure == FailurePolicy::FailClosed => {
+                    let name = &self.members[i].plugin.name;
                     return Verdict::Deny {
                         reason: format!(
                             "plugin \"{name}\" failed ({why}); the statement was refused because the plugin fails closed"
@@ -249,10 +247,7 @@ impl ChainInner {
             if !self.members[i].plugin.wants_rows {
                 continue;
             }
-            let (name, failure) = (
-                self.members[i].plugin.name.clone(),
-                self.members[i].plugin.failure,
-            );
+            let failure = self.members[i].plugin.failure;
             let watched = match self.call(i, |inst| inst.result_columns(cols)) {
                 Ok(types::ResultPlan::Pass) => Vec::new(),
                 Ok(types::ResultPlan::Watch(mut columns)) => {
@@ -263,6 +258,7 @@ impl ChainInner {
                 }
                 Ok(types::ResultPlan::Deny(reason)) => return ResultPlan::Deny { reason },
                 Err(why) if failure == FailurePolicy::FailClosed => {
+                    let name = &self.members[i].plugin.name;
                     return ResultPlan::Deny {
                         reason: format!(
                             "plugin \"{name}\" failed ({why}); the result was withheld because the plugin fails closed"
