@@ -173,6 +173,13 @@ pub trait SessionPolicy: Send {
         false
     }
 
+    /// Whether a [`ResultPlan::Pass`] answer may be reused for a later
+    /// result whose `RowDescription` is byte for byte the same (the answer
+    /// depends only on the columns and has no side effects).
+    fn stable_pass_plans(&self) -> bool {
+        false
+    }
+
     /// A result's columns are known (only when [`Self::wants_rows`]); decide
     /// whether its rows must be shown to [`Self::on_data_rows`], or whether
     /// the result is withheld.

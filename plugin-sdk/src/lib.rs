@@ -77,6 +77,20 @@ pub trait Plugin: Default + 'static {
         false
     }
 
+    /// Statement kinds the plugin judges; `on_query` is called only for
+    /// queries with a statement of one of these kinds. Empty (the default):
+    /// every query, unparseable ones included.
+    fn query_kinds() -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether `result_columns` depends only on the columns and the session
+    /// and has no side effects, so the host may reuse a `Pass` answer for
+    /// later results with the same description (default: no).
+    fn stable_result_plans() -> bool {
+        false
+    }
+
     /// Applies the configuration (JSON text); an error refuses the plugin.
     fn configure(&mut self, config: &str) -> Result<(), String> {
         let _ = config;
@@ -147,6 +161,8 @@ macro_rules! export_plugin {
                         version: <$plugin as $crate::Plugin>::VERSION.to_string(),
                         config_schema: <$plugin as $crate::Plugin>::config_schema(),
                         wants_rows: <$plugin as $crate::Plugin>::wants_rows(),
+                        query_kinds: <$plugin as $crate::Plugin>::query_kinds(),
+                        stable_result_plans: <$plugin as $crate::Plugin>::stable_result_plans(),
                     }
                 }
                 fn configure(config: String) -> Result<(), String> {

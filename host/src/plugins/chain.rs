@@ -59,6 +59,7 @@ struct ChainSession {
     inner: Option<ChainInner>,
     summaries: Arc<SummaryCache>,
     wants_rows: bool,
+    stable_pass_plans: bool,
 }
 
 fn to_session(info: &SessionInfo) -> types::Session {
@@ -119,11 +120,16 @@ impl Policy for PluginChain {
         let session_id = info.session_id;
         let started = start_chain(plugins, session, session_id)?;
         let wants_rows = self.plugins.iter().any(|p| p.wants_rows);
+        let stable_pass_plans = self
+            .plugins
+            .iter()
+            .all(|p| !p.wants_rows || p.stable_result_plans);
         Ok(Box::new(ChainSession {
             binary_opaque: Vec::new(),
             inner: Some(started),
             summaries: self.summaries.clone(),
             wants_rows,
+            stable_pass_plans,
         }))
     }
 }
@@ -210,7 +216,12 @@ impl ChainInner {
 impl ChainInner {
     fn on_query(&mut self, event: &types::Event) -> Verdict {
         let mut approvals = Vec::new();
+        let types::Event::PgQuery(query) = event;
         for i in 0..self.members.len() {
+            let kinds = &self.members[i].plugin.query_kinds;
+            if !kinds.is_empty() && !query.statements.iter().any(|st| kinds.contains(&st.kind)) {
+                continue;
+            }
             let failure = self.members[i].plugin.failure;
             match self.call(i, |inst| inst.on_event(event)) {
                 Ok(v) => match from_verdict(v) {
@@ -456,6 +467,10 @@ impl SessionPolicy for ChainSession {
 
     fn wants_rows(&self) -> bool {
         self.wants_rows
+    }
+
+    fn stable_pass_plans(&self) -> bool {
+        self.stable_pass_plans
     }
 
     fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {

@@ -85,6 +85,10 @@ pub struct LoadedPlugin {
     pub version: String,
     /// Whether it wants result rows at all.
     pub wants_rows: bool,
+    /// Statement kinds it judges (empty: every query).
+    pub query_kinds: Vec<String>,
+    /// Whether a `pass` result plan may be reused for the same description.
+    pub stable_result_plans: bool,
     /// Failure policy.
     pub failure: FailurePolicy,
     /// Call deadline in milliseconds.
@@ -227,6 +231,8 @@ pub fn load(
         declared_name: String::new(),
         version: String::new(),
         wants_rows: false,
+        query_kinds: Vec::new(),
+        stable_result_plans: false,
         failure: cfg.failure,
         timeout_ms: cfg.call_timeout_ms,
         config_json: config.to_string(),
@@ -264,6 +270,8 @@ pub fn load(
     plugin.version = meta.version;
     plugin.declared_name = meta.name;
     plugin.wants_rows = meta.wants_rows;
+    plugin.query_kinds = meta.query_kinds;
+    plugin.stable_result_plans = meta.stable_result_plans;
     plugin
         .instantiate()
         .map_err(|message| PluginError::Config { name, message })?;

@@ -458,7 +458,43 @@ struct ResultState {
     /// After a withheld result: drop answers up to `ReadyForQuery`.
     dropping: bool,
     /// Columns of described portals.
-    portals: std::collections::HashMap<String, Vec<ResultColumn>>,
+    portals: std::collections::HashMap<String, PortalColumns>,
+    /// Result descriptions the policy passed, when it says such answers
+    /// are stable (see [`SessionPolicy::stable_pass_plans`]).
+    passed: Option<PassMemo>,
+}
+
+/// What is known about a described portal's result.
+enum PortalColumns {
+    /// Its description was passed before: no need to ask again.
+    Passed,
+    /// Resolved columns, and the raw description to remember a pass by.
+    Known(Vec<ResultColumn>, Vec<u8>),
+}
+
+/// `RowDescription`s the policy answered `Pass` for, trusted for as long as
+/// the catalog's column names are.
+#[derive(Default)]
+struct PassMemo {
+    seen: std::collections::HashMap<Vec<u8>, std::time::Instant>,
+}
+
+/// Descriptions remembered per session before the memo starts over.
+const PASS_MEMO_CAPACITY: usize = 256;
+
+impl PassMemo {
+    fn hit(&self, frame: &[u8]) -> bool {
+        self.seen
+            .get(frame)
+            .is_some_and(|t| t.elapsed() < super::catalog::TTL)
+    }
+
+    fn remember(&mut self, frame: &[u8]) {
+        if self.seen.len() >= PASS_MEMO_CAPACITY {
+            self.seen.clear();
+        }
+        self.seen.insert(frame.to_vec(), std::time::Instant::now());
+    }
 }
 
 impl ResultState {
@@ -528,6 +564,9 @@ async fn server_to_client(
     let mut rfq_seen: u64 = 0;
     let mut error_since_rfq = false;
     let mut result = ResultState::default();
+    if shared.wants_rows && shared.policy().stable_pass_plans() {
+        result.passed = Some(PassMemo::default());
+    }
     let mut scratch = BytesMut::new();
     let mut need = 0usize;
     loop {
@@ -634,15 +673,21 @@ async fn server_to_client(
                             Some(Expect::PortalDescription { portal, forward }) => {
                                 shared.expected().pop();
                                 if h.tag == b'T' {
-                                    match describe_result(&buf[pos..pos + h.total_len], catalog)
-                                        .await?
-                                    {
-                                        Ok(cols) => {
-                                            result.portals.insert(portal, cols);
-                                        }
-                                        Err(_) => {
-                                            // Unknown columns: the Execute fails closed.
-                                            result.portals.remove(&portal);
+                                    let frame = &buf[pos..pos + h.total_len];
+                                    if result.passed.as_ref().is_some_and(|m| m.hit(frame)) {
+                                        result.portals.insert(portal, PortalColumns::Passed);
+                                    } else {
+                                        match describe_result(frame, catalog).await? {
+                                            Ok(cols) => {
+                                                result.portals.insert(
+                                                    portal,
+                                                    PortalColumns::Known(cols, frame.to_vec()),
+                                                );
+                                            }
+                                            Err(_) => {
+                                                // Unknown columns: the Execute fails closed.
+                                                result.portals.remove(&portal);
+                                            }
                                         }
                                     }
                                 } else {
@@ -654,9 +699,19 @@ async fn server_to_client(
                             }
                             _ if h.tag == b'T' && !result.dropping => {
                                 // A result of a simple Query.
-                                let cols =
-                                    describe_result(&buf[pos..pos + h.total_len], catalog).await?;
-                                let plan = plan_for(shared, cols.as_deref().map_err(Clone::clone));
+                                let frame = &buf[pos..pos + h.total_len];
+                                let plan = if result.passed.as_ref().is_some_and(|m| m.hit(frame)) {
+                                    ResultPlan::Pass
+                                } else {
+                                    let cols = describe_result(frame, catalog).await?;
+                                    let plan =
+                                        plan_for(shared, cols.as_deref().map_err(Clone::clone));
+                                    if let (ResultPlan::Pass, Some(m)) = (&plan, &mut result.passed)
+                                    {
+                                        m.remember(frame);
+                                    }
+                                    plan
+                                };
                                 result.apply(plan);
                                 if result.withheld.is_some() {
                                     act = Act::Skip;
@@ -670,12 +725,21 @@ async fn server_to_client(
                             // The first row of an Execute: its portal's columns.
                             let front = shared.expected().front().cloned();
                             let plan = match front {
-                                Some(Expect::Execute { portal }) => plan_for(
-                                    shared,
-                                    result.portals.get(&portal).map(Vec::as_slice).ok_or_else(|| {
-                                        "the gateway could not tell which columns these rows have, so they were withheld".to_string()
-                                    }),
-                                ),
+                                Some(Expect::Execute { portal }) => match result.portals.get(&portal) {
+                                    Some(PortalColumns::Passed) => ResultPlan::Pass,
+                                    Some(PortalColumns::Known(cols, frame)) => {
+                                        let plan = plan_for(shared, Ok(cols));
+                                        if let (ResultPlan::Pass, Some(m)) =
+                                            (&plan, &mut result.passed)
+                                        {
+                                            m.remember(frame);
+                                        }
+                                        plan
+                                    }
+                                    None => ResultPlan::Deny {
+                                        reason: "the gateway could not tell which columns these rows have, so they were withheld".into(),
+                                    },
+                                },
                                 _ => ResultPlan::Deny {
                                     reason: "the gateway could not match these rows with a result description, so they were withheld".into(),
                                 },

@@ -256,6 +256,16 @@ impl Plugin for Mask {
         true
     }
 
+    /// Queries matter only to refuse COPY ... TO.
+    fn query_kinds() -> Vec<String> {
+        vec!["copy".into()]
+    }
+
+    /// A plan depends on the columns and the identity only.
+    fn stable_result_plans() -> bool {
+        true
+    }
+
     fn configure(&mut self, config: &str) -> Result<(), String> {
         let config: Config = parse_config(config)?;
         for (i, r) in config.rules.iter().enumerate() {
