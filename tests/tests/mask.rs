@@ -396,3 +396,50 @@ with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as co
     );
     assert_no_raw("psycopg", &stdout);
 }
+
+#[tokio::test]
+async fn masking_stays_in_step_with_errors_in_a_pipeline() {
+    let gw = gateway("detect").await;
+    let c = gw.connect(USER).await;
+    // Pipelined: each query is its own Parse/Describe/Sync then
+    // Bind/Execute/Sync; an error voids only its own batch.
+    let queries = [
+        "SELECT card_number FROM crm.customers WHERE id = 1",
+        "SELECT 1 / (id - id) FROM crm.customers WHERE id = 1",
+        "SELECT name, national_id FROM crm.customers WHERE id = 2",
+        "SELECT no_such_column FROM crm.customers",
+        "SELECT email AS e FROM crm.customers WHERE id = 3",
+    ];
+    let results =
+        futures_util::future::join_all(queries.iter().map(|q| c.query_opt(*q, &[]))).await;
+    let text = |i: usize, col: usize| -> String {
+        results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e:?}", queries[i]))
+            .as_ref()
+            .expect("a row")
+            .get(col)
+    };
+    assert_eq!(text(0, 0), "**** **** **** 1111");
+    assert_eq!(
+        db_error(results[1].as_ref().expect_err("division by zero")).0,
+        "22012"
+    );
+    assert_eq!(text(2, 0), "Alan Turing");
+    assert_eq!(text(2, 1), "[redacted]");
+    assert_eq!(
+        db_error(results[3].as_ref().expect_err("no such column")).0,
+        "42703"
+    );
+    assert!(text(4, 0).starts_with("h:"), "{}", text(4, 0));
+    // And a simple-protocol batch with an error in the middle.
+    let err = c
+        .simple_query(
+            "SELECT card_number FROM crm.customers WHERE id = 1; SELECT 1/0; SELECT card_number FROM crm.customers",
+        )
+        .await
+        .expect_err("division by zero");
+    assert_eq!(db_error(&err).0, "22012");
+    let after = simple_text(&c, "SELECT card_number FROM crm.customers WHERE id = 4").await;
+    assert_eq!(after.trim_end(), "**** **** **** 0004|");
+}
