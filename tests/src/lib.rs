@@ -291,6 +291,24 @@ allow_users = ["solo@example.com"]
         }
     }
 
+    /// Runs a Python `script` that connects with psycopg to
+    /// `os.environ["CONNINFO"]` using `os.environ["TOKEN"]` (as `user`);
+    /// returns its standard output, failing the test if it fails.
+    pub fn python(&self, user: &str, script: &str) -> String {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .env("CONNINFO", self.conninfo(user))
+            .env("TOKEN", self.token(user))
+            .output()
+            .expect("python3 is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A libpq connection string for the TLS listener (token via PGPASSWORD).
     pub fn conninfo(&self, user: &str) -> String {
         format!(
@@ -339,34 +357,33 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     }
 }
 
+/// Runs `cargo build --quiet` with `args` in the workspace, into the target
+/// directory the tests use; returns that directory.
+fn cargo_build(args: &[&str]) -> Result<PathBuf, String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&workspace)
+        .args(["build", "--quiet"])
+        .args(args)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(target)
+}
+
 /// Path of the `portcullis` binary (debug build), built once per test process.
 pub fn portcullis_bin() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace.join("target"));
-            let out = std::process::Command::new(
-                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-            )
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "portcullis",
-                "--bin",
-                "portcullis",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .output()
-            .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-            }
-            Ok(target.join("debug").join("portcullis"))
+            cargo_build(&["-p", "portcullis", "--bin", "portcullis"])
+                .map(|t| t.join("debug").join("portcullis"))
         })
         .clone()
         .unwrap_or_else(|e| panic!("building the portcullis binary failed: {e}"))
@@ -378,23 +395,11 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
         .get_or_init(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace.join("target"));
-            let out = std::process::Command::new(
-                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-            )
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "--quiet",
+            cargo_build(&[
                 "--target",
                 "wasm32-wasip2",
                 "--profile",
                 "plugin",
-            ])
-            .args([
                 "-p",
                 "block",
                 "-p",
@@ -404,13 +409,7 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "-p",
                 "old-contract",
             ])
-            .env("CARGO_TARGET_DIR", &target)
-            .output()
-            .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-            }
-            Ok(target.join("wasm32-wasip2").join("plugin"))
+            .map(|t| t.join("wasm32-wasip2").join("plugin"))
         })
         .as_ref()
         .unwrap_or_else(|e| {

@@ -143,18 +143,7 @@ with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as co
             print("error", e.sqlstate)
     conn.rollback()
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .env("CONNINFO", gw.conninfo(USER))
-        .env("TOKEN", gw.token(USER))
-        .output()
-        .expect("python3 is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = gw.python(USER, script);
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         [

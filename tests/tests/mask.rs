@@ -371,18 +371,7 @@ with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as co
             cur.execute("SELECT card_number, national_id, card_bin, array_agg(email) OVER () FROM crm.customers WHERE id = %s", (1,))
             print(repr(cur.fetchone()))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .env("CONNINFO", gw.conninfo(USER))
-        .env("TOKEN", gw.token(USER))
-        .output()
-        .expect("python3 is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = gw.python(USER, script);
     let lines: Vec<&str> = stdout.lines().collect();
     // Text results: the derived array is masked in place. Binary results:
     // the host cannot vouch for edited bytes of a binary array, so it is NULL.

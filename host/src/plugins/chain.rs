@@ -340,24 +340,21 @@ struct Overlay {
 }
 
 impl Overlay {
-    /// The current value of `column` in `row`.
-    fn value<'a>(&'a self, rows: &'a [Row<'_>], row: usize, column: u32) -> Option<&'a [u8]> {
-        match self.columns.get(&column).and_then(|c| c[row].as_ref()) {
-            Some(edited) => edited.as_deref(),
-            None => rows[row].get(column as usize).copied().flatten(),
-        }
-    }
-
-    /// The batch a plugin watching `watched` sees.
+    /// The batch a plugin watching `watched` sees: each row's value as the
+    /// plugins before it left it.
     fn batch(&self, rows: &[Row<'_>], watched: &[u32]) -> types::RowBatch {
         let columns = watched
             .iter()
             .map(|&column| {
+                let edited = self.columns.get(&column);
                 let mut data = Vec::new();
                 let mut ends = Vec::with_capacity(rows.len());
                 let mut nulls = Vec::with_capacity(rows.len());
-                for row in 0..rows.len() {
-                    let v = self.value(rows, row, column);
+                for (r, row) in rows.iter().enumerate() {
+                    let v = match edited.and_then(|c| c.get(r)).and_then(Option::as_ref) {
+                        Some(edit) => edit.as_deref(),
+                        None => row.get(column as usize).copied().flatten(),
+                    };
                     if let Some(v) = v {
                         data.extend_from_slice(v);
                     }
@@ -496,36 +493,23 @@ impl SessionPolicy for ChainSession {
     }
 
     fn on_data_rows(&mut self, rows: &[Row<'_>]) -> Vec<RowEdit> {
-        let opaque = &self.binary_opaque;
-        let shape: Vec<usize> = rows.iter().map(Vec::len).collect();
-        let result = match self.inner.as_mut() {
-            Some(inner) => match inline(|| inner.on_data_rows(rows)) {
-                Ok(edits) => Some(edits),
-                Err(e) => {
-                    self.inner = None;
-                    tracing::error!(error = %e, "plugin call lost; the session's plugins are gone");
-                    None
-                }
-            },
-            None => None,
-        };
-        match result {
+        match self.with_inner(|inner| inner.on_data_rows(rows)) {
             Some(mut edits) => {
                 // Replacement bytes are not a valid binary value of a
                 // non-text type: such a value becomes NULL instead.
                 for e in &mut edits {
-                    if opaque.get(e.column).copied().unwrap_or(false) {
+                    if self.binary_opaque.get(e.column).copied().unwrap_or(false) {
                         e.edit = ValueEdit::Null;
                     }
                 }
                 edits
             }
             // Nothing may leak when the plugins are gone.
-            None => shape
+            None => rows
                 .iter()
                 .enumerate()
-                .flat_map(|(row, n)| {
-                    (0..*n).map(move |column| RowEdit {
+                .flat_map(|(row, values)| {
+                    (0..values.len()).map(move |column| RowEdit {
                         row,
                         column,
                         edit: ValueEdit::Null,

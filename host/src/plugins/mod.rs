@@ -57,11 +57,9 @@ impl PluginRuntime {
     pub fn new(pool: PoolSize, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let engine = engine::build(pool).map_err(|e| PluginError::Engine(e.to_string()))?;
         let linker = instance::linker(&engine).map_err(|e| PluginError::Engine(e.to_string()))?;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        // Loads run one at a time (start-up and reload): one thread suffices.
         let executor =
-            executor::Executor::new(threads).map_err(|e| PluginError::Engine(e.to_string()))?;
+            executor::Executor::new(1).map_err(|e| PluginError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
             linker,

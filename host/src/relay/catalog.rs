@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use super::framed::{read_message, send};
 use super::session::TargetContext;
 use super::stream::Stream;
-use super::upstream::{self, UpstreamLogin};
+use super::upstream;
 use crate::codec::{data_row, error_response, query};
 use crate::policy::ResultColumn;
 
@@ -164,19 +164,13 @@ async fn open(target: &TargetContext) -> Result<Stream, CatalogError> {
         .password()
         .await
         .map_err(|e| CatalogError::Connect(e.to_string()))?;
-    let login = UpstreamLogin {
-        host: &target.cfg.host,
-        port: target.cfg.port,
-        tls: target.tls.clone(),
-        user: &target.cfg.user,
-        database: &target.cfg.database,
+    let login = target.login(
         password,
-        params: vec![(
+        vec![(
             "application_name".to_string(),
             "portcullis catalog".to_string(),
         )],
-        timeout: Duration::from_secs(target.cfg.connect_timeout_secs),
-    };
+    );
     let up = upstream::connect(login)
         .await
         .map_err(|e| CatalogError::Connect(e.to_string()))?;

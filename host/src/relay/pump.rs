@@ -93,6 +93,36 @@ enum Carry {
     Skip(usize),
 }
 
+/// Goes on with a message begun in an earlier read: forwarded bytes join the
+/// pending region `start..pos`, skipped ones are cut out of it (the region
+/// before them is written first). Returns whether the message continues
+/// past this buffer.
+async fn continue_carry<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &[u8],
+    carry: &mut Carry,
+    start: &mut usize,
+    pos: &mut usize,
+) -> std::io::Result<bool> {
+    let (n, skip) = match *carry {
+        Carry::None => return Ok(false),
+        Carry::Forward(n) => (n, false),
+        Carry::Skip(n) => (n, true),
+    };
+    let take = n.min(buf.len() - *pos);
+    if skip {
+        write_out(wr, &buf[*start..*pos]).await?;
+        *start = *pos + take;
+    }
+    *pos += take;
+    *carry = match (n > take, skip) {
+        (false, _) => Carry::None,
+        (true, false) => Carry::Forward(n - take),
+        (true, true) => Carry::Skip(n - take),
+    };
+    Ok(!matches!(carry, Carry::None))
+}
+
 /// Runs the session until either side ends; returns why it ended.
 pub async fn run(
     client: Stream,
@@ -233,24 +263,8 @@ async fn client_to_server(
         let mut start = 0usize; // first byte not yet written or skipped
         let mut pos = 0usize; // first byte not yet examined
         loop {
-            match carry {
-                Carry::Forward(n) | Carry::Skip(n) => {
-                    let take = n.min(buf.len() - pos);
-                    if let Carry::Skip(_) = carry {
-                        write_out(wr, &buf[start..pos]).await?;
-                        start = pos + take;
-                    }
-                    pos += take;
-                    carry = match carry {
-                        Carry::Forward(_) if n > take => Carry::Forward(n - take),
-                        Carry::Skip(_) if n > take => Carry::Skip(n - take),
-                        _ => Carry::None,
-                    };
-                    if !matches!(carry, Carry::None) {
-                        break;
-                    }
-                }
-                Carry::None => {}
+            if continue_carry(wr, &buf, &mut carry, &mut start, &mut pos).await? {
+                break;
             }
             let Some(h) = peek_frame(&buf[pos..], max)? else {
                 break;
@@ -579,24 +593,8 @@ async fn server_to_client(
         let mut start = 0usize;
         let mut pos = 0usize;
         loop {
-            match carry {
-                Carry::Forward(n) | Carry::Skip(n) => {
-                    let take = n.min(buf.len() - pos);
-                    if let Carry::Skip(_) = carry {
-                        write_out(wr, &buf[start..pos]).await?;
-                        start = pos + take;
-                    }
-                    pos += take;
-                    carry = match carry {
-                        Carry::Forward(_) if n > take => Carry::Forward(n - take),
-                        Carry::Skip(_) if n > take => Carry::Skip(n - take),
-                        _ => Carry::None,
-                    };
-                    if !matches!(carry, Carry::None) {
-                        break;
-                    }
-                }
-                Carry::None => {}
+            if continue_carry(wr, &buf, &mut carry, &mut start, &mut pos).await? {
+                break;
             }
             let Some(h) = peek_frame(&buf[pos..], max)? else {
                 break;

@@ -63,6 +63,27 @@ pub struct TargetContext {
     pub catalog: super::catalog::Catalog,
 }
 
+impl TargetContext {
+    /// How to log in to this target with the gateway's credential
+    /// (`password`) and start-up parameters `params`.
+    pub fn login(
+        &self,
+        password: Option<String>,
+        params: Vec<(String, String)>,
+    ) -> UpstreamLogin<'_> {
+        UpstreamLogin {
+            host: &self.cfg.host,
+            port: self.cfg.port,
+            tls: self.tls.clone(),
+            user: &self.cfg.user,
+            database: &self.cfg.database,
+            password,
+            params,
+            timeout: Duration::from_secs(self.cfg.connect_timeout_secs),
+        }
+    }
+}
+
 /// What every session of the gateway shares.
 pub struct GatewayContext {
     /// Token validation.
@@ -445,16 +466,7 @@ async fn start(
             .await);
         }
     };
-    let login = UpstreamLogin {
-        host: &target.cfg.host,
-        port: target.cfg.port,
-        tls: target.tls.clone(),
-        user: &target.cfg.user,
-        database: &target.cfg.database,
-        password,
-        params: forwarded_params(&msg, &identity),
-        timeout: Duration::from_secs(target.cfg.connect_timeout_secs),
-    };
+    let login = target.login(password, forwarded_params(&msg, &identity));
     let up = match upstream::connect(login).await {
         Ok(u) => u,
         Err(e) => {

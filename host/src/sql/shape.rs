@@ -40,31 +40,15 @@ pub fn shape(sql: &str) -> Option<String> {
         match c {
             b'\'' => {
                 // A string constant ('' is a quote inside it).
-                let mut j = i + 1;
-                loop {
-                    match b.get(j) {
-                        None => return None,
-                        Some(b'\'') if b.get(j + 1) == Some(&b'\'') => j += 2,
-                        Some(b'\'') => break,
-                        Some(_) => j += 1,
-                    }
-                }
+                let end = closing_quote(b, i)?;
                 out.push(b'?');
-                i = j + 1;
+                i = end + 1;
             }
             b'"' => {
-                // A quoted identifier: kept as written.
-                let mut j = i + 1;
-                loop {
-                    match b.get(j) {
-                        None => return None,
-                        Some(b'"') if b.get(j + 1) == Some(&b'"') => j += 2,
-                        Some(b'"') => break,
-                        Some(_) => j += 1,
-                    }
-                }
-                out.extend_from_slice(&b[i..=j]);
-                i = j + 1;
+                // A quoted identifier ("" inside it): kept as written.
+                let end = closing_quote(b, i)?;
+                out.extend_from_slice(&b[i..=end]);
+                i = end + 1;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 while i < b.len() && b[i] != b'\n' {
@@ -120,6 +104,21 @@ pub fn shape(sql: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// The index of the quote closing the one at `open` (a doubled quote is
+/// part of the text), or `None` if the text ends first.
+fn closing_quote(b: &[u8], open: usize) -> Option<usize> {
+    let q = b[open];
+    let mut j = open + 1;
+    loop {
+        match b.get(j) {
+            None => return None,
+            Some(&c) if c == q && b.get(j + 1) == Some(&q) => j += 2,
+            Some(&c) if c == q => return Some(j),
+            Some(_) => j += 1,
+        }
+    }
 }
 
 /// The end of the numeric constant starting at `i`: digits, `_`, one `.`,

@@ -396,10 +396,13 @@ impl Plugin for Mask {
             let Some(&(treatment, text)) = self.current.get(c as usize) else {
                 continue;
             };
+            if treatment == Treatment::Keep {
+                continue;
+            }
             for (row, value) in column.values().enumerate() {
                 let Some(value) = value else { continue };
                 match treatment {
-                    Treatment::Keep => break,
+                    Treatment::Keep => {}
                     Treatment::Rule(i) => {
                         match self.mask_value(&self.config.rules[i], value, text, &mut out) {
                             Masked::Replace(v) => edits.replace(row, c, v),
