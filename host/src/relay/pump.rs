@@ -601,44 +601,33 @@ async fn server_to_client(
             };
             let available = buf.len() - pos;
             let mut act = Act::Forward;
-            if !shared.wants_rows {
-                match h.tag {
-                    b'E' => error_since_rfq = true,
-                    b'Z' => {
-                        rfq_seen += 1;
-                        if let Some(err) = take_injection(shared, rfq_seen) {
-                            // After an upstream error the server skipped the
-                            // rest of the batch, refused statement included:
-                            // one error per batch, as PostgreSQL would send.
-                            if !error_since_rfq {
-                                write_out(wr, &buf[start..pos]).await?;
-                                start = pos;
-                                wr.write_all(&err).await?;
-                            }
+            match h.tag {
+                b'E' => error_since_rfq = true,
+                b'Z' => {
+                    rfq_seen += 1;
+                    if let Some(err) = take_injection(shared, rfq_seen) {
+                        // After an upstream error the server skipped the
+                        // rest of the batch, refused statement included:
+                        // one error per batch, as PostgreSQL would send.
+                        if !error_since_rfq {
+                            write_out(wr, &buf[start..pos]).await?;
+                            start = pos;
+                            wr.write_all(&err).await?;
                         }
-                        error_since_rfq = false;
                     }
-                    _ => {}
+                    error_since_rfq = false;
                 }
-            } else {
+                _ => {}
+            }
+            if shared.wants_rows {
                 match h.tag {
                     b'Z' => {
-                        rfq_seen += 1;
                         shared.expected().ready();
                         result.end_result();
                         result.dropping = false;
                         result.withheld = None;
-                        if let Some(err) = take_injection(shared, rfq_seen) {
-                            if !error_since_rfq {
-                                write_out(wr, &buf[start..pos]).await?;
-                                start = pos;
-                                wr.write_all(&err).await?;
-                            }
-                        }
-                        error_since_rfq = false;
                     }
                     b'E' => {
-                        error_since_rfq = true;
                         result.end_result();
                         // The server's own error ends the result; ours is moot.
                         result.withheld = None;
