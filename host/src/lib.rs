@@ -33,6 +33,7 @@
 //! - [`demo`]: `portcullis demo` — a development issuer, a self-signed
 //!   certificate and a throwaway PostgreSQL cluster, reused by the tests.
 
+pub mod audit;
 pub mod codec;
 pub mod config;
 pub mod credentials;
@@ -45,5 +46,6 @@ pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod sql;
+pub mod store;
 pub mod tls;
 pub mod watch;

@@ -1,0 +1,65 @@
+//! The SQLite schema, one migration per version. A store file records its
+//! version in `PRAGMA user_version`; opening it applies the missing
+//! migrations in one transaction. Never edit a released migration: add one.
+
+/// Migrations in order; migration `i` brings the schema to version `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: sessions, statement events, plugin loads, session-id blocks.
+    r#"
+    CREATE TABLE sessions (
+        id                INTEGER PRIMARY KEY,
+        started_at        INTEGER NOT NULL,
+        subject           TEXT NOT NULL,
+        user_name         TEXT NOT NULL,
+        groups_json       TEXT NOT NULL,
+        issuer            TEXT NOT NULL,
+        actor_chain_json  TEXT NOT NULL,
+        target            TEXT NOT NULL,
+        client_addr       TEXT NOT NULL,
+        application_name  TEXT,
+        ended_at          INTEGER,
+        end_reason        TEXT,
+        bytes_from_client INTEGER NOT NULL DEFAULT 0,
+        bytes_to_client   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_started ON sessions (started_at);
+    CREATE INDEX sessions_user ON sessions (user_name, started_at);
+
+    CREATE TABLE events (
+        session_id          INTEGER NOT NULL,
+        seq                 INTEGER NOT NULL,
+        at                  INTEGER NOT NULL,
+        protocol            TEXT NOT NULL,
+        sql                 TEXT NOT NULL,
+        fingerprint         TEXT NOT NULL,
+        kinds_json          TEXT NOT NULL,
+        tables_read_json    TEXT NOT NULL,
+        tables_written_json TEXT NOT NULL,
+        verdict             TEXT NOT NULL,
+        decided_by          TEXT,
+        rule                TEXT,
+        reason              TEXT,
+        status              TEXT NOT NULL,
+        duration_us         INTEGER,
+        rows                INTEGER,
+        sqlstate            TEXT,
+        error               TEXT,
+        sample_json         TEXT,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_at ON events (at);
+
+    CREATE TABLE plugin_loads (
+        at      INTEGER NOT NULL,
+        name    TEXT NOT NULL,
+        version TEXT NOT NULL,
+        sha256  TEXT NOT NULL
+    );
+
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO counters (name, value) VALUES ('next_session_id', 1);
+    "#,
+];

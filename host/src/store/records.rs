@@ -1,0 +1,160 @@
+//! The records the audit store keeps, as callers write and read them.
+//! Times are unix microseconds (UTC).
+
+use serde::Serialize;
+
+/// A session: who, where from, to which target, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRecord {
+    /// Session id (unique within a store).
+    pub id: u64,
+    /// When it started.
+    pub started_at: i64,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The user the client logged in as.
+    pub user: String,
+    /// Groups from the token.
+    pub groups: Vec<String>,
+    /// The token's issuer.
+    pub issuer: String,
+    /// Agents acting for the subject, outermost first.
+    pub actor_chain: Vec<String>,
+    /// Target name.
+    pub target: String,
+    /// Client address, `ip:port`.
+    pub client_addr: String,
+    /// The client's `application_name`.
+    pub application_name: Option<String>,
+    /// When it ended (`None` while open, or if the gateway died first).
+    pub ended_at: Option<i64>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// Bytes the client sent.
+    pub bytes_from_client: u64,
+    /// Bytes sent to the client.
+    pub bytes_to_client: u64,
+}
+
+/// The end of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// Session id.
+    pub id: u64,
+    /// When it ended.
+    pub ended_at: i64,
+    /// Why, in words.
+    pub reason: String,
+    /// Bytes the client sent.
+    pub bytes_from_client: u64,
+    /// Bytes sent to the client.
+    pub bytes_to_client: u64,
+}
+
+/// What became of a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventStatus {
+    /// Recorded before it was forwarded (strict durability); its outcome
+    /// was not recorded (yet), e.g. because the gateway stopped.
+    Started,
+    /// The server completed it.
+    Ok,
+    /// The server answered with an error.
+    Error,
+    /// The gateway refused it; it never reached the server.
+    Refused,
+    /// The server ran it but the gateway withheld its result.
+    Withheld,
+    /// Not run: an earlier statement of the same batch failed.
+    NotRun,
+    /// The session ended before the server answered.
+    Unknown,
+}
+
+impl EventStatus {
+    /// The spelling stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Started => "started",
+            EventStatus::Ok => "ok",
+            EventStatus::Error => "error",
+            EventStatus::Refused => "refused",
+            EventStatus::Withheld => "withheld",
+            EventStatus::NotRun => "not-run",
+            EventStatus::Unknown => "unknown",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "started" => EventStatus::Started,
+            "ok" => EventStatus::Ok,
+            "error" => EventStatus::Error,
+            "refused" => EventStatus::Refused,
+            "withheld" => EventStatus::Withheld,
+            "not-run" => EventStatus::NotRun,
+            "unknown" => EventStatus::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// One statement a client sent, with the policy's decision and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    /// Session id.
+    pub session_id: u64,
+    /// Position in the session (1, 2, ...); unique with `session_id`.
+    pub seq: u64,
+    /// When the client sent it.
+    pub at: i64,
+    /// `simple` (Query), `extended` (Execute of a prepared statement),
+    /// `parse` (a refused Parse) or `function-call`.
+    pub protocol: String,
+    /// The SQL text.
+    pub sql: String,
+    /// pg_query fingerprint (empty when unknown or unparseable).
+    pub fingerprint: String,
+    /// Statement kinds, in order.
+    pub kinds: Vec<String>,
+    /// Tables read, `schema.table` or `table` as written.
+    pub tables_read: Vec<String>,
+    /// Tables written.
+    pub tables_written: Vec<String>,
+    /// `allow`, `deny` or `require-approval`.
+    pub verdict: String,
+    /// The plugin whose verdict decided (deny or approval).
+    pub decided_by: Option<String>,
+    /// The rule that plugin named.
+    pub rule: Option<String>,
+    /// The reason given to the client.
+    pub reason: Option<String>,
+    /// What became of it.
+    pub status: EventStatus,
+    /// Microseconds from sending to the server's answer.
+    pub duration_us: Option<u64>,
+    /// Rows returned or affected, as the server counted them.
+    pub rows: Option<u64>,
+    /// SQLSTATE of the error, if it failed.
+    pub sqlstate: Option<String>,
+    /// The error's message.
+    pub error: Option<String>,
+    /// The first rows of its result as the client saw them (after masking),
+    /// when recording asked for a sample: JSON `{"columns": [...], "rows": [[...]]}`.
+    pub sample: Option<String>,
+}
+
+/// A plugin version loaded by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginLoadRecord {
+    /// When.
+    pub at: i64,
+    /// Configured name.
+    pub name: String,
+    /// Version the plugin declares.
+    pub version: String,
+    /// SHA-256 of the component file.
+    pub sha256: String,
+}

@@ -1,0 +1,437 @@
+//! The embedded store: one SQLite file in WAL mode. Writes go through one
+//! connection (`synchronous = FULL`, so a committed batch survives a crash
+//! of the process or the machine); reads use a second connection and never
+//! wait for a write in progress.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::migrations::MIGRATIONS;
+use super::{EventRecord, EventStatus, Record, SessionQuery, SessionRecord, Store, StoreError};
+
+/// How long a statement waits for a lock held by another connection (or
+/// another gateway process sharing the file).
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema
+    /// up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        }
+        let writer = Connection::open(path).map_err(|e| open_err(&e))?;
+        writer
+            .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(|e| open_err(&e))?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_err(&e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(&format!(
+                "the file system does not support WAL mode (journal mode is {mode})"
+            )));
+        }
+        writer
+            .execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(|e| open_err(&e))?;
+        migrate(&writer, &shown)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_err(&e))?;
+        reader
+            .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(|e| open_err(&e))?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Applies the migrations the file lacks, in one transaction.
+fn migrate(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_string(),
+            found: version,
+            known,
+        });
+    }
+    if version == known {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| -> Result<(), rusqlite::Error> {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(sql)?;
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        }
+        Ok(())
+    })();
+    match applied {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+    }
+    tracing::info!(
+        path,
+        from = version,
+        to = known,
+        "audit store schema migrated"
+    );
+    Ok(())
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn write_one(tx: &rusqlite::Transaction<'_>, record: &Record) -> Result<(), rusqlite::Error> {
+    match record {
+        Record::SessionStart(s) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO sessions (id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                s.id as i64,
+                s.started_at,
+                s.subject,
+                s.user,
+                json_list(&s.groups),
+                s.issuer,
+                json_list(&s.actor_chain),
+                s.target,
+                s.client_addr,
+                s.application_name,
+            ])?;
+        }
+        Record::SessionEnd(e) => {
+            tx.prepare_cached(
+                "UPDATE sessions SET ended_at = ?2, end_reason = ?3, bytes_from_client = ?4, bytes_to_client = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                e.id as i64,
+                e.ended_at,
+                e.reason,
+                e.bytes_from_client as i64,
+                e.bytes_to_client as i64,
+            ])?;
+        }
+        Record::Event(e) => {
+            tx.prepare_cached(
+                "INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json,
+                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                 ON CONFLICT (session_id, seq) DO UPDATE SET
+                     verdict = excluded.verdict, decided_by = excluded.decided_by, rule = excluded.rule,
+                     reason = excluded.reason, status = excluded.status, duration_us = excluded.duration_us,
+                     rows = excluded.rows, sqlstate = excluded.sqlstate, error = excluded.error,
+                     sample_json = excluded.sample_json",
+            )?
+            .execute(params![
+                e.session_id as i64,
+                e.seq as i64,
+                e.at,
+                e.protocol,
+                e.sql,
+                e.fingerprint,
+                json_list(&e.kinds),
+                json_list(&e.tables_read),
+                json_list(&e.tables_written),
+                e.verdict,
+                e.decided_by,
+                e.rule,
+                e.reason,
+                e.status.as_str(),
+                e.duration_us.map(|d| d as i64),
+                e.rows.map(|r| r as i64),
+                e.sqlstate,
+                e.error,
+                e.sample,
+            ])?;
+        }
+        Record::PluginLoad(p) => {
+            tx.prepare_cached(
+                "INSERT INTO plugin_loads (at, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![p.at, p.name, p.version, p.sha256])?;
+        }
+    }
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str = "id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name, ended_at, end_reason, bytes_from_client, bytes_to_client";
+
+fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> {
+    Ok(SessionRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        started_at: r.get(1)?,
+        subject: r.get(2)?,
+        user: r.get(3)?,
+        groups: parse_list(&r.get::<_, String>(4)?),
+        issuer: r.get(5)?,
+        actor_chain: parse_list(&r.get::<_, String>(6)?),
+        target: r.get(7)?,
+        client_addr: r.get(8)?,
+        application_name: r.get(9)?,
+        ended_at: r.get(10)?,
+        end_reason: r.get(11)?,
+        bytes_from_client: r.get::<_, i64>(12)? as u64,
+        bytes_to_client: r.get::<_, i64>(13)? as u64,
+    })
+}
+
+const EVENT_COLUMNS: &str = "session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json, verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json";
+
+fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
+    Ok(EventRecord {
+        session_id: r.get::<_, i64>(0)? as u64,
+        seq: r.get::<_, i64>(1)? as u64,
+        at: r.get(2)?,
+        protocol: r.get(3)?,
+        sql: r.get(4)?,
+        fingerprint: r.get(5)?,
+        kinds: parse_list(&r.get::<_, String>(6)?),
+        tables_read: parse_list(&r.get::<_, String>(7)?),
+        tables_written: parse_list(&r.get::<_, String>(8)?),
+        verdict: r.get(9)?,
+        decided_by: r.get(10)?,
+        rule: r.get(11)?,
+        reason: r.get(12)?,
+        status: EventStatus::parse(&r.get::<_, String>(13)?).unwrap_or(EventStatus::Unknown),
+        duration_us: r.get::<_, Option<i64>>(14)?.map(|d| d as u64),
+        rows: r.get::<_, Option<i64>>(15)?.map(|d| d as u64),
+        sqlstate: r.get(16)?,
+        error: r.get(17)?,
+        sample: r.get(18)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn write(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for r in records {
+            write_one(&tx, r)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reserve_session_ids(&self, count: u64) -> Result<u64, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let first: i64 = tx.query_row(
+            "SELECT value FROM counters WHERE name = 'next_session_id'",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE counters SET value = ?1 WHERE name = 'next_session_id'",
+            params![first + count as i64],
+        )?;
+        tx.commit()?;
+        Ok(first as u64)
+    }
+
+    fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE (?1 IS NULL OR user_name = ?1) AND (?2 IS NULL OR target = ?2) AND (?3 = 0 OR ended_at IS NULL)
+             ORDER BY id DESC LIMIT ?4"
+        ))?;
+        let limit = if q.limit == 0 { 100 } else { q.limit } as i64;
+        let rows = stmt.query_map(
+            params![q.user, q.target, q.active_only as i64, limit],
+            session_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn session(&self, id: u64) -> Result<Option<SessionRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
+        ))?;
+        Ok(stmt.query_row(params![id as i64], session_row).optional()?)
+    }
+
+    fn events(&self, session_id: u64) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ?1 ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(params![session_id as i64], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn export_events(
+        &self,
+        since: i64,
+        until: i64,
+        sink: &mut dyn FnMut(EventRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE at >= ?1 AND at < ?2 ORDER BY at, session_id, seq"
+        ))?;
+        let rows = stmt.query_map(params![since, until], event_row)?;
+        for row in rows {
+            sink(row?)?;
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        let conn = self.writer();
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SessionEnd, SessionQuery};
+
+    fn event(session_id: u64, seq: u64, status: EventStatus) -> EventRecord {
+        EventRecord {
+            session_id,
+            seq,
+            at: 1_000 + seq as i64,
+            protocol: "simple".into(),
+            sql: "select 1".into(),
+            fingerprint: String::new(),
+            kinds: vec!["select".into()],
+            tables_read: vec![],
+            tables_written: vec![],
+            verdict: "allow".into(),
+            decided_by: None,
+            rule: None,
+            reason: None,
+            status,
+            duration_us: None,
+            rows: None,
+            sqlstate: None,
+            error: None,
+            sample: None,
+        }
+    }
+
+    fn session(id: u64) -> SessionRecord {
+        SessionRecord {
+            id,
+            started_at: 5,
+            subject: "sub".into(),
+            user: "alice@example.com".into(),
+            groups: vec!["testers".into()],
+            issuer: "https://issuer".into(),
+            actor_chain: vec![],
+            target: "orders".into(),
+            client_addr: "127.0.0.1:5000".into(),
+            application_name: Some("psql".into()),
+            ended_at: None,
+            end_reason: None,
+            bytes_from_client: 0,
+            bytes_to_client: 0,
+        }
+    }
+
+    #[test]
+    fn writes_read_back_and_a_second_write_completes_an_event() -> Result<(), StoreError> {
+        let dir = std::env::temp_dir().join(format!("portcullis-store-{}", rand::random::<u64>()));
+        let path = dir.join("audit.db");
+        let store = SqliteStore::open(&path)?;
+        let first = store.reserve_session_ids(10)?;
+        assert_eq!(store.reserve_session_ids(10)?, first + 10);
+        store.write(&[
+            Record::SessionStart(session(first)),
+            Record::Event(event(first, 1, EventStatus::Started)),
+        ])?;
+        let mut done = event(first, 1, EventStatus::Ok);
+        done.rows = Some(3);
+        store.write(&[
+            Record::Event(done.clone()),
+            Record::SessionEnd(SessionEnd {
+                id: first,
+                ended_at: 9,
+                reason: "client closed".into(),
+                bytes_from_client: 10,
+                bytes_to_client: 20,
+            }),
+        ])?;
+        assert_eq!(store.events(first)?, vec![done]);
+        let s = store
+            .session(first)?
+            .ok_or(StoreError::Database("missing".into()))?;
+        assert_eq!(s.ended_at, Some(9));
+        assert_eq!(s.bytes_to_client, 20);
+        assert_eq!(s.groups, vec!["testers".to_string()]);
+        let listed = store.sessions(&SessionQuery {
+            active_only: true,
+            ..Default::default()
+        })?;
+        assert!(listed.is_empty());
+        // Reopening keeps data and the id counter.
+        drop(store);
+        let store = SqliteStore::open(&path)?;
+        assert_eq!(store.reserve_session_ids(1)?, first + 20);
+        let mut n = 0;
+        store.export_events(0, i64::MAX, &mut |_| {
+            n += 1;
+            Ok(())
+        })?;
+        assert_eq!(n, 1);
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() -> Result<(), StoreError> {
+        let dir = std::env::temp_dir().join(format!("portcullis-store-{}", rand::random::<u64>()));
+        let path = dir.join("audit.db");
+        drop(SqliteStore::open(&path)?);
+        Connection::open(&path)?.execute_batch("PRAGMA user_version = 99")?;
+        let err = SqliteStore::open(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("schema version 99"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+}
