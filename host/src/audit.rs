@@ -46,7 +46,7 @@ pub enum AuditError {
 }
 
 enum Message {
-    Write(Record, Option<oneshot::Sender<Result<(), AuditError>>>),
+    Write(Box<Record>, Option<oneshot::Sender<Result<(), AuditError>>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -85,7 +85,12 @@ impl AuditLog {
 
     /// Queues a record; it is committed within the flush interval.
     pub async fn record(&self, record: Record) {
-        if self.tx.send(Message::Write(record, None)).await.is_err() {
+        if self
+            .tx
+            .send(Message::Write(Box::new(record), None))
+            .await
+            .is_err()
+        {
             tracing::error!("audit record lost: the audit writer has stopped");
         }
     }
@@ -100,7 +105,7 @@ impl AuditLog {
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Message::Write(record, Some(done)))
+            .send(Message::Write(Box::new(record), Some(done)))
             .await
             .map_err(|_| AuditError::Stopped)?;
         wait.await.map_err(|_| AuditError::Stopped)?
@@ -144,7 +149,7 @@ impl Group {
     fn add(&mut self, m: Message) {
         match m {
             Message::Write(r, w) => {
-                self.records.push(r);
+                self.records.push(*r);
                 self.waiters.extend(w);
             }
             Message::Flush(f) => self.flushes.push(f),

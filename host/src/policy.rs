@@ -9,8 +9,10 @@
 //! [`SessionPolicy::wants_rows`] says so.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::identity::Identity;
+use crate::sql::QuerySummary;
 
 /// What is known about a session when it starts.
 #[derive(Debug, Clone)]
@@ -68,6 +70,28 @@ pub enum Verdict {
         /// Why approval is needed.
         reason: String,
     },
+}
+
+/// What a policy tells the audit trail about a statement, beside its
+/// verdict. The relay passes a fresh note to every [`SessionPolicy::on_query`].
+#[derive(Debug, Clone, Default)]
+pub struct QueryNote {
+    /// The plugin whose verdict decided: the one that denied, or those that
+    /// asked for approval (comma-separated).
+    pub decided_by: Option<String>,
+    /// The rule the deciding plugin named.
+    pub rule: Option<String>,
+    /// Set when the statement is to be recorded with its outcome.
+    pub record: Option<Recording>,
+    /// The host's summary of the SQL, when the policy made one.
+    pub summary: Option<Arc<QuerySummary>>,
+}
+
+/// How much of a statement the recording keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// Rows of the result to keep, as the client receives them.
+    pub sample_rows: u32,
 }
 
 /// One column of a result as policies see it.
@@ -137,6 +161,16 @@ pub enum EndReason {
     Error(String),
 }
 
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::ClientClosed => f.write_str("client closed the session"),
+            EndReason::UpstreamClosed => f.write_str("the database closed the session"),
+            EndReason::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
 /// A session refused at start; the client gets `FATAL 42501` with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRefused {
@@ -155,9 +189,11 @@ pub trait Policy: Send + Sync + 'static {
 
 /// Per-session hooks, called by the relay in protocol order.
 pub trait SessionPolicy: Send {
-    /// A statement is about to be sent upstream.
-    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
-        let _ = event;
+    /// A statement is about to be sent upstream. `note` collects what the
+    /// audit trail should know beside the verdict (who decided, by which
+    /// rule, whether to record it).
+    fn on_query(&mut self, event: QueryEvent<'_>, note: &mut QueryNote) -> Verdict {
+        let _ = (event, note);
         Verdict::Allow
     }
 
@@ -165,6 +201,13 @@ pub trait SessionPolicy: Send {
     /// outside any SQL text, so no statement summary can describe it).
     fn on_function_call(&mut self) -> Verdict {
         Verdict::Allow
+    }
+
+    /// Whether this policy may ask for statements to be recorded
+    /// ([`QueryNote::record`]); if not, the relay does not track statements
+    /// until their answers (refusals are recorded either way).
+    fn may_record(&self) -> bool {
+        false
     }
 
     /// Whether result descriptions must be decoded and shown to

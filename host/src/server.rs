@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +56,9 @@ pub enum StartError {
     /// Identity providers could not be set up.
     #[error("identity providers: {0}")]
     Identity(String),
+    /// The audit store could not be opened.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A started gateway; dropping it stops accepting new connections.
@@ -81,6 +83,13 @@ impl RunningGateway {
     pub fn reload_plugins(&self, config: &Config) -> Result<usize, StartError> {
         let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
         let (policies, loaded) = target_policies(config, &mut runtime, &self.default_policy)?;
+        let records = plugin_load_records(&loaded);
+        let audit = self.context.audit.clone();
+        tokio::spawn(async move {
+            for r in records {
+                audit.record(r).await;
+            }
+        });
         for (name, policy) in policies {
             match self.context.targets.get(&name) {
                 Some(ctx) => *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy,
@@ -89,7 +98,7 @@ impl RunningGateway {
                 }
             }
         }
-        Ok(loaded)
+        Ok(loaded.len())
     }
 
     /// Connections being served right now.
@@ -118,6 +127,13 @@ impl RunningGateway {
         while self.active_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Nothing recorded is lost on a clean stop.
+        if tokio::time::timeout(Duration::from_secs(30), self.context.audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("audit records could not be committed before shutdown");
+        }
     }
 }
 
@@ -136,7 +152,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     let authenticator = Authenticator::new(&config.identity_providers, http.clone())
         .map_err(|e| StartError::Identity(e.to_string()))?;
     let mut runtime = None;
-    let (mut policies, _) = target_policies(config, &mut runtime, &policy)?;
+    let (mut policies, loaded) = target_policies(config, &mut runtime, &policy)?;
     let mut targets = HashMap::new();
     for t in &config.targets {
         let target_policy = policies.remove(&t.name).unwrap_or_else(|| policy.clone());
@@ -158,15 +174,26 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
             },
         );
     }
+    let store_path = Path::new(&config.store.path);
+    // Opening is quick (start-up only), so it runs on this thread.
+    let store = crate::store::sqlite::SqliteStore::open(store_path)?;
+    tracing::info!(path = %store_path.display(), "audit store open");
+    let audit = crate::audit::AuditLog::start(
+        Arc::new(store),
+        Duration::from_millis(config.store.flush_interval_ms),
+    );
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let context = Arc::new(GatewayContext {
         authenticator: authenticator.clone(),
         targets,
         cancels: CancelRegistry::default(),
-        next_session: AtomicU64::new(0),
+        audit: audit.clone(),
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
     });
+    for r in plugin_load_records(&loaded) {
+        audit.record(r).await;
+    }
     let mut addresses = Vec::new();
     let mut accept_loops = Vec::new();
     for l in &config.listeners {
@@ -265,14 +292,30 @@ async fn accept_loop(
 /// Each target's policy, by target name.
 type TargetPolicies = HashMap<String, Arc<dyn Policy>>;
 
+/// Audit records of plugins just loaded.
+fn plugin_load_records(loaded: &[Arc<crate::plugins::LoadedPlugin>]) -> Vec<crate::store::Record> {
+    let at = crate::store::now_micros();
+    loaded
+        .iter()
+        .map(|p| {
+            crate::store::Record::PluginLoad(crate::store::PluginLoadRecord {
+                at,
+                name: p.name.to_string(),
+                version: p.version.clone(),
+                sha256: p.sha256.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Loads every configured plugin (creating the engine on first need) and
 /// returns each target's policy — its plugin chain, or `default` — and the
-/// number of plugins loaded. Any plugin that fails refuses the whole set.
+/// plugins loaded. Any plugin that fails refuses the whole set.
 fn target_policies(
     config: &Config,
     runtime: &mut Option<Arc<crate::plugins::PluginRuntime>>,
     default: &Arc<dyn Policy>,
-) -> Result<(TargetPolicies, usize), StartError> {
+) -> Result<(TargetPolicies, Vec<Arc<crate::plugins::LoadedPlugin>>), StartError> {
     if runtime.is_none() && !config.plugins.is_empty() {
         *runtime = Some(Arc::new(crate::plugins::PluginRuntime::new(
             crate::plugins::PoolSize::default(),
@@ -305,7 +348,7 @@ fn target_policies(
             (t.name.clone(), policy)
         })
         .collect();
-    Ok((policies, loaded.len()))
+    Ok((policies, loaded.into_values().collect()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

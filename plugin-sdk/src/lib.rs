@@ -60,6 +60,50 @@ pub fn log(level: Level, message: &str) {
     eprintln!("[{level:?}] {message}");
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+std::thread_local! {
+    /// Outside the gateway (native tests): what the plugin noted, for
+    /// [`testing::take_notes`].
+    static NOTES: std::cell::RefCell<testing::Notes> = Default::default();
+}
+
+/// Asks the gateway to record the statement being judged (call it from
+/// [`Plugin::on_query`]) in the audit store with its outcome, keeping the
+/// first `sample_rows` rows of its result as the client receives them
+/// (after masking). Refused statements are recorded anyway.
+pub fn record_statement(sample_rows: u32) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::portcullis::policy::host::record_statement(
+        bindings::portcullis::policy::host::Recording { sample_rows },
+    );
+    #[cfg(not(target_arch = "wasm32"))]
+    NOTES.with(|n| {
+        let mut n = n.borrow_mut();
+        n.record = Some(n.record.unwrap_or(0).max(sample_rows));
+    });
+}
+
+/// Names the rule behind the verdict being returned, for the audit trail
+/// and approval requests. [`deny_by`] and [`approval_by`] call it for you.
+pub fn note_rule(rule: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::portcullis::policy::host::note_rule(rule);
+    #[cfg(not(target_arch = "wasm32"))]
+    NOTES.with(|n| n.borrow_mut().rule = Some(rule.to_string()));
+}
+
+/// A deny verdict that names its rule.
+pub fn deny_by(rule: &str, reason: impl Into<String>) -> Verdict {
+    note_rule(rule);
+    Verdict::Deny(reason.into())
+}
+
+/// A require-approval verdict that names its rule.
+pub fn approval_by(rule: &str, reason: impl Into<String>) -> Verdict {
+    note_rule(rule);
+    Verdict::RequireApproval(reason.into())
+}
+
 /// A policy plugin. Implement the hooks you need; the rest allow.
 pub trait Plugin: Default + 'static {
     /// Plugin name (shown in logs and refusals).

@@ -109,3 +109,19 @@ pub fn unparseable(text: &str) -> PgQuery {
         prepared_name: None,
     }
 }
+
+/// What a plugin noted through [`crate::record_statement`] and
+/// [`crate::note_rule`] (native tests only).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notes {
+    /// The rule named last.
+    pub rule: Option<String>,
+    /// Sample rows asked for, if the statement is to be recorded.
+    pub record: Option<u32>,
+}
+
+/// Takes what the plugin noted since the last call (native tests only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_notes() -> Notes {
+    crate::NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}

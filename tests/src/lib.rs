@@ -215,6 +215,10 @@ allow_groups = ["testers"]
 allow_users = ["solo@example.com"]
 {target_extra}
 
+[store]
+path = {store:?}
+flush_interval_ms = 20
+
 {tail}
 "#,
             cert = c.cert.display().to_string(),
@@ -226,6 +230,11 @@ allow_users = ["solo@example.com"]
             user = opts.upstream_user,
             target_extra = opts.target_extra,
             tail = opts.tail,
+            store = c
+                .dir
+                .join(format!("audit-{:016x}.db", rand_u64()))
+                .display()
+                .to_string(),
         );
         let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
         let gateway = portcullis::server::start(&config, opts.policy)
@@ -408,6 +417,8 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "faulty",
                 "-p",
                 "old-contract",
+                "-p",
+                "record",
             ])
             .map(|t| t.join("wasm32-wasip2").join("plugin"))
         })

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use portcullis::policy::{
-    Policy, QueryEvent, ResultColumn, ResultPlan, Row, RowEdit, SessionInfo, SessionPolicy,
-    SessionRefused, ValueEdit, Verdict,
+    Policy, QueryEvent, QueryNote, ResultColumn, ResultPlan, Row, RowEdit, SessionInfo,
+    SessionPolicy, SessionRefused, ValueEdit, Verdict,
 };
 use portcullis_e2e::{db_error, GatewayOptions, TestGateway};
 use tokio_postgres::SimpleQueryMessage;
@@ -35,7 +35,7 @@ impl Policy for TestPolicy {
 }
 
 impl SessionPolicy for TestSession {
-    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+    fn on_query(&mut self, event: QueryEvent<'_>, _note: &mut QueryNote) -> Verdict {
         if event.sql().contains("forbidden") {
             Verdict::Deny {
                 reason: "the word 'forbidden' is not allowed".into(),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use portcullis::codec::MessageWriter;
 use portcullis::codec::{error_response, peek_frame, query, startup};
-use portcullis::policy::{Policy, QueryEvent, SessionInfo, SessionPolicy, SessionRefused, Verdict};
+use portcullis::policy::{
+    Policy, QueryEvent, QueryNote, SessionInfo, SessionPolicy, SessionRefused, Verdict,
+};
 use portcullis_e2e::{cluster, GatewayOptions, TestGateway, DB};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -256,7 +258,7 @@ impl Policy for RefuseForbidden {
 }
 
 impl SessionPolicy for RefuseForbidden {
-    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+    fn on_query(&mut self, event: QueryEvent<'_>, _note: &mut QueryNote) -> Verdict {
         if event.sql().contains("forbidden") {
             Verdict::Deny {
                 reason: "forbidden".into(),

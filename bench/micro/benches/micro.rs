@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portcullis::codec::{data_row, row_description};
-use portcullis::policy::{PassThrough, QueryEvent, ResultColumn, SessionPolicy};
+use portcullis::policy::{PassThrough, QueryEvent, QueryNote, ResultColumn, SessionPolicy};
 use portcullis::sql::{summarize, SummaryCache};
 use portcullis_bench::{config, plugin_dir, runtime, session};
 
@@ -146,25 +146,34 @@ fn plugins(c: &mut Criterion) {
     let mut pass: Box<dyn SessionPolicy> = Box::new(PassThrough);
     g.bench_function("query hook, pass-through policy (baseline)", |b| {
         b.iter(|| {
-            black_box(pass.on_query(QueryEvent::Simple {
-                sql: black_box(sql),
-            }))
+            black_box(pass.on_query(
+                QueryEvent::Simple {
+                    sql: black_box(sql),
+                },
+                &mut QueryNote::default(),
+            ))
         })
     });
     let mut one = session(&rt, vec![noop]);
     g.bench_function("query hook, one no-op plugin (summary cached)", |b| {
         b.iter(|| {
-            black_box(one.on_query(QueryEvent::Simple {
-                sql: black_box(sql),
-            }))
+            black_box(one.on_query(
+                QueryEvent::Simple {
+                    sql: black_box(sql),
+                },
+                &mut QueryNote::default(),
+            ))
         })
     });
     let mut s = session(&rt, loaded.clone());
     g.bench_function("query hook, block + mask (summary cached)", |b| {
         b.iter(|| {
-            black_box(s.on_query(QueryEvent::Simple {
-                sql: black_box(sql),
-            }))
+            black_box(s.on_query(
+                QueryEvent::Simple {
+                    sql: black_box(sql),
+                },
+                &mut QueryNote::default(),
+            ))
         })
     });
     g.finish();

@@ -12,6 +12,7 @@
 pub mod authentication;
 pub mod backend_key_data;
 pub mod bind;
+pub mod command_complete;
 pub mod data_row;
 pub mod describe;
 pub mod error_response;

@@ -89,6 +89,9 @@ impl Config {
         for p in &mut self.identity_providers {
             fix(&mut p.hmac_secret_file);
         }
+        if Path::new(&self.store.path).is_relative() {
+            self.store.path = base.join(&self.store.path).display().to_string();
+        }
         for p in &mut self.plugins {
             if Path::new(&p.path).is_relative() {
                 p.path = base.join(&p.path).display().to_string();

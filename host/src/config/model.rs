@@ -25,6 +25,49 @@ pub struct Config {
     /// WebAssembly policy plugins, referenced by targets' `plugins` lists.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// The audit store.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// `[store]`: where sessions, statement events and approvals are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// SQLite file (created with its directory if missing); relative paths
+    /// are relative to the configuration file.
+    #[serde(default = "default_store_path")]
+    pub path: String,
+    /// Longest time a `batched` record waits before it is committed, in ms.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+            flush_interval_ms: default_flush_interval(),
+        }
+    }
+}
+
+fn default_store_path() -> String {
+    "portcullis-data/audit.db".into()
+}
+fn default_flush_interval() -> u64 {
+    100
+}
+
+/// When a recorded statement's audit record is committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Group commit within the flush interval; nothing lost on a clean stop.
+    #[default]
+    Batched,
+    /// Committed before the statement is forwarded; refused if that fails.
+    Strict,
 }
 
 /// `[[plugins]]`: one WebAssembly policy plugin.
@@ -297,6 +340,9 @@ pub struct Target {
     /// Plugin chain, in order (names of `[[plugins]]`).
     #[serde(default)]
     pub plugins: Vec<String>,
+    /// When recorded statements' audit records are committed.
+    #[serde(default)]
+    pub durability: Durability,
 }
 
 fn default_token_cache() -> u64 {

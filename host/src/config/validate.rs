@@ -40,6 +40,18 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "no [[targets]] table: add the upstream database clients may reach",
         ));
     }
+    if !(1..=1000).contains(&config.store.flush_interval_ms) {
+        return Err(invalid(
+            "store.flush_interval_ms",
+            "must be between 1 and 1000 (milliseconds); the default is 100",
+        ));
+    }
+    if config.store.path.trim().is_empty() {
+        return Err(invalid(
+            "store.path",
+            "must name the SQLite file of the audit store",
+        ));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.logging.level) {
         return Err(invalid("logging.level", format!("not a log filter: {e}")));
     }

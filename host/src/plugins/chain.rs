@@ -13,8 +13,8 @@ use super::instance::{describe_failure, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
-    EndReason, Policy, QueryEvent, ResultColumn, ResultPlan, Row, RowEdit, SessionInfo,
-    SessionPolicy, SessionRefused, ValueEdit, Verdict,
+    EndReason, Policy, QueryEvent, QueryNote, Recording, ResultColumn, ResultPlan, Row, RowEdit,
+    SessionInfo, SessionPolicy, SessionRefused, ValueEdit, Verdict,
 };
 use crate::sql::{QuerySummary, SummaryCache};
 
@@ -214,8 +214,10 @@ impl ChainInner {
 }
 
 impl ChainInner {
-    fn on_query(&mut self, event: &types::Event) -> Verdict {
+    fn on_query(&mut self, event: &types::Event, note: &mut QueryNote) -> Verdict {
         let mut approvals = Vec::new();
+        let mut approvers: Vec<String> = Vec::new();
+        let mut rules: Vec<String> = Vec::new();
         let types::Event::PgQuery(query) = event;
         for i in 0..self.members.len() {
             let kinds = &self.members[i].plugin.query_kinds;
@@ -223,14 +225,34 @@ impl ChainInner {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
-            match self.call(i, |inst| inst.on_event(event)) {
-                Ok(v) => match from_verdict(v) {
-                    Verdict::Allow => {}
-                    deny @ Verdict::Deny { .. } => return deny,
-                    Verdict::RequireApproval { reason } => approvals.push(reason),
-                },
+            let called = self.call(i, |inst| {
+                let v = inst.on_event(event)?;
+                Ok((v, inst.take_notes()))
+            });
+            let name = &self.members[i].plugin.name;
+            match called {
+                Ok((v, notes)) => {
+                    if let Some(rows) = notes.record {
+                        let r = note.record.get_or_insert_with(Recording::default);
+                        r.sample_rows = r.sample_rows.max(rows);
+                    }
+                    match from_verdict(v) {
+                        Verdict::Allow => {}
+                        deny @ Verdict::Deny { .. } => {
+                            note.decided_by = Some(name.to_string());
+                            note.rule = notes.rule;
+                            return deny;
+                        }
+                        Verdict::RequireApproval { reason } => {
+                            approvals.push(reason);
+                            approvers.push(name.to_string());
+                            rules.extend(notes.rule);
+                        }
+                    }
+                }
                 Err(why) if failure == FailurePolicy::FailClosed => {
-                    let name = &self.members[i].plugin.name;
+                    note.decided_by = Some(name.to_string());
+                    note.rule = Some("plugin-failure".into());
                     return Verdict::Deny {
                         reason: format!(
                             "plugin \"{name}\" failed ({why}); the statement was refused because the plugin fails closed"
@@ -243,6 +265,8 @@ impl ChainInner {
         if approvals.is_empty() {
             Verdict::Allow
         } else {
+            note.decided_by = Some(approvers.join(", "));
+            note.rule = (!rules.is_empty()).then(|| rules.join(", "));
             Verdict::RequireApproval {
                 reason: approvals.join("; "),
             }
@@ -442,14 +466,15 @@ impl ChainSession {
 }
 
 impl SessionPolicy for ChainSession {
-    fn on_query(&mut self, event: QueryEvent<'_>) -> Verdict {
+    fn on_query(&mut self, event: QueryEvent<'_>, note: &mut QueryNote) -> Verdict {
         let (sql, prepared) = match event {
             QueryEvent::Simple { sql } => (sql, None),
             QueryEvent::Parse { statement, sql } => (sql, Some(statement)),
         };
         let summary = self.summaries.get(sql);
         let event = to_query(sql, prepared, &summary);
-        self.with_inner(move |inner| inner.on_query(&event))
+        note.summary = Some(summary);
+        self.with_inner(|inner| inner.on_query(&event, note))
             .unwrap_or_else(|| Verdict::Deny {
                 reason: "the gateway lost this session's plugins; reconnect".into(),
             })
@@ -460,6 +485,10 @@ impl SessionPolicy for ChainSession {
         Verdict::Deny {
             reason: "the FunctionCall protocol message is not allowed on this target because its plugins cannot inspect it; call the function in SQL instead".into(),
         }
+    }
+
+    fn may_record(&self) -> bool {
+        true
     }
 
     fn wants_rows(&self) -> bool {
@@ -520,11 +549,7 @@ impl SessionPolicy for ChainSession {
     }
 
     fn on_session_end(&mut self, reason: &EndReason) {
-        let text = match reason {
-            EndReason::ClientClosed => "client closed the session".to_string(),
-            EndReason::UpstreamClosed => "the database closed the session".to_string(),
-            EndReason::Error(e) => format!("error: {e}"),
-        };
+        let text = reason.to_string();
         self.with_inner(move |inner| inner.on_session_end(&text));
     }
 }

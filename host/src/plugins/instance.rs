@@ -21,7 +21,21 @@ pub struct StoreState {
     table: ResourceTable,
     limits: StoreLimits,
     plugin: Arc<str>,
+    /// What the current call asked through `record-statement` / `note-rule`.
+    notes: CallNotes,
 }
+
+/// What a plugin told the host during one call, beside its return value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CallNotes {
+    /// The rule it named (`note-rule`).
+    pub rule: Option<String>,
+    /// Rows of the result to sample, if it asked to record the statement.
+    pub record: Option<u32>,
+}
+
+/// Longest rule name kept.
+const MAX_RULE: usize = 200;
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -49,6 +63,23 @@ impl host::Host for StoreState {
             host::Level::Warn => tracing::warn!(plugin, "{message}"),
             host::Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+
+    fn record_statement(&mut self, options: host::Recording) {
+        let rows = self.notes.record.unwrap_or(0).max(options.sample_rows);
+        self.notes.record = Some(rows);
+    }
+
+    fn note_rule(&mut self, rule: String) {
+        let mut rule = rule;
+        if rule.len() > MAX_RULE {
+            let mut end = MAX_RULE;
+            while !rule.is_char_boundary(end) {
+                end -= 1;
+            }
+            rule.truncate(end);
+        }
+        self.notes.rule = Some(rule);
     }
 }
 
@@ -87,6 +118,7 @@ impl PluginInstance {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin: name,
+            notes: CallNotes::default(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
@@ -129,9 +161,15 @@ impl PluginInstance {
             .call_session_start(&mut self.store, session)
     }
 
+    /// What the last call noted (rule, recording), taken.
+    pub fn take_notes(&mut self) -> CallNotes {
+        std::mem::take(&mut self.store.data_mut().notes)
+    }
+
     /// `on-event`.
     pub fn on_event(&mut self, event: &types::Event) -> wasmtime::Result<types::Verdict> {
         self.arm();
+        self.store.data_mut().notes = CallNotes::default();
         self.plugin
             .portcullis_policy_plugin()
             .call_on_event(&mut self.store, event)

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{PluginError, PluginRuntime, PoolSize};
 use crate::config::PluginConfig;
 use crate::identity::Identity;
-use crate::policy::{Policy, QueryEvent, SessionInfo, Verdict};
+use crate::policy::{Policy, QueryEvent, QueryNote, SessionInfo, Verdict};
 
 /// Why the tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,11 +135,24 @@ pub fn test(
         };
         let (word, detail) = match chain.start_session(&info) {
             Err(r) => ("deny", format!("session refused: {}", r.reason)),
-            Ok(mut s) => match s.on_query(QueryEvent::Simple { sql: &ev.sql }) {
-                Verdict::Allow => ("allow", String::new()),
-                Verdict::Deny { reason } => ("deny", reason),
-                Verdict::RequireApproval { reason } => ("require-approval", reason),
-            },
+            Ok(mut s) => {
+                let mut note = QueryNote::default();
+                let verdict = s.on_query(QueryEvent::Simple { sql: &ev.sql }, &mut note);
+                let mut extra = String::new();
+                if let Some(rule) = &note.rule {
+                    extra.push_str(&format!(" [rule {rule}]"));
+                }
+                if let Some(r) = note.record {
+                    extra.push_str(&format!(" [recorded, {} sample rows]", r.sample_rows));
+                }
+                match verdict {
+                    Verdict::Allow => ("allow", extra.trim_start().to_string()),
+                    Verdict::Deny { reason } => ("deny", format!("{reason}{extra}")),
+                    Verdict::RequireApproval { reason } => {
+                        ("require-approval", format!("{reason}{extra}"))
+                    }
+                }
+            }
         };
         let mark = match &ev.expect {
             Some(e) if e == word => "ok  ",

@@ -17,6 +17,7 @@
 pub mod cancel;
 pub mod catalog;
 mod framed;
+mod ledger;
 mod pump;
 mod responses;
 pub mod session;

@@ -31,14 +31,21 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::catalog::TargetCatalog;
+use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
 use super::stream::Stream;
 use super::RelayError;
+use crate::audit::AuditLog;
 use crate::codec::error_response::ErrorFields;
-use crate::codec::{bind, data_row, describe, parse, peek_frame, query, row_description, sqlstate};
-use crate::policy::{
-    EndReason, QueryEvent, ResultColumn, ResultPlan, RowEdit, SessionPolicy, ValueEdit, Verdict,
+use crate::codec::{
+    bind, command_complete, data_row, describe, error_response, parse, peek_frame, query,
+    row_description, sqlstate,
 };
+use crate::policy::{
+    EndReason, QueryEvent, QueryNote, ResultColumn, ResultPlan, RowEdit, SessionPolicy, ValueEdit,
+    Verdict,
+};
+use crate::store::Record;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
@@ -59,6 +66,17 @@ struct Shared {
     wants_rows: bool,
     /// Answers owed by the server (kept only when `wants_rows`).
     expected: Mutex<Expected>,
+    /// The session's audit ledger.
+    ledger: Mutex<Ledger>,
+    /// Whether the ledger tracks statements until their answers.
+    tracking: bool,
+    /// Where audit records go.
+    audit: Arc<AuditLog>,
+    /// Bytes read from the client.
+    from_client: std::sync::atomic::AtomicU64,
+    /// Bytes read from the server (relayed to the client, give or take
+    /// what the policy changed).
+    to_client: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +93,47 @@ impl Shared {
             self.expected().push(e);
         }
     }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn write_audit(&self, records: Vec<Record>) {
+        for r in records {
+            self.audit.record(r).await;
+        }
+    }
+}
+
+/// The audit side of a session, as the relay needs it.
+pub struct SessionAudit {
+    /// Where records go.
+    pub log: Arc<AuditLog>,
+    /// The session's id.
+    pub session_id: u64,
+    /// Whether recorded statements are committed before they are forwarded.
+    pub strict: bool,
+}
+
+/// Bytes a session moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    /// Read from the client.
+    pub from_client: u64,
+    /// Read from the server for the client.
+    pub to_client: u64,
+}
+
+/// The error a client gets when its statement could not be recorded.
+fn audit_failure_bytes(e: &crate::audit::AuditError) -> Bytes {
+    let mut b = BytesMut::new();
+    ErrorFields::error(
+        sqlstate::SYSTEM_ERROR,
+        format!("the statement was not run because the gateway could not record it first ({e})"),
+    )
+    .with_hint("this target requires every statement to be recorded before it runs; try again, and tell the gateway operator if it persists")
+    .encode(&mut b);
+    b.freeze()
 }
 
 /// Session-wide limits of the relay.
@@ -131,17 +190,24 @@ pub async fn run(
     pending: BytesMut,
     limits: Limits,
     catalog: TargetCatalog,
-) -> (EndReason, Box<dyn SessionPolicy>) {
+    audit: SessionAudit,
+) -> (EndReason, Box<dyn SessionPolicy>, Traffic) {
     let Limits {
         max_message,
         mut closing,
     } = limits;
     let wants_rows = policy.wants_rows();
+    let tracking = policy.may_record();
     let shared = Arc::new(Shared {
         injections: Mutex::new(VecDeque::new()),
         policy: Mutex::new(policy),
         wants_rows,
         expected: Mutex::new(Expected::default()),
+        ledger: Mutex::new(Ledger::new(audit.session_id, tracking, audit.strict)),
+        tracking,
+        audit: audit.log,
+        from_client: Default::default(),
+        to_client: Default::default(),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -184,11 +250,19 @@ pub async fn run(
         }
     };
     let _ = client_wr.shutdown().await;
+    let unanswered = shared.ledger().end();
+    shared.write_audit(unanswered).await;
+    let traffic = Traffic {
+        from_client: shared
+            .from_client
+            .load(std::sync::atomic::Ordering::Relaxed),
+        to_client: shared.to_client.load(std::sync::atomic::Ordering::Relaxed),
+    };
     let policy = match Arc::try_unwrap(shared) {
         Ok(s) => s.policy.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(_) => Box::new(crate::policy::PassThrough),
     };
-    (reason, policy)
+    (reason, policy, traffic)
 }
 
 fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
@@ -208,6 +282,10 @@ fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
     let mut b = BytesMut::new();
     fields.encode(&mut b);
     Some(b.freeze())
+}
+
+fn count(counter: &std::sync::atomic::AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -253,11 +331,17 @@ async fn client_to_server(
     loop {
         make_room(&mut buf, need);
         let replay = std::mem::take(&mut first) && !buf.is_empty();
-        if !replay && rd.read_buf(&mut buf).await? == 0 {
-            // Client went away without Terminate: end the upstream session.
-            let _ = wr.write_all(TERMINATE).await;
-            let _ = wr.flush().await;
-            return Ok(());
+        if replay {
+            count(&shared.from_client, buf.len());
+        } else {
+            let n = rd.read_buf(&mut buf).await?;
+            if n == 0 {
+                // Client went away without Terminate: end the upstream session.
+                let _ = wr.write_all(TERMINATE).await;
+                let _ = wr.flush().await;
+                return Ok(());
+            }
+            count(&shared.from_client, n);
         }
         need = 0;
         let mut start = 0usize; // first byte not yet written or skipped
@@ -284,17 +368,42 @@ async fn client_to_server(
                         start = pos;
                         continue;
                     }
-                    let verdict = if h.tag == b'Q' {
+                    let mut note = QueryNote::default();
+                    let (verdict, before) = if h.tag == b'Q' {
                         let sql = query::decode(frame)?;
-                        shared.policy().on_query(QueryEvent::Simple { sql })
+                        let v = shared
+                            .policy()
+                            .on_query(QueryEvent::Simple { sql }, &mut note);
+                        let before = shared.ledger().query(sql, &note, &v, syncs + 1);
+                        (v, before)
                     } else {
                         let p = parse::decode(frame)?;
-                        shared.policy().on_query(QueryEvent::Parse {
-                            statement: p.statement,
-                            sql: p.query,
-                        })
+                        let v = shared.policy().on_query(
+                            QueryEvent::Parse {
+                                statement: p.statement,
+                                sql: p.query,
+                            },
+                            &mut note,
+                        );
+                        let before = shared.ledger().parse(p.statement, p.query, &note, &v);
+                        (v, before)
                     };
-                    match denial_bytes(&verdict) {
+                    let mut denial = denial_bytes(&verdict);
+                    match before {
+                        Before::Forward => {}
+                        Before::Write(r) => shared.audit.record(r).await,
+                        Before::Durable(r) => {
+                            write_out(wr, &buf[start..pos]).await?;
+                            start = pos;
+                            if let Err(e) = shared.audit.record_durably(r).await {
+                                tracing::warn!(error = %e, "statement refused: it could not be recorded first");
+                                let abandoned = shared.ledger().abandon_last(&e.to_string());
+                                shared.write_audit(abandoned.into_iter().collect()).await;
+                                denial = Some(audit_failure_bytes(&e));
+                            }
+                        }
+                    }
+                    match denial {
                         None => {
                             if h.tag == b'Q' {
                                 syncs += 1;
@@ -342,6 +451,12 @@ async fn client_to_server(
                     shared.expect(Expect::Ready { query: false });
                     let take = h.total_len.min(available);
                     let verdict = shared.policy().on_function_call();
+                    if verdict != Verdict::Allow {
+                        let r = shared
+                            .ledger()
+                            .function_call_refused(&QueryNote::default(), &verdict);
+                        shared.audit.record(r).await;
+                    }
                     match denial_bytes(&verdict) {
                         None => {
                             pos += take;
@@ -361,7 +476,9 @@ async fn client_to_server(
                         }
                     }
                 }
-                b'B' | b'D' | b'E' | b'C' if shared.wants_rows && pending_error.is_none() => {
+                b'B' | b'D' | b'E' | b'C'
+                    if (shared.wants_rows || shared.tracking) && pending_error.is_none() =>
+                {
                     if available < h.total_len {
                         need = h.total_len;
                         break;
@@ -369,7 +486,11 @@ async fn client_to_server(
                     let frame = &buf[pos..pos + h.total_len];
                     match h.tag {
                         b'B' => {
-                            let portal = bind::decode(frame)?.portal;
+                            let b = bind::decode(frame)?;
+                            let portal = b.portal;
+                            if shared.tracking {
+                                shared.ledger().bind(portal, b.statement);
+                            }
                             described.remove(portal);
                             shared.expect(Expect::BindComplete {
                                 portal: portal.to_string(),
@@ -389,7 +510,26 @@ async fn client_to_server(
                         },
                         b'E' => {
                             let portal = describe::execute::decode(frame)?.to_string();
-                            if !described.contains(&portal) {
+                            if shared.tracking {
+                                let before = shared.ledger().execute(&portal, syncs + 1);
+                                if let Before::Durable(r) = before {
+                                    write_out(wr, &buf[start..pos]).await?;
+                                    start = pos;
+                                    if let Err(e) = shared.audit.record_durably(r).await {
+                                        tracing::warn!(error = %e, "statement refused: it could not be recorded first");
+                                        let abandoned =
+                                            shared.ledger().abandon_last(&e.to_string());
+                                        shared.write_audit(abandoned.into_iter().collect()).await;
+                                        // Drop the rest of the batch; the
+                                        // error comes before its ReadyForQuery.
+                                        pos += h.total_len;
+                                        start = pos;
+                                        pending_error = Some(audit_failure_bytes(&e));
+                                        continue;
+                                    }
+                                }
+                            }
+                            if shared.wants_rows && !described.contains(&portal) {
                                 // Learn the portal's real columns and formats
                                 // first; the answer is kept from the client.
                                 write_out(wr, &buf[start..pos]).await?;
@@ -406,8 +546,19 @@ async fn client_to_server(
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
-                            if let describe::Target::Portal(p) = describe::decode_close(frame)? {
+                            let target = describe::decode_close(frame)?;
+                            if let describe::Target::Portal(p) = target {
                                 described.remove(p);
+                            }
+                            if shared.tracking {
+                                match target {
+                                    describe::Target::Portal(p) => {
+                                        shared.ledger().close(None, Some(p))
+                                    }
+                                    describe::Target::Statement(st) => {
+                                        shared.ledger().close(Some(st), None)
+                                    }
+                                }
                             }
                             shared.expect(Expect::CloseComplete);
                         }
@@ -585,10 +736,12 @@ async fn server_to_client(
     let mut need = 0usize;
     loop {
         make_room(&mut buf, need);
-        if rd.read_buf(&mut buf).await? == 0 {
+        let n = rd.read_buf(&mut buf).await?;
+        if n == 0 {
             let _ = wr.shutdown().await;
             return Ok(());
         }
+        count(&shared.to_client, n);
         need = 0;
         let mut start = 0usize;
         let mut pos = 0usize;
@@ -789,6 +942,37 @@ async fn server_to_client(
                 if result.dropping && !matches!(act, Act::Replace(_)) && h.tag != b'Z' {
                     act = Act::Skip;
                 }
+            }
+            if shared.tracking && matches!(h.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
+                if available < h.total_len {
+                    need = h.total_len;
+                    break;
+                }
+                let frame = &buf[pos..pos + h.total_len];
+                let settled = {
+                    let mut ledger = shared.ledger();
+                    match (h.tag, &act) {
+                        (b'C', Act::Replace(err)) => {
+                            let reason = error_response::decode(err)
+                                .map(|e| e.message)
+                                .unwrap_or("withheld");
+                            ledger.withheld(reason);
+                        }
+                        (b'C', _) => ledger.command_complete(command_complete::decode(frame)?),
+                        (b'E', _) => {
+                            let e = error_response::decode(frame)?;
+                            ledger.server_error(e.code, e.message);
+                        }
+                        (b'Z', _) => {}
+                        _ => ledger.empty_or_suspended(),
+                    }
+                    if h.tag == b'Z' {
+                        ledger.ready(rfq_seen)
+                    } else {
+                        Vec::new()
+                    }
+                };
+                shared.write_audit(settled).await;
             }
             let take = h.total_len.min(available);
             match act {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use crate::codec::{
 use crate::config::Target;
 use crate::identity::{Authenticator, Identity, MAX_TOKEN_BYTES};
 use crate::policy::{Policy, SessionInfo, SessionRefused};
+use crate::store::{now_micros, Record, SessionEnd, SessionRecord};
 
 /// PostgreSQL's limit for identifiers such as `application_name` (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
@@ -92,8 +93,8 @@ pub struct GatewayContext {
     pub targets: HashMap<String, TargetContext>,
     /// Cancel keys of live sessions.
     pub cancels: CancelRegistry,
-    /// Source of session ids.
-    pub next_session: AtomicU64,
+    /// The audit trail: session ids, sessions and statement events.
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Connections being served (start-up or relaying).
     pub active: std::sync::atomic::AtomicUsize,
     /// Becomes `true` when live sessions must close (end of shutdown grace).
@@ -156,7 +157,16 @@ pub async fn serve(
         "session started"
     );
     let catalog = super::catalog::TargetCatalog::new(gw.clone(), info.target.clone());
-    let (reason, mut policy) = pump::run(
+    let strict = gw
+        .targets
+        .get(&info.target)
+        .is_some_and(|t| t.cfg.durability == crate::config::Durability::Strict);
+    let audit = pump::SessionAudit {
+        log: gw.audit.clone(),
+        session_id: info.session_id,
+        strict,
+    };
+    let (reason, mut policy, traffic) = pump::run(
         client,
         upstream,
         policy,
@@ -166,9 +176,19 @@ pub async fn serve(
             closing: gw.closing.clone(),
         },
         catalog,
+        audit,
     )
     .await;
     policy.on_session_end(&reason);
+    gw.audit
+        .record(Record::SessionEnd(SessionEnd {
+            id: info.session_id,
+            ended_at: now_micros(),
+            reason: reason.to_string(),
+            bytes_from_client: traffic.from_client,
+            bytes_to_client: traffic.to_client,
+        }))
+        .await;
     drop(registration);
     tracing::info!(session = info.session_id, reason = ?reason, "session ended");
 }
@@ -423,8 +443,23 @@ async fn start(
         )
         .await);
     }
+    let session_id = match gw.audit.next_session_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "no session id: the audit store cannot be written");
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(
+                    sqlstate::SYSTEM_ERROR,
+                    "the gateway cannot record new sessions right now, so it refuses them",
+                )
+                .with_hint("try again shortly; tell the gateway operator if it persists"),
+            )
+            .await);
+        }
+    };
     let info = SessionInfo {
-        session_id: gw.next_session.fetch_add(1, Ordering::Relaxed) + 1,
+        session_id,
         identity: identity.clone(),
         target: target.cfg.name.clone(),
         client_addr: peer,
@@ -448,6 +483,23 @@ async fn start(
             .await)
         }
     };
+    let record = Record::SessionStart(session_record(&info));
+    if target.cfg.durability == crate::config::Durability::Strict {
+        if let Err(e) = gw.audit.record_durably(record).await {
+            tracing::error!(error = %e, target = %target.cfg.name, "session refused: it could not be recorded");
+            return Err(refuse(
+                &mut stream,
+                ErrorFields::fatal(
+                    sqlstate::SYSTEM_ERROR,
+                    format!("target \"{}\" records every session before it starts, and the gateway cannot record right now", target.cfg.name),
+                )
+                .with_hint("try again shortly; tell the gateway operator if it persists"),
+            )
+            .await);
+        }
+    } else {
+        gw.audit.record(record).await;
+    }
     let password = match target.credential.password().await {
         Ok(p) => p,
         Err(e) => {
@@ -511,6 +563,26 @@ async fn start(
         registration,
         pending: inbuf,
     }))
+}
+
+/// The audit store's record of a session as it starts.
+fn session_record(info: &SessionInfo) -> SessionRecord {
+    SessionRecord {
+        id: info.session_id,
+        started_at: now_micros(),
+        subject: info.identity.subject.clone(),
+        user: info.identity.user.clone(),
+        groups: info.identity.groups.clone(),
+        issuer: info.identity.issuer.clone(),
+        actor_chain: info.identity.actor_chain.clone(),
+        target: info.target.clone(),
+        client_addr: info.client_addr.to_string(),
+        application_name: info.application_name.clone(),
+        ended_at: None,
+        end_reason: None,
+        bytes_from_client: 0,
+        bytes_to_client: 0,
+    }
 }
 
 /// Whether `identity` may use `target`; `Err` says why not.

@@ -16,7 +16,7 @@
 
 use portcullis_plugin_sdk::names::{display_table, function_matches, TablePattern};
 use portcullis_plugin_sdk::{
-    export_plugin, parse_config, PgQuery, Plugin, Session, Statement, Verdict,
+    deny_by, export_plugin, parse_config, PgQuery, Plugin, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -154,9 +154,10 @@ impl Plugin for Block {
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
         if let Some(err) = &query.parse_error {
             if !self.config.allow_unparseable {
-                return Verdict::Deny(format!(
-                    "blocked by portcullis: the statement does not parse ({err}), so it cannot be checked"
-                ));
+                return deny_by(
+                    "unparseable",
+                    format!("blocked by portcullis: the statement does not parse ({err}), so it cannot be checked"),
+                );
             }
         }
         for stmt in &query.statements {
@@ -165,10 +166,10 @@ impl Plugin for Block {
                     continue;
                 }
                 if let Some(why) = self.check(rule, patterns, stmt) {
-                    return Verdict::Deny(format!(
-                        "blocked by portcullis rule \"{}\": {why}",
-                        rule.name
-                    ));
+                    return deny_by(
+                        &rule.name,
+                        format!("blocked by portcullis rule \"{}\": {why}", rule.name),
+                    );
                 }
             }
         }

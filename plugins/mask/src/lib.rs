@@ -36,8 +36,8 @@ mod hash;
 
 use detect::Detector;
 use portcullis_plugin_sdk::{
-    export_plugin, parse_config, Batch, Column, Edits, PgQuery, Plugin, ResultPlan, Session,
-    Verdict,
+    deny_by, export_plugin, parse_config, Batch, Column, Edits, PgQuery, Plugin, ResultPlan,
+    Session, Verdict,
 };
 use serde::Deserialize;
 
@@ -326,8 +326,9 @@ impl Plugin for Mask {
             }
             match self.config.copy_to {
                 CopyMode::Refuse => {
-                    return Verdict::Deny(
-                        "COPY ... TO is not allowed for you on this target because results are masked for you; use SELECT, whose results are masked".into(),
+                    return deny_by(
+                        "copy-to",
+                        "COPY ... TO is not allowed for you on this target because results are masked for you; use SELECT, whose results are masked",
                     )
                 }
                 CopyMode::MaskedTables => {
@@ -340,10 +341,10 @@ impl Plugin for Mask {
                         })
                     });
                     if let Some(t) = hit {
-                        return Verdict::Deny(format!(
-                            "COPY ... TO of {} is not allowed for you because it has masked columns; use SELECT, whose results are masked",
-                            t.name
-                        ));
+                        return deny_by(
+                            "copy-to",
+                            format!("COPY ... TO of {} is not allowed for you because it has masked columns; use SELECT, whose results are masked", t.name),
+                        );
                     }
                 }
             }

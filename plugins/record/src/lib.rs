@@ -1,0 +1,190 @@
+//! `record`: decides which statements the gateway records in its audit
+//! store, with their outcome (rows, duration, SQLSTATE) — recording policy
+//! as a plugin like every other guardrail.
+//!
+//! Configuration (`[plugins.config]`):
+//!
+//! - `statements`: `all` (default), `writes` (anything that is not a plain
+//!   read: INSERT/UPDATE/DELETE/MERGE, DDL, COPY FROM, CALL, DO, writes
+//!   hidden in CTEs, EXPLAIN ANALYZE, and text that does not parse), or
+//!   `none`;
+//! - `targets`: record only sessions on these targets (empty: all);
+//! - `groups`: record only sessions of members of these groups (empty: all);
+//! - `sample_rows`: keep the first N rows of each recorded result, as the
+//!   client receives them — after every masking plugin in the chain
+//!   (default 0, at most 1000).
+//!
+//! Statements that a plugin refuses or holds for approval are recorded by
+//! the gateway whatever this plugin says.
+
+use portcullis_plugin_sdk::{
+    export_plugin, parse_config, record_statement, PgQuery, Plugin, Session, Statement, Verdict,
+};
+use serde::Deserialize;
+
+/// Which statements are recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Statements {
+    #[default]
+    All,
+    Writes,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    statements: Statements,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    sample_rows: u32,
+}
+
+/// The plugin; one instance per session: its configuration, and whether
+/// this session is recorded at all.
+#[derive(Default)]
+pub struct Record {
+    config: Config,
+    session_recorded: bool,
+}
+
+/// Kinds that only read (or set session state) unless they write through
+/// a CTE, which shows up as a written table.
+const READ_KINDS: &[&str] = &[
+    "select",
+    "show",
+    "set",
+    "reset",
+    "transaction",
+    "listen",
+    "unlisten",
+    "fetch",
+    "close",
+    "deallocate",
+    "discard",
+    "prepare",
+    "execute",
+];
+
+/// Whether a statement may change data or schema.
+fn writes(s: &Statement) -> bool {
+    if !s.tables_written.is_empty() || s.explain_analyze {
+        return true;
+    }
+    if s.kind == "explain" {
+        return false;
+    }
+    !READ_KINDS.contains(&s.kind.as_str())
+}
+
+impl Plugin for Record {
+    const NAME: &'static str = "record";
+    const VERSION: &'static str = "0.1.0";
+
+    fn config_schema() -> String {
+        include_str!("../schema.json").into()
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.config = parse_config(config)?;
+        if self.config.sample_rows > 1000 {
+            return Err("sample_rows must be at most 1000".into());
+        }
+        Ok(())
+    }
+
+    fn session_start(&mut self, session: &Session) -> Verdict {
+        let c = &self.config;
+        self.session_recorded = c.statements != Statements::None
+            && (c.targets.is_empty() || c.targets.contains(&session.target))
+            && (c.groups.is_empty()
+                || session.identity.groups.iter().any(|g| c.groups.contains(g)));
+        Verdict::Allow
+    }
+
+    fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        if !self.session_recorded {
+            return Verdict::Allow;
+        }
+        let wanted = match self.config.statements {
+            Statements::All => true,
+            Statements::Writes => {
+                query.parse_error.is_some() || query.statements.iter().any(writes)
+            }
+            Statements::None => false,
+        };
+        if wanted {
+            record_statement(self.config.sample_rows);
+        }
+        Verdict::Allow
+    }
+}
+
+export_plugin!(Record);
+
+#[cfg(test)]
+mod tests {
+    use portcullis_plugin_sdk::testing::{self, take_notes, StatementExt};
+
+    use super::*;
+
+    fn plugin(config: &str, target: &str, groups: &[&str]) -> Record {
+        let mut p = Record::default();
+        p.configure(config).expect("configuration accepted");
+        let mut s = testing::session("alice@example.com", groups);
+        s.target = target.into();
+        p.session_start(&s);
+        p
+    }
+
+    fn recorded(p: &mut Record, q: &PgQuery) -> Option<u32> {
+        take_notes();
+        assert_eq!(p.on_query(q), Verdict::Allow);
+        take_notes().record
+    }
+
+    #[test]
+    fn all_records_every_statement_with_its_sample_size() {
+        let mut p = plugin(r#"{"sample_rows": 5}"#, "orders", &[]);
+        let q = testing::query("select 1", [testing::statement("select")]);
+        assert_eq!(recorded(&mut p, &q), Some(5));
+    }
+
+    #[test]
+    fn writes_skips_plain_reads_but_not_hidden_writes() {
+        let mut p = plugin(r#"{"statements": "writes"}"#, "orders", &[]);
+        let read = testing::query("select * from t", [testing::statement("select").reads("t")]);
+        assert_eq!(recorded(&mut p, &read), None);
+        let cte = testing::query(
+            "with d as (delete from t returning *) select * from d",
+            [testing::statement("select").writes("t")],
+        );
+        assert_eq!(recorded(&mut p, &cte), Some(0));
+        let insert = testing::query("insert into t values (1)", [testing::statement("insert")]);
+        assert_eq!(recorded(&mut p, &insert), Some(0));
+        let bad = testing::unparseable("selec 1");
+        assert_eq!(recorded(&mut p, &bad), Some(0));
+    }
+
+    #[test]
+    fn targets_and_groups_limit_the_sessions_recorded() {
+        let q = testing::query("select 1", [testing::statement("select")]);
+        let mut other = plugin(r#"{"targets": ["billing"]}"#, "orders", &[]);
+        assert_eq!(recorded(&mut other, &q), None);
+        let mut member = plugin(r#"{"groups": ["agents"]}"#, "orders", &["agents"]);
+        assert_eq!(recorded(&mut member, &q), Some(0));
+        let mut outsider = plugin(r#"{"groups": ["agents"]}"#, "orders", &["people"]);
+        assert_eq!(recorded(&mut outsider, &q), None);
+    }
+
+    #[test]
+    fn a_sample_larger_than_the_limit_is_refused() {
+        let mut p = Record::default();
+        assert!(p.configure(r#"{"sample_rows": 5000}"#).is_err());
+    }
+}

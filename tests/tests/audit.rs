@@ -1,0 +1,243 @@
+//! The audit trail against real PostgreSQL: what the `record` plugin selects
+//! is stored with its outcome (rows, SQLSTATE, duration), refusals are
+//! stored whatever it says, sessions carry identity, addresses and bytes,
+//! and under load every statement is stored exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis::store::{EventRecord, EventStatus, SessionQuery, SessionRecord, Store};
+use portcullis_e2e::{db_error, plugin_wasm, GatewayOptions, TestGateway};
+
+/// Options for a gateway whose target runs `block` (no DROP) then `record`
+/// with `record_config`, and `durability`. Calls get a generous deadline:
+/// the load test starts 50 sessions at once on two cores.
+fn options(record_config: &str, durability: &str) -> GatewayOptions {
+    GatewayOptions {
+        target_extra: format!("plugins = [\"block\", \"record\"]\ndurability = {durability:?}"),
+        tail: format!(
+            r#"
+[[plugins]]
+name = "block"
+path = {block:?}
+call_timeout_ms = 1000
+[plugins.config]
+rules = [{{ name = "no-drop", kinds = ["drop"] }}]
+
+[[plugins]]
+name = "record"
+path = {record:?}
+call_timeout_ms = 1000
+[plugins.config]
+{record_config}
+"#,
+            block = plugin_wasm("block").display().to_string(),
+            record = plugin_wasm("record").display().to_string(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn store(gw: &TestGateway) -> Arc<dyn Store> {
+    gw.gateway.context.audit.store().clone()
+}
+
+/// The ended session of `user` (waits for its end to be committed).
+async fn ended_session(gw: &TestGateway, user: &str) -> SessionRecord {
+    let start = Instant::now();
+    loop {
+        gw.gateway.context.audit.flush().await;
+        let sessions = store(gw)
+            .sessions(&SessionQuery {
+                user: Some(user.into()),
+                ..Default::default()
+            })
+            .expect("sessions");
+        if let Some(s) = sessions.into_iter().find(|s| s.ended_at.is_some()) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the session's end was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_recording_matches_what_the_client_did() {
+    let gw = TestGateway::start_with(options("sample_rows = 0", "batched")).await;
+    let user = "recorded@example.com";
+    let client = gw.connect(user).await;
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE audit_t (id int); INSERT INTO audit_t SELECT generate_series(1, 3)",
+        )
+        .await
+        .expect("create and insert");
+    let stmt = client
+        .prepare("SELECT id FROM audit_t WHERE id >= $1")
+        .await
+        .expect("prepare");
+    assert_eq!(
+        client
+            .query(&stmt, &[&2i32])
+            .await
+            .expect("first run")
+            .len(),
+        2
+    );
+    assert_eq!(
+        client
+            .query(&stmt, &[&1i32])
+            .await
+            .expect("second run")
+            .len(),
+        3
+    );
+    let err = client
+        .simple_query("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(db_error(&err).0, "22012");
+    let refused = client
+        .simple_query("DROP TABLE audit_t")
+        .await
+        .expect_err("refused");
+    assert_eq!(db_error(&refused).0, "42501");
+    drop(client);
+
+    let session = ended_session(&gw, user).await;
+    assert_eq!(session.target, portcullis_e2e::DB);
+    assert_eq!(session.groups, vec!["testers".to_string()]);
+    assert!(
+        session.client_addr.starts_with("127.0.0.1:"),
+        "{}",
+        session.client_addr
+    );
+    assert!(
+        session.bytes_from_client > 100 && session.bytes_to_client > 100,
+        "{session:?}"
+    );
+    assert_eq!(
+        session.end_reason.as_deref(),
+        Some("client closed the session")
+    );
+
+    let events = store(&gw).events(session.id).expect("events");
+    let seen: Vec<(&str, EventStatus, Option<u64>)> = events
+        .iter()
+        .map(|e| (e.sql.as_str(), e.status, e.rows))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "CREATE TEMP TABLE audit_t (id int); INSERT INTO audit_t SELECT generate_series(1, 3)",
+                EventStatus::Ok,
+                Some(3)
+            ),
+            ("SELECT id FROM audit_t WHERE id >= $1", EventStatus::Ok, Some(2)),
+            ("SELECT id FROM audit_t WHERE id >= $1", EventStatus::Ok, Some(3)),
+            ("SELECT 1/0", EventStatus::Error, None),
+            ("DROP TABLE audit_t", EventStatus::Refused, None),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[0].kinds, vec!["create", "insert"]);
+    assert_eq!(events[0].tables_written, vec!["audit_t"]);
+    assert_eq!(events[1].protocol, "extended");
+    assert_eq!(events[3].sqlstate.as_deref(), Some("22012"));
+    let drop_event: &EventRecord = &events[4];
+    assert_eq!(drop_event.verdict, "deny");
+    assert_eq!(drop_event.decided_by.as_deref(), Some("block"));
+    assert_eq!(drop_event.rule.as_deref(), Some("no-drop"));
+    assert!(events[..4].iter().all(|e| e.duration_us.is_some()));
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at));
+}
+
+#[tokio::test]
+async fn writes_only_recording_skips_reads_but_keeps_refusals() {
+    let gw = TestGateway::start_with(options("statements = \"writes\"", "strict")).await;
+    let user = "writer@example.com";
+    let client = gw.connect(user).await;
+    client.simple_query("SELECT 1").await.expect("read");
+    client
+        .simple_query("CREATE TEMP TABLE w (id int)")
+        .await
+        .expect("ddl");
+    client
+        .simple_query("DROP TABLE w")
+        .await
+        .expect_err("refused");
+    drop(client);
+    let session = ended_session(&gw, user).await;
+    let events = store(&gw).events(session.id).expect("events");
+    let seen: Vec<(&str, EventStatus)> =
+        events.iter().map(|e| (e.sql.as_str(), e.status)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("CREATE TEMP TABLE w (id int)", EventStatus::Ok),
+            ("DROP TABLE w", EventStatus::Refused),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_every_statement_is_stored_exactly_once() {
+    const SESSIONS: usize = 50;
+    const STATEMENTS: usize = 2_000;
+    let gw = Arc::new(TestGateway::start_with(options("sample_rows = 0", "batched")).await);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..SESSIONS {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("load{s}@example.com");
+            let client = gw.connect(&user).await;
+            let mut latencies = Vec::with_capacity(STATEMENTS);
+            let deadline = Instant::now() + Duration::from_secs(240);
+            for i in 0..STATEMENTS {
+                assert!(Instant::now() < deadline, "load took too long");
+                let t = Instant::now();
+                client
+                    .simple_query(&format!("SELECT {i} AS n"))
+                    .await
+                    .expect("statement");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("session task"));
+    }
+    let elapsed = started.elapsed();
+    gw.gateway.context.audit.flush().await;
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let total = SESSIONS * STATEMENTS;
+    println!(
+        "audit load: {total} statements in {:.1} s = {:.0} statements/s, p99 {:.2} ms",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        p99.as_secs_f64() * 1000.0
+    );
+    let mut stored = 0usize;
+    let mut keys = std::collections::HashSet::new();
+    store(&gw)
+        .export_events(0, i64::MAX, &mut |e| {
+            if e.sql.ends_with(" AS n") {
+                stored += 1;
+                assert!(keys.insert((e.session_id, e.seq)), "stored twice: {e:?}");
+                assert_eq!(e.status, EventStatus::Ok);
+            }
+            Ok(())
+        })
+        .expect("export");
+    assert_eq!(stored, total);
+}
