@@ -428,3 +428,154 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         });
     dir.join(format!("{name}.wasm"))
 }
+
+/// The `portcullis serve` binary running in a directory of its own, as
+/// operators run it; killed when dropped.
+pub struct ServedGateway {
+    /// The process.
+    pub child: tokio::process::Child,
+    /// Its directory (configuration, log, store).
+    pub dir: PathBuf,
+    /// Its plaintext loopback listener port.
+    pub port: u16,
+    /// The issuer it trusts.
+    pub issuer: DevIssuer,
+}
+
+impl ServedGateway {
+    /// Writes a configuration in `dir` — one plaintext loopback listener,
+    /// an issuer, and the test database as target with `target_extra` —
+    /// followed by `tail`, and starts the binary on it.
+    pub async fn start(dir: &Path, target_extra: &str, tail: &str) -> Self {
+        let c = cluster();
+        std::fs::create_dir_all(dir).expect("gateway directory");
+        std::fs::write(dir.join("upstream-password"), c.cluster.password()).expect("password");
+        let issuer = DevIssuer::start(DevKey::generate_es256().expect("key"), AUDIENCE, 0)
+            .await
+            .expect("issuer");
+        let port = portcullis::demo::cluster::free_port().expect("free port");
+        let config = format!(
+            r#"[gateway]
+watch_interval_secs = 1
+shutdown_grace_secs = 1
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+plaintext_loopback_dev = true
+
+[[identity_providers]]
+name = "test"
+issuer = "{iss}"
+insecure_loopback_issuer = true
+audience = "{AUDIENCE}"
+algorithms = ["ES256"]
+
+[[targets]]
+name = "{DB}"
+host = "127.0.0.1"
+port = {upstream}
+database = "{DB}"
+user = "postgres"
+password_file = "upstream-password"
+allow_groups = ["testers"]
+{target_extra}
+
+{tail}"#,
+            iss = issuer.url(),
+            upstream = c.cluster.port(),
+        );
+        let config_path = dir.join("portcullis.toml");
+        std::fs::write(&config_path, config).expect("configuration");
+        let child = Self::spawn(dir);
+        Self {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+            issuer,
+        }
+    }
+
+    fn spawn(dir: &Path) -> tokio::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .expect("log file");
+        tokio::process::Command::new(portcullis_bin())
+            .args(["serve", "--config"])
+            .arg(dir.join("portcullis.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the gateway binary")
+    }
+
+    /// Starts the binary again on the same configuration (after a kill).
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir);
+    }
+
+    /// The gateway's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (up to 20 s); returns the log.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let text = self.log();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "no {needle:?} in the gateway log:\n{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client for `user` (group `testers`), retrying while the gateway
+    /// starts (up to 30 s).
+    pub async fn connect(&self, user: &str) -> tokio_postgres::Client {
+        let token = self.issuer.mint(&TokenSpec {
+            user: user.into(),
+            groups: vec!["testers".into()],
+            ttl_secs: 600,
+        });
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(&token)
+            .dbname(DB);
+        let start = std::time::Instant::now();
+        loop {
+            match cfg.connect(tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    return client;
+                }
+                Err(e) if start.elapsed() < std::time::Duration::from_secs(30) => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("gateway did not come up: {e}\n{}", self.log()),
+            }
+        }
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("gateway running");
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} {pid} failed");
+    }
+}
