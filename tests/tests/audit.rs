@@ -186,6 +186,75 @@ async fn writes_only_recording_skips_reads_but_keeps_refusals() {
     );
 }
 
+#[tokio::test]
+async fn a_sample_keeps_the_first_rows_as_the_client_saw_them_after_masking() {
+    let table = format!("sampled_{}", std::process::id());
+    portcullis_e2e::cluster()
+        .cluster
+        .psql(
+            portcullis_e2e::DB,
+            &format!(
+                "CREATE TABLE {table} (id int, card text); INSERT INTO {table} VALUES (1, '4111 1111 1111 1111'), (2, '5500 0000 0000 0004'), (3, '6011 0000 0000 0004')"
+            ),
+        )
+        .expect("seed");
+    let mut opts = options("sample_rows = 2", "batched");
+    opts.target_extra = "plugins = [\"mask\", \"record\"]".into();
+    opts.tail.push_str(&format!(
+        r#"
+[[plugins]]
+name = "mask"
+path = {mask:?}
+call_timeout_ms = 1000
+[plugins.config]
+[[plugins.config.rules]]
+column = "{table}.card"
+action = "partial"
+keep = 4
+"#,
+        mask = plugin_wasm("mask").display().to_string()
+    ));
+    let gw = TestGateway::start_with(opts).await;
+    let user = "sampled@example.com";
+    let client = gw.connect(user).await;
+    let sql = format!("SELECT id, card FROM {table} ORDER BY id");
+    client.simple_query(&sql).await.expect("simple");
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .expect("extended, binary results");
+    assert_eq!(rows.len(), 3);
+    drop(client);
+    let session = ended_session(&gw, user).await;
+    let events = store(&gw).events(session.id).expect("events");
+    let samples: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.sql == sql)
+        .map(|e| serde_json::from_str(e.sample.as_deref().unwrap_or("null")).expect("sample JSON"))
+        .collect();
+    assert_eq!(samples.len(), 2, "{events:#?}");
+    assert_eq!(
+        samples[0],
+        serde_json::json!({
+            "columns": ["id", "card"],
+            "rows": [["1", "**** **** **** 1111"], ["2", "**** **** **** 0004"]]
+        })
+    );
+    // Binary results: the int is kept as hex, the masked text as text bytes.
+    assert_eq!(
+        samples[1]["rows"][0][1],
+        "\\x2a2a2a2a202a2a2a2a202a2a2a2a2031313131"
+    );
+    assert_eq!(samples[1]["rows"].as_array().map(Vec::len), Some(2));
+    for e in &events {
+        let text = e.sample.clone().unwrap_or_default();
+        assert!(
+            !text.contains("4111") && !text.contains("5500"),
+            "raw value in a sample: {text}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_every_statement_is_stored_exactly_once() {
     const SESSIONS: usize = 50;

@@ -34,10 +34,49 @@ struct Open {
     simple: bool,
     /// Whether the server has answered it (its answer is complete).
     answered: bool,
+    /// The first rows of its result, when recording asked for them.
+    sample: Option<Sample>,
 }
 
-/// The recorded part of a prepared statement, shared by its portals.
-type Recorded = Arc<EventRecord>;
+/// The first rows of a result as the client received them.
+struct Sample {
+    limit: usize,
+    columns: Vec<String>,
+    /// Per column: whether values are in binary format.
+    binary: Vec<bool>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl Sample {
+    fn wants_more(&self) -> bool {
+        self.rows.len() < self.limit
+    }
+
+    /// `{"columns": [...], "rows": [[...], ...]}`; binary values as `\x` hex.
+    fn to_json(&self) -> String {
+        serde_json::json!({ "columns": self.columns, "rows": self.rows }).to_string()
+    }
+}
+
+/// A value as text: UTF-8 text as it is, anything else (or a binary-format
+/// value) as `\x` and hex, like PostgreSQL's bytea output.
+fn value_text(v: &[u8], binary: bool) -> String {
+    match std::str::from_utf8(v) {
+        Ok(t) if !binary => t.to_string(),
+        _ => {
+            let mut out = String::with_capacity(2 + v.len() * 2);
+            out.push_str("\\x");
+            for b in v {
+                out.push_str(&format!("{b:02x}"));
+            }
+            out
+        }
+    }
+}
+
+/// A recorded prepared statement, shared by its portals: the record every
+/// execution starts from, and how many result rows to sample.
+type Recorded = Arc<(EventRecord, u32)>;
 
 /// What the relay must do with a statement before forwarding it.
 pub enum Before {
@@ -143,17 +182,30 @@ impl Ledger {
         }
     }
 
-    fn begin(&mut self, record: Option<EventRecord>, batch: u64, simple: bool) -> Before {
+    fn begin(
+        &mut self,
+        record: Option<EventRecord>,
+        sample_rows: u32,
+        batch: u64,
+        simple: bool,
+    ) -> Before {
         let durable = match (&record, self.strict) {
             (Some(r), true) => Some(Record::Event(r.clone())),
             _ => None,
         };
+        let sample = (record.is_some() && sample_rows > 0).then(|| Sample {
+            limit: sample_rows as usize,
+            columns: Vec::new(),
+            binary: Vec::new(),
+            rows: Vec::new(),
+        });
         self.open.push_back(Open {
             record,
             started: Instant::now(),
             batch,
             simple,
             answered: false,
+            sample,
         });
         durable.map_or(Before::Forward, Before::Durable)
     }
@@ -170,7 +222,8 @@ impl Ledger {
             .record
             .is_some()
             .then(|| self.event("simple", sql, note, verdict));
-        self.begin(record, batch, true)
+        let sample_rows = note.record.map_or(0, |r| r.sample_rows);
+        self.begin(record, sample_rows, batch, true)
     }
 
     /// A `Parse` and the policy's decision.
@@ -190,7 +243,9 @@ impl Ledger {
             if self.statements.len() >= MAX_NAMED {
                 self.statements.clear();
             }
-            self.statements.insert(name.to_string(), Arc::new(template));
+            let sample_rows = note.record.map_or(0, |r| r.sample_rows);
+            self.statements
+                .insert(name.to_string(), Arc::new((template, sample_rows)));
         } else {
             self.statements.remove(name);
         }
@@ -224,14 +279,52 @@ impl Ledger {
 
     /// An `Execute` of `portal`, whose batch ends at `ReadyForQuery` `batch`.
     pub fn execute(&mut self, portal: &str, batch: u64) -> Before {
+        let mut sample_rows = 0;
         let record = self.portals.get(portal).map(|t| {
             self.seq += 1;
-            let mut r = (**t).clone();
+            let mut r = t.0.clone();
+            sample_rows = t.1;
             r.seq = self.seq;
             r.at = now_micros();
             r
         });
-        self.begin(record, batch, false)
+        self.begin(record, sample_rows, batch, false)
+    }
+
+    /// Whether the statement being answered wants rows of its result.
+    pub fn sampling(&mut self) -> bool {
+        self.current()
+            .and_then(|o| o.sample.as_ref())
+            .is_some_and(Sample::wants_more)
+    }
+
+    /// A result's columns (name, binary format), for the sample of the
+    /// statement being answered.
+    pub fn describe(&mut self, columns: impl FnOnce() -> Vec<(String, bool)>) {
+        if let Some(s) = self.current().and_then(|o| o.sample.as_mut()) {
+            if s.columns.is_empty() && s.rows.is_empty() {
+                let (names, binary) = columns().into_iter().unzip();
+                s.columns = names;
+                s.binary = binary;
+            }
+        }
+    }
+
+    /// One row as the client receives it, for the sample; returns whether
+    /// more rows are wanted.
+    pub fn sample_row(&mut self, values: &[Option<&[u8]>]) -> bool {
+        let Some(s) = self.current().and_then(|o| o.sample.as_mut()) else {
+            return false;
+        };
+        if s.wants_more() {
+            let row = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.map(|v| value_text(v, s.binary.get(i).copied().unwrap_or(false))))
+                .collect();
+            s.rows.push(row);
+        }
+        s.wants_more()
     }
 
     /// A `FunctionCall` the policy refused.
@@ -344,6 +437,11 @@ impl Ledger {
 
 /// Sets the outcome of `o` (kept if already worse than ok).
 fn finish(o: &mut Open, status: EventStatus) {
+    if let (Some(r), Some(s)) = (o.record.as_mut(), o.sample.as_ref()) {
+        if !s.rows.is_empty() || !s.columns.is_empty() {
+            r.sample = Some(s.to_json());
+        }
+    }
     if let Some(r) = o.record.as_mut() {
         if matches!(r.status, EventStatus::Started | EventStatus::Ok) {
             r.status = status;

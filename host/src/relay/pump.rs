@@ -734,6 +734,7 @@ async fn server_to_client(
     }
     let mut scratch = BytesMut::new();
     let mut need = 0usize;
+    let mut sample = SampleState::default();
     loop {
         make_room(&mut buf, need);
         let n = rd.read_buf(&mut buf).await?;
@@ -909,12 +910,19 @@ async fn server_to_client(
                                 .collect::<Result<Vec<_>, _>>()?;
                             let edits = shared.policy().on_data_rows(&rows);
                             if edits.is_empty() {
+                                if sample.wanted(shared) {
+                                    sample.rows(shared, rows.iter().map(|r| r.as_slice()));
+                                }
                                 pos = at;
                                 continue;
                             }
                             write_out(wr, &buf[start..pos]).await?;
                             scratch.clear();
                             apply_edits(&mut scratch, &buf, &frames, rows, edits);
+                            if sample.wanted(shared) {
+                                let sent = sent_rows(&scratch, max)?;
+                                sample.rows(shared, sent.iter().map(|r| r.as_slice()));
+                            }
                             wr.write_all(&scratch).await?;
                             pos = at;
                             start = pos;
@@ -943,7 +951,35 @@ async fn server_to_client(
                     act = Act::Skip;
                 }
             }
+            if shared.tracking && h.tag == b'T' {
+                if available < h.total_len {
+                    need = h.total_len;
+                    break;
+                }
+                let frame = &buf[pos..pos + h.total_len];
+                sample.checked = false;
+                if sample.wanted(shared) {
+                    let columns = row_description::decode(frame)?
+                        .into_iter()
+                        .map(|c| (c.name.to_string(), c.format == 1))
+                        .collect::<Vec<_>>();
+                    shared.ledger().describe(|| columns);
+                }
+            }
+            if shared.tracking
+                && h.tag == b'D'
+                && matches!(act, Act::Forward)
+                && sample.wanted(shared)
+            {
+                if available < h.total_len {
+                    need = h.total_len;
+                    break;
+                }
+                let row = data_row::decode(&buf[pos..pos + h.total_len])?;
+                sample.rows(shared, std::iter::once(row.as_slice()));
+            }
             if shared.tracking && matches!(h.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
+                sample.checked = false;
                 if available < h.total_len {
                     need = h.total_len;
                     break;
@@ -1002,6 +1038,52 @@ async fn server_to_client(
         buf.advance(pos);
         shrink_if_idle(&mut buf);
     }
+}
+
+/// Whether the statement being answered wants its rows sampled, asked of
+/// the ledger once per result rather than once per row.
+#[derive(Default)]
+struct SampleState {
+    checked: bool,
+    wanted: bool,
+}
+
+impl SampleState {
+    fn wanted(&mut self, shared: &Shared) -> bool {
+        if !shared.tracking {
+            return false;
+        }
+        if !self.checked {
+            self.wanted = shared.ledger().sampling();
+            self.checked = true;
+        }
+        self.wanted
+    }
+
+    /// Rows as the client receives them, into the sample.
+    fn rows<'r>(&mut self, shared: &Shared, rows: impl Iterator<Item = &'r [Option<&'r [u8]>]>) {
+        let mut ledger = shared.ledger();
+        for row in rows {
+            if !ledger.sample_row(row) {
+                self.wanted = false;
+                break;
+            }
+        }
+    }
+}
+
+/// Decodes the `DataRow`s of an encoded batch.
+fn sent_rows(bytes: &[u8], max: usize) -> Result<Vec<crate::policy::Row<'_>>, RelayError> {
+    let mut rows = Vec::new();
+    let mut at = 0;
+    while let Some(h) = peek_frame(&bytes[at..], max)? {
+        if bytes.len() - at < h.total_len {
+            break;
+        }
+        rows.push(data_row::decode(&bytes[at..at + h.total_len])?);
+        at += h.total_len;
+    }
+    Ok(rows)
 }
 
 /// Writes a batch of rows with `edits` applied: unedited rows are copied as
