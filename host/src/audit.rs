@@ -208,9 +208,11 @@ async fn commit(store: &Arc<dyn Store>, healthy: &AtomicBool, group: Group) {
     let mut delay = Duration::from_millis(100);
     loop {
         let (s, r) = (store.clone(), records.clone());
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || s.write(&r))
             .await
             .unwrap_or_else(|e| Err(StoreError::Database(e.to_string())));
+        crate::metrics::global().store_writes.observe(started.elapsed());
         match result {
             Ok(()) => {
                 if !healthy.swap(true, Ordering::Relaxed) {

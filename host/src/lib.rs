@@ -33,6 +33,7 @@
 //! - [`demo`]: `portcullis demo` — a development issuer, a self-signed
 //!   certificate and a throwaway PostgreSQL cluster, reused by the tests.
 
+pub mod admin;
 pub mod audit;
 pub mod codec;
 pub mod config;
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod http_client;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod plugins;
 pub mod policy;
 pub mod relay;

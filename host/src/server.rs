@@ -65,31 +65,52 @@ pub enum StartError {
 pub struct RunningGateway {
     /// The bound address of each listener, in configuration order.
     pub addresses: Vec<SocketAddr>,
+    /// The admin API's address, when `[admin]` is configured.
+    pub admin_address: Option<SocketAddr>,
     /// Shared state (cancel registry, targets, ...).
     pub context: Arc<GatewayContext>,
+    /// The loaded plugins and how to reload them.
+    pub plugins: Arc<PluginManager>,
     accept_loops: Vec<JoinHandle<()>>,
     closing: tokio::sync::watch::Sender<bool>,
-    runtime: std::sync::Mutex<Option<Arc<crate::plugins::PluginRuntime>>>,
-    default_policy: Arc<dyn Policy>,
 }
 
-impl RunningGateway {
+/// A plugin as loaded, for `/v1/plugins`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginInfo {
+    /// Configured name.
+    pub name: String,
+    /// Version the plugin declares.
+    pub version: String,
+    /// SHA-256 of its file.
+    pub sha256: String,
+    /// Its file.
+    pub path: String,
+    /// When this version was loaded (unix microseconds).
+    pub loaded_at: i64,
+}
+
+/// The plugins every target runs, and their reloading (SIGHUP, file
+/// changes, the admin API).
+pub struct PluginManager {
+    context: Arc<GatewayContext>,
+    runtime: std::sync::Mutex<Option<Arc<crate::plugins::PluginRuntime>>>,
+    default_policy: Arc<dyn Policy>,
+    loaded: std::sync::Mutex<Vec<PluginInfo>>,
+    config_path: Option<std::path::PathBuf>,
+}
+
+impl PluginManager {
     /// Loads the plugins of `config` again and gives every target its new
     /// chain: new sessions use the new versions, sessions in flight finish on
     /// the ones they started with. If any plugin fails to load (file, pin,
     /// contract, configuration), nothing changes and the old versions keep
     /// serving. Only plugins and plugin chains are reloaded; other changes
     /// need a restart. Returns the number of plugins loaded.
-    pub fn reload_plugins(&self, config: &Config) -> Result<usize, StartError> {
+    pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
         let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
         let (policies, loaded) = target_policies(config, &mut runtime, &self.default_policy)?;
-        let records = plugin_load_records(&loaded);
-        let audit = self.context.audit.clone();
-        tokio::spawn(async move {
-            for r in records {
-                audit.record(r).await;
-            }
-        });
+        self.loaded_now(&loaded);
         for (name, policy) in policies {
             match self.context.targets.get(&name) {
                 Some(ctx) => *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy,
@@ -99,6 +120,62 @@ impl RunningGateway {
             }
         }
         Ok(loaded.len())
+    }
+
+    /// Reads the configuration file the gateway started from and reloads
+    /// its plugins (what the admin API's reload does).
+    pub fn reload_from_file(&self) -> Result<usize, String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("this gateway was not started from a configuration file")?;
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        self.reload(&config).map_err(|e| e.to_string())
+    }
+
+    /// The plugins loaded now.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Remembers (and records in the audit store) a freshly loaded set.
+    fn loaded_now(&self, loaded: &[Arc<crate::plugins::LoadedPlugin>]) {
+        let at = crate::store::now_micros();
+        let infos: Vec<PluginInfo> = loaded
+            .iter()
+            .map(|p| PluginInfo {
+                name: p.name.to_string(),
+                version: p.version.clone(),
+                sha256: p.sha256.clone(),
+                path: p.path.clone(),
+                loaded_at: at,
+            })
+            .collect();
+        let records = infos
+            .iter()
+            .map(|p| {
+                crate::store::Record::PluginLoad(crate::store::PluginLoadRecord {
+                    at,
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    sha256: p.sha256.clone(),
+                })
+            })
+            .collect::<Vec<_>>();
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = infos;
+        let audit = self.context.audit.clone();
+        tokio::spawn(async move {
+            for r in records {
+                audit.record(r).await;
+            }
+        });
+    }
+}
+
+impl RunningGateway {
+    /// Reloads the plugins of `config`; see [`PluginManager::reload`].
+    pub fn reload_plugins(&self, config: &Config) -> Result<usize, StartError> {
+        self.plugins.reload(config)
     }
 
     /// Connections being served right now.
@@ -191,11 +268,30 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
     });
-    for r in plugin_load_records(&loaded) {
-        audit.record(r).await;
-    }
-    let mut addresses = Vec::new();
+    let plugins = Arc::new(PluginManager {
+        context: context.clone(),
+        runtime: std::sync::Mutex::new(runtime),
+        default_policy: policy,
+        loaded: Default::default(),
+        config_path: config.source.clone(),
+    });
+    plugins.loaded_now(&loaded);
     let mut accept_loops = Vec::new();
+    let admin_address = match &config.admin {
+        Some(settings) => {
+            let (address, handle) =
+                crate::admin::start(settings, context.clone(), plugins.clone())
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        address: settings.address.clone(),
+                        source,
+                    })?;
+            accept_loops.push(handle);
+            Some(address)
+        }
+        None => None,
+    };
+    let mut addresses = Vec::new();
     for l in &config.listeners {
         let tls = match (&l.tls_cert_file, &l.tls_key_file) {
             (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(
@@ -237,11 +333,11 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     tokio::spawn(async move { authenticator.prefetch().await });
     Ok(RunningGateway {
         addresses,
+        admin_address,
         context,
+        plugins,
         accept_loops,
         closing: closing_tx,
-        runtime: std::sync::Mutex::new(runtime),
-        default_policy: policy,
     })
 }
 
@@ -292,21 +388,7 @@ async fn accept_loop(
 /// Each target's policy, by target name.
 type TargetPolicies = HashMap<String, Arc<dyn Policy>>;
 
-/// Audit records of plugins just loaded.
-fn plugin_load_records(loaded: &[Arc<crate::plugins::LoadedPlugin>]) -> Vec<crate::store::Record> {
-    let at = crate::store::now_micros();
-    loaded
-        .iter()
-        .map(|p| {
-            crate::store::Record::PluginLoad(crate::store::PluginLoadRecord {
-                at,
-                name: p.name.to_string(),
-                version: p.version.clone(),
-                sha256: p.sha256.clone(),
-            })
-        })
-        .collect()
-}
+
 
 /// Loads every configured plugin (creating the engine on first need) and
 /// returns each target's policy — its plugin chain, or `default` — and the

@@ -47,7 +47,9 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse_relative_to(&text, path.parent())
+        let mut config = Self::parse_relative_to(&text, path.parent())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates configuration text; relative paths stay as written.
@@ -88,6 +90,9 @@ impl Config {
         }
         for p in &mut self.identity_providers {
             fix(&mut p.hmac_secret_file);
+        }
+        if let Some(a) = &mut self.admin {
+            fix(&mut a.token_file);
         }
         if Path::new(&self.store.path).is_relative() {
             self.store.path = base.join(&self.store.path).display().to_string();

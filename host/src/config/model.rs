@@ -28,6 +28,40 @@ pub struct Config {
     /// The audit store.
     #[serde(default)]
     pub store: StoreSettings,
+    /// The admin API; off when absent.
+    pub admin: Option<AdminSettings>,
+    /// The file this configuration was read from (set by `Config::load`).
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
+}
+
+/// `[admin]`: the admin API listener (health, metrics, sessions, audit,
+/// plugins, approvals) that the `portcullis` CLI talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// `host:port` to bind; loopback unless you put TLS in front of it.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Token groups whose members may use every endpoint.
+    #[serde(default = "default_admin_groups")]
+    pub admin_groups: Vec<String>,
+    /// Token groups whose members may read sessions and decide approvals.
+    #[serde(default = "default_approver_groups")]
+    pub approver_groups: Vec<String>,
+    /// File holding a static admin token (a long random string), for
+    /// scripts and the CLI where no OIDC token is at hand.
+    pub token_file: Option<String>,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9187".into()
+}
+fn default_admin_groups() -> Vec<String> {
+    vec!["admins".into()]
+}
+fn default_approver_groups() -> Vec<String> {
+    vec!["approvers".into()]
 }
 
 /// `[store]`: where sessions, statement events and approvals are kept.

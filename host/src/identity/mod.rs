@@ -130,6 +130,26 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// A short, stable label for metrics (`expired`, `bad_signature`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::NotAToken => "not_a_token",
+            AuthError::TooLarge => "too_large",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::AlgNone | AuthError::AlgNotAllowed { .. } => "algorithm",
+            AuthError::Crit => "crit",
+            AuthError::UnknownIssuer(_) | AuthError::NoIssuer => "issuer",
+            AuthError::UnknownKey { .. } | AuthError::KeyMismatch { .. } => "unknown_key",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::NoExpiry => "no_expiry",
+            AuthError::Expired(_) => "expired",
+            AuthError::NotYetValid(_) | AuthError::IssuedInFuture(_) => "not_yet_valid",
+            AuthError::Audience { .. } => "audience",
+            AuthError::NoUserClaim(_) => "no_user_claim",
+            AuthError::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+
     /// A hint for the client on what to do next.
     pub fn hint(&self) -> &'static str {
         match self {
@@ -170,6 +190,16 @@ impl Authenticator {
                 tracing::warn!(provider = %p.name(), error = %e, "could not fetch signing keys at start-up");
             }
         }
+    }
+
+    /// Names of providers whose signing keys are not fetched yet (empty
+    /// when every provider can validate tokens).
+    pub fn providers_without_keys(&self) -> Vec<String> {
+        self.providers
+            .iter()
+            .filter(|p| !p.has_keys())
+            .map(|p| p.name().to_string())
+            .collect()
     }
 
     /// Validates `token` and returns the identity it proves.

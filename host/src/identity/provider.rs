@@ -77,6 +77,18 @@ impl Provider {
         &self.cfg.issuer
     }
 
+    /// Whether the provider can validate tokens without fetching first:
+    /// it has an HMAC secret or a non-empty set of keys.
+    pub fn has_keys(&self) -> bool {
+        self.hmac.is_some()
+            || !self
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys
+                .is_empty()
+    }
+
     /// Fetches the JWKS now (discovery first when no `jwks_uri` is set).
     pub async fn refresh_keys(&self) -> Result<(), AuthError> {
         if self.hmac.is_some() {

@@ -201,7 +201,10 @@ impl ChainInner {
         }
         let inst = m.instance.as_mut().ok_or("no instance")?;
         let timeout_ms = m.plugin.timeout_ms;
-        match inline(|| f(inst)).map(|r| r.map_err(|e| describe_failure(&e, timeout_ms))) {
+        let started = std::time::Instant::now();
+        let outcome = inline(|| f(inst));
+        m.plugin.calls.observe(started.elapsed());
+        match outcome.map(|r| r.map_err(|e| describe_failure(&e, timeout_ms))) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(why)) | Err(why) => {
                 m.instance = None;

@@ -93,6 +93,8 @@ pub struct LoadedPlugin {
     pub failure: FailurePolicy,
     /// Call deadline in milliseconds.
     pub timeout_ms: u64,
+    /// Latency of its calls, for `/metrics`.
+    pub calls: Arc<crate::metrics::Histogram>,
     config_json: String,
     memory_limit: usize,
     engine: Engine,
@@ -235,6 +237,7 @@ pub fn load(
         stable_result_plans: false,
         failure: cfg.failure,
         timeout_ms: cfg.call_timeout_ms,
+        calls: crate::metrics::global().plugin_histogram(&name),
         config_json: config.to_string(),
         memory_limit: cfg.memory_limit_mib << 20,
         engine: engine.clone(),

@@ -284,6 +284,14 @@ fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
     Some(b.freeze())
 }
 
+fn verdict_label(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Deny { .. } => "deny",
+        Verdict::RequireApproval { .. } => "require-approval",
+    }
+}
+
 fn count(counter: &std::sync::atomic::AtomicU64, n: usize) {
     counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
 }
@@ -388,6 +396,10 @@ async fn client_to_server(
                         let before = shared.ledger().parse(p.statement, p.query, &note, &v);
                         (v, before)
                     };
+                    crate::metrics::global().query(
+                        verdict_label(&verdict),
+                        note.decided_by.as_deref(),
+                    );
                     let mut denial = denial_bytes(&verdict);
                     match before {
                         Before::Forward => {}

@@ -156,6 +156,9 @@ pub async fn serve(
         upstream_pid = registration.client_key().process_id,
         "session started"
     );
+    let metrics = crate::metrics::global();
+    metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+    metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
     let catalog = super::catalog::TargetCatalog::new(gw.clone(), info.target.clone());
     let strict = gw
         .targets
@@ -180,6 +183,13 @@ pub async fn serve(
     )
     .await;
     policy.on_session_end(&reason);
+    metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
+    metrics
+        .bytes_from_clients
+        .fetch_add(traffic.from_client, Ordering::Relaxed);
+    metrics
+        .bytes_to_clients
+        .fetch_add(traffic.to_client, Ordering::Relaxed);
     gw.audit
         .record(Record::SessionEnd(SessionEnd {
             id: info.session_id,
@@ -401,6 +411,7 @@ async fn start(
     let identity = match gw.authenticator.authenticate(token).await {
         Ok(id) => id,
         Err(e) => {
+            crate::metrics::global().auth_failure(e.label());
             tracing::info!(%peer, %user, reason = %e, "authentication failed");
             let msg = format!("password authentication failed for user \"{user}\": {e}");
             return Err(refuse(

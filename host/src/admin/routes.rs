@@ -1,0 +1,347 @@
+//! The admin API's endpoints, one function each, and the router. The
+//! `#[utoipa::path]` attributes are the source of `docs/openapi.json`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::auth::{authorize, Role};
+use super::http::{error, full, json, json_status, reply, Body, ChannelBody};
+use super::AdminState;
+use crate::store::{EventRecord, SessionQuery, SessionRecord};
+
+/// Routes one request.
+pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let query = parse_query(req.uri().query());
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let method = req.method().clone();
+    let needed = match (&method, segments.as_slice()) {
+        (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"]) => None,
+        (&Method::GET, ["v1", "sessions", ..]) => Some(Role::Approver),
+        _ => Some(Role::Admin),
+    };
+    if let Some(needed) = needed {
+        if let Err((status, message)) = authorize(auth.as_deref(), state, needed).await {
+            return error(status, message);
+        }
+    }
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => healthz(),
+        (&Method::GET, ["readyz"]) => readyz(state).await,
+        (&Method::GET, ["metrics"]) => metrics(),
+        (&Method::GET, ["openapi.json"]) => reply(
+            StatusCode::OK,
+            "application/json",
+            full(super::openapi::document()),
+        ),
+        (&Method::GET, ["v1", "sessions"]) => list_sessions(state, &query).await,
+        (&Method::GET, ["v1", "sessions", id]) => show_session(state, id).await,
+        (&Method::GET, ["v1", "audit", "export"]) => export_audit(state, &query),
+        (&Method::GET, ["v1", "plugins"]) => list_plugins(state),
+        (&Method::POST, ["v1", "plugins", "reload"]) => {
+            // The body is not used; read it so the connection stays usable.
+            let _ = req.into_body().collect().await;
+            reload_plugins(state).await
+        }
+        (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"])
+        | (_, ["v1", "sessions", ..])
+        | (_, ["v1", "audit", "export"])
+        | (_, ["v1", "plugins", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path} (see /openapi.json)"),
+        ),
+    }
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    i += 2;
+                    h * 16 + l
+                }
+                _ => b'%',
+            },
+            b'+' => b' ',
+            b => b,
+        };
+        out.push(decoded);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The gateway is alive", body = String, content_type = "text/plain")))]
+pub fn healthz() -> Response<Body> {
+    reply(StatusCode::OK, "text/plain", full("ok\n"))
+}
+
+/// What `/readyz` checked.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// Whether every check passed.
+    pub ready: bool,
+    /// Identity providers whose signing keys are not fetched yet.
+    pub providers_without_keys: Vec<String>,
+    /// Plugins loaded.
+    pub plugins_loaded: usize,
+    /// Whether the audit store accepts writes.
+    pub store_writable: bool,
+    /// Why the store is not writable, if it is not.
+    pub store_error: Option<String>,
+}
+
+/// Readiness: signing keys fetched, plugins loaded, audit store writable.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready to serve", body = Readiness),
+               (status = 503, description = "Not ready; the body says why", body = Readiness)))]
+pub async fn readyz(state: &AdminState) -> Response<Body> {
+    let without_keys = state.gw.authenticator.providers_without_keys();
+    let store = state.gw.audit.store().clone();
+    let checked = tokio::task::spawn_blocking(move || store.check_writable())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let store_error = checked.err();
+    let r = Readiness {
+        ready: without_keys.is_empty() && store_error.is_none(),
+        providers_without_keys: without_keys,
+        plugins_loaded: state.plugins.list().len(),
+        store_writable: store_error.is_none(),
+        store_error,
+    };
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_status(status, &r)
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
+pub fn metrics() -> Response<Body> {
+    reply(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        full(crate::metrics::global().render()),
+    )
+}
+
+fn store_failure(e: impl std::fmt::Display) -> Response<Body> {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the audit store could not answer: {e}"),
+    )
+}
+
+/// Sessions, newest first.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+    params(("user" = Option<String>, Query, description = "Only this user's sessions"),
+           ("target" = Option<String>, Query, description = "Only sessions on this target"),
+           ("active" = Option<bool>, Query, description = "Only sessions still open"),
+           ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 10000)")),
+    responses((status = 200, description = "Sessions", body = [SessionRecord]),
+              (status = 400, description = "Bad parameter", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin or approver", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_sessions(state: &AdminState, q: &HashMap<String, String>) -> Response<Body> {
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"),
+    };
+    let active_only = match q.get("active").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("active must be true or false, not {other:?}"),
+            )
+        }
+    };
+    let query = SessionQuery {
+        user: q.get("user").cloned(),
+        target: q.get("target").cloned(),
+        active_only,
+        limit,
+    };
+    let store = state.gw.audit.store().clone();
+    match tokio::task::spawn_blocking(move || store.sessions(&query)).await {
+        Ok(Ok(sessions)) => json(&sessions),
+        Ok(Err(e)) => store_failure(e),
+        Err(e) => store_failure(e),
+    }
+}
+
+/// A session and its recorded statements.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionDetail {
+    /// The session.
+    pub session: SessionRecord,
+    /// Its statement events, in order.
+    pub events: Vec<EventRecord>,
+}
+
+/// One session with its statement events.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = u64, Path, description = "Session id")),
+    responses((status = 200, description = "The session and its events", body = SessionDetail),
+              (status = 400, description = "Not a session id", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin or approver", body = super::http::ErrorBody),
+              (status = 404, description = "No such session", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show_session(state: &AdminState, id: &str) -> Response<Body> {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a session id (a positive number)"),
+        );
+    };
+    let store = state.gw.audit.store().clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let session = store.session(id)?;
+        Ok::<_, crate::store::StoreError>(match session {
+            Some(session) => Some(SessionDetail {
+                events: store.events(id)?,
+                session,
+            }),
+            None => None,
+        })
+    })
+    .await;
+    match found {
+        Ok(Ok(Some(detail))) => json(&detail),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no session {id}")),
+        Ok(Err(e)) => store_failure(e),
+        Err(e) => store_failure(e),
+    }
+}
+
+/// Statement events in a time range as JSON lines, streamed.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    params(("since" = Option<String>, Query, description = "From this time, inclusive (RFC 3339 such as 2026-11-30T00:00:00Z, or a date); default: the beginning"),
+           ("until" = Option<String>, Query, description = "Up to this time, exclusive; default: now")),
+    responses((status = 200, description = "One EventRecord per line", body = String, content_type = "application/x-ndjson"),
+              (status = 400, description = "Bad time", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub fn export_audit(state: &AdminState, q: &HashMap<String, String>) -> Response<Body> {
+    let time = |key: &str, default: i64| match q.get(key) {
+        None => Ok(default),
+        Some(t) => crate::store::parse_time(t).ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{key} must be a time such as 2026-11-30T12:00:00Z or a date such as 2026-11-30, not {t:?}"),
+            )
+        }),
+    };
+    let since = match time("since", 0) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let until = match time("until", crate::store::now_micros() + 1) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let store = state.gw.audit.store().clone();
+    tokio::task::spawn_blocking(move || {
+        let result = store.export_events(since, until, &mut |e| {
+            let mut line = serde_json::to_vec(&e)
+                .map_err(|e| crate::store::StoreError::Database(e.to_string()))?;
+            line.push(b'\n');
+            tx.blocking_send(Bytes::from(line))
+                .map_err(|_| crate::store::StoreError::Database("client went away".into()))
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "audit export ended early");
+        }
+    });
+    reply(
+        StatusCode::OK,
+        "application/x-ndjson",
+        BodyExt::boxed(ChannelBody(rx)),
+    )
+}
+
+/// What a reload did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    /// Plugins loaded.
+    pub loaded: usize,
+    /// The plugins now serving new sessions.
+    pub plugins: Vec<crate::server::PluginInfo>,
+}
+
+/// The loaded plugins.
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
+    responses((status = 200, description = "Plugins serving new sessions", body = [crate::server::PluginInfo]),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub fn list_plugins(state: &AdminState) -> Response<Body> {
+    json(&state.plugins.list())
+}
+
+/// Reloads plugins from the configuration file, like SIGHUP.
+#[utoipa::path(post, path = "/v1/plugins/reload", tag = "plugins",
+    responses((status = 200, description = "Reloaded", body = Reloaded),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin", body = super::http::ErrorBody),
+              (status = 409, description = "Refused; the previous plugins keep serving", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reload_plugins(state: &AdminState) -> Response<Body> {
+    let plugins = state.plugins.clone();
+    match tokio::task::spawn_blocking(move || plugins.reload_from_file()).await {
+        Ok(Ok(loaded)) => {
+            tracing::info!(plugins = loaded, trigger = "admin API", "plugins reloaded; new sessions use them");
+            json(&Reloaded {
+                loaded,
+                plugins: state.plugins.list(),
+            })
+        }
+        Ok(Err(e)) => error(
+            StatusCode::CONFLICT,
+            format!("reload refused; the previous plugins keep serving: {e}"),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
