@@ -212,7 +212,9 @@ async fn commit(store: &Arc<dyn Store>, healthy: &AtomicBool, group: Group) {
         let result = tokio::task::spawn_blocking(move || s.write(&r))
             .await
             .unwrap_or_else(|e| Err(StoreError::Database(e.to_string())));
-        crate::metrics::global().store_writes.observe(started.elapsed());
+        crate::metrics::global()
+            .store_writes
+            .observe(started.elapsed());
         match result {
             Ok(()) => {
                 if !healthy.swap(true, Ordering::Relaxed) {

@@ -143,6 +143,46 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// Sends a request with `headers` and an optional body (content type,
+    /// bytes) and returns the response as it arrives (status checked by the
+    /// caller; the body may be streamed). Only the answer's head is bounded
+    /// by the timeout.
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Bytes)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, HttpError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.into()))?;
+        let mut builder = hyper::Request::builder().method(method).uri(uri).header(
+            "user-agent",
+            concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+        );
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let bytes = match body {
+            Some((content_type, bytes)) => {
+                builder = builder.header("content-type", content_type);
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        let req = builder
+            .body(Full::new(bytes))
+            .map_err(|_| HttpError::Url(url.into()))?;
+        tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| HttpError::Timeout(url.into()))?
+            .map_err(|e| HttpError::Request {
+                url: url.into(),
+                message: error_chain(&e),
+            })
+    }
+}
+
 /// Percent-encodes `application/x-www-form-urlencoded` fields.
 pub fn form_encode(fields: &[(&str, &str)]) -> String {
     fn enc(s: &str, out: &mut String) {

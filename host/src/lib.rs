@@ -35,6 +35,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod credentials;

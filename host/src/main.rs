@@ -36,6 +36,27 @@ enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Sessions recorded by a running gateway (over its admin API).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The audit trail of a running gateway (over its admin API).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Plugins loaded by a running gateway (over its admin API).
+    Plugins {
+        #[command(subcommand)]
+        action: PluginsAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Start a self-contained demo: gateway, development OIDC issuer, database.
     Demo {
         #[command(subcommand)]
@@ -67,6 +88,83 @@ enum PluginAction {
         #[arg(long)]
         events: PathBuf,
     },
+}
+
+/// How to reach a running gateway's admin API.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The admin API's address.
+    #[arg(long, env = "PORTCULLIS_API", default_value = portcullis::cli::DEFAULT_API, global = true)]
+    api: String,
+    /// File holding the bearer token (an OIDC token of an admin or
+    /// approver, or the gateway's admin token); or set PORTCULLIS_TOKEN.
+    #[arg(long, env = "PORTCULLIS_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = portcullis::cli::Output::Table, global = true)]
+    output: portcullis::cli::Output,
+}
+
+impl ApiArgs {
+    fn client(&self) -> anyhow::Result<portcullis::cli::AdminClient> {
+        let token = match &self.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the token file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("PORTCULLIS_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        Ok(portcullis::cli::AdminClient::new(&self.api, token)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// Sessions, newest first.
+    List {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions on this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only sessions still open.
+        #[arg(long)]
+        active: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One session replayed as a timeline of its statements.
+    Show {
+        /// Session id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Statement events as JSON lines on standard output.
+    Export {
+        /// From this time (e.g. 2026-11-30T00:00:00Z or 2026-11-30), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time, exclusive (default: now).
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsAction {
+    /// The plugins serving new sessions.
+    List,
+    /// Reload plugins from the gateway's configuration file (like SIGHUP).
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +225,63 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Sessions { action, api } => {
+            let client = api.client()?;
+            let mut out = std::io::stdout().lock();
+            runtime()?.block_on(async {
+                match action {
+                    SessionsAction::List {
+                        user,
+                        target,
+                        active,
+                        limit,
+                    } => {
+                        let filter = portcullis::cli::sessions::ListFilter {
+                            user,
+                            target,
+                            active,
+                            limit,
+                        };
+                        portcullis::cli::sessions::list(&client, &filter, api.output, &mut out)
+                            .await
+                    }
+                    SessionsAction::Show { id } => {
+                        portcullis::cli::sessions::show(&client, id, api.output, &mut out).await
+                    }
+                }
+            })?;
+            Ok(())
+        }
+        Command::Audit {
+            action: AuditAction::Export { since, until },
+            api,
+        } => {
+            let client = api.client()?;
+            let mut out = std::io::stdout().lock();
+            let n = runtime()?.block_on(portcullis::cli::audit::export(
+                &client,
+                since.as_deref(),
+                until.as_deref(),
+                &mut out,
+            ))?;
+            eprintln!("{n} events exported");
+            Ok(())
+        }
+        Command::Plugins { action, api } => {
+            let client = api.client()?;
+            let mut out = std::io::stdout().lock();
+            runtime()?.block_on(async {
+                match action {
+                    PluginsAction::List => {
+                        portcullis::cli::plugins::list(&client, api.output, &mut out).await
+                    }
+                    PluginsAction::Reload => {
+                        portcullis::cli::plugins::reload(&client, api.output, &mut out).await
+                    }
+                }
+            })?;
+            Ok(())
         }
         Command::Demo { action: None, port } => {
             portcullis::logging::init(&Default::default());

@@ -48,7 +48,11 @@ impl Histogram {
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {count}");
     }
@@ -91,7 +95,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Escapes a label value.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -166,9 +172,16 @@ impl Metrics {
             "Tokens refused, by reason.",
         );
         for (reason, n) in lock(&self.auth_failures).iter() {
-            let _ = writeln!(out, "portcullis_auth_failures_total{{reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "portcullis_auth_failures_total{{reason=\"{reason}\"}} {n}"
+            );
         }
-        counter_head(&mut out, "portcullis_bytes_total", "Bytes relayed, by direction.");
+        counter_head(
+            &mut out,
+            "portcullis_bytes_total",
+            "Bytes relayed, by direction.",
+        );
         let _ = writeln!(
             out,
             "portcullis_bytes_total{{direction=\"from_client\"}} {}\nportcullis_bytes_total{{direction=\"to_client\"}} {}",
@@ -215,9 +228,13 @@ mod tests {
         m.plugin_histogram("mask").observe(Duration::from_micros(3));
         m.store_writes.observe(Duration::from_millis(2));
         let text = m.render();
-        assert!(text.contains("portcullis_queries_total{verdict=\"deny\",plugin=\"block\"} 1"), "{text}");
+        assert!(
+            text.contains("portcullis_queries_total{verdict=\"deny\",plugin=\"block\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("portcullis_auth_failures_total{reason=\"expired\"} 1"));
-        assert!(text.contains("portcullis_plugin_call_seconds_bucket{plugin=\"mask\",le=\"0.00001\"} 1"));
+        assert!(text
+            .contains("portcullis_plugin_call_seconds_bucket{plugin=\"mask\",le=\"0.00001\"} 1"));
         assert!(text.contains("portcullis_store_write_seconds_count 1"));
         assert!(text.contains("portcullis_store_write_seconds_bucket{le=\"0.005\"} 1"));
     }

@@ -76,7 +76,7 @@ pub struct RunningGateway {
 }
 
 /// A plugin as loaded, for `/v1/plugins`.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PluginInfo {
     /// Configured name.
     pub name: String,
@@ -135,7 +135,10 @@ impl PluginManager {
 
     /// The plugins loaded now.
     pub fn list(&self) -> Vec<PluginInfo> {
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Remembers (and records in the audit store) a freshly loaded set.
@@ -279,13 +282,12 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     let mut accept_loops = Vec::new();
     let admin_address = match &config.admin {
         Some(settings) => {
-            let (address, handle) =
-                crate::admin::start(settings, context.clone(), plugins.clone())
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        address: settings.address.clone(),
-                        source,
-                    })?;
+            let (address, handle) = crate::admin::start(settings, context.clone(), plugins.clone())
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: settings.address.clone(),
+                    source,
+                })?;
             accept_loops.push(handle);
             Some(address)
         }
@@ -387,8 +389,6 @@ async fn accept_loop(
 
 /// Each target's policy, by target name.
 type TargetPolicies = HashMap<String, Arc<dyn Policy>>;
-
-
 
 /// Loads every configured plugin (creating the engine on first need) and
 /// returns each target's policy — its plugin chain, or `default` — and the

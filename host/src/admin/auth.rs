@@ -51,12 +51,16 @@ pub async fn authorize(
     needed: Role,
 ) -> Result<Caller, (StatusCode, String)> {
     let token = header
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or((
             StatusCode::UNAUTHORIZED,
-            "missing bearer token: send Authorization: Bearer <OIDC token or admin token>".to_string(),
+            "missing bearer token: send Authorization: Bearer <OIDC token or admin token>"
+                .to_string(),
         ))?;
     let caller = match &state.static_token {
         Some(t) if same(t, token) => Caller {
@@ -64,10 +68,15 @@ pub async fn authorize(
             role: Role::Admin,
         },
         _ => {
-            let identity = state.gw.authenticator.authenticate(token).await.map_err(|e| {
-                crate::metrics::global().auth_failure(e.label());
-                (StatusCode::UNAUTHORIZED, format!("token refused: {e}"))
-            })?;
+            let identity = state
+                .gw
+                .authenticator
+                .authenticate(token)
+                .await
+                .map_err(|e| {
+                    crate::metrics::global().auth_failure(e.label());
+                    (StatusCode::UNAUTHORIZED, format!("token refused: {e}"))
+                })?;
             let in_any = |groups: &[String]| identity.groups.iter().any(|g| groups.contains(g));
             let role = if in_any(&state.settings.admin_groups) {
                 Role::Admin

@@ -27,7 +27,10 @@ pub fn json<T: Serialize>(value: &T) -> Response<Body> {
 pub fn json_status<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => reply(status, "application/json", full(body)),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the reply: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the reply: {e}"),
+        ),
     }
 }
 

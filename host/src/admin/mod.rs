@@ -17,7 +17,7 @@
 mod auth;
 mod http;
 pub mod openapi;
-mod routes;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

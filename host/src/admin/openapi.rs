@@ -43,5 +43,25 @@ pub fn document() -> String {
     let mut doc = ApiDoc::openapi();
     // The version is the gateway's; the crate version is not a stable API version.
     doc.info.version = "1".into();
-    doc.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    doc.to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `docs/openapi.json` is the generated document. To update it after
+    /// changing the API: `PORTCULLIS_WRITE_OPENAPI=1 cargo test -p portcullis openapi`.
+    #[test]
+    fn openapi_document_in_docs_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let generated = format!("{}\n", super::document());
+        if std::env::var_os("PORTCULLIS_WRITE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).expect("write docs/openapi.json");
+        }
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "docs/openapi.json is out of date; regenerate it with PORTCULLIS_WRITE_OPENAPI=1 cargo test -p portcullis openapi"
+        );
+    }
 }

@@ -183,7 +183,12 @@ pub async fn list_sessions(state: &AdminState, q: &HashMap<String, String>) -> R
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if (1..=10_000).contains(&n) => n,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 10000"),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a number from 1 to 10000",
+            )
+        }
     };
     let active_only = match q.get("active").map(String::as_str) {
         None | Some("false") | Some("0") => false,
@@ -210,7 +215,7 @@ pub async fn list_sessions(state: &AdminState, q: &HashMap<String, String>) -> R
 }
 
 /// A session and its recorded statements.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SessionDetail {
     /// The session.
     pub session: SessionRecord,
@@ -264,22 +269,19 @@ pub async fn show_session(state: &AdminState, id: &str) -> Response<Body> {
               (status = 403, description = "Not an admin", body = super::http::ErrorBody)),
     security(("bearer" = [])))]
 pub fn export_audit(state: &AdminState, q: &HashMap<String, String>) -> Response<Body> {
-    let time = |key: &str, default: i64| match q.get(key) {
+    let time = |key: &str, default: i64| {
+        match q.get(key) {
         None => Ok(default),
         Some(t) => crate::store::parse_time(t).ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{key} must be a time such as 2026-11-30T12:00:00Z or a date such as 2026-11-30, not {t:?}"),
-            )
+            format!("{key} must be a time such as 2026-11-30T12:00:00Z or a date such as 2026-11-30, not {t:?}")
         }),
+    }
     };
-    let since = match time("since", 0) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let until = match time("until", crate::store::now_micros() + 1) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let range =
+        time("since", 0).and_then(|s| Ok((s, time("until", crate::store::now_micros() + 1)?)));
+    let (since, until) = match range {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let store = state.gw.audit.store().clone();
@@ -303,7 +305,7 @@ pub fn export_audit(state: &AdminState, q: &HashMap<String, String>) -> Response
 }
 
 /// What a reload did.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Reloaded {
     /// Plugins loaded.
     pub loaded: usize,
@@ -332,7 +334,11 @@ pub async fn reload_plugins(state: &AdminState) -> Response<Body> {
     let plugins = state.plugins.clone();
     match tokio::task::spawn_blocking(move || plugins.reload_from_file()).await {
         Ok(Ok(loaded)) => {
-            tracing::info!(plugins = loaded, trigger = "admin API", "plugins reloaded; new sessions use them");
+            tracing::info!(
+                plugins = loaded,
+                trigger = "admin API",
+                "plugins reloaded; new sessions use them"
+            );
             json(&Reloaded {
                 loaded,
                 plugins: state.plugins.list(),

@@ -396,10 +396,8 @@ async fn client_to_server(
                         let before = shared.ledger().parse(p.statement, p.query, &note, &v);
                         (v, before)
                     };
-                    crate::metrics::global().query(
-                        verdict_label(&verdict),
-                        note.decided_by.as_deref(),
-                    );
+                    crate::metrics::global()
+                        .query(verdict_label(&verdict), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
                     match before {
                         Before::Forward => {}

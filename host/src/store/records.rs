@@ -1,10 +1,10 @@
 //! The records the audit store keeps, as callers write and read them.
 //! Times are unix microseconds (UTC).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A session: who, where from, to which target, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRecord {
     /// Session id (unique within a store).
     pub id: u64,
@@ -52,7 +52,7 @@ pub struct SessionEnd {
 }
 
 /// What became of a statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventStatus {
     /// Recorded before it was forwarded (strict durability); its outcome
@@ -102,7 +102,7 @@ impl EventStatus {
 }
 
 /// One statement a client sent, with the policy's decision and the outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// Session id.
     pub session_id: u64,
@@ -147,7 +147,7 @@ pub struct EventRecord {
 }
 
 /// A plugin version loaded by the gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginLoadRecord {
     /// When.
     pub at: i64,

@@ -1,0 +1,145 @@
+//! The operator commands that talk to a running gateway's admin API:
+//! `portcullis sessions`, `audit export`, `plugins` (and `approvals`).
+//! Each renders a human-readable table by default and the API's JSON with
+//! `--output json`, so scripts get exactly what the API returns.
+//!
+//! - [`AdminClient`]: the API's address and bearer token, and requests;
+//! - `table`: column-aligned text tables;
+//! - [`sessions`], [`audit`], [`plugins`]: one module per command group.
+
+pub mod audit;
+pub mod plugins;
+pub mod sessions;
+mod table;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::http_client::{HttpClient, HttpError};
+
+/// Default admin API address (the `[admin]` default).
+pub const DEFAULT_API: &str = "http://127.0.0.1:9187";
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The API could not be reached.
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    /// The API answered with an error.
+    #[error("the admin API answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// The answer was not what the command expected.
+    #[error("unexpected answer from the admin API: {0}")]
+    Answer(String),
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A client of one gateway's admin API.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    http: HttpClient,
+}
+
+impl AdminClient {
+    /// A client of the API at `base` (`http://host:port`) with an optional
+    /// bearer token.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, CliError> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: HttpClient::new(Duration::from_secs(30))?,
+        })
+    }
+
+    /// Sends a request; returns the response if its status is 2xx, else the
+    /// API's error message.
+    pub async fn request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        json_body: Option<serde_json::Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("accept", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        let body = json_body.map(|v| ("application/json", Bytes::from(v.to_string())));
+        let resp = self.http.send(method, &url, &headers, body).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        Err(CliError::Api { status, message })
+    }
+
+    /// A JSON answer, whole.
+    pub async fn json(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, CliError> {
+        let resp = self.request(method, path, body).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Answer(e.to_string()))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Answer(e.to_string()))
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn encode(v: &str) -> String {
+    crate::http_client::form_encode(&[("v", v)])
+        .trim_start_matches("v=")
+        .to_string()
+}
+
+/// Microseconds as `12.3 ms` / `850 µs` / `2.1 s`.
+pub fn human_micros(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.1} s", us as f64 / 1e6)
+    } else if us >= 1000 {
+        format!("{:.1} ms", us as f64 / 1e3)
+    } else {
+        format!("{us} µs")
+    }
+}

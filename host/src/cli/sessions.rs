@@ -1,0 +1,212 @@
+//! `portcullis sessions list|show`: who connected, and a session replayed
+//! as a timeline of its statements.
+
+use std::io::Write;
+
+use super::{encode, human_micros, table, AdminClient, CliError, Output};
+use crate::admin::routes::SessionDetail;
+use crate::store::{format_time, EventRecord, EventStatus, SessionRecord};
+
+/// Filters of `sessions list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this user.
+    pub user: Option<String>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// Only open sessions.
+    pub active: bool,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// `sessions list`.
+pub async fn list(
+    client: &AdminClient,
+    filter: &ListFilter,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut params = Vec::new();
+    if let Some(u) = &filter.user {
+        params.push(format!("user={}", encode(u)));
+    }
+    if let Some(t) = &filter.target {
+        params.push(format!("target={}", encode(t)));
+    }
+    if filter.active {
+        params.push("active=true".into());
+    }
+    if let Some(l) = filter.limit {
+        params.push(format!("limit={l}"));
+    }
+    let path = if params.is_empty() {
+        "/v1/sessions".to_string()
+    } else {
+        format!("/v1/sessions?{}", params.join("&"))
+    };
+    let value = client.json(hyper::Method::GET, &path, None).await?;
+    if output == Output::Json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    let sessions: Vec<SessionRecord> =
+        serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
+    out.write_all(render_list(&sessions).as_bytes())?;
+    Ok(())
+}
+
+/// The table of `sessions list`.
+pub fn render_list(sessions: &[SessionRecord]) -> String {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                format_time(s.started_at),
+                identity_text(&s.user, &s.actor_chain),
+                s.target.clone(),
+                s.client_addr.clone(),
+                match s.ended_at {
+                    Some(e) => format!("ended {}", format_time(e)),
+                    None => "open".into(),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no sessions\n".into();
+    }
+    table::render(
+        &["ID", "STARTED (UTC)", "WHO", "TARGET", "CLIENT", "STATE"],
+        &rows,
+    )
+}
+
+/// `alice@example.com > agent:planner` for a user and its actor chain.
+fn identity_text(user: &str, chain: &[String]) -> String {
+    std::iter::once(user.to_string())
+        .chain(chain.iter().rev().cloned())
+        .collect::<Vec<_>>()
+        .join(" > ")
+}
+
+/// `sessions show <id>`.
+pub async fn show(
+    client: &AdminClient,
+    id: u64,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let value = client
+        .json(hyper::Method::GET, &format!("/v1/sessions/{id}"), None)
+        .await?;
+    if output == Output::Json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    let detail: SessionDetail =
+        serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
+    out.write_all(render_show(&detail).as_bytes())?;
+    Ok(())
+}
+
+/// One event's outcome in words: `ok`, `error 22012`, `refused by block (no-drop)`.
+fn outcome(e: &EventRecord) -> String {
+    match e.status {
+        EventStatus::Refused => {
+            let by = e.decided_by.as_deref().unwrap_or("the gateway");
+            let what = if e.verdict == "require-approval" {
+                "held for approval by"
+            } else {
+                "refused by"
+            };
+            match &e.rule {
+                Some(rule) => format!("{what} {by} ({rule})"),
+                None => format!("{what} {by}"),
+            }
+        }
+        EventStatus::Error => format!("error {}", e.sqlstate.as_deref().unwrap_or("")),
+        EventStatus::Withheld => "result withheld".into(),
+        EventStatus::NotRun => "not run".into(),
+        EventStatus::Started => "started (no outcome recorded)".into(),
+        EventStatus::Unknown => "no answer (session ended)".into(),
+        EventStatus::Ok => "ok".into(),
+    }
+}
+
+/// The timeline of `sessions show`.
+pub fn render_show(d: &SessionDetail) -> String {
+    let s = &d.session;
+    let mut text = format!(
+        "session {}\n  who:     {}\n  groups:  {}\n  target:  {}\n  client:  {}{}\n  started: {}\n",
+        s.id,
+        identity_text(&s.user, &s.actor_chain),
+        s.groups.join(", "),
+        s.target,
+        s.client_addr,
+        s.application_name
+            .as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default(),
+        format_time(s.started_at),
+    );
+    match (&s.ended_at, &s.end_reason) {
+        (Some(e), reason) => text.push_str(&format!(
+            "  ended:   {} ({}); {} bytes in, {} bytes out\n",
+            format_time(*e),
+            reason.as_deref().unwrap_or("unknown reason"),
+            s.bytes_from_client,
+            s.bytes_to_client
+        )),
+        (None, _) => text.push_str("  ended:   (open)\n"),
+    }
+    text.push('\n');
+    if d.events.is_empty() {
+        text.push_str("no recorded statements\n");
+        return text;
+    }
+    let rows: Vec<Vec<String>> = d
+        .events
+        .iter()
+        .map(|e| {
+            vec![
+                format_time(e.at)
+                    .split('T')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim_end_matches('Z')
+                    .to_string(),
+                outcome(e),
+                e.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                e.duration_us
+                    .map(human_micros)
+                    .unwrap_or_else(|| "-".into()),
+                one_line(&e.sql, 100),
+            ]
+        })
+        .collect();
+    text.push_str(&table::render(
+        &["TIME", "OUTCOME", "ROWS", "DURATION", "STATEMENT"],
+        &rows,
+    ));
+    text
+}
+
+/// The statement on one line, shortened to `max` characters.
+fn one_line(sql: &str, max: usize) -> String {
+    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max - 1).collect();
+    format!("{cut}…")
+}
