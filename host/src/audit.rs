@@ -269,6 +269,7 @@ mod tests {
             sqlstate: None,
             error: None,
             sample: None,
+            approval_id: None,
         }
     }
 

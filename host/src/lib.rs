@@ -34,6 +34,7 @@
 //!   certificate and a throwaway PostgreSQL cluster, reused by the tests.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod codec;

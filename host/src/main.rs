@@ -36,6 +36,13 @@ enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Approval requests of a running gateway (over its admin API).
+    Approvals {
+        #[command(subcommand)]
+        action: ApprovalsAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Sessions recorded by a running gateway (over its admin API).
     Sessions {
         #[command(subcommand)]
@@ -147,6 +154,37 @@ enum SessionsAction {
 }
 
 #[derive(Subcommand)]
+enum ApprovalsAction {
+    /// Approval requests, newest first.
+    List {
+        /// Only requests with this status (pending, approved, denied, expired, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One request with its decisions.
+    Show {
+        /// Request id (apr_...).
+        id: String,
+    },
+    /// Approve a request (with your own approver token).
+    Approve {
+        /// Request id (apr_...).
+        id: String,
+        /// Why, kept with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a request (with your own approver token).
+    Deny {
+        /// Request id (apr_...).
+        id: String,
+        /// Why, kept with the decision and shown to the requester.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditAction {
     /// Statement events as JSON lines on standard output.
     Export {
@@ -225,6 +263,30 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Approvals { action, api } => {
+            use portcullis::cli::approvals;
+            let client = api.client()?;
+            let mut out = std::io::stdout().lock();
+            let o = api.output;
+            runtime()?.block_on(async {
+                match action {
+                    ApprovalsAction::List { status } => {
+                        approvals::list(&client, status.as_deref(), o, &mut out).await
+                    }
+                    ApprovalsAction::Show { id } => {
+                        approvals::show(&client, &id, o, &mut out).await
+                    }
+                    ApprovalsAction::Approve { id, comment } => {
+                        approvals::decide(&client, &id, true, comment.as_deref(), o, &mut out).await
+                    }
+                    ApprovalsAction::Deny { id, comment } => {
+                        approvals::decide(&client, &id, false, comment.as_deref(), o, &mut out)
+                            .await
+                    }
+                }
+            })?;
+            Ok(())
         }
         Command::Sessions { action, api } => {
             let client = api.client()?;

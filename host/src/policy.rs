@@ -83,8 +83,42 @@ pub struct QueryNote {
     pub rule: Option<String>,
     /// Set when the statement is to be recorded with its outcome.
     pub record: Option<Recording>,
+    /// How the approval a `RequireApproval` verdict asks for is handled
+    /// (`None`: the defaults).
+    pub approval: Option<ApprovalPolicy>,
+    /// The approval request the statement waited for or ran under (set by
+    /// the relay).
+    pub approval_id: Option<String>,
     /// The host's summary of the SQL, when the policy made one.
     pub summary: Option<Arc<QuerySummary>>,
+}
+
+/// How a requested approval is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalPolicy {
+    /// Hold the statement until decided (else: refuse it now with the
+    /// request id; it may run again once approved).
+    pub wait: bool,
+    /// Distinct approvers needed.
+    pub min_approvals: u32,
+    /// How long the request stays open, in seconds.
+    pub timeout_secs: u32,
+    /// Runs an approval allows (retry mode).
+    pub grant_uses: u32,
+    /// Minutes an approval allows them for (retry mode).
+    pub grant_minutes: u32,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        Self {
+            wait: true,
+            min_approvals: 1,
+            timeout_secs: 300,
+            grant_uses: 1,
+            grant_minutes: 10,
+        }
+    }
 }
 
 /// How much of a statement the recording keeps.

@@ -258,16 +258,23 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     // Opening is quick (start-up only), so it runs on this thread.
     let store = crate::store::sqlite::SqliteStore::open(store_path)?;
     tracing::info!(path = %store_path.display(), "audit store open");
+    let store: Arc<dyn crate::store::Store> = Arc::new(store);
     let audit = crate::audit::AuditLog::start(
-        Arc::new(store),
+        store.clone(),
         Duration::from_millis(config.store.flush_interval_ms),
     );
+    let approvals = Arc::new(crate::approvals::Approvals::new(
+        store,
+        config.approvals.clone(),
+        http.clone(),
+    ));
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let context = Arc::new(GatewayContext {
         authenticator: authenticator.clone(),
         targets,
         cancels: CancelRegistry::default(),
         audit: audit.clone(),
+        approvals,
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
     });

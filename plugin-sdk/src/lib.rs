@@ -92,6 +92,19 @@ pub fn note_rule(rule: &str) {
     NOTES.with(|n| n.borrow_mut().rule = Some(rule.to_string()));
 }
 
+/// How the gateway handles an approval a plugin asks for.
+pub use bindings::portcullis::policy::host::ApprovalPolicy;
+
+/// Sets how the gateway handles the approval the verdict being returned
+/// asks for (call it from [`Plugin::on_query`] before returning
+/// [`Verdict::RequireApproval`]).
+pub fn set_approval_policy(policy: ApprovalPolicy) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::portcullis::policy::host::set_approval_policy(policy);
+    #[cfg(not(target_arch = "wasm32"))]
+    NOTES.with(|n| n.borrow_mut().approval = Some(policy));
+}
+
 /// A deny verdict that names its rule.
 pub fn deny_by(rule: &str, reason: impl Into<String>) -> Verdict {
     note_rule(rule);

@@ -118,6 +118,8 @@ pub struct Notes {
     pub rule: Option<String>,
     /// Sample rows asked for, if the statement is to be recorded.
     pub record: Option<u32>,
+    /// The approval policy set last.
+    pub approval: Option<crate::ApprovalPolicy>,
 }
 
 /// Takes what the plugin noted since the last call (native tests only).

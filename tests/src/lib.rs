@@ -419,6 +419,8 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "old-contract",
                 "-p",
                 "record",
+                "-p",
+                "approve",
             ])
             .map(|t| t.join("wasm32-wasip2").join("plugin"))
         })
@@ -578,4 +580,37 @@ allow_groups = ["testers"]
             .success();
         assert!(ok, "kill -{signal} {pid} failed");
     }
+}
+
+/// Calls the admin API at `base` (`http://host:port`): returns the status
+/// and the body as JSON (or as a JSON string when it is not JSON).
+pub async fn admin_call(
+    base: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let http = portcullis::http_client::HttpClient::new(std::time::Duration::from_secs(10))
+        .expect("HTTP client");
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let method = hyper::Method::from_bytes(method.as_bytes()).expect("method");
+    let body = bytes::Bytes::from(body.unwrap_or_default().to_string());
+    let resp = http
+        .send(
+            method,
+            &format!("{base}{path}"),
+            &headers,
+            Some(("application/json", body)),
+        )
+        .await
+        .expect("the admin API answers");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    (status, value)
 }

@@ -5,11 +5,10 @@
 
 use std::process::Command;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use portcullis::demo::issuer::TokenSpec;
-use portcullis::http_client::HttpClient;
-use portcullis_e2e::{cluster, plugin_wasm, portcullis_bin, GatewayOptions, TestGateway};
+use portcullis_e2e::{
+    admin_call, cluster, plugin_wasm, portcullis_bin, GatewayOptions, TestGateway,
+};
 
 const ADMIN_TOKEN: &str = "static-admin-token-for-tests-0123456789";
 
@@ -62,32 +61,14 @@ fn token(gw: &TestGateway, user: &str, groups: &[&str]) -> String {
     })
 }
 
-/// Sends a request; returns the status and the body as JSON (or as a
-/// JSON string when it is not JSON).
+/// Calls the gateway's admin API.
 async fn call(
     gw: &TestGateway,
     method: &str,
     path: &str,
     bearer: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let http = HttpClient::new(std::time::Duration::from_secs(10)).expect("client");
-    let auth = bearer.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-    let method = hyper::Method::from_bytes(method.as_bytes()).expect("method");
-    let resp = http
-        .send(
-            method,
-            &format!("{}{path}", base(gw)),
-            &headers,
-            Some(("application/json", Bytes::new())),
-        )
-        .await
-        .expect("admin API answers");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-    (status, value)
+    admin_call(&base(gw), method, path, bearer, None).await
 }
 
 /// Asserts a JSON error with `status` whose message contains `needle`.

@@ -80,7 +80,7 @@ pub async fn authorize(
             let in_any = |groups: &[String]| identity.groups.iter().any(|g| groups.contains(g));
             let role = if in_any(&state.settings.admin_groups) {
                 Role::Admin
-            } else if in_any(&state.settings.approver_groups) {
+            } else if in_any(state.gw.approvals.approver_groups()) {
                 Role::Approver
             } else {
                 return Err((
@@ -89,7 +89,7 @@ pub async fn authorize(
                         "user \"{}\" is in none of the admin groups ({}) or approver groups ({})",
                         identity.user,
                         state.settings.admin_groups.join(", "),
-                        state.settings.approver_groups.join(", ")
+                        state.gw.approvals.approver_groups().join(", ")
                     ),
                 ));
             };

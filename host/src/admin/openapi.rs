@@ -21,6 +21,10 @@ use super::routes;
         routes::export_audit,
         routes::list_plugins,
         routes::reload_plugins,
+        routes::list_approvals,
+        routes::show_approval,
+        routes::approve_doc,
+        routes::deny_doc,
     ),
     modifiers(&Bearer)
 )]

@@ -28,17 +28,20 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
     let needed = match (&method, segments.as_slice()) {
         (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"]) => None,
         (&Method::GET, ["v1", "sessions", ..]) => Some(Role::Approver),
+        (_, ["v1", "approvals", ..]) => Some(Role::Approver),
         _ => Some(Role::Admin),
     };
-    if let Some(needed) = needed {
-        if let Err((status, message)) = authorize(auth.as_deref(), state, needed).await {
-            return error(status, message);
-        }
-    }
+    let caller = match needed {
+        Some(needed) => match authorize(auth.as_deref(), state, needed).await {
+            Ok(c) => Some(c),
+            Err((status, message)) => return error(status, message),
+        },
+        None => None,
+    };
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => healthz(),
         (&Method::GET, ["readyz"]) => readyz(state).await,
-        (&Method::GET, ["metrics"]) => metrics(),
+        (&Method::GET, ["metrics"]) => metrics(state).await,
         (&Method::GET, ["openapi.json"]) => reply(
             StatusCode::OK,
             "application/json",
@@ -48,6 +51,16 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
         (&Method::GET, ["v1", "sessions", id]) => show_session(state, id).await,
         (&Method::GET, ["v1", "audit", "export"]) => export_audit(state, &query),
         (&Method::GET, ["v1", "plugins"]) => list_plugins(state),
+        (&Method::GET, ["v1", "approvals"]) => list_approvals(state, &query).await,
+        (&Method::GET, ["v1", "approvals", id]) => show_approval(state, id).await,
+        (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
+            let id = id.to_string();
+            let approve = *verb == "approve";
+            match read_decision(req).await {
+                Ok(comment) => decide(state, caller.as_ref(), &id, approve, comment).await,
+                Err(r) => r,
+            }
+        }
         (&Method::POST, ["v1", "plugins", "reload"]) => {
             // The body is not used; read it so the connection stays usable.
             let _ = req.into_body().collect().await;
@@ -56,7 +69,8 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
         (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"])
         | (_, ["v1", "sessions", ..])
         | (_, ["v1", "audit", "export"])
-        | (_, ["v1", "plugins", ..]) => error(
+        | (_, ["v1", "plugins", ..])
+        | (_, ["v1", "approvals", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
         ),
@@ -153,7 +167,11 @@ pub async fn readyz(state: &AdminState) -> Response<Body> {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
-pub fn metrics() -> Response<Body> {
+pub async fn metrics(state: &AdminState) -> Response<Body> {
+    let pending = state.gw.approvals.pending_count().await;
+    crate::metrics::global()
+        .approvals_pending
+        .store(pending as i64, std::sync::atomic::Ordering::Relaxed);
     reply(
         StatusCode::OK,
         "text/plain; version=0.0.4",
@@ -349,5 +367,148 @@ pub async fn reload_plugins(state: &AdminState) -> Response<Body> {
             format!("reload refused; the previous plugins keep serving: {e}"),
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Approval requests, newest first.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
+    params(("status" = Option<String>, Query, description = "Only requests with this status: pending, approved, denied, expired, cancelled"),
+           ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 10000)")),
+    responses((status = 200, description = "Approval requests", body = [crate::store::ApprovalRecord]),
+              (status = 400, description = "Bad parameter", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an approver or admin", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_approvals(state: &AdminState, q: &HashMap<String, String>) -> Response<Body> {
+    let status = match q
+        .get("status")
+        .map(|s| crate::store::ApprovalStatus::parse(s))
+    {
+        None => None,
+        Some(Some(s)) => Some(s),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "status must be one of pending, approved, denied, expired, cancelled",
+            )
+        }
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a number from 1 to 10000",
+            )
+        }
+    };
+    match state.gw.approvals.list(status, limit).await {
+        Ok(list) => json(&list),
+        Err(e) => store_failure(e),
+    }
+}
+
+/// One approval request.
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "Request id (apr_...)")),
+    responses((status = 200, description = "The request", body = crate::store::ApprovalRecord),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an approver or admin", body = super::http::ErrorBody),
+              (status = 404, description = "No such request", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show_approval(state: &AdminState, id: &str) -> Response<Body> {
+    match state.gw.approvals.get(id).await {
+        Ok(Some(a)) => json(&a),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no approval request {id}")),
+        Err(e) => store_failure(e),
+    }
+}
+
+/// The body of an approve or deny call (optional).
+#[derive(Debug, Default, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Why, in the approver's words (kept with the decision).
+    pub comment: Option<String>,
+}
+
+/// Longest decision body accepted.
+const MAX_DECISION_BODY: usize = 64 * 1024;
+
+/// Reads an optional JSON `Decision`; a malformed body is a 400.
+async fn read_decision(req: Request<Incoming>) -> Result<Option<String>, Response<Body>> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_DECISION_BODY);
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is larger than 64 KiB",
+            ))
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Decision>(&bytes) {
+        Ok(d) => Ok(d.comment),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {{\"comment\": \"why\"}}: {e}"),
+        )),
+    }
+}
+
+/// Approves a request.
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals",
+    params(("id" = String, Path, description = "Request id (apr_...)")),
+    request_body(content = Decision, description = "Optional comment", content_type = "application/json"),
+    responses((status = 200, description = "The request after this decision", body = crate::store::ApprovalRecord),
+              (status = 400, description = "Malformed body", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an approver, own request, or in the requester's actor chain", body = super::http::ErrorBody),
+              (status = 404, description = "No such request", body = super::http::ErrorBody),
+              (status = 409, description = "Not pending, or already decided by this approver", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub fn approve_doc() {}
+
+/// Denies a request.
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals",
+    params(("id" = String, Path, description = "Request id (apr_...)")),
+    request_body(content = Decision, description = "Optional comment", content_type = "application/json"),
+    responses((status = 200, description = "The request after this decision", body = crate::store::ApprovalRecord),
+              (status = 400, description = "Malformed body", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an approver, own request, or in the requester's actor chain", body = super::http::ErrorBody),
+              (status = 404, description = "No such request", body = super::http::ErrorBody),
+              (status = 409, description = "Not pending, or already decided by this approver", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub fn deny_doc() {}
+
+async fn decide(
+    state: &AdminState,
+    caller: Option<&super::auth::Caller>,
+    id: &str,
+    approve: bool,
+    comment: Option<String>,
+) -> Response<Body> {
+    let Some(identity) = caller.and_then(|c| c.identity.as_ref()) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "decisions need an approver's own token (the static admin token is nobody's)",
+        );
+    };
+    match state
+        .gw
+        .approvals
+        .decide(id, identity, approve, comment)
+        .await
+    {
+        Ok(a) => json(&a),
+        Err(e) => error(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.to_string(),
+        ),
     }
 }

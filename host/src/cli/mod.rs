@@ -7,6 +7,7 @@
 //! - `table`: column-aligned text tables;
 //! - [`sessions`], [`audit`], [`plugins`]: one module per command group.
 
+pub mod approvals;
 pub mod audit;
 pub mod plugins;
 pub mod sessions;

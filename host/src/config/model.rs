@@ -30,6 +30,9 @@ pub struct Config {
     pub store: StoreSettings,
     /// The admin API; off when absent.
     pub admin: Option<AdminSettings>,
+    /// Who approves held statements, and where requests are announced.
+    #[serde(default)]
+    pub approvals: ApprovalSettings,
     /// The file this configuration was read from (set by `Config::load`).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
@@ -46,9 +49,6 @@ pub struct AdminSettings {
     /// Token groups whose members may use every endpoint.
     #[serde(default = "default_admin_groups")]
     pub admin_groups: Vec<String>,
-    /// Token groups whose members may read sessions and decide approvals.
-    #[serde(default = "default_approver_groups")]
-    pub approver_groups: Vec<String>,
     /// File holding a static admin token (a long random string), for
     /// scripts and the CLI where no OIDC token is at hand.
     pub token_file: Option<String>,
@@ -62,6 +62,42 @@ fn default_admin_groups() -> Vec<String> {
 }
 fn default_approver_groups() -> Vec<String> {
     vec!["approvers".into()]
+}
+
+/// `[approvals]`: approvers and notifications of approval requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// Token groups whose members decide approval requests (and may read
+    /// sessions through the admin API). Nobody decides their own request.
+    #[serde(default = "default_approver_groups")]
+    pub approver_groups: Vec<String>,
+    /// URL that gets a JSON POST for every new request (and decision).
+    pub webhook_url: Option<String>,
+    /// `json` (the request as JSON) or `slack` (a Slack-compatible `text`).
+    #[serde(default)]
+    pub webhook_format: WebhookFormat,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            approver_groups: default_approver_groups(),
+            webhook_url: None,
+            webhook_format: WebhookFormat::default(),
+        }
+    }
+}
+
+/// Payload of approval webhooks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// `{"event": "...", "approval": {...}, "command": "..."}`.
+    #[default]
+    Json,
+    /// `{"text": "..."}` for Slack incoming webhooks and compatible chats.
+    Slack,
 }
 
 /// `[store]`: where sessions, statement events and approvals are kept.

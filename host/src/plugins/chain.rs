@@ -250,6 +250,17 @@ impl ChainInner {
                             approvals.push(reason);
                             approvers.push(name.to_string());
                             rules.extend(notes.rule);
+                            // Several plugins asking: the strictest terms.
+                            note.approval = Some(match (note.approval, notes.approval) {
+                                (Some(a), Some(b)) => crate::policy::ApprovalPolicy {
+                                    wait: a.wait && b.wait,
+                                    min_approvals: a.min_approvals.max(b.min_approvals),
+                                    timeout_secs: a.timeout_secs.min(b.timeout_secs),
+                                    grant_uses: a.grant_uses.min(b.grant_uses),
+                                    grant_minutes: a.grant_minutes.min(b.grant_minutes),
+                                },
+                                (a, b) => b.or(a).unwrap_or_default(),
+                            });
                         }
                     }
                 }

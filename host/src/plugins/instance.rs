@@ -32,6 +32,8 @@ pub struct CallNotes {
     pub rule: Option<String>,
     /// Rows of the result to sample, if it asked to record the statement.
     pub record: Option<u32>,
+    /// How a requested approval is handled (`set-approval-policy`).
+    pub approval: Option<crate::policy::ApprovalPolicy>,
 }
 
 /// Longest rule name kept.
@@ -68,6 +70,16 @@ impl host::Host for StoreState {
     fn record_statement(&mut self, options: host::Recording) {
         let rows = self.notes.record.unwrap_or(0).max(options.sample_rows);
         self.notes.record = Some(rows);
+    }
+
+    fn set_approval_policy(&mut self, p: host::ApprovalPolicy) {
+        self.notes.approval = Some(crate::policy::ApprovalPolicy {
+            wait: p.wait,
+            min_approvals: p.min_approvals.clamp(1, 100),
+            timeout_secs: p.timeout_secs.clamp(1, 7 * 24 * 3600),
+            grant_uses: p.grant_uses.clamp(1, 1_000_000),
+            grant_minutes: p.grant_minutes.clamp(1, 7 * 24 * 60),
+        });
     }
 
     fn note_rule(&mut self, rule: String) {

@@ -26,6 +26,9 @@ pub struct CancelTarget {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The upstream's real key.
     pub upstream_key: BackendKeyData,
+    /// Bumped on every cancel request, so a statement the gateway itself
+    /// holds (waiting for approval) is cancelled too.
+    pub held: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// All cancellable sessions of the gateway.
@@ -101,6 +104,7 @@ impl CancelRegistry {
             );
             return;
         };
+        t.held.send_modify(|n| *n = n.wrapping_add(1));
         let result = async {
             let mut s = super::upstream::open(&t.host, t.port, t.tls.as_ref())
                 .await

@@ -147,6 +147,9 @@ impl Ledger {
             None => (Vec::new(), Vec::new(), Vec::new()),
         };
         let (verdict_text, reason, status) = match verdict {
+            Verdict::Allow if note.approval_id.is_some() => {
+                ("approved", None, EventStatus::Started)
+            }
             Verdict::Allow => ("allow", None, EventStatus::Started),
             Verdict::Deny { reason } => ("deny", Some(reason.clone()), EventStatus::Refused),
             Verdict::RequireApproval { reason } => (
@@ -179,6 +182,7 @@ impl Ledger {
             sqlstate: None,
             error: None,
             sample: None,
+            approval_id: note.approval_id.clone(),
         }
     }
 

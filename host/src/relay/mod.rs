@@ -14,6 +14,7 @@
 //! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
 //! none of those depend on it.
 
+mod approval;
 pub mod cancel;
 pub mod catalog;
 mod framed;

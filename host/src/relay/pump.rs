@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::approval;
 use super::catalog::TargetCatalog;
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
@@ -72,6 +73,11 @@ struct Shared {
     tracking: bool,
     /// Where audit records go.
     audit: Arc<AuditLog>,
+    /// Identity, target and approvals.
+    session: SessionInfoForHold,
+    /// Notices for the client, written by the server→client side between
+    /// messages.
+    notices: tokio::sync::mpsc::UnboundedSender<Bytes>,
     /// Bytes read from the client.
     from_client: std::sync::atomic::AtomicU64,
     /// Bytes read from the server (relayed to the client, give or take
@@ -105,14 +111,22 @@ impl Shared {
     }
 }
 
-/// The audit side of a session, as the relay needs it.
-pub struct SessionAudit {
-    /// Where records go.
+/// Who the session is and the gateway services it reports to.
+pub struct SessionContext {
+    /// Where audit records go.
     pub log: Arc<AuditLog>,
     /// The session's id.
     pub session_id: u64,
     /// Whether recorded statements are committed before they are forwarded.
     pub strict: bool,
+    /// The session's identity.
+    pub identity: crate::identity::Identity,
+    /// Its target.
+    pub target: String,
+    /// Approval requests.
+    pub approvals: Arc<crate::approvals::Approvals>,
+    /// Changes when the client sends a cancel request for this session.
+    pub cancel: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Bytes a session moved.
@@ -122,6 +136,14 @@ pub struct Traffic {
     pub from_client: u64,
     /// Read from the server for the client.
     pub to_client: u64,
+}
+
+/// The session's identity and approvals, for statements held for approval.
+struct SessionInfoForHold {
+    session_id: u64,
+    identity: crate::identity::Identity,
+    target: String,
+    approvals: Arc<crate::approvals::Approvals>,
 }
 
 /// The error a client gets when its statement could not be recorded.
@@ -190,7 +212,7 @@ pub async fn run(
     pending: BytesMut,
     limits: Limits,
     catalog: TargetCatalog,
-    audit: SessionAudit,
+    ctx: SessionContext,
 ) -> (EndReason, Box<dyn SessionPolicy>, Traffic) {
     let Limits {
         max_message,
@@ -198,21 +220,44 @@ pub async fn run(
     } = limits;
     let wants_rows = policy.wants_rows();
     let tracking = policy.may_record();
+    let (notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = ctx.cancel.clone();
     let shared = Arc::new(Shared {
         injections: Mutex::new(VecDeque::new()),
         policy: Mutex::new(policy),
         wants_rows,
         expected: Mutex::new(Expected::default()),
-        ledger: Mutex::new(Ledger::new(audit.session_id, tracking, audit.strict)),
+        ledger: Mutex::new(Ledger::new(ctx.session_id, tracking, ctx.strict)),
         tracking,
-        audit: audit.log,
+        audit: ctx.log,
+        session: SessionInfoForHold {
+            session_id: ctx.session_id,
+            identity: ctx.identity,
+            target: ctx.target,
+            approvals: ctx.approvals,
+        },
+        notices: notices_tx,
         from_client: Default::default(),
         to_client: Default::default(),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
-    let c2s = client_to_server(&mut client_rd, &mut up_wr, &shared, pending, max_message);
-    let s2c = server_to_client(&mut up_rd, &mut client_wr, &shared, max_message, &catalog);
+    let c2s = client_to_server(
+        &mut client_rd,
+        &mut up_wr,
+        &shared,
+        pending,
+        max_message,
+        cancel,
+    );
+    let s2c = server_to_client(
+        &mut up_rd,
+        &mut client_wr,
+        &shared,
+        max_message,
+        &catalog,
+        notices,
+    );
     let outcome = tokio::select! {
         r = c2s => r.map(|()| EndReason::ClientClosed),
         r = s2c => r.map(|()| EndReason::UpstreamClosed),
@@ -325,6 +370,7 @@ async fn client_to_server(
     shared: &Shared,
     pending: BytesMut,
     max: usize,
+    mut cancel: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), RelayError> {
     let mut buf = pending;
     let mut carry = Carry::None;
@@ -377,28 +423,49 @@ async fn client_to_server(
                         continue;
                     }
                     let mut note = QueryNote::default();
-                    let (verdict, before) = if h.tag == b'Q' {
-                        let sql = query::decode(frame)?;
-                        let v = shared
-                            .policy()
-                            .on_query(QueryEvent::Simple { sql }, &mut note);
-                        let before = shared.ledger().query(sql, &note, &v, syncs + 1);
-                        (v, before)
+                    let (sql, statement) = if h.tag == b'Q' {
+                        (query::decode(frame)?, None)
                     } else {
                         let p = parse::decode(frame)?;
-                        let v = shared.policy().on_query(
-                            QueryEvent::Parse {
-                                statement: p.statement,
-                                sql: p.query,
-                            },
-                            &mut note,
-                        );
-                        let before = shared.ledger().parse(p.statement, p.query, &note, &v);
-                        (v, before)
+                        (p.query, Some(p.statement))
                     };
+                    let event = match statement {
+                        None => QueryEvent::Simple { sql },
+                        Some(statement) => QueryEvent::Parse { statement, sql },
+                    };
+                    let mut verdict = shared.policy().on_query(event, &mut note);
                     crate::metrics::global()
                         .query(verdict_label(&verdict), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
+                    if let Verdict::RequireApproval { reason } = &verdict {
+                        // Earlier statements of the batch go ahead while this one waits.
+                        write_out(wr, &buf[start..pos]).await?;
+                        wr.flush().await?;
+                        start = pos;
+                        let s = &shared.session;
+                        let holder = approval::Holder {
+                            approvals: &s.approvals,
+                            session_id: s.session_id,
+                            identity: &s.identity,
+                            target: &s.target,
+                            notices: &shared.notices,
+                            cancel: &mut cancel,
+                        };
+                        let reason = reason.clone();
+                        match approval::hold(holder, sql, &mut note, &reason).await {
+                            approval::Held::Run => {
+                                verdict = Verdict::Allow;
+                                denial = None;
+                                // What ran under an approval is always recorded.
+                                note.record.get_or_insert_with(Default::default);
+                            }
+                            approval::Held::Refuse(err) => denial = Some(err),
+                        }
+                    }
+                    let before = match statement {
+                        None => shared.ledger().query(sql, &note, &verdict, syncs + 1),
+                        Some(name) => shared.ledger().parse(name, sql, &note, &verdict),
+                    };
                     match before {
                         Before::Forward => {}
                         Before::Write(r) => shared.audit.record(r).await,
@@ -733,6 +800,7 @@ async fn server_to_client(
     shared: &Shared,
     max: usize,
     catalog: &TargetCatalog,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
 ) -> Result<(), RelayError> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut carry = Carry::None;
@@ -747,7 +815,17 @@ async fn server_to_client(
     let mut sample = SampleState::default();
     loop {
         make_room(&mut buf, need);
-        let n = rd.read_buf(&mut buf).await?;
+        let n = loop {
+            tokio::select! {
+                biased;
+                n = rd.read_buf(&mut buf) => break n?,
+                // A notice goes out only between messages.
+                Some(notice) = notices.recv(), if matches!(carry, Carry::None) => {
+                    wr.write_all(&notice).await?;
+                    wr.flush().await?;
+                }
+            }
+        };
         if n == 0 {
             let _ = wr.shutdown().await;
             return Ok(());

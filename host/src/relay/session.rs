@@ -95,6 +95,8 @@ pub struct GatewayContext {
     pub cancels: CancelRegistry,
     /// The audit trail: session ids, sessions and statement events.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// Approval requests for held statements.
+    pub approvals: Arc<crate::approvals::Approvals>,
     /// Connections being served (start-up or relaying).
     pub active: std::sync::atomic::AtomicUsize,
     /// Becomes `true` when live sessions must close (end of shutdown grace).
@@ -147,6 +149,7 @@ pub async fn serve(
         info,
         registration,
         pending,
+        cancel_signal,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -164,10 +167,14 @@ pub async fn serve(
         .targets
         .get(&info.target)
         .is_some_and(|t| t.cfg.durability == crate::config::Durability::Strict);
-    let audit = pump::SessionAudit {
+    let ctx = pump::SessionContext {
         log: gw.audit.clone(),
         session_id: info.session_id,
         strict,
+        identity: info.identity.clone(),
+        target: info.target.clone(),
+        approvals: gw.approvals.clone(),
+        cancel: cancel_signal,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -179,7 +186,7 @@ pub async fn serve(
             closing: gw.closing.clone(),
         },
         catalog,
-        audit,
+        ctx,
     )
     .await;
     policy.on_session_end(&reason);
@@ -212,6 +219,8 @@ struct Ready {
     /// Bytes the client sent after its password, before the greeting; they
     /// go through the policy like everything else.
     pending: BytesMut,
+    /// Changes when the client sends a cancel request.
+    cancel_signal: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -552,11 +561,13 @@ async fn start(
             .await);
         }
     };
+    let (held, cancel_signal) = tokio::sync::watch::channel(0u64);
     let registration = gw.cancels.register(CancelTarget {
         host: target.cfg.host.clone(),
         port: target.cfg.port,
         tls: target.tls.clone(),
         upstream_key: up.key,
+        held: Arc::new(held),
     });
     // AuthenticationOk, the upstream's greeting with our cancel key before
     // its final ReadyForQuery (6 bytes).
@@ -573,6 +584,7 @@ async fn start(
         info,
         registration,
         pending: inbuf,
+        cancel_signal,
     }))
 }
 

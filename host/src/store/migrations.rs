@@ -62,4 +62,35 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO counters (name, value) VALUES ('next_session_id', 1);
     "#,
+    // 2: approval requests (votes as JSON), and the approval behind an event.
+    r#"
+    CREATE TABLE approvals (
+        id               TEXT PRIMARY KEY,
+        created_at       INTEGER NOT NULL,
+        expires_at       INTEGER NOT NULL,
+        session_id       INTEGER NOT NULL,
+        subject          TEXT NOT NULL,
+        user_name        TEXT NOT NULL,
+        groups_json      TEXT NOT NULL,
+        issuer           TEXT NOT NULL,
+        actor_chain_json TEXT NOT NULL,
+        target           TEXT NOT NULL,
+        sql              TEXT NOT NULL,
+        fingerprint      TEXT NOT NULL,
+        plugin           TEXT,
+        rule             TEXT,
+        reason           TEXT NOT NULL,
+        mode             TEXT NOT NULL,
+        min_approvals    INTEGER NOT NULL,
+        status           TEXT NOT NULL,
+        decided_at       INTEGER,
+        votes_json       TEXT NOT NULL,
+        grant_uses_left  INTEGER NOT NULL,
+        grant_minutes    INTEGER NOT NULL,
+        grant_until      INTEGER
+    );
+    CREATE INDEX approvals_status ON approvals (status, created_at);
+    CREATE INDEX approvals_grant ON approvals (target, fingerprint, subject);
+    ALTER TABLE events ADD COLUMN approval_id TEXT;
+    "#,
 ];

@@ -15,7 +15,10 @@ mod migrations;
 mod records;
 pub mod sqlite;
 
-pub use records::{EventRecord, EventStatus, PluginLoadRecord, SessionEnd, SessionRecord};
+pub use records::{
+    ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, PluginLoadRecord, SessionEnd,
+    SessionRecord, Vote,
+};
 
 /// Why the store could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether a write would succeed now (for readiness checks).
     fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Inserts or replaces an approval request, durably.
+    fn save_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError>;
+
+    /// One approval request.
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
+
+    /// Approval requests (only those with `status`, if given), newest first.
+    fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    /// Takes one use of an approved retry-mode grant for exactly this
+    /// statement (same text and fingerprint) from exactly this identity on
+    /// this target, valid at `now`; returns the approval's id. Atomic: two
+    /// sessions never take the same last use.
+    fn use_grant(&self, grant: &GrantQuery<'_>, now: i64) -> Result<Option<String>, StoreError>;
+}
+
+/// What a grant must match (see [`Store::use_grant`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GrantQuery<'a> {
+    /// Token `sub`.
+    pub subject: &'a str,
+    /// User.
+    pub user: &'a str,
+    /// Actor chain.
+    pub actor_chain: &'a [String],
+    /// Target.
+    pub target: &'a str,
+    /// Statement text.
+    pub sql: &'a str,
+    /// Its fingerprint.
+    pub fingerprint: &'a str,
 }
 
 /// Microseconds since the Unix epoch, now.

@@ -144,6 +144,8 @@ pub struct EventRecord {
     /// The first rows of its result as the client saw them (after masking),
     /// when recording asked for a sample: JSON `{"columns": [...], "rows": [[...]]}`.
     pub sample: Option<String>,
+    /// The approval request this statement waited for or ran under.
+    pub approval_id: Option<String>,
 }
 
 /// A plugin version loaded by the gateway.
@@ -157,4 +159,109 @@ pub struct PluginLoadRecord {
     pub version: String,
     /// SHA-256 of the component file.
     pub sha256: String,
+}
+
+/// Where an approval request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalStatus {
+    /// Waiting for approvers.
+    Pending,
+    /// Enough approvers agreed.
+    Approved,
+    /// An approver denied it.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// The client cancelled the waiting statement (or went away).
+    Cancelled,
+}
+
+impl ApprovalStatus {
+    /// The spelling stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "expired" => ApprovalStatus::Expired,
+            "cancelled" => ApprovalStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One approver's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Vote {
+    /// Who (the approver's user).
+    pub approver: String,
+    /// Approve (`true`) or deny.
+    pub approve: bool,
+    /// When.
+    pub at: i64,
+    /// Why, in their words.
+    pub comment: Option<String>,
+}
+
+/// A statement held for human approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalRecord {
+    /// Request id (`apr_...`).
+    pub id: String,
+    /// When it was requested.
+    pub created_at: i64,
+    /// When it stops accepting decisions.
+    pub expires_at: i64,
+    /// The requesting session.
+    pub session_id: u64,
+    /// The requester's token `sub`.
+    pub subject: String,
+    /// The requester.
+    pub user: String,
+    /// The requester's groups.
+    pub groups: Vec<String>,
+    /// The requester's token issuer.
+    pub issuer: String,
+    /// Agents acting for the requester, outermost first.
+    pub actor_chain: Vec<String>,
+    /// Target.
+    pub target: String,
+    /// The statement.
+    pub sql: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The plugin that asked for approval.
+    pub plugin: Option<String>,
+    /// Its rule.
+    pub rule: Option<String>,
+    /// Why approval is needed.
+    pub reason: String,
+    /// `wait` or `retry`.
+    pub mode: String,
+    /// Distinct approvers needed.
+    pub min_approvals: u32,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// When it was approved, denied, expired or cancelled.
+    pub decided_at: Option<i64>,
+    /// Decisions so far.
+    pub votes: Vec<Vote>,
+    /// Runs the approval still allows (retry mode).
+    pub grant_uses_left: u32,
+    /// Minutes an approval allows them for, from its approval (retry mode).
+    pub grant_minutes: u32,
+    /// Until when it allows them (retry mode).
+    pub grant_until: Option<i64>,
 }

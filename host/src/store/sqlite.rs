@@ -9,7 +9,10 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::migrations::MIGRATIONS;
-use super::{EventRecord, EventStatus, Record, SessionQuery, SessionRecord, Store, StoreError};
+use super::{
+    ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, Record, SessionQuery,
+    SessionRecord, Store, StoreError,
+};
 
 /// How long a statement waits for a lock held by another connection (or
 /// another gateway process sharing the file).
@@ -153,13 +156,13 @@ fn write_one(tx: &rusqlite::Transaction<'_>, record: &Record) -> Result<(), rusq
         Record::Event(e) => {
             tx.prepare_cached(
                 "INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json,
-                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
                  ON CONFLICT (session_id, seq) DO UPDATE SET
                      verdict = excluded.verdict, decided_by = excluded.decided_by, rule = excluded.rule,
                      reason = excluded.reason, status = excluded.status, duration_us = excluded.duration_us,
                      rows = excluded.rows, sqlstate = excluded.sqlstate, error = excluded.error,
-                     sample_json = excluded.sample_json",
+                     sample_json = excluded.sample_json, approval_id = excluded.approval_id",
             )?
             .execute(params![
                 e.session_id as i64,
@@ -181,6 +184,7 @@ fn write_one(tx: &rusqlite::Transaction<'_>, record: &Record) -> Result<(), rusq
                 e.sqlstate,
                 e.error,
                 e.sample,
+                e.approval_id,
             ])?;
         }
         Record::PluginLoad(p) => {
@@ -214,7 +218,7 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> 
     })
 }
 
-const EVENT_COLUMNS: &str = "session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json, verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json";
+const EVENT_COLUMNS: &str = "session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json, verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id";
 
 fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
     Ok(EventRecord {
@@ -237,6 +241,37 @@ fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
         sqlstate: r.get(16)?,
         error: r.get(17)?,
         sample: r.get(18)?,
+        approval_id: r.get(19)?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "id, created_at, expires_at, session_id, subject, user_name, groups_json, issuer, actor_chain_json, target, sql, fingerprint, plugin, rule, reason, mode, min_approvals, status, decided_at, votes_json, grant_uses_left, grant_minutes, grant_until";
+
+fn approval_row(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord, rusqlite::Error> {
+    Ok(ApprovalRecord {
+        id: r.get(0)?,
+        created_at: r.get(1)?,
+        expires_at: r.get(2)?,
+        session_id: r.get::<_, i64>(3)? as u64,
+        subject: r.get(4)?,
+        user: r.get(5)?,
+        groups: parse_list(&r.get::<_, String>(6)?),
+        issuer: r.get(7)?,
+        actor_chain: parse_list(&r.get::<_, String>(8)?),
+        target: r.get(9)?,
+        sql: r.get(10)?,
+        fingerprint: r.get(11)?,
+        plugin: r.get(12)?,
+        rule: r.get(13)?,
+        reason: r.get(14)?,
+        mode: r.get(15)?,
+        min_approvals: r.get::<_, i64>(16)? as u32,
+        status: ApprovalStatus::parse(&r.get::<_, String>(17)?).unwrap_or(ApprovalStatus::Expired),
+        decided_at: r.get(18)?,
+        votes: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or_default(),
+        grant_uses_left: r.get::<_, i64>(20)? as u32,
+        grant_minutes: r.get::<_, i64>(21)? as u32,
+        grant_until: r.get(22)?,
     })
 }
 
@@ -321,6 +356,97 @@ impl Store for SqliteStore {
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         Ok(())
     }
+
+    fn save_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
+        let conn = self.writer();
+        conn.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO approvals ({APPROVAL_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+        ))?
+        .execute(params![
+            a.id,
+            a.created_at,
+            a.expires_at,
+            a.session_id as i64,
+            a.subject,
+            a.user,
+            json_list(&a.groups),
+            a.issuer,
+            json_list(&a.actor_chain),
+            a.target,
+            a.sql,
+            a.fingerprint,
+            a.plugin,
+            a.rule,
+            a.reason,
+            a.mode,
+            a.min_approvals as i64,
+            a.status.as_str(),
+            a.decided_at,
+            serde_json::to_string(&a.votes).unwrap_or_else(|_| "[]".into()),
+            a.grant_uses_left as i64,
+            a.grant_minutes as i64,
+            a.grant_until,
+        ])?;
+        Ok(())
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"
+        ))?;
+        Ok(stmt.query_row(params![id], approval_row).optional()?)
+    }
+
+    fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1)
+             ORDER BY created_at DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(
+            params![status.map(ApprovalStatus::as_str), limit.max(1) as i64],
+            approval_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn use_grant(&self, g: &GrantQuery<'_>, now: i64) -> Result<Option<String>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM approvals
+                 WHERE status = 'approved' AND mode = 'retry' AND grant_uses_left > 0 AND grant_until > ?1
+                   AND target = ?2 AND fingerprint = ?3 AND subject = ?4 AND user_name = ?5
+                   AND actor_chain_json = ?6 AND sql = ?7
+                 ORDER BY created_at LIMIT 1",
+                params![
+                    now,
+                    g.target,
+                    g.fingerprint,
+                    g.subject,
+                    g.user,
+                    json_list(g.actor_chain),
+                    g.sql
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = &id {
+            tx.execute(
+                "UPDATE approvals SET grant_uses_left = grant_uses_left - 1 WHERE id = ?1",
+                params![id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +475,7 @@ mod tests {
             sqlstate: None,
             error: None,
             sample: None,
+            approval_id: None,
         }
     }
 

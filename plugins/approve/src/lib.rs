@@ -1,0 +1,342 @@
+//! `approve`: holds risky statements for a human approver.
+//!
+//! Each rule names what needs approval — statement `kinds`, `tables` read
+//! or written (`orders`, `public.orders`, `audit.*`), `unbounded_writes`
+//! (UPDATE/DELETE without WHERE) — for whom (`groups`, `users`; everyone
+//! when both are empty; never `except_groups`), and when (`hours_utc`, e.g.
+//! `"18:00-08:00"`: only in those UTC hours). A statement matching every
+//! condition a rule sets gets `require-approval`, and the rule says how the
+//! gateway handles it:
+//!
+//! - `mode = "wait"` (default): the client is told the request id and the
+//!   statement runs as soon as `min_approvals` approvers agree, or fails
+//!   when one denies or `timeout_secs` (default 300) pass;
+//! - `mode = "retry"`: the client gets an error with the request id at once;
+//!   once approved, the same statement from the same identity may run
+//!   `grant_uses` times (default 1) within `grant_minutes` (default 10).
+//!
+//! The first matching rule decides. Approvers and quorum rules (nobody
+//! approves their own request) are enforced by the gateway.
+
+use portcullis_plugin_sdk::names::{display_table, TablePattern};
+use portcullis_plugin_sdk::{
+    approval_by, export_plugin, parse_config, set_approval_policy, ApprovalPolicy, PgQuery, Plugin,
+    Session, Statement, Verdict,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    search_path: Vec<String>,
+    #[serde(default)]
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    #[default]
+    Wait,
+    Retry,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    name: String,
+    #[serde(default)]
+    kinds: Vec<String>,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    unbounded_writes: bool,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    except_groups: Vec<String>,
+    hours_utc: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default = "one")]
+    min_approvals: u32,
+    #[serde(default = "five_minutes")]
+    timeout_secs: u32,
+    #[serde(default = "one")]
+    grant_uses: u32,
+    #[serde(default = "ten")]
+    grant_minutes: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn five_minutes() -> u32 {
+    300
+}
+fn ten() -> u32 {
+    10
+}
+
+/// A `HH:MM-HH:MM` window in minutes of the day; it may wrap midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hours {
+    from: u32,
+    to: u32,
+}
+
+impl Hours {
+    fn parse(text: &str) -> Result<Self, String> {
+        let minutes = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (a, b) = text
+            .split_once('-')
+            .ok_or_else(|| format!("hours_utc {text:?} must look like \"18:00-08:00\""))?;
+        match (minutes(a), minutes(b)) {
+            (Some(from), Some(to)) if from != to => Ok(Hours { from, to }),
+            _ => Err(format!(
+                "hours_utc {text:?} must be two different times HH:MM-HH:MM"
+            )),
+        }
+    }
+
+    fn contains(&self, minute: u32) -> bool {
+        if self.from < self.to {
+            (self.from..self.to).contains(&minute)
+        } else {
+            minute >= self.from || minute < self.to
+        }
+    }
+}
+
+/// The plugin; one instance per session.
+#[derive(Default)]
+pub struct Approve {
+    config: Config,
+    patterns: Vec<Vec<TablePattern>>,
+    hours: Vec<Option<Hours>>,
+    user: String,
+    groups: Vec<String>,
+    /// Minute of the day (UTC) to judge by; `None`: the clock's.
+    fixed_minute: Option<u32>,
+}
+
+impl Approve {
+    fn applies_to_session(&self, rule: &Rule) -> bool {
+        let member = |groups: &[String]| self.groups.iter().any(|g| groups.contains(g));
+        if member(&rule.except_groups) {
+            return false;
+        }
+        (rule.groups.is_empty() && rule.users.is_empty())
+            || rule.users.contains(&self.user)
+            || member(&rule.groups)
+    }
+
+    fn minute_now(&self) -> u32 {
+        self.fixed_minute.unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            ((secs % 86_400) / 60) as u32
+        })
+    }
+
+    /// What in `stmt` makes `rule` apply, if it does.
+    fn matches(&self, rule: &Rule, patterns: &[TablePattern], stmt: &Statement) -> Option<String> {
+        let kind = stmt.kind.as_str();
+        if !rule.kinds.is_empty() && !rule.kinds.iter().any(|k| k.eq_ignore_ascii_case(kind)) {
+            return None;
+        }
+        if rule.unbounded_writes && stmt.has_where {
+            return None;
+        }
+        let mut what = kind.to_uppercase();
+        if !patterns.is_empty() {
+            let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
+            let hit = stmt
+                .tables_read
+                .iter()
+                .chain(&stmt.tables_written)
+                .find(|t| patterns.iter().any(|p| p.matches(t, &search)))?;
+            what = format!("{what} on {}", display_table(hit));
+        }
+        Some(what)
+    }
+}
+
+impl Plugin for Approve {
+    const NAME: &'static str = "approve";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn config_schema() -> String {
+        include_str!("../schema.json").into()
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        let config: Config = parse_config(config)?;
+        let mut hours = Vec::new();
+        for r in &config.rules {
+            if r.name.is_empty() {
+                return Err("every rule needs a name".into());
+            }
+            hours.push(r.hours_utc.as_deref().map(Hours::parse).transpose()?);
+        }
+        self.patterns = config
+            .rules
+            .iter()
+            .map(|r| r.tables.iter().map(|t| TablePattern::parse(t)).collect())
+            .collect();
+        self.hours = hours;
+        self.config = config;
+        Ok(())
+    }
+
+    fn session_start(&mut self, session: &Session) -> Verdict {
+        self.user = session.identity.user.clone();
+        self.groups = session.identity.groups.clone();
+        Verdict::Allow
+    }
+
+    fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        let minute = self.minute_now();
+        for (i, rule) in self.config.rules.iter().enumerate() {
+            if !self.applies_to_session(rule) {
+                continue;
+            }
+            if let Some(Some(h)) = self.hours.get(i) {
+                if !h.contains(minute) {
+                    continue;
+                }
+            }
+            let patterns = &self.patterns[i];
+            let Some(what) = query
+                .statements
+                .iter()
+                .find_map(|s| self.matches(rule, patterns, s))
+            else {
+                continue;
+            };
+            set_approval_policy(ApprovalPolicy {
+                wait: rule.mode == Mode::Wait,
+                min_approvals: rule.min_approvals,
+                timeout_secs: rule.timeout_secs,
+                grant_uses: rule.grant_uses,
+                grant_minutes: rule.grant_minutes,
+            });
+            let reason = rule
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
+            return approval_by(&rule.name, reason);
+        }
+        Verdict::Allow
+    }
+}
+
+export_plugin!(Approve);
+
+#[cfg(test)]
+mod tests {
+    use portcullis_plugin_sdk::testing::{self, take_notes, StatementExt};
+
+    use super::*;
+
+    fn plugin(config: &str, user: &str, groups: &[&str]) -> Approve {
+        let mut p = Approve::default();
+        p.configure(config).expect("configuration accepted");
+        p.session_start(&testing::session(user, groups));
+        p
+    }
+
+    const ORDERS: &str = r#"{"rules": [{"name": "orders-writes", "kinds": ["update", "delete"], "tables": ["orders"], "except_groups": ["dba"], "mode": "retry", "min_approvals": 2, "grant_uses": 3}]}"#;
+
+    #[test]
+    fn a_matching_statement_needs_approval_on_the_rule_s_terms() {
+        let mut p = plugin(ORDERS, "alice@example.com", &["analysts"]);
+        let update = testing::query(
+            "update orders set total = 0 where id = 1",
+            [testing::statement("update").writes("orders")],
+        );
+        take_notes();
+        match p.on_query(&update) {
+            Verdict::RequireApproval(reason) => {
+                assert!(reason.contains("UPDATE on orders"), "{reason}");
+                assert!(reason.contains("orders-writes"), "{reason}");
+            }
+            other => panic!("expected an approval, got {other:?}"),
+        }
+        let notes = take_notes();
+        assert_eq!(notes.rule.as_deref(), Some("orders-writes"));
+        let policy = notes.approval.expect("a policy");
+        assert!(!policy.wait);
+        assert_eq!((policy.min_approvals, policy.grant_uses), (2, 3));
+    }
+
+    #[test]
+    fn other_statements_tables_and_exempt_groups_pass() {
+        let mut p = plugin(ORDERS, "alice@example.com", &["analysts"]);
+        let select = testing::query(
+            "select * from orders",
+            [testing::statement("select").reads("orders")],
+        );
+        assert_eq!(p.on_query(&select), Verdict::Allow);
+        let other = testing::query(
+            "update items set x = 1",
+            [testing::statement("update").writes("items")],
+        );
+        assert_eq!(p.on_query(&other), Verdict::Allow);
+        let mut dba = plugin(ORDERS, "bob@example.com", &["dba"]);
+        let update = testing::query(
+            "update orders set x = 1",
+            [testing::statement("update").writes("orders")],
+        );
+        assert_eq!(dba.on_query(&update), Verdict::Allow);
+    }
+
+    #[test]
+    fn hours_limit_when_a_rule_applies_and_may_wrap_midnight() {
+        let config =
+            r#"{"rules": [{"name": "night", "kinds": ["delete"], "hours_utc": "22:00-06:00"}]}"#;
+        let mut p = plugin(config, "alice@example.com", &[]);
+        let delete = testing::query(
+            "delete from t where id = 1",
+            [testing::statement("delete").writes("t")],
+        );
+        p.fixed_minute = Some(23 * 60);
+        assert!(matches!(p.on_query(&delete), Verdict::RequireApproval(_)));
+        p.fixed_minute = Some(5 * 60 + 59);
+        assert!(matches!(p.on_query(&delete), Verdict::RequireApproval(_)));
+        p.fixed_minute = Some(12 * 60);
+        assert_eq!(p.on_query(&delete), Verdict::Allow);
+        assert!(Approve::default()
+            .configure(r#"{"rules": [{"name": "x", "hours_utc": "25:00-01:00"}]}"#)
+            .is_err());
+    }
+
+    #[test]
+    fn unbounded_writes_only_matches_statements_without_where() {
+        let config = r#"{"rules": [{"name": "unbounded", "kinds": ["update", "delete"], "unbounded_writes": true}]}"#;
+        let mut p = plugin(config, "alice@example.com", &[]);
+        let bounded = testing::query(
+            "delete from t where id = 1",
+            [testing::statement("delete").writes("t")],
+        );
+        assert_eq!(p.on_query(&bounded), Verdict::Allow);
+        let unbounded = testing::query(
+            "delete from t",
+            [testing::statement("delete").writes("t").unbounded()],
+        );
+        assert!(matches!(
+            p.on_query(&unbounded),
+            Verdict::RequireApproval(_)
+        ));
+    }
+}

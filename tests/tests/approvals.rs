@@ -1,0 +1,458 @@
+//! Just-in-time approvals end to end, with identities from the test issuer
+//! and real PostgreSQL: wait → approved / denied / timed out / cancelled by
+//! the client; retry → approved → the same statement runs once, a different
+//! one is still held; self-approval, outsiders and double votes refused; a
+//! quorum of two; malformed decisions.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use portcullis::demo::issuer::TokenSpec;
+use portcullis_e2e::{admin_call, cluster, db_error, plugin_wasm, GatewayOptions, TestGateway, DB};
+use tokio_postgres::AsyncMessage;
+
+const REQUESTER: &str = "alice@example.com";
+const ADMIN_TOKEN: &str = "approvals-test-admin-token-0123456789";
+
+/// Tables the rules below hold statements on, created once.
+fn tables() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let mut sql = String::new();
+        for t in ["appr_wait", "appr_timeout", "appr_retry", "appr_quorum"] {
+            sql.push_str(&format!(
+                "CREATE TABLE IF NOT EXISTS {t} (id int PRIMARY KEY, total int); INSERT INTO {t} SELECT g, 0 FROM generate_series(1, 20) g ON CONFLICT DO NOTHING;"
+            ));
+        }
+        cluster().cluster.psql(DB, &sql).expect("approval tables");
+    });
+}
+
+const RULES: &str = r#"
+[[plugins.config.rules]]
+name = "orders-update"
+kinds = ["update"]
+tables = ["appr_wait"]
+timeout_secs = 60
+
+[[plugins.config.rules]]
+name = "quick-timeout"
+kinds = ["update"]
+tables = ["appr_timeout"]
+timeout_secs = 2
+
+[[plugins.config.rules]]
+name = "retry-delete"
+kinds = ["delete"]
+tables = ["appr_retry"]
+mode = "retry"
+grant_uses = 1
+
+[[plugins.config.rules]]
+name = "two-eyes"
+kinds = ["update"]
+tables = ["appr_quorum"]
+min_approvals = 2
+"#;
+
+async fn gateway() -> TestGateway {
+    tables();
+    let token_file = cluster()
+        .dir
+        .join(format!("approvals-admin-token-{}", std::process::id()));
+    std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+    TestGateway::start_with(GatewayOptions {
+        target_extra: "plugins = [\"approve\"]".into(),
+        tail: format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[[plugins]]\nname = \"approve\"\npath = {:?}\ncall_timeout_ms = 1000\n{RULES}",
+            token_file.display().to_string(),
+            plugin_wasm("approve").display().to_string(),
+        ),
+        ..Default::default()
+    })
+    .await
+}
+
+fn base(gw: &TestGateway) -> String {
+    format!("http://{}", gw.gateway.admin_address.expect("admin API"))
+}
+
+fn token(gw: &TestGateway, user: &str, groups: &[&str]) -> String {
+    gw.issuer.mint(&TokenSpec {
+        user: user.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        ttl_secs: 600,
+    })
+}
+
+/// A client whose notices are delivered on the returned channel.
+async fn client_with_notices(
+    gw: &TestGateway,
+    user: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let cfg = gw.pg_config(user, &gw.token(user));
+    let (client, mut conn) = cfg
+        .connect(portcullis_e2e::tls_connector())
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let AsyncMessage::Notice(n) = m {
+                let _ = tx.send(n.message().to_string());
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// The pending request whose statement contains `needle` (waits up to 10 s).
+async fn pending(gw: &TestGateway, needle: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let (status, list) = admin_call(
+            &base(gw),
+            "GET",
+            "/v1/approvals?status=pending",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        if let Some(a) = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|a| a["sql"].as_str().unwrap_or("").contains(needle))
+        }) {
+            return a.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no pending request for {needle:?}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `approver` decides request `id`.
+async fn decide(
+    gw: &TestGateway,
+    approver: &str,
+    groups: &[&str],
+    id: &str,
+    verb: &str,
+    comment: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let body = comment.map(|c| serde_json::json!({ "comment": c }).to_string());
+    admin_call(
+        &base(gw),
+        "POST",
+        &format!("/v1/approvals/{id}/{verb}"),
+        Some(&token(gw, approver, groups)),
+        body.as_deref(),
+    )
+    .await
+}
+
+fn total(id: i32, table: &str) -> String {
+    cluster()
+        .cluster
+        .psql(DB, &format!("SELECT total FROM {table} WHERE id = {id}"))
+        .expect("read back")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_runs_the_statement_once_approved() {
+    let gw = gateway().await;
+    let (client, mut notices) = client_with_notices(&gw, REQUESTER).await;
+    let sql = "UPDATE appr_wait SET total = 111 WHERE id = 1";
+    let running = tokio::spawn(async move { client.simple_query(sql).await.map(|_| ()) });
+    let request = pending(&gw, sql).await;
+    let id = request["id"].as_str().expect("id").to_string();
+    assert_eq!(request["user"], REQUESTER);
+    assert_eq!(request["rule"], "orders-update");
+    assert_eq!(request["mode"], "wait");
+    let notice = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .expect("a notice while waiting")
+        .unwrap_or_default();
+    assert!(
+        notice.contains(&format!("waiting for approval {id}")),
+        "{notice}"
+    );
+    assert!(!running.is_finished(), "the statement must wait");
+    assert_eq!(total(1, "appr_wait"), "0");
+
+    let (status, decided) = decide(
+        &gw,
+        "bob@example.com",
+        &["approvers"],
+        &id,
+        "approve",
+        Some("looks fine"),
+    )
+    .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["status"], "approved");
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("runs after approval")
+        .expect("task")
+        .expect("the statement succeeds");
+    assert_eq!(total(1, "appr_wait"), "111");
+    // Deciding again is a conflict.
+    let (status, again) = decide(&gw, "carol@example.com", &["approvers"], &id, "deny", None).await;
+    assert_eq!(status, 409, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_denied_fails_with_the_approver_s_words() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    let sql = "UPDATE appr_wait SET total = 222 WHERE id = 2";
+    let running = tokio::spawn(async move { client.simple_query(sql).await.map(|_| ()) });
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (status, _) = decide(
+        &gw,
+        "carol@example.com",
+        &["approvers"],
+        &id,
+        "deny",
+        Some("not during the audit"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let err = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("answered after the denial")
+        .expect("task")
+        .expect_err("denied");
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains(&id) && message.contains("carol@example.com: not during the audit"),
+        "{message}"
+    );
+    assert_eq!(total(2, "appr_wait"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_times_out_and_the_session_goes_on() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    let started = Instant::now();
+    let err = client
+        .simple_query("UPDATE appr_timeout SET total = 3 WHERE id = 3")
+        .await
+        .expect_err("timed out");
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "57014");
+    assert!(message.contains("timed out after 2 seconds"), "{message}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(total(3, "appr_timeout"), "0");
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the session is still usable");
+    let (_, expired) = admin_call(
+        &base(&gw),
+        "GET",
+        "/v1/approvals?status=expired",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(expired.as_array().map(Vec::len), Some(1), "{expired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_s_cancel_stops_the_wait() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    let cancel = client.cancel_token();
+    let sql = "UPDATE appr_wait SET total = 444 WHERE id = 4";
+    let running = tokio::spawn(async move { client.simple_query(sql).await.map(|_| ()) });
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    cancel
+        .cancel_query(portcullis_e2e::tls_connector())
+        .await
+        .expect("cancel request sent");
+    let err = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("answered after the cancel")
+        .expect("task")
+        .expect_err("cancelled");
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "57014");
+    assert!(
+        message.contains("canceling statement due to user request"),
+        "{message}"
+    );
+    let (_, request) = admin_call(
+        &base(&gw),
+        "GET",
+        &format!("/v1/approvals/{id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(request["status"], "cancelled");
+    // Too late to approve.
+    let (status, _) = decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 409);
+    assert_eq!(total(4, "appr_wait"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_mode_grants_the_same_statement_once_and_holds_others() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    let sql = "DELETE FROM appr_retry WHERE id = 5";
+    let err = client.simple_query(sql).await.expect_err("held");
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "42501");
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert!(message.contains(&id), "{message}");
+    let (status, decided) =
+        decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["grant_uses_left"], 1);
+
+    // Another statement is still held, and so is the same one from someone else.
+    let other = client
+        .simple_query("DELETE FROM appr_retry WHERE id = 6")
+        .await
+        .expect_err("a different statement is held");
+    assert_eq!(db_error(&other).0, "42501");
+    let someone = gw.connect("mallory@example.com").await;
+    assert_eq!(
+        db_error(&someone.simple_query(sql).await.expect_err("held")).0,
+        "42501"
+    );
+
+    // The approved one runs once, then it is held again.
+    client
+        .simple_query(sql)
+        .await
+        .expect("runs under the grant");
+    assert_eq!(
+        cluster()
+            .cluster
+            .psql(DB, "SELECT count(*) FROM appr_retry WHERE id = 5")
+            .expect("count")
+            .trim(),
+        "0"
+    );
+    let again = client
+        .simple_query(sql)
+        .await
+        .expect_err("the grant is used up");
+    assert_eq!(db_error(&again).0, "42501");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_decide_and_a_quorum_of_two() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    let sql = "UPDATE appr_quorum SET total = 7 WHERE id = 7";
+    let running = tokio::spawn(async move { client.simple_query(sql).await.map(|_| ()) });
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // The requester, even in the approver group, may not decide.
+    let (status, own) = decide(
+        &gw,
+        REQUESTER,
+        &["approvers", "testers"],
+        &id,
+        "approve",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{own}");
+    assert!(
+        own["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("own request"),
+        "{own}"
+    );
+    // Someone outside the approver group may not either (not even call it).
+    let (status, _) = decide(&gw, "dave@example.com", &["testers"], &id, "approve", None).await;
+    assert_eq!(status, 403);
+    // The static admin token is nobody: no decisions.
+    let (status, _) = admin_call(
+        &base(&gw),
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Malformed bodies and unknown ids.
+    let (status, bad) = admin_call(
+        &base(&gw),
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&token(&gw, "bob@example.com", &["approvers"])),
+        Some("{not json"),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, _) = decide(
+        &gw,
+        "bob@example.com",
+        &["approvers"],
+        "apr_nosuchrequest",
+        "approve",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // One approval of two: still waiting; the same approver twice: conflict.
+    let (status, first) =
+        decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["status"], "pending");
+    let (status, _) = decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 409);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !running.is_finished(),
+        "one approval of two must not release the statement"
+    );
+    let (status, second) = decide(
+        &gw,
+        "carol@example.com",
+        &["approvers"],
+        &id,
+        "approve",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(second["status"], "approved");
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("runs after the quorum")
+        .expect("task")
+        .expect("succeeds");
+    assert_eq!(total(7, "appr_quorum"), "7");
+}
