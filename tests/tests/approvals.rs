@@ -56,6 +56,11 @@ min_approvals = 2
 "#;
 
 async fn gateway() -> TestGateway {
+    gateway_with("").await
+}
+
+/// A gateway whose `[approvals]` table has `approvals` appended.
+async fn gateway_with(approvals: &str) -> TestGateway {
     tables();
     let token_file = cluster()
         .dir
@@ -64,7 +69,7 @@ async fn gateway() -> TestGateway {
     TestGateway::start_with(GatewayOptions {
         target_extra: "plugins = [\"approve\"]".into(),
         tail: format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[[plugins]]\nname = \"approve\"\npath = {:?}\ncall_timeout_ms = 1000\n{RULES}",
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[approvals]\n{approvals}\n\n[[plugins]]\nname = \"approve\"\npath = {:?}\ncall_timeout_ms = 1000\n{RULES}",
             token_file.display().to_string(),
             plugin_wasm("approve").display().to_string(),
         ),
@@ -455,4 +460,103 @@ async fn who_may_decide_and_a_quorum_of_two() {
         .expect("task")
         .expect("succeeds");
     assert_eq!(total(7, "appr_quorum"), "7");
+}
+
+/// A one-shot HTTP endpoint on loopback: returns its URL and the body of
+/// the first `n` POSTs it receives.
+async fn webhook_sink(n: usize) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let handle = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        while bodies.len() < n {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let read = s.read(&mut chunk).await.expect("read");
+                if read == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..read]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        bodies.push(body[..len].to_string());
+                        break;
+                    }
+                }
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+        bodies
+    });
+    (url, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_announce_requests_and_decisions() {
+    let (url, received) = webhook_sink(2).await;
+    let gw = gateway_with(&format!("webhook_url = {url:?}")).await;
+    let client = gw.connect(REQUESTER).await;
+    let sql = "UPDATE appr_wait SET total = 888 WHERE id = 8";
+    let running = tokio::spawn(async move { client.simple_query(sql).await.map(|_| ()) });
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    decide(&gw, "bob@example.com", &["approvers"], &id, "deny", None).await;
+    let _ = running.await;
+    let bodies = tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .expect("two webhook calls")
+        .expect("sink");
+    let requested: serde_json::Value = serde_json::from_str(&bodies[0]).expect("JSON payload");
+    assert_eq!(requested["event"], "approval.requested");
+    assert_eq!(requested["approval"]["id"], id.as_str());
+    assert_eq!(requested["approval"]["sql"], sql);
+    assert_eq!(
+        requested["approve_command"],
+        format!("portcullis approvals approve {id}")
+    );
+    let decided: serde_json::Value = serde_json::from_str(&bodies[1]).expect("JSON payload");
+    assert_eq!(decided["event"], "approval.decided");
+    assert_eq!(decided["approval"]["status"], "denied");
+
+    // The Slack-compatible format: one text with the commands.
+    let (url, received) = webhook_sink(1).await;
+    let gw = gateway_with(&format!(
+        "webhook_url = {url:?}\nwebhook_format = \"slack\""
+    ))
+    .await;
+    let client = gw.connect(REQUESTER).await;
+    let err = client
+        .simple_query("DELETE FROM appr_retry WHERE id = 9")
+        .await
+        .expect_err("held");
+    assert_eq!(db_error(&err).0, "42501");
+    let bodies = tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .expect("a webhook call")
+        .expect("sink");
+    let slack: serde_json::Value = serde_json::from_str(&bodies[0]).expect("JSON payload");
+    let text = slack["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("requested by alice@example.com")
+            && text.contains("portcullis approvals approve apr_"),
+        "{text}"
+    );
 }

@@ -1,12 +1,14 @@
-//! `portcullis demo` as the README shows it: the first-party plugins load,
-//! and in psql a newcomer sees a masked card number and a refused `DELETE`.
+//! `portcullis demo` as the README shows it: the first-party plugins load;
+//! in psql a newcomer sees a masked card number and a refused `DELETE`; an
+//! `UPDATE` of an order waits until an approver approves it; and the
+//! session is recorded.
 
 use std::process::Command;
 
 use portcullis_e2e::plugin_wasm;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_masks_a_card_number_and_refuses_an_unbounded_delete() {
+async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     let plugins = plugin_wasm("mask");
     std::env::set_var(
         "PORTCULLIS_PLUGIN_DIR",
@@ -16,7 +18,7 @@ async fn the_demo_masks_a_card_number_and_refuses_an_unbounded_delete() {
     let dir = std::env::temp_dir().join(format!("portcullis-demo-test-{}", std::process::id()));
     let port = portcullis::demo::cluster::free_port().unwrap();
     let demo = portcullis::demo::start(Some(port), dir).await.unwrap();
-    assert_eq!(demo.plugins, ["block", "mask"]);
+    assert_eq!(demo.plugins, ["block", "approve", "mask", "record"]);
     let psql = |sql: &str| {
         Command::new("psql")
             .arg(format!(
@@ -52,5 +54,78 @@ async fn the_demo_masks_a_card_number_and_refuses_an_unbounded_delete() {
         stderr.contains("blocked by portcullis rule \"no-unbounded-writes\""),
         "{stderr}"
     );
+
+    // An UPDATE of an order waits for an approver; bob approves it.
+    let update = "UPDATE orders SET status = 'shipped' WHERE id = 2";
+    let waiting = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname={} user={} sslmode=require",
+            portcullis::demo::TARGET,
+            portcullis::demo::DEFAULT_USER
+        ))
+        .args(["-X", "-c", update])
+        .env("PGPASSWORD", &demo.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    let api = format!("http://{}", demo.gateway.admin_address.expect("admin API"));
+    let admin_token = std::fs::read_to_string(demo.dir.join("admin-token")).unwrap();
+    let mut id = None;
+    for _ in 0..200 {
+        let (_, list) = portcullis_e2e::admin_call(
+            &api,
+            "GET",
+            "/v1/approvals?status=pending",
+            Some(&admin_token),
+            None,
+        )
+        .await;
+        if let Some(found) = list[0]["id"].as_str() {
+            id = Some(found.to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let id = id.expect("a pending approval for the UPDATE");
+    let bob = demo.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "bob@example.com".into(),
+        groups: vec!["approvers".into()],
+        ttl_secs: 600,
+    });
+    let (status, decided) = portcullis_e2e::admin_call(
+        &api,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{decided}");
+    let out = waiting.wait_with_output().expect("psql finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UPDATE 1"));
+    assert!(
+        stderr.contains(&format!("waiting for approval {id}")),
+        "{stderr}"
+    );
+
+    // Every statement was recorded, the approved one with its request.
+    demo.gateway.context.audit.flush().await;
+    let (_, sessions) =
+        portcullis_e2e::admin_call(&api, "GET", "/v1/sessions", Some(&admin_token), None).await;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(3), "{sessions}");
+    let mut exported = String::new();
+    let (_, list) =
+        portcullis_e2e::admin_call(&api, "GET", "/v1/audit/export", Some(&admin_token), None).await;
+    if let Some(text) = list.as_str() {
+        exported.push_str(text);
+    }
+    assert!(
+        exported.contains(&format!("\"approval_id\":\"{id}\"")),
+        "{exported}"
+    );
+    assert!(exported.contains("no-unbounded-writes"), "{exported}");
     demo.stop().await.unwrap();
 }
