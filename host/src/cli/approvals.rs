@@ -88,25 +88,11 @@ pub fn render_one(a: &ApprovalRecord) -> String {
 }
 
 fn print(value: serde_json::Value, output: Output, out: &mut dyn Write) -> Result<(), CliError> {
-    if output == Output::Json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
-        return Ok(());
-    }
-    let text = if value.is_array() {
-        let list: Vec<ApprovalRecord> =
-            serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
-        render_list(&list)
+    if value.is_array() {
+        super::print(value, output, out, |l: &Vec<ApprovalRecord>| render_list(l))
     } else {
-        let one: ApprovalRecord =
-            serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
-        render_one(&one)
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+        super::print(value, output, out, render_one)
+    }
 }
 
 /// `approvals list [--status]`.

@@ -127,6 +127,29 @@ impl AdminClient {
     }
 }
 
+/// Prints an API answer: as it is (`--output json`), or decoded as `T` and
+/// rendered for people.
+pub fn print<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    output: Output,
+    out: &mut dyn std::io::Write,
+    render: impl FnOnce(&T) -> String,
+) -> Result<(), CliError> {
+    let text = match output {
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ),
+        Output::Table => {
+            let decoded: T =
+                serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
+            render(&decoded)
+        }
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// Percent-encodes a query parameter value.
 pub fn encode(v: &str) -> String {
     crate::http_client::form_encode(&[("v", v)])

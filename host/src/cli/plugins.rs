@@ -28,23 +28,13 @@ fn render(plugins: &[PluginInfo]) -> String {
     )
 }
 
+/// The plugins of an answer (a list, or a reload's `{"plugins": [...]}`).
 fn print(value: serde_json::Value, output: Output, out: &mut dyn Write) -> Result<(), CliError> {
-    if output == Output::Json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
-        return Ok(());
-    }
-    let list = match value.get("plugins") {
-        Some(p) => p.clone(),
-        None => value,
+    let value = match (output, value.get("plugins")) {
+        (Output::Table, Some(list)) => list.clone(),
+        _ => value,
     };
-    let plugins: Vec<PluginInfo> =
-        serde_json::from_value(list).map_err(|e| CliError::Answer(e.to_string()))?;
-    out.write_all(render(&plugins).as_bytes())?;
-    Ok(())
+    super::print(value, output, out, |p: &Vec<PluginInfo>| render(p))
 }
 
 /// `plugins list`.

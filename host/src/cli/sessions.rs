@@ -46,18 +46,7 @@ pub async fn list(
         format!("/v1/sessions?{}", params.join("&"))
     };
     let value = client.json(hyper::Method::GET, &path, None).await?;
-    if output == Output::Json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
-        return Ok(());
-    }
-    let sessions: Vec<SessionRecord> =
-        serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
-    out.write_all(render_list(&sessions).as_bytes())?;
-    Ok(())
+    super::print(value, output, out, |s: &Vec<SessionRecord>| render_list(s))
 }
 
 /// The table of `sessions list`.
@@ -105,18 +94,7 @@ pub async fn show(
     let value = client
         .json(hyper::Method::GET, &format!("/v1/sessions/{id}"), None)
         .await?;
-    if output == Output::Json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
-        return Ok(());
-    }
-    let detail: SessionDetail =
-        serde_json::from_value(value).map_err(|e| CliError::Answer(e.to_string()))?;
-    out.write_all(render_show(&detail).as_bytes())?;
-    Ok(())
+    super::print(value, output, out, render_show)
 }
 
 /// One event's outcome in words: `ok`, `error 22012`, `refused by block (no-drop)`.
