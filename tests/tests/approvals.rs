@@ -560,3 +560,84 @@ async fn webhooks_announce_requests_and_decisions() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_withdraws_its_request() {
+    let gw = gateway().await;
+    let sql = "UPDATE appr_wait SET total = 999 WHERE id = 10";
+    let mut psql = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname={DB} user={REQUESTER} sslmode=require",
+            gw.tls_addr.port()
+        ))
+        .args(["-X", "-c", sql])
+        .env("PGPASSWORD", gw.token(REQUESTER))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    psql.kill().expect("kill psql");
+    let _ = psql.wait();
+    let start = Instant::now();
+    loop {
+        let (_, request) = admin_call(
+            &base(&gw),
+            "GET",
+            &format!("/v1/approvals/{id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        if request["status"] == "cancelled" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "still {request}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 409);
+    assert_eq!(total(10, "appr_wait"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_pipelined_behind_a_held_one_run_after_it_in_order() {
+    let gw = gateway().await;
+    let client = std::sync::Arc::new(gw.connect(REQUESTER).await);
+    let sql = "UPDATE appr_wait SET total = 1212 WHERE id = 12";
+    let (c1, c2) = (client.clone(), client.clone());
+    // Both queries are sent at once; the second reaches the gateway while
+    // the first is held.
+    let both = tokio::spawn(async move {
+        let (first, second) = tokio::join!(
+            c1.simple_query(sql),
+            c2.simple_query("SELECT total FROM appr_wait WHERE id = 12")
+        );
+        (first.map(|_| ()), second)
+    });
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!both.is_finished());
+    decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    let (first, second) = tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("both answered")
+        .expect("task");
+    first.expect("the held UPDATE ran");
+    let rows = second.expect("the SELECT ran");
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(
+        value.as_deref(),
+        Some("1212"),
+        "the SELECT saw the UPDATE: it ran after it"
+    );
+}

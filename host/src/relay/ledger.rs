@@ -347,7 +347,7 @@ impl Ledger {
         Some(Record::Event(r))
     }
 
-    /// The first statement not yet answered, at or before batch `upto`.
+    /// The first statement not yet answered (the one the server is answering).
     fn current(&mut self) -> Option<&mut Open> {
         self.open.iter_mut().find(|o| !o.answered)
     }

@@ -127,6 +127,9 @@ pub struct SessionContext {
     pub approvals: Arc<crate::approvals::Approvals>,
     /// Changes when the client sends a cancel request for this session.
     pub cancel: tokio::sync::watch::Receiver<u64>,
+    /// The sending side of `cancel`, to withdraw a held statement when the
+    /// client goes away.
+    pub cancel_signal: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Bytes a session moved.
@@ -144,7 +147,12 @@ struct SessionInfoForHold {
     identity: crate::identity::Identity,
     target: String,
     approvals: Arc<crate::approvals::Approvals>,
+    cancel_signal: Arc<tokio::sync::watch::Sender<u64>>,
 }
+
+/// Bytes a client may send while one of its statements is held before the
+/// gateway stops reading (and the client waits).
+const HELD_READ_LIMIT: usize = 1 << 20;
 
 /// The error a client gets when its statement could not be recorded.
 fn audit_failure_bytes(e: &crate::audit::AuditError) -> Bytes {
@@ -235,6 +243,7 @@ pub async fn run(
             identity: ctx.identity,
             target: ctx.target,
             approvals: ctx.approvals,
+            cancel_signal: ctx.cancel_signal,
         },
         notices: notices_tx,
         from_client: Default::default(),
@@ -322,7 +331,7 @@ fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
             sqlstate::INSUFFICIENT_PRIVILEGE,
             format!("statement needs approval: {reason}"),
         )
-        .with_hint("approvals are not available on this gateway yet; ask the operator"),
+        .with_hint("this message cannot be held for approval; ask the gateway operator"),
     };
     let mut b = BytesMut::new();
     fields.encode(&mut b);
@@ -380,6 +389,11 @@ async fn client_to_server(
     let mut pending_error: Option<Bytes> = None;
     let mut need = 0usize;
     let mut first = true;
+    // Bytes the client sent while a statement was held, processed next; and
+    // whether it went away meanwhile.
+    let mut early = BytesMut::new();
+    let mut skip_read = false;
+    let mut client_gone = false;
     // Portals described since their Bind (only tracked when rows are watched).
     let mut described: std::collections::HashSet<String> = Default::default();
     loop {
@@ -387,6 +401,8 @@ async fn client_to_server(
         let replay = std::mem::take(&mut first) && !buf.is_empty();
         if replay {
             count(&shared.from_client, buf.len());
+        } else if std::mem::take(&mut skip_read) {
+            // Bytes read while a statement was held: process them first.
         } else {
             let n = rd.read_buf(&mut buf).await?;
             if n == 0 {
@@ -452,7 +468,27 @@ async fn client_to_server(
                             cancel: &mut cancel,
                         };
                         let reason = reason.clone();
-                        match approval::hold(holder, sql, &mut note, &reason).await {
+                        // Keep reading the client while waiting: a client that
+                        // goes away withdraws its request.
+                        let held = {
+                            let hold = approval::hold(holder, sql, &mut note, &reason);
+                            tokio::pin!(hold);
+                            loop {
+                                tokio::select! {
+                                    held = &mut hold => break held,
+                                    n = rd.read_buf(&mut early), if !client_gone && early.len() < HELD_READ_LIMIT => {
+                                        match n {
+                                            Ok(n) if n > 0 => count(&shared.from_client, n),
+                                            _ => {
+                                                client_gone = true;
+                                                s.cancel_signal.send_modify(|c| *c = c.wrapping_add(1));
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        };
+                        match held {
                             approval::Held::Run => {
                                 verdict = Verdict::Allow;
                                 denial = None;
@@ -663,6 +699,16 @@ async fn client_to_server(
         write_out(wr, &buf[start..pos]).await?;
         wr.flush().await?;
         buf.advance(pos);
+        if client_gone {
+            let _ = wr.write_all(TERMINATE).await;
+            let _ = wr.flush().await;
+            return Ok(());
+        }
+        if !early.is_empty() {
+            buf.extend_from_slice(&early);
+            early.clear();
+            skip_read = true;
+        }
         shrink_if_idle(&mut buf);
     }
 }

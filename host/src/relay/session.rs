@@ -150,6 +150,7 @@ pub async fn serve(
         registration,
         pending,
         cancel_signal,
+        held,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -175,6 +176,7 @@ pub async fn serve(
         target: info.target.clone(),
         approvals: gw.approvals.clone(),
         cancel: cancel_signal,
+        cancel_signal: held,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -221,6 +223,8 @@ struct Ready {
     pending: BytesMut,
     /// Changes when the client sends a cancel request.
     cancel_signal: tokio::sync::watch::Receiver<u64>,
+    /// Its sending side.
+    held: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -562,12 +566,13 @@ async fn start(
         }
     };
     let (held, cancel_signal) = tokio::sync::watch::channel(0u64);
+    let held = Arc::new(held);
     let registration = gw.cancels.register(CancelTarget {
         host: target.cfg.host.clone(),
         port: target.cfg.port,
         tls: target.tls.clone(),
         upstream_key: up.key,
-        held: Arc::new(held),
+        held: held.clone(),
     });
     // AuthenticationOk, the upstream's greeting with our cancel key before
     // its final ReadyForQuery (6 bytes).
@@ -585,6 +590,7 @@ async fn start(
         registration,
         pending: inbuf,
         cancel_signal,
+        held,
     }))
 }
 
