@@ -49,6 +49,7 @@ pub mod plugins;
 pub mod policy;
 pub mod relay;
 pub mod server;
+pub mod signing;
 pub mod sql;
 pub mod store;
 pub mod tls;

@@ -14,12 +14,10 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::identity::b64url;
 
 /// Why a development key or issuer could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -32,82 +30,8 @@ pub enum IssuerError {
     Bind(#[from] std::io::Error),
 }
 
-/// A signing key of the development issuer.
-#[derive(Clone)]
-pub struct DevKey {
-    /// Key id published in the JWKS and put in token headers.
-    pub kid: String,
-    /// Signature algorithm.
-    pub alg: Algorithm,
-    /// PKCS#8 PEM of the private key.
-    pub pem: String,
-    encoding: EncodingKey,
-    jwk: Value,
-}
-
-impl DevKey {
-    /// A fresh ES256 (P-256) key with a random kid.
-    pub fn generate_es256() -> Result<Self, IssuerError> {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| IssuerError::Key(e.to_string()))?;
-        Self::from_es256_pem(
-            &kp.serialize_pem(),
-            &format!("dev-{:08x}", rand::random::<u32>()),
-        )
-    }
-
-    /// An ES256 key from a PKCS#8 PEM.
-    pub fn from_es256_pem(pem: &str, kid: &str) -> Result<Self, IssuerError> {
-        let kp = rcgen::KeyPair::from_pem(pem).map_err(|e| IssuerError::Key(e.to_string()))?;
-        let raw = kp.public_key_raw();
-        if raw.len() != 65 || raw[0] != 4 {
-            return Err(IssuerError::Key(
-                "not an uncompressed P-256 public key".into(),
-            ));
-        }
-        let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
-            .map_err(|e| IssuerError::Key(e.to_string()))?;
-        Ok(Self {
-            kid: kid.to_string(),
-            alg: Algorithm::ES256,
-            pem: pem.to_string(),
-            encoding,
-            jwk: json!({
-                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-                "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65]),
-            }),
-        })
-    }
-
-    /// An RS256 key from a PKCS#8 PEM and its public JWK (`n`, `e`).
-    pub fn from_rsa_pem(pem: &str, public_jwk: &Value, kid: &str) -> Result<Self, IssuerError> {
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|e| IssuerError::Key(e.to_string()))?;
-        let (Some(n), Some(e)) = (public_jwk.get("n"), public_jwk.get("e")) else {
-            return Err(IssuerError::Key("RSA JWK needs n and e".into()));
-        };
-        Ok(Self {
-            kid: kid.to_string(),
-            alg: Algorithm::RS256,
-            pem: pem.to_string(),
-            encoding,
-            jwk: json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e}),
-        })
-    }
-
-    /// The public JWK.
-    pub fn jwk(&self) -> &Value {
-        &self.jwk
-    }
-
-    /// Signs `claims` with this key (header: alg and kid).
-    pub fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        // Signing a JSON value with a valid key cannot fail.
-        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
-    }
-}
+/// The development issuer's signing keys are ordinary gateway signing keys.
+pub use crate::signing::SigningKey as DevKey;
 
 /// What a minted token says.
 #[derive(Debug, Clone)]
@@ -259,7 +183,7 @@ fn respond(
         "/jwks" => {
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
             s.jwks_fetches += 1;
-            json!({"keys": s.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
+            json!({"keys": s.keys.iter().map(|k| k.jwk().clone()).collect::<Vec<_>>()})
         }
         _ => {
             let mut resp = Response::new(Full::new(Bytes::from_static(b"not found")));
