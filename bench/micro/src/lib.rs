@@ -107,6 +107,7 @@ pub fn session_info() -> SessionInfo {
             issuer: "http://127.0.0.1:9999".into(),
             actor_chain: Vec::new(),
             expires_at: u64::MAX,
+            delegation: None,
         },
         target: "shop".into(),
         client_addr: "127.0.0.1:5000".parse().expect("address"),

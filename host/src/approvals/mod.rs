@@ -490,6 +490,7 @@ mod tests {
             issuer: "https://issuer.test".into(),
             actor_chain: chain.iter().map(|a| a.to_string()).collect(),
             expires_at: 0,
+            delegation: None,
         }
     }
 

@@ -56,10 +56,16 @@ pub async fn jwks_url(
 /// unknown types) are skipped.
 pub async fn fetch(http: &HttpClient, url: &str) -> Result<Vec<KeyEntry>, String> {
     let doc = http.get_json(url).await.map_err(|e| e.to_string())?;
+    parse_keys(&doc).map_err(|e| format!("{url}: {e}"))
+}
+
+/// The signature keys of a JWKS document (encryption keys and keys it
+/// cannot use are skipped).
+pub fn parse_keys(doc: &Value) -> Result<Vec<KeyEntry>, String> {
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or_else(|| format!("{url} is not a JWKS (no \"keys\" array)"))?;
+        .ok_or_else(|| "not a JWKS (no \"keys\" array)".to_string())?;
     let mut out = Vec::new();
     for raw in keys {
         if raw.get("use").and_then(Value::as_str) == Some("enc") {

@@ -8,8 +8,9 @@
 //! - `provider` checks one token against one issuer's rules;
 //! - this module picks the provider by `iss`.
 
-mod jwks;
-mod provider;
+pub mod delegated;
+pub mod jwks;
+pub mod provider;
 mod token;
 
 pub use token::b64url;
@@ -39,6 +40,26 @@ pub struct Identity {
     pub actor_chain: Vec<String>,
     /// Token expiry (seconds since the epoch).
     pub expires_at: u64,
+    /// The narrowed scope of a delegated token (`None` for a principal's own).
+    pub delegation: Option<Delegation>,
+}
+
+/// What a delegated token (minted by a gateway through token exchange) may
+/// do, and where it sits in its chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delegation {
+    /// This token's id (`jti`).
+    pub jti: String,
+    /// The token it was minted from, if that was a delegated token too.
+    pub parent: Option<String>,
+    /// The first delegated token of the chain.
+    pub root: String,
+    /// Hops from the principal's own token (1 = minted from it).
+    pub depth: u32,
+    /// Targets it may use (`None`: every target the principal may use).
+    pub targets: Option<Vec<String>>,
+    /// Whether only statements that cannot write may run.
+    pub read_only: bool,
 }
 
 /// Why a token was refused. Messages never contain the token itself.

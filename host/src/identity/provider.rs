@@ -26,6 +26,8 @@ pub struct Provider {
     cache: RwLock<KeyCache>,
     fetch_lock: tokio::sync::Mutex<()>,
     hmac: Option<DecodingKey>,
+    /// Keys given at construction and never fetched (the gateway's own).
+    fixed_keys: bool,
 }
 
 fn key_type_for(alg: &str) -> &'static str {
@@ -64,7 +66,24 @@ impl Provider {
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             hmac,
+            fixed_keys: false,
         })
+    }
+
+    /// A provider whose keys are `keys`, never fetched (the gateway's own
+    /// issuer of delegated tokens).
+    pub fn with_fixed_keys(cfg: IdentityProvider, http: HttpClient, keys: Vec<KeyEntry>) -> Self {
+        Self {
+            cfg,
+            http,
+            cache: RwLock::new(KeyCache {
+                keys,
+                fetched_at: Some(Instant::now()),
+            }),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            hmac: None,
+            fixed_keys: true,
+        }
     }
 
     /// The provider's configured name.
@@ -91,7 +110,7 @@ impl Provider {
 
     /// Fetches the JWKS now (discovery first when no `jwks_uri` is set).
     pub async fn refresh_keys(&self) -> Result<(), AuthError> {
-        if self.hmac.is_some() {
+        if self.hmac.is_some() || self.fixed_keys {
             return Ok(());
         }
         let _guard = self.fetch_lock.lock().await;
@@ -140,6 +159,9 @@ impl Provider {
     }
 
     fn cache_age(&self) -> Option<Duration> {
+        if self.fixed_keys {
+            return Some(Duration::ZERO);
+        }
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         cache.fetched_at.map(|t| t.elapsed())
     }
@@ -289,8 +311,9 @@ impl Provider {
             user: user.to_string(),
             groups,
             issuer: iss.to_string(),
-            actor_chain: Vec::new(),
+            actor_chain: super::delegated::actor_chain(claims),
             expires_at: exp,
+            delegation: super::delegated::delegation(claims),
         })
     }
 }

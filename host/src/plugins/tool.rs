@@ -128,6 +128,7 @@ pub fn test(
                 issuer: "portcullis-plugin-test".into(),
                 actor_chain: Vec::new(),
                 expires_at: 0,
+                delegation: None,
             },
             target: "test".into(),
             client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

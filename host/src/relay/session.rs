@@ -614,8 +614,26 @@ fn session_record(info: &SessionInfo) -> SessionRecord {
     }
 }
 
-/// Whether `identity` may use `target`; `Err` says why not.
+/// Whether `identity` may use `target`; `Err` says why not. A delegated
+/// token is limited to the targets it names; read-only tokens are refused
+/// until the gateway enforces read-only sessions (fail closed).
 pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
+    if let Some(d) = &identity.delegation {
+        if let Some(targets) = &d.targets {
+            if !targets.contains(&target.name) {
+                return Err(format!(
+                    "this delegated token is limited to {}; it may not use target \"{}\"",
+                    targets.join(", "),
+                    target.name
+                ));
+            }
+        }
+        if d.read_only {
+            return Err(
+                "read-only delegated tokens are not accepted yet: this gateway does not enforce read-only sessions, so it refuses them rather than allow writes".into(),
+            );
+        }
+    }
     if target.allow_users.contains(&identity.user) {
         return Ok(());
     }
