@@ -40,6 +40,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod credentials;
+pub mod delegation;
 pub mod demo;
 pub mod http_client;
 pub mod identity;

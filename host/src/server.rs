@@ -59,6 +59,9 @@ pub enum StartError {
     /// The audit store could not be opened.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    /// The delegation signing key could not be loaded.
+    #[error("{0}")]
+    Delegation(#[from] crate::delegation::DelegationError),
 }
 
 /// A started gateway; dropping it stops accepting new connections.
@@ -229,8 +232,16 @@ impl Drop for RunningGateway {
 pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGateway, StartError> {
     let http = HttpClient::new(Duration::from_secs(10))
         .map_err(|e| StartError::Identity(e.to_string()))?;
-    let authenticator = Authenticator::new(&config.identity_providers, http.clone())
-        .map_err(|e| StartError::Identity(e.to_string()))?;
+    let delegation = match &config.delegation {
+        Some(d) => Some(Arc::new(crate::delegation::GatewayIssuer::load(d)?)),
+        None => None,
+    };
+    let authenticator = Authenticator::with_own_issuer(
+        &config.identity_providers,
+        http.clone(),
+        delegation.as_ref().map(|d| d.provider()),
+    )
+    .map_err(|e| StartError::Identity(e.to_string()))?;
     let mut runtime = None;
     let (mut policies, loaded) = target_policies(config, &mut runtime, &policy)?;
     let mut targets = HashMap::new();
@@ -275,6 +286,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         cancels: CancelRegistry::default(),
         audit: audit.clone(),
         approvals,
+        delegation,
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
     });

@@ -41,12 +41,10 @@ impl SigningKey {
         let kp = rcgen::KeyPair::from_pem(pem).map_err(|e| SigningError(e.to_string()))?;
         let raw = kp.public_key_raw();
         if raw.len() != 65 || raw[0] != 4 {
-            return Err(SigningError(
-                "not an uncompressed P-256 public key".into(),
-            ));
+            return Err(SigningError("not an uncompressed P-256 public key".into()));
         }
-        let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
-            .map_err(|e| SigningError(e.to_string()))?;
+        let encoding =
+            EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| SigningError(e.to_string()))?;
         Ok(Self {
             kid: kid.to_string(),
             alg: Algorithm::ES256,
@@ -61,8 +59,8 @@ impl SigningKey {
 
     /// An RS256 key from a PKCS#8 PEM and its public JWK (`n`, `e`).
     pub fn from_rsa_pem(pem: &str, public_jwk: &Value, kid: &str) -> Result<Self, SigningError> {
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|e| SigningError(e.to_string()))?;
+        let encoding =
+            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| SigningError(e.to_string()))?;
         let (Some(n), Some(e)) = (public_jwk.get("n"), public_jwk.get("e")) else {
             return Err(SigningError("RSA JWK needs n and e".into()));
         };
@@ -88,4 +86,3 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
     }
 }
-

@@ -25,6 +25,7 @@ use super::routes;
         routes::show_approval,
         routes::approve_doc,
         routes::deny_doc,
+        routes::token_exchange,
     ),
     modifiers(&Bearer)
 )]

@@ -27,6 +27,8 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
     let method = req.method().clone();
     let needed = match (&method, segments.as_slice()) {
         (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"]) => None,
+        // The subject token is the credential of a token exchange.
+        (_, ["oauth", "token"] | [".well-known", "jwks.json"]) => None,
         (&Method::GET, ["v1", "sessions", ..]) => Some(Role::Approver),
         (_, ["v1", "approvals", ..]) => Some(Role::Approver),
         _ => Some(Role::Admin),
@@ -51,6 +53,14 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
         (&Method::GET, ["v1", "sessions", id]) => show_session(state, id).await,
         (&Method::GET, ["v1", "audit", "export"]) => export_audit(state, &query),
         (&Method::GET, ["v1", "plugins"]) => list_plugins(state),
+        (&Method::POST, ["oauth", "token"]) => token_exchange(state, req).await,
+        (&Method::GET, [".well-known", "jwks.json"]) => match &state.gw.delegation {
+            Some(d) => json(&d.jwks()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "this gateway does not issue tokens ([delegation] is not configured)",
+            ),
+        },
         (&Method::GET, ["v1", "approvals"]) => list_approvals(state, &query).await,
         (&Method::GET, ["v1", "approvals", id]) => show_approval(state, id).await,
         (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
@@ -70,7 +80,9 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
         | (_, ["v1", "sessions", ..])
         | (_, ["v1", "audit", "export"])
         | (_, ["v1", "plugins", ..])
-        | (_, ["v1", "approvals", ..]) => error(
+        | (_, ["v1", "approvals", ..])
+        | (_, ["oauth", "token"])
+        | (_, [".well-known", "jwks.json"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
         ),
@@ -87,32 +99,12 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            (
+                crate::http_client::form_decode(k),
+                crate::http_client::form_decode(v),
+            )
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    i += 2;
-                    h * 16 + l
-                }
-                _ => b'%',
-            },
-            b'+' => b' ',
-            b => b,
-        };
-        out.push(decoded);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Liveness: the process serves HTTP.
@@ -511,4 +503,44 @@ async fn decide(
             e.to_string(),
         ),
     }
+}
+
+/// Token exchange (RFC 8693): a narrower, shorter-lived token for a child agent.
+#[utoipa::path(post, path = "/oauth/token", tag = "delegation",
+    request_body(content = String, description = "Form fields: grant_type=urn:ietf:params:oauth:grant-type:token-exchange, subject_token, optional actor_token, and the narrowing: target (repeatable), read_only, group (repeatable), expires_in, actor", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The child token: access_token, issued_token_type, token_type, expires_in", body = Object),
+              (status = 400, description = "OAuth error: {\"error\": \"invalid_request\" | \"invalid_grant\" | \"invalid_target\" | \"invalid_scope\" | \"unsupported_grant_type\", \"error_description\": \"...\"}", body = Object),
+              (status = 404, description = "The gateway does not issue tokens", body = super::http::ErrorBody)))]
+pub async fn token_exchange(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    let Some(issuer) = &state.gw.delegation else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this gateway does not issue tokens ([delegation] is not configured)",
+        );
+    };
+    let limited = http_body_util::Limited::new(req.into_body(), 256 * 1024);
+    let body = match limited.collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(_) => return oauth_error("invalid_request", "the request body is larger than 256 KiB"),
+    };
+    let targets: HashMap<String, crate::config::Target> = state
+        .gw
+        .targets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.cfg.clone()))
+        .collect();
+    match crate::delegation::exchange::exchange(&body, &state.gw.authenticator, issuer, &targets)
+        .await
+    {
+        Ok(v) => json(&v),
+        Err(e) => oauth_error(e.code, &e.description),
+    }
+}
+
+/// An OAuth error reply (RFC 6749 §5.2).
+fn oauth_error(code: &str, description: &str) -> Response<Body> {
+    json_status(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({ "error": code, "error_description": description }),
+    )
 }

@@ -94,6 +94,11 @@ impl Config {
         if let Some(a) = &mut self.admin {
             fix(&mut a.token_file);
         }
+        if let Some(d) = &mut self.delegation {
+            if Path::new(&d.key_file).is_relative() {
+                d.key_file = base.join(&d.key_file).display().to_string();
+            }
+        }
         if Path::new(&self.store.path).is_relative() {
             self.store.path = base.join(&self.store.path).display().to_string();
         }

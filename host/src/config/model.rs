@@ -33,6 +33,8 @@ pub struct Config {
     /// Who approves held statements, and where requests are announced.
     #[serde(default)]
     pub approvals: ApprovalSettings,
+    /// The gateway as issuer of delegated tokens (token exchange); off when absent.
+    pub delegation: Option<DelegationSettings>,
     /// The file this configuration was read from (set by `Config::load`).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
@@ -62,6 +64,45 @@ fn default_admin_groups() -> Vec<String> {
 }
 fn default_approver_groups() -> Vec<String> {
     vec!["approvers".into()]
+}
+
+/// `[delegation]`: token exchange (RFC 8693) on the admin listener, so an
+/// agent can mint a narrower token for a child agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationSettings {
+    /// `iss` of the tokens the gateway mints (and accepts as its own).
+    #[serde(default = "default_delegation_issuer")]
+    pub issuer: String,
+    /// `aud` of those tokens.
+    #[serde(default = "default_delegation_audience")]
+    pub audience: String,
+    /// PEM file of the gateway's ES256 signing key; created (0600) when
+    /// missing. Relative to the configuration file.
+    #[serde(default = "default_signing_key_file")]
+    pub key_file: String,
+    /// Most hops from a principal's own token to a delegated one.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u32,
+    /// Longest lifetime of a minted token, in seconds (it never outlives its parent).
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl_secs: u64,
+}
+
+fn default_delegation_issuer() -> String {
+    "urn:portcullis:gateway".into()
+}
+fn default_delegation_audience() -> String {
+    "portcullis".into()
+}
+fn default_signing_key_file() -> String {
+    "portcullis-data/signing-key.pem".into()
+}
+fn default_max_depth() -> u32 {
+    3
+}
+fn default_max_ttl() -> u64 {
+    3600
 }
 
 /// `[approvals]`: approvers and notifications of approval requests.

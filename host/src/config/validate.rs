@@ -40,6 +40,33 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "no [[targets]] table: add the upstream database clients may reach",
         ));
     }
+    if let Some(d) = &config.delegation {
+        if config.admin.is_none() {
+            return Err(invalid(
+                "delegation",
+                "token exchange is served on the admin API: add an [admin] table",
+            ));
+        }
+        if !(1..=10).contains(&d.max_depth) {
+            return Err(invalid("delegation.max_depth", "must be between 1 and 10"));
+        }
+        if !(60..=86_400).contains(&d.max_ttl_secs) {
+            return Err(invalid(
+                "delegation.max_ttl_secs",
+                "must be between 60 and 86400 seconds",
+            ));
+        }
+        if config
+            .identity_providers
+            .iter()
+            .any(|p| p.issuer == d.issuer)
+        {
+            return Err(invalid(
+                "delegation.issuer",
+                "must differ from every identity provider's issuer",
+            ));
+        }
+    }
     if !(1..=1000).contains(&config.store.flush_interval_ms) {
         return Err(invalid(
             "store.flush_interval_ms",

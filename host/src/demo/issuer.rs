@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-
 /// Why a development key or issuer could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {

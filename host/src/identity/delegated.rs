@@ -31,8 +31,12 @@ pub fn delegation(claims: &Map<String, Value>) -> Option<Delegation> {
     let p = claims.get("portcullis")?.as_object()?;
     let jti = claims.get("jti").and_then(Value::as_str)?.to_string();
     let strings = |v: &Value| -> Option<Vec<String>> {
-        v.as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
     };
     Some(Delegation {
         root: p
@@ -69,6 +73,9 @@ mod tests {
         let d = delegation(&m).expect("delegated");
         assert_eq!(d.targets, Some(vec!["orders".to_string()]));
         assert!(d.read_only, "a missing read_only means read-only");
-        assert_eq!((d.depth, d.parent.as_deref(), d.root.as_str()), (2, Some("t1"), "t1"));
+        assert_eq!(
+            (d.depth, d.parent.as_deref(), d.root.as_str()),
+            (2, Some("t1"), "t1")
+        );
     }
 }

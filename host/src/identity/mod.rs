@@ -44,6 +44,17 @@ pub struct Identity {
     pub delegation: Option<Delegation>,
 }
 
+impl Identity {
+    /// The principal and the agents acting for it, in the order they
+    /// delegated: `alice@example.com > agent:planner > agent:report-writer`.
+    pub fn chain_text(&self) -> String {
+        std::iter::once(self.user.as_str())
+            .chain(self.actor_chain.iter().rev().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" > ")
+    }
+}
+
 /// What a delegated token (minted by a gateway through token exchange) may
 /// do, and where it sits in its chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -198,6 +209,25 @@ impl Authenticator {
             .iter()
             .map(|c| Provider::new(c.clone(), http.clone()))
             .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self {
+            providers: Arc::new(providers),
+        })
+    }
+
+    /// Like [`Self::new`], plus the gateway's own issuer of delegated tokens
+    /// with fixed keys.
+    pub fn with_own_issuer(
+        configs: &[IdentityProvider],
+        http: HttpClient,
+        own: Option<(IdentityProvider, Vec<jwks::KeyEntry>)>,
+    ) -> std::io::Result<Self> {
+        let mut providers = configs
+            .iter()
+            .map(|c| Provider::new(c.clone(), http.clone()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        if let Some((cfg, keys)) = own {
+            providers.push(Provider::with_fixed_keys(cfg, http, keys));
+        }
         Ok(Self {
             providers: Arc::new(providers),
         })

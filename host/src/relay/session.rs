@@ -97,6 +97,8 @@ pub struct GatewayContext {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Approval requests for held statements.
     pub approvals: Arc<crate::approvals::Approvals>,
+    /// The gateway's issuer of delegated tokens, when `[delegation]` is set.
+    pub delegation: Option<Arc<crate::delegation::GatewayIssuer>>,
     /// Connections being served (start-up or relaying).
     pub active: std::sync::atomic::AtomicUsize,
     /// Becomes `true` when live sessions must close (end of shutdown grace).
@@ -670,10 +672,24 @@ pub fn forwarded_params(msg: &StartupMessage<'_>, identity: &Identity) -> Vec<(S
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let app = msg.param("application_name").filter(|a| !a.is_empty());
-    let name = match app {
-        Some(a) => format!("{a} via portcullis: {}", identity.user),
-        None => format!("portcullis: {}", identity.user),
+    let who = identity.chain_text();
+    let mut name = match app {
+        Some(a) => format!("{a} via portcullis: {who}"),
+        None => format!("portcullis: {who}"),
     };
+    // PostgreSQL keeps 63 bytes: for a long actor chain, the principal and
+    // the current actor matter most (the audit trail keeps the whole chain;
+    // PostgreSQL turns non-ASCII into "?", so the elision is ASCII).
+    if name.len() > MAX_IDENTIFIER && !identity.actor_chain.is_empty() {
+        name = format!("portcullis: {who}");
+        if let (true, Some(current)) = (name.len() > MAX_IDENTIFIER, identity.actor_chain.first()) {
+            name = if identity.actor_chain.len() > 1 {
+                format!("portcullis: {} > ... > {current}", identity.user)
+            } else {
+                format!("portcullis: {} > {current}", identity.user)
+            };
+        }
+    }
     out.push(("application_name".into(), truncate_identifier(&name)));
     out
 }

@@ -1,0 +1,285 @@
+//! Delegation through token exchange, end to end: a person's token mints a
+//! child for agent A, A's token one for B, B's one for C — each narrower;
+//! the data path accepts them and records the whole chain; every widening
+//! is refused with a standard OAuth error; the depth limit holds; a child
+//! never outlives its parent; tampered tokens and another gateway's tokens
+//! are refused; read-only tokens are refused until read-only sessions are
+//! enforced.
+
+use portcullis::demo::issuer::TokenSpec;
+use portcullis::store::SessionQuery;
+use portcullis_e2e::{cluster, db_error, GatewayOptions, TestGateway, DB};
+
+const ALICE: &str = "alice@example.com";
+
+async fn gateway(tag: &str) -> TestGateway {
+    let key = cluster()
+        .dir
+        .join(format!("delegation-key-{tag}-{}.pem", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    TestGateway::start_with(GatewayOptions {
+        tail: format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+            key.display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Posts a token exchange; returns the status and the JSON answer.
+async fn exchange(gw: &TestGateway, fields: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let body = portcullis::http_client::form_encode(fields);
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let http = portcullis::http_client::HttpClient::new(std::time::Duration::from_secs(10))
+        .expect("client");
+    let resp = http
+        .send(
+            hyper::Method::POST,
+            &format!("{base}/oauth/token"),
+            &[],
+            Some((
+                "application/x-www-form-urlencoded",
+                bytes::Bytes::from(body),
+            )),
+        )
+        .await
+        .expect("token endpoint answers");
+    let status = resp.status().as_u16();
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
+}
+
+/// Mints a child of `parent` for `actor` with extra fields; panics if refused.
+async fn child(
+    gw: &TestGateway,
+    parent: &str,
+    actor: &str,
+    extra: &[(&str, &str)],
+) -> (String, u64) {
+    let mut fields = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", parent),
+        ("actor", actor),
+    ];
+    fields.extend_from_slice(extra);
+    let (status, answer) = exchange(gw, &fields).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:jwt"
+    );
+    (
+        answer["access_token"].as_str().expect("token").to_string(),
+        answer["expires_in"].as_u64().expect("expires_in"),
+    )
+}
+
+async fn refused(gw: &TestGateway, parent: &str, extra: &[(&str, &str)], code: &str, needle: &str) {
+    let mut fields = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", parent),
+        ("actor", "agent:greedy"),
+    ];
+    fields.extend_from_slice(extra);
+    let (status, answer) = exchange(gw, &fields).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"], code, "{answer}");
+    let description = answer["error_description"].as_str().unwrap_or("");
+    assert!(
+        description.contains(needle),
+        "{needle:?} not in {description:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
+    let gw = gateway("chain").await;
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into(), "analysts".into()],
+        ttl_secs: 600,
+    });
+    let (a, _) = child(
+        &gw,
+        &person,
+        "agent:planner",
+        &[("target", DB), ("expires_in", "300")],
+    )
+    .await;
+    let (b, b_ttl) = child(
+        &gw,
+        &a,
+        "agent:report-writer",
+        &[("group", "testers"), ("expires_in", "3600")],
+    )
+    .await;
+    assert!(b_ttl <= 300, "a child never outlives its parent: {b_ttl}");
+    let (c, _) = child(&gw, &b, "agent:c", &[]).await;
+
+    // Widening any dimension is refused.
+    refused(
+        &gw,
+        &b,
+        &[("group", "analysts")],
+        "invalid_scope",
+        "not in group \"analysts\"",
+    )
+    .await;
+    refused(
+        &gw,
+        &a,
+        &[("target", "nosuch")],
+        "invalid_target",
+        "no target \"nosuch\"",
+    )
+    .await;
+    refused(&gw, &c, &[], "invalid_request", "limit is 3").await;
+    let (status, answer) = exchange(
+        &gw,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &person),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("name the child"),
+        "{answer}"
+    );
+    let (status, answer) = exchange(&gw, &[("grant_type", "password")]).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let ro = child(&gw, &a, "agent:reader", &[("read_only", "true")])
+        .await
+        .0;
+    refused(
+        &gw,
+        &ro,
+        &[("read_only", "false")],
+        "invalid_request",
+        "must be too",
+    )
+    .await;
+
+    // The data path accepts the grandchild as alice, and records its chain.
+    let mut cfg = gw.pg_config(ALICE, &c);
+    cfg.application_name("reporting-job");
+    let client = gw.connect_with(&cfg).await.expect("C connects");
+    let app = client
+        .query_one(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get::<_, String>(0);
+    // PostgreSQL keeps 63 bytes of application_name: principal and current actor.
+    assert_eq!(app, "portcullis: alice@example.com > ... > agent:c");
+    drop(client);
+    gw.gateway.context.audit.flush().await;
+    let sessions = gw
+        .gateway
+        .context
+        .audit
+        .store()
+        .sessions(&SessionQuery {
+            user: Some(ALICE.into()),
+            ..Default::default()
+        })
+        .expect("sessions");
+    assert_eq!(
+        sessions[0].actor_chain,
+        vec!["agent:c", "agent:report-writer", "agent:planner"]
+    );
+    assert_eq!(sessions[0].groups, vec!["testers"]);
+
+    // Read-only tokens are refused until read-only sessions are enforced.
+    let err = gw
+        .connect_with(&gw.pg_config(ALICE, &ro))
+        .await
+        .expect_err("refused");
+    assert!(
+        db_error(&err)
+            .1
+            .contains("read-only delegated tokens are not accepted yet"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_tokens_and_another_gateway_s_tokens_are_refused() {
+    let gw = gateway("one").await;
+    let other = gateway("two").await;
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    });
+    let (a, _) = child(&gw, &person, "agent:planner", &[]).await;
+    gw.connect_with(&gw.pg_config(ALICE, &a))
+        .await
+        .expect("the genuine child connects");
+
+    // Flip one character of the payload: the signature no longer matches.
+    let mut parts: Vec<String> = a.split('.').map(str::to_string).collect();
+    let flipped: String = parts[1]
+        .chars()
+        .enumerate()
+        .map(|(i, ch)| {
+            if i == 10 {
+                if ch == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                ch
+            }
+        })
+        .collect();
+    parts[1] = flipped;
+    let tampered = parts.join(".");
+    let err = gw
+        .connect_with(&gw.pg_config(ALICE, &tampered))
+        .await
+        .expect_err("tampered");
+    assert_eq!(db_error(&err).0, "28P01", "{err:?}");
+    refused(
+        &gw,
+        &tampered,
+        &[],
+        "invalid_grant",
+        "subject_token refused",
+    )
+    .await;
+
+    // A token of another gateway (same issuer name, different key).
+    let person2 = other.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    });
+    let (foreign, _) = child(&other, &person2, "agent:planner", &[]).await;
+    let err = gw
+        .connect_with(&gw.pg_config(ALICE, &foreign))
+        .await
+        .expect_err("foreign");
+    assert_eq!(db_error(&err).0, "28P01", "{err:?}");
+}
