@@ -36,6 +36,13 @@ enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Delegated tokens: mint one for a child agent, read one, revoke one.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Approval requests of a running gateway (over its admin API).
     Approvals {
         #[command(subcommand)]
@@ -154,6 +161,55 @@ enum SessionsAction {
 }
 
 #[derive(Subcommand)]
+enum TokenAction {
+    /// Mint a narrower, shorter-lived token for a child agent (RFC 8693
+    /// token exchange at the gateway) and print it.
+    Exchange {
+        /// File holding the parent token (- for standard input).
+        #[arg(long)]
+        subject_token_file: PathBuf,
+        /// The child's label, e.g. agent:report-writer.
+        #[arg(long)]
+        actor: String,
+        /// A target the child may use (repeatable; default: the parent's).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// A group the child keeps (repeatable; default: the parent's).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Only statements that cannot write.
+        #[arg(long)]
+        read_only: bool,
+        /// Lifetime: 90s, 10m, 2h (never beyond the parent's).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Show a token's principal, actor chain and scope (decoded, not verified).
+    Inspect {
+        /// File holding the token (- for standard input).
+        file: PathBuf,
+    },
+    /// Revoke a delegated token and every token minted from it (admin).
+    Revoke {
+        /// The token id (its jti, tok_...).
+        jti: String,
+    },
+}
+
+/// Reads a token from a file, or standard input for `-`.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+    };
+    Ok(text.trim().to_string())
+}
+
+#[derive(Subcommand)]
 enum ApprovalsAction {
     /// Approval requests, newest first.
     List {
@@ -263,6 +319,49 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Token { action, api } => {
+            use portcullis::cli::token;
+            let mut out = std::io::stdout().lock();
+            match action {
+                TokenAction::Exchange {
+                    subject_token_file,
+                    actor,
+                    targets,
+                    groups,
+                    read_only,
+                    ttl,
+                } => {
+                    let ttl_secs = match ttl {
+                        Some(t) => Some(token::parse_ttl(&t).with_context(|| {
+                            format!("--ttl {t:?}: use a duration such as 90s, 10m or 2h")
+                        })?),
+                        None => None,
+                    };
+                    let args = token::ExchangeArgs {
+                        subject_token: read_token(&subject_token_file)?,
+                        actor,
+                        targets,
+                        groups,
+                        read_only,
+                        ttl_secs,
+                    };
+                    let client = portcullis::cli::AdminClient::new(&api.api, None)?;
+                    runtime()?.block_on(token::exchange(&client, &args, &mut out))?;
+                }
+                TokenAction::Inspect { file } => {
+                    let now = portcullis::demo::issuer::now();
+                    std::io::Write::write_all(
+                        &mut out,
+                        token::inspect(&read_token(&file)?, now)?.as_bytes(),
+                    )?;
+                }
+                TokenAction::Revoke { jti } => {
+                    let client = api.client()?;
+                    runtime()?.block_on(token::revoke(&client, &jti, &mut out))?;
+                }
+            }
+            Ok(())
         }
         Command::Approvals { action, api } => {
             use portcullis::cli::approvals;

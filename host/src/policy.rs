@@ -193,6 +193,8 @@ pub enum EndReason {
     UpstreamClosed,
     /// A protocol or I/O error ended it.
     Error(String),
+    /// A token of its delegation chain was revoked.
+    Revoked(String),
 }
 
 impl std::fmt::Display for EndReason {
@@ -201,6 +203,7 @@ impl std::fmt::Display for EndReason {
             EndReason::ClientClosed => f.write_str("client closed the session"),
             EndReason::UpstreamClosed => f.write_str("the database closed the session"),
             EndReason::Error(e) => write!(f, "error: {e}"),
+            EndReason::Revoked(why) => write!(f, "revoked: {why}"),
         }
     }
 }

@@ -274,6 +274,9 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         store.clone(),
         Duration::from_millis(config.store.flush_interval_ms),
     );
+    let revocations = Arc::new(crate::delegation::revocations::Revocations::load(
+        store.clone(),
+    )?);
     let approvals = Arc::new(crate::approvals::Approvals::new(
         store,
         config.approvals.clone(),
@@ -287,6 +290,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         audit: audit.clone(),
         approvals,
         delegation,
+        revocations,
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
     });

@@ -11,15 +11,21 @@ use portcullis::store::SessionQuery;
 use portcullis_e2e::{cluster, db_error, GatewayOptions, TestGateway, DB};
 
 const ALICE: &str = "alice@example.com";
+const ADMIN_TOKEN: &str = "delegation-test-admin-token-0123456789";
 
 async fn gateway(tag: &str) -> TestGateway {
     let key = cluster()
         .dir
         .join(format!("delegation-key-{tag}-{}.pem", std::process::id()));
     let _ = std::fs::remove_file(&key);
+    let token_file = cluster()
+        .dir
+        .join(format!("delegation-admin-{tag}-{}", std::process::id()));
+    std::fs::write(&token_file, ADMIN_TOKEN).expect("admin token");
     TestGateway::start_with(GatewayOptions {
         tail: format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+            token_file.display().to_string(),
             key.display().to_string()
         ),
         ..Default::default()
@@ -282,4 +288,181 @@ async fn tampered_tokens_and_another_gateway_s_tokens_are_refused() {
         .await
         .expect_err("foreign");
     assert_eq!(db_error(&err).0, "28P01", "{err:?}");
+}
+
+/// The `jti` of a token (payload decoded without verification).
+fn jti(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("claims");
+    claims["jti"].as_str().expect("jti").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_middle_hop_cuts_everything_below_it_within_a_second() {
+    let gw = gateway("revoke").await;
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    });
+    let (a, _) = child(&gw, &person, "agent:planner", &[]).await;
+    let (b, _) = child(&gw, &a, "agent:report-writer", &[]).await;
+    let (c, _) = child(&gw, &b, "agent:c", &[]).await;
+
+    let parent = gw
+        .connect_with(&gw.pg_config(ALICE, &a))
+        .await
+        .expect("A connects");
+    let grandchild = gw
+        .connect_with(&gw.pg_config(ALICE, &c))
+        .await
+        .expect("C connects");
+    let long = tokio::spawn(async move {
+        grandchild
+            .simple_query("SELECT pg_sleep(30)")
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let started = std::time::Instant::now();
+    let (status, answer) = portcullis_e2e::admin_call(
+        &base,
+        "POST",
+        &format!("/v1/tokens/{}/revoke", jti(&b)),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["sessions_closed"], 1, "{answer}");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), long)
+        .await
+        .expect("the grandchild's query ends")
+        .expect("task")
+        .expect_err("its session is closed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        db_error(&err).1.contains("was revoked") || err.is_closed(),
+        "{err:?}"
+    );
+
+    // Its query stops upstream too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let running = cluster()
+            .cluster
+            .psql(DB, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+            .expect("pg_stat_activity");
+        if running.trim() == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked session's query still runs upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The parent is unaffected; B and C are refused from now on.
+    parent
+        .simple_query("SELECT 1")
+        .await
+        .expect("A still works");
+    for (name, t) in [("B", &b), ("C", &c)] {
+        let err = gw
+            .connect_with(&gw.pg_config(ALICE, t))
+            .await
+            .expect_err(name);
+        assert!(db_error(&err).1.contains("revoked"), "{name}: {err:?}");
+    }
+    refused(&gw, &c, &[], "invalid_grant", "revoked").await;
+    child(&gw, &a, "agent:new-writer", &[]).await;
+}
+
+/// Runs the CLI; returns stdout (panics with stderr on failure).
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
+        .args(args)
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "portcullis {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exchanges_inspects_and_revokes() {
+    let gw = gateway("cli").await;
+    let api = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let dir = cluster()
+        .dir
+        .join(format!("delegation-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    });
+    std::fs::write(dir.join("parent.jwt"), &person).expect("parent");
+    let parent_file = dir.join("parent.jwt").display().to_string();
+    let child = cli(&[
+        "token",
+        "exchange",
+        "--subject-token-file",
+        &parent_file,
+        "--target",
+        DB,
+        "--ttl",
+        "10m",
+        "--actor",
+        "agent:report-writer",
+        "--api",
+        &api,
+    ]);
+    let child = child.trim();
+    std::fs::write(dir.join("child.jwt"), child).expect("child");
+    let shown = cli(&[
+        "token",
+        "inspect",
+        &dir.join("child.jwt").display().to_string(),
+    ]);
+    assert!(
+        shown.contains("acting:    alice@example.com > agent:report-writer"),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("targets:   {DB}")), "{shown}");
+    assert!(shown.contains("read-only: no"), "{shown}");
+    gw.connect_with(&gw.pg_config(ALICE, child))
+        .await
+        .expect("the child connects");
+
+    std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).expect("admin token");
+    let revoked = cli(&[
+        "token",
+        "revoke",
+        &jti(child),
+        "--api",
+        &api,
+        "--token-file",
+        &dir.join("admin-token").display().to_string(),
+    ]);
+    assert!(revoked.contains("revoked tok_"), "{revoked}");
+    let err = gw
+        .connect_with(&gw.pg_config(ALICE, child))
+        .await
+        .expect_err("revoked");
+    assert!(db_error(&err).1.contains("revoked"), "{err:?}");
 }

@@ -26,6 +26,7 @@ use super::routes;
         routes::approve_doc,
         routes::deny_doc,
         routes::token_exchange,
+        routes::revoke_token,
     ),
     modifiers(&Bearer)
 )]

@@ -61,6 +61,10 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
                 "this gateway does not issue tokens ([delegation] is not configured)",
             ),
         },
+        (&Method::POST, ["v1", "tokens", jti, "revoke"]) => {
+            let by = caller.as_ref().map(|c| c.name()).unwrap_or_default();
+            revoke_token(state, jti, &by).await
+        }
         (&Method::GET, ["v1", "approvals"]) => list_approvals(state, &query).await,
         (&Method::GET, ["v1", "approvals", id]) => show_approval(state, id).await,
         (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
@@ -81,6 +85,7 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
         | (_, ["v1", "audit", "export"])
         | (_, ["v1", "plugins", ..])
         | (_, ["v1", "approvals", ..])
+        | (_, ["v1", "tokens", ..])
         | (_, ["oauth", "token"])
         | (_, [".well-known", "jwks.json"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -529,8 +534,14 @@ pub async fn token_exchange(state: &AdminState, req: Request<Incoming>) -> Respo
         .iter()
         .map(|(k, v)| (k.clone(), v.cfg.clone()))
         .collect();
-    match crate::delegation::exchange::exchange(&body, &state.gw.authenticator, issuer, &targets)
-        .await
+    match crate::delegation::exchange::exchange(
+        &body,
+        &state.gw.authenticator,
+        issuer,
+        &targets,
+        &state.gw.revocations,
+    )
+    .await
     {
         Ok(v) => json(&v),
         Err(e) => oauth_error(e.code, &e.description),
@@ -543,4 +554,43 @@ fn oauth_error(code: &str, description: &str) -> Response<Body> {
         StatusCode::BAD_REQUEST,
         &serde_json::json!({ "error": code, "error_description": description }),
     )
+}
+
+/// What a revocation did.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// The token revoked (and, with it, every token minted from it).
+    pub revoked: String,
+    /// Live sessions closed.
+    pub sessions_closed: usize,
+}
+
+/// Revokes a delegated token and every token minted from it; live sessions
+/// opened with any of them are closed.
+#[utoipa::path(post, path = "/v1/tokens/{jti}/revoke", tag = "delegation",
+    params(("jti" = String, Path, description = "The token id (jti claim, tok_...)")),
+    responses((status = 200, description = "Revoked", body = Revoked),
+              (status = 400, description = "Not a token id", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_token(state: &AdminState, jti: &str, by: &str) -> Response<Body> {
+    let well_formed = !jti.is_empty()
+        && jti.len() <= 100
+        && jti
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !well_formed {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{jti:?} is not a token id"),
+        );
+    }
+    match state.gw.revocations.revoke(jti, by).await {
+        Ok(sessions_closed) => json(&Revoked {
+            revoked: jti.to_string(),
+            sessions_closed,
+        }),
+        Err(e) => store_failure(e),
+    }
 }

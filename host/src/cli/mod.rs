@@ -12,6 +12,7 @@ pub mod audit;
 pub mod plugins;
 pub mod sessions;
 mod table;
+pub mod token;
 
 use std::time::Duration;
 
@@ -107,6 +108,46 @@ impl AdminClient {
             .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
         Err(CliError::Api { status, message })
+    }
+
+    /// Posts a form (no bearer token: the form carries its credential) and
+    /// returns the JSON answer; an OAuth error becomes [`CliError::Api`].
+    pub async fn post_form(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<serde_json::Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let body = Bytes::from(crate::http_client::form_encode(fields));
+        let resp = self
+            .http
+            .send(
+                hyper::Method::POST,
+                &url,
+                &[("accept", "application/json")],
+                Some(("application/x-www-form-urlencoded", body)),
+            )
+            .await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Answer(e.to_string()))?
+            .to_bytes();
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| CliError::Answer(e.to_string()))?;
+        if !status.is_success() {
+            let message = match (value["error"].as_str(), value["error_description"].as_str()) {
+                (Some(code), Some(d)) => format!("{code}: {d}"),
+                _ => value["error"]["message"].as_str().unwrap_or("").to_string(),
+            };
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(value)
     }
 
     /// A JSON answer, whole.

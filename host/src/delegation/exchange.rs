@@ -57,6 +57,7 @@ fn parse_form(body: &str) -> HashMap<String, Vec<String>> {
 
 /// The parent's scope: what the child may at most have.
 struct Scope {
+    ancestors: Vec<String>,
     targets: Option<Vec<String>>,
     read_only: bool,
     depth: u32,
@@ -76,6 +77,7 @@ pub async fn exchange(
     authenticator: &Authenticator,
     issuer: &GatewayIssuer,
     targets: &HashMap<String, Target>,
+    revocations: &super::revocations::Revocations,
 ) -> Result<Value, ExchangeError> {
     let form = parse_form(body);
     let one = |k: &str| form.get(k).and_then(|v| v.first()).map(String::as_str);
@@ -107,6 +109,14 @@ pub async fn exchange(
         .authenticate(subject_token)
         .await
         .map_err(|e| refuse("invalid_grant", format!("subject_token refused: {e}")))?;
+    if let Some(d) = &parent.delegation {
+        if let Some(jti) = revocations.revoked_in(d) {
+            return Err(refuse(
+                "invalid_grant",
+                format!("the subject_token was revoked (token {jti} of its chain)"),
+            ));
+        }
+    }
     let actor_identity = match one("actor_token").filter(|t| !t.is_empty()) {
         Some(t) => Some(
             authenticator
@@ -135,6 +145,7 @@ pub async fn exchange(
 
     let scope = match &parent.delegation {
         Some(d) => Scope {
+            ancestors: d.lineage().map(str::to_string).collect(),
             targets: d.targets.clone(),
             read_only: d.read_only,
             depth: d.depth,
@@ -142,6 +153,7 @@ pub async fn exchange(
             parent: Some(d.jti.clone()),
         },
         None => Scope {
+            ancestors: Vec::new(),
             targets: None,
             read_only: false,
             depth: 0,
@@ -260,6 +272,7 @@ pub async fn exchange(
     }
     let jti = format!("tok_{:032x}", rand::random::<u128>());
     let mut portcullis = json!({
+        "ancestors": scope.ancestors,
         "read_only": read_only,
         "depth": scope.depth + 1,
         "root": scope.root.clone().unwrap_or_else(|| jti.clone()),

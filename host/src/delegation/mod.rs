@@ -11,6 +11,7 @@
 //!   trusted from the request.
 
 pub mod exchange;
+pub mod revocations;
 
 use std::path::Path;
 

@@ -47,6 +47,7 @@ pub fn delegation(claims: &Map<String, Value>) -> Option<Delegation> {
         jti,
         parent: p.get("parent").and_then(Value::as_str).map(str::to_string),
         depth: p.get("depth").and_then(Value::as_u64).unwrap_or(1) as u32,
+        ancestors: p.get("ancestors").and_then(strings).unwrap_or_default(),
         targets: p.get("targets").and_then(strings),
         // Anything but an explicit false is read-only: fail closed.
         read_only: p.get("read_only").and_then(Value::as_bool) != Some(false),

@@ -44,6 +44,16 @@ pub struct Identity {
     pub delegation: Option<Delegation>,
 }
 
+impl Delegation {
+    /// This token and its ancestors: revoking any of them revokes it.
+    pub fn lineage(&self) -> impl Iterator<Item = &str> {
+        self.ancestors
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(self.jti.as_str()))
+    }
+}
+
 impl Identity {
     /// The principal and the agents acting for it, in the order they
     /// delegated: `alice@example.com > agent:planner > agent:report-writer`.
@@ -67,6 +77,8 @@ pub struct Delegation {
     pub root: String,
     /// Hops from the principal's own token (1 = minted from it).
     pub depth: u32,
+    /// The delegated tokens it descends from, root first (parent last).
+    pub ancestors: Vec<String>,
     /// Targets it may use (`None`: every target the principal may use).
     pub targets: Option<Vec<String>>,
     /// Whether only statements that cannot write may run.

@@ -46,4 +46,7 @@ pub enum RelayError {
     /// The session was refused; the client has been told why.
     #[error("refused: {0}")]
     Refused(String),
+    /// A token of the session's delegation chain was revoked.
+    #[error("{0}")]
+    Revoked(String),
 }

@@ -130,6 +130,8 @@ pub struct SessionContext {
     /// The sending side of `cancel`, to withdraw a held statement when the
     /// client goes away.
     pub cancel_signal: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Gets a reason when the session's delegated token is revoked.
+    pub revoked: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 /// Bytes a session moved.
@@ -230,6 +232,7 @@ pub async fn run(
     let tracking = policy.may_record();
     let (notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
     let cancel = ctx.cancel.clone();
+    let mut revoked = ctx.revoked.clone();
     let shared = Arc::new(Shared {
         injections: Mutex::new(VecDeque::new()),
         policy: Mutex::new(policy),
@@ -271,6 +274,7 @@ pub async fn run(
         r = c2s => r.map(|()| EndReason::ClientClosed),
         r = s2c => r.map(|()| EndReason::UpstreamClosed),
         _ = closing.wait_for(|c| *c) => Err(RelayError::ShuttingDown),
+        why = revocation(&mut revoked) => Err(RelayError::Revoked(why)),
     };
     let reason = match outcome {
         Ok(reason) => reason,
@@ -280,6 +284,13 @@ pub async fn run(
                     sqlstate::PROTOCOL_VIOLATION,
                     format!("invalid message: {codec}"),
                 )),
+                RelayError::Revoked(why) => Some(
+                    ErrorFields::fatal(
+                        sqlstate::INVALID_AUTHORIZATION,
+                        format!("terminating connection: {why}"),
+                    )
+                    .with_hint("ask whoever delegated to you for a new token"),
+                ),
                 RelayError::ShuttingDown => Some(
                     ErrorFields::fatal(
                         sqlstate::ADMIN_SHUTDOWN,
@@ -300,7 +311,10 @@ pub async fn run(
                 let _ = up_wr.write_all(TERMINATE).await;
                 let _ = up_wr.flush().await;
             }
-            EndReason::Error(e.to_string())
+            match e {
+                RelayError::Revoked(why) => EndReason::Revoked(why),
+                e => EndReason::Error(e.to_string()),
+            }
         }
     };
     let _ = client_wr.shutdown().await;
@@ -336,6 +350,17 @@ fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
     let mut b = BytesMut::new();
     fields.encode(&mut b);
     Some(b.freeze())
+}
+
+/// Resolves with the reason when the session's delegated token is revoked;
+/// never for a session without one.
+async fn revocation(revoked: &mut Option<tokio::sync::watch::Receiver<Option<String>>>) -> String {
+    if let Some(rx) = revoked {
+        if let Ok(v) = rx.wait_for(Option::is_some).await {
+            return v.clone().unwrap_or_default();
+        }
+    }
+    std::future::pending().await
 }
 
 fn verdict_label(v: &Verdict) -> &'static str {

@@ -99,6 +99,8 @@ pub struct GatewayContext {
     pub approvals: Arc<crate::approvals::Approvals>,
     /// The gateway's issuer of delegated tokens, when `[delegation]` is set.
     pub delegation: Option<Arc<crate::delegation::GatewayIssuer>>,
+    /// Revoked delegated tokens and the live sessions they close.
+    pub revocations: Arc<crate::delegation::revocations::Revocations>,
     /// Connections being served (start-up or relaying).
     pub active: std::sync::atomic::AtomicUsize,
     /// Becomes `true` when live sessions must close (end of shutdown grace).
@@ -162,6 +164,15 @@ pub async fn serve(
         upstream_pid = registration.client_key().process_id,
         "session started"
     );
+    // A session opened with a delegated token closes when a token of its
+    // chain is revoked.
+    let (_live, revoked) = match &info.identity.delegation {
+        Some(d) => {
+            let (live, rx) = gw.revocations.register(info.session_id, d);
+            (Some(live), Some(rx))
+        }
+        None => (None, None),
+    };
     let metrics = crate::metrics::global();
     metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
     metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
@@ -179,6 +190,7 @@ pub async fn serve(
         approvals: gw.approvals.clone(),
         cancel: cancel_signal,
         cancel_signal: held,
+        revoked,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -194,6 +206,16 @@ pub async fn serve(
     )
     .await;
     policy.on_session_end(&reason);
+    if matches!(reason, crate::policy::EndReason::Revoked(_)) {
+        // Stop whatever the revoked session still runs upstream.
+        let key = registration.client_key();
+        gw.cancels
+            .cancel(crate::codec::startup::CancelRequest {
+                process_id: key.process_id,
+                secret_key: key.secret_key,
+            })
+            .await;
+    }
     metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
     metrics
         .bytes_from_clients
@@ -436,6 +458,22 @@ async fn start(
             .await);
         }
     };
+    if let Some(jti) = identity
+        .delegation
+        .as_ref()
+        .and_then(|d| gw.revocations.revoked_in(d))
+    {
+        crate::metrics::global().auth_failure("revoked");
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(
+                sqlstate::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\": the token was revoked (token {jti} of its delegation chain)"),
+            )
+            .with_hint("ask whoever delegated to you for a new token"),
+        )
+        .await);
+    }
     if identity.user != user {
         return Err(refuse(
             &mut stream,

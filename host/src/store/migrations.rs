@@ -93,4 +93,12 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX approvals_grant ON approvals (target, fingerprint, subject);
     ALTER TABLE events ADD COLUMN approval_id TEXT;
     "#,
+    // 3: revoked delegated tokens.
+    r#"
+    CREATE TABLE revocations (
+        jti        TEXT PRIMARY KEY,
+        revoked_at INTEGER NOT NULL,
+        revoked_by TEXT NOT NULL
+    );
+    "#,
 ];

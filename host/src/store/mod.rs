@@ -127,6 +127,12 @@ pub trait Store: Send + Sync + 'static {
     /// this target, valid at `now`; returns the approval's id. Atomic: two
     /// sessions never take the same last use.
     fn use_grant(&self, grant: &GrantQuery<'_>, now: i64) -> Result<Option<String>, StoreError>;
+
+    /// Records that token `jti` (and so every token minted from it) is revoked.
+    fn revoke_token(&self, jti: &str, at: i64, by: &str) -> Result<(), StoreError>;
+
+    /// Every revoked token id.
+    fn revoked_tokens(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// What a grant must match (see [`Store::use_grant`]).

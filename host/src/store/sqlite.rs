@@ -416,6 +416,21 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn revoke_token(&self, jti: &str, at: i64, by: &str) -> Result<(), StoreError> {
+        self.writer().execute(
+            "INSERT OR IGNORE INTO revocations (jti, revoked_at, revoked_by) VALUES (?1, ?2, ?3)",
+            params![jti, at, by],
+        )?;
+        Ok(())
+    }
+
+    fn revoked_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT jti FROM revocations")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn use_grant(&self, g: &GrantQuery<'_>, now: i64) -> Result<Option<String>, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
