@@ -103,6 +103,7 @@ pub async fn exchange(
         None => return Err(refuse("invalid_request", "grant_type is missing")),
     }
     let subject_token = one("subject_token")
+        .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| refuse("invalid_request", "subject_token is missing"))?;
     let parent = authenticator
@@ -117,7 +118,7 @@ pub async fn exchange(
             ));
         }
     }
-    let actor_identity = match one("actor_token").filter(|t| !t.is_empty()) {
+    let actor_identity = match one("actor_token").map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => Some(
             authenticator
                 .authenticate(t)

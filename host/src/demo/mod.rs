@@ -274,6 +274,10 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         println!("  portcullis demo token --user bob@example.com --group approvers > bob.jwt");
         println!("  portcullis approvals list --token-file bob.jwt{api_flag}");
         println!("  portcullis approvals approve <id> --token-file bob.jwt{api_flag}");
+        println!("An agent's child gets a narrower token (see docs/delegation.md):");
+        println!(
+            "  portcullis token exchange --subject-token-file alice.jwt --actor agent:report-writer --ttl 10m{api_flag}"
+        );
         println!("What everyone did (every statement is recorded):");
         println!(
             "  portcullis sessions list --token-file {}{api_flag}",
@@ -379,6 +383,9 @@ token_file = {admin_token_file:?}
 [approvals]
 approver_groups = ["approvers"]
 
+[delegation]
+key_file = {signing_key:?}
+
 [[listeners]]
 address = "127.0.0.1:{port}"
 tls_cert_file = {cert:?}
@@ -405,6 +412,7 @@ tls = "{tls}"
         iss = issuer.url(),
         store = dir.join("audit.db").display().to_string(),
         admin_token_file = dir.join("admin-token").display().to_string(),
+        signing_key = dir.join("signing-key.pem").display().to_string(),
     );
     let plugins: Vec<(&str, PathBuf, &str)> = PLUGINS
         .into_iter()
