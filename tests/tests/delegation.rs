@@ -216,16 +216,102 @@ async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
     );
     assert_eq!(sessions[0].groups, vec!["testers"]);
 
-    // Read-only tokens are refused until read-only sessions are enforced.
-    let err = gw
-        .connect_with(&gw.pg_config(ALICE, &ro))
+    drop(ro);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_token_runs_reads_and_every_way_around_it_is_refused() {
+    let gw = gateway("readonly").await;
+    cluster()
+        .cluster
+        .psql(DB, "CREATE TABLE IF NOT EXISTS ro_t (id int); CREATE SEQUENCE IF NOT EXISTS ro_seq; CREATE OR REPLACE PROCEDURE ro_proc() LANGUAGE sql AS 'DELETE FROM ro_t'")
+        .expect("setup");
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    });
+    let (ro, _) = child(&gw, &person, "agent:reader", &[("read_only", "true")]).await;
+    // A client that tries to start the session writable gets a read-only one anyway.
+    let mut cfg = gw.pg_config(ALICE, &ro);
+    cfg.options("-c default_transaction_read_only=off");
+    let client = gw
+        .connect_with(&cfg)
         .await
-        .expect_err("refused");
-    assert!(
-        db_error(&err)
-            .1
-            .contains("read-only delegated tokens are not accepted yet"),
-        "{err:?}"
+        .expect("the read-only child connects");
+    let show = client
+        .simple_query("SHOW default_transaction_read_only")
+        .await
+        .expect("show");
+    let value = show.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("on"));
+    client
+        .simple_query("SELECT count(*) FROM ro_t")
+        .await
+        .expect("reads run");
+    client
+        .query("SELECT $1::int + 1", &[&1i32])
+        .await
+        .expect("extended reads run");
+    for (sql, needle) in [
+        ("INSERT INTO ro_t VALUES (1)", "writes ro_t"),
+        (
+            "SET default_transaction_read_only = off",
+            "may not be made writable",
+        ),
+        (
+            "SELECT set_config('default_transaction_read_only', 'off', false)",
+            "set_config",
+        ),
+        ("BEGIN READ WRITE", "may not be made writable"),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            "may not be made writable",
+        ),
+        ("RESET ALL", "may not be made writable"),
+        (
+            "WITH d AS (DELETE FROM ro_t RETURNING *) SELECT * FROM d",
+            "writes ro_t",
+        ),
+        ("SELECT nextval('ro_seq')", "nextval"),
+        ("SELECT setval('ro_seq', 5)", "setval"),
+        ("SELECT lo_create(0)", "lo_create"),
+        (
+            "SELECT pg_terminate_backend(pg_backend_pid())",
+            "pg_terminate_backend",
+        ),
+        ("COPY ro_t FROM STDIN", "writes ro_t"),
+        ("CALL ro_proc()", "CALL"),
+        ("DO $$ BEGIN DELETE FROM ro_t; END $$", "DO"),
+        ("EXPLAIN ANALYZE DELETE FROM ro_t", "ro_t"),
+        ("PREPARE w AS DELETE FROM ro_t", "ro_t"),
+        ("EXECUTE w", "EXECUTE"),
+    ] {
+        let err = client.simple_query(sql).await.expect_err(sql);
+        let (code, message) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}: {message}");
+        assert!(message.contains(needle), "{sql}: {message}");
+    }
+    // The extended protocol is checked the same way.
+    let err = client
+        .execute("INSERT INTO ro_t VALUES ($1)", &[&1i32])
+        .await
+        .expect_err("extended insert");
+    assert!(db_error(&err).1.contains("writes ro_t"), "{err:?}");
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the session is still usable");
+    assert_eq!(
+        cluster()
+            .cluster
+            .psql(DB, "SELECT count(*) FROM ro_t")
+            .expect("count")
+            .trim(),
+        "0"
     );
 }
 

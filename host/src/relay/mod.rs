@@ -20,6 +20,7 @@ pub mod catalog;
 mod framed;
 mod ledger;
 mod pump;
+pub mod read_only;
 mod responses;
 pub mod session;
 mod stream;

@@ -73,6 +73,8 @@ struct Shared {
     tracking: bool,
     /// Where audit records go.
     audit: Arc<AuditLog>,
+    /// Read-only session: statements that could write are refused.
+    read_only: bool,
     /// Identity, target and approvals.
     session: SessionInfoForHold,
     /// Notices for the client, written by the server→client side between
@@ -132,6 +134,8 @@ pub struct SessionContext {
     pub cancel_signal: Arc<tokio::sync::watch::Sender<u64>>,
     /// Gets a reason when the session's delegated token is revoked.
     pub revoked: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// Only statements that cannot write may run (a read-only token).
+    pub read_only: bool,
 }
 
 /// Bytes a session moved.
@@ -241,6 +245,7 @@ pub async fn run(
         ledger: Mutex::new(Ledger::new(ctx.session_id, tracking, ctx.strict)),
         tracking,
         audit: ctx.log,
+        read_only: ctx.read_only,
         session: SessionInfoForHold {
             session_id: ctx.session_id,
             identity: ctx.identity,
@@ -474,7 +479,22 @@ async fn client_to_server(
                         None => QueryEvent::Simple { sql },
                         Some(statement) => QueryEvent::Parse { statement, sql },
                     };
-                    let mut verdict = shared.policy().on_query(event, &mut note);
+                    let read_only_refusal = if shared.read_only {
+                        let summary = crate::sql::shared_cache().get(sql);
+                        let why = super::read_only::violation(&summary);
+                        note.summary = Some(summary);
+                        why
+                    } else {
+                        None
+                    };
+                    let mut verdict = match read_only_refusal {
+                        Some(reason) => {
+                            note.decided_by = Some("read-only token".into());
+                            note.rule = Some("read-only".into());
+                            Verdict::Deny { reason }
+                        }
+                        None => shared.policy().on_query(event, &mut note),
+                    };
                     crate::metrics::global()
                         .query(verdict_label(&verdict), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
@@ -588,7 +608,13 @@ async fn client_to_server(
                     syncs += 1;
                     shared.expect(Expect::Ready { query: false });
                     let take = h.total_len.min(available);
-                    let verdict = shared.policy().on_function_call();
+                    let verdict = if shared.read_only {
+                        Verdict::Deny {
+                            reason: "this session is read-only: the FunctionCall protocol message could call a function that writes; call functions in SQL instead".into(),
+                        }
+                    } else {
+                        shared.policy().on_function_call()
+                    };
                     if verdict != Verdict::Allow {
                         let r = shared
                             .ledger()

@@ -191,6 +191,11 @@ pub async fn serve(
         cancel: cancel_signal,
         cancel_signal: held,
         revoked,
+        read_only: info
+            .identity
+            .delegation
+            .as_ref()
+            .is_some_and(|d| d.read_only),
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -655,8 +660,7 @@ fn session_record(info: &SessionInfo) -> SessionRecord {
 }
 
 /// Whether `identity` may use `target`; `Err` says why not. A delegated
-/// token is limited to the targets it names; read-only tokens are refused
-/// until the gateway enforces read-only sessions (fail closed).
+/// token is limited to the targets it names.
 pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
     if let Some(d) = &identity.delegation {
         if let Some(targets) = &d.targets {
@@ -667,11 +671,6 @@ pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
                     target.name
                 ));
             }
-        }
-        if d.read_only {
-            return Err(
-                "read-only delegated tokens are not accepted yet: this gateway does not enforce read-only sessions, so it refuses them rather than allow writes".into(),
-            );
         }
     }
     if target.allow_users.contains(&identity.user) {
@@ -700,15 +699,25 @@ pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
 /// `user`, `database`, `replication` and protocol options, with
 /// `application_name` naming the person behind the session.
 pub fn forwarded_params(msg: &StartupMessage<'_>, identity: &Identity) -> Vec<(String, String)> {
+    let read_only = identity.delegation.as_ref().is_some_and(|d| d.read_only);
     let mut out: Vec<(String, String)> = msg
         .params
         .iter()
         .filter(|(k, _)| {
-            !matches!(*k, "user" | "database" | "replication" | "application_name")
-                && !k.starts_with("_pq_.")
+            let ours = matches!(*k, "user" | "database" | "replication" | "application_name");
+            // A read-only session starts read-only whatever the client asks.
+            let read_only_setting = matches!(
+                *k,
+                "options" | "default_transaction_read_only" | "transaction_read_only"
+            );
+            let dropped = ours || k.starts_with("_pq_.") || (read_only && read_only_setting);
+            !dropped
         })
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if read_only {
+        out.push(("default_transaction_read_only".into(), "on".into()));
+    }
     let app = msg.param("application_name").filter(|a| !a.is_empty());
     let who = identity.chain_text();
     let mut name = match app {

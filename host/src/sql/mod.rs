@@ -43,6 +43,11 @@ pub struct StatementSummary {
     pub copy_program: bool,
     /// Whether it is EXPLAIN ANALYZE (which runs the statement).
     pub explain_analyze: bool,
+    /// Whether it could make the session or transaction writable: sets or
+    /// resets `default_transaction_read_only` / `transaction_read_only`,
+    /// `RESET ALL`, or a transaction mode other than `READ ONLY`
+    /// (`BEGIN READ WRITE`, `SET SESSION CHARACTERISTICS ... READ WRITE`).
+    pub undoes_read_only: bool,
 }
 
 /// What the host knows about a piece of SQL text.
@@ -108,6 +113,13 @@ fn summarize_inner(sql: &str) -> QuerySummary {
         statements,
         parse_error: None,
     }
+}
+
+/// A process-wide summary cache, for host-side checks outside any plugin
+/// chain (read-only sessions).
+pub fn shared_cache() -> &'static SummaryCache {
+    static CACHE: std::sync::OnceLock<SummaryCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(SummaryCache::default)
 }
 
 /// Summaries by the shape of the SQL text (or the exact text, when it has

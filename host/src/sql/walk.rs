@@ -50,6 +50,41 @@ pub fn statement(node: &Value) -> StatementSummary {
         is_copy: acc.is_copy,
         copy_program: acc.copy_program,
         explain_analyze: acc.explain_analyze,
+        undoes_read_only: undoes_read_only(node),
+    }
+}
+
+/// GUCs that make a session or transaction read-only.
+const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
+
+/// Whether a parse tree could make the session writable (see
+/// [`StatementSummary::undoes_read_only`]). Fails closed: a
+/// `transaction_read_only` mode whose value is not plainly 1 counts.
+fn undoes_read_only(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(set)) = m.get("VariableSetStmt") {
+                let name = str_field(set, "name").to_lowercase();
+                let kind = set.get("kind").and_then(Value::as_i64).unwrap_or(0);
+                // VariableSetKind 6: RESET ALL.
+                if kind == 6 || READ_ONLY_SETTINGS.contains(&name.as_str()) {
+                    return true;
+                }
+            }
+            if let Some(Value::Object(def)) = m.get("DefElem") {
+                if str_field(def, "defname") == "transaction_read_only" {
+                    let read_only = def.get("arg").is_some_and(|a| {
+                        a.to_string().contains(":1}") || a.to_string().contains("\"ival\":1")
+                    });
+                    if !read_only {
+                        return true;
+                    }
+                }
+            }
+            m.values().any(undoes_read_only)
+        }
+        Value::Array(a) => a.iter().any(undoes_read_only),
+        _ => false,
     }
 }
 
