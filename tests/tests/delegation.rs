@@ -14,6 +14,11 @@ const ALICE: &str = "alice@example.com";
 const ADMIN_TOKEN: &str = "delegation-test-admin-token-0123456789";
 
 async fn gateway(tag: &str) -> TestGateway {
+    gateway_with(tag, "").await
+}
+
+/// A gateway with `extra` TOML appended (e.g. a second target).
+async fn gateway_with(tag: &str, extra: &str) -> TestGateway {
     let key = cluster()
         .dir
         .join(format!("delegation-key-{tag}-{}.pem", std::process::id()));
@@ -24,7 +29,7 @@ async fn gateway(tag: &str) -> TestGateway {
     std::fs::write(&token_file, ADMIN_TOKEN).expect("admin token");
     TestGateway::start_with(GatewayOptions {
         tail: format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n{extra}",
             token_file.display().to_string(),
             key.display().to_string()
         ),
@@ -107,7 +112,12 @@ async fn refused(gw: &TestGateway, parent: &str, extra: &[(&str, &str)], code: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
-    let gw = gateway("chain").await;
+    let c = cluster();
+    let second_target = format!(
+        "\n[[targets]]\nname = \"reporting\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{DB}\"\nuser = \"postgres\"\npassword_env = \"PORTCULLIS_TEST_UNUSED\"\nallow_groups = [\"testers\"]\n",
+        c.cluster.port()
+    );
+    let gw = gateway_with("chain", &second_target).await;
     let person = gw.issuer.mint(&TokenSpec {
         user: ALICE.into(),
         groups: vec!["testers".into(), "analysts".into()],
@@ -145,6 +155,16 @@ async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
         &[("target", "nosuch")],
         "invalid_target",
         "no target \"nosuch\"",
+    )
+    .await;
+    // The person may use "reporting", but A was limited to the test target.
+    child(&gw, &person, "agent:other", &[("target", "reporting")]).await;
+    refused(
+        &gw,
+        &a,
+        &[("target", "reporting")],
+        "invalid_target",
+        "parent token may not use target \"reporting\"",
     )
     .await;
     refused(&gw, &c, &[], "invalid_request", "limit is 3").await;
