@@ -87,6 +87,14 @@ pub struct DelegationSettings {
     /// Longest lifetime of a minted token, in seconds (it never outlives its parent).
     #[serde(default = "default_max_ttl")]
     pub max_ttl_secs: u64,
+    /// At start-up, a signing key older than this many days is replaced; the
+    /// previous key stays published until the next rotation.
+    #[serde(default = "default_rotate_days")]
+    pub rotate_days: u64,
+}
+
+fn default_rotate_days() -> u64 {
+    30
 }
 
 fn default_delegation_issuer() -> String {

@@ -50,6 +50,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         if !(1..=10).contains(&d.max_depth) {
             return Err(invalid("delegation.max_depth", "must be between 1 and 10"));
         }
+        if !(1..=365).contains(&d.rotate_days) {
+            return Err(invalid(
+                "delegation.rotate_days",
+                "must be between 1 and 365",
+            ));
+        }
         if !(60..=86_400).contains(&d.max_ttl_secs) {
             return Err(invalid(
                 "delegation.max_ttl_secs",
