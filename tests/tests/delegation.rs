@@ -572,3 +572,104 @@ async fn the_cli_exchanges_inspects_and_revokes() {
         .expect_err("revoked");
     assert!(db_error(&err).1.contains("revoked"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_parent_cannot_mint() {
+    let key = cluster()
+        .dir
+        .join(format!("delegation-key-expired-{}.pem", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    let gw = TestGateway::start_with(GatewayOptions {
+        provider_extra: "leeway_secs = 0".into(),
+        tail: format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n[delegation]\nkey_file = {:?}\n",
+            key.display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 1,
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    refused(&gw, &person, &[], "invalid_grant", "expired").await;
+}
+
+/// A policy that remembers the actor chain of every session it sees.
+#[derive(Default)]
+struct ChainRecorder(std::sync::Mutex<Vec<Vec<String>>>);
+
+impl portcullis::policy::Policy for ChainRecorder {
+    fn start_session(
+        &self,
+        info: &portcullis::policy::SessionInfo,
+    ) -> Result<Box<dyn portcullis::policy::SessionPolicy>, portcullis::policy::SessionRefused>
+    {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(info.identity.actor_chain.clone());
+        Ok(Box::new(portcullis::policy::PassThrough))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hop_reaches_the_policy_seam_and_the_audit_store_with_its_chain() {
+    let key = cluster()
+        .dir
+        .join(format!("delegation-key-seam-{}.pem", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    let recorder = std::sync::Arc::new(ChainRecorder::default());
+    let gw = TestGateway::start_with(GatewayOptions {
+        policy: recorder.clone(),
+        tail: format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n[delegation]\nkey_file = {:?}\n",
+            key.display().to_string()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let person = gw.issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    });
+    let (a, _) = child(&gw, &person, "agent:a", &[]).await;
+    let (b, _) = child(&gw, &a, "agent:b", &[]).await;
+    let (c, _) = child(&gw, &b, "agent:c", &[]).await;
+    for t in [&person, &a, &b, &c] {
+        let client = gw
+            .connect_with(&gw.pg_config(ALICE, t))
+            .await
+            .expect("connects");
+        client.simple_query("SELECT 1").await.expect("query");
+    }
+    let expected: Vec<Vec<String>> = vec![
+        vec![],
+        vec!["agent:a".into()],
+        vec!["agent:b".into(), "agent:a".into()],
+        vec!["agent:c".into(), "agent:b".into(), "agent:a".into()],
+    ];
+    assert_eq!(
+        *recorder.0.lock().unwrap_or_else(|p| p.into_inner()),
+        expected
+    );
+    gw.gateway.context.audit.flush().await;
+    let mut stored: Vec<Vec<String>> = gw
+        .gateway
+        .context
+        .audit
+        .store()
+        .sessions(&SessionQuery {
+            user: Some(ALICE.into()),
+            ..Default::default()
+        })
+        .expect("sessions")
+        .into_iter()
+        .map(|s| s.actor_chain)
+        .collect();
+    stored.reverse(); // newest first → oldest first
+    assert_eq!(stored, expected);
+}
