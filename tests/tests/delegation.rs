@@ -19,6 +19,14 @@ async fn gateway(tag: &str) -> TestGateway {
 
 /// A gateway with `extra` TOML appended (e.g. a second target).
 async fn gateway_with(tag: &str, extra: &str) -> TestGateway {
+    let mut opts = options(tag);
+    opts.tail.push_str(extra);
+    TestGateway::start_with(opts).await
+}
+
+/// Options of a gateway with the admin API (static token `ADMIN_TOKEN`) and
+/// delegation (a fresh signing key named after `tag`).
+fn options(tag: &str) -> GatewayOptions {
     let key = cluster()
         .dir
         .join(format!("delegation-key-{tag}-{}.pem", std::process::id()));
@@ -27,15 +35,14 @@ async fn gateway_with(tag: &str, extra: &str) -> TestGateway {
         .dir
         .join(format!("delegation-admin-{tag}-{}", std::process::id()));
     std::fs::write(&token_file, ADMIN_TOKEN).expect("admin token");
-    TestGateway::start_with(GatewayOptions {
+    GatewayOptions {
         tail: format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n{extra}",
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
             token_file.display().to_string(),
             key.display().to_string()
         ),
         ..Default::default()
-    })
-    .await
+    }
 }
 
 /// Posts a token exchange; returns the status and the JSON answer.
@@ -575,17 +582,9 @@ async fn the_cli_exchanges_inspects_and_revokes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_parent_cannot_mint() {
-    let key = cluster()
-        .dir
-        .join(format!("delegation-key-expired-{}.pem", std::process::id()));
-    let _ = std::fs::remove_file(&key);
     let gw = TestGateway::start_with(GatewayOptions {
         provider_extra: "leeway_secs = 0".into(),
-        tail: format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\n\n[delegation]\nkey_file = {:?}\n",
-            key.display().to_string()
-        ),
-        ..Default::default()
+        ..options("expired")
     })
     .await;
     let person = gw.issuer.mint(&TokenSpec {
@@ -617,18 +616,10 @@ impl portcullis::policy::Policy for ChainRecorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hop_reaches_the_policy_seam_and_the_audit_store_with_its_chain() {
-    let key = cluster()
-        .dir
-        .join(format!("delegation-key-seam-{}.pem", std::process::id()));
-    let _ = std::fs::remove_file(&key);
     let recorder = std::sync::Arc::new(ChainRecorder::default());
     let gw = TestGateway::start_with(GatewayOptions {
         policy: recorder.clone(),
-        tail: format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\n\n[delegation]\nkey_file = {:?}\n",
-            key.display().to_string()
-        ),
-        ..Default::default()
+        ..options("seam")
     })
     .await;
     let person = gw.issuer.mint(&TokenSpec {
