@@ -10,26 +10,39 @@
 //!
 //! ```text
 //!  cli / main ─▶ server ─▶ relay ─▶ codec        (bytes ↔ messages, no I/O)
-//!                  │         ├────▶ identity     (tokens → Identity)
+//!                  │         ├────▶ identity     (tokens → Identity, delegation claims)
 //!                  │         ├────▶ credentials  (the gateway's upstream secrets)
-//!                  │         └────▶ policy       (the seam: hooks + verdicts)
+//!                  │         ├────▶ policy       (the seam: hooks + verdicts)
+//!                  │         ├────▶ audit ─▶ store (sessions, events, approvals)
+//!                  │         └────▶ approvals, delegation (held statements, revocations)
 //!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
-//!                  └─▶ config, tls, logging, watch
+//!                  ├─▶ admin     (HTTP API: health, metrics, sessions, approvals, token exchange)
+//!                  └─▶ config, tls, logging, watch, metrics, signing
 //!  demo ─▶ server, config        (embedded issuer, cluster, certificate)
 //! ```
 //!
 //! - [`codec`]: one file per PostgreSQL message; borrowed, panic-free parsing.
-//! - [`relay`]: one session from accept to close; the streaming two-way pump.
-//! - [`identity`]: JWT validation against OIDC issuers and their JWKS.
+//! - [`relay`]: one session from accept to close; the streaming two-way pump,
+//!   the audit ledger, statements held for approval, read-only sessions.
+//! - [`identity`]: JWT validation against OIDC issuers and their JWKS, and
+//!   the actor chain and scope of delegated tokens.
 //! - [`policy`]: the [`policy::Policy`] / [`policy::SessionPolicy`] traits with
 //!   pass-through defaults, in the style of pingora's phases.
 //! - [`plugins`]: wasmtime components implementing `wit/policy.wit`, one
 //!   instance per session, chained per target.
 //! - [`sql`]: statement summaries from PostgreSQL's own grammar (pg_query).
+//! - [`store`] and [`audit`]: the audit store (SQLite, behind a trait) and
+//!   its group-commit writer with batched and strict durability.
+//! - [`approvals`]: approval requests, approvers, quorum, grants, webhooks.
+//! - [`delegation`]: RFC 8693 token exchange, the gateway's signing key,
+//!   revocation.
+//! - [`admin`] and [`cli`]: the admin HTTP API (OpenAPI from the code) and
+//!   the operator commands over it; [`metrics`]: the Prometheus counters.
 //! - [`credentials`]: where each target's upstream password or token comes from.
 //! - [`config`]: the TOML file, validated offline with errors that name the key.
-//! - [`server`]: listeners, connection limits, the shared context.
+//! - [`server`]: listeners, connection limits, the shared context, reloads.
 //! - [`watch`]: hot reload when the configuration or a plugin file changes.
+//! - [`signing`]: private signing keys with their public JWK.
 //! - [`demo`]: `portcullis demo` — a development issuer, a self-signed
 //!   certificate and a throwaway PostgreSQL cluster, reused by the tests.
 
