@@ -9,6 +9,9 @@
 //! - `catalog` resolves result columns to `schema.table.column`, and
 //!   `responses` pairs the server's answers with the client's messages, for
 //!   policies that look at rows;
+//! - `ledger` turns statements and the server's answers into audit events;
+//! - `approval` holds a statement for approval (notice, wait, cancel);
+//! - [`read_only`] is the host's check for read-only delegated sessions;
 //! - `framed` and `stream` are the small I/O helpers they share.
 //!
 //! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
