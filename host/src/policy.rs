@@ -128,6 +128,26 @@ pub struct Recording {
     pub sample_rows: u32,
 }
 
+impl Verdict {
+    /// How logs, metrics and audit records name it: `allow`, `deny`,
+    /// `require-approval`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny { .. } => "deny",
+            Verdict::RequireApproval { .. } => "require-approval",
+        }
+    }
+
+    /// The reason given, if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Allow => None,
+            Verdict::Deny { reason } | Verdict::RequireApproval { reason } => Some(reason),
+        }
+    }
+}
+
 /// One column of a result as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultColumn {

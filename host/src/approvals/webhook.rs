@@ -23,10 +23,7 @@ impl Webhook {
 
     /// A new request.
     pub fn requested(&self, r: &ApprovalRecord) {
-        let who = std::iter::once(r.user.clone())
-            .chain(r.actor_chain.iter().rev().cloned())
-            .collect::<Vec<_>>()
-            .join(" > ");
+        let who = crate::identity::chain_text(&r.user, &r.actor_chain);
         let text = format!(
             "Approval {id} requested by {who} on {target}: {reason}\n```{sql}```\nApprove: portcullis approvals approve {id}\nDeny: portcullis approvals deny {id}",
             id = r.id,

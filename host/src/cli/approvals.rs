@@ -6,10 +6,7 @@ use super::{encode, table, AdminClient, CliError, Output};
 use crate::store::{format_time, ApprovalRecord};
 
 fn who(a: &ApprovalRecord) -> String {
-    std::iter::once(a.user.clone())
-        .chain(a.actor_chain.iter().rev().cloned())
-        .collect::<Vec<_>>()
-        .join(" > ")
+    crate::identity::chain_text(&a.user, &a.actor_chain)
 }
 
 fn render_list(list: &[ApprovalRecord]) -> String {

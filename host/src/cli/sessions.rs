@@ -57,7 +57,7 @@ pub fn render_list(sessions: &[SessionRecord]) -> String {
             vec![
                 s.id.to_string(),
                 format_time(s.started_at),
-                identity_text(&s.user, &s.actor_chain),
+                crate::identity::chain_text(&s.user, &s.actor_chain),
                 s.target.clone(),
                 s.client_addr.clone(),
                 match s.ended_at {
@@ -74,14 +74,6 @@ pub fn render_list(sessions: &[SessionRecord]) -> String {
         &["ID", "STARTED (UTC)", "WHO", "TARGET", "CLIENT", "STATE"],
         &rows,
     )
-}
-
-/// `alice@example.com > agent:planner` for a user and its actor chain.
-fn identity_text(user: &str, chain: &[String]) -> String {
-    std::iter::once(user.to_string())
-        .chain(chain.iter().rev().cloned())
-        .collect::<Vec<_>>()
-        .join(" > ")
 }
 
 /// `sessions show <id>`.
@@ -127,7 +119,7 @@ pub fn render_show(d: &SessionDetail) -> String {
     let mut text = format!(
         "session {}\n  who:     {}\n  groups:  {}\n  target:  {}\n  client:  {}{}\n  started: {}\n",
         s.id,
-        identity_text(&s.user, &s.actor_chain),
+        crate::identity::chain_text(&s.user, &s.actor_chain),
         s.groups.join(", "),
         s.target,
         s.client_addr,

@@ -98,10 +98,7 @@ pub fn inspect(token: &str, now_secs: u64) -> Result<String, CliError> {
         chain.push(sub.to_string());
         act = &act["act"];
     }
-    let who = std::iter::once(user.clone())
-        .chain(chain.iter().rev().cloned())
-        .collect::<Vec<_>>()
-        .join(" > ");
+    let who = crate::identity::chain_text(&user, &chain);
     let exp = c["exp"].as_u64().unwrap_or(0);
     let left = if exp > now_secs {
         format!(

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::GatewayIssuer;
 use crate::config::Target;
-use crate::identity::{Authenticator, Identity};
+use crate::identity::Authenticator;
 
 /// RFC 8693 grant type.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -63,12 +63,6 @@ struct Scope {
     depth: u32,
     root: Option<String>,
     parent: Option<String>,
-}
-
-/// Whether the principal behind `who` may use `target` by the target's own rules.
-fn target_allows(who: &Identity, target: &Target) -> bool {
-    target.allow_users.contains(&who.user)
-        || who.groups.iter().any(|g| target.allow_groups.contains(g))
 }
 
 /// Performs an exchange; returns the token response (RFC 8693 §2.2.1).
@@ -193,7 +187,7 @@ pub async fn exchange(
                     ),
                 ));
             }
-            if !target_allows(&parent, cfg) {
+            if crate::relay::session::authorize(&parent, cfg).is_err() {
                 return Err(refuse(
                     "invalid_target",
                     format!("user \"{}\" may not use target \"{t}\"", parent.user),

@@ -58,11 +58,17 @@ impl Identity {
     /// The principal and the agents acting for it, in the order they
     /// delegated: `alice@example.com > agent:planner > agent:report-writer`.
     pub fn chain_text(&self) -> String {
-        std::iter::once(self.user.as_str())
-            .chain(self.actor_chain.iter().rev().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" > ")
+        chain_text(&self.user, &self.actor_chain)
     }
+}
+
+/// `alice@example.com > agent:planner > agent:report-writer` for a user and
+/// its actor chain (outermost, i.e. current, actor first).
+pub fn chain_text(user: &str, actor_chain: &[String]) -> String {
+    std::iter::once(user)
+        .chain(actor_chain.iter().rev().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" > ")
 }
 
 /// What a delegated token (minted by a gateway through token exchange) may

@@ -146,17 +146,15 @@ impl Ledger {
             }
             None => (Vec::new(), Vec::new(), Vec::new()),
         };
-        let (verdict_text, reason, status) = match verdict {
-            Verdict::Allow if note.approval_id.is_some() => {
-                ("approved", None, EventStatus::Started)
-            }
-            Verdict::Allow => ("allow", None, EventStatus::Started),
-            Verdict::Deny { reason } => ("deny", Some(reason.clone()), EventStatus::Refused),
-            Verdict::RequireApproval { reason } => (
-                "require-approval",
-                Some(reason.clone()),
-                EventStatus::Refused,
-            ),
+        let verdict_text = match verdict {
+            Verdict::Allow if note.approval_id.is_some() => "approved",
+            v => v.label(),
+        };
+        let reason = verdict.reason().map(str::to_string);
+        let status = if *verdict == Verdict::Allow {
+            EventStatus::Started
+        } else {
+            EventStatus::Refused
         };
         EventRecord {
             session_id: self.session_id,

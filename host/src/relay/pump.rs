@@ -368,14 +368,6 @@ async fn revocation(revoked: &mut Option<tokio::sync::watch::Receiver<Option<Str
     std::future::pending().await
 }
 
-fn verdict_label(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "allow",
-        Verdict::Deny { .. } => "deny",
-        Verdict::RequireApproval { .. } => "require-approval",
-    }
-}
-
 fn count(counter: &std::sync::atomic::AtomicU64, n: usize) {
     counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
 }
@@ -495,8 +487,7 @@ async fn client_to_server(
                         }
                         None => shared.policy().on_query(event, &mut note),
                     };
-                    crate::metrics::global()
-                        .query(verdict_label(&verdict), note.decided_by.as_deref());
+                    crate::metrics::global().query(verdict.label(), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
                     if let Verdict::RequireApproval { reason } = &verdict {
                         // Earlier statements of the batch go ahead while this one waits.

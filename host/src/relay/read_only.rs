@@ -23,14 +23,14 @@ const READ_KINDS: &[&str] = &[
     "discard",
 ];
 
-/// Functions that write, change server state or reach outside the database,
-/// matched as lower-case names or prefixes (`lo_*`, `dblink*`, `pg_*` ones).
+/// Functions that write, change server state or reach outside the database:
+/// lower-case names, or prefixes ending in `*`.
 const WRITING_FUNCTIONS: &[&str] = &[
     "nextval",
     "setval",
     "set_config",
-    "lo_",
-    "dblink",
+    "lo_*",
+    "dblink*",
     "pg_terminate_backend",
     "pg_cancel_backend",
     "pg_reload_conf",
@@ -84,10 +84,9 @@ pub fn violation(summary: &QuerySummary) -> Option<String> {
         }
         if let Some(f) = s.functions.iter().find(|f| {
             let bare = f.rsplit('.').next().unwrap_or(f);
-            WRITING_FUNCTIONS.iter().any(|w| {
-                bare == *w
-                    || (w.ends_with('_') && bare.starts_with(w))
-                    || (*w == "dblink" && bare.starts_with(w))
+            WRITING_FUNCTIONS.iter().any(|w| match w.strip_suffix('*') {
+                Some(prefix) => bare.starts_with(prefix),
+                None => bare == *w,
             })
         }) {
             return Some(format!(

@@ -54,6 +54,17 @@ pub fn statement(node: &Value) -> StatementSummary {
     }
 }
 
+/// Whether a constant subtree holds the integer 1 (`READ ONLY` is 1,
+/// `READ WRITE` 0).
+fn holds_one(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.as_i64() == Some(1),
+        Value::Object(m) => m.values().any(holds_one),
+        Value::Array(a) => a.iter().any(holds_one),
+        _ => false,
+    }
+}
+
 /// GUCs that make a session or transaction read-only.
 const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
 
@@ -72,13 +83,10 @@ fn undoes_read_only(v: &Value) -> bool {
                 }
             }
             if let Some(Value::Object(def)) = m.get("DefElem") {
-                if str_field(def, "defname") == "transaction_read_only" {
-                    let read_only = def.get("arg").is_some_and(|a| {
-                        a.to_string().contains(":1}") || a.to_string().contains("\"ival\":1")
-                    });
-                    if !read_only {
-                        return true;
-                    }
+                if str_field(def, "defname") == "transaction_read_only"
+                    && !def.get("arg").is_some_and(holds_one)
+                {
+                    return true;
                 }
             }
             m.values().any(undoes_read_only)
