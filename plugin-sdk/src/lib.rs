@@ -92,6 +92,22 @@ pub fn note_rule(rule: &str) {
     NOTES.with(|n| n.borrow_mut().rule = Some(rule.to_string()));
 }
 
+/// Declares that the verdict being returned (and what was noted with it:
+/// rule, recording, approval policy) depends only on the statement's parsed
+/// summary and the session — not on the constants in its text, the
+/// prepared statement's name, the time or earlier statements. The gateway
+/// then gives the same answer to later statements of this session with the
+/// same shape (the same text up to its constants) without calling
+/// [`Plugin::on_query`], which makes a repeated statement nearly free.
+/// Call it from [`Plugin::on_query`]; do not call it when the verdict looks
+/// at `text` or `prepared_name`, the clock, or counts statements.
+pub fn reuse_verdict() {
+    #[cfg(target_arch = "wasm32")]
+    bindings::portcullis::policy::host::reuse_verdict();
+    #[cfg(not(target_arch = "wasm32"))]
+    NOTES.with(|n| n.borrow_mut().reuse_verdict = true);
+}
+
 /// How the gateway handles an approval a plugin asks for.
 pub use bindings::portcullis::policy::host::ApprovalPolicy;
 

@@ -110,8 +110,9 @@ pub fn unparseable(text: &str) -> PgQuery {
     }
 }
 
-/// What a plugin noted through [`crate::record_statement`] and
-/// [`crate::note_rule`] (native tests only).
+/// What a plugin noted through [`crate::record_statement`],
+/// [`crate::note_rule`], [`crate::set_approval_policy`] and
+/// [`crate::reuse_verdict`] (native tests only).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Notes {
     /// The rule named last.
@@ -120,6 +121,9 @@ pub struct Notes {
     pub record: Option<u32>,
     /// The approval policy set last.
     pub approval: Option<crate::ApprovalPolicy>,
+    /// Whether the plugin declared its verdict reusable for the statement's
+    /// shape ([`crate::reuse_verdict`]).
+    pub reuse_verdict: bool,
 }
 
 /// Takes what the plugin noted since the last call (native tests only).

@@ -288,3 +288,76 @@ async fn reload_serves_new_sessions_with_the_new_version_and_refuses_a_broken_on
         .expect_err("v2 still serves");
     assert!(db_error(&err).1.contains("no-unbounded-writes"), "{err}");
 }
+
+/// Calls into plugin `name` so far, from the gateway's metrics.
+fn plugin_calls(name: &str) -> u64 {
+    let prefix = format!("portcullis_plugin_call_seconds_count{{plugin=\"{name}\"}} ");
+    portcullis::metrics::global()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `block` declares its verdicts reusable for a statement's shape: within a
+/// session, statements that differ only in their constants are judged once,
+/// a refusal given from the memo is the same refusal, and a statement of
+/// another shape is judged afresh.
+#[tokio::test]
+async fn verdicts_are_judged_once_per_statement_shape() {
+    let name = "block-reuse";
+    let gw = TestGateway::start_with(GatewayOptions::plugin(
+        name,
+        &plugin_wasm("block"),
+        &block_rules(),
+    ))
+    .await;
+    let c = gw.connect(USER).await;
+    let start = plugin_calls(name);
+    for id in 1..=40 {
+        let rows = c
+            .simple_query(&format!("SELECT name FROM items WHERE id = {id}"))
+            .await
+            .unwrap();
+        let found = rows
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        assert_eq!(found, 1, "item {id}");
+    }
+    assert_eq!(plugin_calls(name) - start, 1, "40 selects of one shape");
+    for _ in 0..5 {
+        let err = c
+            .simple_query("DELETE FROM items")
+            .await
+            .expect_err("refused every time");
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501");
+        assert!(
+            msg.starts_with("blocked by portcullis rule \"no-unbounded-writes\""),
+            "{msg}"
+        );
+    }
+    assert_eq!(plugin_calls(name) - start, 2, "the refusal was judged once");
+    // Another shape is judged afresh: the bounded DELETE runs.
+    c.simple_query("DELETE FROM items WHERE id = -1")
+        .await
+        .unwrap();
+    c.simple_query("DELETE FROM items WHERE id = -2")
+        .await
+        .unwrap();
+    assert_eq!(plugin_calls(name) - start, 3);
+    // The memo is the session's: a new session asks the plugin again.
+    let other = gw.connect(USER).await;
+    other
+        .simple_query("SELECT name FROM items WHERE id = 3")
+        .await
+        .unwrap();
+    assert_eq!(plugin_calls(name) - start, 4);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100, "nothing was deleted");
+}

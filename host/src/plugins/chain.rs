@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::bindings::types;
 use super::executor::inline;
-use super::instance::{describe_failure, PluginInstance};
+use super::instance::{describe_failure, CallNotes, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
@@ -36,6 +36,42 @@ struct Member {
     instance: Option<PluginInstance>,
     /// Columns of the current result this plugin watches (empty: none).
     watched: Vec<u32>,
+    /// Verdicts the plugin declared reusable for the statement's shape.
+    verdicts: VerdictMemo,
+}
+
+/// Verdicts a plugin declared to depend only on a statement's summary
+/// (`reuse-verdict`), keyed by the shared summary they were given for. An
+/// entry holds its summary, so the address it is keyed by cannot be reused
+/// by another summary while the entry lives.
+#[derive(Default)]
+struct VerdictMemo {
+    entries: std::collections::HashMap<usize, (Arc<QuerySummary>, types::Verdict, CallNotes)>,
+}
+
+/// Reusable verdicts kept per plugin and session before the memo starts over.
+const VERDICT_MEMO_CAPACITY: usize = 1024;
+
+impl VerdictMemo {
+    fn get(&self, summary: &Arc<QuerySummary>) -> Option<(types::Verdict, CallNotes)> {
+        self.entries
+            .get(&(Arc::as_ptr(summary) as usize))
+            .map(|(_, v, n)| (v.clone(), n.clone()))
+    }
+
+    fn put(&mut self, summary: &Arc<QuerySummary>, verdict: &types::Verdict, notes: &CallNotes) {
+        if self.entries.len() >= VERDICT_MEMO_CAPACITY {
+            self.entries.clear();
+        }
+        self.entries.insert(
+            Arc::as_ptr(summary) as usize,
+            (summary.clone(), verdict.clone(), notes.clone()),
+        );
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 /// The plugin side of a session: moved to a plugin thread for every call.
@@ -146,6 +182,7 @@ fn start_chain(
             plugin: plugin.clone(),
             instance: None,
             watched: Vec::new(),
+            verdicts: VerdictMemo::default(),
         };
         match start_member(&mut member, &session) {
             Ok(Verdict::Allow) => {}
@@ -209,6 +246,7 @@ impl ChainInner {
             Ok(Err(why)) | Err(why) => {
                 m.instance = None;
                 m.watched.clear();
+                m.verdicts.clear();
                 tracing::warn!(plugin = %m.plugin.name, session = session.id, error = %why, "plugin call failed; instance discarded");
                 Err(why)
             }
@@ -217,21 +255,40 @@ impl ChainInner {
 }
 
 impl ChainInner {
-    fn on_query(&mut self, event: &types::Event, note: &mut QueryNote) -> Verdict {
+    fn on_query(
+        &mut self,
+        sql: &str,
+        prepared: Option<&str>,
+        summary: &Arc<QuerySummary>,
+        note: &mut QueryNote,
+    ) -> Verdict {
         let mut approvals = Vec::new();
         let mut approvers: Vec<String> = Vec::new();
         let mut rules: Vec<String> = Vec::new();
-        let types::Event::PgQuery(query) = event;
+        // Lowered for the first plugin that is called, if any is.
+        let mut event: Option<types::Event> = None;
         for i in 0..self.members.len() {
             let kinds = &self.members[i].plugin.query_kinds;
-            if !kinds.is_empty() && !query.statements.iter().any(|st| kinds.contains(&st.kind)) {
+            if !kinds.is_empty() && !summary.statements.iter().any(|st| kinds.contains(&st.kind)) {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
-            let called = self.call(i, |inst| {
-                let v = inst.on_event(event)?;
-                Ok((v, inst.take_notes()))
-            });
+            let called = match self.members[i].verdicts.get(summary) {
+                Some(memo) => Ok(memo),
+                None => {
+                    let event = event.get_or_insert_with(|| to_query(sql, prepared, summary));
+                    let called = self.call(i, |inst| {
+                        let v = inst.on_event(event)?;
+                        Ok((v, inst.take_notes()))
+                    });
+                    if let Ok((v, notes)) = &called {
+                        if notes.reuse {
+                            self.members[i].verdicts.put(summary, v, notes);
+                        }
+                    }
+                    called
+                }
+            };
             let name = &self.members[i].plugin.name;
             match called {
                 Ok((v, notes)) => {
@@ -486,12 +543,11 @@ impl SessionPolicy for ChainSession {
             QueryEvent::Parse { statement, sql } => (sql, Some(statement)),
         };
         let summary = self.summaries.get(sql);
-        let event = to_query(sql, prepared, &summary);
+        let verdict = self.with_inner(|inner| inner.on_query(sql, prepared, &summary, note));
         note.summary = Some(summary);
-        self.with_inner(|inner| inner.on_query(&event, note))
-            .unwrap_or_else(|| Verdict::Deny {
-                reason: "the gateway lost this session's plugins; reconnect".into(),
-            })
+        verdict.unwrap_or_else(|| Verdict::Deny {
+            reason: "the gateway lost this session's plugins; reconnect".into(),
+        })
     }
 
     fn on_function_call(&mut self) -> Verdict {

@@ -21,7 +21,8 @@ pub struct StoreState {
     table: ResourceTable,
     limits: StoreLimits,
     plugin: Arc<str>,
-    /// What the current call asked through `record-statement` / `note-rule`.
+    /// What the current call noted (`record-statement`, `note-rule`,
+    /// `set-approval-policy`, `reuse-verdict`).
     notes: CallNotes,
 }
 
@@ -34,6 +35,9 @@ pub struct CallNotes {
     pub record: Option<u32>,
     /// How a requested approval is handled (`set-approval-policy`).
     pub approval: Option<crate::policy::ApprovalPolicy>,
+    /// The verdict holds for every statement of the same shape in this
+    /// session (`reuse-verdict`).
+    pub reuse: bool,
 }
 
 /// Longest rule name kept.
@@ -80,6 +84,10 @@ impl host::Host for StoreState {
             grant_uses: p.grant_uses.clamp(1, 1_000_000),
             grant_minutes: p.grant_minutes.clamp(1, 7 * 24 * 60),
         });
+    }
+
+    fn reuse_verdict(&mut self) {
+        self.notes.reuse = true;
     }
 
     fn note_rule(&mut self, rule: String) {

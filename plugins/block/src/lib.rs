@@ -16,7 +16,8 @@
 
 use portcullis_plugin_sdk::names::{display_table, function_matches, TablePattern};
 use portcullis_plugin_sdk::{
-    deny_by, export_plugin, parse_config, PgQuery, Plugin, Session, Statement, Verdict,
+    deny_by, export_plugin, parse_config, reuse_verdict, PgQuery, Plugin, Session, Statement,
+    Verdict,
 };
 use serde::Deserialize;
 
@@ -152,6 +153,8 @@ impl Plugin for Block {
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        // Rules look at the parsed statements and the session's groups only.
+        reuse_verdict();
         if let Some(err) = &query.parse_error {
             if !self.config.allow_unparseable {
                 return deny_by(
@@ -257,5 +260,14 @@ mod tests {
             &[],
         );
         assert!(denied(f.on_query(&q)).contains("pg_catalog.pg_read_file"));
+    }
+
+    #[test]
+    fn verdicts_are_declared_reusable_for_the_shape() {
+        let mut p = plugin(r#"{}"#, "a", &[]);
+        testing::take_notes();
+        let q = testing::query("SELECT 1", [testing::statement("select")]);
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        assert!(testing::take_notes().reuse_verdict);
     }
 }

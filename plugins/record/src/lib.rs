@@ -18,7 +18,8 @@
 //! the gateway whatever this plugin says.
 
 use portcullis_plugin_sdk::{
-    export_plugin, parse_config, record_statement, PgQuery, Plugin, Session, Statement, Verdict,
+    export_plugin, parse_config, record_statement, reuse_verdict, PgQuery, Plugin, Session,
+    Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -108,6 +109,8 @@ impl Plugin for Record {
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        // What is recorded depends on the statements' kinds only.
+        reuse_verdict();
         if !self.session_recorded {
             return Verdict::Allow;
         }
