@@ -155,27 +155,33 @@ fn plugins(c: &mut Criterion) {
         })
     });
     let mut one = session(&rt, vec![noop]);
-    g.bench_function("query hook, one no-op plugin (summary cached)", |b| {
-        b.iter(|| {
-            black_box(one.on_query(
-                QueryEvent::Simple {
-                    sql: black_box(sql),
-                },
-                &mut QueryNote::default(),
-            ))
-        })
-    });
+    g.bench_function(
+        "query hook, one no-op plugin (a call; summary cached)",
+        |b| {
+            b.iter(|| {
+                black_box(one.on_query(
+                    QueryEvent::Simple {
+                        sql: black_box(sql),
+                    },
+                    &mut QueryNote::default(),
+                ))
+            })
+        },
+    );
     let mut s = session(&rt, loaded.clone());
-    g.bench_function("query hook, block + mask (summary cached)", |b| {
-        b.iter(|| {
-            black_box(s.on_query(
-                QueryEvent::Simple {
-                    sql: black_box(sql),
-                },
-                &mut QueryNote::default(),
-            ))
-        })
-    });
+    g.bench_function(
+        "query hook, block + mask (verdict reused: same shape)",
+        |b| {
+            b.iter(|| {
+                black_box(s.on_query(
+                    QueryEvent::Simple {
+                        sql: black_box(sql),
+                    },
+                    &mut QueryNote::default(),
+                ))
+            })
+        },
+    );
     g.finish();
 
     // Masking: 1000 rows of (id, name, card_number), card_number masked.

@@ -8,6 +8,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
+use super::engine::Running;
 
 /// Deadline for instantiation (the component's start-up code), in ticks.
 const START_DEADLINE_TICKS: u64 = 1000;
@@ -145,7 +146,10 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         // Start-up code gets a generous deadline of its own; calls get theirs.
         store.set_epoch_deadline(START_DEADLINE_TICKS.max(deadline_ticks));
-        let plugin = pre.instantiate(&mut store)?;
+        let plugin = {
+            let _running = Running::start();
+            pre.instantiate(&mut store)?
+        };
         Ok(Self {
             store,
             plugin,
@@ -153,13 +157,16 @@ impl PluginInstance {
         })
     }
 
-    fn arm(&mut self) {
+    /// Sets the call's deadline and keeps the epoch ticking until the
+    /// returned guard is dropped (after the call).
+    fn arm(&mut self) -> Running {
         self.store.set_epoch_deadline(self.deadline_ticks);
+        Running::start()
     }
 
     /// `describe`.
     pub fn describe(&mut self) -> wasmtime::Result<types::Metadata> {
-        self.arm();
+        let _running = self.arm();
         self.plugin
             .portcullis_policy_plugin()
             .call_describe(&mut self.store)
@@ -167,7 +174,7 @@ impl PluginInstance {
 
     /// `configure`.
     pub fn configure(&mut self, config: &str) -> wasmtime::Result<Result<(), String>> {
-        self.arm();
+        let _running = self.arm();
         self.plugin
             .portcullis_policy_plugin()
             .call_configure(&mut self.store, config)
@@ -175,7 +182,7 @@ impl PluginInstance {
 
     /// `session-start`.
     pub fn session_start(&mut self, session: &types::Session) -> wasmtime::Result<types::Verdict> {
-        self.arm();
+        let _running = self.arm();
         self.plugin
             .portcullis_policy_plugin()
             .call_session_start(&mut self.store, session)
@@ -188,7 +195,7 @@ impl PluginInstance {
 
     /// `on-event`.
     pub fn on_event(&mut self, event: &types::Event) -> wasmtime::Result<types::Verdict> {
-        self.arm();
+        let _running = self.arm();
         self.store.data_mut().notes = CallNotes::default();
         self.plugin
             .portcullis_policy_plugin()
@@ -200,7 +207,7 @@ impl PluginInstance {
         &mut self,
         columns: &[types::Column],
     ) -> wasmtime::Result<types::ResultPlan> {
-        self.arm();
+        let _running = self.arm();
         self.plugin
             .portcullis_policy_plugin()
             .call_result_columns(&mut self.store, columns)
@@ -211,7 +218,7 @@ impl PluginInstance {
         &mut self,
         batch: &types::RowBatch,
     ) -> wasmtime::Result<Vec<types::ColumnEdits>> {
-        self.arm();
+        let _running = self.arm();
         self.plugin
             .portcullis_policy_plugin()
             .call_result_rows(&mut self.store, batch)
@@ -219,7 +226,7 @@ impl PluginInstance {
 
     /// `session-end`.
     pub fn session_end(&mut self, reason: &str) -> wasmtime::Result<()> {
-        self.arm();
+        let _running = self.arm();
         self.plugin
             .portcullis_policy_plugin()
             .call_session_end(&mut self.store, reason)
