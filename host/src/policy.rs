@@ -184,8 +184,9 @@ pub enum ResultPlan {
 /// What to do with one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueEdit {
-    /// Replace it with these bytes (text or binary, matching the column's format).
-    Replace(Vec<u8>),
+    /// Replace it with these bytes (text or binary, matching the column's
+    /// format). Often a slice of one buffer shared by a batch's edits.
+    Replace(bytes::Bytes),
     /// Make it NULL.
     Null,
 }

@@ -76,7 +76,7 @@ impl SessionPolicy for TestSession {
                     edits.push(RowEdit {
                         row: r,
                         column,
-                        edit: ValueEdit::Replace(b"****".to_vec()),
+                        edit: ValueEdit::Replace(bytes::Bytes::from_static(b"****")),
                     });
                 }
             }

@@ -400,7 +400,7 @@ impl ChainInner {
                         if !watched.contains(&e.column) {
                             continue; // a plugin edits only what it watches
                         }
-                        overlay.apply(rows.len(), &e);
+                        overlay.apply(rows.len(), e);
                     }
                 }
                 Err(_) if failure == FailurePolicy::FailClosed => {
@@ -431,7 +431,7 @@ impl ChainInner {
 /// `None` = untouched, `Some(None)` = NULL, `Some(Some(v))` = replaced.
 #[derive(Default)]
 struct Overlay {
-    columns: std::collections::BTreeMap<u32, Vec<Option<Option<Vec<u8>>>>>,
+    columns: std::collections::BTreeMap<u32, Vec<Option<Option<bytes::Bytes>>>>,
 }
 
 impl Overlay {
@@ -470,20 +470,22 @@ impl Overlay {
         }
     }
 
-    fn slot(&mut self, n: usize, column: u32) -> &mut Vec<Option<Option<Vec<u8>>>> {
+    fn slot(&mut self, n: usize, column: u32) -> &mut Vec<Option<Option<bytes::Bytes>>> {
         self.columns.entry(column).or_insert_with(|| vec![None; n])
     }
 
     /// Applies one plugin's edits of a column (malformed entries are skipped).
-    fn apply(&mut self, n: usize, e: &types::ColumnEdits) {
+    /// The plugin's buffer is kept whole; each value is a slice of it.
+    fn apply(&mut self, n: usize, e: types::ColumnEdits) {
         let slot = self.slot(n, e.column);
+        let data = bytes::Bytes::from(e.data);
         let mut start = 0usize;
         for ((&row, &end), &null) in e.rows.iter().zip(&e.ends).zip(&e.nulls) {
             let end = end as usize;
-            let value = match (null, e.data.get(start..end)) {
-                (true, _) => None,
-                (false, Some(v)) => Some(v.to_vec()),
-                (false, None) => None, // out of range: NULL rather than a guess
+            let value = match null {
+                true => None,
+                false if start <= end && end <= data.len() => Some(data.slice(start..end)),
+                false => None, // out of range: NULL rather than a guess
             };
             start = end.max(start);
             if let Some(cell) = slot.get_mut(row as usize) {
