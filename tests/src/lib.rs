@@ -418,6 +418,8 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "-p",
                 "old-contract",
                 "-p",
+                "prior-contract",
+                "-p",
                 "record",
                 "-p",
                 "approve",

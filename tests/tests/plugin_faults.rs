@@ -126,6 +126,30 @@ async fn a_plugin_built_for_another_contract_version_is_refused() {
 }
 
 #[tokio::test]
+async fn a_plugin_built_for_the_previous_0_2_contract_still_runs() {
+    // Built against portcullis:policy@0.2.1; this gateway speaks 0.2.2.
+    let gw = TestGateway::start_with(GatewayOptions::plugin(
+        "prior",
+        &plugin_wasm("prior_contract"),
+        "",
+    ))
+    .await;
+    let c = gw.connect("prior@example.com").await;
+    let err = c
+        .simple_query("DROP TABLE items")
+        .await
+        .expect_err("DROP refused by the 0.2.1 plugin");
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "42501");
+    assert!(msg.contains("refused by a 0.2.1 plugin"), "{msg}");
+    let rows = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 100, "the table is still there");
+}
+
+#[tokio::test]
 async fn a_configuration_the_schema_rejects_names_the_key() {
     let err = TestGateway::try_start_with(GatewayOptions::plugin(
         "block",
