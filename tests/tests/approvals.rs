@@ -142,6 +142,19 @@ async fn pending(gw: &TestGateway, needle: &str) -> serde_json::Value {
 }
 
 /// `approver` decides request `id`.
+/// An approval request as the admin API shows it.
+async fn approval(gw: &TestGateway, id: &str) -> serde_json::Value {
+    admin_call(
+        &base(gw),
+        "GET",
+        &format!("/v1/approvals/{id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await
+    .1
+}
+
 async fn decide(
     gw: &TestGateway,
     approver: &str,
@@ -303,14 +316,7 @@ async fn the_client_s_cancel_stops_the_wait() {
         message.contains("canceling statement due to user request"),
         "{message}"
     );
-    let (_, request) = admin_call(
-        &base(&gw),
-        "GET",
-        &format!("/v1/approvals/{id}"),
-        Some(ADMIN_TOKEN),
-        None,
-    )
-    .await;
+    let request = approval(&gw, &id).await;
     assert_eq!(request["status"], "cancelled");
     // Too late to approve.
     let (status, _) = decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
@@ -584,14 +590,7 @@ async fn a_client_that_goes_away_withdraws_its_request() {
     let _ = psql.wait();
     let start = Instant::now();
     loop {
-        let (_, request) = admin_call(
-            &base(&gw),
-            "GET",
-            &format!("/v1/approvals/{id}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
+        let request = approval(&gw, &id).await;
         if request["status"] == "cancelled" {
             break;
         }

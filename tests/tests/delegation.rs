@@ -70,6 +70,15 @@ async fn exchange(gw: &TestGateway, fields: &[(&str, &str)]) -> (u16, serde_json
 }
 
 /// Mints a child of `parent` for `actor` with extra fields; panics if refused.
+/// A ten-minute IdP token for alice in group `testers`.
+fn alice(issuer: &portcullis::demo::issuer::DevIssuer) -> String {
+    issuer.mint(&TokenSpec {
+        user: ALICE.into(),
+        groups: vec!["testers".into()],
+        ttl_secs: 600,
+    })
+}
+
 async fn child(
     gw: &TestGateway,
     parent: &str,
@@ -253,11 +262,7 @@ async fn a_read_only_token_runs_reads_and_every_way_around_it_is_refused() {
         .cluster
         .psql(DB, "CREATE TABLE IF NOT EXISTS ro_t (id int); CREATE SEQUENCE IF NOT EXISTS ro_seq; CREATE OR REPLACE PROCEDURE ro_proc() LANGUAGE sql AS 'DELETE FROM ro_t'")
         .expect("setup");
-    let person = gw.issuer.mint(&TokenSpec {
-        user: ALICE.into(),
-        groups: vec!["testers".into()],
-        ttl_secs: 600,
-    });
+    let person = alice(&gw.issuer);
     let (ro, _) = child(&gw, &person, "agent:reader", &[("read_only", "true")]).await;
     // A client that tries to start the session writable gets a read-only one anyway.
     let mut cfg = gw.pg_config(ALICE, &ro);
@@ -346,11 +351,7 @@ async fn a_read_only_token_runs_reads_and_every_way_around_it_is_refused() {
 async fn tampered_tokens_and_another_gateway_s_tokens_are_refused() {
     let gw = gateway("one").await;
     let other = gateway("two").await;
-    let person = gw.issuer.mint(&TokenSpec {
-        user: ALICE.into(),
-        groups: vec!["testers".into()],
-        ttl_secs: 600,
-    });
+    let person = alice(&gw.issuer);
     let (a, _) = child(&gw, &person, "agent:planner", &[]).await;
     gw.connect_with(&gw.pg_config(ALICE, &a))
         .await
@@ -390,11 +391,7 @@ async fn tampered_tokens_and_another_gateway_s_tokens_are_refused() {
     .await;
 
     // A token of another gateway (same issuer name, different key).
-    let person2 = other.issuer.mint(&TokenSpec {
-        user: ALICE.into(),
-        groups: vec!["testers".into()],
-        ttl_secs: 600,
-    });
+    let person2 = alice(&other.issuer);
     let (foreign, _) = child(&other, &person2, "agent:planner", &[]).await;
     let err = gw
         .connect_with(&gw.pg_config(ALICE, &foreign))
@@ -417,11 +414,7 @@ fn jti(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_middle_hop_cuts_everything_below_it_within_a_second() {
     let gw = gateway("revoke").await;
-    let person = gw.issuer.mint(&TokenSpec {
-        user: ALICE.into(),
-        groups: vec!["testers".into()],
-        ttl_secs: 600,
-    });
+    let person = alice(&gw.issuer);
     let (a, _) = child(&gw, &person, "agent:planner", &[]).await;
     let (b, _) = child(&gw, &a, "agent:report-writer", &[]).await;
     let (c, _) = child(&gw, &b, "agent:c", &[]).await;
@@ -524,11 +517,7 @@ async fn the_cli_exchanges_inspects_and_revokes() {
         .dir
         .join(format!("delegation-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let person = gw.issuer.mint(&TokenSpec {
-        user: ALICE.into(),
-        groups: vec!["testers".into()],
-        ttl_secs: 600,
-    });
+    let person = alice(&gw.issuer);
     std::fs::write(dir.join("parent.jwt"), &person).expect("parent");
     let parent_file = dir.join("parent.jwt").display().to_string();
     let child = cli(&[
@@ -622,11 +611,7 @@ async fn every_hop_reaches_the_policy_seam_and_the_audit_store_with_its_chain() 
         ..options("seam")
     })
     .await;
-    let person = gw.issuer.mint(&TokenSpec {
-        user: ALICE.into(),
-        groups: vec!["testers".into()],
-        ttl_secs: 600,
-    });
+    let person = alice(&gw.issuer);
     let (a, _) = child(&gw, &person, "agent:a", &[]).await;
     let (b, _) = child(&gw, &a, "agent:b", &[]).await;
     let (c, _) = child(&gw, &b, "agent:c", &[]).await;

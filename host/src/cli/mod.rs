@@ -129,14 +129,7 @@ impl AdminClient {
             )
             .await?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Answer(e.to_string()))?
-            .to_bytes();
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| CliError::Answer(e.to_string()))?;
+        let value = body_json(resp).await?;
         if !status.is_success() {
             let message = match (value["error"].as_str(), value["error_description"].as_str()) {
                 (Some(code), Some(d)) => format!("{code}: {d}"),
@@ -157,15 +150,21 @@ impl AdminClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, CliError> {
-        let resp = self.request(method, path, body).await?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Answer(e.to_string()))?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| CliError::Answer(e.to_string()))
+        body_json(self.request(method, path, body).await?).await
     }
+}
+
+/// Reads a response's body whole and parses it as JSON.
+async fn body_json(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<serde_json::Value, CliError> {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| CliError::Answer(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| CliError::Answer(e.to_string()))
 }
 
 /// Prints an API answer: as it is (`--output json`), or decoded as `T` and

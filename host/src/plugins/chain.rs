@@ -3,7 +3,9 @@
 //! (each plugin sees the rows as the previous ones left them). A plugin that
 //! fails (trap, timeout, out of memory) decides by its failure policy: its
 //! broken instance is discarded, and a fresh one serves the session's next
-//! event.
+//! event. A plugin that calls `reuse-verdict` is not called again in the
+//! session for a statement of the same shape: its verdict and notes are
+//! kept per plugin, keyed by the shared statement summary.
 
 use std::sync::Arc;
 

@@ -1,15 +1,16 @@
 //! WebAssembly policy plugins: loading components, running one instance per
 //! session, and chaining plugins at the policy seam.
 //!
-//! - `engine`: the wasmtime engine (component model, epoch deadlines,
-//!   pooling allocator);
+//! - `engine`: the wasmtime engine (component model, epoch deadlines whose
+//!   ticker runs only while plugin code does, pooling allocator);
 //! - `loaded`: a plugin file checked (sha256 pin), compiled (cached on disk),
 //!   linked against the contract (`InstancePre`), described and configured;
 //! - `instance`: one sandboxed instance (empty WASI context, memory cap,
 //!   per-call deadline) and its calls;
 //! - `chain`: a target's plugins as a [`crate::policy::Policy`]: first deny
-//!   wins, approvals are collected, row edits compose in chain order, and a
-//!   failing plugin is handled by its failure policy;
+//!   wins, approvals are collected, row edits compose in chain order, a
+//!   verdict a plugin declared reusable answers later statements of the same
+//!   shape, and a failing plugin is handled by its failure policy;
 //! - `executor`: where plugin code runs: data-path calls inline on the
 //!   session's thread (host panics caught per call), loading on plain threads;
 //! - `schema`: the subset of JSON Schema used to check plugin configurations;
