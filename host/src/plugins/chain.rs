@@ -38,6 +38,10 @@ struct Member {
     instance: Option<PluginInstance>,
     /// Columns of the current result this plugin watches (empty: none).
     watched: Vec<u32>,
+    /// A fail-closed plugin failed on a batch of the current result: every
+    /// value it watches is NULL until the result ends, and it is not called
+    /// again for this result (a fresh instance would not know its columns).
+    failed_in_result: bool,
     /// Verdicts the plugin declared reusable for the statement's shape.
     verdicts: VerdictMemo,
 }
@@ -184,6 +188,7 @@ fn start_chain(
             plugin: plugin.clone(),
             instance: None,
             watched: Vec::new(),
+            failed_in_result: false,
             verdicts: VerdictMemo::default(),
         };
         match start_member(&mut member, &session) {
@@ -350,6 +355,7 @@ impl ChainInner {
         let mut any = false;
         for m in &mut self.members {
             m.watched.clear();
+            m.failed_in_result = false;
         }
         for i in 0..self.members.len() {
             if !self.members[i].plugin.wants_rows {
@@ -395,6 +401,12 @@ impl ChainInner {
             }
             let failure = self.members[i].plugin.failure;
             let watched = self.members[i].watched.clone();
+            if self.members[i].failed_in_result {
+                for &c in &watched {
+                    overlay.null_column(rows.len(), c);
+                }
+                continue;
+            }
             let batch = overlay.batch(rows, &watched);
             match self.call(i, |inst| inst.result_rows(&batch)) {
                 Ok(edits) => {
@@ -407,10 +419,14 @@ impl ChainInner {
                 }
                 Err(_) if failure == FailurePolicy::FailClosed => {
                     // Nothing this plugin should have masked may leak: every
-                    // value it watches becomes NULL.
+                    // value it watches becomes NULL, in this batch and in
+                    // every later batch of the result.
                     for &c in &watched {
                         overlay.null_column(rows.len(), c);
                     }
+                    let m = &mut self.members[i];
+                    m.watched = watched;
+                    m.failed_in_result = true;
                 }
                 Err(_) => {}
             }
