@@ -365,7 +365,8 @@ pub struct IdentityProvider {
     pub insecure_loopback_issuer: bool,
     /// File with a shared secret for HS256/384/512 (providers without JWKS only).
     pub hmac_secret_file: Option<String>,
-    /// Least seconds between two JWKS fetches triggered by unknown key ids.
+    /// Least seconds between two JWKS fetch attempts (unknown key ids,
+    /// stale keys or a failing issuer alike).
     #[serde(default = "default_jwks_min_refresh")]
     pub jwks_min_refresh_secs: u64,
     /// Seconds after which cached keys are fetched again even if known.

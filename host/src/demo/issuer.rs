@@ -47,6 +47,8 @@ struct State {
     keys: Vec<DevKey>,
     current: usize,
     jwks_fetches: u64,
+    /// Answer JWKS requests with 503 (an outage, for tests).
+    jwks_failing: bool,
 }
 
 /// A running development issuer.
@@ -81,6 +83,7 @@ impl DevIssuer {
             keys: vec![key],
             current: 0,
             jwks_fetches: 0,
+            jwks_failing: false,
         }));
         let (st, issuer) = (state.clone(), url.clone());
         let task = tokio::spawn(async move {
@@ -160,9 +163,14 @@ impl DevIssuer {
         s.current = 0;
     }
 
-    /// How many times the JWKS was fetched.
+    /// How many times the JWKS was asked for (failed answers included).
     pub fn jwks_fetches(&self) -> u64 {
         self.lock().jwks_fetches
+    }
+
+    /// Makes the JWKS endpoint answer `503` (`true`) or serve keys again.
+    pub fn set_jwks_failing(&self, failing: bool) {
+        self.lock().jwks_failing = failing;
     }
 }
 
@@ -182,6 +190,11 @@ fn respond(
         "/jwks" => {
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
             s.jwks_fetches += 1;
+            if s.jwks_failing {
+                let mut resp = Response::new(Full::new(Bytes::from_static(b"unavailable")));
+                *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                return resp;
+            }
             json!({"keys": s.keys.iter().map(|k| k.jwk().clone()).collect::<Vec<_>>()})
         }
         _ => {

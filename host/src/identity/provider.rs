@@ -16,7 +16,12 @@ use crate::http_client::HttpClient;
 
 struct KeyCache {
     keys: Vec<KeyEntry>,
+    /// When the keys were last fetched successfully.
     fetched_at: Option<Instant>,
+    /// When a fetch was last attempted, whatever its outcome: no fetch
+    /// starts sooner than `jwks_min_refresh_secs` after it, so neither
+    /// bogus key ids nor a failing issuer turn logins into fetches.
+    attempted_at: Option<Instant>,
 }
 
 /// A configured issuer and its keys.
@@ -63,6 +68,7 @@ impl Provider {
             cache: RwLock::new(KeyCache {
                 keys: Vec::new(),
                 fetched_at: None,
+                attempted_at: None,
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             hmac,
@@ -79,6 +85,7 @@ impl Provider {
             cache: RwLock::new(KeyCache {
                 keys,
                 fetched_at: Some(Instant::now()),
+                attempted_at: Some(Instant::now()),
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             hmac: None,
@@ -114,6 +121,34 @@ impl Provider {
             return Ok(());
         }
         let _guard = self.fetch_lock.lock().await;
+        self.fetch_locked().await
+    }
+
+    /// Fetches the JWKS unless another fetch was attempted less than
+    /// `jwks_min_refresh_secs` ago (callers queued behind a fetch in flight
+    /// use its outcome instead of starting their own).
+    async fn refresh_if_due(&self) -> Result<(), AuthError> {
+        if self.hmac.is_some() || self.fixed_keys {
+            return Ok(());
+        }
+        let _guard = self.fetch_lock.lock().await;
+        if !self.fetch_due() {
+            return Ok(());
+        }
+        self.fetch_locked().await
+    }
+
+    /// Whether the last fetch attempt is at least `jwks_min_refresh_secs` old.
+    fn fetch_due(&self) -> bool {
+        let min_refresh = Duration::from_secs(self.cfg.jwks_min_refresh_secs);
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        cache
+            .attempted_at
+            .is_none_or(|t| t.elapsed() >= min_refresh)
+    }
+
+    /// One fetch; the caller holds `fetch_lock`.
+    async fn fetch_locked(&self) -> Result<(), AuthError> {
         let result = async {
             let url = jwks::jwks_url(
                 &self.http,
@@ -126,11 +161,12 @@ impl Provider {
         }
         .await;
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        cache.fetched_at = Some(Instant::now());
+        cache.attempted_at = Some(Instant::now());
         match result {
             Ok(keys) => {
                 tracing::debug!(provider = %self.cfg.name, keys = keys.len(), "fetched signing keys");
                 cache.keys = keys;
+                cache.fetched_at = cache.attempted_at;
                 Ok(())
             }
             Err(message) => Err(AuthError::KeysUnavailable {
@@ -168,24 +204,34 @@ impl Provider {
 
     async fn find_key(&self, kid: Option<&str>, kty: &str) -> Result<KeyEntry, AuthError> {
         let max_age = Duration::from_secs(self.cfg.jwks_max_age_secs);
-        let min_refresh = Duration::from_secs(self.cfg.jwks_min_refresh_secs);
         let age = self.cache_age();
-        if age.is_none_or(|a| a > max_age) {
-            let had_keys = age.is_some();
-            if let Err(e) = self.refresh_keys().await {
-                if !had_keys {
+        // Stale keys: refetch, but not more often than jwks_min_refresh_secs
+        // while the issuer fails, so a failing issuer is not asked once per login.
+        if age.is_none_or(|a| a > max_age) && self.fetch_due() {
+            if let Err(e) = self.refresh_if_due().await {
+                if age.is_none() {
                     return Err(e);
                 }
                 tracing::warn!(provider = %self.cfg.name, error = %e, "JWKS refresh failed; using cached keys");
             }
+        }
+        if self.cache_age().is_none() {
+            // Never fetched, and the last attempt failed moments ago.
+            return Err(AuthError::KeysUnavailable {
+                issuer: self.cfg.issuer.clone(),
+                message: format!(
+                    "the last attempt to fetch its keys failed; the gateway tries again at most every {} s",
+                    self.cfg.jwks_min_refresh_secs
+                ),
+            });
         }
         if let Some(k) = self.lookup(kid, kty) {
             return Ok(k);
         }
         // Unknown kid: the issuer may have rotated its keys. Refetch, but not
         // more often than jwks_min_refresh_secs, so bogus kids cannot flood it.
-        if self.cache_age().is_none_or(|a| a >= min_refresh) {
-            self.refresh_keys().await?;
+        if self.fetch_due() {
+            self.refresh_if_due().await?;
             if let Some(k) = self.lookup(kid, kty) {
                 return Ok(k);
             }

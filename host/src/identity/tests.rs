@@ -123,3 +123,94 @@ fn human_durations() {
     assert_eq!(human_duration(240), "4 minutes");
     assert_eq!(human_duration(3 * 86400), "3 days");
 }
+
+/// A provider for a development issuer at `url`, with the given JWKS ages.
+fn jwks_provider(url: &str, max_age_secs: u64, min_refresh_secs: u64) -> Provider {
+    let cfg: IdentityProvider = toml::from_str(&format!(
+        "name = \"dev\"\nissuer = {url:?}\naudience = \"gw\"\nalgorithms = [\"ES256\"]\n\
+         insecure_loopback_issuer = true\njwks_max_age_secs = {max_age_secs}\n\
+         jwks_min_refresh_secs = {min_refresh_secs}"
+    ))
+    .unwrap();
+    let http = crate::http_client::HttpClient::new(Duration::from_secs(2)).unwrap();
+    Provider::new(cfg, http).unwrap()
+}
+
+async fn validate_dev(
+    p: &Provider,
+    issuer: &crate::demo::issuer::DevIssuer,
+) -> Result<Identity, AuthError> {
+    let token = issuer.mint(&crate::demo::issuer::TokenSpec {
+        user: "alice".into(),
+        groups: vec![],
+        ttl_secs: 60,
+    });
+    p.validate(&token, &token::ParsedToken::parse(&token).unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn stale_keys_and_a_failing_issuer_do_not_turn_every_login_into_a_fetch() {
+    let key = crate::demo::issuer::DevKey::generate_es256().unwrap();
+    let issuer = crate::demo::issuer::DevIssuer::start(key, "gw", 0)
+        .await
+        .unwrap();
+    // Keys are stale as soon as they are fetched; attempts at most every second.
+    let p = std::sync::Arc::new(jwks_provider(issuer.url(), 0, 1));
+    validate_dev(&p, &issuer)
+        .await
+        .expect("keys fetched, token valid");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = issuer.jwks_fetches();
+    issuer.set_jwks_failing(true);
+
+    // Twenty logins one after another and twenty at once.
+    for _ in 0..20 {
+        validate_dev(&p, &issuer)
+            .await
+            .expect("cached keys still serve");
+    }
+    let mut at_once = Vec::new();
+    for _ in 0..20 {
+        let p = p.clone();
+        let token = issuer.mint(&crate::demo::issuer::TokenSpec {
+            user: "alice".into(),
+            groups: vec![],
+            ttl_secs: 60,
+        });
+        at_once.push(tokio::spawn(async move {
+            p.validate(&token, &token::ParsedToken::parse(&token).unwrap())
+                .await
+        }));
+    }
+    for t in at_once {
+        t.await.unwrap().expect("cached keys still serve");
+    }
+    let asked = issuer.jwks_fetches() - before;
+    assert_eq!(
+        asked, 1,
+        "one attempt per jwks_min_refresh_secs, not one per login"
+    );
+}
+
+#[tokio::test]
+async fn an_issuer_that_never_answered_is_not_asked_once_per_login() {
+    let key = crate::demo::issuer::DevKey::generate_es256().unwrap();
+    let issuer = crate::demo::issuer::DevIssuer::start(key, "gw", 0)
+        .await
+        .unwrap();
+    issuer.set_jwks_failing(true);
+    let p = jwks_provider(issuer.url(), 900, 1);
+    for _ in 0..10 {
+        let err = validate_dev(&p, &issuer).await.unwrap_err();
+        assert!(matches!(err, AuthError::KeysUnavailable { .. }), "{err}");
+    }
+    assert_eq!(issuer.jwks_fetches(), 1);
+    // The issuer recovers: after the back-off the next login fetches again.
+    issuer.set_jwks_failing(false);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    validate_dev(&p, &issuer)
+        .await
+        .expect("keys fetched once the issuer answers");
+    assert_eq!(issuer.jwks_fetches(), 2);
+}
