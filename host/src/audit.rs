@@ -276,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn batched_records_are_committed_within_the_interval_and_durable_ones_at_once(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("portcullis-audit-{}", rand::random::<u64>()));
+        let dir = crate::test_dir::TestDir::new("portcullis-audit");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("a.db"))?);
         let log = AuditLog::start(store.clone(), Duration::from_millis(100));
         let id = log.next_session_id().await?;
@@ -290,7 +290,6 @@ mod tests {
         log.record(Record::Event(event(id, 1002))).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(store.events(id)?.len(), 1002);
-        let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
 }

@@ -68,3 +68,6 @@ pub mod sql;
 pub mod store;
 pub mod tls;
 pub mod watch;
+
+#[cfg(test)]
+mod test_dir;

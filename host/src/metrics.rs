@@ -77,6 +77,8 @@ pub struct Metrics {
     pub bytes_to_clients: AtomicU64,
     /// Approval requests waiting for a decision.
     pub approvals_pending: AtomicI64,
+    /// Approval webhook notifications dropped because the queue was full.
+    webhooks_dropped: AtomicU64,
     /// Audit store commits.
     pub store_writes: Histogram,
     /// Plugin call latency, by plugin name.
@@ -111,6 +113,11 @@ impl Metrics {
         *lock(&self.queries_decided)
             .entry((verdict.to_string(), plugin.unwrap_or("").to_string()))
             .or_default() += 1;
+    }
+
+    /// Counts an approval webhook notification dropped (queue full).
+    pub fn webhook_dropped(&self) {
+        self.webhooks_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused token.
@@ -193,6 +200,16 @@ impl Metrics {
             "portcullis_approvals_pending",
             "Approval requests waiting for a decision.",
             self.approvals_pending.load(Ordering::Relaxed),
+        );
+        counter_head(
+            &mut out,
+            "portcullis_approval_webhooks_dropped_total",
+            "Approval webhook notifications dropped because the delivery queue was full.",
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_approval_webhooks_dropped_total {}",
+            self.webhooks_dropped.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

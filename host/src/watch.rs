@@ -119,8 +119,7 @@ plugins = ["p"]
 
     #[test]
     fn a_changed_plugin_file_reloads_once_it_has_settled() {
-        let dir = std::env::temp_dir().join(format!("portcullis-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("portcullis-watch");
         let cfg_path = dir.join("portcullis.toml");
         let plugin = dir.join("p.wasm");
         std::fs::write(&cfg_path, "# config").unwrap();
@@ -141,6 +140,5 @@ plugins = ["p"]
             !w.poll(),
             "a failed reload is not retried until the next change"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

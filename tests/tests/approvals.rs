@@ -640,3 +640,183 @@ async fn statements_pipelined_behind_a_held_one_run_after_it_in_order() {
         "the SELECT saw the UPDATE: it ran after it"
     );
 }
+
+/// Exchanges `subject` for a child token acting as `actor`, with `extra`
+/// form fields; returns the child token and its `jti`.
+async fn child_token(
+    gw: &TestGateway,
+    subject: &str,
+    actor: &str,
+    extra: &[(&str, &str)],
+) -> (String, String) {
+    let mut fields = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", subject),
+        ("actor", actor),
+    ];
+    fields.extend_from_slice(extra);
+    let http = portcullis::http_client::HttpClient::new(Duration::from_secs(10)).expect("client");
+    let resp = http
+        .send(
+            hyper::Method::POST,
+            &format!("{}/oauth/token", base(gw)),
+            &[],
+            Some((
+                "application/x-www-form-urlencoded",
+                bytes::Bytes::from(portcullis::http_client::form_encode(&fields)),
+            )),
+        )
+        .await
+        .expect("token endpoint answers");
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let token = answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("exchange refused: {answer}"))
+        .to_string();
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("claims");
+    let jti = claims["jti"].as_str().expect("jti").to_string();
+    (token, jti)
+}
+
+/// Whether row `id` of `appr_retry` is still there.
+fn retry_row_exists(id: i32) -> bool {
+    cluster()
+        .cluster
+        .psql(
+            DB,
+            &format!("SELECT count(*) FROM appr_retry WHERE id = {id}"),
+        )
+        .expect("count")
+        .trim()
+        == "1"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_read_only_and_revoked_tokens_decide_nothing() {
+    let key = cluster().dir.join(format!(
+        "approvals-delegation-key-{}.pem",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&key);
+    let gw = gateway_with(&format!(
+        "\n[delegation]\nkey_file = {:?}\n",
+        key.display().to_string()
+    ))
+    .await;
+    let client = gw.connect(REQUESTER).await;
+    let sql = "DELETE FROM appr_retry WHERE id = 9";
+    client.simple_query(sql).await.expect_err("held");
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let carol = token(&gw, "carol@example.com", &["approvers"]);
+
+    // An agent acting for carol, carrying her approver group, writable.
+    let (agent, _) = child_token(&gw, &carol, "agent:triage", &[("read_only", "false")]).await;
+    let (status, answer) = admin_call(
+        &base(&gw),
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&agent),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "an agent may not decide by default: {answer}");
+
+    // A read-only child may read, not decide.
+    let (read_only, _) = child_token(&gw, &carol, "agent:reader", &[]).await;
+    let (status, _) = admin_call(&base(&gw), "GET", "/v1/approvals", Some(&read_only), None).await;
+    assert_eq!(status, 200, "a read-only child reads");
+    let (status, answer) = admin_call(
+        &base(&gw),
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&read_only),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+
+    // The effect: nothing was approved, the statement is still held.
+    assert_eq!(approval(&gw, &id).await["status"], "pending");
+    assert!(approval(&gw, &id).await["votes"]
+        .as_array()
+        .is_some_and(|v| v.is_empty()));
+    client.simple_query(sql).await.expect_err("still held");
+    assert!(retry_row_exists(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_token_loses_its_approver_rights() {
+    let key = cluster()
+        .dir
+        .join(format!("approvals-revoke-key-{}.pem", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    // Agents may decide requests of this rule: only revocation stops them.
+    let gw = gateway_with(&format!(
+        "agents_may_decide = [\"retry-delete\"]\n[delegation]\nkey_file = {:?}\n",
+        key.display().to_string()
+    ))
+    .await;
+    let client = gw.connect(REQUESTER).await;
+    let carol = token(&gw, "carol@example.com", &["approvers"]);
+    let (revoked, jti) = child_token(&gw, &carol, "agent:triage", &[("read_only", "false")]).await;
+    let (status, answer) = admin_call(
+        &base(&gw),
+        "POST",
+        &format!("/v1/tokens/{jti}/revoke"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let sql = "DELETE FROM appr_retry WHERE id = 10";
+    client.simple_query(sql).await.expect_err("held");
+    let id = pending(&gw, sql).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for (method, path) in [
+        ("POST", format!("/v1/approvals/{id}/approve")),
+        ("GET", "/v1/approvals".to_string()),
+        ("GET", "/v1/sessions".to_string()),
+    ] {
+        let (status, answer) = admin_call(&base(&gw), method, &path, Some(&revoked), None).await;
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+    }
+    assert_eq!(approval(&gw, &id).await["status"], "pending");
+    client.simple_query(sql).await.expect_err("still held");
+    assert!(retry_row_exists(10));
+
+    // A sibling that was not revoked may decide (the rule lets agents), and
+    // then the statement runs: the refusals above were the revocation's doing.
+    let (live, _) = child_token(&gw, &carol, "agent:triage", &[("read_only", "false")]).await;
+    let (status, answer) = admin_call(
+        &base(&gw),
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&live),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    client
+        .simple_query(sql)
+        .await
+        .expect("runs under the grant");
+    assert!(!retry_row_exists(10));
+}

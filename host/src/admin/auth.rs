@@ -32,6 +32,72 @@ impl Caller {
             None => "admin-token".into(),
         }
     }
+
+    /// Whether the caller may see sessions and approval requests of
+    /// `target`: a delegated token narrowed to some targets sees only those.
+    pub fn may_see(&self, target: &str) -> bool {
+        match self.narrowed_to() {
+            Some(targets) => targets.iter().any(|t| t == target),
+            None => true,
+        }
+    }
+
+    /// The targets a delegated token was narrowed to, if it was.
+    fn narrowed_to(&self) -> Option<&[String]> {
+        self.identity
+            .as_ref()
+            .and_then(|i| i.delegation.as_ref())
+            .and_then(|d| d.targets.as_deref())
+    }
+}
+
+/// Whether `method` only reads.
+fn reads_only(method: &hyper::Method) -> bool {
+    matches!(
+        *method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    )
+}
+
+/// What a delegated token may not do on the admin API, whatever its groups:
+/// a revoked one nothing; a read-only one nothing but reads; one narrowed
+/// to some targets nothing that spans every target (admin endpoints).
+fn check_delegation(
+    identity: &Identity,
+    state: &AdminState,
+    method: &hyper::Method,
+    needed: Role,
+) -> Result<(), (StatusCode, String)> {
+    let Some(d) = &identity.delegation else {
+        return Ok(());
+    };
+    if let Some(jti) = state.gw.revocations.revoked_in(d) {
+        crate::metrics::global().auth_failure("revoked");
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            format!("token refused: it was revoked (token {jti} of its delegation chain); ask whoever delegated to you for a new token"),
+        ));
+    }
+    if d.read_only && !reads_only(method) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "user \"{}\" holds a read-only delegated token: it may read, but not approve, deny, revoke or reload",
+                identity.user
+            ),
+        ));
+    }
+    if let (Some(targets), Role::Admin) = (&d.targets, needed) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "user \"{}\" holds a delegated token narrowed to {}: it may not use admin endpoints, which span every target",
+                identity.user,
+                targets.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Compares two strings in time independent of where they differ.
@@ -48,6 +114,7 @@ fn same(a: &str, b: &str) -> bool {
 pub async fn authorize(
     header: Option<&str>,
     state: &AdminState,
+    method: &hyper::Method,
     needed: Role,
 ) -> Result<Caller, (StatusCode, String)> {
     let token = header
@@ -77,6 +144,7 @@ pub async fn authorize(
                     crate::metrics::global().auth_failure(e.label());
                     (StatusCode::UNAUTHORIZED, format!("token refused: {e}"))
                 })?;
+            check_delegation(&identity, state, method, needed)?;
             let in_any = |groups: &[String]| identity.groups.iter().any(|g| groups.contains(g));
             let role = if in_any(&state.settings.admin_groups) {
                 Role::Admin

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use super::auth::{authorize, Role};
+use super::auth::{authorize, Caller, Role};
 use super::http::{error, full, json, json_status, reply, Body, ChannelBody};
 use super::AdminState;
 use crate::store::{EventRecord, SessionQuery, SessionRecord};
@@ -34,7 +34,7 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
         _ => Some(Role::Admin),
     };
     let caller = match needed {
-        Some(needed) => match authorize(auth.as_deref(), state, needed).await {
+        Some(needed) => match authorize(auth.as_deref(), state, &method, needed).await {
             Ok(c) => Some(c),
             Err((status, message)) => return error(status, message),
         },
@@ -49,8 +49,8 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
             "application/json",
             full(super::openapi::document()),
         ),
-        (&Method::GET, ["v1", "sessions"]) => list_sessions(state, &query).await,
-        (&Method::GET, ["v1", "sessions", id]) => show_session(state, id).await,
+        (&Method::GET, ["v1", "sessions"]) => list_sessions(state, caller.as_ref(), &query).await,
+        (&Method::GET, ["v1", "sessions", id]) => show_session(state, caller.as_ref(), id).await,
         (&Method::GET, ["v1", "audit", "export"]) => export_audit(state, &query),
         (&Method::GET, ["v1", "plugins"]) => list_plugins(state),
         (&Method::POST, ["oauth", "token"]) => token_exchange(state, req).await,
@@ -65,8 +65,8 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
             let by = caller.as_ref().map(|c| c.name()).unwrap_or_default();
             revoke_token(state, jti, &by).await
         }
-        (&Method::GET, ["v1", "approvals"]) => list_approvals(state, &query).await,
-        (&Method::GET, ["v1", "approvals", id]) => show_approval(state, id).await,
+        (&Method::GET, ["v1", "approvals"]) => list_approvals(state, caller.as_ref(), &query).await,
+        (&Method::GET, ["v1", "approvals", id]) => show_approval(state, caller.as_ref(), id).await,
         (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
             let id = id.to_string();
             let approve = *verb == "approve";
@@ -96,6 +96,11 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
             format!("no such endpoint: {path} (see /openapi.json)"),
         ),
     }
+}
+
+/// Whether `caller` may see records of `target` (no caller: an open endpoint).
+fn visible(caller: Option<&Caller>, target: &str) -> bool {
+    caller.is_none_or(|c| c.may_see(target))
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
@@ -194,7 +199,11 @@ fn store_failure(e: impl std::fmt::Display) -> Response<Body> {
               (status = 401, description = "No or bad token", body = super::http::ErrorBody),
               (status = 403, description = "Not an admin or approver", body = super::http::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_sessions(state: &AdminState, q: &HashMap<String, String>) -> Response<Body> {
+pub async fn list_sessions(
+    state: &AdminState,
+    caller: Option<&Caller>,
+    q: &HashMap<String, String>,
+) -> Response<Body> {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if (1..=10_000).contains(&n) => n,
@@ -223,7 +232,10 @@ pub async fn list_sessions(state: &AdminState, q: &HashMap<String, String>) -> R
     };
     let store = state.gw.audit.store().clone();
     match tokio::task::spawn_blocking(move || store.sessions(&query)).await {
-        Ok(Ok(sessions)) => json(&sessions),
+        Ok(Ok(mut sessions)) => {
+            sessions.retain(|s| visible(caller, &s.target));
+            json(&sessions)
+        }
         Ok(Err(e)) => store_failure(e),
         Err(e) => store_failure(e),
     }
@@ -247,7 +259,7 @@ pub struct SessionDetail {
               (status = 403, description = "Not an admin or approver", body = super::http::ErrorBody),
               (status = 404, description = "No such session", body = super::http::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show_session(state: &AdminState, id: &str) -> Response<Body> {
+pub async fn show_session(state: &AdminState, caller: Option<&Caller>, id: &str) -> Response<Body> {
     let Ok(id) = id.parse::<u64>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -267,8 +279,8 @@ pub async fn show_session(state: &AdminState, id: &str) -> Response<Body> {
     })
     .await;
     match found {
-        Ok(Ok(Some(detail))) => json(&detail),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no session {id}")),
+        Ok(Ok(Some(detail))) if visible(caller, &detail.session.target) => json(&detail),
+        Ok(Ok(_)) => error(StatusCode::NOT_FOUND, format!("no session {id}")),
         Ok(Err(e)) => store_failure(e),
         Err(e) => store_failure(e),
     }
@@ -376,7 +388,11 @@ pub async fn reload_plugins(state: &AdminState) -> Response<Body> {
               (status = 401, description = "No or bad token", body = super::http::ErrorBody),
               (status = 403, description = "Not an approver or admin", body = super::http::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_approvals(state: &AdminState, q: &HashMap<String, String>) -> Response<Body> {
+pub async fn list_approvals(
+    state: &AdminState,
+    caller: Option<&Caller>,
+    q: &HashMap<String, String>,
+) -> Response<Body> {
     let status = match q
         .get("status")
         .map(|s| crate::store::ApprovalStatus::parse(s))
@@ -401,7 +417,10 @@ pub async fn list_approvals(state: &AdminState, q: &HashMap<String, String>) -> 
         }
     };
     match state.gw.approvals.list(status, limit).await {
-        Ok(list) => json(&list),
+        Ok(mut list) => {
+            list.retain(|a| visible(caller, &a.target));
+            json(&list)
+        }
         Err(e) => store_failure(e),
     }
 }
@@ -414,10 +433,14 @@ pub async fn list_approvals(state: &AdminState, q: &HashMap<String, String>) -> 
               (status = 403, description = "Not an approver or admin", body = super::http::ErrorBody),
               (status = 404, description = "No such request", body = super::http::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show_approval(state: &AdminState, id: &str) -> Response<Body> {
+pub async fn show_approval(
+    state: &AdminState,
+    caller: Option<&Caller>,
+    id: &str,
+) -> Response<Body> {
     match state.gw.approvals.get(id).await {
-        Ok(Some(a)) => json(&a),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no approval request {id}")),
+        Ok(Some(a)) if visible(caller, &a.target) => json(&a),
+        Ok(_) => error(StatusCode::NOT_FOUND, format!("no approval request {id}")),
         Err(e) => store_failure(e),
     }
 }
@@ -496,6 +519,12 @@ async fn decide(
             "decisions need an approver's own token (the static admin token is nobody's)",
         );
     };
+    // A token narrowed to other targets does not learn that the request exists.
+    match state.gw.approvals.get(id).await {
+        Ok(Some(a)) if visible(caller, &a.target) => {}
+        Ok(_) => return error(StatusCode::NOT_FOUND, format!("no approval request {id}")),
+        Err(e) => return store_failure(e),
+    }
     match state
         .gw
         .approvals

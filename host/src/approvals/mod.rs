@@ -94,6 +94,15 @@ pub enum DecideError {
     /// The caller is an agent acting for the requester, or the requester acts for them.
     #[error("user \"{0}\" is in the requester's actor chain and may not decide this request")]
     InChain(String),
+    /// The caller acts through an agent (its token has an actor chain) and
+    /// the request's rule does not let agents decide.
+    #[error("user \"{user}\" presented a token an agent acts with (actor chain: {chain}); approval decisions need the approver's own token (rules whose requests agents may decide are listed in [approvals] agents_may_decide)")]
+    AgentApprover {
+        /// Caller.
+        user: String,
+        /// Its actor chain.
+        chain: String,
+    },
     /// The caller already decided.
     #[error("user \"{0}\" has already decided this request")]
     AlreadyVoted(String),
@@ -110,13 +119,32 @@ impl DecideError {
     pub fn http_status(&self) -> u16 {
         match self {
             DecideError::NotFound(_) => 404,
-            DecideError::NotApprover { .. } | DecideError::OwnRequest | DecideError::InChain(_) => {
-                403
-            }
+            DecideError::NotApprover { .. }
+            | DecideError::OwnRequest
+            | DecideError::InChain(_)
+            | DecideError::AgentApprover { .. } => 403,
             DecideError::AlreadyVoted(_) | DecideError::NotPending(_) => 409,
             DecideError::Store(_) => 500,
         }
     }
+}
+
+/// Why a statement could not be held for approval.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The requester already has as many pending requests as allowed.
+    #[error("user \"{user}\" already has {pending} approval requests waiting for a decision (at most {limit}); wait for them to be decided or to expire")]
+    TooMany {
+        /// The requester.
+        user: String,
+        /// Requests pending now.
+        pending: usize,
+        /// `[approvals] max_pending_per_user`.
+        limit: usize,
+    },
+    /// The store failed.
+    #[error("the audit store failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl From<StoreError> for DecideError {
@@ -131,6 +159,8 @@ pub struct Approvals {
     settings: ApprovalSettings,
     waiters: Mutex<HashMap<String, watch::Sender<ApprovalStatus>>>,
     decide_lock: tokio::sync::Mutex<()>,
+    /// Serializes the cap check and the new request's save.
+    request_lock: tokio::sync::Mutex<()>,
     webhook: Option<webhook::Webhook>,
 }
 
@@ -164,6 +194,7 @@ impl Approvals {
             settings,
             waiters: Mutex::new(HashMap::new()),
             decide_lock: tokio::sync::Mutex::new(()),
+            request_lock: tokio::sync::Mutex::new(()),
             webhook,
         }
     }
@@ -178,12 +209,41 @@ impl Approvals {
     }
 
     /// Creates, stores and announces a request; in wait mode also returns
-    /// the channel [`Self::wait`] listens on.
+    /// the channel [`Self::wait`] listens on. A retry-mode request that
+    /// repeats one still pending (same identity, actor chain, target and
+    /// statement) is that request again: nothing new is stored or announced.
+    /// A requester with `max_pending_per_user` pending requests gets
+    /// [`RequestError::TooMany`].
     pub async fn request(
         &self,
         who: Requester<'_>,
         new: NewRequest,
-    ) -> Result<(ApprovalRecord, Option<watch::Receiver<ApprovalStatus>>), StoreError> {
+    ) -> Result<(ApprovalRecord, Option<watch::Receiver<ApprovalStatus>>), RequestError> {
+        let _guard = self.request_lock.lock().await;
+        let theirs: Vec<ApprovalRecord> = self
+            .list(Some(ApprovalStatus::Pending), 100_000)
+            .await?
+            .into_iter()
+            .filter(|r| r.subject == who.identity.subject && r.issuer == who.identity.issuer)
+            .collect();
+        if !new.policy.wait {
+            if let Some(same) = theirs.iter().find(|r| {
+                r.mode == "retry"
+                    && r.actor_chain == who.identity.actor_chain
+                    && r.target == who.target
+                    && r.sql == new.sql
+            }) {
+                return Ok((same.clone(), None));
+            }
+        }
+        let limit = self.settings.max_pending_per_user;
+        if theirs.len() >= limit {
+            return Err(RequestError::TooMany {
+                user: who.identity.user.clone(),
+                pending: theirs.len(),
+                limit,
+            });
+        }
         let now = now_micros();
         let p = new.policy;
         let record = ApprovalRecord {
@@ -220,7 +280,7 @@ impl Approvals {
         let saved = record.clone();
         if let Err(e) = blocking(move || store.save_approval(&saved)).await {
             self.waiters().remove(&record.id);
-            return Err(e);
+            return Err(e.into());
         }
         tracing::info!(approval = %record.id, user = %record.user, target = %record.target, rule = ?record.rule, mode = %record.mode, "approval requested");
         if let Some(w) = &self.webhook {
@@ -422,6 +482,12 @@ impl Approvals {
                 groups: self.settings.approver_groups.join(", "),
             });
         }
+        if !approver.actor_chain.is_empty() && !self.settings.agents_may_decide(r.rule.as_deref()) {
+            return Err(DecideError::AgentApprover {
+                user: approver.user.clone(),
+                chain: approver.actor_chain.join(" > "),
+            });
+        }
         if approver.user == r.user || approver.subject == r.subject {
             return Err(DecideError::OwnRequest);
         }
@@ -526,7 +592,7 @@ mod tests {
 
     #[tokio::test]
     async fn agents_acting_for_an_approver_and_their_principal_may_not_decide() {
-        let dir = std::env::temp_dir().join(format!("portcullis-appr-{}", rand::random::<u64>()));
+        let dir = crate::test_dir::TestDir::new("portcullis-appr");
         let s = service(&dir);
         // An agent acting for bob asks; bob (in its chain) may not approve.
         let agent = identity("alice@example.com", &["agents"], &["bob@example.com"]);
@@ -542,7 +608,7 @@ mod tests {
         let alices_agent = identity("agent:helper", &["approvers"], &["alice@example.com"]);
         assert!(matches!(
             s.decide(&r2.id, &alices_agent, true, None).await,
-            Err(DecideError::InChain(_))
+            Err(DecideError::AgentApprover { .. } | DecideError::InChain(_))
         ));
         // Carol, unrelated, may.
         let carol = identity("carol@example.com", &["approvers"], &[]);
@@ -551,12 +617,112 @@ mod tests {
             .await
             .expect("carol decides");
         assert_eq!(decided.status, ApprovalStatus::Approved);
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_agent_decides_only_where_its_rule_lets_agents_decide() {
+        let dir = crate::test_dir::TestDir::new("portcullis-appr");
+        let alice = identity("alice@example.com", &["testers"], &[]);
+        // Carol's agent: carol is an approver, the token has an actor chain.
+        let carols_agent = identity("carol@example.com", &["approvers"], &["agent:triage"]);
+
+        let s = service(&dir);
+        let r = request(&s, &alice, ApprovalPolicy::default()).await;
+        assert!(matches!(
+            s.decide(&r.id, &carols_agent, true, None).await,
+            Err(DecideError::AgentApprover { .. })
+        ));
+        let after = s.get(&r.id).await.expect("store").expect("request");
+        assert_eq!(after.status, ApprovalStatus::Pending, "no vote was counted");
+        assert!(after.votes.is_empty());
+
+        // Rule "r" (the test requests' rule) allows agents.
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("b.db")).expect("store"));
+        let settings = ApprovalSettings {
+            agents_may_decide: vec!["r".into()],
+            ..Default::default()
+        };
+        let s = Approvals::new(
+            store,
+            settings,
+            HttpClient::new(Duration::from_secs(1)).expect("http"),
+        );
+        let r = request(&s, &alice, ApprovalPolicy::default()).await;
+        let decided = s
+            .decide(&r.id, &carols_agent, true, None)
+            .await
+            .expect("allowed");
+        assert_eq!(decided.status, ApprovalStatus::Approved);
+    }
+
+    #[tokio::test]
+    async fn repeated_requests_are_one_request_and_each_person_has_a_cap() {
+        let dir = crate::test_dir::TestDir::new("portcullis-appr");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("c.db")).expect("store"));
+        let settings = ApprovalSettings {
+            max_pending_per_user: 3,
+            ..Default::default()
+        };
+        let s = Approvals::new(
+            store.clone(),
+            settings,
+            HttpClient::new(Duration::from_secs(1)).expect("http"),
+        );
+        let alice = identity("alice@example.com", &["testers"], &[]);
+        let retry = ApprovalPolicy {
+            wait: false,
+            ..Default::default()
+        };
+        // The same statement asked a hundred times: one request.
+        let first = request(&s, &alice, retry).await;
+        for _ in 0..100 {
+            assert_eq!(request(&s, &alice, retry).await.id, first.id);
+        }
+        let stored = store
+            .approvals(Some(ApprovalStatus::Pending), 1000)
+            .expect("list");
+        assert_eq!(stored.len(), 1, "one stored request");
+
+        // Different statements count against the cap.
+        let ask = |sql: &str| NewRequest {
+            sql: sql.into(),
+            fingerprint: "f".into(),
+            plugin: None,
+            rule: None,
+            reason: "because".into(),
+            policy: retry,
+        };
+        let who = Requester {
+            session_id: 1,
+            identity: &alice,
+            target: "orders",
+        };
+        s.request(who, ask("update orders set x = 2"))
+            .await
+            .expect("second");
+        s.request(who, ask("update orders set x = 3"))
+            .await
+            .expect("third");
+        assert!(matches!(
+            s.request(who, ask("update orders set x = 4")).await,
+            Err(RequestError::TooMany {
+                pending: 3,
+                limit: 3,
+                ..
+            })
+        ));
+        let stored = store
+            .approvals(Some(ApprovalStatus::Pending), 1000)
+            .expect("list");
+        assert_eq!(stored.len(), 3, "nothing stored past the cap");
+        // Someone else is not held up by alice's requests.
+        let bob = identity("bob@example.com", &["testers"], &[]);
+        request(&s, &bob, retry).await;
     }
 
     #[tokio::test]
     async fn a_retry_grant_is_used_up_and_a_late_decision_finds_it_expired() {
-        let dir = std::env::temp_dir().join(format!("portcullis-appr-{}", rand::random::<u64>()));
+        let dir = crate::test_dir::TestDir::new("portcullis-appr");
         let s = service(&dir);
         let alice = identity("alice@example.com", &["testers"], &[]);
         let retry = ApprovalPolicy {
@@ -594,6 +760,5 @@ mod tests {
             s.decide(&late.id, &carol, true, None).await,
             Err(DecideError::NotPending("expired"))
         ));
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -126,6 +126,20 @@ pub struct ApprovalSettings {
     /// `json` (the request as JSON) or `slack` (a Slack-compatible `text`).
     #[serde(default)]
     pub webhook_format: WebhookFormat,
+    /// Rules whose requests an agent may decide (a token with an actor
+    /// chain, acting for an approver); `"*"` for every rule. Empty (the
+    /// default): only a person's own token decides.
+    #[serde(default)]
+    pub agents_may_decide: Vec<String>,
+    /// Approval requests one person may have pending at once; beyond it a
+    /// held statement is refused at once (a retry-mode statement that
+    /// repeats a pending request is that request, and does not count twice).
+    #[serde(default = "default_max_pending_per_user")]
+    pub max_pending_per_user: usize,
+}
+
+fn default_max_pending_per_user() -> usize {
+    20
 }
 
 impl Default for ApprovalSettings {
@@ -134,6 +148,20 @@ impl Default for ApprovalSettings {
             approver_groups: default_approver_groups(),
             webhook_url: None,
             webhook_format: WebhookFormat::default(),
+            agents_may_decide: Vec::new(),
+            max_pending_per_user: default_max_pending_per_user(),
+        }
+    }
+}
+
+impl ApprovalSettings {
+    /// Whether an agent may decide a request made under `rule` (several
+    /// rules joined by `", "` when several plugins asked: each must allow it).
+    pub fn agents_may_decide(&self, rule: Option<&str>) -> bool {
+        let allowed = |r: &str| self.agents_may_decide.iter().any(|a| a == "*" || a == r);
+        match rule {
+            Some(rules) => rules.split(", ").all(allowed),
+            None => self.agents_may_decide.iter().any(|a| a == "*"),
         }
     }
 }

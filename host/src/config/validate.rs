@@ -40,6 +40,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "no [[targets]] table: add the upstream database clients may reach",
         ));
     }
+    if config.approvals.max_pending_per_user == 0 {
+        return Err(invalid(
+            "approvals.max_pending_per_user",
+            "must be at least 1 (a person with no room for a request could never be approved)",
+        ));
+    }
     if let Some(d) = &config.delegation {
         if config.admin.is_none() {
             return Err(invalid(

@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn an_old_key_is_rotated_and_stays_published_until_the_next_rotation(
     ) -> Result<(), DelegationError> {
-        let dir = std::env::temp_dir().join(format!("portcullis-keys-{}", rand::random::<u64>()));
+        let dir = crate::test_dir::TestDir::new("portcullis-keys");
         let s = settings(&dir);
         let first = GatewayIssuer::load(&s)?;
         let first_kid = first.jwks()["keys"][0]["kid"]
@@ -223,7 +223,6 @@ mod tests {
         assert_ne!(kids[0], first_kid, "a fresh key signs");
         assert_eq!(kids[1], first_kid, "the previous key is still published");
         assert_eq!(rotated.provider().1.len(), 2, "both keys verify");
-        let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
 }

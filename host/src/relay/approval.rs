@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
-use crate::approvals::{Approvals, NewRequest, Requester, Waited};
+use crate::approvals::{Approvals, NewRequest, RequestError, Requester, Waited};
 use crate::codec::error_response::{ErrorFields, Severity};
 use crate::codec::sqlstate;
 use crate::identity::Identity;
@@ -76,6 +76,15 @@ pub async fn hold(h: Holder<'_>, sql: &str, note: &mut QueryNote, reason: &str) 
     };
     let (record, waiter) = match h.approvals.request(who, new).await {
         Ok(r) => r,
+        Err(e @ RequestError::TooMany { .. }) => {
+            return Held::Refuse(encode(
+                ErrorFields::error(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("statement needs approval ({reason}), but no request was made: {e}"),
+                )
+                .with_hint("ask an approver to decide your pending requests (portcullis approvals list), then run it again"),
+            ));
+        }
         Err(e) => {
             tracing::error!(error = %e, "approval request could not be stored; statement refused");
             return Held::Refuse(encode(

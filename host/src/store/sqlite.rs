@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn writes_read_back_and_a_second_write_completes_an_event() -> Result<(), StoreError> {
-        let dir = std::env::temp_dir().join(format!("portcullis-store-{}", rand::random::<u64>()));
+        let dir = crate::test_dir::TestDir::new("portcullis-store");
         let path = dir.join("audit.db");
         let store = SqliteStore::open(&path)?;
         let first = store.reserve_session_ids(10)?;
@@ -558,13 +558,12 @@ mod tests {
             Ok(())
         })?;
         assert_eq!(n, 1);
-        let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
 
     #[test]
     fn a_newer_schema_is_refused() -> Result<(), StoreError> {
-        let dir = std::env::temp_dir().join(format!("portcullis-store-{}", rand::random::<u64>()));
+        let dir = crate::test_dir::TestDir::new("portcullis-store");
         let path = dir.join("audit.db");
         drop(SqliteStore::open(&path)?);
         Connection::open(&path)?.execute_batch("PRAGMA user_version = 99")?;
@@ -573,7 +572,6 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("schema version 99"), "{err}");
-        let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
 }
