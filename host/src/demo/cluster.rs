@@ -220,11 +220,19 @@ impl TempCluster {
         Ok(out)
     }
 
+    /// Starts a shell that outlives this process: once it is gone, it stops
+    /// the server (SIGQUIT to the postmaster: immediate shutdown) and removes
+    /// the cluster's directory. It runs as this process's user, not as the
+    /// cluster's: files this process wrote under the directory (certificates,
+    /// keys, audit databases) are its own, and must go too.
     fn spawn_watchdog(&self) {
         let script = format!(
-            "while [ -d /proc/{pid} ]; do sleep 1; done; '{bin}/pg_ctl' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{root}'",
+            "while [ -d /proc/{pid} ]; do sleep 1; done; \
+             pm=$(head -n 1 '{data}/postmaster.pid' 2>/dev/null); \
+             if [ -n \"$pm\" ]; then kill -QUIT \"$pm\" 2>/dev/null; \
+               i=0; while [ -d /proc/$pm ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; fi; \
+             rm -rf '{root}'",
             pid = std::process::id(),
-            bin = path_str(&self.bin),
             data = path_str(&self.data_dir()),
             root = path_str(&self.root),
         );
@@ -234,9 +242,6 @@ impl TempCluster {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        if let Some((uid, gid)) = self.run_as {
-            c.uid(uid).gid(gid);
-        }
         // Its own process group, so a Ctrl-C to the demo does not kill it first.
         c.process_group(0);
         let _ = c.spawn();
