@@ -1,15 +1,16 @@
 //! A plugin ready to instantiate: its file checked against the sha256 pin,
-//! compiled once (cached on disk, keyed by the file's sha256 and the engine's
-//! compatibility hash), linked against the contract, described, and its
+//! compiled once (cached on disk by [`super::cache`], which authenticates
+//! every entry), linked against the contract, described, and its
 //! configuration validated and accepted by a probe instance.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::Engine;
 
 use super::bindings::{types, PolicyPluginPre};
+use super::cache::{self, Origin};
 use super::engine::EPOCH_TICK;
 use super::instance::{describe_failure, PluginInstance, StoreState};
 use super::schema;
@@ -95,6 +96,8 @@ pub struct LoadedPlugin {
     pub timeout_ms: u64,
     /// Latency of its calls, for `/metrics`.
     pub calls: Arc<crate::metrics::Histogram>,
+    /// Whether its compiled code came from the cache or was compiled now.
+    pub origin: Origin,
     config_json: String,
     memory_limit: usize,
     engine: Engine,
@@ -142,51 +145,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn compile(
-    engine: &Engine,
-    bytes: &[u8],
-    sha: &str,
-    cache: Option<&Path>,
-) -> wasmtime::Result<Component> {
-    let hash = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        h.finish()
-    };
-    let cached: Option<PathBuf> = cache.map(|d| d.join(format!("{sha}-{hash:016x}.cwasm")));
-    if let Some(path) = &cached {
-        if path.is_file() {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash (it is in the name), in
-            // a directory only the gateway writes; wasmtime requires `unsafe`
-            // because it cannot verify that itself.
-            match unsafe { Component::deserialize_file(engine, path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin cache entry")
-                }
-            }
-        }
-    }
-    let component = Component::new(engine, bytes)?;
-    if let Some(path) = cached {
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let bytes = component.serialize().map_err(std::io::Error::other)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled plugin");
-        }
-    }
-    Ok(component)
-}
-
 /// Loads one plugin as configured.
 pub fn load(
     engine: &Engine,
@@ -211,11 +169,12 @@ pub fn load(
             });
         }
     }
-    let component = compile(engine, &bytes, &sha256, cache).map_err(|e| PluginError::Compile {
-        name: name.clone(),
-        path: cfg.path.clone(),
-        message: format!("{e:#}"),
-    })?;
+    let (component, origin) =
+        cache::compile(engine, &bytes, &sha256, cache).map_err(|e| PluginError::Compile {
+            name: name.clone(),
+            path: cfg.path.clone(),
+            message: format!("{e:#}"),
+        })?;
     let contract = |e: wasmtime::Error| PluginError::Contract {
         name: name.clone(),
         message: format!("{e:#}"),
@@ -238,6 +197,7 @@ pub fn load(
         failure: cfg.failure,
         timeout_ms: cfg.call_timeout_ms,
         calls: crate::metrics::global().plugin_histogram(&name),
+        origin,
         config_json: config.to_string(),
         memory_limit: cfg.memory_limit_mib << 20,
         engine: engine.clone(),

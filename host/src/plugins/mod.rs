@@ -3,8 +3,11 @@
 //!
 //! - `engine`: the wasmtime engine (component model, epoch deadlines whose
 //!   ticker runs only while plugin code does, pooling allocator);
-//! - `loaded`: a plugin file checked (sha256 pin), compiled (cached on disk),
-//!   linked against the contract (`InstancePre`), described and configured;
+//! - `loaded`: a plugin file checked (sha256 pin), compiled, linked against
+//!   the contract (`InstancePre`), described and configured;
+//! - `cache`: compiled plugins on disk, in an owner-only directory, each
+//!   entry authenticated (HMAC under a key only the gateway holds) before it
+//!   is deserialized;
 //! - `instance`: one sandboxed instance (empty WASI context, memory cap,
 //!   per-call deadline) and its calls;
 //! - `chain`: a target's plugins as a [`crate::policy::Policy`]: first deny
@@ -22,6 +25,7 @@
 //! microseconds.
 
 mod bindings;
+mod cache;
 mod chain;
 mod engine;
 mod executor;
@@ -38,6 +42,7 @@ pub use chain::PluginChain;
 /// The contract version this host speaks (`wit/policy.wit`): plugins built
 /// for another minor version of 0.x are refused at load.
 pub const CONTRACT: &str = "portcullis:policy@0.2";
+pub use cache::Origin;
 pub use engine::PoolSize;
 pub use loaded::{sha256_hex, LoadedPlugin, PluginError};
 
@@ -54,7 +59,8 @@ pub struct PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// The runtime with its engine; compiled plugins are cached in `cache_dir`.
+    /// The runtime with its engine; compiled plugins are cached in `cache_dir`
+    /// when it can be trusted (see `cache`).
     pub fn new(pool: PoolSize, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let engine = engine::build(pool).map_err(|e| PluginError::Engine(e.to_string()))?;
         let linker = instance::linker(&engine).map_err(|e| PluginError::Engine(e.to_string()))?;
