@@ -122,7 +122,83 @@ enum Keep {
 }
 
 /// Masks every match of `detectors` in `value`; `None` when nothing matched.
+/// A value that is wholly an encoding of other bytes — hex (PostgreSQL's
+/// bytea text `\x…`, or `encode(…, 'hex')`) or base64 — is decoded and scanned too, and masked
+/// whole (every letter and digit) when the decoded bytes hold a match.
 pub fn mask(value: &[u8], detectors: &[Detector]) -> Option<Vec<u8>> {
+    if let Some(found) = mask_plain(value, detectors) {
+        return Some(found);
+    }
+    let (inner, prefix) = match decode_hex(value) {
+        Some(bytes) if value.starts_with(b"\\x") => (bytes, 2), // `\x` stays
+        Some(bytes) => (bytes, 0),
+        None => (decode_base64(value)?, 0),
+    };
+    mask_plain(&inner, detectors)?;
+    let mut out = value.to_vec();
+    for b in out.iter_mut().skip(prefix) {
+        if b.is_ascii_alphanumeric() {
+            *b = b'*';
+        }
+    }
+    Some(out)
+}
+
+/// The bytes of a value that is hex: PostgreSQL's bytea output (`\x` and
+/// hex digits) or `encode(…, 'hex')` (at least 16 hex digits).
+fn decode_hex(value: &[u8]) -> Option<Vec<u8>> {
+    let hex = match value.strip_prefix(b"\\x") {
+        Some(hex) => hex,
+        None if value.len() >= 16 => value,
+        None => return None,
+    };
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    hex.chunks(2)
+        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
+        .collect()
+}
+
+/// The bytes of a value that is wholly base64 (standard or URL-safe, with
+/// or without padding, line breaks allowed), at least 8 characters long.
+fn decode_base64(value: &[u8]) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let body: Vec<u8> = value
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, b'\n' | b'\r'))
+        .collect();
+    let body = body.strip_suffix(b"==").or_else(|| body.strip_suffix(b"=")).unwrap_or(&body);
+    if body.len() < 8 || body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in body {
+        acc = (acc << 6) | sextet(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// [`mask`] without looking inside encodings.
+fn mask_plain(value: &[u8], detectors: &[Detector]) -> Option<Vec<u8>> {
     let counts = Counts::of(value);
     let mut found = Vec::new();
     for d in detectors {
@@ -475,6 +551,18 @@ mod tests {
         assert_eq!(m("AKIAABCDEFGHIJKLMNOP"), "AKIA****************");
         let pem = "-----BEGIN PRIVATE KEY-----\nMIIEv\n-----END PRIVATE KEY-----";
         assert!(!m(pem).contains("MIIEv"));
+    }
+
+    #[test]
+    fn values_encoded_as_hex_or_base64_are_decoded_and_masked_whole() {
+        // SELECT email::bytea::text, encode(email::bytea, 'base64')
+        assert_eq!(m("\\x616461406578616d706c652e636f6d"), "\\x******************************");
+        assert_eq!(m("YWRhQGV4YW1wbGUuY29t"), "********************");
+        assert_eq!(m("616461406578616d706c652e636f6d"), "******************************");
+        assert_eq!(m("NDExMSAxMTExIDExMTEgMTExMQ=="), "**************************==");
+        // Encodings of harmless text, and text that only looks encoded, stay.
+        assert_eq!(m("\\x68656c6c6f"), "\\x68656c6c6f");
+        assert_eq!(m("Lovelace"), "Lovelace");
     }
 
     #[test]
