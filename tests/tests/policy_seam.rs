@@ -217,18 +217,24 @@ async fn session_start_refusal_is_fatal_with_reason() {
 async fn a_refusal_after_an_upstream_error_in_the_same_batch_yields_one_error() {
     let gw = gateway().await;
     let c = gw.connect(USER).await;
-    // One simple-protocol batch is one implicit transaction: the division by
-    // zero aborts it, and the refused statement after it never counts.
-    let err = c
-        .simple_query("SELECT 1/0")
-        .await
-        .expect_err("division by zero");
-    assert_eq!(db_error(&err).0, "22012");
-    // Extended protocol: an upstream error, then a refused statement, in one
-    // pipeline; each statement gets exactly one answer and the session goes on.
     c.batch_execute("CREATE TEMP TABLE t (x int)")
         .await
         .unwrap();
+    // One simple-protocol batch is judged whole: a write, an upstream error
+    // and a refused statement in it get one error, and none of it runs.
+    let err = c
+        .simple_query("INSERT INTO t VALUES (1); SELECT 1/0; SELECT 'forbidden'")
+        .await
+        .expect_err("the batch is refused");
+    assert_eq!(db_error(&err).0, "42501");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing of the refused batch ran");
+    // Extended protocol: an upstream error, then a refused statement, in one
+    // pipeline; each statement gets exactly one answer and the session goes on.
     let results = join_all([
         c.query("SELECT 1/0", &[]),
         c.query("SELECT 'forbidden'", &[]),

@@ -4,12 +4,29 @@
 
 use std::time::Duration;
 
-use portcullis_e2e::{cluster, db_error, plugin_wasm, ServedGateway};
+use portcullis_e2e::{cluster, db_error, plugin_wasm, ServedGateway, DB};
 
 const USER: &str = "ops@example.com";
 
+/// Rows left in the probe table.
+fn probe_rows() -> String {
+    cluster()
+        .cluster
+        .psql(DB, "SELECT count(*) FROM serve_probe")
+        .expect("count")
+        .trim()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_plugins_when_their_file_changes() {
+    cluster()
+        .cluster
+        .psql(
+            DB,
+            "DROP TABLE IF EXISTS serve_probe; CREATE TABLE serve_probe (id int); INSERT INTO serve_probe SELECT generate_series(1, 3)",
+        )
+        .expect("probe table");
     let dir = cluster().dir.join(format!("serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(plugin_wasm("block"), dir.join("block.wasm")).unwrap();
@@ -18,12 +35,14 @@ async fn serve_reloads_plugins_when_their_file_changes() {
         portcullis::demo::BLOCK_RULES
     );
     let mut gw = ServedGateway::start(&dir, "plugins = [\"block\"]", &tail).await;
+    // block refuses an unbounded DELETE; the rows stay.
     let refused = |client: tokio_postgres::Client| async move {
         let err = client
-            .simple_query("DELETE FROM items")
+            .simple_query("DELETE FROM serve_probe")
             .await
             .expect_err("block refuses an unbounded DELETE");
-        assert!(db_error(&err).1.contains("no-unbounded-writes"), "{err:?}");
+        assert_eq!(db_error(&err).0, "42501", "{err:?}");
+        assert_eq!(probe_rows(), "3", "the refused DELETE ran");
         client
     };
     let first = refused(gw.connect(USER).await).await;
@@ -34,11 +53,25 @@ async fn serve_reloads_plugins_when_their_file_changes() {
     let first = refused(first).await;
     let _ = refused(gw.connect(USER).await).await;
 
-    // A good file again: reloaded without any signal.
-    std::fs::copy(plugin_wasm("block"), dir.join("block.wasm")).unwrap();
-    let text = gw.wait_for_log("plugins reloaded").await;
-    assert!(text.contains("a changed file"), "{text}");
-    let _ = refused(gw.connect(USER).await).await;
+    // Another plugin under the same name (one that refuses only DROP):
+    // reloaded without any signal. The session that started on block
+    // keeps block; a new session gets the new plugin, and its DELETE runs.
+    std::fs::copy(plugin_wasm("prior_contract"), dir.join("block.wasm")).unwrap();
+    gw.wait_for_log("plugins reloaded").await;
+    let first = refused(first).await;
+    let started = std::time::Instant::now();
+    loop {
+        let fresh = gw.connect(USER).await;
+        match fresh.simple_query("DELETE FROM serve_probe").await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the new plugin never served a new session: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(probe_rows(), "0", "the new plugin let the DELETE run");
     drop(first);
 
     // SIGTERM: a clean exit.
