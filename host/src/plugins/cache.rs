@@ -229,9 +229,13 @@ impl ArtifactCache {
 }
 
 /// The effective uid of this process: who cache files must belong to.
+/// Read off `/proc/self`, which belongs to the process's effective user,
+/// so no `unsafe` call is needed; `u32::MAX` (nobody) if it cannot be read,
+/// which makes every cache directory untrusted.
 fn effective_uid() -> u32 {
-    // SAFETY: `geteuid` has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 /// Creates `dir` and missing parents with mode 0700 (an existing directory is
@@ -545,12 +549,12 @@ mod tests {
         }
     }
 
-    /// A fresh cache path that does not exist yet (its parent does).
-    fn fresh_cache_dir() -> PathBuf {
-        let parent =
-            std::env::temp_dir().join(format!("portcullis-cache-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&parent).unwrap();
-        parent.join("plugins")
+    /// A fresh cache path that does not exist yet; its parent does, and is
+    /// removed when the returned guard drops.
+    fn fresh_cache_dir() -> (crate::test_dir::TestDir, PathBuf) {
+        let parent = crate::test_dir::TestDir::new("portcullis-cache");
+        let dir = parent.join("plugins");
+        (parent, dir)
     }
 
     fn runtime(cache: &Path) -> PluginRuntime {
@@ -605,7 +609,7 @@ mod tests {
 
     #[test]
     fn a_second_load_deserializes_the_cached_artifact() {
-        let dir = fresh_cache_dir();
+        let (_parent, dir) = fresh_cache_dir();
         let rt = runtime(&dir);
         let first = load(&rt, "block").unwrap();
         assert_eq!(first.origin, Origin::Compiled);
@@ -620,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_tampered_entry_is_recompiled_and_rewritten() {
-        let dir = fresh_cache_dir();
+        let (_parent, dir) = fresh_cache_dir();
         let rt = runtime(&dir);
         load(&rt, "block").unwrap();
         let entry = entry_of(&dir, "block");
@@ -638,7 +642,7 @@ mod tests {
 
     #[test]
     fn another_components_artifact_under_this_name_is_not_used() {
-        let dir = fresh_cache_dir();
+        let (_parent, dir) = fresh_cache_dir();
         let rt = runtime(&dir);
         load(&rt, "mask").unwrap();
         load(&rt, "block").unwrap();
@@ -660,7 +664,7 @@ mod tests {
     #[test]
     fn a_loose_cache_directory_is_neither_read_nor_written() {
         // A valid cache (key and entry) that others could have written.
-        let dir = fresh_cache_dir();
+        let (_parent, dir) = fresh_cache_dir();
         load(&runtime(&dir), "block").unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let before = snapshot(&dir);
@@ -669,7 +673,7 @@ mod tests {
         assert_eq!(snapshot(&dir), before);
 
         // An empty one gets no key and no entry.
-        let empty = fresh_cache_dir();
+        let (_empty_parent, empty) = fresh_cache_dir();
         std::fs::create_dir(&empty).unwrap();
         std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o755)).unwrap();
         let loaded = load(&runtime(&empty), "block").unwrap();
@@ -679,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_cache_directory_owned_by_someone_else_is_refused() {
-        let dir = fresh_cache_dir();
+        let (_parent, dir) = fresh_cache_dir();
         load(&runtime(&dir), "block").unwrap();
         let before = snapshot(&dir);
         let other = effective_uid().wrapping_add(1);
@@ -699,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_symlinked_cache_directory_or_loose_key_is_refused() {
-        let dir = fresh_cache_dir();
+        let (_parent, dir) = fresh_cache_dir();
         load(&runtime(&dir), "block").unwrap();
         let before = snapshot(&dir);
         let link = dir.with_file_name("link");
