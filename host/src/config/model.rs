@@ -246,6 +246,12 @@ pub struct GatewaySettings {
     /// changes (a change reloads the plugins, like SIGHUP); 0 turns it off.
     #[serde(default = "default_watch_interval")]
     pub watch_interval_secs: u64,
+    /// Bytes all sessions together may hold for client messages that are
+    /// still arriving and larger than one read (a `Query` or `Parse` is held
+    /// whole before the policy sees it). A client whose message would take
+    /// the total over it gets `FATAL 53200` and its session ends.
+    #[serde(default = "default_buffered_message_budget")]
+    pub buffered_message_budget_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -253,9 +259,19 @@ impl Default for GatewaySettings {
         Self {
             shutdown_grace_secs: default_shutdown_grace(),
             watch_interval_secs: default_watch_interval(),
+            buffered_message_budget_bytes: default_buffered_message_budget(),
         }
     }
 }
+
+/// Default for `buffered_message_budget_bytes`: 1 GiB, so one message of
+/// the default `max_message_bytes` still fits.
+pub fn default_buffered_message_budget() -> usize {
+    1 << 30
+}
+
+/// Least `buffered_message_budget_bytes` accepted.
+pub const MIN_BUFFERED_MESSAGE_BUDGET: usize = 1 << 20;
 
 fn default_watch_interval() -> u64 {
     2

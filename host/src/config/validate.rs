@@ -73,6 +73,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.gateway.buffered_message_budget_bytes < super::model::MIN_BUFFERED_MESSAGE_BUDGET {
+        return Err(invalid(
+            "gateway.buffered_message_budget_bytes",
+            "must be at least 1048576 (1 MiB); the default is 1073741824 (1 GiB)",
+        ));
+    }
     if !(1..=1000).contains(&config.store.flush_interval_ms) {
         return Err(invalid(
             "store.flush_interval_ms",
