@@ -54,10 +54,30 @@ pub struct AdminSettings {
     /// File holding a static admin token (a long random string), for
     /// scripts and the CLI where no OIDC token is at hand.
     pub token_file: Option<String>,
+    /// Largest request body any endpoint reads, in bytes; a larger one is
+    /// answered `413`.
+    #[serde(default = "default_admin_max_body")]
+    pub max_body_bytes: usize,
+    /// Connections served at once; more get `503` and are closed.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers before the
+    /// connection is closed.
+    #[serde(default = "default_admin_header_timeout")]
+    pub header_read_timeout_secs: u64,
 }
 
 fn default_admin_address() -> String {
     "127.0.0.1:9187".into()
+}
+fn default_admin_max_body() -> usize {
+    1 << 20
+}
+fn default_admin_max_connections() -> usize {
+    64
+}
+fn default_admin_header_timeout() -> u64 {
+    10
 }
 fn default_admin_groups() -> Vec<String> {
     vec!["admins".into()]
