@@ -22,8 +22,12 @@ pub type RequestBody = Limited<Incoming>;
 /// Holds a request to the body limit `max`: a `Content-Length` over it is
 /// answered `413` at once (no route sees the request); a body without
 /// one is limited as it is read.
+// The error is the reply itself, built once per refused request.
 #[allow(clippy::result_large_err)]
-pub fn limit_body(req: Request<Incoming>, max: usize) -> Result<Request<RequestBody>, Response<Body>> {
+pub fn limit_body(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<Request<RequestBody>, Response<Body>> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)

@@ -101,7 +101,11 @@ fn memory_and_admin_limits_have_safe_defaults_and_are_checked() {
     assert_eq!(c.gateway.buffered_message_budget_bytes, 1 << 30);
     let a = c.admin.unwrap();
     assert_eq!(
-        (a.max_body_bytes, a.max_connections, a.header_read_timeout_secs),
+        (
+            a.max_body_bytes,
+            a.max_connections,
+            a.header_read_timeout_secs
+        ),
         (1 << 20, 64, 10)
     );
     let e = err(&format!(

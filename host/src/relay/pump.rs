@@ -431,8 +431,7 @@ fn make_room(buf: &mut BytesMut, need: usize) {
 /// Messages up to a chunk get their whole length at once (the fast path).
 fn next_capacity(len: usize, need: usize) -> usize {
     let step = len.max(READ_CHUNK);
-    need.min(len.saturating_add(step))
-        .max(len + READ_CHUNK / 4)
+    need.min(len.saturating_add(step)).max(len + READ_CHUNK / 4)
 }
 
 /// Covers the incomplete client message at the front of the buffer with
