@@ -293,6 +293,9 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         revocations,
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
+        message_budget: Arc::new(crate::relay::budget::MessageBudget::new(
+            config.gateway.buffered_message_budget_bytes,
+        )),
     });
     let plugins = Arc::new(PluginManager {
         context: context.clone(),

@@ -1,4 +1,5 @@
-//! Bodies, JSON replies and JSON errors of the admin API.
+//! Bodies, JSON replies and JSON errors of the admin API, and the limit
+//! on request bodies that every route is held to.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -6,12 +7,61 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::Frame;
-use http_body_util::{BodyExt, Full};
-use hyper::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 /// A response body: whole, or streamed from a channel.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A request body, cut off at the listener's `max_body_bytes`: no route
+/// can read more than that, whatever it does with the body.
+pub type RequestBody = Limited<Incoming>;
+
+/// Holds a request to the body limit `max`: a `Content-Length` over it is
+/// answered `413` at once (no route sees the request); a body without
+/// one is limited as it is read.
+// The error is the reply itself, built once per refused request.
+#[allow(clippy::result_large_err)]
+pub fn limit_body(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<Request<RequestBody>, Response<Body>> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
+    Ok(req.map(|b| Limited::new(b, max)))
+}
+
+/// The `413` of a body over `max` bytes.
+pub fn too_large(max: usize) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {max} bytes (the admin API's max_body_bytes); send less"),
+    )
+}
+
+/// Reads a whole (limited) body: `413` when it is over the limit, `400`
+/// when the connection fails while it is read.
+pub async fn read_body(body: RequestBody) -> Result<Bytes, Response<Body>> {
+    match body.collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than the admin API's max_body_bytes; send less",
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
 
 /// A whole body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

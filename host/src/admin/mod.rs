@@ -9,6 +9,11 @@
 //! static admin token from `token_file`. Errors are JSON
 //! (`{"error": {"status": 403, "message": "..."}}`), never panics.
 //!
+//! The listener is bounded like the data path: at most `max_connections`
+//! connections are served at once (more get a bare `503` and are closed),
+//! a client has `header_read_timeout_secs` to send a request's headers, and
+//! no route reads more than `max_body_bytes` of a body.
+//!
 //! - `auth`: who is calling, and what they may do;
 //! - `http`: bodies, JSON replies and errors;
 //! - `routes`: the endpoints, one function each;
@@ -24,8 +29,9 @@ use std::sync::Arc;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::AdminSettings;
@@ -73,30 +79,71 @@ pub async fn start(
         settings: settings.clone(),
         static_token,
     });
-    let handle = tokio::spawn(async move {
-        loop {
-            let (tcp, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+    let handle = tokio::spawn(accept_loop(listener, state));
+    Ok((local, handle))
+}
+
+/// Accepts admin connections, serving at most `max_connections` at once.
+async fn accept_loop(listener: TcpListener, state: Arc<AdminState>) {
+    let slots = Arc::new(Semaphore::new(state.settings.max_connections));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(tcp, state.clone(), permit));
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "too many admin connections; connection refused");
+                refuse(tcp);
+            }
+        }
+    }
+}
+
+/// The JSON error of a connection over the cap.
+const BUSY: &str = r#"{"error": {"status": 503, "message": "too many admin connections; close an idle one or try again later"}}"#;
+
+/// The whole `503` answer to a connection over the cap.
+fn busy_response() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BUSY}",
+        BUSY.len()
+    )
+}
+
+/// Answers `503` without waiting (whatever the socket takes at once) and
+/// closes: a refusal costs no task and no timer.
+fn refuse(tcp: TcpStream) {
+    let _ = tcp.try_write(busy_response().as_bytes());
+}
+
+/// Serves one admin connection; its slot is freed when it ends.
+async fn serve_connection(tcp: TcpStream, state: Arc<AdminState>, _slot: OwnedSemaphorePermit) {
+    let max_body = state.settings.max_body_bytes;
+    let header_timeout = std::time::Duration::from_secs(state.settings.header_read_timeout_secs);
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move {
+            let reply = match http::limit_body(req, max_body) {
+                Ok(req) => routes::handle(req, &state).await,
+                Err(refused) => refused,
             };
-            let state = state.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(routes::handle(req, &state).await) }
-                });
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admin connection ended with an error");
-                }
-            });
+            Ok::<_, std::convert::Infallible>(reply)
         }
     });
-    Ok((local, handle))
+    if let Err(e) = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(tcp), service)
+        .await
+    {
+        tracing::debug!(error = %e, "admin connection ended with an error");
+    }
 }

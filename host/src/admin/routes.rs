@@ -5,17 +5,16 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::auth::{authorize, Caller, Role};
-use super::http::{error, full, json, json_status, reply, Body, ChannelBody};
+use super::http::{error, full, json, json_status, reply, Body, ChannelBody, RequestBody};
 use super::AdminState;
 use crate::store::{EventRecord, SessionQuery, SessionRecord};
 
 /// Routes one request.
-pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
+pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let query = parse_query(req.uri().query());
@@ -76,9 +75,12 @@ pub async fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Body
             }
         }
         (&Method::POST, ["v1", "plugins", "reload"]) => {
-            // The body is not used; read it so the connection stays usable.
-            let _ = req.into_body().collect().await;
-            reload_plugins(state).await
+            // The body is not used; read it (bounded) so the connection
+            // stays usable.
+            match super::http::read_body(req.into_body()).await {
+                Ok(_) => reload_plugins(state).await,
+                Err(r) => r,
+            }
         }
         (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"])
         | (_, ["v1", "sessions", ..])
@@ -457,7 +459,7 @@ pub struct Decision {
 const MAX_DECISION_BODY: usize = 64 * 1024;
 
 /// Reads an optional JSON `Decision`; a malformed body is a 400.
-async fn read_decision(req: Request<Incoming>) -> Result<Option<String>, Response<Body>> {
+async fn read_decision(req: Request<RequestBody>) -> Result<Option<String>, Response<Body>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_DECISION_BODY);
     let bytes = match limited.collect().await {
         Ok(b) => b.to_bytes(),
@@ -545,7 +547,7 @@ async fn decide(
     responses((status = 200, description = "The child token: access_token, issued_token_type, token_type, expires_in", body = Object),
               (status = 400, description = "OAuth error: {\"error\": \"invalid_request\" | \"invalid_grant\" | \"invalid_target\" | \"invalid_scope\" | \"unsupported_grant_type\", \"error_description\": \"...\"}", body = Object),
               (status = 404, description = "The gateway does not issue tokens", body = super::http::ErrorBody)))]
-pub async fn token_exchange(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+pub async fn token_exchange(state: &AdminState, req: Request<RequestBody>) -> Response<Body> {
     let Some(issuer) = &state.gw.delegation else {
         return error(
             StatusCode::NOT_FOUND,

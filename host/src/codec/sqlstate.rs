@@ -16,6 +16,9 @@ pub const INVALID_PASSWORD: &str = "28P01";
 pub const INVALID_CATALOG_NAME: &str = "3D000";
 /// `42501` insufficient_privilege (a policy refused the statement).
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `53200` out_of_memory (the gateway's budget for buffered messages is
+/// used up: an insufficient resource, so trying again later may work).
+pub const OUT_OF_MEMORY: &str = "53200";
 /// `53300` too_many_connections.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `57P01` admin_shutdown.

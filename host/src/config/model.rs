@@ -54,10 +54,30 @@ pub struct AdminSettings {
     /// File holding a static admin token (a long random string), for
     /// scripts and the CLI where no OIDC token is at hand.
     pub token_file: Option<String>,
+    /// Largest request body any endpoint reads, in bytes; a larger one is
+    /// answered `413`.
+    #[serde(default = "default_admin_max_body")]
+    pub max_body_bytes: usize,
+    /// Connections served at once; more get `503` and are closed.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers before the
+    /// connection is closed.
+    #[serde(default = "default_admin_header_timeout")]
+    pub header_read_timeout_secs: u64,
 }
 
 fn default_admin_address() -> String {
     "127.0.0.1:9187".into()
+}
+fn default_admin_max_body() -> usize {
+    1 << 20
+}
+fn default_admin_max_connections() -> usize {
+    64
+}
+fn default_admin_header_timeout() -> u64 {
+    10
 }
 fn default_admin_groups() -> Vec<String> {
     vec!["admins".into()]
@@ -274,6 +294,12 @@ pub struct GatewaySettings {
     /// changes (a change reloads the plugins, like SIGHUP); 0 turns it off.
     #[serde(default = "default_watch_interval")]
     pub watch_interval_secs: u64,
+    /// Bytes all sessions together may hold for client messages that are
+    /// still arriving and larger than one read (a `Query` or `Parse` is held
+    /// whole before the policy sees it). A client whose message would take
+    /// the total over it gets `FATAL 53200` and its session ends.
+    #[serde(default = "default_buffered_message_budget")]
+    pub buffered_message_budget_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -281,9 +307,19 @@ impl Default for GatewaySettings {
         Self {
             shutdown_grace_secs: default_shutdown_grace(),
             watch_interval_secs: default_watch_interval(),
+            buffered_message_budget_bytes: default_buffered_message_budget(),
         }
     }
 }
+
+/// Default for `buffered_message_budget_bytes`: 1 GiB, so one message of
+/// the default `max_message_bytes` still fits.
+pub fn default_buffered_message_budget() -> usize {
+    1 << 30
+}
+
+/// Least `buffered_message_budget_bytes` accepted.
+pub const MIN_BUFFERED_MESSAGE_BUDGET: usize = 1 << 20;
 
 fn default_watch_interval() -> u64 {
     2

@@ -94,3 +94,30 @@ fn loopback_detection() {
     assert!(!url_is_loopback("http://127.0.0.1.evil.com/"));
     assert!(!url_is_loopback("http://10.0.0.1/"));
 }
+
+#[test]
+fn memory_and_admin_limits_have_safe_defaults_and_are_checked() {
+    let c = Config::parse(&format!("{MINIMAL}\n[admin]\n")).unwrap();
+    assert_eq!(c.gateway.buffered_message_budget_bytes, 1 << 30);
+    let a = c.admin.unwrap();
+    assert_eq!(
+        (
+            a.max_body_bytes,
+            a.max_connections,
+            a.header_read_timeout_secs
+        ),
+        (1 << 20, 64, 10)
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[gateway]\nbuffered_message_budget_bytes = 1000\n"
+    ));
+    assert!(e.contains("gateway.buffered_message_budget_bytes"), "{e}");
+    for (key, bad) in [
+        ("max_body_bytes", "10"),
+        ("max_connections", "0"),
+        ("header_read_timeout_secs", "0"),
+    ] {
+        let e = err(&format!("{MINIMAL}\n[admin]\n{key} = {bad}\n"));
+        assert!(e.contains(&format!("admin.{key}")), "{e}");
+    }
+}

@@ -79,6 +79,15 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(a) = &config.admin {
+        validate_admin(a)?;
+    }
+    if config.gateway.buffered_message_budget_bytes < super::model::MIN_BUFFERED_MESSAGE_BUDGET {
+        return Err(invalid(
+            "gateway.buffered_message_budget_bytes",
+            "must be at least 1048576 (1 MiB); the default is 1073741824 (1 GiB)",
+        ));
+    }
     if !(1..=1000).contains(&config.store.flush_interval_ms) {
         return Err(invalid(
             "store.flush_interval_ms",
@@ -167,6 +176,28 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
         validate_target(i, t)?;
+    }
+    Ok(())
+}
+
+fn validate_admin(a: &super::AdminSettings) -> Result<(), ConfigError> {
+    if !(1024..=(64 << 20)).contains(&a.max_body_bytes) {
+        return Err(invalid(
+            "admin.max_body_bytes",
+            "must be between 1024 and 67108864 (64 MiB); the default is 1048576 (1 MiB)",
+        ));
+    }
+    if !(1..=10_000).contains(&a.max_connections) {
+        return Err(invalid(
+            "admin.max_connections",
+            "must be between 1 and 10000; the default is 64",
+        ));
+    }
+    if !(1..=300).contains(&a.header_read_timeout_secs) {
+        return Err(invalid(
+            "admin.header_read_timeout_secs",
+            "must be between 1 and 300 seconds; the default is 10",
+        ));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   `responses` pairs the server's answers with the client's messages, for
 //!   policies that look at rows;
 //! - `ledger` turns statements and the server's answers into audit events;
+//! - [`budget`] caps the memory all sessions hold for incomplete messages;
 //! - `approval` holds a statement for approval (notice, wait, cancel);
 //! - [`read_only`] is the host's check for read-only delegated sessions;
 //! - `framed` and `stream` are the small I/O helpers they share.
@@ -18,6 +19,7 @@
 //! none of those depend on it.
 
 mod approval;
+pub mod budget;
 pub mod cancel;
 pub mod catalog;
 mod framed;
@@ -53,4 +55,7 @@ pub enum RelayError {
     /// A token of the session's delegation chain was revoked.
     #[error("{0}")]
     Revoked(String),
+    /// The client's message did not fit the gateway's buffer budget.
+    #[error("{0}")]
+    Budget(#[from] budget::BudgetError),
 }

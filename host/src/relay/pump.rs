@@ -6,6 +6,9 @@
 //! Memory is bounded: a message that no policy needs is forwarded in pieces as
 //! it arrives, never gathered whole; only `Query`/`Parse` (and rows, when a
 //! policy wants them) are held whole, up to the listener's message limit.
+//! A buffer grows only as bytes arrive (a read chunk, or doubling what is
+//! there), never to a length announced on the wire; and a client message
+//! held in pieces counts against the gateway-wide [`MessageBudget`].
 //! Backpressure is natural: a direction reads again only after its last write
 //! completed, so a slow client slows the upstream read.
 //!
@@ -31,6 +34,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::approval;
+use super::budget::{BudgetError, BudgetShare, MessageBudget};
 use super::catalog::TargetCatalog;
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
@@ -178,6 +182,8 @@ pub struct Limits {
     pub max_message: usize,
     /// Becomes `true` when the session must close (gateway shutdown).
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// What all sessions may hold for incomplete client messages.
+    pub budget: Arc<MessageBudget>,
 }
 
 /// What happens to the rest of a message that did not fit in the buffer.
@@ -231,6 +237,7 @@ pub async fn run(
     let Limits {
         max_message,
         mut closing,
+        budget,
     } = limits;
     let wants_rows = policy.wants_rows();
     let tracking = policy.may_record();
@@ -265,6 +272,7 @@ pub async fn run(
         &shared,
         pending,
         max_message,
+        BudgetShare::new(budget),
         cancel,
     );
     let s2c = server_to_client(
@@ -296,6 +304,7 @@ pub async fn run(
                     )
                     .with_hint("ask whoever delegated to you for a new token"),
                 ),
+                RelayError::Budget(e) => Some(budget_refusal(e)),
                 RelayError::ShuttingDown => Some(
                     ErrorFields::fatal(
                         sqlstate::ADMIN_SHUTDOWN,
@@ -336,6 +345,23 @@ pub async fn run(
         Err(_) => Box::new(crate::policy::PassThrough),
     };
     (reason, policy, traffic)
+}
+
+/// The `FATAL` a client gets when its message does not fit the budget.
+/// `53200 out_of_memory`: the gateway ran short of a resource (class 53,
+/// insufficient resources), not of a fixed per-statement limit (`54000`
+/// would tell the client the statement itself can never run, which is
+/// false once other sessions' messages are through).
+fn budget_refusal(e: &BudgetError) -> ErrorFields {
+    let hint = match e {
+        BudgetError::TooLarge { .. } => "send the data in smaller statements (or with COPY, which is streamed), or ask the gateway operator to raise gateway.buffered_message_budget_bytes",
+        BudgetError::Exhausted { .. } => "reconnect and try again later, send the data in smaller statements (or with COPY, which is streamed), or ask the gateway operator to raise gateway.buffered_message_budget_bytes",
+    };
+    ErrorFields::fatal(
+        sqlstate::OUT_OF_MEMORY,
+        format!("terminating connection: {e}"),
+    )
+    .with_hint(hint)
 }
 
 fn denial_bytes(verdict: &Verdict) -> Option<Bytes> {
@@ -387,11 +413,36 @@ fn shrink_if_idle(buf: &mut BytesMut) {
     }
 }
 
-/// Ensures room for the next read (and for a whole message of `need` bytes).
+/// Ensures room for the next read. `need` is the announced length of the
+/// incomplete message at the front of `buf` (0 when none): the buffer grows
+/// toward it by [`next_capacity`], never to it at once, so a length on the
+/// wire costs memory only as its bytes arrive.
 fn make_room(buf: &mut BytesMut, need: usize) {
-    let want = need.max(buf.len() + READ_CHUNK / 4);
+    let want = next_capacity(buf.len(), need);
     if buf.capacity() < want || buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(want.saturating_sub(buf.len()).max(READ_CHUNK));
+    }
+}
+
+/// Capacity wanted before the next read when `len` bytes are buffered and
+/// the message at the front is `need` bytes long: room for one read chunk,
+/// or for as many bytes again as have arrived (doubling, so a large message
+/// is copied a bounded number of times), but no more than the message needs.
+/// Messages up to a chunk get their whole length at once (the fast path).
+fn next_capacity(len: usize, need: usize) -> usize {
+    let step = len.max(READ_CHUNK);
+    need.min(len.saturating_add(step)).max(len + READ_CHUNK / 4)
+}
+
+/// Covers the incomplete client message at the front of the buffer with
+/// the session's budget share before the buffer grows for it; gives the
+/// share back once no message larger than a chunk is pending.
+fn cover_pending(share: &mut BudgetShare, len: usize, need: usize) -> Result<(), BudgetError> {
+    if need > READ_CHUNK {
+        share.hold(need, next_capacity(len, need))
+    } else {
+        share.release();
+        Ok(())
     }
 }
 
@@ -401,6 +452,7 @@ async fn client_to_server(
     shared: &Shared,
     pending: BytesMut,
     max: usize,
+    mut share: BudgetShare,
     mut cancel: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), RelayError> {
     let mut buf = pending;
@@ -419,6 +471,7 @@ async fn client_to_server(
     // Portals described since their Bind (only tracked when rows are watched).
     let mut described: std::collections::HashSet<String> = Default::default();
     loop {
+        cover_pending(&mut share, buf.len(), need)?;
         make_room(&mut buf, need);
         let replay = std::mem::take(&mut first) && !buf.is_empty();
         if replay {

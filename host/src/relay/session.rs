@@ -105,6 +105,8 @@ pub struct GatewayContext {
     pub active: std::sync::atomic::AtomicUsize,
     /// Becomes `true` when live sessions must close (end of shutdown grace).
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Memory all sessions together may hold for incomplete client messages.
+    pub message_budget: Arc<super::budget::MessageBudget>,
 }
 
 /// Counts a connection as active while it lives.
@@ -205,6 +207,7 @@ pub async fn serve(
         pump::Limits {
             max_message: lc.max_message,
             closing: gw.closing.clone(),
+            budget: gw.message_budget.clone(),
         },
         catalog,
         ctx,
