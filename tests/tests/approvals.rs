@@ -19,7 +19,7 @@ fn tables() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let mut sql = String::new();
-        for t in ["appr_wait", "appr_timeout", "appr_retry", "appr_quorum"] {
+        for t in ["appr_wait", "appr_timeout", "appr_retry", "appr_quorum", "appr_bump", "appr_bump_wait"] {
             sql.push_str(&format!(
                 "CREATE TABLE IF NOT EXISTS {t} (id int PRIMARY KEY, total int); INSERT INTO {t} SELECT g, 0 FROM generate_series(1, 20) g ON CONFLICT DO NOTHING;"
             ));
@@ -47,6 +47,19 @@ kinds = ["delete"]
 tables = ["appr_retry"]
 mode = "retry"
 grant_uses = 1
+
+[[plugins.config.rules]]
+name = "retry-bump"
+kinds = ["update"]
+tables = ["appr_bump"]
+mode = "retry"
+grant_uses = 1
+
+[[plugins.config.rules]]
+name = "wait-bump"
+kinds = ["update"]
+tables = ["appr_bump_wait"]
+timeout_secs = 60
 
 [[plugins.config.rules]]
 name = "two-eyes"
@@ -819,4 +832,84 @@ async fn a_revoked_agent_token_loses_its_approver_rights() {
         .await
         .expect("runs under the grant");
     assert!(!retry_row_exists(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_covers_one_run_with_the_values_the_approver_saw() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    let sql = "UPDATE appr_bump SET total = total + 1 WHERE id = $1";
+    // Preparing runs nothing, so nothing is held yet.
+    let stmt = client.prepare(sql).await.expect("prepare");
+    let err = client
+        .execute(&stmt, &[&1i32])
+        .await
+        .expect_err("the run is held (retry mode)");
+    assert_eq!(db_error(&err).0, "42501");
+    let request = pending(&gw, sql).await;
+    let shown = request["sql"].as_str().expect("sql").to_string();
+    assert!(shown.ends_with("-- $1 = \\x00000001 (binary)"), "{shown}");
+    let id = request["id"].as_str().expect("id").to_string();
+    let (status, decided) =
+        decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 200, "{decided}");
+
+    // Other values are not covered.
+    let err = client
+        .execute(&stmt, &[&2i32])
+        .await
+        .expect_err("id 2 was not approved");
+    assert_eq!(db_error(&err).0, "42501");
+    assert_eq!(total(2, "appr_bump"), "0");
+    // The approved values run once, and once only.
+    client
+        .execute(&stmt, &[&1i32])
+        .await
+        .expect("runs under the grant");
+    assert_eq!(total(1, "appr_bump"), "1");
+    let err = client
+        .execute(&stmt, &[&1i32])
+        .await
+        .expect_err("one approval is one run");
+    assert_eq!(db_error(&err).0, "42501");
+    assert_eq!(total(1, "appr_bump"), "1", "the second run did not happen");
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_of_a_prepared_statement_waits_for_its_own_approval() {
+    let gw = gateway().await;
+    let client = std::sync::Arc::new(gw.connect(REQUESTER).await);
+    let sql = "UPDATE appr_bump_wait SET total = total + 1 WHERE id = $1";
+    let stmt = client.prepare(sql).await.expect("prepare");
+    for (round, verb) in [(1, "approve"), (2, "deny")] {
+        let (c, s) = (client.clone(), stmt.clone());
+        let running = tokio::spawn(async move { c.execute(&s, &[&5i32]).await });
+        let request = pending(&gw, sql).await;
+        assert!(
+            request["sql"]
+                .as_str()
+                .unwrap_or("")
+                .contains("-- $1 = \\x00000005"),
+            "{request}"
+        );
+        assert!(!running.is_finished(), "round {round}: the run waits");
+        let id = request["id"].as_str().expect("id").to_string();
+        let (status, decided) =
+            decide(&gw, "bob@example.com", &["approvers"], &id, verb, None).await;
+        assert_eq!(status, 200, "{decided}");
+        let outcome = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("decided")
+            .expect("task");
+        match verb {
+            "approve" => assert_eq!(outcome.expect("approved run"), 1),
+            _ => assert_eq!(db_error(&outcome.expect_err("denied run")).0, "42501"),
+        }
+        // Only the approved run happened.
+        assert_eq!(total(5, "appr_bump_wait"), "1", "round {round}");
+    }
 }

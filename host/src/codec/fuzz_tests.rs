@@ -18,6 +18,7 @@ fn all_parsers(bytes: &[u8]) {
     let _ = query::decode(bytes);
     let _ = parse::decode(bytes);
     let _ = bind::decode(bytes);
+    let _ = bind::decode_parameters(bytes);
     let _ = describe::decode_describe(bytes);
     let _ = describe::decode_close(bytes);
     let _ = describe::execute::decode(bytes);

@@ -279,8 +279,10 @@ impl Ledger {
         }
     }
 
-    /// An `Execute` of `portal`, whose batch ends at `ReadyForQuery` `batch`.
-    pub fn execute(&mut self, portal: &str, batch: u64) -> Before {
+    /// An `Execute` of `portal`, whose batch ends at `ReadyForQuery` `batch`;
+    /// `approved`: the approval request it runs under, and the statement
+    /// with its parameter values as the approver saw it.
+    pub fn execute(&mut self, portal: &str, batch: u64, approved: Option<(&str, &str)>) -> Before {
         let mut sample_rows = 0;
         let record = self.portals.get(portal).map(|t| {
             self.seq += 1;
@@ -288,9 +290,20 @@ impl Ledger {
             sample_rows = t.1;
             r.seq = self.seq;
             r.at = now_micros();
+            if let Some((id, shown)) = approved {
+                r.approval_id = Some(id.to_string());
+                r.verdict = "approved".into();
+                r.sql = shown.to_string();
+            }
             r
         });
         self.begin(record, sample_rows, batch, false)
+    }
+
+    /// An `Execute` the relay refused (its approval was denied, timed out
+    /// or is pending); `shown` is the statement with its parameter values.
+    pub fn execute_refused(&mut self, shown: &str, note: &QueryNote, verdict: &Verdict) -> Record {
+        Record::Event(self.event("extended", shown, note, verdict))
     }
 
     /// Whether the statement being answered wants rows of its result.
@@ -496,9 +509,9 @@ mod tests {
         l.parse("s2", "select 2", &QueryNote::default(), &Verdict::Allow);
         l.bind("p1", "s1");
         l.bind("p2", "s2");
-        assert!(matches!(l.execute("p2", 1), Before::Forward));
-        assert!(matches!(l.execute("p1", 1), Before::Durable(_)));
-        assert!(matches!(l.execute("p1", 1), Before::Durable(_)));
+        assert!(matches!(l.execute("p2", 1, None), Before::Forward));
+        assert!(matches!(l.execute("p1", 1, None), Before::Durable(_)));
+        assert!(matches!(l.execute("p1", 1, None), Before::Durable(_)));
         l.command_complete("SELECT 7"); // p2's, not recorded
         l.server_error("22012", "division by zero"); // first p1
         let e = events(l.ready(1));

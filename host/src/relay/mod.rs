@@ -23,6 +23,7 @@ pub mod budget;
 pub mod cancel;
 pub mod catalog;
 mod framed;
+mod held;
 mod ledger;
 mod pump;
 pub mod read_only;

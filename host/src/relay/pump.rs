@@ -36,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use super::approval;
 use super::budget::{BudgetError, BudgetShare, MessageBudget};
 use super::catalog::TargetCatalog;
+use super::held::{HeldStatement, HeldStatements};
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
 use super::stream::Stream;
@@ -470,6 +471,8 @@ async fn client_to_server(
     let mut client_gone = false;
     // Portals described since their Bind (only tracked when rows are watched).
     let mut described: std::collections::HashSet<String> = Default::default();
+    // Prepared statements held for approval, judged at each Execute.
+    let mut held = HeldStatements::default();
     loop {
         cover_pending(&mut share, buf.len(), need)?;
         make_room(&mut buf, need);
@@ -542,42 +545,44 @@ async fn client_to_server(
                     };
                     crate::metrics::global().query(verdict.label(), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
-                    if let Verdict::RequireApproval { reason } = &verdict {
+                    let deferred = match (&verdict, statement) {
+                        // A Parse runs nothing: each execution is held instead,
+                        // with its parameter values (see `held`).
+                        (Verdict::RequireApproval { reason }, Some(name)) => {
+                            held.parsed(
+                                name,
+                                Some(HeldStatement {
+                                    sql: sql.to_string(),
+                                    reason: reason.clone(),
+                                    note: note.clone(),
+                                }),
+                            );
+                            true
+                        }
+                        (_, Some(name)) => {
+                            held.parsed(name, None);
+                            false
+                        }
+                        (_, None) => false,
+                    };
+                    if deferred {
+                        verdict = Verdict::Allow;
+                        denial = None;
+                        // Every execution of a held statement is recorded.
+                        note.record.get_or_insert_with(Default::default);
+                    } else if let Verdict::RequireApproval { reason } = &verdict {
                         // Earlier statements of the batch go ahead while this one waits.
                         write_out(wr, &buf[start..pos]).await?;
                         wr.flush().await?;
                         start = pos;
-                        let s = &shared.session;
-                        let holder = approval::Holder {
-                            approvals: &s.approvals,
-                            session_id: s.session_id,
-                            identity: &s.identity,
-                            target: &s.target,
-                            notices: &shared.notices,
+                        let reason = reason.clone();
+                        let w = WhileHeld {
+                            rd: &mut *rd,
+                            early: &mut early,
+                            client_gone: &mut client_gone,
                             cancel: &mut cancel,
                         };
-                        let reason = reason.clone();
-                        // Keep reading the client while waiting: a client that
-                        // goes away withdraws its request.
-                        let held = {
-                            let hold = approval::hold(holder, sql, &mut note, &reason);
-                            tokio::pin!(hold);
-                            loop {
-                                tokio::select! {
-                                    held = &mut hold => break held,
-                                    n = rd.read_buf(&mut early), if !client_gone && early.len() < HELD_READ_LIMIT => {
-                                        match n {
-                                            Ok(n) if n > 0 => count(&shared.from_client, n),
-                                            _ => {
-                                                client_gone = true;
-                                                s.cancel_signal.send_modify(|c| *c = c.wrapping_add(1));
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        };
-                        match held {
+                        match hold_reading(shared, w, sql, &mut note, &reason).await {
                             approval::Held::Run => {
                                 verdict = Verdict::Allow;
                                 denial = None;
@@ -685,7 +690,8 @@ async fn client_to_server(
                     }
                 }
                 b'B' | b'D' | b'E' | b'C'
-                    if (shared.wants_rows || shared.tracking) && pending_error.is_none() =>
+                    if (shared.wants_rows || shared.tracking || !held.is_empty())
+                        && pending_error.is_none() =>
                 {
                     if available < h.total_len {
                         need = h.total_len;
@@ -696,6 +702,7 @@ async fn client_to_server(
                         b'B' => {
                             let b = bind::decode(frame)?;
                             let portal = b.portal;
+                            held.bound(portal, b.statement, frame)?;
                             if shared.tracking {
                                 shared.ledger().bind(portal, b.statement);
                             }
@@ -718,8 +725,68 @@ async fn client_to_server(
                         },
                         b'E' => {
                             let portal = describe::execute::decode(frame)?.to_string();
+                            // A run of a held statement waits for its approval.
+                            let mut approved: Option<(String, String)> = None;
+                            let pending = held.pending_execute(&portal);
+                            if !matches!(pending, Ok(None)) {
+                                write_out(wr, &buf[start..pos]).await?;
+                                wr.flush().await?;
+                                start = pos;
+                                let outcome = match pending {
+                                    Ok(Some(run)) => {
+                                        let mut note = run.statement.note.clone();
+                                        let w = WhileHeld {
+                                            rd: &mut *rd,
+                                            early: &mut early,
+                                            client_gone: &mut client_gone,
+                                            cancel: &mut cancel,
+                                        };
+                                        let reason = run.statement.reason.clone();
+                                        let outcome =
+                                            hold_reading(shared, w, &run.shown, &mut note, &reason)
+                                                .await;
+                                        (outcome, note, run.shown, reason)
+                                    }
+                                    _ => {
+                                        let reason = "the gateway no longer knows which values this portal was bound with".to_string();
+                                        let err = denial_bytes(&Verdict::Deny {
+                                            reason: reason.clone(),
+                                        });
+                                        (
+                                            approval::Held::Refuse(err.unwrap_or_default()),
+                                            QueryNote::default(),
+                                            format!("EXECUTE portal {portal:?}"),
+                                            reason,
+                                        )
+                                    }
+                                };
+                                match outcome {
+                                    (approval::Held::Run, note, shown, _) => {
+                                        held.started(&portal);
+                                        approved =
+                                            Some((note.approval_id.unwrap_or_default(), shown));
+                                    }
+                                    (approval::Held::Refuse(err), note, shown, reason) => {
+                                        let r = shared.ledger().execute_refused(
+                                            &shown,
+                                            &note,
+                                            &Verdict::RequireApproval { reason },
+                                        );
+                                        shared.audit.record(r).await;
+                                        // The rest of the batch is dropped; the
+                                        // error comes before its ReadyForQuery.
+                                        pos += h.total_len;
+                                        start = pos;
+                                        pending_error = Some(err);
+                                        continue;
+                                    }
+                                }
+                            }
                             if shared.tracking {
-                                let before = shared.ledger().execute(&portal, syncs + 1);
+                                let approved = approved
+                                    .as_ref()
+                                    .map(|(id, shown)| (id.as_str(), shown.as_str()));
+                                let before = shared.ledger().execute(&portal, syncs + 1, approved);
                                 if let Before::Durable(r) = before {
                                     write_out(wr, &buf[start..pos]).await?;
                                     start = pos;
@@ -755,8 +822,12 @@ async fn client_to_server(
                         }
                         _ => {
                             let target = describe::decode_close(frame)?;
-                            if let describe::Target::Portal(p) = target {
-                                described.remove(p);
+                            match target {
+                                describe::Target::Portal(p) => {
+                                    described.remove(p);
+                                    held.closed(None, Some(p));
+                                }
+                                describe::Target::Statement(st) => held.closed(Some(st), None),
                             }
                             if shared.tracking {
                                 match target {
@@ -805,6 +876,52 @@ async fn client_to_server(
             skip_read = true;
         }
         shrink_if_idle(&mut buf);
+    }
+}
+
+/// The client side while a statement is held for approval: what it sent
+/// meanwhile, and whether it went away (which withdraws the request).
+struct WhileHeld<'a> {
+    rd: &'a mut ReadHalf<Stream>,
+    early: &'a mut BytesMut,
+    client_gone: &'a mut bool,
+    cancel: &'a mut tokio::sync::watch::Receiver<u64>,
+}
+
+/// Holds `sql` for approval (`reason`), still reading the client: bytes it
+/// sends go to `early` (up to [`HELD_READ_LIMIT`]), and a client that goes
+/// away cancels the wait.
+async fn hold_reading(
+    shared: &Shared,
+    w: WhileHeld<'_>,
+    sql: &str,
+    note: &mut QueryNote,
+    reason: &str,
+) -> approval::Held {
+    let s = &shared.session;
+    let holder = approval::Holder {
+        approvals: &s.approvals,
+        session_id: s.session_id,
+        identity: &s.identity,
+        target: &s.target,
+        notices: &shared.notices,
+        cancel: w.cancel,
+    };
+    let hold = approval::hold(holder, sql, note, reason);
+    tokio::pin!(hold);
+    loop {
+        tokio::select! {
+            held = &mut hold => break held,
+            n = w.rd.read_buf(w.early), if !*w.client_gone && w.early.len() < HELD_READ_LIMIT => {
+                match n {
+                    Ok(n) if n > 0 => count(&shared.from_client, n),
+                    _ => {
+                        *w.client_gone = true;
+                        s.cancel_signal.send_modify(|c| *c = c.wrapping_add(1));
+                    }
+                }
+            }
+        }
     }
 }
 
