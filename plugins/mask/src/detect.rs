@@ -179,7 +179,10 @@ fn decode_base64(value: &[u8]) -> Option<Vec<u8>> {
         .copied()
         .filter(|c| !matches!(c, b'\n' | b'\r'))
         .collect();
-    let body = body.strip_suffix(b"==").or_else(|| body.strip_suffix(b"=")).unwrap_or(&body);
+    let body = body
+        .strip_suffix(b"==")
+        .or_else(|| body.strip_suffix(b"="))
+        .unwrap_or(&body);
     if body.len() < 8 || body.len() % 4 == 1 {
         return None;
     }
@@ -556,10 +559,19 @@ mod tests {
     #[test]
     fn values_encoded_as_hex_or_base64_are_decoded_and_masked_whole() {
         // SELECT email::bytea::text, encode(email::bytea, 'base64')
-        assert_eq!(m("\\x616461406578616d706c652e636f6d"), "\\x******************************");
+        assert_eq!(
+            m("\\x616461406578616d706c652e636f6d"),
+            "\\x******************************"
+        );
         assert_eq!(m("YWRhQGV4YW1wbGUuY29t"), "********************");
-        assert_eq!(m("616461406578616d706c652e636f6d"), "******************************");
-        assert_eq!(m("NDExMSAxMTExIDExMTEgMTExMQ=="), "**************************==");
+        assert_eq!(
+            m("616461406578616d706c652e636f6d"),
+            "******************************"
+        );
+        assert_eq!(
+            m("NDExMSAxMTExIDExMTEgMTExMQ=="),
+            "**************************=="
+        );
         // Encodings of harmless text, and text that only looks encoded, stay.
         assert_eq!(m("\\x68656c6c6f"), "\\x68656c6c6f");
         assert_eq!(m("Lovelace"), "Lovelace");
