@@ -3,6 +3,7 @@
 //! gateway per test, and helpers to connect real clients through it.
 
 pub mod fake_http;
+pub mod raw;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -386,14 +387,22 @@ fn cargo_build(args: &[&str]) -> Result<PathBuf, String> {
     Ok(target)
 }
 
+/// What `scripts/test` builds before it runs the tests: every target of
+/// the workspace but the micro-benchmarks, so the binary is built with the
+/// very dependency features the tests are (a narrower `-p portcullis`
+/// build resolves other features and compiles wasmtime a second time).
+pub const BUILD_ARGS: &[&str] = &[
+    "--workspace",
+    "--exclude",
+    "portcullis-bench",
+    "--all-targets",
+];
+
 /// Path of the `portcullis` binary (debug build), built once per test process.
 pub fn portcullis_bin() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            cargo_build(&["-p", "portcullis", "--bin", "portcullis"])
-                .map(|t| t.join("debug").join("portcullis"))
-        })
+        .get_or_init(|| cargo_build(BUILD_ARGS).map(|t| t.join("debug").join("portcullis")))
         .clone()
         .unwrap_or_else(|e| panic!("building the portcullis binary failed: {e}"))
 }

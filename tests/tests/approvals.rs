@@ -848,7 +848,10 @@ async fn an_approval_covers_one_run_with_the_values_the_approver_saw() {
     assert_eq!(db_error(&err).0, "42501");
     let request = pending(&gw, sql).await;
     let shown = request["sql"].as_str().expect("sql").to_string();
-    assert!(shown.ends_with("-- $1 = \\x00000001 (binary)"), "{shown}");
+    assert!(
+        shown.starts_with("-- $1 = \\x00000001 (binary)\n"),
+        "{shown}"
+    );
     let id = request["id"].as_str().expect("id").to_string();
     let (status, decided) =
         decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
@@ -912,4 +915,138 @@ async fn each_run_of_a_prepared_statement_waits_for_its_own_approval() {
         // Only the approved run happened.
         assert_eq!(total(5, "appr_bump_wait"), "1", "round {round}");
     }
+}
+
+/// Messages a test writes into a buffer.
+type Messages = dyn FnOnce(&mut bytes::BytesMut);
+
+/// Sends what `build` writes, then reads up to each ReadyForQuery it owes;
+/// returns the SQLSTATEs of the errors received.
+async fn exchange_raw(
+    s: &mut tokio::net::TcpStream,
+    readies: usize,
+    build: impl FnOnce(&mut bytes::BytesMut),
+) -> Vec<String> {
+    use portcullis_e2e::raw;
+    let mut b = bytes::BytesMut::new();
+    build(&mut b);
+    raw::send(s, &b).await;
+    let mut codes = Vec::new();
+    for _ in 0..readies {
+        let (_, c) = tokio::time::timeout(Duration::from_secs(20), raw::until_ready(s))
+            .await
+            .expect("an answer");
+        codes.extend(c);
+    }
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_cannot_be_run_around_its_approval() {
+    use portcullis_e2e::raw;
+    let gw = gateway().await;
+    let mut s = raw::login(&gw, REQUESTER).await;
+    let bump = "UPDATE appr_bump SET total = total + 1 WHERE id = $1";
+    let codes = exchange_raw(&mut s, 1, |b| {
+        raw::parse(b, "s1", bump);
+        raw::parse(b, "", bump);
+        raw::sync(b);
+    })
+    .await;
+    assert!(
+        codes.is_empty(),
+        "preparing runs nothing and is not held: {codes:?}"
+    );
+
+    let attempts: Vec<(&str, Box<Messages>, usize)> = vec![
+        // SQL EXECUTE of the protocol-level statement, plain and nested.
+        ("EXECUTE", Box::new(|b| raw::query(b, "EXECUTE s1(3)")), 1),
+        (
+            "EXPLAIN ANALYZE EXECUTE",
+            Box::new(|b| raw::query(b, "EXPLAIN ANALYZE EXECUTE s1(3)")),
+            1,
+        ),
+        (
+            "CREATE TABLE AS EXECUTE",
+            Box::new(|b| raw::query(b, "CREATE TEMP TABLE sneaky AS EXECUTE s1(3)")),
+            1,
+        ),
+        // A Parse that executes it.
+        (
+            "Parse of EXECUTE",
+            Box::new(|b| {
+                raw::parse(b, "x", "EXECUTE s1(3)");
+                raw::bind(b, "", "x", &[]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+            1,
+        ),
+        // A second Parse of the name fails at the server (42P05): s1 is
+        // still the UPDATE when it is bound.
+        (
+            "re-Parse of the name",
+            Box::new(|b| {
+                raw::parse(b, "s1", "SELECT 1");
+                raw::sync(b);
+                raw::bind(b, "", "s1", &["3"]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+            2,
+        ),
+        // A Close the server skips after an error, then a run.
+        (
+            "Close skipped after an error",
+            Box::new(|b| {
+                raw::bind(b, "", "no_such_statement", &[]);
+                raw::close(b, b'S', "s1");
+                raw::sync(b);
+                raw::bind(b, "", "s1", &["3"]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+            2,
+        ),
+        // A Parse of the unnamed statement the server skips after an error.
+        (
+            "unnamed Parse skipped after an error",
+            Box::new(|b| {
+                raw::bind(b, "", "no_such_statement", &[]);
+                raw::parse(b, "", "SELECT 1");
+                raw::sync(b);
+                raw::bind(b, "", "", &["3"]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+            2,
+        ),
+    ];
+    for (label, build, readies) in attempts {
+        let codes = exchange_raw(&mut s, readies, build).await;
+        assert!(
+            codes.iter().any(|c| c == "42501"),
+            "{label}: the run must be held: {codes:?}"
+        );
+        assert_eq!(
+            total(3, "appr_bump"),
+            "0",
+            "{label}: the UPDATE ran unapproved"
+        );
+    }
+
+    // The control: once its run is approved, EXECUTE s1(3) does run.
+    let request = pending(&gw, "-- run by:\nEXECUTE s1(3)").await;
+    let id = request["id"].as_str().expect("id").to_string();
+    let shown = request["sql"].as_str().unwrap_or_default();
+    assert!(
+        shown.starts_with(bump),
+        "the approver sees the held statement: {shown}"
+    );
+    let (status, decided) =
+        decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 200, "{decided}");
+    let codes = exchange_raw(&mut s, 1, |b| raw::query(b, "EXECUTE s1(3)")).await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(total(3, "appr_bump"), "1");
 }

@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use portcullis::codec::{error_response, peek_frame, startup};
-use portcullis_e2e::{cluster, GatewayOptions, TestGateway, DB};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use portcullis::codec::error_response;
+use portcullis_e2e::raw::{read_msg, send};
+use portcullis_e2e::{cluster, GatewayOptions, TestGateway};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const USER: &str = "raw@example.com";
@@ -19,41 +19,9 @@ const ADMIN_TOKEN: &str = "static-admin-token-for-limit-tests-0123";
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Reads one tagged message (tag, whole frame).
-async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).await.ok()?;
-    let h = peek_frame(&head, 1 << 26).ok()??;
-    let mut frame = head.to_vec();
-    frame.resize(h.total_len, 0);
-    s.read_exact(&mut frame[5..]).await.ok()?;
-    Some((h.tag, frame))
-}
-
-async fn send<S: AsyncWrite + Unpin>(s: &mut S, buf: &[u8]) {
-    s.write_all(buf).await.unwrap();
-    s.flush().await.unwrap();
-}
-
-/// Logs in on the plaintext development listener and returns the socket
-/// after the first ReadyForQuery.
+/// Logs in on the plaintext development listener as the test's user.
 async fn login(gw: &TestGateway) -> TcpStream {
-    let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
-    let mut b = BytesMut::new();
-    startup::encode_startup(&mut b, &[("user", USER), ("database", DB)]);
-    send(&mut s, &b).await;
-    let (tag, _) = read_msg(&mut s).await.unwrap();
-    assert_eq!(tag, b'R');
-    b.clear();
-    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
-    send(&mut s, &b).await;
-    loop {
-        let (tag, frame) = read_msg(&mut s).await.expect("greeting");
-        assert_ne!(tag, b'E', "{:?}", error_response::decode(&frame));
-        if tag == b'Z' {
-            return s;
-        }
-    }
+    portcullis_e2e::raw::login(gw, USER).await
 }
 
 /// The header of a `Query` whose whole message is `total` bytes long.

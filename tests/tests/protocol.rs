@@ -7,51 +7,20 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use portcullis::codec::MessageWriter;
-use portcullis::codec::{error_response, peek_frame, query, startup};
+use portcullis::codec::{error_response, query, startup};
 use portcullis::policy::{
     Policy, QueryEvent, QueryNote, SessionInfo, SessionPolicy, SessionRefused, Verdict,
 };
+use portcullis_e2e::raw::{read_msg, send};
 use portcullis_e2e::{cluster, GatewayOptions, TestGateway, DB};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const USER: &str = "raw@example.com";
 
-/// Reads one tagged message (tag, whole frame).
-async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).await.ok()?;
-    let h = peek_frame(&head, 1 << 26).ok()??;
-    let mut frame = head.to_vec();
-    frame.resize(h.total_len, 0);
-    s.read_exact(&mut frame[5..]).await.ok()?;
-    Some((h.tag, frame))
-}
-
-async fn send<S: AsyncWrite + Unpin>(s: &mut S, buf: &BytesMut) {
-    s.write_all(buf).await.unwrap();
-    s.flush().await.unwrap();
-}
-
-/// Logs in on the plaintext development listener and returns the socket
-/// after the first ReadyForQuery.
+/// Logs in on the plaintext development listener as the test's user.
 async fn login(gw: &TestGateway) -> TcpStream {
-    let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
-    let mut b = BytesMut::new();
-    startup::encode_startup(&mut b, &[("user", USER), ("database", DB)]);
-    send(&mut s, &b).await;
-    let (tag, _) = read_msg(&mut s).await.unwrap();
-    assert_eq!(tag, b'R');
-    b.clear();
-    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
-    send(&mut s, &b).await;
-    loop {
-        let (tag, frame) = read_msg(&mut s).await.expect("greeting");
-        assert_ne!(tag, b'E', "{:?}", error_response::decode(&frame));
-        if tag == b'Z' {
-            return s;
-        }
-    }
+    portcullis_e2e::raw::login(gw, USER).await
 }
 
 #[tokio::test]

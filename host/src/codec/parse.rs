@@ -11,6 +11,8 @@ pub struct Parse<'a> {
     pub query: &'a str,
     /// Number of parameter types the client specified.
     pub param_type_count: u16,
+    /// Those types: one big-endian OID of 4 bytes each (0 = unspecified).
+    pub param_types: &'a [u8],
 }
 
 /// Decodes a complete `P` frame.
@@ -22,10 +24,11 @@ pub fn decode(frame_bytes: &[u8]) -> Result<Parse<'_>, CodecError> {
     if n < 0 {
         return Err(CodecError::Invalid("parameter type count"));
     }
-    r.bytes(n as usize * 4, "parameter types")?;
+    let param_types = r.bytes(n as usize * 4, "parameter types")?;
     Ok(Parse {
         statement,
         query,
         param_type_count: n as u16,
+        param_types,
     })
 }

@@ -36,7 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use super::approval;
 use super::budget::{BudgetError, BudgetShare, MessageBudget};
 use super::catalog::TargetCatalog;
-use super::held::{HeldStatement, HeldStatements};
+use super::held::{self, BindError, Execution, HeldStatements, Step};
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
 use super::stream::Stream;
@@ -406,11 +406,18 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::R
     Ok(())
 }
 
-/// Gives back memory after a large message has gone through, so an idle
-/// session holds only its small read buffers.
-fn shrink_if_idle(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 8 * READ_CHUNK {
-        *buf = BytesMut::with_capacity(READ_CHUNK);
+/// Gives back memory after a large message has gone through, so a session
+/// holds only small read buffers between messages — also when the bytes of
+/// the next message already arrived behind it (they are moved to a small
+/// buffer; the budget no longer counts the large one, so it must not stay).
+/// `large` says the buffer was grown past a few chunks since it was last
+/// small (its allocation stays that large however far it was advanced).
+fn shrink_if_idle(buf: &mut BytesMut, large: &mut bool) {
+    if *large && buf.len() < 8 * READ_CHUNK {
+        let mut small = BytesMut::with_capacity(buf.len().max(READ_CHUNK));
+        small.extend_from_slice(buf);
+        *buf = small;
+        *large = false;
     }
 }
 
@@ -418,11 +425,13 @@ fn shrink_if_idle(buf: &mut BytesMut) {
 /// incomplete message at the front of `buf` (0 when none): the buffer grows
 /// toward it by [`next_capacity`], never to it at once, so a length on the
 /// wire costs memory only as its bytes arrive.
-fn make_room(buf: &mut BytesMut, need: usize) {
+/// Sets `large` when the buffer grows past a few chunks.
+fn make_room(buf: &mut BytesMut, need: usize, large: &mut bool) {
     let want = next_capacity(buf.len(), need);
     if buf.capacity() < want || buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(want.saturating_sub(buf.len()).max(READ_CHUNK));
     }
+    *large |= buf.capacity() > 8 * READ_CHUNK;
 }
 
 /// Capacity wanted before the next read when `len` bytes are buffered and
@@ -463,6 +472,8 @@ async fn client_to_server(
     // error is injected before that Sync's ReadyForQuery.
     let mut pending_error: Option<Bytes> = None;
     let mut need = 0usize;
+    // Whether the buffer grew past a few chunks since it was last small.
+    let mut large = false;
     let mut first = true;
     // Bytes the client sent while a statement was held, processed next; and
     // whether it went away meanwhile.
@@ -471,11 +482,14 @@ async fn client_to_server(
     let mut client_gone = false;
     // Portals described since their Bind (only tracked when rows are watched).
     let mut described: std::collections::HashSet<String> = Default::default();
-    // Prepared statements held for approval, judged at each Execute.
+    // Prepared statements held for approval, judged at each run.
     let mut held = HeldStatements::default();
+    // Whether the next message starts a batch (the server skips nothing
+    // before it): only such messages can give up a hold.
+    let mut batch_start = true;
     loop {
         cover_pending(&mut share, buf.len(), need)?;
-        make_room(&mut buf, need);
+        make_room(&mut buf, need, &mut large);
         let replay = std::mem::take(&mut first) && !buf.is_empty();
         if replay {
             count(&shared.from_client, buf.len());
@@ -509,6 +523,8 @@ async fn client_to_server(
                         break;
                     }
                     let frame = &buf[pos..pos + h.total_len];
+                    // A Query ends its batch: what follows starts a new one.
+                    let first_in_batch = std::mem::replace(&mut batch_start, h.tag == b'Q');
                     if pending_error.is_some() {
                         // Still discarding after a refused Parse.
                         write_out(wr, &buf[start..pos]).await?;
@@ -517,11 +533,11 @@ async fn client_to_server(
                         continue;
                     }
                     let mut note = QueryNote::default();
-                    let (sql, statement) = if h.tag == b'Q' {
-                        (query::decode(frame)?, None)
+                    let (sql, statement, param_types) = if h.tag == b'Q' {
+                        (query::decode(frame)?, None, &[][..])
                     } else {
                         let p = parse::decode(frame)?;
-                        (p.query, Some(p.statement))
+                        (p.query, Some(p.statement), p.param_types)
                     };
                     let event = match statement {
                         None => QueryEvent::Simple { sql },
@@ -545,51 +561,52 @@ async fn client_to_server(
                     };
                     crate::metrics::global().query(verdict.label(), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
-                    let deferred = match (&verdict, statement) {
-                        // A Parse runs nothing: each execution is held instead,
-                        // with its parameter values (see `held`).
-                        (Verdict::RequireApproval { reason }, Some(name)) => {
-                            held.parsed(
-                                name,
-                                Some(HeldStatement {
-                                    sql: sql.to_string(),
-                                    reason: reason.clone(),
-                                    note: note.clone(),
-                                }),
-                            );
-                            true
+                    let parse_info = statement.map(|name| held::ParseInfo {
+                        name,
+                        param_types,
+                        first_in_batch,
+                    });
+                    match held::step(&mut held, &verdict, &note, sql, parse_info) {
+                        Step::Pass => {}
+                        Step::Deferred => {
+                            verdict = Verdict::Allow;
+                            denial = None;
+                            // Every run of a held statement is recorded.
+                            note.record.get_or_insert_with(Default::default);
                         }
-                        (_, Some(name)) => {
-                            held.parsed(name, None);
-                            false
+                        Step::Refuse(reason) => {
+                            verdict = Verdict::Deny { reason };
+                            denial = denial_bytes(&verdict);
                         }
-                        (_, None) => false,
-                    };
-                    if deferred {
-                        verdict = Verdict::Allow;
-                        denial = None;
-                        // Every execution of a held statement is recorded.
-                        note.record.get_or_insert_with(Default::default);
-                    } else if let Verdict::RequireApproval { reason } = &verdict {
-                        // Earlier statements of the batch go ahead while this one waits.
-                        write_out(wr, &buf[start..pos]).await?;
-                        wr.flush().await?;
-                        start = pos;
-                        let reason = reason.clone();
-                        let w = WhileHeld {
-                            rd: &mut *rd,
-                            early: &mut early,
-                            client_gone: &mut client_gone,
-                            cancel: &mut cancel,
-                        };
-                        match hold_reading(shared, w, sql, &mut note, &reason).await {
-                            approval::Held::Run => {
-                                verdict = Verdict::Allow;
-                                denial = None;
-                                // What ran under an approval is always recorded.
-                                note.record.get_or_insert_with(Default::default);
+                        Step::Hold {
+                            shown,
+                            note: mut terms,
+                            reason,
+                        } => {
+                            // Earlier statements of the batch go ahead while this one waits.
+                            write_out(wr, &buf[start..pos]).await?;
+                            wr.flush().await?;
+                            start = pos;
+                            let w = WhileHeld {
+                                rd: &mut *rd,
+                                early: &mut early,
+                                client_gone: &mut client_gone,
+                                cancel: &mut cancel,
+                            };
+                            match hold_reading(shared, w, &shown, &mut terms, &reason).await {
+                                approval::Held::Run => {
+                                    verdict = Verdict::Allow;
+                                    denial = None;
+                                    note.approval_id = terms.approval_id;
+                                    // What ran under an approval is always recorded.
+                                    note.record.get_or_insert_with(Default::default);
+                                }
+                                approval::Held::Refuse(err) => {
+                                    note.approval_id = terms.approval_id;
+                                    verdict = Verdict::RequireApproval { reason };
+                                    denial = Some(err);
+                                }
                             }
-                            approval::Held::Refuse(err) => denial = Some(err),
                         }
                     }
                     let before = match statement {
@@ -636,6 +653,7 @@ async fn client_to_server(
                     }
                 }
                 b'S' => {
+                    batch_start = true;
                     syncs += 1;
                     shared.expect(Expect::Ready { query: false });
                     if let Some(err) = pending_error.take() {
@@ -654,6 +672,7 @@ async fn client_to_server(
                 }
                 b'F' if pending_error.is_none() => {
                     // FunctionCall: one ReadyForQuery, like a Query.
+                    batch_start = true;
                     syncs += 1;
                     shared.expect(Expect::Ready { query: false });
                     let take = h.total_len.min(available);
@@ -698,11 +717,25 @@ async fn client_to_server(
                         break;
                     }
                     let frame = &buf[pos..pos + h.total_len];
+                    let first_in_batch = std::mem::replace(&mut batch_start, false);
                     match h.tag {
                         b'B' => {
                             let b = bind::decode(frame)?;
                             let portal = b.portal;
-                            held.bound(portal, b.statement, frame)?;
+                            match held.bound(portal, b.statement, frame, first_in_batch) {
+                                Ok(()) => {}
+                                Err(BindError::Codec(e)) => return Err(e.into()),
+                                Err(BindError::Full(e)) => {
+                                    // Refused like a Parse: the rest of the batch is dropped.
+                                    write_out(wr, &buf[start..pos]).await?;
+                                    pos += h.total_len;
+                                    start = pos;
+                                    pending_error = denial_bytes(&Verdict::Deny {
+                                        reason: e.to_string(),
+                                    });
+                                    continue;
+                                }
+                            }
                             if shared.tracking {
                                 shared.ledger().bind(portal, b.statement);
                             }
@@ -727,13 +760,13 @@ async fn client_to_server(
                             let portal = describe::execute::decode(frame)?.to_string();
                             // A run of a held statement waits for its approval.
                             let mut approved: Option<(String, String)> = None;
-                            let pending = held.pending_execute(&portal);
-                            if !matches!(pending, Ok(None)) {
+                            let pending = held.execution(&portal);
+                            if !matches!(pending, Execution::Free) {
                                 write_out(wr, &buf[start..pos]).await?;
                                 wr.flush().await?;
                                 start = pos;
                                 let outcome = match pending {
-                                    Ok(Some(run)) => {
+                                    Execution::Judge(run) => {
                                         let mut note = run.statement.note.clone();
                                         let w = WhileHeld {
                                             rd: &mut *rd,
@@ -747,8 +780,11 @@ async fn client_to_server(
                                                 .await;
                                         (outcome, note, run.shown, reason)
                                     }
-                                    _ => {
-                                        let reason = "the gateway no longer knows which values this portal was bound with".to_string();
+                                    Execution::Free | Execution::Refuse(_) => {
+                                        let reason = match pending {
+                                            Execution::Refuse(why) => why.to_string(),
+                                            _ => String::new(),
+                                        };
                                         let err = denial_bytes(&Verdict::Deny {
                                             reason: reason.clone(),
                                         });
@@ -825,9 +861,11 @@ async fn client_to_server(
                             match target {
                                 describe::Target::Portal(p) => {
                                     described.remove(p);
-                                    held.closed(None, Some(p));
+                                    held.closed_portal(p, first_in_batch);
                                 }
-                                describe::Target::Statement(st) => held.closed(Some(st), None),
+                                describe::Target::Statement(st) => {
+                                    held.closed_statement(st, first_in_batch)
+                                }
                             }
                             if shared.tracking {
                                 match target {
@@ -845,6 +883,9 @@ async fn client_to_server(
                     pos += h.total_len;
                 }
                 _ => {
+                    // Describe, Flush, COPY data, a FunctionCall being dropped...:
+                    // an error may follow, so the batch is no longer fresh.
+                    batch_start = false;
                     let take = h.total_len.min(available);
                     if pending_error.is_some() {
                         write_out(wr, &buf[start..pos]).await?;
@@ -875,7 +916,7 @@ async fn client_to_server(
             early.clear();
             skip_read = true;
         }
-        shrink_if_idle(&mut buf);
+        shrink_if_idle(&mut buf, &mut large);
     }
 }
 
@@ -1070,9 +1111,11 @@ async fn server_to_client(
     }
     let mut scratch = BytesMut::new();
     let mut need = 0usize;
+    // Whether the buffer grew past a few chunks since it was last small.
+    let mut large = false;
     let mut sample = SampleState::default();
     loop {
-        make_room(&mut buf, need);
+        make_room(&mut buf, need, &mut large);
         let n = loop {
             tokio::select! {
                 biased;
@@ -1382,7 +1425,7 @@ async fn server_to_client(
         write_out(wr, &buf[start..pos]).await?;
         wr.flush().await?;
         buf.advance(pos);
-        shrink_if_idle(&mut buf);
+        shrink_if_idle(&mut buf, &mut large);
     }
 }
 

@@ -48,6 +48,12 @@ pub struct StatementSummary {
     /// `RESET ALL`, or a transaction mode other than `READ ONLY`
     /// (`BEGIN READ WRITE`, `SET SESSION CHARACTERISTICS ... READ WRITE`).
     pub undoes_read_only: bool,
+    /// The prepared statement a SQL `PREPARE` or `DEALLOCATE` names
+    /// (`None` for other statements and `DEALLOCATE ALL`).
+    pub prepared_name: Option<String>,
+    /// Prepared statements it runs, wherever `EXECUTE` is spelled in it
+    /// (`EXECUTE w`, `EXPLAIN ANALYZE EXECUTE w`, `CREATE TABLE t AS EXECUTE w`).
+    pub executes: Vec<String>,
 }
 
 /// What the host knows about a piece of SQL text.

@@ -169,3 +169,19 @@ fn texts_that_differ_only_in_constants_share_one_summary_that_fits_both() {
     assert!(!off.statements[0].explain_analyze);
     assert!(on.statements[0].explain_analyze);
 }
+
+#[test]
+fn prepare_execute_and_deallocate_name_their_statement() {
+    assert_eq!(
+        one("PREPARE w AS DELETE FROM t WHERE id = $1")
+            .prepared_name
+            .as_deref(),
+        Some("w")
+    );
+    assert_eq!(one("EXECUTE w(5)").executes, ["w"]);
+    assert_eq!(one("EXPLAIN ANALYZE EXECUTE w(5)").executes, ["w"]);
+    assert_eq!(one("CREATE TABLE c AS EXECUTE w(5)").executes, ["w"]);
+    assert_eq!(one("DEALLOCATE w").prepared_name.as_deref(), Some("w"));
+    assert_eq!(one("DEALLOCATE ALL").prepared_name, None);
+    assert_eq!(one("SELECT 1").prepared_name, None);
+}

@@ -17,6 +17,7 @@ struct Acc {
     is_copy: bool,
     copy_program: bool,
     explain_analyze: bool,
+    executes: BTreeSet<String>,
 }
 
 /// Summarizes one `RawStmt.stmt` node.
@@ -51,6 +52,15 @@ pub fn statement(node: &Value) -> StatementSummary {
         copy_program: acc.copy_program,
         explain_analyze: acc.explain_analyze,
         undoes_read_only: undoes_read_only(node),
+        executes: acc.executes.into_iter().collect(),
+        prepared_name: match kind_node {
+            "PrepareStmt" | "DeallocateStmt" => fields
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+            _ => None,
+        },
     }
 }
 
@@ -176,6 +186,12 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
         }
         "DeleteStmt" | "UpdateStmt" if fields.get("where_clause").is_none_or(Value::is_null) => {
             acc.unbounded_write = true;
+        }
+        "ExecuteStmt" => {
+            let name = str_field(fields, "name");
+            if !name.is_empty() {
+                acc.executes.insert(name.to_string());
+            }
         }
         "CopyStmt" => {
             acc.is_copy = true;
