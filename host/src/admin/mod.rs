@@ -11,8 +11,9 @@
 //!
 //! The listener is bounded like the data path: at most `max_connections`
 //! connections are served at once (more get a bare `503` and are closed),
-//! a client has `header_read_timeout_secs` to send a request's headers, and
-//! no route reads more than `max_body_bytes` of a body.
+//! a client has `header_read_timeout_secs` to send a request's headers and
+//! 30 seconds more for the rest of the request, and no route reads more
+//! than `max_body_bytes` of a body.
 //!
 //! - `auth`: who is calling, and what they may do;
 //! - `http`: bodies, JSON replies and errors;
@@ -124,6 +125,10 @@ fn refuse(tcp: TcpStream) {
     let _ = tcp.try_write(busy_response().as_bytes());
 }
 
+/// Longest an admin request may take from its headers to its reply (a
+/// streamed reply, such as the audit export, goes on after that).
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves one admin connection; its slot is freed when it ends.
 async fn serve_connection(tcp: TcpStream, state: Arc<AdminState>, _slot: OwnedSemaphorePermit) {
     let max_body = state.settings.max_body_bytes;
@@ -132,7 +137,20 @@ async fn serve_connection(tcp: TcpStream, state: Arc<AdminState>, _slot: OwnedSe
         let state = state.clone();
         async move {
             let reply = match http::limit_body(req, max_body) {
-                Ok(req) => routes::handle(req, &state).await,
+                // Headers have a deadline; so has the rest of a request, or
+                // a client trickling a body would hold its slot for ever.
+                Ok(req) => match tokio::time::timeout(REQUEST_DEADLINE, routes::handle(req, &state))
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(_) => http::error(
+                        hyper::StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request took longer than {} s (a body sent too slowly?); send it again",
+                            REQUEST_DEADLINE.as_secs()
+                        ),
+                    ),
+                },
                 Err(refused) => refused,
             };
             Ok::<_, std::convert::Infallible>(reply)
