@@ -220,12 +220,13 @@ impl Approvals {
         new: NewRequest,
     ) -> Result<(ApprovalRecord, Option<watch::Receiver<ApprovalStatus>>), RequestError> {
         let _guard = self.request_lock.lock().await;
-        let theirs: Vec<ApprovalRecord> = self
-            .list(Some(ApprovalStatus::Pending), 100_000)
-            .await?
-            .into_iter()
-            .filter(|r| r.subject == who.identity.subject && r.issuer == who.identity.issuer)
-            .collect();
+        let limit = self.settings.max_pending_per_user;
+        let store = self.store.clone();
+        let (subject, issuer) = (who.identity.subject.clone(), who.identity.issuer.clone());
+        // Expired ones still marked pending do not count; read a few more.
+        let mut theirs =
+            blocking(move || store.pending_approvals_of(&subject, &issuer, limit * 2 + 16)).await?;
+        theirs.retain_mut(|r| !expire_if_due(r));
         if !new.policy.wait {
             if let Some(same) = theirs.iter().find(|r| {
                 r.mode == "retry"
@@ -236,7 +237,6 @@ impl Approvals {
                 return Ok((same.clone(), None));
             }
         }
-        let limit = self.settings.max_pending_per_user;
         if theirs.len() >= limit {
             return Err(RequestError::TooMany {
                 user: who.identity.user.clone(),

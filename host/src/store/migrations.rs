@@ -101,4 +101,8 @@ pub const MIGRATIONS: &[&str] = &[
         revoked_by TEXT NOT NULL
     );
     "#,
+    // 4: one person's pending approval requests, found without a scan.
+    r#"
+    CREATE INDEX approvals_requester ON approvals (subject, issuer, status);
+    "#,
 ];

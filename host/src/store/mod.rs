@@ -122,6 +122,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StoreError>;
 
+    /// Pending approval requests of one person (token `subject` at
+    /// `issuer`), newest first, at most `limit`.
+    fn pending_approvals_of(
+        &self,
+        subject: &str,
+        issuer: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+
     /// Takes one use of an approved retry-mode grant for exactly this
     /// statement (same text and fingerprint) from exactly this identity on
     /// this target, valid at `now`; returns the approval's id. Atomic: two

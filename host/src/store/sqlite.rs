@@ -416,6 +416,22 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn pending_approvals_of(
+        &self,
+        subject: &str,
+        issuer: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE subject = ?1 AND issuer = ?2 AND status = 'pending'
+             ORDER BY created_at DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![subject, issuer, limit.max(1) as i64], approval_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn revoke_token(&self, jti: &str, at: i64, by: &str) -> Result<(), StoreError> {
         self.writer().execute(
             "INSERT OR IGNORE INTO revocations (jti, revoked_at, revoked_by) VALUES (?1, ?2, ?3)",
