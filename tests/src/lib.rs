@@ -691,3 +691,40 @@ pub fn find_leak(text: &str, raws: &[&str]) -> Option<(String, String)> {
             .map(|form| (raw.to_string(), form))
     })
 }
+
+/// A directory under the system's temporary directory, removed (with all
+/// it holds: keys, certificates, databases) when dropped — also when the
+/// test fails and unwinds.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `<tmp>/<prefix>-<pid>-<random>`.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{:08x}",
+            std::process::id(),
+            rand_u32()
+        ));
+        std::fs::create_dir_all(&path).expect("scratch directory");
+        Self(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A random number from the clock (the harness has no RNG dependency).
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}

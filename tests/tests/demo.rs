@@ -15,9 +15,12 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
         plugins.parent().expect("plugin directory"),
     );
     std::env::remove_var("DATABASE_URL");
-    let dir = std::env::temp_dir().join(format!("portcullis-demo-test-{}", std::process::id()));
+    // The demo's state (issuer key, admin token, certificate) goes with it.
+    let scratch = portcullis_e2e::ScratchDir::new("portcullis-demo-test");
     let port = portcullis::demo::cluster::free_port().unwrap();
-    let demo = portcullis::demo::start(Some(port), dir).await.unwrap();
+    let demo = portcullis::demo::start(Some(port), scratch.path().to_path_buf())
+        .await
+        .unwrap();
     assert_eq!(demo.plugins, ["block", "approve", "mask", "record"]);
     let psql = |sql: &str| {
         Command::new("psql")

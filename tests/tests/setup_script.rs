@@ -16,19 +16,18 @@ fn stub(dir: &Path, name: &str, body: &str) {
 
 #[test]
 fn setup_asks_for_pip_when_it_is_missing_and_never_for_pgbouncer() {
-    let dir = std::env::temp_dir().join(format!("portcullis-setup-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("stub dir");
+    let scratch = portcullis_e2e::ScratchDir::new("portcullis-setup-test");
+    let dir = scratch.path();
     let log = dir.join("apt.log");
     // python3 without psycopg and without pip; apt-get records.
-    stub(&dir, "python3", "exit 1");
+    stub(dir, "python3", "exit 1");
     stub(
-        &dir,
+        dir,
         "apt-get",
         &format!("echo \"$@\" >> '{}'", log.display()),
     );
-    stub(&dir, "sudo", "exec \"$@\"");
-    stub(&dir, "rustup", "echo wasm32-wasip2");
+    stub(dir, "sudo", "exec \"$@\"");
+    stub(dir, "rustup", "echo wasm32-wasip2");
     // Besides the stand-ins, only the few real tools the script uses: no
     // pgbouncer, whether or not this machine has one.
     for tool in ["ls", "grep", "id", "cat", "sh"] {
@@ -49,7 +48,6 @@ fn setup_asks_for_pip_when_it_is_missing_and_never_for_pgbouncer() {
         .output()
         .expect("bash runs");
     let asked = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         asked.contains("python3-pip"),
         "pip was not asked for: {asked:?}"
