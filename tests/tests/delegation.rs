@@ -655,3 +655,35 @@ async fn every_hop_reaches_the_policy_seam_and_the_audit_store_with_its_chain() 
     stored.reverse(); // newest first → oldest first
     assert_eq!(stored, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_actor_label_cannot_name_a_person_or_carry_a_link() {
+    let gw = gateway("labels").await;
+    let person = alice(&gw.issuer);
+    for label in [
+        "bob@example.com",
+        "agent:bob@example.com",
+        "agent:<https://evil.example|x>",
+    ] {
+        let (status, answer) = exchange(
+            &gw,
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", &person),
+                ("actor", label),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{label}: {answer}");
+        assert_eq!(answer["error"], "invalid_request", "{label}: {answer}");
+        assert!(
+            answer.get("access_token").is_none(),
+            "{label}: no token issued"
+        );
+    }
+    // A proper label still works.
+    child(&gw, &person, "agent:planner", &[]).await;
+}

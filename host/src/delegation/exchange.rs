@@ -122,6 +122,12 @@ pub async fn exchange(
         None => None,
     };
     let actor = match (one("actor").filter(|a| !a.is_empty()), &actor_identity) {
+        (Some(a), _) if !is_agent_label(a) => {
+            return Err(refuse(
+                "invalid_request",
+                "actor must be agent:<name>, the name 1 to 64 letters, digits, '.', '_' or '-' (a label cannot name a person: send an actor_token for that)",
+            ))
+        }
         (Some(a), _) => a.to_string(),
         (None, Some(id)) => id.user.clone(),
         (None, None) => {
@@ -298,4 +304,46 @@ pub async fn exchange(
         "token_type": "Bearer",
         "expires_in": exp - now,
     }))
+}
+
+/// Whether `label` is a free agent label: `agent:` and 1 to 64 letters,
+/// digits, `.`, `_` or `-`. A label is chosen by the requester, so it must
+/// not be able to name a person (an e-mail, an approver's user name: the
+/// actor chain decides who may approve what) nor carry markup or a link
+/// into a chat message.
+pub fn is_agent_label(label: &str) -> bool {
+    label.strip_prefix("agent:").is_some_and(|name| {
+        (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    })
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::is_agent_label;
+
+    #[test]
+    fn only_agent_labels_name_an_actor() {
+        for ok in [
+            "agent:planner",
+            "agent:report-writer",
+            "agent:c",
+            "agent:v1.2_x",
+        ] {
+            assert!(is_agent_label(ok), "{ok}");
+        }
+        for bad in [
+            "bob@example.com",
+            "agent:bob@example.com",
+            "agent:",
+            "agent:https://evil.example",
+            "agent:<!channel>",
+            "planner",
+            &format!("agent:{}", "x".repeat(65)),
+        ] {
+            assert!(!is_agent_label(bad), "{bad}");
+        }
+    }
 }
