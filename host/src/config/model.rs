@@ -436,6 +436,11 @@ pub struct IdentityProvider {
     /// Seconds after which cached keys are fetched again even if known.
     #[serde(default = "default_jwks_max_age")]
     pub jwks_max_age_secs: u64,
+    /// Seconds after which cached keys are no longer trusted at all while
+    /// the issuer does not answer: logins are refused until a fetch works
+    /// (so blocking the issuer cannot keep a withdrawn key valid for ever).
+    #[serde(default = "default_jwks_max_stale")]
+    pub jwks_max_stale_secs: u64,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -452,6 +457,9 @@ fn default_leeway() -> u64 {
 }
 fn default_jwks_min_refresh() -> u64 {
     10
+}
+fn default_jwks_max_stale() -> u64 {
+    86_400
 }
 fn default_jwks_max_age() -> u64 {
     900

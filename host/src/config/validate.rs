@@ -311,6 +311,12 @@ fn validate_provider(i: usize, p: &IdentityProvider) -> Result<(), ConfigError> 
             "at least one non-empty audience is required",
         ));
     }
+    if p.jwks_max_stale_secs < p.jwks_max_age_secs {
+        return Err(invalid(
+            key("jwks_max_stale_secs"),
+            "must be at least jwks_max_age_secs (keys are refreshed at that age, and refused past this one)",
+        ));
+    }
     if p.algorithms.is_empty() {
         return Err(invalid(
             key("algorithms"),

@@ -137,6 +137,7 @@ impl GatewayIssuer {
             hmac_secret_file: None,
             jwks_min_refresh_secs: 3600,
             jwks_max_age_secs: u64::MAX / 4,
+            jwks_max_stale_secs: u64::MAX / 4,
         };
         (cfg, parse_keys(&self.jwks()).unwrap_or_default())
     }

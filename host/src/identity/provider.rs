@@ -215,6 +215,16 @@ impl Provider {
                 tracing::warn!(provider = %self.cfg.name, error = %e, "JWKS refresh failed; using cached keys");
             }
         }
+        let max_stale = Duration::from_secs(self.cfg.jwks_max_stale_secs);
+        if let Some(age) = self.cache_age().filter(|a| *a > max_stale) {
+            return Err(AuthError::KeysUnavailable {
+                issuer: self.cfg.issuer.clone(),
+                message: format!(
+                    "its keys were last fetched {} ago and it has not answered since; logins are refused until it does (jwks_max_stale_secs)",
+                    human_duration(age.as_secs())
+                ),
+            });
+        }
         if self.cache_age().is_none() {
             // Never fetched, and the last attempt failed moments ago.
             return Err(AuthError::KeysUnavailable {

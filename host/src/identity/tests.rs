@@ -126,10 +126,20 @@ fn human_durations() {
 
 /// A provider for a development issuer at `url`, with the given JWKS ages.
 fn jwks_provider(url: &str, max_age_secs: u64, min_refresh_secs: u64) -> Provider {
+    stale_provider(url, max_age_secs, min_refresh_secs, 86_400)
+}
+
+/// [`jwks_provider`] that refuses keys older than `max_stale_secs`.
+fn stale_provider(
+    url: &str,
+    max_age_secs: u64,
+    min_refresh_secs: u64,
+    max_stale_secs: u64,
+) -> Provider {
     let cfg: IdentityProvider = toml::from_str(&format!(
         "name = \"dev\"\nissuer = {url:?}\naudience = \"gw\"\nalgorithms = [\"ES256\"]\n\
          insecure_loopback_issuer = true\njwks_max_age_secs = {max_age_secs}\n\
-         jwks_min_refresh_secs = {min_refresh_secs}"
+         jwks_min_refresh_secs = {min_refresh_secs}\njwks_max_stale_secs = {max_stale_secs}"
     ))
     .unwrap();
     let http = crate::http_client::HttpClient::new(Duration::from_secs(2)).unwrap();
@@ -213,4 +223,24 @@ async fn an_issuer_that_never_answered_is_not_asked_once_per_login() {
         .await
         .expect("keys fetched once the issuer answers");
     assert_eq!(issuer.jwks_fetches(), 2);
+}
+
+#[tokio::test]
+async fn keys_past_their_stale_limit_are_not_trusted_while_the_issuer_is_silent() {
+    let key = crate::demo::issuer::DevKey::generate_es256().unwrap();
+    let issuer = crate::demo::issuer::DevIssuer::start(key, "gw", 0)
+        .await
+        .unwrap();
+    let p = stale_provider(issuer.url(), 0, 0, 1);
+    validate_dev(&p, &issuer).await.expect("fresh keys");
+    issuer.set_jwks_failing(true);
+    validate_dev(&p, &issuer)
+        .await
+        .expect("stale but within the limit: still served");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = validate_dev(&p, &issuer).await.unwrap_err();
+    assert!(matches!(err, AuthError::KeysUnavailable { .. }), "{err}");
+    // The issuer answers again: logins work again.
+    issuer.set_jwks_failing(false);
+    validate_dev(&p, &issuer).await.expect("fetched again");
 }
