@@ -154,3 +154,49 @@ with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as co
         ]
     );
 }
+
+/// libpq 17+ sends a cancel request over TLS when the session uses TLS; it
+/// expects the server to close that connection cleanly (a TLS close, as
+/// PostgreSQL does), and reports anything else as a failed cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_over_tls_from_libpq_17_succeeds_and_cancels() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, threading, time, psycopg
+conninfo, token = os.environ["CONNINFO"], os.environ["TOKEN"]
+assert psycopg.pq.version() >= 170000, psycopg.pq.version()
+conn = psycopg.connect(conninfo, password=token, autocommit=True)
+watcher = psycopg.connect(conninfo, password=token, autocommit=True)
+result = {}
+def run():
+    try:
+        conn.execute("SELECT pg_sleep(20) /* tls-cancel-victim */")
+        result["query"] = "finished"
+    except psycopg.errors.QueryCanceled:
+        result["query"] = "canceled"
+    except Exception as e:
+        result["query"] = repr(e)
+t = threading.Thread(target=run)
+t.start()
+deadline = time.time() + 10
+while time.time() < deadline:
+    n = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%tls-cancel-victim%' AND pid <> pg_backend_pid()").fetchone()[0]
+    if n:
+        break
+    time.sleep(0.05)
+try:
+    conn.cancel_safe(timeout=10)
+    result["cancel"] = "ok"
+except Exception as e:
+    result["cancel"] = repr(e)
+t.join(25)
+print(result["cancel"])
+print(result.get("query"))
+"#;
+    let stdout = gw.python(USER, script);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["ok", "canceled"],
+        "{stdout}"
+    );
+}

@@ -323,6 +323,9 @@ async fn negotiate(
             }
             StartupPacket::CancelRequest(req) => {
                 gw.cancels.cancel(req).await;
+                // Close as PostgreSQL does: over TLS with a close_notify,
+                // which libpq 17+ waits for before it reports success.
+                let _ = stream.shutdown().await;
                 return Ok(None);
             }
             StartupPacket::Startup(_) => return Ok(Some((stream, packet))),
