@@ -249,3 +249,29 @@ async fn plaintext_is_refused_on_tls_listener_and_allowed_on_dev_listener() {
     tokio::spawn(conn);
     client.simple_query("SELECT 1").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_token_without_iat_is_refused_unless_its_issuer_is_exempted() {
+    let gw = TestGateway::start().await;
+    let mut c = claims(&gw);
+    c.as_object_mut().expect("claims").remove("iat");
+    let token = gw.issuer.current_key().sign(&c);
+    let (code, msg) = gw.refused(USER, &token).await;
+    assert_eq!(code, "28P01");
+    assert!(msg.contains("no issued-at time (iat claim)"), "{msg}");
+
+    // An issuer that omits iat, exempted by its operator: the same token works.
+    let lax = TestGateway::start_with(portcullis_e2e::GatewayOptions {
+        provider_extra: "require_iat = false".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = claims(&lax);
+    c.as_object_mut().expect("claims").remove("iat");
+    let token = lax.issuer.current_key().sign(&c);
+    let client = lax
+        .connect_with(&lax.pg_config(USER, &token))
+        .await
+        .expect("accepted");
+    client.simple_query("SELECT 1").await.expect("runs");
+}

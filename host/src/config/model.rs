@@ -427,6 +427,10 @@ pub struct IdentityProvider {
     /// Allow an `http://` issuer on a loopback address (local test issuers).
     #[serde(default)]
     pub insecure_loopback_issuer: bool,
+    /// Refuse tokens without an `iat` (issued-at) claim, as RFC 9068
+    /// access tokens always carry one (on by default).
+    #[serde(default = "default_true")]
+    pub require_iat: bool,
     /// File with a shared secret for HS256/384/512 (providers without JWKS only).
     pub hmac_secret_file: Option<String>,
     /// Least seconds between two JWKS fetch attempts (unknown key ids,
@@ -457,6 +461,9 @@ fn default_leeway() -> u64 {
 }
 fn default_jwks_min_refresh() -> u64 {
     10
+}
+fn default_true() -> bool {
+    true
 }
 fn default_jwks_max_stale() -> u64 {
     86_400

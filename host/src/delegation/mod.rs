@@ -138,6 +138,7 @@ impl GatewayIssuer {
             jwks_min_refresh_secs: 3600,
             jwks_max_age_secs: u64::MAX / 4,
             jwks_max_stale_secs: u64::MAX / 4,
+            require_iat: true,
         };
         (cfg, parse_keys(&self.jwks()).unwrap_or_default())
     }

@@ -149,6 +149,9 @@ pub enum AuthError {
     /// `exp` missing.
     #[error("token has no expiry (exp claim); only short-lived tokens are accepted")]
     NoExpiry,
+    /// `iat` missing while the provider requires it (RFC 9068).
+    #[error("token has no issued-at time (iat claim), which access tokens must carry (RFC 9068)")]
+    NoIssuedAt,
     /// `exp` passed.
     #[error("token expired {0} ago")]
     Expired(String),
@@ -192,6 +195,7 @@ impl AuthError {
             AuthError::UnknownKey { .. } | AuthError::KeyMismatch { .. } => "unknown_key",
             AuthError::BadSignature => "bad_signature",
             AuthError::NoExpiry => "no_expiry",
+            AuthError::NoIssuedAt => "no_issued_at",
             AuthError::Expired(_) => "expired",
             AuthError::NotYetValid(_) | AuthError::IssuedInFuture(_) => "not_yet_valid",
             AuthError::Audience { .. } => "audience",
@@ -208,6 +212,9 @@ impl AuthError {
             }
             AuthError::KeysUnavailable { .. } => {
                 "the gateway could not reach the identity provider; try again or tell the gateway operator"
+            }
+            AuthError::NoIssuedAt => {
+                "use an access token rather than another kind of token, or ask the gateway operator to set require_iat = false for this issuer"
             }
             _ => "use an access token issued for this gateway by a configured identity provider as the password",
         }

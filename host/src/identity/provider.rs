@@ -323,10 +323,13 @@ impl Provider {
                 return Err(AuthError::NotYetValid(human_duration(nbf - now)));
             }
         }
-        if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
-            if iat > now.saturating_add(leeway) {
+        match claims.get("iat").and_then(Value::as_u64) {
+            Some(iat) if iat > now.saturating_add(leeway) => {
                 return Err(AuthError::IssuedInFuture(human_duration(iat - now)));
             }
+            Some(_) => {}
+            None if self.cfg.require_iat => return Err(AuthError::NoIssuedAt),
+            None => {}
         }
         let accepted = self.cfg.audience.as_slice();
         let found: Vec<&str> = match claims.get("aud") {

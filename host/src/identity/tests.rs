@@ -36,7 +36,7 @@ fn now() -> u64 {
 async fn hmac_provider_accepts_its_secret_and_nothing_else() {
     let (p, file) = provider("");
     let claims = json!({"iss": "https://hs.example.com", "aud": "gw", "exp": now() + 60,
-                        "preferred_username": "svc", "groups": "a b"});
+                        "iat": now(), "preferred_username": "svc", "groups": "a b"});
     let good = sign(Algorithm::HS256, b"shared-secret", &claims);
     let id = p
         .validate(&good, &token::ParsedToken::parse(&good).unwrap())
@@ -65,7 +65,7 @@ async fn hmac_provider_accepts_its_secret_and_nothing_else() {
 fn claim_checks_and_messages() {
     let (p, file) = provider("leeway_secs = 10");
     let base = json!({"iss": "https://hs.example.com", "aud": ["x", "gw"], "exp": 1000,
-                      "preferred_username": "u"});
+                      "iat": 800, "preferred_username": "u"});
     let claims = |patch: serde_json::Value| {
         let mut c = base.clone();
         for (k, v) in patch.as_object().unwrap() {
@@ -113,7 +113,16 @@ fn claim_checks_and_messages() {
             .unwrap_err(),
         AuthError::NoUserClaim("preferred_username".into())
     );
+    // RFC 9068: access tokens carry iat; an issuer may be exempted.
+    assert_eq!(
+        p.check_claims(&claims(json!({"iat": null})), 900)
+            .unwrap_err(),
+        AuthError::NoIssuedAt
+    );
+    let (lax, lax_file) = provider("leeway_secs = 10\nrequire_iat = false");
+    assert!(lax.check_claims(&claims(json!({"iat": null})), 900).is_ok());
     let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(lax_file);
 }
 
 #[test]
