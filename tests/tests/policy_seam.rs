@@ -247,3 +247,78 @@ async fn a_refusal_after_an_upstream_error_in_the_same_batch_yields_one_error() 
     let v: i32 = c.query_one("SELECT 4", &[]).await.unwrap().get(0);
     assert_eq!(v, 4);
 }
+
+/// Rows of `tx_probe` with value `v` (the table is created on first use).
+fn tx_probe_rows(v: i64) -> String {
+    let c = &portcullis_e2e::cluster().cluster;
+    static CREATED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CREATED.get_or_init(|| {
+        c.psql(
+            portcullis_e2e::DB,
+            "CREATE TABLE IF NOT EXISTS tx_probe (v bigint)",
+        )
+        .expect("probe table");
+    });
+    c.psql(
+        portcullis_e2e::DB,
+        &format!("SELECT count(*) FROM tx_probe WHERE v = {v}"),
+    )
+    .expect("count")
+    .trim()
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_refusal_inside_a_transaction_aborts_it_as_postgres_would() {
+    tx_probe_rows(0);
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    let v = std::process::id() as i64 * 10;
+
+    // Simple protocol: the refusal is an error, the transaction is aborted,
+    // and COMMIT rolls the earlier INSERT back.
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!("INSERT INTO tx_probe VALUES ({v})"))
+        .await
+        .unwrap();
+    let err = c
+        .simple_query("SELECT 'forbidden'")
+        .await
+        .expect_err("refused");
+    assert_eq!(db_error(&err).0, "42501", "the client sees the refusal");
+    let err = c
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("the transaction is aborted");
+    assert_eq!(db_error(&err).0, "25P02");
+    c.simple_query("COMMIT").await.unwrap();
+    assert_eq!(
+        tx_probe_rows(v),
+        "0",
+        "the INSERT before the refusal was committed"
+    );
+
+    // Extended protocol, the same.
+    c.simple_query("BEGIN").await.unwrap();
+    c.execute(&format!("INSERT INTO tx_probe VALUES ({})", v + 1), &[])
+        .await
+        .unwrap();
+    let err = c
+        .query("SELECT 'forbidden'", &[])
+        .await
+        .expect_err("refused");
+    assert_eq!(db_error(&err).0, "42501");
+    let err = c.query("SELECT 1", &[]).await.expect_err("aborted");
+    assert_eq!(db_error(&err).0, "25P02");
+    c.simple_query("COMMIT").await.unwrap();
+    assert_eq!(tx_probe_rows(v + 1), "0");
+
+    // Outside a transaction nothing lingers: the session goes on.
+    let err = c
+        .simple_query("SELECT 'forbidden'")
+        .await
+        .expect_err("refused");
+    assert_eq!(db_error(&err).0, "42501");
+    let n: i32 = c.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(n, 7);
+}

@@ -14,11 +14,18 @@
 //!
 //! A refused statement never reaches the upstream. Its `ErrorResponse` must
 //! still arrive in order, after the responses to anything pipelined before
-//! it, so the client→server side forwards a `Sync` in its place and queues an
-//! *injection* keyed by that `Sync`'s sequence number; the server→client side
-//! writes the error just before the matching `ReadyForQuery`. Every `Query`,
-//! `Sync` and `FunctionCall` yields exactly one `ReadyForQuery`, which is what
-//! makes the count reliable.
+//! it, and the upstream must end up where PostgreSQL's own error would have
+//! left it (a transaction block aborted, the rest of an extended batch
+//! skipped). So the client→server side sends, in its place, a statement
+//! that fails in the server's parse analysis with a marker only this
+//! process knows (a `Query`, or a `Parse` inside an extended batch), and
+//! queues an *injection* keyed by the sequence number of the
+//! `ReadyForQuery` that ends the batch; the server→client side drops the
+//! marked error and writes the refusal just before that `ReadyForQuery`
+//! (unless an earlier error of the batch made the server skip the failing
+//! statement: then, as in PostgreSQL, that earlier error is the batch's
+//! one). Every `Query`, `Sync` and `FunctionCall` yields exactly one
+//! `ReadyForQuery`, which is what makes the count reliable.
 //!
 //! When a policy watches rows, each result's columns are resolved to their
 //! source (`catalog`) and matched with the right description even across
@@ -55,8 +62,6 @@ use crate::store::Record;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
-/// `Sync` message.
-const SYNC: &[u8] = &[b'S', 0, 0, 0, 4];
 /// `Terminate` message.
 const TERMINATE: &[u8] = &[b'X', 0, 0, 0, 4];
 
@@ -645,9 +650,10 @@ async fn client_to_server(
                                 syncs += 1;
                                 push_injection(shared, syncs, err);
                                 shared.expect(Expect::Ready { query: false });
-                                write_out(wr, SYNC).await?;
+                                write_out(wr, &failing_query()).await?;
                             } else {
                                 pending_error = Some(err);
+                                write_out(wr, &failing_parse()).await?;
                             }
                         }
                     }
@@ -704,7 +710,7 @@ async fn client_to_server(
                                 carry = Carry::Skip(h.total_len - take);
                             }
                             push_injection(shared, syncs, err);
-                            write_out(wr, SYNC).await?;
+                            write_out(wr, &failing_query()).await?;
                         }
                     }
                 }
@@ -733,6 +739,7 @@ async fn client_to_server(
                                     pending_error = denial_bytes(&Verdict::Deny {
                                         reason: e.to_string(),
                                     });
+                                    write_out(wr, &failing_parse()).await?;
                                     continue;
                                 }
                             }
@@ -814,6 +821,7 @@ async fn client_to_server(
                                         pos += h.total_len;
                                         start = pos;
                                         pending_error = Some(err);
+                                        write_out(wr, &failing_parse()).await?;
                                         continue;
                                     }
                                 }
@@ -836,6 +844,7 @@ async fn client_to_server(
                                         pos += h.total_len;
                                         start = pos;
                                         pending_error = Some(audit_failure_bytes(&e));
+                                        write_out(wr, &failing_parse()).await?;
                                         continue;
                                     }
                                 }
@@ -964,6 +973,52 @@ async fn hold_reading(
             }
         }
     }
+}
+
+/// Text that only this gateway process puts in a statement: the upstream
+/// error it provokes for a refusal carries it, and nothing else can.
+fn refusal_marker() -> &'static str {
+    static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARKER.get_or_init(|| {
+        format!(
+            "portcullis refused a statement (ref {:016x})",
+            rand::random::<u64>()
+        )
+    })
+}
+
+/// A statement that fails in PostgreSQL's parse analysis, with the marker
+/// in its error: sent upstream in place of a refused one, so the server
+/// fails there as it would have, and a transaction block is left aborted
+/// exactly as the refused statement's own error would have left it.
+fn refusal_sql() -> String {
+    format!("SELECT '{}'::int", refusal_marker())
+}
+
+/// The failing statement as a simple `Query` (for a refused `Query` or
+/// `FunctionCall`: it ends in its own `ReadyForQuery`).
+fn failing_query() -> Bytes {
+    let mut b = BytesMut::new();
+    query::encode(&mut b, &refusal_sql());
+    b.freeze()
+}
+
+/// The failing statement as a `Parse` under a name nothing else uses (for a
+/// refusal inside an extended batch: the server fails there and skips the
+/// rest of the batch up to its `Sync`, which the client sends).
+fn failing_parse() -> Bytes {
+    let mut b = BytesMut::new();
+    crate::codec::MessageWriter::start(&mut b, Some(b'P'))
+        .cstr("_portcullis_refused")
+        .cstr(&refusal_sql())
+        .i16(0);
+    b.freeze()
+}
+
+/// Whether an error injection waits for `ReadyForQuery` number `seq`.
+fn injection_pending(shared: &Shared, seq: u64) -> bool {
+    let q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
+    q.front().is_some_and(|i| i.seq == seq)
 }
 
 fn push_injection(shared: &Shared, seq: u64, bytes: Bytes) {
@@ -1144,8 +1199,21 @@ async fn server_to_client(
             };
             let available = buf.len() - pos;
             let mut act = Act::Forward;
+            // The error the gateway provoked for a refusal: the client gets
+            // the refusal instead, before this batch's ReadyForQuery.
+            let mut swallowed = false;
             match h.tag {
-                b'E' => error_since_rfq = true,
+                b'E' => {
+                    if injection_pending(shared, rfq_seen + 1) {
+                        if available < h.total_len {
+                            need = h.total_len;
+                            break;
+                        }
+                        swallowed = error_response::decode(&buf[pos..pos + h.total_len])
+                            .is_ok_and(|e| e.message.contains(refusal_marker()));
+                    }
+                    error_since_rfq |= !swallowed;
+                }
                 b'Z' => {
                     rfq_seen += 1;
                     if let Some(err) = take_injection(shared, rfq_seen) {
@@ -1340,6 +1408,9 @@ async fn server_to_client(
                     act = Act::Skip;
                 }
             }
+            if swallowed {
+                act = Act::Skip;
+            }
             if shared.tracking && h.tag == b'T' {
                 if available < h.total_len {
                     need = h.total_len;
@@ -1367,7 +1438,7 @@ async fn server_to_client(
                 let row = data_row::decode(&buf[pos..pos + h.total_len])?;
                 sample.rows(shared, std::iter::once(row.as_slice()));
             }
-            if shared.tracking && matches!(h.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
+            if shared.tracking && !swallowed && matches!(h.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
                 sample.checked = false;
                 if available < h.total_len {
                     need = h.total_len;
