@@ -728,3 +728,39 @@ fn rand_u32() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
 }
+
+/// Posts an RFC 8693 token exchange with `fields` to the gateway's admin
+/// API; returns the status and the JSON answer.
+pub async fn exchange_token(gw: &TestGateway, fields: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let body = portcullis::http_client::form_encode(fields);
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let http = portcullis::http_client::HttpClient::new(std::time::Duration::from_secs(10))
+        .expect("client");
+    let resp = http
+        .send(
+            hyper::Method::POST,
+            &format!("{base}/oauth/token"),
+            &[],
+            Some((
+                "application/x-www-form-urlencoded",
+                bytes::Bytes::from(body),
+            )),
+        )
+        .await
+        .expect("token endpoint answers");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
+}
+
+/// The `jti` of a token (payload decoded without verification).
+pub fn jti_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("claims");
+    claims["jti"].as_str().expect("jti").to_string()
+}

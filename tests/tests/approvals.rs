@@ -671,35 +671,12 @@ async fn child_token(
         ("actor", actor),
     ];
     fields.extend_from_slice(extra);
-    let http = portcullis::http_client::HttpClient::new(Duration::from_secs(10)).expect("client");
-    let resp = http
-        .send(
-            hyper::Method::POST,
-            &format!("{}/oauth/token", base(gw)),
-            &[],
-            Some((
-                "application/x-www-form-urlencoded",
-                bytes::Bytes::from(portcullis::http_client::form_encode(&fields)),
-            )),
-        )
-        .await
-        .expect("token endpoint answers");
-    use http_body_util::BodyExt;
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let (_, answer) = portcullis_e2e::exchange_token(gw, &fields).await;
     let token = answer["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("exchange refused: {answer}"))
         .to_string();
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("payload");
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .expect("base64"),
-    )
-    .expect("claims");
-    let jti = claims["jti"].as_str().expect("jti").to_string();
+    let jti = portcullis_e2e::jti_of(&token);
     (token, jti)
 }
 

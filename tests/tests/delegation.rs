@@ -47,26 +47,7 @@ fn options(tag: &str) -> GatewayOptions {
 
 /// Posts a token exchange; returns the status and the JSON answer.
 async fn exchange(gw: &TestGateway, fields: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let body = portcullis::http_client::form_encode(fields);
-    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
-    let http = portcullis::http_client::HttpClient::new(std::time::Duration::from_secs(10))
-        .expect("client");
-    let resp = http
-        .send(
-            hyper::Method::POST,
-            &format!("{base}/oauth/token"),
-            &[],
-            Some((
-                "application/x-www-form-urlencoded",
-                bytes::Bytes::from(body),
-            )),
-        )
-        .await
-        .expect("token endpoint answers");
-    let status = resp.status().as_u16();
-    use http_body_util::BodyExt;
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
+    portcullis_e2e::exchange_token(gw, fields).await
 }
 
 /// Mints a child of `parent` for `actor` with extra fields; panics if refused.
@@ -400,15 +381,9 @@ async fn tampered_tokens_and_another_gateway_s_tokens_are_refused() {
     assert_eq!(db_error(&err).0, "28P01", "{err:?}");
 }
 
-/// The `jti` of a token (payload decoded without verification).
+/// The `jti` of a token.
 fn jti(token: &str) -> String {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("claims");
-    claims["jti"].as_str().expect("jti").to_string()
+    portcullis_e2e::jti_of(token)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
