@@ -200,3 +200,29 @@ print(result.get("query"))
         "{stdout}"
     );
 }
+
+/// A binary COPY out of one session streamed into COPY FROM STDIN of
+/// another, both through the gateway, at once (psycopg's own test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_copy_streamed_from_one_session_into_another() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, psycopg
+conninfo, token = os.environ["CONNINFO"], os.environ["TOKEN"]
+with psycopg.connect(conninfo, password=token, autocommit=True) as a, psycopg.connect(conninfo, password=token, autocommit=True) as b:
+    b.execute("CREATE TEMP TABLE copy_target (id int, name text, payload bytea)")
+    with a.cursor().copy("COPY (SELECT g, 'row ' || g, decode(repeat('ab', 200), 'hex') FROM generate_series(1, 50000) g) TO STDOUT (FORMAT BINARY)") as src:
+        with b.cursor().copy("COPY copy_target FROM STDIN (FORMAT BINARY)") as dst:
+            for chunk in src:
+                dst.write(chunk)
+    print(b.execute("SELECT count(*), sum(id) FROM copy_target").fetchone())
+"#;
+    let started = std::time::Instant::now();
+    let stdout = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        tokio::task::block_in_place(|| gw.python(USER, script))
+    })
+    .await
+    .expect("the copy finishes");
+    println!("binary copy through the gateway: {:?}", started.elapsed());
+    assert_eq!(stdout.trim(), "(50000, 1250025000)", "{stdout}");
+}
