@@ -226,3 +226,106 @@ with psycopg.connect(conninfo, password=token, autocommit=True) as a, psycopg.co
     println!("binary copy through the gateway: {:?}", started.elapsed());
     assert_eq!(stdout.trim(), "(50000, 1250025000)", "{stdout}");
 }
+
+/// What a client reads right after connecting — server_version and the
+/// other ParameterStatus values — is what PostgreSQL itself sends, over
+/// every way of starting a session: SSLRequest then TLS, direct TLS
+/// (libpq 17's sslnegotiation=direct) and the plaintext loopback listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_status_after_connect_is_postgres_own_on_every_start_up_path() {
+    let gw = TestGateway::start().await;
+    let c = portcullis_e2e::cluster();
+    let direct = format!(
+        "host=127.0.0.1 port={} dbname={} user=postgres password={} sslmode=disable",
+        c.cluster.port(),
+        portcullis_e2e::DB,
+        c.cluster.password()
+    );
+    let via_tls = gw.conninfo(USER);
+    let via_direct_tls = format!("{via_tls} sslnegotiation=direct");
+    let via_plain = format!(
+        "host=127.0.0.1 port={} dbname={} user={USER} sslmode=disable",
+        gw.plain_addr.port(),
+        portcullis_e2e::DB
+    );
+    let script = r#"
+import os, json, psycopg
+names = ["server_version", "server_encoding", "client_encoding", "DateStyle", "IntervalStyle",
+         "TimeZone", "integer_datetimes", "standard_conforming_strings", "in_hot_standby"]
+def seen(conninfo, password):
+    with psycopg.connect(conninfo, password=password) as conn:
+        return {n: conn.info.parameter_status(n) for n in names}
+out = {"direct": seen(os.environ["DIRECT"], None)}
+for path in ["TLS", "DIRECT_TLS", "PLAIN"]:
+    out[path] = seen(os.environ[path], os.environ["TOKEN"])
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("DIRECT", &direct)
+        .env("TLS", &via_tls)
+        .env("DIRECT_TLS", &via_direct_tls)
+        .env("PLAIN", &via_plain)
+        .env("TOKEN", gw.token(USER))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let direct = &seen["direct"];
+    assert!(direct["server_version"].is_string(), "{seen}");
+    for path in ["TLS", "DIRECT_TLS", "PLAIN"] {
+        assert_eq!(&seen[path], direct, "{path}: {seen}");
+    }
+}
+
+/// NOTIFY reaches a listener through the gateway at once and in order:
+/// while it waits idle, and when it arrived while the listener was busy
+/// with a query (psycopg's notifies() with stop_after, as its own test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_arrive_at_once_and_in_order() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, threading, time, psycopg
+conninfo, token = os.environ["CONNINFO"], os.environ["TOKEN"]
+listener = psycopg.connect(conninfo, password=token, autocommit=True)
+sender = psycopg.connect(conninfo, password=token, autocommit=True)
+listener.execute("LISTEN portcullis_chan")
+# Idle: the listener waits, notifications come from another session.
+def send(n, delay):
+    time.sleep(delay)
+    for i in range(n):
+        sender.execute(f"NOTIFY portcullis_chan, 'idle {i}'")
+t = threading.Thread(target=send, args=(3, 0.3))
+t.start()
+started = time.time()
+got = [n.payload for n in listener.notifies(timeout=10, stop_after=3)]
+t.join()
+print(got, round(time.time() - started) < 5)
+# Busy: they arrive while the listener runs a query.
+sending = threading.Thread(target=send, args=(2, 0.2))
+sending.start()
+listener.execute("SELECT pg_sleep(1)")
+sending.join()
+got = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+print(got)
+# Sent before the listener asks: they wait in the connection, in order.
+send(2, 0)
+time.sleep(0.3)
+got = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+print(got)
+"#;
+    let stdout = tokio::task::block_in_place(|| gw.python(USER, script));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "['idle 0', 'idle 1', 'idle 2'] True",
+            "['idle 0', 'idle 1']",
+            "['idle 0', 'idle 1']"
+        ],
+        "{stdout}"
+    );
+}
