@@ -1031,3 +1031,35 @@ async fn a_held_statement_cannot_be_run_around_its_approval() {
     assert!(codes.is_empty(), "{codes:?}");
     assert_eq!(total(3, "appr_bump"), "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_prepare_is_judged_by_what_it_prepares_and_each_execute_is_held() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    client
+        .simple_query("PREPARE bump_w AS UPDATE appr_bump SET total = total + 1 WHERE id = $1")
+        .await
+        .expect("preparing runs nothing");
+    let err = client
+        .simple_query("EXECUTE bump_w(4)")
+        .await
+        .expect_err("the run is held (retry mode)");
+    assert_eq!(db_error(&err).0, "42501");
+    assert_eq!(total(4, "appr_bump"), "0", "the UPDATE ran unapproved");
+    let request = pending(&gw, "-- run by:\nEXECUTE bump_w(4)").await;
+    let id = request["id"].as_str().expect("id").to_string();
+    let (status, decided) =
+        decide(&gw, "bob@example.com", &["approvers"], &id, "approve", None).await;
+    assert_eq!(status, 200, "{decided}");
+    client
+        .simple_query("EXECUTE bump_w(4)")
+        .await
+        .expect("the approved run");
+    assert_eq!(total(4, "appr_bump"), "1");
+    let err = client
+        .simple_query("EXECUTE bump_w(4)")
+        .await
+        .expect_err("one approval, one run");
+    assert_eq!(db_error(&err).0, "42501");
+    assert_eq!(total(4, "appr_bump"), "1");
+}

@@ -564,6 +564,9 @@ async fn client_to_server(
                         }
                         None => shared.policy().on_query(event, &mut note),
                     };
+                    if verdict == Verdict::Allow {
+                        verdict = judge_prepared(shared, sql, &mut note);
+                    }
                     crate::metrics::global().query(verdict.label(), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
                     let parse_info = statement.map(|name| held::ParseInfo {
@@ -927,6 +930,35 @@ async fn client_to_server(
         }
         shrink_if_idle(&mut buf, &mut large);
     }
+}
+
+/// A SQL `PREPARE` is also judged by the statement it prepares, as if that
+/// were sent alone: a rule about updates to a table then holds (or
+/// refuses) `PREPARE w AS UPDATE ...` too, and the relay holds each
+/// `EXECUTE w` as a run of it. Returns the strictest verdict (its note's
+/// deciding plugin, rule and approval terms go to `note`).
+fn judge_prepared(shared: &Shared, sql: &str, note: &mut QueryNote) -> Verdict {
+    let summary = note
+        .summary
+        .clone()
+        .unwrap_or_else(|| crate::sql::shared_cache().get(sql));
+    for prepared in summary
+        .statements
+        .iter()
+        .filter_map(|st| st.prepared_query.as_deref())
+    {
+        let mut inner = QueryNote::default();
+        let verdict = shared
+            .policy()
+            .on_query(QueryEvent::Simple { sql: prepared }, &mut inner);
+        if verdict != Verdict::Allow {
+            note.decided_by = inner.decided_by;
+            note.rule = inner.rule;
+            note.approval = inner.approval;
+            return verdict;
+        }
+    }
+    Verdict::Allow
 }
 
 /// The client side while a statement is held for approval: what it sent

@@ -51,6 +51,9 @@ pub struct StatementSummary {
     /// The prepared statement a SQL `PREPARE` or `DEALLOCATE` names
     /// (`None` for other statements and `DEALLOCATE ALL`).
     pub prepared_name: Option<String>,
+    /// For a SQL `PREPARE`, the statement it prepares, as SQL (deparsed
+    /// from the parse tree), so it can be judged as if sent alone.
+    pub prepared_query: Option<String>,
     /// Prepared statements it runs, wherever `EXECUTE` is spelled in it
     /// (`EXECUTE w`, `EXPLAIN ANALYZE EXECUTE w`, `CREATE TABLE t AS EXECUTE w`).
     pub executes: Vec<String>,
@@ -103,7 +106,7 @@ fn summarize_inner(sql: &str) -> QuerySummary {
             }
         }
     };
-    let statements = tree
+    let mut statements: Vec<StatementSummary> = tree
         .get("stmts")
         .and_then(|s| s.as_array())
         .map(|stmts| {
@@ -114,10 +117,32 @@ fn summarize_inner(sql: &str) -> QuerySummary {
                 .collect()
         })
         .unwrap_or_default();
+    let prepared = parsed
+        .protobuf
+        .stmts
+        .iter()
+        .filter_map(|raw| raw.stmt.as_ref());
+    for (summary, node) in statements.iter_mut().zip(prepared) {
+        summary.prepared_query = prepared_query(node);
+    }
     QuerySummary {
         fingerprint,
         statements,
         parse_error: None,
+    }
+}
+
+/// The statement a `PREPARE` node prepares, deparsed to SQL.
+fn prepared_query(node: &pg_query::protobuf::Node) -> Option<String> {
+    match node.node.as_ref()? {
+        pg_query::NodeEnum::PrepareStmt(p) => p
+            .query
+            .as_ref()?
+            .node
+            .as_ref()?
+            .deparse(pg_query::DeparseOptions::default())
+            .ok(),
+        _ => None,
     }
 }
 

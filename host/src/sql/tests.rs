@@ -183,5 +183,12 @@ fn prepare_execute_and_deallocate_name_their_statement() {
     assert_eq!(one("CREATE TABLE c AS EXECUTE w(5)").executes, ["w"]);
     assert_eq!(one("DEALLOCATE w").prepared_name.as_deref(), Some("w"));
     assert_eq!(one("DEALLOCATE ALL").prepared_name, None);
+    assert_eq!(
+        one("PREPARE w (int) AS UPDATE orders SET total = 0 WHERE id = $1")
+            .prepared_query
+            .as_deref(),
+        Some("UPDATE orders SET total = 0 WHERE id = $1")
+    );
+    assert_eq!(one("SELECT 1").prepared_query, None);
     assert_eq!(one("SELECT 1").prepared_name, None);
 }

@@ -53,6 +53,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         explain_analyze: acc.explain_analyze,
         undoes_read_only: undoes_read_only(node),
         executes: acc.executes.into_iter().collect(),
+        prepared_query: None, // filled from the typed tree (see `summarize`)
         prepared_name: match kind_node {
             "PrepareStmt" | "DeallocateStmt" => fields
                 .get("name")
