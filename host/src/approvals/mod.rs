@@ -142,9 +142,51 @@ pub enum RequestError {
         /// `[approvals] max_pending_per_user`.
         limit: usize,
     },
+    /// The requester asked for too many approvals in the last minute.
+    #[error("user \"{user}\" asked for {limit} approvals in the last minute already (at most {limit}); wait a minute before asking again")]
+    TooFrequent {
+        /// The requester.
+        user: String,
+        /// `[approvals] max_requests_per_minute`.
+        limit: u32,
+    },
     /// The store failed.
     #[error("the audit store failed: {0}")]
     Store(#[from] StoreError),
+}
+
+/// New requests per requester in the current minute: a person who asks and
+/// withdraws in a loop cannot flood approvers and the webhook queue.
+#[derive(Default)]
+struct RequestRate {
+    /// (subject, issuer) → (start of its minute, requests in it).
+    windows: HashMap<(String, String), (std::time::Instant, u32)>,
+}
+
+/// Requesters remembered before stale windows are dropped.
+const RATE_ENTRIES: usize = 10_000;
+
+impl RequestRate {
+    /// Counts one request of `who`; `false` when it is over `limit` a minute.
+    fn admit(&mut self, who: (&str, &str), limit: u32) -> bool {
+        let now = std::time::Instant::now();
+        let minute = Duration::from_secs(60);
+        if self.windows.len() >= RATE_ENTRIES {
+            self.windows
+                .retain(|_, (start, _)| now.duration_since(*start) < minute);
+        }
+        let key = (who.0.to_string(), who.1.to_string());
+        let (start, count) = self.windows.entry(key).or_insert((now, 0));
+        if now.duration_since(*start) >= minute {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
 }
 
 impl From<StoreError> for DecideError {
@@ -161,6 +203,8 @@ pub struct Approvals {
     decide_lock: tokio::sync::Mutex<()>,
     /// Serializes the cap check and the new request's save.
     request_lock: tokio::sync::Mutex<()>,
+    /// New requests per requester and minute.
+    rate: Mutex<RequestRate>,
     webhook: Option<webhook::Webhook>,
 }
 
@@ -195,6 +239,7 @@ impl Approvals {
             waiters: Mutex::new(HashMap::new()),
             decide_lock: tokio::sync::Mutex::new(()),
             request_lock: tokio::sync::Mutex::new(()),
+            rate: Mutex::new(RequestRate::default()),
             webhook,
         }
     }
@@ -213,7 +258,8 @@ impl Approvals {
     /// repeats one still pending (same identity, actor chain, target and
     /// statement) is that request again: nothing new is stored or announced.
     /// A requester with `max_pending_per_user` pending requests gets
-    /// [`RequestError::TooMany`].
+    /// [`RequestError::TooMany`]; one who made `max_requests_per_minute`
+    /// new requests in the last minute, [`RequestError::TooFrequent`].
     pub async fn request(
         &self,
         who: Requester<'_>,
@@ -242,6 +288,18 @@ impl Approvals {
                 user: who.identity.user.clone(),
                 pending: theirs.len(),
                 limit,
+            });
+        }
+        let per_minute = self.settings.max_requests_per_minute;
+        let admitted = self
+            .rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit((&who.identity.subject, &who.identity.issuer), per_minute);
+        if !admitted {
+            return Err(RequestError::TooFrequent {
+                user: who.identity.user.clone(),
+                limit: per_minute,
             });
         }
         let now = now_micros();
@@ -718,6 +776,36 @@ mod tests {
         // Someone else is not held up by alice's requests.
         let bob = identity("bob@example.com", &["testers"], &[]);
         request(&s, &bob, retry).await;
+
+        // Asking and withdrawing in a loop: new requests per minute are capped.
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("d.db")).expect("store"));
+        let settings = ApprovalSettings {
+            max_requests_per_minute: 5,
+            ..Default::default()
+        };
+        let s = Approvals::new(
+            store.clone(),
+            settings,
+            HttpClient::new(Duration::from_secs(1)).expect("http"),
+        );
+        let mut made = 0;
+        for i in 0..20 {
+            match s
+                .request(who, ask(&format!("update orders set x = {i}")))
+                .await
+            {
+                Ok((r, _)) => {
+                    made += 1;
+                    // Withdrawn at once: it no longer counts as pending.
+                    let mut r = store.approval(&r.id).expect("read").expect("stored");
+                    r.status = ApprovalStatus::Cancelled;
+                    store.save_approval(&r).expect("save");
+                }
+                Err(RequestError::TooFrequent { limit: 5, .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(made, 5, "five a minute, then refused");
     }
 
     #[tokio::test]

@@ -156,6 +156,14 @@ pub struct ApprovalSettings {
     /// repeats a pending request is that request, and does not count twice).
     #[serde(default = "default_max_pending_per_user")]
     pub max_pending_per_user: usize,
+    /// New approval requests one person may make per minute (asking and
+    /// withdrawing in a loop would otherwise flood approvers and webhooks).
+    #[serde(default = "default_max_requests_per_minute")]
+    pub max_requests_per_minute: u32,
+}
+
+fn default_max_requests_per_minute() -> u32 {
+    30
 }
 
 fn default_max_pending_per_user() -> usize {
@@ -170,6 +178,7 @@ impl Default for ApprovalSettings {
             webhook_format: WebhookFormat::default(),
             agents_may_decide: Vec::new(),
             max_pending_per_user: default_max_pending_per_user(),
+            max_requests_per_minute: default_max_requests_per_minute(),
         }
     }
 }

@@ -40,6 +40,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "no [[targets]] table: add the upstream database clients may reach",
         ));
     }
+    if config.approvals.max_requests_per_minute == 0 {
+        return Err(invalid(
+            "approvals.max_requests_per_minute",
+            "must be at least 1 (nobody could ever ask for an approval)",
+        ));
+    }
     if config.approvals.max_pending_per_user == 0 {
         return Err(invalid(
             "approvals.max_pending_per_user",

@@ -76,7 +76,7 @@ pub async fn hold(h: Holder<'_>, sql: &str, note: &mut QueryNote, reason: &str) 
     };
     let (record, waiter) = match h.approvals.request(who, new).await {
         Ok(r) => r,
-        Err(e @ RequestError::TooMany { .. }) => {
+        Err(e @ (RequestError::TooMany { .. } | RequestError::TooFrequent { .. })) => {
             return Held::Refuse(encode(
                 ErrorFields::error(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
