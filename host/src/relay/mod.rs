@@ -12,6 +12,8 @@
 //! - `ledger` turns statements and the server's answers into audit events;
 //! - [`budget`] caps the memory all sessions hold for incomplete messages;
 //! - `approval` holds a statement for approval (notice, wait, cancel);
+//! - `held` tracks prepared statements held for approval, so that each run
+//!   of one (protocol `Execute` or SQL `EXECUTE`) waits for its own;
 //! - [`read_only`] is the host's check for read-only delegated sessions;
 //! - `framed` and `stream` are the small I/O helpers they share.
 //!
