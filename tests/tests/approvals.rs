@@ -1063,3 +1063,41 @@ async fn a_sql_prepare_is_judged_by_what_it_prepares_and_each_execute_is_held() 
     assert_eq!(db_error(&err).0, "42501");
     assert_eq!(total(4, "appr_bump"), "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_between_an_error_and_its_sync_cannot_unhold_a_statement() {
+    use portcullis_e2e::raw;
+    let gw = gateway().await;
+    let mut s = raw::login(&gw, REQUESTER).await;
+    let bump = "UPDATE appr_bump SET total = total + 1 WHERE id = $1";
+    let codes = exchange_raw(&mut s, 1, |b| {
+        raw::parse(b, "", bump);
+        raw::sync(b);
+    })
+    .await;
+    assert!(codes.is_empty(), "{codes:?}");
+    // The server skips the Query and the Parse after the failed Bind; had
+    // the gateway counted the Parse as first of a batch, the held unnamed
+    // statement would run freely below.
+    let mut b = bytes::BytesMut::new();
+    raw::bind(&mut b, "", "no_such_statement", &[]);
+    raw::query(&mut b, "SELECT 1");
+    raw::parse(&mut b, "", "SELECT 2");
+    raw::sync(&mut b);
+    raw::bind(&mut b, "", "", &["5"]);
+    raw::execute(&mut b, "");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let mut codes = Vec::new();
+    while let Ok(Some((tag, frame))) =
+        tokio::time::timeout(Duration::from_secs(10), raw::read_msg(&mut s)).await
+    {
+        if tag == b'E' {
+            if let Ok(e) = portcullis::codec::error_response::decode(&frame) {
+                codes.push(e.code.to_string());
+            }
+        }
+    }
+    assert!(codes.iter().any(|c| c == "08P01"), "{codes:?}");
+    assert_eq!(total(5, "appr_bump"), "0", "the held UPDATE ran unapproved");
+}

@@ -351,3 +351,33 @@ async fn function_calls_pass_without_plugins_and_are_refused_with_them() {
         "{message}"
     );
 }
+
+/// A Query sent inside an unfinished extended batch (no Sync yet): the
+/// server runs it or, after an error in the batch, skips it without a
+/// ReadyForQuery; the gateway cannot tell which, so it ends the session
+/// with a protocol error instead of relaying out of step.
+#[tokio::test]
+async fn a_query_inside_an_unfinished_extended_batch_is_a_protocol_error() {
+    let gw = TestGateway::start().await;
+    let mut s = login(&gw).await;
+    let mut b = BytesMut::new();
+    extended(&mut b, "SELECT 1");
+    query::encode(&mut b, "SELECT 2");
+    send(&mut s, &b).await;
+    let mut codes = Vec::new();
+    let mut tags = Vec::new();
+    while let Some((tag, frame)) = read_msg(&mut s).await {
+        tags.push(tag);
+        if tag == b'E' {
+            codes.push(error_response::decode(&frame).unwrap().code.to_string());
+        }
+    }
+    assert_eq!(codes, ["08P01"], "{tags:?}");
+    assert!(!tags.contains(&b'Z'), "the session ended: {tags:?}");
+    // Others are not affected.
+    gw.connect(USER)
+        .await
+        .simple_query("SELECT 3")
+        .await
+        .unwrap();
+}

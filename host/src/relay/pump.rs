@@ -25,7 +25,9 @@
 //! (unless an earlier error of the batch made the server skip the failing
 //! statement: then, as in PostgreSQL, that earlier error is the batch's
 //! one). Every `Query`, `Sync` and `FunctionCall` yields exactly one
-//! `ReadyForQuery`, which is what makes the count reliable.
+//! `ReadyForQuery`, which is what makes the count reliable — and why a
+//! `Query` or `FunctionCall` inside an unfinished extended batch (which the
+//! server skips without one after an error there) ends the session.
 //!
 //! When a policy watches rows, each result's columns are resolved to their
 //! source (`catalog`) and matched with the right description even across
@@ -528,14 +530,19 @@ async fn client_to_server(
                         break;
                     }
                     let frame = &buf[pos..pos + h.total_len];
-                    // A Query ends its batch: what follows starts a new one.
-                    let first_in_batch = std::mem::replace(&mut batch_start, h.tag == b'Q');
+                    let first_in_batch = batch_start;
+                    if h.tag == b'P' {
+                        batch_start = false;
+                    }
                     if pending_error.is_some() {
                         // Still discarding after a refused Parse.
                         write_out(wr, &buf[start..pos]).await?;
                         pos += h.total_len;
                         start = pos;
                         continue;
+                    }
+                    if h.tag == b'Q' && !first_in_batch {
+                        return Err(mid_batch());
                     }
                     let mut note = QueryNote::default();
                     let (sql, statement, param_types) = if h.tag == b'Q' {
@@ -681,7 +688,9 @@ async fn client_to_server(
                 }
                 b'F' if pending_error.is_none() => {
                     // FunctionCall: one ReadyForQuery, like a Query.
-                    batch_start = true;
+                    if !batch_start {
+                        return Err(mid_batch());
+                    }
                     syncs += 1;
                     shared.expect(Expect::Ready { query: false });
                     let take = h.total_len.min(available);
@@ -895,9 +904,11 @@ async fn client_to_server(
                     pos += h.total_len;
                 }
                 _ => {
-                    // Describe, Flush, COPY data, a FunctionCall being dropped...:
-                    // an error may follow, so the batch is no longer fresh.
-                    batch_start = false;
+                    // Extended-protocol messages the relay does not look at
+                    // open a batch (COPY data after a Query does not).
+                    if matches!(h.tag, b'B' | b'E' | b'D' | b'C' | b'H') {
+                        batch_start = false;
+                    }
                     let take = h.total_len.min(available);
                     if pending_error.is_some() {
                         write_out(wr, &buf[start..pos]).await?;
@@ -930,6 +941,18 @@ async fn client_to_server(
         }
         shrink_if_idle(&mut buf, &mut large);
     }
+}
+
+/// A `Query` or `FunctionCall` sent inside an extended-protocol
+/// batch, before its `Sync`: PostgreSQL runs it, or skips it without a
+/// `ReadyForQuery` if an earlier message of the batch failed — which the
+/// gateway cannot know, and its count of `ReadyForQuery`s (where errors go,
+/// which result is which) depends on. No driver does this; the session is
+/// ended with a protocol error rather than relayed out of step.
+fn mid_batch() -> RelayError {
+    RelayError::Codec(crate::codec::CodecError::Invalid(
+        "message order: a Query or FunctionCall inside an unfinished extended-protocol batch (send Sync first)",
+    ))
 }
 
 /// A SQL `PREPARE` is also judged by the statement it prepares, as if that
