@@ -129,6 +129,15 @@ pub struct Recording {
 }
 
 impl Verdict {
+    /// How strict the verdict is: allow < require approval < deny.
+    pub fn strictness(&self) -> u8 {
+        match self {
+            Verdict::Allow => 0,
+            Verdict::RequireApproval { .. } => 1,
+            Verdict::Deny { .. } => 2,
+        }
+    }
+
     /// How logs, metrics and audit records name it: `allow`, `deny`,
     /// `require-approval`.
     pub fn label(&self) -> &'static str {

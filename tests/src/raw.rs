@@ -106,3 +106,8 @@ pub fn sync(b: &mut BytesMut) {
 pub fn query(b: &mut BytesMut, sql: &str) {
     portcullis::codec::query::encode(b, sql);
 }
+
+/// A `Flush`.
+pub fn flush(b: &mut BytesMut) {
+    MessageWriter::start(b, Some(b'H'));
+}

@@ -381,3 +381,39 @@ async fn a_query_inside_an_unfinished_extended_batch_is_a_protocol_error() {
         .await
         .unwrap();
 }
+
+/// A client that sends a refused Parse, then Flush, and waits before its
+/// Sync (cursors, pipelines) gets the refusal, not the error the gateway
+/// provoked upstream in its place; a Close before a Query (pgjdbc closes
+/// unused statements that way) is not an unfinished batch.
+#[tokio::test]
+async fn a_refusal_before_a_late_sync_and_a_close_before_a_query() {
+    use portcullis_e2e::raw;
+    let gw = TestGateway::start_with(GatewayOptions {
+        policy: Arc::new(RefuseForbidden),
+        ..Default::default()
+    })
+    .await;
+    let mut s = login(&gw).await;
+    let mut b = BytesMut::new();
+    extended(&mut b, "SELECT 'forbidden'");
+    raw::flush(&mut b);
+    send(&mut s, &b).await;
+    // The server answers the provoked error now; the client waits, then syncs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut b = BytesMut::new();
+    raw::sync(&mut b);
+    send(&mut s, &b).await;
+    let (tags, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(codes, ["42501"], "{tags:?}");
+
+    // Close of a statement and a portal, then a Query, with no Sync between.
+    let mut b = BytesMut::new();
+    raw::close(&mut b, b'S', "unused");
+    raw::close(&mut b, b'P', "unused");
+    raw::query(&mut b, "SELECT 5");
+    send(&mut s, &b).await;
+    let (tags, codes) = raw::until_ready(&mut s).await;
+    assert!(codes.is_empty(), "{codes:?} {tags:?}");
+    assert_eq!(tags, b"33TDCZ".to_vec());
+}

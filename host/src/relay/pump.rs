@@ -18,7 +18,7 @@
 //! left it (a transaction block aborted, the rest of an extended batch
 //! skipped). So the client→server side sends, in its place, a statement
 //! that fails in the server's parse analysis with a marker only this
-//! process knows (a `Query`, or a `Parse` inside an extended batch), and
+//! session knows (a `Query`, or a `Parse` inside an extended batch), and
 //! queues an *injection* keyed by the sequence number of the
 //! `ReadyForQuery` that ends the batch; the server→client side drops the
 //! marked error and writes the refusal just before that `ReadyForQuery`
@@ -97,6 +97,8 @@ struct Shared {
     /// Bytes read from the server (relayed to the client, give or take
     /// what the policy changed).
     to_client: std::sync::atomic::AtomicU64,
+    /// This session's refusal marker (see `new_refusal_marker`).
+    marker: String,
 }
 
 impl Shared {
@@ -271,6 +273,7 @@ pub async fn run(
         notices: notices_tx,
         from_client: Default::default(),
         to_client: Default::default(),
+        marker: new_refusal_marker(),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -571,8 +574,14 @@ async fn client_to_server(
                         }
                         None => shared.policy().on_query(event, &mut note),
                     };
-                    if verdict == Verdict::Allow {
-                        verdict = judge_prepared(shared, sql, &mut note);
+                    if !matches!(verdict, Verdict::Deny { .. }) {
+                        let (inner, inner_note) = judge_prepared(shared, sql, &note);
+                        if inner.strictness() > verdict.strictness() {
+                            verdict = inner;
+                            note.decided_by = inner_note.decided_by;
+                            note.rule = inner_note.rule;
+                            note.approval = inner_note.approval;
+                        }
                     }
                     crate::metrics::global().query(verdict.label(), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
@@ -660,10 +669,10 @@ async fn client_to_server(
                                 syncs += 1;
                                 push_injection(shared, syncs, err);
                                 shared.expect(Expect::Ready { query: false });
-                                write_out(wr, &failing_query()).await?;
+                                write_out(wr, &failing_query(&shared.marker)).await?;
                             } else {
-                                pending_error = Some(err);
-                                write_out(wr, &failing_parse()).await?;
+                                pending_error = Some(refuse_batch(shared, syncs, err));
+                                write_out(wr, &failing_parse(&shared.marker)).await?;
                             }
                         }
                     }
@@ -672,9 +681,9 @@ async fn client_to_server(
                     batch_start = true;
                     syncs += 1;
                     shared.expect(Expect::Ready { query: false });
-                    if let Some(err) = pending_error.take() {
-                        push_injection(shared, syncs, err);
-                    }
+                    // The refusal was queued for this Sync's ReadyForQuery
+                    // when it was decided (see `refuse_batch`).
+                    pending_error = None;
                     pos += h.total_len.min(available);
                     if available < h.total_len {
                         carry = Carry::Forward(h.total_len - available);
@@ -722,7 +731,7 @@ async fn client_to_server(
                                 carry = Carry::Skip(h.total_len - take);
                             }
                             push_injection(shared, syncs, err);
-                            write_out(wr, &failing_query()).await?;
+                            write_out(wr, &failing_query(&shared.marker)).await?;
                         }
                     }
                 }
@@ -735,7 +744,11 @@ async fn client_to_server(
                         break;
                     }
                     let frame = &buf[pos..pos + h.total_len];
-                    let first_in_batch = std::mem::replace(&mut batch_start, false);
+                    // Close cannot fail, so it leaves the batch as fresh as it was.
+                    let first_in_batch = batch_start;
+                    if h.tag != b'C' {
+                        batch_start = false;
+                    }
                     match h.tag {
                         b'B' => {
                             let b = bind::decode(frame)?;
@@ -748,10 +761,12 @@ async fn client_to_server(
                                     write_out(wr, &buf[start..pos]).await?;
                                     pos += h.total_len;
                                     start = pos;
-                                    pending_error = denial_bytes(&Verdict::Deny {
+                                    let err = denial_bytes(&Verdict::Deny {
                                         reason: e.to_string(),
-                                    });
-                                    write_out(wr, &failing_parse()).await?;
+                                    })
+                                    .unwrap_or_default();
+                                    pending_error = Some(refuse_batch(shared, syncs, err));
+                                    write_out(wr, &failing_parse(&shared.marker)).await?;
                                     continue;
                                 }
                             }
@@ -832,8 +847,8 @@ async fn client_to_server(
                                         // error comes before its ReadyForQuery.
                                         pos += h.total_len;
                                         start = pos;
-                                        pending_error = Some(err);
-                                        write_out(wr, &failing_parse()).await?;
+                                        pending_error = Some(refuse_batch(shared, syncs, err));
+                                        write_out(wr, &failing_parse(&shared.marker)).await?;
                                         continue;
                                     }
                                 }
@@ -855,8 +870,12 @@ async fn client_to_server(
                                         // error comes before its ReadyForQuery.
                                         pos += h.total_len;
                                         start = pos;
-                                        pending_error = Some(audit_failure_bytes(&e));
-                                        write_out(wr, &failing_parse()).await?;
+                                        pending_error = Some(refuse_batch(
+                                            shared,
+                                            syncs,
+                                            audit_failure_bytes(&e),
+                                        ));
+                                        write_out(wr, &failing_parse(&shared.marker)).await?;
                                         continue;
                                     }
                                 }
@@ -904,9 +923,9 @@ async fn client_to_server(
                     pos += h.total_len;
                 }
                 _ => {
-                    // Extended-protocol messages the relay does not look at
-                    // open a batch (COPY data after a Query does not).
-                    if matches!(h.tag, b'B' | b'E' | b'D' | b'C' | b'H') {
+                    // Extended-protocol messages that can fail open a batch
+                    // (Close and Flush cannot; COPY data after a Query does not).
+                    if matches!(h.tag, b'B' | b'E' | b'D') {
                         batch_start = false;
                     }
                     let take = h.total_len.min(available);
@@ -958,30 +977,40 @@ fn mid_batch() -> RelayError {
 /// A SQL `PREPARE` is also judged by the statement it prepares, as if that
 /// were sent alone: a rule about updates to a table then holds (or
 /// refuses) `PREPARE w AS UPDATE ...` too, and the relay holds each
-/// `EXECUTE w` as a run of it. Returns the strictest verdict (its note's
-/// deciding plugin, rule and approval terms go to `note`).
-fn judge_prepared(shared: &Shared, sql: &str, note: &mut QueryNote) -> Verdict {
+/// `EXECUTE w` as a run of it. Returns the strictest verdict over the
+/// prepared statements with its note (deciding plugin, rule, approval
+/// terms); the caller keeps the stricter of this and its own.
+fn judge_prepared(shared: &Shared, sql: &str, note: &QueryNote) -> (Verdict, QueryNote) {
     let summary = note
         .summary
         .clone()
         .unwrap_or_else(|| crate::sql::shared_cache().get(sql));
-    for prepared in summary
-        .statements
-        .iter()
-        .filter_map(|st| st.prepared_query.as_deref())
-    {
+    let prepares = summary.statements.iter().filter(|st| st.kind == "prepare");
+    let mut strictest = Verdict::Allow;
+    let mut strictest_note = QueryNote::default();
+    for st in prepares {
+        let Some(prepared) = st.prepared_query.as_deref() else {
+            // Fail closed: what cannot be read cannot be judged.
+            let unreadable = QueryNote {
+                decided_by: Some("gateway".into()),
+                rule: Some("unreadable-prepare".into()),
+                ..Default::default()
+            };
+            let verdict = Verdict::Deny {
+                reason: "the gateway could not read the statement this PREPARE prepares, so it cannot judge it; prepare it with the extended protocol (a driver's prepared statement) instead".into(),
+            };
+            return (verdict, unreadable);
+        };
         let mut inner = QueryNote::default();
         let verdict = shared
             .policy()
             .on_query(QueryEvent::Simple { sql: prepared }, &mut inner);
-        if verdict != Verdict::Allow {
-            note.decided_by = inner.decided_by;
-            note.rule = inner.rule;
-            note.approval = inner.approval;
-            return verdict;
+        if verdict.strictness() > strictest.strictness() {
+            strictest = verdict;
+            strictest_note = inner;
         }
     }
-    Verdict::Allow
+    (strictest, strictest_note)
 }
 
 /// The client side while a statement is held for approval: what it sent
@@ -1030,44 +1059,55 @@ async fn hold_reading(
     }
 }
 
-/// Text that only this gateway process puts in a statement: the upstream
-/// error it provokes for a refusal carries it, and nothing else can.
-fn refusal_marker() -> &'static str {
-    static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    MARKER.get_or_init(|| {
-        format!(
-            "portcullis refused a statement (ref {:016x})",
-            rand::random::<u64>()
-        )
-    })
+/// Text only this session's relay puts in a statement (a fresh random
+/// reference per session): the upstream error it provokes for a refusal
+/// carries it, and no other error can.
+fn new_refusal_marker() -> String {
+    format!(
+        "portcullis refused a statement (ref {:016x}{:016x})",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }
 
-/// A statement that fails in PostgreSQL's parse analysis, with the marker
-/// in its error: sent upstream in place of a refused one, so the server
-/// fails there as it would have, and a transaction block is left aborted
-/// exactly as the refused statement's own error would have left it.
-fn refusal_sql() -> String {
-    format!("SELECT '{}'::int", refusal_marker())
+/// A statement that fails in PostgreSQL's parse analysis (22P02), with the
+/// marker in its error: sent upstream in place of a refused one, so the
+/// server fails there as it would have, and a transaction block is left
+/// aborted exactly as the refused statement's own error would have left it.
+fn refusal_sql(marker: &str) -> String {
+    format!("SELECT '{marker}'::int")
 }
 
 /// The failing statement as a simple `Query` (for a refused `Query` or
 /// `FunctionCall`: it ends in its own `ReadyForQuery`).
-fn failing_query() -> Bytes {
+fn failing_query(marker: &str) -> Bytes {
     let mut b = BytesMut::new();
-    query::encode(&mut b, &refusal_sql());
+    query::encode(&mut b, &refusal_sql(marker));
     b.freeze()
 }
 
 /// The failing statement as a `Parse` under a name nothing else uses (for a
 /// refusal inside an extended batch: the server fails there and skips the
 /// rest of the batch up to its `Sync`, which the client sends).
-fn failing_parse() -> Bytes {
+fn failing_parse(marker: &str) -> Bytes {
     let mut b = BytesMut::new();
     crate::codec::MessageWriter::start(&mut b, Some(b'P'))
         .cstr("_portcullis_refused")
-        .cstr(&refusal_sql())
+        .cstr(&refusal_sql(marker))
         .i16(0);
     b.freeze()
+}
+
+/// Refuses the rest of an extended batch with `err`: the refusal is queued
+/// at once for the `ReadyForQuery` of the batch's `Sync` (number `syncs +
+/// 1`: no Query or FunctionCall can come before it), because the server
+/// answers the failing statement sent in its place right away — a client
+/// that sends Flush and waits before its Sync must still get the refusal,
+/// not the marked error. Returns what `pending_error` holds while the rest
+/// of the batch is discarded.
+fn refuse_batch(shared: &Shared, syncs: u64, err: Bytes) -> Bytes {
+    push_injection(shared, syncs + 1, err.clone());
+    err
 }
 
 /// Whether an error injection waits for `ReadyForQuery` number `seq`.
@@ -1264,8 +1304,10 @@ async fn server_to_client(
                             need = h.total_len;
                             break;
                         }
-                        swallowed = error_response::decode(&buf[pos..pos + h.total_len])
-                            .is_ok_and(|e| e.message.contains(refusal_marker()));
+                        swallowed =
+                            error_response::decode(&buf[pos..pos + h.total_len]).is_ok_and(|e| {
+                                e.code == "22P02" && e.message.contains(shared.marker.as_str())
+                            });
                     }
                     error_since_rfq |= !swallowed;
                 }
