@@ -764,3 +764,23 @@ pub fn jti_of(token: &str) -> String {
     let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("claims");
     claims["jti"].as_str().expect("jti").to_string()
 }
+
+/// Exchanges `subject` for a child token acting as `actor` (plus `extra`
+/// form fields); returns the status and the JSON answer.
+pub async fn exchange_child(
+    gw: &TestGateway,
+    subject: &str,
+    actor: &str,
+    extra: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut fields = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", subject),
+        ("actor", actor),
+    ];
+    fields.extend_from_slice(extra);
+    exchange_token(gw, &fields).await
+}

@@ -50,6 +50,20 @@ pub async fn login(gw: &TestGateway, user: &str) -> TcpStream {
 /// Every message up to and including the next ReadyForQuery: the tags, and
 /// the SQLSTATE of each ErrorResponse.
 pub async fn until_ready(s: &mut TcpStream) -> (Vec<u8>, Vec<String>) {
+    read_while(s, |tag| tag != b'Z').await
+}
+
+/// Every message until the gateway closes the connection (or 10 s pass):
+/// the tags, and the SQLSTATE of each ErrorResponse.
+pub async fn until_closed(s: &mut TcpStream) -> (Vec<u8>, Vec<String>) {
+    let read = read_while(s, |_| true);
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .unwrap_or_default()
+}
+
+/// Reads messages while `go_on(tag)` holds for the last one read.
+async fn read_while(s: &mut TcpStream, go_on: impl Fn(u8) -> bool) -> (Vec<u8>, Vec<String>) {
     let mut tags = Vec::new();
     let mut codes = Vec::new();
     while let Some((tag, frame)) = read_msg(s).await {
@@ -59,7 +73,7 @@ pub async fn until_ready(s: &mut TcpStream) -> (Vec<u8>, Vec<String>) {
                 codes.push(e.code.to_string());
             }
         }
-        if tag == b'Z' {
+        if !go_on(tag) {
             break;
         }
     }

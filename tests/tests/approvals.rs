@@ -662,16 +662,7 @@ async fn child_token(
     actor: &str,
     extra: &[(&str, &str)],
 ) -> (String, String) {
-    let mut fields = vec![
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ),
-        ("subject_token", subject),
-        ("actor", actor),
-    ];
-    fields.extend_from_slice(extra);
-    let (_, answer) = portcullis_e2e::exchange_token(gw, &fields).await;
+    let (_, answer) = portcullis_e2e::exchange_child(gw, subject, actor, extra).await;
     let token = answer["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("exchange refused: {answer}"))
@@ -1088,16 +1079,7 @@ async fn a_query_between_an_error_and_its_sync_cannot_unhold_a_statement() {
     raw::execute(&mut b, "");
     raw::sync(&mut b);
     raw::send(&mut s, &b).await;
-    let mut codes = Vec::new();
-    while let Ok(Some((tag, frame))) =
-        tokio::time::timeout(Duration::from_secs(10), raw::read_msg(&mut s)).await
-    {
-        if tag == b'E' {
-            if let Ok(e) = portcullis::codec::error_response::decode(&frame) {
-                codes.push(e.code.to_string());
-            }
-        }
-    }
+    let (_, codes) = raw::until_closed(&mut s).await;
     assert!(codes.iter().any(|c| c == "08P01"), "{codes:?}");
     assert_eq!(total(5, "appr_bump"), "0", "the held UPDATE ran unapproved");
 }

@@ -66,16 +66,7 @@ async fn child(
     actor: &str,
     extra: &[(&str, &str)],
 ) -> (String, u64) {
-    let mut fields = vec![
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ),
-        ("subject_token", parent),
-        ("actor", actor),
-    ];
-    fields.extend_from_slice(extra);
-    let (status, answer) = exchange(gw, &fields).await;
+    let (status, answer) = portcullis_e2e::exchange_child(gw, parent, actor, extra).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer["issued_token_type"],

@@ -364,14 +364,7 @@ async fn a_query_inside_an_unfinished_extended_batch_is_a_protocol_error() {
     extended(&mut b, "SELECT 1");
     query::encode(&mut b, "SELECT 2");
     send(&mut s, &b).await;
-    let mut codes = Vec::new();
-    let mut tags = Vec::new();
-    while let Some((tag, frame)) = read_msg(&mut s).await {
-        tags.push(tag);
-        if tag == b'E' {
-            codes.push(error_response::decode(&frame).unwrap().code.to_string());
-        }
-    }
+    let (tags, codes) = portcullis_e2e::raw::until_closed(&mut s).await;
     assert_eq!(codes, ["08P01"], "{tags:?}");
     assert!(!tags.contains(&b'Z'), "the session ended: {tags:?}");
     // Others are not affected.

@@ -575,7 +575,7 @@ async fn client_to_server(
                         None => shared.policy().on_query(event, &mut note),
                     };
                     if !matches!(verdict, Verdict::Deny { .. }) {
-                        let (inner, inner_note) = judge_prepared(shared, sql, &note);
+                        let (inner, inner_note) = judge_prepared(shared, &note);
                         if inner.strictness() > verdict.strictness() {
                             verdict = inner;
                             note.decided_by = inner_note.decided_by;
@@ -794,55 +794,27 @@ async fn client_to_server(
                             let portal = describe::execute::decode(frame)?.to_string();
                             // A run of a held statement waits for its approval.
                             let mut approved: Option<(String, String)> = None;
-                            let pending = held.execution(&portal);
-                            if !matches!(pending, Execution::Free) {
+                            let pending = match held.execution(&portal) {
+                                Execution::Free => None,
+                                Execution::Judge(run) => Some(Ok(run)),
+                                Execution::Refuse(why) => Some(Err(why)),
+                            };
+                            if let Some(pending) = pending {
                                 write_out(wr, &buf[start..pos]).await?;
                                 wr.flush().await?;
                                 start = pos;
-                                let outcome = match pending {
-                                    Execution::Judge(run) => {
-                                        let mut note = run.statement.note.clone();
-                                        let w = WhileHeld {
-                                            rd: &mut *rd,
-                                            early: &mut early,
-                                            client_gone: &mut client_gone,
-                                            cancel: &mut cancel,
-                                        };
-                                        let reason = run.statement.reason.clone();
-                                        let outcome =
-                                            hold_reading(shared, w, &run.shown, &mut note, &reason)
-                                                .await;
-                                        (outcome, note, run.shown, reason)
-                                    }
-                                    Execution::Free | Execution::Refuse(_) => {
-                                        let reason = match pending {
-                                            Execution::Refuse(why) => why.to_string(),
-                                            _ => String::new(),
-                                        };
-                                        let err = denial_bytes(&Verdict::Deny {
-                                            reason: reason.clone(),
-                                        });
-                                        (
-                                            approval::Held::Refuse(err.unwrap_or_default()),
-                                            QueryNote::default(),
-                                            format!("EXECUTE portal {portal:?}"),
-                                            reason,
-                                        )
-                                    }
+                                let w = WhileHeld {
+                                    rd: &mut *rd,
+                                    early: &mut early,
+                                    client_gone: &mut client_gone,
+                                    cancel: &mut cancel,
                                 };
-                                match outcome {
-                                    (approval::Held::Run, note, shown, _) => {
+                                match judge_execution(shared, w, &portal, pending).await {
+                                    HeldRun::Run { approval_id, shown } => {
                                         held.started(&portal);
-                                        approved =
-                                            Some((note.approval_id.unwrap_or_default(), shown));
+                                        approved = Some((approval_id, shown));
                                     }
-                                    (approval::Held::Refuse(err), note, shown, reason) => {
-                                        let r = shared.ledger().execute_refused(
-                                            &shown,
-                                            &note,
-                                            &Verdict::RequireApproval { reason },
-                                        );
-                                        shared.audit.record(r).await;
+                                    HeldRun::Refused(err) => {
                                         // The rest of the batch is dropped; the
                                         // error comes before its ReadyForQuery.
                                         pos += h.total_len;
@@ -980,11 +952,12 @@ fn mid_batch() -> RelayError {
 /// `EXECUTE w` as a run of it. Returns the strictest verdict over the
 /// prepared statements with its note (deciding plugin, rule, approval
 /// terms); the caller keeps the stricter of this and its own.
-fn judge_prepared(shared: &Shared, sql: &str, note: &QueryNote) -> (Verdict, QueryNote) {
-    let summary = note
-        .summary
-        .clone()
-        .unwrap_or_else(|| crate::sql::shared_cache().get(sql));
+fn judge_prepared(shared: &Shared, note: &QueryNote) -> (Verdict, QueryNote) {
+    // A policy that made no summary did not read the SQL (pass-through):
+    // nothing to judge, and no parse added to its hot path.
+    let Some(summary) = note.summary.as_ref() else {
+        return (Verdict::Allow, QueryNote::default());
+    };
     let prepares = summary.statements.iter().filter(|st| st.kind == "prepare");
     let mut strictest = Verdict::Allow;
     let mut strictest_note = QueryNote::default();
@@ -1011,6 +984,56 @@ fn judge_prepared(shared: &Shared, sql: &str, note: &QueryNote) -> (Verdict, Que
         }
     }
     (strictest, strictest_note)
+}
+
+/// What became of an `Execute` of a held statement's portal.
+enum HeldRun {
+    /// Approved: it runs under this request, as the approver saw it.
+    Run { approval_id: String, shown: String },
+    /// Refused with this error (already recorded in the audit trail).
+    Refused(Bytes),
+}
+
+/// Judges one run of a held statement (`Ok`), or refuses an `Execute` of a
+/// portal the tracker cannot vouch for (`Err` with why); records refusals.
+async fn judge_execution(
+    shared: &Shared,
+    w: WhileHeld<'_>,
+    portal: &str,
+    pending: Result<held::PendingRun, &'static str>,
+) -> HeldRun {
+    let (outcome, note, shown, reason) = match pending {
+        Ok(run) => {
+            let mut note = run.statement.note.clone();
+            let reason = run.statement.reason.clone();
+            let outcome = hold_reading(shared, w, &run.shown, &mut note, &reason).await;
+            (outcome, note, run.shown, reason)
+        }
+        Err(why) => {
+            let err = denial_bytes(&Verdict::Deny { reason: why.into() }).unwrap_or_default();
+            (
+                approval::Held::Refuse(err),
+                QueryNote::default(),
+                format!("EXECUTE portal {portal:?}"),
+                why.to_string(),
+            )
+        }
+    };
+    match outcome {
+        approval::Held::Run => HeldRun::Run {
+            approval_id: note.approval_id.unwrap_or_default(),
+            shown,
+        },
+        approval::Held::Refuse(err) => {
+            let r = shared.ledger().execute_refused(
+                &shown,
+                &note,
+                &Verdict::RequireApproval { reason },
+            );
+            shared.audit.record(r).await;
+            HeldRun::Refused(err)
+        }
+    }
 }
 
 /// The client side while a statement is held for approval: what it sent
