@@ -281,19 +281,21 @@ async fn admin_bodies_over_the_limit_get_413_and_never_reach_the_handler() {
     assert_eq!(raw_http(addr, &streamed).await, 413);
 }
 
+/// The status of `GET /healthz` on a connection of its own.
+async fn healthz(addr: std::net::SocketAddr) -> u16 {
+    raw_http(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_connections_sending_headers_too_slowly_are_closed() {
     let _serial = SERIAL.lock().await;
     let gw = admin_gateway("header_read_timeout_secs = 1").await;
     let addr = admin_addr(&gw);
-    assert_eq!(
-        raw_http(
-            addr,
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .await,
-        200
-    );
+    assert_eq!(healthz(addr).await, 200);
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
     let started = Instant::now();
@@ -316,14 +318,7 @@ async fn admin_connections_sending_headers_too_slowly_are_closed() {
     assert!(closed, "a slow client is disconnected");
     assert!(started.elapsed() >= Duration::from_millis(500));
     // The listener still serves others.
-    assert_eq!(
-        raw_http(
-            addr,
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .await,
-        200
-    );
+    assert_eq!(healthz(addr).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
