@@ -108,6 +108,44 @@ pub fn reuse_verdict() {
     NOTES.with(|n| n.borrow_mut().reuse_verdict = true);
 }
 
+/// What one statement will do (actions on tables, role switches, server
+/// files, code it creates), and one action on one table (contract 0.2.3).
+pub use bindings::portcullis::policy::host::{Effects, TableAction};
+
+#[cfg(not(target_arch = "wasm32"))]
+std::thread_local! {
+    /// Outside the gateway (native tests): the effects
+    /// [`statement_effects`] returns, set by [`testing::set_effects`].
+    static EFFECTS: std::cell::RefCell<Vec<Effects>> = Default::default();
+}
+
+/// What each statement of the query being judged will do, in the order of
+/// its `statements`, wherever it is spelled: every insert, update, delete
+/// and truncate with its table and whether a condition bounds it (MERGE
+/// branches, `ON CONFLICT DO UPDATE`, data-modifying CTEs, `EXPLAIN
+/// ANALYZE`, `PREPARE`), role switches (`SET ROLE`, `set_config('role',
+/// ...)`), server files (`COPY ... FROM 'file'`, `pg_read_file`), and code
+/// created (functions, triggers, rules). Call it from [`Plugin::on_query`];
+/// elsewhere it is empty. Judge by these rather than by `kind` when a rule
+/// is about what happens to a table.
+pub fn statement_effects() -> Vec<Effects> {
+    #[cfg(target_arch = "wasm32")]
+    return bindings::portcullis::policy::host::statement_effects();
+    #[cfg(not(target_arch = "wasm32"))]
+    EFFECTS.with(|e| e.borrow().clone())
+}
+
+/// The effects of a statement that does nothing the host can name (what to
+/// judge a statement by when [`statement_effects`] has no entry for it).
+pub fn no_effects() -> Effects {
+    Effects {
+        actions: Vec::new(),
+        switches_role: false,
+        server_files: false,
+        creates_code: false,
+    }
+}
+
 /// How the gateway handles an approval a plugin asks for.
 pub use bindings::portcullis::policy::host::ApprovalPolicy;
 

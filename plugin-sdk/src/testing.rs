@@ -131,3 +131,52 @@ pub struct Notes {
 pub fn take_notes() -> Notes {
     crate::NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
 }
+
+/// Statement effects with nothing in them; add to them with [`EffectsExt`].
+pub fn effects() -> crate::Effects {
+    crate::no_effects()
+}
+
+/// Builder methods for [`crate::Effects`] in tests.
+pub trait EffectsExt {
+    /// Adds `action` (`insert`, `update`, `delete`, `truncate`) on `table`
+    /// (`name` or `schema.name`), bounded or not.
+    fn acts(self, action: &str, table: &str, bounded: bool) -> Self;
+    /// Marks a role switch.
+    fn switching_role(self) -> Self;
+    /// Marks server files.
+    fn touching_server_files(self) -> Self;
+    /// Marks code creation.
+    fn creating_code(self) -> Self;
+}
+
+impl EffectsExt for crate::Effects {
+    fn acts(mut self, action: &str, name: &str, bounded: bool) -> Self {
+        let table = table(name);
+        self.actions.push(crate::TableAction {
+            table,
+            action: action.into(),
+            bounded,
+        });
+        self
+    }
+    fn switching_role(mut self) -> Self {
+        self.switches_role = true;
+        self
+    }
+    fn touching_server_files(mut self) -> Self {
+        self.server_files = true;
+        self
+    }
+    fn creating_code(mut self) -> Self {
+        self.creates_code = true;
+        self
+    }
+}
+
+/// Sets what [`crate::statement_effects`] returns from now on in this
+/// thread, one entry per statement of the next query (native tests only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_effects(effects: impl IntoIterator<Item = crate::Effects>) {
+    crate::EFFECTS.with(|e| *e.borrow_mut() = effects.into_iter().collect());
+}

@@ -19,7 +19,7 @@ fn tables() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let mut sql = String::new();
-        for t in ["appr_wait", "appr_timeout", "appr_retry", "appr_quorum", "appr_bump", "appr_bump_wait"] {
+        for t in ["appr_wait", "appr_timeout", "appr_retry", "appr_quorum", "appr_bump", "appr_bump_wait", "appr_spell"] {
             sql.push_str(&format!(
                 "CREATE TABLE IF NOT EXISTS {t} (id int PRIMARY KEY, total int); INSERT INTO {t} SELECT g, 0 FROM generate_series(1, 20) g ON CONFLICT DO NOTHING;"
             ));
@@ -60,6 +60,12 @@ name = "wait-bump"
 kinds = ["update"]
 tables = ["appr_bump_wait"]
 timeout_secs = 60
+
+[[plugins.config.rules]]
+name = "spelled-changes"
+actions = ["update", "delete"]
+tables = ["public.appr_spell"]
+mode = "retry"
 
 [[plugins.config.rules]]
 name = "two-eyes"
@@ -1082,4 +1088,56 @@ async fn a_query_between_an_error_and_its_sync_cannot_unhold_a_statement() {
     let (_, codes) = raw::until_closed(&mut s).await;
     assert!(codes.iter().any(|c| c == "08P01"), "{codes:?}");
     assert_eq!(total(5, "appr_bump"), "0", "the held UPDATE ran unapproved");
+}
+
+/// `(rows, sum of totals)` of `appr_spell`, read directly.
+fn spell_state() -> String {
+    cluster()
+        .cluster
+        .psql(DB, "SELECT count(*) || ',' || sum(total) FROM appr_spell")
+        .expect("appr_spell state")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_action_rule_holds_every_spelling_of_the_action() {
+    let gw = gateway().await;
+    let client = gw.connect(REQUESTER).await;
+    cluster()
+        .cluster
+        .psql(DB, "UPDATE appr_spell SET total = 0; INSERT INTO appr_spell SELECT g, 0 FROM generate_series(1, 20) g ON CONFLICT DO NOTHING")
+        .expect("reset appr_spell");
+    let before = spell_state();
+    assert_eq!(before, "20,0");
+    let spellings = [
+        "UPDATE appr_spell SET total = 1 WHERE id = 1",
+        "MERGE INTO appr_spell t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN UPDATE SET total = 1",
+        "MERGE INTO appr_spell t USING appr_spell s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "INSERT INTO appr_spell VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET total = 1",
+        "WITH u AS (UPDATE appr_spell SET total = 1 WHERE id = 1 RETURNING 1) SELECT count(*) FROM u",
+        "WITH appr_spell AS (SELECT 1) UPDATE appr_spell SET total = 1 WHERE id = 1",
+        "EXPLAIN ANALYZE UPDATE public.appr_spell SET total = 1 WHERE id = 1",
+        "WITH d AS (DELETE FROM appr_spell WHERE id = 2 RETURNING 1) SELECT 1",
+    ];
+    for sql in spellings {
+        let err = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql}: {err}");
+        let err = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql} (extended): {err}");
+        assert_eq!(spell_state(), before, "{sql} changed rows");
+    }
+    // Reading the table and inserting into it are not what the rule names.
+    client
+        .simple_query("SELECT * FROM appr_spell WHERE id = 1")
+        .await
+        .expect("reads run");
+    client
+        .simple_query("INSERT INTO appr_spell VALUES (1000, 0) ON CONFLICT DO NOTHING")
+        .await
+        .expect("inserts run");
+    client
+        .simple_query("DELETE FROM appr_spell WHERE id = 1000")
+        .await
+        .expect_err("deletes are held");
 }

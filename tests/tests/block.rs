@@ -55,6 +55,17 @@ struct Effects {
     prepared_wipe: i64,
     /// Whether COPY TO PROGRAM wrote its file.
     program_ran: bool,
+    /// Rows of `items`.
+    items: i64,
+    /// Functions and rules the matrix would create.
+    created_code: i64,
+    /// Whether COPY TO a server file wrote it.
+    file_written: bool,
+}
+
+/// A server file `COPY … TO 'file'` in the matrix would create if it ran.
+fn server_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("portcullis-block-file-{}", std::process::id()))
 }
 
 async fn effects(c: &tokio_postgres::Client) -> Effects {
@@ -81,6 +92,13 @@ async fn effects(c: &tokio_postgres::Client) -> Effects {
             .await
             .get(0),
         program_ran: program_output().exists(),
+        items: one("SELECT count(*) FROM items").await.get(0),
+        created_code: one(
+            "SELECT (SELECT count(*) FROM pg_proc WHERE proname LIKE 'probe_%') + (SELECT count(*) FROM pg_rules WHERE rulename LIKE 'probe_%') + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'probe_%')",
+        )
+        .await
+        .get(0),
+        file_written: server_file().exists(),
     }
 }
 
@@ -94,6 +112,7 @@ async fn the_bypass_matrix_is_refused_and_nothing_reaches_the_database() {
         )
         .expect("probe role");
     let _ = std::fs::remove_file(program_output());
+    let _ = std::fs::remove_file(server_file());
     let gw = gateway().await;
     let c = gw.connect(USER).await;
     let before = effects(&c).await;
@@ -103,6 +122,11 @@ async fn the_bypass_matrix_is_refused_and_nothing_reaches_the_database() {
         "COPY items TO PROGRAM 'cat > {}'",
         program_output().display()
     );
+    let copy_to_file = format!("COPY items TO '{}'", server_file().display());
+    // A file the server could read into `items` (a row the effects count).
+    let input = std::env::temp_dir().join(format!("portcullis-block-in-{}", std::process::id()));
+    std::fs::write(&input, "5000\tfrom a server file\t\\N\n").expect("input file");
+    let copy_from_file = format!("COPY items FROM '{}'", input.display());
     let cases: &[(&str, &str)] = &[
         ("DELETE FROM items", "no-unbounded-writes"),
         ("delete   from\n\tITEMS", "no-unbounded-writes"),
@@ -146,6 +170,61 @@ async fn the_bypass_matrix_is_refused_and_nothing_reaches_the_database() {
         ("SELECT lo_import('/etc/passwd')", "no-server-files"),
         (&copy_to_program, "no-server-files"),
         ("SET ROLE block_probe", "no-role-switching"),
+        (
+            "SELECT set_config('role', 'block_probe', false)",
+            "no-role-switching",
+        ),
+        (
+            "SELECT pg_catalog.set_config('ROLE'::text, 'block_probe', false)",
+            "no-role-switching",
+        ),
+        (
+            "SELECT count(*) FROM (SELECT set_config(lower('ROLE'), 'block_probe', false)) x",
+            "no-role-switching",
+        ),
+        ("RESET ROLE", "no-role-switching"),
+        (&copy_from_file, "no-server-files"),
+        (&copy_to_file, "no-server-files"),
+        ("SELECT pg_stat_file('/etc/hostname')", "no-server-files"),
+        ("DELETE FROM items WHERE true", "no-unbounded-writes"),
+        ("DELETE FROM items WHERE 1 = 1", "no-unbounded-writes"),
+        ("UPDATE items SET name = 'x' WHERE 'a' = 'a'", "no-unbounded-writes"),
+        (
+            "MERGE INTO items i USING items s ON i.id = s.id WHEN MATCHED THEN DELETE",
+            "no-unbounded-writes",
+        ),
+        (
+            "MERGE INTO items i USING items s ON i.id = s.id WHEN MATCHED THEN UPDATE SET name = 'x'",
+            "no-unbounded-writes",
+        ),
+        (
+            "INSERT INTO items SELECT * FROM items ON CONFLICT (id) DO UPDATE SET name = 'x'",
+            "no-unbounded-writes",
+        ),
+        (
+            "WITH u AS (UPDATE items SET name = 'x' WHERE true RETURNING 1) SELECT count(*) FROM u",
+            "no-unbounded-writes",
+        ),
+        (
+            "WITH items AS (SELECT 1) DELETE FROM items",
+            "no-unbounded-writes",
+        ),
+        (
+            "CREATE FUNCTION probe_wipe() RETURNS void LANGUAGE sql AS 'DELETE FROM items'",
+            "no-new-code",
+        ),
+        (
+            "CREATE OR REPLACE PROCEDURE probe_proc() LANGUAGE sql AS $$DELETE FROM items$$",
+            "no-new-code",
+        ),
+        (
+            "CREATE RULE probe_rule AS ON INSERT TO items DO ALSO DELETE FROM items WHERE id = NEW.id",
+            "no-new-code",
+        ),
+        (
+            "CREATE TRIGGER probe_trigger AFTER INSERT ON items EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()",
+            "no-new-code",
+        ),
         ("SET SESSION AUTHORIZATION block_probe", "no-role-switching"),
         ("SELECT * FROM secrets", "no-secrets"),
         ("select * from PUBLIC.\"secrets\"", "no-secrets"),

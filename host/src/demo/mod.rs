@@ -74,8 +74,12 @@ kinds = ["drop", "truncate", "alter-system", "do"]
 
 [[plugins.config.rules]]
 name = "no-server-files"
-functions = ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "lo_*", "dblink*"]
-copy_program = true
+server_files = true
+functions = ["lo_*", "dblink*"]
+
+[[plugins.config.rules]]
+name = "no-new-code"
+creates_code = true
 
 [[plugins.config.rules]]
 name = "no-role-switching"
@@ -112,7 +116,7 @@ search_path = ["public"]
 
 [[plugins.config.rules]]
 name = "orders-changes"
-kinds = ["update"]
+actions = ["update"]
 tables = ["public.orders"]
 reason = "changing an order needs one approval from the approvers group"
 mode = "wait"

@@ -285,7 +285,7 @@ impl ChainInner {
                 None => {
                     let event = event.get_or_insert_with(|| to_query(sql, prepared, summary));
                     let called = self.call(i, |inst| {
-                        let v = inst.on_event(event)?;
+                        let v = inst.on_event(event, summary)?;
                         Ok((v, inst.take_notes()))
                     });
                     if let Ok((v, notes)) = &called {

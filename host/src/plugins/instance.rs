@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
 use super::engine::Running;
+use crate::sql::{QuerySummary, StatementSummary};
 
 /// Deadline for instantiation (the component's start-up code), in ticks.
 const START_DEADLINE_TICKS: u64 = 1000;
@@ -25,6 +26,9 @@ pub struct StoreState {
     /// What the current call noted (`record-statement`, `note-rule`,
     /// `set-approval-policy`, `reuse-verdict`).
     notes: CallNotes,
+    /// The summary of the event `on-event` is judging, for
+    /// `statement-effects`; `None` outside `on-event`.
+    judging: Option<Arc<QuerySummary>>,
 }
 
 /// What a plugin told the host during one call, beside its return value.
@@ -87,6 +91,13 @@ impl host::Host for StoreState {
         });
     }
 
+    fn statement_effects(&mut self) -> Vec<host::Effects> {
+        self.judging
+            .as_ref()
+            .map(|s| s.statements.iter().map(to_effects).collect())
+            .unwrap_or_default()
+    }
+
     fn reuse_verdict(&mut self) {
         self.notes.reuse = true;
     }
@@ -105,6 +116,27 @@ impl host::Host for StoreState {
 }
 
 impl types::Host for StoreState {}
+
+/// A statement's effects as the contract spells them.
+fn to_effects(st: &StatementSummary) -> host::Effects {
+    host::Effects {
+        actions: st
+            .actions
+            .iter()
+            .map(|a| host::TableAction {
+                table: types::TableRef {
+                    schema: a.table.schema.clone(),
+                    name: a.table.name.clone(),
+                },
+                action: a.action.as_str().to_string(),
+                bounded: a.bounded,
+            })
+            .collect(),
+        switches_role: st.switches_role,
+        server_files: st.server_files,
+        creates_code: st.creates_code,
+    }
+}
 
 /// The linker every plugin is instantiated with: WASI (with nothing granted)
 /// and the `host` interface.
@@ -140,6 +172,7 @@ impl PluginInstance {
                 .build(),
             plugin: name,
             notes: CallNotes::default(),
+            judging: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
@@ -193,13 +226,22 @@ impl PluginInstance {
         std::mem::take(&mut self.store.data_mut().notes)
     }
 
-    /// `on-event`.
-    pub fn on_event(&mut self, event: &types::Event) -> wasmtime::Result<types::Verdict> {
+    /// `on-event`, judging an event summarized as `summary`.
+    pub fn on_event(
+        &mut self,
+        event: &types::Event,
+        summary: &Arc<QuerySummary>,
+    ) -> wasmtime::Result<types::Verdict> {
         let _running = self.arm();
-        self.store.data_mut().notes = CallNotes::default();
-        self.plugin
+        let state = self.store.data_mut();
+        state.notes = CallNotes::default();
+        state.judging = Some(summary.clone());
+        let verdict = self
+            .plugin
             .portcullis_policy_plugin()
-            .call_on_event(&mut self.store, event)
+            .call_on_event(&mut self.store, event);
+        self.store.data_mut().judging = None;
+        verdict
     }
 
     /// `result-columns`.

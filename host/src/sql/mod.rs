@@ -2,9 +2,12 @@
 //! (`pg_query`, i.e. libpg_query), so plugins never embed a parser.
 //!
 //! [`summarize`] turns SQL text into a [`QuerySummary`]: for each statement its
-//! kind, the tables it reads and writes, the functions it calls, whether its
-//! UPDATEs and DELETEs are bounded by a WHERE, COPY and EXPLAIN details, plus
-//! the fingerprint. Text that does not parse is *flagged* (`parse_error`), not
+//! kind, the tables it reads and writes, the functions it calls, what it does
+//! to each table's rows ([`TableAction`]: insert, update, delete, truncate,
+//! bounded or not) wherever it is spelled (MERGE branches, `ON CONFLICT DO
+//! UPDATE`, data-modifying CTEs, `EXPLAIN ANALYZE`, `PREPARE`), role
+//! switches (including `set_config`), server files, code it creates, COPY and
+//! EXPLAIN details, plus the fingerprint. Text that does not parse is *flagged* (`parse_error`), not
 //! treated as harmless. [`SummaryCache`] keeps summaries by the text's
 //! [`shape::shape`] (constants replaced), so a prepared statement is parsed at
 //! Parse and a query repeated with other constants not at all.
@@ -16,12 +19,49 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// A table as a statement names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableName {
     /// Schema, when the statement qualified the name.
     pub schema: Option<String>,
     /// Table name.
     pub name: String,
+}
+
+/// What a statement does to the rows of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Adds rows (INSERT, MERGE ... INSERT, COPY FROM).
+    Insert,
+    /// Changes rows (UPDATE, MERGE ... UPDATE, ON CONFLICT DO UPDATE).
+    Update,
+    /// Removes rows (DELETE, MERGE ... DELETE).
+    Delete,
+    /// Removes every row (TRUNCATE).
+    Truncate,
+}
+
+impl Action {
+    /// The action's name in rules and in the plugin contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Insert => "insert",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Truncate => "truncate",
+        }
+    }
+}
+
+/// One action on one table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableAction {
+    /// The table acted on.
+    pub table: TableName,
+    /// What is done to its rows.
+    pub action: Action,
+    /// Whether a condition naming a column limits the rows (always true for
+    /// inserts, never for truncates).
+    pub bounded: bool,
 }
 
 /// One statement.
@@ -35,8 +75,23 @@ pub struct StatementSummary {
     pub tables_written: Vec<TableName>,
     /// Functions called, lower case, as qualified as written.
     pub functions: Vec<String>,
-    /// Whether every UPDATE and DELETE in it (CTEs included) has a WHERE.
+    /// Whether every UPDATE and DELETE in it (CTEs, MERGE branches and
+    /// `ON CONFLICT DO UPDATE` included, and under plain EXPLAIN too) is
+    /// bounded by a condition that names a column.
     pub has_where: bool,
+    /// What it does to the rows of each table, deduplicated (an action
+    /// spelled twice on a table is bounded only if both are).
+    pub actions: Vec<TableAction>,
+    /// Whether it changes the role or session authorization (`SET ROLE`,
+    /// `RESET ROLE`, `SET SESSION AUTHORIZATION`, `set_config` on `role` or
+    /// `session_authorization` or on a name that is not a constant).
+    pub switches_role: bool,
+    /// Whether it touches files or programs on the database server: COPY
+    /// to or from a file or program, or a server-file function.
+    pub server_files: bool,
+    /// Whether it creates or changes code that runs inside the database
+    /// (functions, procedures, triggers, event triggers, rules).
+    pub creates_code: bool,
     /// Whether it is a COPY.
     pub is_copy: bool,
     /// Whether a COPY runs a program.

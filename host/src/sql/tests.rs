@@ -192,3 +192,163 @@ fn prepare_execute_and_deallocate_name_their_statement() {
     assert_eq!(one("SELECT 1").prepared_query, None);
     assert_eq!(one("SELECT 1").prepared_name, None);
 }
+
+fn actions(sql: &str) -> Vec<String> {
+    one(sql)
+        .actions
+        .iter()
+        .map(|a| {
+            let table = names(std::slice::from_ref(&a.table)).join("");
+            let bound = if a.bounded { "" } else { " unbounded" };
+            format!("{} {table}{bound}", a.action.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn every_spelling_of_an_update_or_delete_is_one_action() {
+    let cases: &[(&str, &[&str])] = &[
+        ("DELETE FROM orders", &["delete orders unbounded"]),
+        (
+            "DELETE FROM orders WHERE true",
+            &["delete orders unbounded"],
+        ),
+        (
+            "DELETE FROM orders WHERE 1 = 1",
+            &["delete orders unbounded"],
+        ),
+        ("DELETE FROM orders WHERE id = 3", &["delete orders"]),
+        (
+            "UPDATE orders SET status = 'x' WHERE id = 3",
+            &["update orders"],
+        ),
+        (
+            "WITH d AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM d",
+            &["delete orders unbounded"],
+        ),
+        (
+            "WITH u AS (UPDATE public.orders SET status = 'x' WHERE id = 1 RETURNING 1) SELECT 1",
+            &["update public.orders"],
+        ),
+        (
+            "MERGE INTO orders o USING orders s ON o.id = s.id WHEN MATCHED THEN DELETE",
+            &["delete orders unbounded"],
+        ),
+        (
+            "MERGE INTO orders o USING (SELECT 1 AS id) s ON o.id = s.id \
+             WHEN MATCHED AND o.id = 1 THEN UPDATE SET status = 'x' \
+             WHEN NOT MATCHED THEN INSERT (customer_id, product, amount) VALUES (1, 'p', 1)",
+            &["insert orders", "update orders"],
+        ),
+        (
+            "INSERT INTO orders (id, customer_id, product, amount) VALUES (1, 1, 'p', 1) \
+             ON CONFLICT (id) DO UPDATE SET status = 'x'",
+            &["insert orders", "update orders"],
+        ),
+        (
+            "INSERT INTO orders SELECT * FROM orders ON CONFLICT (id) DO UPDATE SET status = 'x'",
+            &["insert orders", "update orders unbounded"],
+        ),
+        (
+            "INSERT INTO orders (id) VALUES (1) ON CONFLICT DO NOTHING",
+            &["insert orders"],
+        ),
+        (
+            "EXPLAIN ANALYZE UPDATE orders SET status = 'x'",
+            &["update orders unbounded"],
+        ),
+        ("EXPLAIN UPDATE orders SET status = 'x'", &[]),
+        (
+            "PREPARE p AS DELETE FROM orders WHERE id = $1",
+            &["delete orders"],
+        ),
+        (
+            "TRUNCATE orders, audit.log",
+            &["truncate orders unbounded", "truncate audit.log unbounded"],
+        ),
+        ("COPY orders FROM STDIN", &["insert orders"]),
+        ("SELECT * FROM orders", &[]),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(actions(sql), *want, "{sql}");
+    }
+    assert!(
+        !one("MERGE INTO orders o USING orders s ON o.id = s.id WHEN MATCHED THEN DELETE")
+            .has_where
+    );
+    assert!(!one("DELETE FROM orders WHERE true").has_where);
+    assert!(
+        !one("EXPLAIN DELETE FROM orders").has_where,
+        "plain EXPLAIN keeps the flag"
+    );
+}
+
+#[test]
+fn a_cte_name_hides_a_table_only_where_postgres_would() {
+    // A write target is always a table, whatever CTE shares its name.
+    let s = one("WITH orders AS (SELECT 1) UPDATE orders SET status = 'x' WHERE id = 1");
+    assert_eq!(names(&s.tables_written), ["orders"]);
+    // A non-recursive CTE's own body reads the table of that name.
+    let s = one("WITH customers AS (SELECT * FROM customers) SELECT * FROM customers");
+    assert_eq!(names(&s.tables_read), ["customers"]);
+    // A CTE inside a subquery does not hide the table outside it.
+    let s =
+        one("SELECT * FROM (WITH customers AS (SELECT 1) SELECT * FROM customers) x, customers");
+    assert_eq!(names(&s.tables_read), ["customers"]);
+    // ... and where it is visible, it is no table.
+    let s = one("WITH customers AS (SELECT 1) SELECT * FROM customers");
+    assert!(s.tables_read.is_empty(), "{:?}", s.tables_read);
+    let s = one("WITH RECURSIVE t AS (SELECT 1 UNION ALL SELECT * FROM t) SELECT * FROM t");
+    assert!(s.tables_read.is_empty(), "{:?}", s.tables_read);
+}
+
+#[test]
+fn role_switches_server_files_and_code_are_flagged() {
+    for sql in [
+        "SET ROLE postgres",
+        "set local role postgres",
+        "RESET ROLE",
+        "SET SESSION AUTHORIZATION postgres",
+        "SELECT set_config('role', 'postgres', false)",
+        "SELECT pg_catalog.set_config('ROLE', 'postgres', true)",
+        "SELECT set_config('session_authorization'::text, 'postgres', false)",
+        "SELECT set_config(lower('ROLE'), 'postgres', false)",
+        "SELECT 1 FROM (SELECT set_config('role', 'postgres', false)) x",
+    ] {
+        assert!(one(sql).switches_role, "{sql}");
+    }
+    for sql in [
+        "SELECT set_config('search_path', 'public', false)",
+        "SET search_path = public",
+        "SELECT current_setting('role')",
+    ] {
+        assert!(!one(sql).switches_role, "{sql}");
+    }
+    for sql in [
+        "COPY orders FROM '/etc/passwd'",
+        "COPY orders TO '/tmp/x'",
+        "COPY (SELECT 1) TO PROGRAM 'id'",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT pg_catalog.pg_ls_dir('.')",
+        "SELECT lo_import('/etc/passwd')",
+    ] {
+        assert!(one(sql).server_files, "{sql}");
+    }
+    for sql in [
+        "COPY orders FROM STDIN",
+        "COPY orders TO STDOUT",
+        "SELECT 1",
+    ] {
+        assert!(!one(sql).server_files, "{sql}");
+    }
+    for sql in [
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$BEGIN END$$",
+        "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f()",
+        "CREATE RULE r AS ON INSERT TO orders DO ALSO DELETE FROM customers",
+        "ALTER FUNCTION f() SECURITY DEFINER",
+    ] {
+        assert!(one(sql).creates_code, "{sql}");
+    }
+    assert!(!one("CREATE TABLE t (id int)").creates_code);
+}

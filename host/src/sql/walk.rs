@@ -1,24 +1,66 @@
 //! Walks one statement's parse tree (as JSON, so no node type is missed) and
 //! collects what a policy needs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use super::{StatementSummary, TableName};
+use super::{Action, StatementSummary, TableAction, TableName};
 
 #[derive(Default)]
 struct Acc {
     read: BTreeSet<(Option<String>, String)>,
     written: BTreeSet<(Option<String>, String)>,
     functions: BTreeSet<String>,
-    ctes: BTreeSet<String>,
-    unbounded_write: bool,
+    /// CTE names visible where the walk is, innermost scope last.
+    cte_scopes: Vec<Vec<String>>,
+    /// Actions by table and kind, with whether every spelling is bounded.
+    actions: BTreeMap<(TableName, Action), bool>,
     is_copy: bool,
     copy_program: bool,
     explain_analyze: bool,
+    switches_role: bool,
+    server_files: bool,
+    creates_code: bool,
     executes: BTreeSet<String>,
 }
+
+impl Acc {
+    fn act(&mut self, table: TableName, action: Action, bounded: bool) {
+        let entry = self.actions.entry((table, action)).or_insert(true);
+        *entry &= bounded;
+    }
+
+    fn is_cte(&self, name: &str) -> bool {
+        self.cte_scopes.iter().flatten().any(|c| c == name)
+    }
+}
+
+/// Functions that read or write files on the database server, or list its
+/// directories (core and `adminpack`).
+const SERVER_FILE_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_stat_file",
+    "pg_ls_dir",
+    "pg_ls_logdir",
+    "pg_ls_waldir",
+    "pg_ls_tmpdir",
+    "pg_ls_archive_statusdir",
+    "pg_ls_logicalsnapdir",
+    "pg_ls_logicalmapdir",
+    "pg_ls_replslotdir",
+    "lo_import",
+    "lo_export",
+    "pg_file_write",
+    "pg_file_sync",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "pg_logdir_ls",
+];
+
+/// Settings whose change is a role switch.
+const ROLE_SETTINGS: &[&str] = &["role", "session_authorization"];
 
 /// Summarizes one `RawStmt.stmt` node.
 pub fn statement(node: &Value) -> StatementSummary {
@@ -33,21 +75,42 @@ pub fn statement(node: &Value) -> StatementSummary {
     let mut acc = Acc::default();
     walk(node, &mut acc, false);
     let kind = kind_of(kind_node, fields);
-    let to_names = |set: &BTreeSet<(Option<String>, String)>, ctes: &BTreeSet<String>| {
+    let to_names = |set: &BTreeSet<(Option<String>, String)>| {
         set.iter()
-            .filter(|(s, n)| !(s.is_none() && ctes.contains(n)))
             .map(|(s, n)| TableName {
                 schema: s.clone(),
                 name: n.clone(),
             })
             .collect()
     };
+    let has_where = acc
+        .actions
+        .iter()
+        .all(|((_, a), bounded)| *bounded || !matches!(a, Action::Update | Action::Delete));
+    // EXPLAIN without ANALYZE plans the statement but runs none of it.
+    let runs = kind_node != "ExplainStmt" || acc.explain_analyze;
+    let actions = if runs {
+        acc.actions
+            .into_iter()
+            .map(|((table, action), bounded)| TableAction {
+                table,
+                action,
+                bounded,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     StatementSummary {
         kind,
-        tables_read: to_names(&acc.read, &acc.ctes),
-        tables_written: to_names(&acc.written, &acc.ctes),
+        tables_read: to_names(&acc.read),
+        tables_written: to_names(&acc.written),
         functions: acc.functions.into_iter().collect(),
-        has_where: !acc.unbounded_write,
+        has_where,
+        actions,
+        switches_role: acc.switches_role,
+        server_files: acc.server_files,
+        creates_code: acc.creates_code,
         is_copy: acc.is_copy,
         copy_program: acc.copy_program,
         explain_analyze: acc.explain_analyze,
@@ -165,28 +228,185 @@ fn walk(v: &Value, acc: &mut Acc, write: bool) {
     }
 }
 
+/// The table an inline `RangeVar` (or a `{"node": {"RangeVar": ..}}`) names.
+fn table_of(v: Option<&Value>) -> Option<TableName> {
+    let v = v?;
+    let fields = v
+        .pointer("/node/RangeVar")
+        .unwrap_or(v)
+        .as_object()
+        .filter(|m| m.contains_key("relname"))?;
+    Some(TableName {
+        schema: Some(str_field(fields, "schemaname").to_lowercase()).filter(|s| !s.is_empty()),
+        name: str_field(fields, "relname").to_lowercase(),
+    })
+}
+
+/// Whether a condition names a column (or is `WHERE CURRENT OF`): a
+/// condition of constants alone (`WHERE true`, `WHERE 1 = 1`) bounds nothing.
+fn names_a_column(v: Option<&Value>) -> bool {
+    fn any(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                m.contains_key("ColumnRef")
+                    || m.contains_key("CurrentOfExpr")
+                    || m.values().any(any)
+            }
+            Value::Array(a) => a.iter().any(any),
+            _ => false,
+        }
+    }
+    v.is_some_and(any)
+}
+
+/// The text of a string constant, through casts (`'role'::text`).
+fn const_string(v: &Value) -> Option<String> {
+    let node = v.get("node").unwrap_or(v);
+    if let Some(c) = node.get("AConst") {
+        return c
+            .pointer("/val/Sval/sval")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    const_string(node.pointer("/TypeCast/arg")?)
+}
+
+/// `set_config(name, ...)` switches roles when `name` is a role setting or
+/// is not a constant (it could be one).
+fn set_config_switches_role(fields: &Map<String, Value>) -> bool {
+    let first = fields
+        .get("args")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first());
+    match first.and_then(const_string) {
+        Some(name) => ROLE_SETTINGS.contains(&name.trim().to_lowercase().as_str()),
+        None => true,
+    }
+}
+
+/// The value at `path` (`a/b/c`) under an object's fields.
+fn at<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+    let v = fields.get(first)?;
+    if rest.is_empty() {
+        Some(v)
+    } else {
+        v.pointer(&format!("/{rest}"))
+    }
+}
+
+/// Records what a data-changing statement does to its table.
+fn note_actions(kind: &str, fields: &Map<String, Value>, acc: &mut Acc) {
+    let target = || table_of(fields.get("relation"));
+    match kind {
+        "InsertStmt" => {
+            let Some(t) = target() else { return };
+            if at(fields, "on_conflict_clause/action").and_then(Value::as_i64)
+                == Some(ON_CONFLICT_UPDATE)
+            {
+                // Only rows that conflict with the listed VALUES change.
+                let listed = at(fields, "select_stmt/node/SelectStmt/values_lists")
+                    .and_then(Value::as_array)
+                    .is_some_and(|l| !l.is_empty());
+                let bounded =
+                    listed || names_a_column(at(fields, "on_conflict_clause/where_clause"));
+                acc.act(t.clone(), Action::Update, bounded);
+            }
+            acc.act(t, Action::Insert, true);
+        }
+        "UpdateStmt" | "DeleteStmt" => {
+            let Some(t) = target() else { return };
+            let action = if kind == "UpdateStmt" {
+                Action::Update
+            } else {
+                Action::Delete
+            };
+            acc.act(t, action, names_a_column(fields.get("where_clause")));
+        }
+        "MergeStmt" => {
+            let Some(t) = target() else { return };
+            let clauses = fields.get("merge_when_clauses").and_then(Value::as_array);
+            for c in clauses.into_iter().flatten() {
+                let Some(c) = c.pointer("/node/MergeWhenClause") else {
+                    continue;
+                };
+                // The join condition pairs rows; it does not limit which
+                // target rows a branch touches. Only the branch's own
+                // condition does.
+                let bounded = names_a_column(c.get("condition"));
+                match c.get("command_type").and_then(Value::as_i64) {
+                    Some(CMD_UPDATE) => acc.act(t.clone(), Action::Update, bounded),
+                    Some(CMD_DELETE) => acc.act(t.clone(), Action::Delete, bounded),
+                    Some(CMD_INSERT) => acc.act(t.clone(), Action::Insert, true),
+                    _ => {}
+                }
+            }
+        }
+        "TruncateStmt" => {
+            let relations = fields.get("relations").and_then(Value::as_array);
+            for r in relations.into_iter().flatten() {
+                if let Some(t) = table_of(Some(r)) {
+                    acc.act(t, Action::Truncate, false);
+                }
+            }
+        }
+        "CopyStmt" if bool_field(fields, "is_from") => {
+            if let Some(t) = target() {
+                acc.act(t, Action::Insert, true);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `CmdType` values (pg_query's protobuf enum).
+const CMD_UPDATE: i64 = 3;
+const CMD_INSERT: i64 = 4;
+const CMD_DELETE: i64 = 5;
+/// `OnConflictAction::OnconflictUpdate`.
+const ON_CONFLICT_UPDATE: i64 = 3;
+
+/// Node kinds that create or change code run inside the database.
+const CODE_KINDS: &[&str] = &[
+    "CreateFunctionStmt",
+    "AlterFunctionStmt",
+    "CreateTrigStmt",
+    "CreateEventTrigStmt",
+    "AlterEventTrigStmt",
+    "RuleStmt",
+    "CreatePLangStmt",
+    "CreateTransformStmt",
+];
+
 fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
+    note_actions(kind, fields, acc);
+    acc.creates_code |= CODE_KINDS.contains(&kind);
     match kind {
         "RangeVar" => {
             let schema =
                 Some(str_field(fields, "schemaname").to_lowercase()).filter(|s| !s.is_empty());
             let name = str_field(fields, "relname").to_lowercase();
-            let entry = (schema, name);
             if write {
-                acc.written.insert(entry);
-            } else {
-                acc.read.insert(entry);
+                acc.written.insert((schema, name));
+            } else if schema.is_some() || !acc.is_cte(&name) {
+                // An unqualified name a visible CTE defines reads the CTE.
+                acc.read.insert((schema, name));
             }
             return;
         }
         "FuncCall" => {
-            let name = name_parts(fields.get("funcname")).join(".");
+            let parts = name_parts(fields.get("funcname"));
+            let base = parts.last().map(String::as_str).unwrap_or("");
+            acc.server_files |= SERVER_FILE_FUNCTIONS.contains(&base);
+            acc.switches_role |= base == "set_config" && set_config_switches_role(fields);
+            let name = parts.join(".");
             if !name.is_empty() {
                 acc.functions.insert(name);
             }
         }
-        "DeleteStmt" | "UpdateStmt" if fields.get("where_clause").is_none_or(Value::is_null) => {
-            acc.unbounded_write = true;
+        "VariableSetStmt" => {
+            let name = str_field(fields, "name").to_lowercase();
+            acc.switches_role |= ROLE_SETTINGS.contains(&name.as_str());
         }
         "ExecuteStmt" => {
             let name = str_field(fields, "name");
@@ -196,7 +416,9 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
         }
         "CopyStmt" => {
             acc.is_copy = true;
-            acc.copy_program |= bool_field(fields, "is_program");
+            let program = bool_field(fields, "is_program");
+            acc.copy_program |= program;
+            acc.server_files |= program || !str_field(fields, "filename").is_empty();
         }
         "ExplainStmt" => {
             let analyze = fields
@@ -213,9 +435,6 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
                     })
                 });
             acc.explain_analyze |= analyze;
-        }
-        "CommonTableExpr" => {
-            acc.ctes.insert(str_field(fields, "ctename").to_lowercase());
         }
         "DropStmt" => {
             if let Some(objects) = fields.get("objects").and_then(Value::as_array) {
@@ -235,8 +454,9 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
         }
         _ => {}
     }
+    let scoped = enter_with(fields, acc);
     for (field, child) in fields {
-        if kind == "FuncCall" && field == "funcname" {
+        if (kind == "FuncCall" && field == "funcname") || (scoped && field == "with_clause") {
             continue;
         }
         walk(
@@ -245,6 +465,44 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             is_write_field(kind, field, fields) || (write && field == "relation"),
         );
     }
+    if scoped {
+        acc.cte_scopes.pop();
+    }
+}
+
+/// Walks a statement's `WITH` clause with PostgreSQL's scoping — a CTE sees
+/// the CTEs before it (all of them when `RECURSIVE`), so in
+/// `WITH customers AS (SELECT * FROM customers)` the inner name is the
+/// table — then opens the scope in which the statement's body sees all of
+/// them. Returns whether a scope was opened (the caller closes it).
+fn enter_with(fields: &Map<String, Value>, acc: &mut Acc) -> bool {
+    let Some(with) = fields.get("with_clause").and_then(Value::as_object) else {
+        return false;
+    };
+    let ctes: Vec<&Value> = with
+        .get("ctes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let names: Vec<String> = ctes
+        .iter()
+        .filter_map(|c| c.pointer("/node/CommonTableExpr/ctename"))
+        .filter_map(Value::as_str)
+        .map(str::to_lowercase)
+        .collect();
+    let recursive = bool_field(with, "recursive");
+    for (i, cte) in ctes.iter().enumerate() {
+        let visible = if recursive {
+            names.clone()
+        } else {
+            names.iter().take(i).cloned().collect()
+        };
+        acc.cte_scopes.push(visible);
+        walk(cte, acc, false);
+        acc.cte_scopes.pop();
+    }
+    acc.cte_scopes.push(names);
+    true
 }
 
 fn kind_of(node: &str, fields: &Value) -> String {

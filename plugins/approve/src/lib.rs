@@ -1,8 +1,12 @@
 //! `approve`: holds risky statements for a human approver.
 //!
-//! Each rule names what needs approval — statement `kinds`, `tables` read
-//! or written (`orders`, `public.orders`, `audit.*`), `unbounded_writes`
-//! (UPDATE/DELETE without WHERE) — for whom (`groups`, `users`; everyone
+//! Each rule names what needs approval — `actions` on tables (`insert`,
+//! `update`, `delete`, `truncate`: what the statement does to the rows of a
+//! table in `tables`, however it is spelled — MERGE, `ON CONFLICT DO
+//! UPDATE`, a data-modifying CTE, `EXPLAIN ANALYZE`, `PREPARE`), statement
+//! `kinds` (how it is spelled), `tables` read or written (`orders`,
+//! `public.orders`, `audit.*`), `unbounded_writes` (an UPDATE/DELETE no
+//! condition naming a column bounds) — for whom (`groups`, `users`; everyone
 //! when both are empty; never `except_groups`), and when (`hours_utc`, e.g.
 //! `"18:00-08:00"`: only in those UTC hours). A statement matching every
 //! condition a rule sets gets `require-approval`, and the rule says how the
@@ -19,16 +23,19 @@
 //! approves their own request) are enforced by the gateway.
 
 use portcullis_plugin_sdk::names::{display_table, TablePattern};
+use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
-    approval_by, export_plugin, parse_config, set_approval_policy, ApprovalPolicy, PgQuery, Plugin,
-    Session, Statement, Verdict,
+    approval_by, export_plugin, no_effects, parse_config, set_approval_policy, statement_effects,
+    ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    #[serde(default)]
+    /// Schemas an unqualified table name resolves through (default
+    /// `public`, as in the `block` plugin).
+    #[serde(default = "default_search_path")]
     search_path: Vec<String>,
     #[serde(default)]
     rules: Vec<Rule>,
@@ -46,6 +53,8 @@ enum Mode {
 #[serde(deny_unknown_fields)]
 struct Rule {
     name: String,
+    #[serde(default)]
+    actions: Vec<String>,
     #[serde(default)]
     kinds: Vec<String>,
     #[serde(default)]
@@ -70,6 +79,10 @@ struct Rule {
     grant_uses: u32,
     #[serde(default = "ten")]
     grant_minutes: u32,
+}
+
+fn default_search_path() -> Vec<String> {
+    vec!["public".into()]
 }
 
 fn one() -> u32 {
@@ -149,23 +162,48 @@ impl Approve {
         })
     }
 
-    /// What in `stmt` makes `rule` apply, if it does.
-    fn matches(&self, rule: &Rule, patterns: &[TablePattern], stmt: &Statement) -> Option<String> {
+    /// What in `stmt` (whose effects are `fx`) makes `rule` apply, if it
+    /// does.
+    fn matches(
+        &self,
+        rule: &Rule,
+        patterns: &[TablePattern],
+        stmt: &Statement,
+        fx: &Effects,
+    ) -> Option<String> {
         let kind = stmt.kind.as_str();
         if !rule.kinds.is_empty() && !rule.kinds.iter().any(|k| k.eq_ignore_ascii_case(kind)) {
             return None;
+        }
+        let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
+        let on_rule_tables =
+            |t: &TableRef| patterns.is_empty() || patterns.iter().any(|p| p.matches(t, &search));
+        if !rule.actions.is_empty() {
+            // The rule is about what happens to rows: the action must be on
+            // one of its tables, and unbounded if it asks for that.
+            let hit = fx.actions.iter().find(|a| {
+                rule.actions
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&a.action))
+                    && on_rule_tables(&a.table)
+                    && (!rule.unbounded_writes || !a.bounded)
+            })?;
+            return Some(format!(
+                "{} on {}",
+                hit.action.to_uppercase(),
+                display_table(&hit.table)
+            ));
         }
         if rule.unbounded_writes && stmt.has_where {
             return None;
         }
         let mut what = kind.to_uppercase();
         if !patterns.is_empty() {
-            let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
             let hit = stmt
                 .tables_read
                 .iter()
                 .chain(&stmt.tables_written)
-                .find(|t| patterns.iter().any(|p| p.matches(t, &search)))?;
+                .find(|t| on_rule_tables(t))?;
             what = format!("{what} on {}", display_table(hit));
         }
         Some(what)
@@ -187,6 +225,14 @@ impl Plugin for Approve {
             if r.name.is_empty() {
                 return Err("every rule needs a name".into());
             }
+            if let Some(a) = r.actions.iter().find(|a| {
+                !["insert", "update", "delete", "truncate"].contains(&a.to_lowercase().as_str())
+            }) {
+                return Err(format!(
+                    "rule \"{}\": unknown action \"{a}\" (known: insert, update, delete, truncate)",
+                    r.name
+                ));
+            }
             hours.push(r.hours_utc.as_deref().map(Hours::parse).transpose()?);
         }
         self.patterns = config
@@ -207,6 +253,8 @@ impl Plugin for Approve {
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
         let minute = self.minute_now();
+        let effects = statement_effects();
+        let none = no_effects();
         for (i, rule) in self.config.rules.iter().enumerate() {
             if !self.applies_to_session(rule) {
                 continue;
@@ -217,11 +265,9 @@ impl Plugin for Approve {
                 }
             }
             let patterns = &self.patterns[i];
-            let Some(what) = query
-                .statements
-                .iter()
-                .find_map(|s| self.matches(rule, patterns, s))
-            else {
+            let Some(what) = query.statements.iter().enumerate().find_map(|(i, s)| {
+                self.matches(rule, patterns, s, effects.get(i).unwrap_or(&none))
+            }) else {
                 continue;
             };
             set_approval_policy(ApprovalPolicy {
@@ -257,6 +303,41 @@ mod tests {
     }
 
     const ORDERS: &str = r#"{"rules": [{"name": "orders-writes", "kinds": ["update", "delete"], "tables": ["orders"], "except_groups": ["dba"], "mode": "retry", "min_approvals": 2, "grant_uses": 3}]}"#;
+
+    #[test]
+    fn an_action_rule_holds_every_spelling_of_the_action() {
+        use testing::EffectsExt;
+        let cfg = r#"{"search_path": ["public"], "rules": [{"name": "orders-changes", "actions": ["update"], "tables": ["public.orders"]}]}"#;
+        let mut p = plugin(cfg, "alice@example.com", &["analysts"]);
+        let spellings = [
+            ("merge", "MERGE INTO orders ... WHEN MATCHED THEN UPDATE"),
+            ("insert", "INSERT INTO orders ... ON CONFLICT DO UPDATE"),
+            ("select", "WITH u AS (UPDATE orders ...) SELECT 1"),
+            ("explain", "EXPLAIN ANALYZE UPDATE orders ..."),
+        ];
+        for (kind, sql) in spellings {
+            testing::set_effects([testing::effects().acts("update", "orders", true)]);
+            let q = testing::query(sql, [testing::statement(kind).writes("orders")]);
+            match p.on_query(&q) {
+                Verdict::RequireApproval(reason) => {
+                    assert!(reason.contains("UPDATE on orders"), "{sql}: {reason}")
+                }
+                other => panic!("{sql}: expected an approval, got {other:?}"),
+            }
+        }
+        // Inserting into orders, or updating another table, is not held.
+        testing::set_effects([testing::effects().acts("insert", "orders", true)]);
+        let q = testing::query("INSERT", [testing::statement("insert").writes("orders")]);
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        testing::set_effects([testing::effects().acts("update", "customers", true).acts(
+            "update",
+            "audit.orders",
+            true,
+        )]);
+        let q = testing::query("UPDATE", [testing::statement("update").writes("customers")]);
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        testing::set_effects([]);
+    }
 
     #[test]
     fn a_matching_statement_needs_approval_on_the_rule_s_terms() {

@@ -3,21 +3,34 @@
 //! Each rule has a name (shown to the client), optional `groups`/`users` it
 //! applies to (everyone when both are empty), and what it matches:
 //!
-//! - `kinds`: statement kinds (`drop`, `truncate`, `alter-system`, `do`, ...);
-//! - `unbounded_writes`: UPDATE or DELETE without WHERE (also inside CTEs and
-//!   EXPLAIN ANALYZE);
-//! - `tables`: tables read or written (`public.orders`, `orders`, `audit.*`);
+//! - `kinds`: statement kinds (`drop`, `truncate`, `alter-system`, `do`, ...),
+//!   i.e. how the statement is spelled;
+//! - `actions`: what a statement does to a table's rows (`insert`, `update`,
+//!   `delete`, `truncate`), however it is spelled — plain, MERGE branches,
+//!   `ON CONFLICT DO UPDATE`, data-modifying CTEs, `EXPLAIN ANALYZE`,
+//!   `PREPARE`. With `tables`, only actions on those tables count;
+//! - `unbounded_writes`: an UPDATE or DELETE (in any of those spellings) that
+//!   no condition naming a column bounds (`WHERE true` does not);
+//! - `tables`: tables read or written (`public.orders`, `orders`, `audit.*`),
+//!   when the rule has no `actions`;
 //! - `functions`: functions called anywhere (`pg_read_file`, `lo_*`, `dblink*`);
 //! - `copy_program`: `COPY ... TO/FROM PROGRAM`;
-//! - `role_switching`: `SET ROLE`, `SET SESSION AUTHORIZATION`.
+//! - `server_files`: files or programs on the database server: `COPY` to or
+//!   from a file or program, `pg_read_file`, `pg_ls_dir`, `lo_import`, ...;
+//! - `role_switching`: `SET ROLE`, `RESET ROLE`, `SET SESSION
+//!   AUTHORIZATION`, and `set_config('role', ...)`;
+//! - `creates_code`: creating or changing functions, procedures, triggers,
+//!   event triggers or rules (code that later runs inside the database
+//!   where no statement the gateway sees names it).
 //!
 //! A text with several statements is refused when any statement is.
 //! Unparseable SQL is refused unless `allow_unparseable = true`.
 
 use portcullis_plugin_sdk::names::{display_table, function_matches, TablePattern};
+use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
-    deny_by, export_plugin, parse_config, reuse_verdict, PgQuery, Plugin, Session, Statement,
-    Verdict,
+    deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
+    PgQuery, Plugin, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -50,6 +63,8 @@ struct Rule {
     #[serde(default)]
     kinds: Vec<String>,
     #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
     unbounded_writes: bool,
     #[serde(default)]
     tables: Vec<String>,
@@ -58,8 +73,15 @@ struct Rule {
     #[serde(default)]
     copy_program: bool,
     #[serde(default)]
+    server_files: bool,
+    #[serde(default)]
     role_switching: bool,
+    #[serde(default)]
+    creates_code: bool,
 }
+
+/// Actions a rule can name.
+const ACTIONS: &[&str] = &["insert", "update", "delete", "truncate"];
 
 /// The plugin; one instance per session.
 #[derive(Default)]
@@ -77,8 +99,14 @@ impl Block {
             || rule.groups.iter().any(|g| self.groups.contains(g))
     }
 
-    /// Why `rule` refuses `stmt`, if it does.
-    fn check(&self, rule: &Rule, patterns: &[TablePattern], stmt: &Statement) -> Option<String> {
+    /// Why `rule` refuses `stmt` (whose effects are `fx`), if it does.
+    fn check(
+        &self,
+        rule: &Rule,
+        patterns: &[TablePattern],
+        stmt: &Statement,
+        fx: &Effects,
+    ) -> Option<String> {
         let kind = stmt.kind.as_str();
         if rule.kinds.iter().any(|k| k.eq_ignore_ascii_case(kind)) {
             return Some(format!(
@@ -86,31 +114,72 @@ impl Block {
                 kind.to_uppercase()
             ));
         }
-        if rule.unbounded_writes && !stmt.has_where {
-            let table = stmt
-                .tables_written
-                .first()
-                .map(display_table)
-                .unwrap_or_default();
-            let what = if kind == "update" {
-                "UPDATE"
-            } else if kind == "delete" {
-                "DELETE"
-            } else {
-                "UPDATE or DELETE"
-            };
-            return Some(format!("{what} without WHERE on {table}"));
+        let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
+        let on_rule_tables =
+            |t: &TableRef| patterns.is_empty() || patterns.iter().any(|p| p.matches(t, &search));
+        if rule.unbounded_writes {
+            let unbounded = fx
+                .actions
+                .iter()
+                .find(|a| !a.bounded && matches!(a.action.as_str(), "update" | "delete"));
+            if let Some(a) = unbounded {
+                return Some(format!(
+                    "{} without a WHERE that names a column, on {}",
+                    a.action.to_uppercase(),
+                    display_table(&a.table)
+                ));
+            }
+            if !stmt.has_where {
+                let table = stmt
+                    .tables_written
+                    .first()
+                    .map(display_table)
+                    .unwrap_or_default();
+                let what = match kind {
+                    "update" => "UPDATE",
+                    "delete" => "DELETE",
+                    _ => "UPDATE or DELETE",
+                };
+                return Some(format!("{what} without WHERE on {table}"));
+            }
+        }
+        if !rule.actions.is_empty() {
+            let hit = fx.actions.iter().find(|a| {
+                rule.actions
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&a.action))
+                    && on_rule_tables(&a.table)
+            });
+            if let Some(a) = hit {
+                return Some(format!(
+                    "{} on {} is not allowed",
+                    a.action.to_uppercase(),
+                    display_table(&a.table)
+                ));
+            }
         }
         if rule.copy_program && stmt.copy_program {
             return Some("COPY ... PROGRAM runs commands on the database server".into());
         }
-        if rule.role_switching && matches!(kind, "set-role" | "set-session-authorization") {
+        if rule.server_files && (fx.server_files || stmt.copy_program) {
+            return Some("files and programs on the database server are not reachable".into());
+        }
+        if rule.role_switching
+            && (fx.switches_role || matches!(kind, "set-role" | "set-session-authorization"))
+        {
             return Some("switching roles is not allowed".into());
         }
-        let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
-        for t in stmt.tables_read.iter().chain(&stmt.tables_written) {
-            if patterns.iter().any(|p| p.matches(t, &search)) {
-                return Some(format!("access to {} is not allowed", display_table(t)));
+        if rule.creates_code && fx.creates_code {
+            return Some(
+                "creating or changing functions, procedures, triggers or rules is not allowed"
+                    .into(),
+            );
+        }
+        if rule.actions.is_empty() {
+            for t in stmt.tables_read.iter().chain(&stmt.tables_written) {
+                if patterns.iter().any(|p| p.matches(t, &search)) {
+                    return Some(format!("access to {} is not allowed", display_table(t)));
+                }
             }
         }
         for f in &stmt.functions {
@@ -135,6 +204,16 @@ impl Plugin for Block {
         for r in &config.rules {
             if r.name.is_empty() {
                 return Err("every rule needs a name".into());
+            }
+            if let Some(a) = r
+                .actions
+                .iter()
+                .find(|a| !ACTIONS.contains(&a.to_lowercase().as_str()))
+            {
+                return Err(format!(
+                    "rule \"{}\": unknown action \"{a}\" (known: insert, update, delete, truncate)",
+                    r.name
+                ));
             }
         }
         self.patterns = config
@@ -163,12 +242,15 @@ impl Plugin for Block {
                 );
             }
         }
-        for stmt in &query.statements {
+        let effects = statement_effects();
+        let none = no_effects();
+        for (i, stmt) in query.statements.iter().enumerate() {
+            let fx = effects.get(i).unwrap_or(&none);
             for (rule, patterns) in self.config.rules.iter().zip(&self.patterns) {
                 if !self.applies(rule) {
                     continue;
                 }
-                if let Some(why) = self.check(rule, patterns, stmt) {
+                if let Some(why) = self.check(rule, patterns, stmt, fx) {
                     return deny_by(
                         &rule.name,
                         format!("blocked by portcullis rule \"{}\": {why}", rule.name),
@@ -260,6 +342,79 @@ mod tests {
             &[],
         );
         assert!(denied(f.on_query(&q)).contains("pg_catalog.pg_read_file"));
+    }
+
+    #[test]
+    fn actions_are_judged_however_they_are_spelled() {
+        use testing::EffectsExt;
+        let cfg = r#"{"rules": [
+            {"name": "no-unbounded-writes", "unbounded_writes": true},
+            {"name": "orders-read-only", "actions": ["update", "delete", "truncate"], "tables": ["public.orders"]}
+        ]}"#;
+        let mut p = plugin(cfg, "a", &[]);
+        // A MERGE whose DELETE branch has no condition of its own.
+        let merge = testing::query(
+            "MERGE ...",
+            [testing::statement("merge").writes("customers")],
+        );
+        testing::set_effects([testing::effects().acts("delete", "customers", false)]);
+        let why = denied(p.on_query(&merge));
+        assert!(
+            why.contains("no-unbounded-writes") && why.contains("DELETE"),
+            "{why}"
+        );
+        // An upsert that updates orders, spelled as an INSERT.
+        let upsert = testing::query(
+            "INSERT ... ON CONFLICT",
+            [testing::statement("insert").writes("orders")],
+        );
+        testing::set_effects([testing::effects()
+            .acts("insert", "orders", true)
+            .acts("update", "orders", true)]);
+        let why = denied(p.on_query(&upsert));
+        assert!(
+            why.contains("orders-read-only") && why.contains("UPDATE on orders"),
+            "{why}"
+        );
+        // Reading orders, or inserting into it, is not what the rule names.
+        testing::set_effects([testing::effects().acts("insert", "orders", true)]);
+        let insert = testing::query("INSERT", [testing::statement("insert").writes("orders")]);
+        assert_eq!(p.on_query(&insert), Verdict::Allow);
+        testing::set_effects([testing::effects().acts("update", "other.orders", true)]);
+        let elsewhere = testing::query(
+            "UPDATE",
+            [testing::statement("update").writes("other.orders")],
+        );
+        assert_eq!(p.on_query(&elsewhere), Verdict::Allow);
+        testing::set_effects([]);
+    }
+
+    #[test]
+    fn role_switches_server_files_and_code_by_their_effects() {
+        use testing::EffectsExt;
+        let cfg = r#"{"rules": [
+            {"name": "roles", "role_switching": true},
+            {"name": "files", "server_files": true},
+            {"name": "code", "creates_code": true}
+        ]}"#;
+        let mut p = plugin(cfg, "a", &[]);
+        let select = testing::query(
+            "SELECT set_config('role', 'x', false)",
+            [testing::statement("select")],
+        );
+        testing::set_effects([testing::effects().switching_role()]);
+        assert!(denied(p.on_query(&select)).contains("\"roles\""));
+        testing::set_effects([testing::effects().touching_server_files()]);
+        assert!(denied(p.on_query(&select)).contains("\"files\""));
+        testing::set_effects([testing::effects().creating_code()]);
+        assert!(denied(p.on_query(&select)).contains("\"code\""));
+        testing::set_effects([testing::effects()]);
+        assert_eq!(p.on_query(&select), Verdict::Allow);
+        let mut bad = Block::default();
+        assert!(bad
+            .configure(r#"{"rules": [{"name": "x", "actions": ["upsert"]}]}"#)
+            .unwrap_err()
+            .contains("upsert"));
     }
 
     #[test]
