@@ -1,5 +1,6 @@
 //! `portcullis demo` as the README shows it: the first-party plugins load;
-//! in psql a newcomer sees a masked card number and a refused `DELETE`; an
+//! in psql a newcomer sees a masked card number and a refused `DELETE`; a
+//! DELETE the rules allow meets the database's own privileges; an
 //! `UPDATE` of an order waits until an approver approves it; and the
 //! session is recorded.
 
@@ -71,6 +72,29 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     );
     assert_eq!(orders(), before, "the refused DELETE removed no order");
 
+    // The backstop: analysts run as shop_analyst upstream, so a bounded
+    // DELETE the rules allow still meets PostgreSQL's own privileges.
+    let out = psql("SELECT current_user");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("shop_analyst"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = psql("DELETE FROM customers WHERE id = 4");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "psql reports the refusal");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    let out = psql("SELECT count(*) FROM customers WHERE id = 4");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(2)
+            .unwrap_or_default()
+            .trim(),
+        "1",
+        "the customer is still there"
+    );
+
     // An UPDATE of an order waits for an approver; bob approves it.
     let update = "UPDATE orders SET status = 'shipped' WHERE id = 2";
     let waiting = Command::new("psql")
@@ -131,8 +155,9 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     demo.gateway.context.audit.flush().await;
     let (_, sessions) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/sessions", Some(&admin_token), None).await;
-    // SELECT, two order counts around the refused DELETE, the DELETE, the UPDATE.
-    assert_eq!(sessions.as_array().map(Vec::len), Some(5), "{sessions}");
+    // SELECT, two order counts around the refused DELETE, the DELETE,
+    // current_user, the DELETE PostgreSQL refused, its check, the UPDATE.
+    assert_eq!(sessions.as_array().map(Vec::len), Some(8), "{sessions}");
     let mut exported = String::new();
     let (_, list) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/audit/export", Some(&admin_token), None).await;

@@ -196,6 +196,17 @@ impl Config {
             if !t.plugins.is_empty() {
                 let _ = writeln!(s, "    plugin chain: {}", t.plugins.join(" -> "));
             }
+            for m in &t.roles {
+                let _ = writeln!(
+                    s,
+                    "    upstream role {} for groups [{}]",
+                    m.role,
+                    m.groups.join(", ")
+                );
+            }
+            if let Some(r) = &t.default_role {
+                let _ = writeln!(s, "    upstream role {r} for everyone else");
+            }
         }
         s
     }

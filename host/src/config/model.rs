@@ -551,6 +551,36 @@ pub struct Target {
     /// When recorded statements' audit records are committed.
     #[serde(default)]
     pub durability: Durability,
+    /// `[[targets.roles]]`: upstream roles by group. A session runs as the
+    /// role of the first entry that names one of the identity's groups,
+    /// set at upstream login, and may not switch away from it.
+    #[serde(default)]
+    pub roles: Vec<RoleMapping>,
+    /// Upstream role for identities no `roles` entry names (none: the
+    /// gateway's own login role).
+    pub default_role: Option<String>,
+}
+
+/// `[[targets.roles]]`: the upstream role for members of some groups.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    /// Groups (any of them) whose members run as `role`.
+    pub groups: Vec<String>,
+    /// The PostgreSQL role (the gateway's login role must be a member).
+    pub role: String,
+}
+
+impl Target {
+    /// The upstream role a session of an identity with `groups` runs as,
+    /// if the target maps one.
+    pub fn upstream_role(&self, groups: &[String]) -> Option<&str> {
+        self.roles
+            .iter()
+            .find(|m| m.groups.iter().any(|g| groups.contains(g)))
+            .map(|m| m.role.as_str())
+            .or(self.default_role.as_deref())
+    }
 }
 
 fn default_token_cache() -> u64 {

@@ -121,3 +121,36 @@ fn memory_and_admin_limits_have_safe_defaults_and_are_checked() {
         assert!(e.contains(&format!("admin.{key}")), "{e}");
     }
 }
+
+#[test]
+fn upstream_roles_map_groups_in_order_and_are_checked() {
+    let text = format!(
+        "{MINIMAL}default_role = \"reader\"\n\n[[targets.roles]]\ngroups = [\"dba\"]\nrole = \"admin\"\n\n[[targets.roles]]\ngroups = [\"analysts\", \"dba\"]\nrole = \"analyst\"\n"
+    );
+    let c = Config::parse(&text).unwrap();
+    let t = &c.targets[0];
+    let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        t.upstream_role(&groups(&["dba", "analysts"])),
+        Some("admin")
+    );
+    assert_eq!(t.upstream_role(&groups(&["analysts"])), Some("analyst"));
+    assert_eq!(t.upstream_role(&groups(&["others"])), Some("reader"));
+    assert!(c.summary().contains("upstream role admin for groups [dba]"));
+    assert!(c
+        .summary()
+        .contains("upstream role reader for everyone else"));
+    let e = err(&format!(
+        "{MINIMAL}\n[[targets.roles]]\ngroups = []\nrole = \"x\"\n"
+    ));
+    assert!(e.contains("targets[0].roles[0].groups"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[[targets.roles]]\ngroups = [\"a\"]\nrole = \" x\"\n"
+    ));
+    assert!(e.contains("targets[0].roles[0].role"), "{e}");
+    let no_mapping = Config::parse(MINIMAL).unwrap();
+    assert_eq!(
+        no_mapping.targets[0].upstream_role(&groups(&["analysts"])),
+        None
+    );
+}

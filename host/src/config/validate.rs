@@ -382,10 +382,41 @@ fn validate_provider(i: usize, p: &IdentityProvider) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// Whether `role` can name a PostgreSQL role in a start-up packet: 1–63
+/// bytes, no NUL, no leading or trailing space.
+fn valid_role_name(role: &str) -> bool {
+    !role.is_empty() && role.len() <= 63 && !role.contains('\0') && role.trim() == role
+}
+
 fn validate_target(i: usize, t: &Target) -> Result<(), ConfigError> {
     let key = |k: &str| format!("targets[{i}].{k}");
     if t.name.is_empty() {
         return Err(invalid(key("name"), "must not be empty"));
+    }
+    for (j, m) in t.roles.iter().enumerate() {
+        if m.groups.is_empty() {
+            return Err(invalid(
+                format!("targets[{i}].roles[{j}].groups"),
+                "must name at least one group (use default_role for everyone else)",
+            ));
+        }
+        if !valid_role_name(&m.role) {
+            return Err(invalid(
+                format!("targets[{i}].roles[{j}].role"),
+                format!(
+                    "{:?} is not a role name (1-63 bytes, no surrounding spaces)",
+                    m.role
+                ),
+            ));
+        }
+    }
+    if let Some(r) = &t.default_role {
+        if !valid_role_name(r) {
+            return Err(invalid(
+                key("default_role"),
+                format!("{r:?} is not a role name (1-63 bytes, no surrounding spaces)"),
+            ));
+        }
     }
     if t.host.is_empty() {
         return Err(invalid(key("host"), "must not be empty"));

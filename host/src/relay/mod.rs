@@ -15,6 +15,7 @@
 //! - `held` tracks prepared statements held for approval, so that each run
 //!   of one (protocol `Execute` or SQL `EXECUTE`) waits for its own;
 //! - [`read_only`] is the host's check for read-only delegated sessions;
+//! - [`role_lock`] keeps sessions on the upstream role their groups map to;
 //! - `framed` and `stream` are the small I/O helpers they share.
 //!
 //! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
@@ -30,6 +31,7 @@ mod ledger;
 mod pump;
 pub mod read_only;
 mod responses;
+pub mod role_lock;
 pub mod session;
 mod stream;
 pub mod upstream;

@@ -87,6 +87,9 @@ struct Shared {
     audit: Arc<AuditLog>,
     /// Read-only session: statements that could write are refused.
     read_only: bool,
+    /// The upstream role the session is pinned to: what could leave it is
+    /// refused.
+    upstream_role: Option<String>,
     /// Identity, target and approvals.
     session: SessionInfoForHold,
     /// Notices for the client, written by the server→client side between
@@ -150,6 +153,8 @@ pub struct SessionContext {
     pub revoked: Option<tokio::sync::watch::Receiver<Option<String>>>,
     /// Only statements that cannot write may run (a read-only token).
     pub read_only: bool,
+    /// The upstream role the session is pinned to (`[[targets.roles]]`).
+    pub upstream_role: Option<String>,
 }
 
 /// Bytes a session moved.
@@ -263,6 +268,7 @@ pub async fn run(
         tracking,
         audit: ctx.log,
         read_only: ctx.read_only,
+        upstream_role: ctx.upstream_role,
         session: SessionInfoForHold {
             session_id: ctx.session_id,
             identity: ctx.identity,
@@ -558,20 +564,8 @@ async fn client_to_server(
                         None => QueryEvent::Simple { sql },
                         Some(statement) => QueryEvent::Parse { statement, sql },
                     };
-                    let read_only_refusal = if shared.read_only {
-                        let summary = crate::sql::shared_cache().get(sql);
-                        let why = super::read_only::violation(&summary);
-                        note.summary = Some(summary);
-                        why
-                    } else {
-                        None
-                    };
-                    let mut verdict = match read_only_refusal {
-                        Some(reason) => {
-                            note.decided_by = Some("read-only token".into());
-                            note.rule = Some("read-only".into());
-                            Verdict::Deny { reason }
-                        }
+                    let mut verdict = match host_refusal(shared, sql, &mut note) {
+                        Some(reason) => Verdict::Deny { reason },
                         None => shared.policy().on_query(event, &mut note),
                     };
                     if !matches!(verdict, Verdict::Deny { .. }) {
@@ -706,6 +700,10 @@ async fn client_to_server(
                     let verdict = if shared.read_only {
                         Verdict::Deny {
                             reason: "this session is read-only: the FunctionCall protocol message could call a function that writes; call functions in SQL instead".into(),
+                        }
+                    } else if let Some(role) = &shared.upstream_role {
+                        Verdict::Deny {
+                            reason: super::role_lock::function_call_violation(role),
                         }
                     } else {
                         shared.policy().on_function_call()
@@ -944,6 +942,30 @@ fn mid_batch() -> RelayError {
     RelayError::Codec(crate::codec::CodecError::Invalid(
         "message order: a Query or FunctionCall inside an unfinished extended-protocol batch (send Sync first)",
     ))
+}
+
+/// Why the host itself refuses `sql` before any plugin sees it: a
+/// read-only session's write, or what could leave a pinned session's
+/// upstream role. Notes who decided and the summary it judged.
+fn host_refusal(shared: &Shared, sql: &str, note: &mut QueryNote) -> Option<String> {
+    if !shared.read_only && shared.upstream_role.is_none() {
+        return None;
+    }
+    let summary = crate::sql::shared_cache().get(sql);
+    let refusal = if shared.read_only {
+        super::read_only::violation(&summary).map(|why| ("read-only token", "read-only", why))
+    } else {
+        None
+    };
+    let refusal = refusal.or_else(|| {
+        let role = shared.upstream_role.as_deref()?;
+        super::role_lock::violation(&summary, role).map(|why| ("upstream role", "role-lock", why))
+    });
+    note.summary = Some(summary);
+    let (decider, rule, why) = refusal?;
+    note.decided_by = Some(decider.into());
+    note.rule = Some(rule.into());
+    Some(why)
 }
 
 /// A SQL `PREPARE` is also judged by the statement it prepares, as if that

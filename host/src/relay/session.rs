@@ -157,6 +157,7 @@ pub async fn serve(
         pending,
         cancel_signal,
         held,
+        upstream_role,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -198,6 +199,7 @@ pub async fn serve(
             .delegation
             .as_ref()
             .is_some_and(|d| d.read_only),
+        upstream_role,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -257,6 +259,8 @@ struct Ready {
     cancel_signal: tokio::sync::watch::Receiver<u64>,
     /// Its sending side.
     held: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The upstream role the session is pinned to, if its target maps one.
+    upstream_role: Option<String>,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -518,6 +522,17 @@ async fn start(
         )
         .await);
     }
+    if let Some(why) = super::role_lock::startup_violation(&msg) {
+        return Err(refuse(
+            &mut stream,
+            ErrorFields::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, why),
+        )
+        .await);
+    }
+    let upstream_role = target
+        .cfg
+        .upstream_role(&identity.groups)
+        .map(str::to_string);
     let session_id = match gw.audit.next_session_id().await {
         Ok(id) => id,
         Err(e) => {
@@ -593,7 +608,12 @@ async fn start(
             .await);
         }
     };
-    let login = target.login(password, forwarded_params(&msg, &identity));
+    let mut params = forwarded_params(&msg, &identity);
+    if let Some(role) = &upstream_role {
+        // A start-up setting: RESET ROLE and DISCARD ALL come back to it.
+        params.push(("role".into(), role.clone()));
+    }
+    let login = target.login(password, params);
     let up = match upstream::connect(login).await {
         Ok(u) => u,
         Err(e) => {
@@ -642,6 +662,7 @@ async fn start(
         pending: inbuf,
         cancel_signal,
         held,
+        upstream_role,
     }))
 }
 
