@@ -12,6 +12,7 @@
 //! [`shape::shape`] (constants replaced), so a prepared statement is parsed at
 //! Parse and a query repeated with other constants not at all.
 
+pub mod code;
 pub mod shape;
 mod walk;
 
@@ -62,6 +63,10 @@ pub struct TableAction {
     /// Whether a condition naming a column limits the rows (always true for
     /// inserts, never for truncates).
     pub bounded: bool,
+    /// The code it happens through (`function public.f`, `trigger t on
+    /// public.orders, function public.g`, `rule r on public.v`, `view
+    /// public.v`), or `None` when the statement does it itself.
+    pub via: Option<String>,
 }
 
 /// One statement.
@@ -92,6 +97,10 @@ pub struct StatementSummary {
     /// Whether it creates or changes code that runs inside the database
     /// (functions, procedures, triggers, event triggers, rules).
     pub creates_code: bool,
+    /// What the gateway could not read of the code it runs (dynamic SQL,
+    /// other languages, unknown functions), in words; filled by
+    /// [`code::apply`] when the catalog is consulted.
+    pub unknown_effects: Vec<String>,
     /// Whether it is a COPY.
     pub is_copy: bool,
     /// Whether a COPY runs a program.

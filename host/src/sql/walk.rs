@@ -96,6 +96,7 @@ pub fn statement(node: &Value) -> StatementSummary {
                 table,
                 action,
                 bounded,
+                via: None,
             })
             .collect()
     } else {
@@ -111,6 +112,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         switches_role: acc.switches_role,
         server_files: acc.server_files,
         creates_code: acc.creates_code,
+        unknown_effects: Vec::new(),
         is_copy: acc.is_copy,
         copy_program: acc.copy_program,
         explain_analyze: acc.explain_analyze,
