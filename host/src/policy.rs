@@ -89,7 +89,8 @@ pub struct QueryNote {
     /// The approval request the statement waited for or ran under (set by
     /// the relay).
     pub approval_id: Option<String>,
-    /// The host's summary of the SQL, when the policy made one.
+    /// The host's summary of the SQL (with the effects of the code it
+    /// runs), when the relay or the policy made one.
     pub summary: Option<Arc<QuerySummary>>,
 }
 
@@ -256,9 +257,17 @@ pub trait Policy: Send + Sync + 'static {
 
 /// Per-session hooks, called by the relay in protocol order.
 pub trait SessionPolicy: Send {
+    /// Whether [`Self::on_query`] judges the statement's summary; the relay
+    /// then makes it first (with the effects of the code it runs) and hands
+    /// it over in [`QueryNote::summary`].
+    fn reads_summary(&self) -> bool {
+        false
+    }
+
     /// A statement is about to be sent upstream. `note` collects what the
     /// audit trail should know beside the verdict (who decided, by which
-    /// rule, whether to record it).
+    /// rule, whether to record it); its `summary`, when set on entry, is the
+    /// relay's summary of the statement to judge.
     fn on_query(&mut self, event: QueryEvent<'_>, note: &mut QueryNote) -> Verdict {
         let _ = (event, note);
         Verdict::Allow

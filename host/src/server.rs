@@ -262,6 +262,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
                 credential,
                 policy: std::sync::RwLock::new(target_policy),
                 catalog: Default::default(),
+                code: Default::default(),
             },
         );
     }

@@ -143,6 +143,7 @@ pub fn no_effects() -> Effects {
         switches_role: false,
         server_files: false,
         creates_code: false,
+        unknown_effects: Vec::new(),
     }
 }
 

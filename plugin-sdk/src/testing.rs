@@ -148,6 +148,8 @@ pub trait EffectsExt {
     fn touching_server_files(self) -> Self;
     /// Marks code creation.
     fn creating_code(self) -> Self;
+    /// Adds an unknown effect (`why`, in words).
+    fn with_unknown(self, why: &str) -> Self;
 }
 
 impl EffectsExt for crate::Effects {
@@ -157,6 +159,7 @@ impl EffectsExt for crate::Effects {
             table,
             action: action.into(),
             bounded,
+            via: None,
         });
         self
     }
@@ -170,6 +173,10 @@ impl EffectsExt for crate::Effects {
     }
     fn creating_code(mut self) -> Self {
         self.creates_code = true;
+        self
+    }
+    fn with_unknown(mut self, why: &str) -> Self {
+        self.unknown_effects.push(why.into());
         self
     }
 }

@@ -17,6 +17,12 @@ name = "no-secrets"
 tables = ["public.secrets"]
 
 [[plugins.config.rules]]
+name = "items-frozen"
+groups = ["freezers"]
+actions = ["update", "delete"]
+tables = ["public.items"]
+
+[[plugins.config.rules]]
 name = "interns-read-only"
 groups = ["interns"]
 kinds = ["insert", "update", "delete", "merge", "copy"]
@@ -498,4 +504,99 @@ async fn verdicts_are_judged_once_per_statement_shape() {
         .unwrap()
         .get(0);
     assert_eq!(n, 100, "nothing was deleted");
+}
+
+/// Code already in the database, created directly (not through the
+/// gateway): what statements calling or firing it do is judged too.
+fn database_code() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        portcullis_e2e::cluster()
+            .cluster
+            .psql(
+                portcullis_e2e::DB,
+                "CREATE OR REPLACE FUNCTION code_wipe() RETURNS void LANGUAGE sql AS 'DELETE FROM items'; \
+                 CREATE OR REPLACE FUNCTION code_pl_wipe() RETURNS void LANGUAGE plpgsql AS $$BEGIN UPDATE items SET name = 'x'; END$$; \
+                 CREATE OR REPLACE FUNCTION code_dyn(t text) RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'DELETE FROM ' || t; END$$; \
+                 CREATE OR REPLACE FUNCTION code_noop() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+                 CREATE OR REPLACE PROCEDURE code_proc() LANGUAGE sql AS $$DELETE FROM items$$; \
+                 CREATE OR REPLACE FUNCTION code_trg_fn() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN DELETE FROM items; RETURN NULL; END$$; \
+                 CREATE TABLE IF NOT EXISTS code_log (id int); \
+                 CREATE OR REPLACE TRIGGER code_trg AFTER INSERT ON code_log FOR EACH STATEMENT EXECUTE FUNCTION code_trg_fn(); \
+                 CREATE TABLE IF NOT EXISTS code_notes (id int); \
+                 CREATE OR REPLACE RULE code_rule AS ON INSERT TO code_notes DO ALSO DELETE FROM items; \
+                 CREATE OR REPLACE VIEW code_items_v AS SELECT * FROM items",
+            )
+            .expect("database code");
+    });
+}
+
+#[tokio::test]
+async fn what_code_in_the_database_does_is_judged_with_the_statement_that_runs_it() {
+    database_code();
+    let gw = gateway().await;
+    let c = gw.connect(USER).await;
+    let before = effects(&c).await;
+    let logged = || async {
+        let n: i64 = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM code_log) + (SELECT count(*) FROM code_notes)",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        n
+    };
+    assert_eq!(logged().await, 0);
+    let cases: &[(&str, &str)] = &[
+        ("SELECT code_wipe()", "no-unbounded-writes"),
+        ("SELECT public.code_wipe()", "no-unbounded-writes"),
+        (
+            "SELECT 1 FROM (SELECT code_wipe()) s",
+            "no-unbounded-writes",
+        ),
+        ("CALL code_proc()", "no-unbounded-writes"),
+        ("SELECT code_pl_wipe()", "no-unbounded-writes"),
+        ("SELECT code_dyn('items')", "no-unreadable-code"),
+        ("INSERT INTO code_log VALUES (1)", "no-unbounded-writes"),
+        ("INSERT INTO code_notes VALUES (1)", "no-unbounded-writes"),
+    ];
+    for (sql, rule) in cases {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}: {msg}");
+        assert!(
+            msg.starts_with(&format!("blocked by portcullis rule \"{rule}\"")),
+            "{sql}: {msg}"
+        );
+        let err = c.query(*sql, &[]).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql} (extended): {err}");
+    }
+    // Code that does nothing risky still runs.
+    let one: i32 = c
+        .query_one("SELECT code_noop()", &[])
+        .await
+        .expect("noop")
+        .get(0);
+    assert_eq!(one, 1);
+    assert_eq!(effects(&c).await, before, "no item changed");
+    assert_eq!(logged().await, 0);
+
+    // An update through a view is an update of the table under it.
+    let freezer = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "freezer@example.com".into(),
+        groups: vec!["testers".into(), "freezers".into()],
+        ttl_secs: 60,
+    });
+    let f = gw
+        .connect_with(&gw.pg_config("freezer@example.com", &freezer))
+        .await
+        .expect("freezer connects");
+    let err = f
+        .simple_query("UPDATE code_items_v SET name = 'x' WHERE id = 1")
+        .await
+        .expect_err("an update through a view is refused");
+    assert!(db_error(&err).1.contains("\"items-frozen\""), "{err}");
+    assert_eq!(effects(&c).await, before, "no item changed");
 }

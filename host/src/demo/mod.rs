@@ -97,6 +97,10 @@ name = "no-new-code"
 creates_code = true
 
 [[plugins.config.rules]]
+name = "no-unreadable-code"
+unknown_effects = true
+
+[[plugins.config.rules]]
 name = "no-role-switching"
 role_switching = true
 "#;

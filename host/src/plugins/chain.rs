@@ -557,12 +557,19 @@ impl ChainSession {
 }
 
 impl SessionPolicy for ChainSession {
+    fn reads_summary(&self) -> bool {
+        true
+    }
+
     fn on_query(&mut self, event: QueryEvent<'_>, note: &mut QueryNote) -> Verdict {
         let (sql, prepared) = match event {
             QueryEvent::Simple { sql } => (sql, None),
             QueryEvent::Parse { statement, sql } => (sql, Some(statement)),
         };
-        let summary = self.summaries.get(sql);
+        let summary = match note.summary.take() {
+            Some(s) => s,
+            None => self.summaries.get(sql),
+        };
         let verdict = self.with_inner(|inner| inner.on_query(sql, prepared, &summary, note));
         note.summary = Some(summary);
         verdict.unwrap_or_else(|| Verdict::Deny {

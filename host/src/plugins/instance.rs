@@ -130,11 +130,13 @@ fn to_effects(st: &StatementSummary) -> host::Effects {
                 },
                 action: a.action.as_str().to_string(),
                 bounded: a.bounded,
+                via: a.via.clone(),
             })
             .collect(),
         switches_role: st.switches_role,
         server_files: st.server_files,
         creates_code: st.creates_code,
+        unknown_effects: st.unknown_effects.clone(),
     }
 }
 

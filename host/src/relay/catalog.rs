@@ -118,7 +118,18 @@ impl Catalog {
         target: &TargetContext,
         oids: &[u32],
     ) -> Result<HashMap<u32, Arc<Relation>>, CatalogError> {
-        let sql = lookup_sql(oids);
+        let rows = self.rows(target, &lookup_sql(oids)).await?;
+        Ok(relations(&rows))
+    }
+
+    /// The rows of a catalog query (text values), on the catalog
+    /// connection, retrying once on a fresh connection. `sql` must not
+    /// carry anything a client chose except through [`literal`].
+    pub async fn rows(
+        &self,
+        target: &TargetContext,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
         let mut conn = self.conn.lock().await;
         for attempt in 0..2 {
             if conn.is_none() {
@@ -127,7 +138,7 @@ impl Catalog {
             let Some(stream) = conn.as_mut() else {
                 continue;
             };
-            match run_lookup(stream, &sql).await {
+            match run_lookup(stream, sql).await {
                 Ok(rows) => return Ok(rows),
                 Err(e) => {
                     *conn = None;
@@ -140,6 +151,46 @@ impl Catalog {
         }
         Err(CatalogError::Query("no connection".into()))
     }
+}
+
+/// `text` as a SQL string literal (standard-conforming: quotes doubled;
+/// text with a backslash or NUL is refused, so no setting changes its
+/// meaning).
+pub fn literal(text: &str) -> Option<String> {
+    if text.contains('\\') || text.contains('\0') {
+        return None;
+    }
+    Some(format!("'{}'", text.replace('\'', "''")))
+}
+
+/// Relations from rows of [`lookup_sql`].
+fn relations(rows: &[Vec<Option<String>>]) -> HashMap<u32, Arc<Relation>> {
+    let mut building: HashMap<u32, Relation> = HashMap::new();
+    for row in rows {
+        let field = |i: usize| row.get(i).and_then(|v| v.as_deref());
+        let (Some(oid), Some(schema), Some(name), Some(kind)) =
+            (field(0), field(1), field(2), field(3))
+        else {
+            continue;
+        };
+        let Ok(oid) = oid.parse::<u32>() else {
+            continue;
+        };
+        let is_table = matches!(kind, "r" | "p" | "f");
+        let rel = building.entry(oid).or_insert_with(|| Relation {
+            qualified: is_table.then(|| format!("{schema}.{name}")),
+            columns: HashMap::new(),
+        });
+        if let (Some(num), Some(col)) = (field(4), field(5)) {
+            if let Ok(num) = num.parse::<i16>() {
+                rel.columns.insert(num, col.to_string());
+            }
+        }
+    }
+    building
+        .into_iter()
+        .map(|(oid, r)| (oid, Arc::new(r)))
+        .collect()
 }
 
 /// The lookup for `oids` (numbers only, so nothing from a client reaches the text).
@@ -184,7 +235,7 @@ fn text(v: Option<&[u8]>) -> Option<&str> {
 async fn run_lookup(
     stream: &mut Stream,
     sql: &str,
-) -> Result<HashMap<u32, Arc<Relation>>, CatalogError> {
+) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
     let io = |e: super::RelayError| CatalogError::Query(e.to_string());
     let mut out = BytesMut::new();
     query::encode(&mut out, sql);
@@ -192,7 +243,7 @@ async fn run_lookup(
         .await
         .map_err(|e| CatalogError::Query(e.to_string()))?;
     let mut inbuf = BytesMut::with_capacity(4096);
-    let mut building: HashMap<u32, Relation> = HashMap::new();
+    let mut rows = Vec::new();
     let mut failure = None;
     loop {
         let msg = read_message(stream, &mut inbuf, MAX_MESSAGE)
@@ -202,25 +253,11 @@ async fn run_lookup(
         match msg.first() {
             Some(b'D') => {
                 let row = data_row::decode(&msg).map_err(|e| CatalogError::Query(e.to_string()))?;
-                let field = |i: usize| text(row.get(i).copied().flatten());
-                let (Some(oid), Some(schema), Some(name), Some(kind)) =
-                    (field(0), field(1), field(2), field(3))
-                else {
-                    continue;
-                };
-                let Ok(oid) = oid.parse::<u32>() else {
-                    continue;
-                };
-                let is_table = matches!(kind, "r" | "p" | "f");
-                let rel = building.entry(oid).or_insert_with(|| Relation {
-                    qualified: is_table.then(|| format!("{schema}.{name}")),
-                    columns: HashMap::new(),
-                });
-                if let (Some(num), Some(col)) = (field(4), field(5)) {
-                    if let Ok(num) = num.parse::<i16>() {
-                        rel.columns.insert(num, col.to_string());
-                    }
-                }
+                rows.push(
+                    row.iter()
+                        .map(|v| text(*v).map(str::to_string))
+                        .collect::<Vec<_>>(),
+                );
             }
             Some(b'E') => {
                 failure = Some(match error_response::decode(&msg) {
@@ -235,10 +272,7 @@ async fn run_lookup(
     if let Some(f) = failure {
         return Err(CatalogError::Query(f));
     }
-    Ok(building
-        .into_iter()
-        .map(|(oid, r)| (oid, Arc::new(r)))
-        .collect())
+    Ok(rows)
 }
 
 /// A session's way to its target's catalog.
@@ -251,6 +285,26 @@ impl TargetCatalog {
     /// The catalog of target `target` of gateway `gw`.
     pub fn new(gw: Arc<super::GatewayContext>, target: String) -> Self {
         Self { gw, target }
+    }
+
+    /// `summary` with the effects of the code it runs (see
+    /// [`super::code_catalog::CodeCache::with_code_effects`]); `summary`
+    /// itself if the target is gone.
+    pub async fn with_code_effects(
+        &self,
+        summary: Arc<crate::sql::QuerySummary>,
+    ) -> Arc<crate::sql::QuerySummary> {
+        match self.gw.targets.get(&self.target) {
+            Some(t) => t.code.with_code_effects(t, summary).await,
+            None => summary,
+        }
+    }
+
+    /// Forgets the target's code read so far (a statement creates code).
+    pub fn invalidate_code(&self) {
+        if let Some(t) = self.gw.targets.get(&self.target) {
+            t.code.invalidate();
+        }
     }
 
     /// Resolves the sources of `cols` (see [`Catalog::resolve`]).

@@ -14,6 +14,8 @@
 //! - `approval` holds a statement for approval (notice, wait, cancel);
 //! - `held` tracks prepared statements held for approval, so that each run
 //!   of one (protocol `Execute` or SQL `EXECUTE`) waits for its own;
+//! - [`code_catalog`] reads the target's routines, triggers, rules and
+//!   views, so a statement is judged with the effects of the code it runs;
 //! - [`read_only`] is the host's check for read-only delegated sessions;
 //! - [`role_lock`] keeps sessions on the upstream role their groups map to;
 //! - `framed` and `stream` are the small I/O helpers they share.
@@ -25,6 +27,7 @@ mod approval;
 pub mod budget;
 pub mod cancel;
 pub mod catalog;
+pub mod code_catalog;
 mod framed;
 mod held;
 mod ledger;

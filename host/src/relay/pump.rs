@@ -90,6 +90,11 @@ struct Shared {
     /// The upstream role the session is pinned to: what could leave it is
     /// refused.
     upstream_role: Option<String>,
+    /// Whether the policy judges summaries (the relay makes them, with the
+    /// effects of the code a statement runs).
+    reads_summary: bool,
+    /// The target's catalog (column sources, code).
+    catalog: TargetCatalog,
     /// Identity, target and approvals.
     session: SessionInfoForHold,
     /// Notices for the client, written by the server→client side between
@@ -256,6 +261,7 @@ pub async fn run(
     } = limits;
     let wants_rows = policy.wants_rows();
     let tracking = policy.may_record();
+    let reads_summary = policy.reads_summary();
     let (notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
     let cancel = ctx.cancel.clone();
     let mut revoked = ctx.revoked.clone();
@@ -269,6 +275,8 @@ pub async fn run(
         audit: ctx.log,
         read_only: ctx.read_only,
         upstream_role: ctx.upstream_role,
+        reads_summary,
+        catalog,
         session: SessionInfoForHold {
             session_id: ctx.session_id,
             identity: ctx.identity,
@@ -297,7 +305,7 @@ pub async fn run(
         &mut client_wr,
         &shared,
         max_message,
-        &catalog,
+        &shared.catalog,
         notices,
     );
     let outcome = tokio::select! {
@@ -564,7 +572,8 @@ async fn client_to_server(
                         None => QueryEvent::Simple { sql },
                         Some(statement) => QueryEvent::Parse { statement, sql },
                     };
-                    let mut verdict = match host_refusal(shared, sql, &mut note) {
+                    note.summary = judged_summary(shared, sql).await;
+                    let mut verdict = match host_refusal(shared, &mut note) {
                         Some(reason) => Verdict::Deny { reason },
                         None => shared.policy().on_query(event, &mut note),
                     };
@@ -944,28 +953,39 @@ fn mid_batch() -> RelayError {
     ))
 }
 
-/// Why the host itself refuses `sql` before any plugin sees it: a
-/// read-only session's write, or what could leave a pinned session's
-/// upstream role. Notes who decided and the summary it judged.
-fn host_refusal(shared: &Shared, sql: &str, note: &mut QueryNote) -> Option<String> {
-    if !shared.read_only && shared.upstream_role.is_none() {
-        return None;
-    }
-    let summary = crate::sql::shared_cache().get(sql);
+/// Why the host itself refuses the statement summarized in `note` before
+/// any plugin sees it: a read-only session's write, or what could leave a
+/// pinned session's upstream role. Notes who decided.
+fn host_refusal(shared: &Shared, note: &mut QueryNote) -> Option<String> {
+    let summary = note.summary.as_ref()?;
     let refusal = if shared.read_only {
-        super::read_only::violation(&summary).map(|why| ("read-only token", "read-only", why))
+        super::read_only::violation(summary).map(|why| ("read-only token", "read-only", why))
     } else {
         None
     };
     let refusal = refusal.or_else(|| {
         let role = shared.upstream_role.as_deref()?;
-        super::role_lock::violation(&summary, role).map(|why| ("upstream role", "role-lock", why))
+        super::role_lock::violation(summary, role).map(|why| ("upstream role", "role-lock", why))
     });
-    note.summary = Some(summary);
     let (decider, rule, why) = refusal?;
     note.decided_by = Some(decider.into());
     note.rule = Some(rule.into());
     Some(why)
+}
+
+/// The summary the host and the policy judge `sql` by — with the effects
+/// of the code it runs — or `None` when neither reads SQL. A statement that
+/// creates code drops the target's code cache.
+async fn judged_summary(shared: &Shared, sql: &str) -> Option<Arc<crate::sql::QuerySummary>> {
+    let catalog = &shared.catalog;
+    if !shared.reads_summary && !shared.read_only && shared.upstream_role.is_none() {
+        return None;
+    }
+    let base = crate::sql::shared_cache().get(sql);
+    if base.statements.iter().any(|s| s.creates_code) {
+        catalog.invalidate_code();
+    }
+    Some(catalog.with_code_effects(base).await)
 }
 
 /// A SQL `PREPARE` is also judged by the statement it prepares, as if that

@@ -62,6 +62,9 @@ pub struct TargetContext {
     pub policy: std::sync::RwLock<Arc<dyn Policy>>,
     /// Column names of the upstream's tables, for column identity.
     pub catalog: super::catalog::Catalog,
+    /// The upstream's code (routines, triggers, rules, views), for the
+    /// effects of what a statement runs.
+    pub code: super::code_catalog::CodeCache,
 }
 
 impl TargetContext {

@@ -188,8 +188,13 @@ impl Approve {
                     && on_rule_tables(&a.table)
                     && (!rule.unbounded_writes || !a.bounded)
             })?;
+            let route = hit
+                .via
+                .as_deref()
+                .map(|v| format!(" (through {v})"))
+                .unwrap_or_default();
             return Some(format!(
-                "{} on {}",
+                "{} on {}{route}",
                 hit.action.to_uppercase(),
                 display_table(&hit.table)
             ));

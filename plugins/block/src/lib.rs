@@ -21,7 +21,13 @@
 //!   AUTHORIZATION`, and `set_config('role', ...)`;
 //! - `creates_code`: creating or changing functions, procedures, triggers,
 //!   event triggers or rules (code that later runs inside the database
-//!   where no statement the gateway sees names it).
+//!   where no statement the gateway sees names it);
+//! - `unknown_effects`: a statement that runs code the gateway could not
+//!   read (dynamic SQL, routines in other languages, unknown functions).
+//!
+//! Actions include what the code a statement runs does: functions and
+//! procedures it calls, triggers and rules its writes fire, tables under a
+//! view it writes to (the refusal names the route).
 //!
 //! A text with several statements is refused when any statement is.
 //! Unparseable SQL is refused unless `allow_unparseable = true`.
@@ -78,6 +84,8 @@ struct Rule {
     role_switching: bool,
     #[serde(default)]
     creates_code: bool,
+    #[serde(default)]
+    unknown_effects: bool,
 }
 
 /// Actions a rule can name.
@@ -124,9 +132,10 @@ impl Block {
                 .find(|a| !a.bounded && matches!(a.action.as_str(), "update" | "delete"));
             if let Some(a) = unbounded {
                 return Some(format!(
-                    "{} without a WHERE that names a column, on {}",
+                    "{} without a WHERE that names a column, on {}{}",
                     a.action.to_uppercase(),
-                    display_table(&a.table)
+                    display_table(&a.table),
+                    route(a)
                 ));
             }
             if !stmt.has_where {
@@ -152,9 +161,10 @@ impl Block {
             });
             if let Some(a) = hit {
                 return Some(format!(
-                    "{} on {} is not allowed",
+                    "{} on {}{} is not allowed",
                     a.action.to_uppercase(),
-                    display_table(&a.table)
+                    display_table(&a.table),
+                    route(a)
                 ));
             }
         }
@@ -168,6 +178,11 @@ impl Block {
             && (fx.switches_role || matches!(kind, "set-role" | "set-session-authorization"))
         {
             return Some("switching roles is not allowed".into());
+        }
+        if rule.unknown_effects {
+            if let Some(why) = fx.unknown_effects.first() {
+                return Some(format!("it runs code the gateway cannot check: {why}"));
+            }
         }
         if rule.creates_code && fx.creates_code {
             return Some(
@@ -189,6 +204,14 @@ impl Block {
         }
         None
     }
+}
+
+/// ` (through ...)` for an action done by code the statement runs.
+fn route(a: &portcullis_plugin_sdk::TableAction) -> String {
+    a.via
+        .as_deref()
+        .map(|v| format!(" (through {v})"))
+        .unwrap_or_default()
 }
 
 impl Plugin for Block {

@@ -205,4 +205,3 @@ fn triggers_rules_and_views_are_followed_from_writes() {
         .iter()
         .any(|a| a.table.name == "orders" && a.action == Action::Delete));
 }
-

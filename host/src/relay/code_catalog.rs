@@ -1,0 +1,424 @@
+//! The target's code, for judging what a statement runs: routines by name,
+//! triggers and rules by table, view definitions — read from the upstream
+//! catalog on the gateway's catalog connection, cached per target for
+//! [`CODE_TTL`], and dropped whenever a session of this gateway creates or
+//! changes code ([`CodeCache::invalidate`]).
+//!
+//! [`CodeCache::with_code_effects`] turns a statement summary into one that
+//! also carries the effects of the code it runs (see [`crate::sql::code`]).
+//! Lookups run in rounds: what one round's analysis asked for and the cache
+//! did not hold is fetched, then the analysis runs again, at most
+//! [`ROUNDS`] times; what is still missing counts as unknown.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::catalog::{literal, CatalogError};
+use super::session::TargetContext;
+use crate::sql::code::{self, CodeCatalog, Fired, Routine};
+use crate::sql::{QuerySummary, TableName};
+
+/// How long code read from the catalog is trusted. Code changed by a
+/// session of this gateway is re-read at once; code changed elsewhere (a
+/// direct connection, another gateway) within this window is judged by its
+/// previous version.
+pub const CODE_TTL: Duration = Duration::from_secs(10);
+/// Fetch rounds per statement.
+pub const ROUNDS: usize = 4;
+/// Summaries kept with their code effects.
+const MEMO_CAPACITY: usize = 4096;
+
+struct Entry<T> {
+    fetched: Instant,
+    value: T,
+}
+
+impl<T> Entry<T> {
+    fn fresh(&self) -> bool {
+        self.fetched.elapsed() < CODE_TTL
+    }
+}
+
+/// What the catalog said, by name.
+#[derive(Default)]
+struct Known {
+    /// Routines by name as spelled (`f`, `s.f`); `None`: no such routine.
+    routines: HashMap<String, Entry<Option<Vec<Routine>>>>,
+    /// Triggers and rules by table (`s.t` or `t`).
+    fired: HashMap<String, Entry<Vec<Fired>>>,
+    /// View definitions by name (`s.v` or `v`).
+    views: HashMap<String, Entry<Vec<String>>>,
+}
+
+/// A summary with its code effects, kept while the code it read is fresh.
+struct Memo {
+    base: Arc<QuerySummary>,
+    with_code: Arc<QuerySummary>,
+    fetched: Instant,
+    generation: u64,
+}
+
+/// The code cache of one target.
+#[derive(Default)]
+pub struct CodeCache {
+    known: Mutex<Known>,
+    memo: Mutex<HashMap<usize, Memo>>,
+    /// Bumped by [`CodeCache::invalidate`].
+    generation: std::sync::atomic::AtomicU64,
+}
+
+fn table_key(t: &TableName) -> String {
+    match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => t.name.clone(),
+    }
+}
+
+/// What one analysis round asked for and did not find.
+#[derive(Default)]
+struct Missing {
+    routines: BTreeSet<String>,
+    tables: BTreeSet<String>,
+}
+
+/// A read-only view of the cache for one analysis round.
+struct Snapshot<'a> {
+    known: &'a Known,
+    missing: RefCell<Missing>,
+    /// Last round: what is missing is unknown, not asked for.
+    last: bool,
+}
+
+impl CodeCatalog for Snapshot<'_> {
+    fn routines(&self, name: &str) -> Option<Vec<Routine>> {
+        match self.known.routines.get(name).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None if name.starts_with("pg_catalog.") => Some(Vec::new()),
+            None => {
+                if !self.last {
+                    self.missing.borrow_mut().routines.insert(name.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    fn fired(&self, table: &TableName) -> Vec<Fired> {
+        let key = table_key(table);
+        match self.known.fired.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None => {
+                self.missing.borrow_mut().tables.insert(key);
+                Vec::new()
+            }
+        }
+    }
+
+    fn view_definitions(&self, table: &TableName) -> Vec<String> {
+        let key = table_key(table);
+        match self.known.views.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None => {
+                self.missing.borrow_mut().tables.insert(key);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Whether a summary could run code: it calls a function outside
+/// `pg_catalog`, or writes (triggers, rules, views).
+fn runs_code(summary: &QuerySummary) -> bool {
+    summary
+        .statements
+        .iter()
+        .any(|s| !s.actions.is_empty() || s.functions.iter().any(|f| !f.starts_with("pg_catalog.")))
+}
+
+impl CodeCache {
+    /// Forgets everything read (a session is creating or changing code).
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut k) = self.known.lock() {
+            *k = Known::default();
+        }
+        if let Ok(mut m) = self.memo.lock() {
+            m.clear();
+        }
+    }
+
+    /// `summary` with the effects of the code its statements run, or
+    /// `summary` itself when they run none. A statement after one that
+    /// creates code in the same text gets an unknown effect (the code it
+    /// may call does not exist yet).
+    pub async fn with_code_effects(
+        &self,
+        target: &TargetContext,
+        summary: Arc<QuerySummary>,
+    ) -> Arc<QuerySummary> {
+        if summary.parse_error.is_some() || !runs_code(&summary) {
+            return summary;
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let key = Arc::as_ptr(&summary) as usize;
+        if let Some(m) = self.memo.lock().ok().and_then(|m| {
+            m.get(&key)
+                .filter(|m| {
+                    Arc::ptr_eq(&m.base, &summary)
+                        && m.generation == generation
+                        && m.fetched.elapsed() < CODE_TTL
+                })
+                .map(|m| m.with_code.clone())
+        }) {
+            return m;
+        }
+        let fetched = Instant::now();
+        let mut with_code = (*summary).clone();
+        for round in 0..ROUNDS {
+            let last = round + 1 == ROUNDS;
+            let missing = {
+                let known = match self.known.lock() {
+                    Ok(k) => k,
+                    Err(p) => p.into_inner(),
+                };
+                let snap = Snapshot {
+                    known: &known,
+                    missing: RefCell::new(Missing::default()),
+                    last,
+                };
+                with_code = (*summary).clone();
+                let mut created_code = false;
+                for st in &mut with_code.statements {
+                    let effects = code::effects_of_code(st, &snap);
+                    code::apply(st, effects);
+                    if created_code && !st.functions.is_empty() {
+                        st.unknown_effects.push(
+                            "it may call code created earlier in the same query, which the gateway cannot read yet".into(),
+                        );
+                    }
+                    created_code |= st.creates_code;
+                }
+                snap.missing.into_inner()
+            };
+            if missing.routines.is_empty() && missing.tables.is_empty() {
+                break;
+            }
+            if last {
+                break;
+            }
+            if let Err(e) = self.fetch(target, &missing).await {
+                tracing::warn!(target = %target.cfg.name, error = %e, "cannot read the target's code; calls count as unknown effects");
+                for st in &mut with_code.statements {
+                    if runs_code_statement(st) {
+                        st.unknown_effects.push(format!(
+                            "the gateway could not read the database's code ({e})"
+                        ));
+                    }
+                }
+                return Arc::new(with_code);
+            }
+        }
+        let with_code = Arc::new(with_code);
+        if let Ok(mut m) = self.memo.lock() {
+            if m.len() >= MEMO_CAPACITY {
+                m.clear();
+            }
+            m.insert(
+                key,
+                Memo {
+                    base: summary,
+                    with_code: with_code.clone(),
+                    fetched,
+                    generation,
+                },
+            );
+        }
+        with_code
+    }
+
+    /// Reads what a round missed and stores it.
+    async fn fetch(&self, target: &TargetContext, missing: &Missing) -> Result<(), CatalogError> {
+        let now = Instant::now();
+        let mut routines: HashMap<String, Option<Vec<Routine>>> = HashMap::new();
+        let mut fired: HashMap<String, Vec<Fired>> = HashMap::new();
+        let mut views: HashMap<String, Vec<String>> = HashMap::new();
+        if let Some(sql) = routines_sql(&missing.routines) {
+            for row in target.catalog.rows(target, &sql).await? {
+                let f = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                let r = Routine {
+                    schema: f(0),
+                    name: f(1),
+                    language: f(2),
+                    source: f(3),
+                    definition: f(4),
+                };
+                for spelled in [r.name.clone(), format!("{}.{}", r.schema, r.name)] {
+                    if missing.routines.contains(&spelled) {
+                        routines
+                            .entry(spelled)
+                            .or_insert_with(|| Some(Vec::new()))
+                            .get_or_insert_with(Vec::new)
+                            .push(r.clone());
+                    }
+                }
+            }
+        }
+        if let Some(sql) = tables_sql(&missing.tables) {
+            for row in target.catalog.rows(target, &sql).await? {
+                let f = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                let (kind, schema, table) = (f(0), f(1), f(2));
+                let keys = [table.clone(), format!("{schema}.{table}")];
+                let item_via = format!("{schema}.{table}");
+                for key in keys.iter().filter(|k| missing.tables.contains(*k)) {
+                    match kind.as_str() {
+                        "trigger" => fired.entry(key.clone()).or_default().push(Fired::Trigger {
+                            via: format!("trigger {} on {item_via}", f(3)),
+                            routine: Routine {
+                                schema: f(4),
+                                name: f(5),
+                                language: f(6),
+                                source: f(7),
+                                definition: f(8),
+                            },
+                        }),
+                        "rule" => fired.entry(key.clone()).or_default().push(Fired::Rule {
+                            via: format!("rule {} on {item_via}", f(3)),
+                            definition: f(8),
+                        }),
+                        "view" => views.entry(key.clone()).or_default().push(f(8)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut known = match self.known.lock() {
+            Ok(k) => k,
+            Err(p) => p.into_inner(),
+        };
+        for name in &missing.routines {
+            let value = routines.remove(name).unwrap_or(None);
+            known.routines.insert(
+                name.clone(),
+                Entry {
+                    fetched: now,
+                    value,
+                },
+            );
+        }
+        for t in &missing.tables {
+            let value = fired.remove(t).unwrap_or_default();
+            known.fired.insert(
+                t.clone(),
+                Entry {
+                    fetched: now,
+                    value,
+                },
+            );
+            let value = views.remove(t).unwrap_or_default();
+            known.views.insert(
+                t.clone(),
+                Entry {
+                    fetched: now,
+                    value,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+fn runs_code_statement(st: &crate::sql::StatementSummary) -> bool {
+    !st.actions.is_empty() || st.functions.iter().any(|f| !f.starts_with("pg_catalog."))
+}
+
+/// `schema = '...' AND name = '...'` conditions for names spelled `n` or
+/// `s.n`; names that cannot be written as literals are left out (they
+/// stay missing, so they count as unknown).
+fn name_conditions(names: &BTreeSet<String>, schema_col: &str, name_col: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| match n.split_once('.') {
+            Some((s, name)) => Some(format!(
+                "({schema_col} = {} AND {name_col} = {})",
+                literal(s)?,
+                literal(name)?
+            )),
+            None => Some(format!("{name_col} = {}", literal(n)?)),
+        })
+        .collect()
+}
+
+/// The lookup of routines by name (aggregates have no definition to read).
+fn routines_sql(names: &BTreeSet<String>) -> Option<String> {
+    let conds = name_conditions(names, "n.nspname", "p.proname");
+    if conds.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "SELECT n.nspname, p.proname, l.lanname, coalesce(p.prosrc, ''), \
+         CASE WHEN p.prokind <> 'a' AND l.lanname IN ('sql', 'plpgsql') \
+              THEN pg_catalog.pg_get_functiondef(p.oid) ELSE '' END \
+         FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+         WHERE {}",
+        conds.join(" OR ")
+    ))
+}
+
+/// The lookup of triggers, rules and view definitions by table.
+fn tables_sql(tables: &BTreeSet<String>) -> Option<String> {
+    let conds = name_conditions(tables, "n.nspname", "c.relname");
+    if conds.is_empty() {
+        return None;
+    }
+    let on = conds.join(" OR ");
+    Some(format!(
+        "SELECT 'trigger', n.nspname, c.relname, t.tgname, pn.nspname, p.proname, l.lanname, \
+                coalesce(p.prosrc, ''), \
+                CASE WHEN l.lanname IN ('sql', 'plpgsql') THEN pg_catalog.pg_get_functiondef(p.oid) ELSE '' END \
+         FROM pg_catalog.pg_trigger t \
+         JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
+         JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+         JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+         WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND ({on}) \
+         UNION ALL \
+         SELECT 'rule', n.nspname, c.relname, r.rulename, '', '', '', '', pg_catalog.pg_get_ruledef(r.oid) \
+         FROM pg_catalog.pg_rewrite r \
+         JOIN pg_catalog.pg_class c ON c.oid = r.ev_class \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE r.ev_type <> '1' AND ({on}) \
+         UNION ALL \
+         SELECT 'view', n.nspname, c.relname, '', '', '', '', '', pg_catalog.pg_get_viewdef(c.oid) \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'v' AND ({on})"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_literals_or_are_left_out() {
+        let names: BTreeSet<String> = ["f", "s.g", "o'neil", "bad\\name"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let conds = name_conditions(&names, "n.nspname", "p.proname");
+        assert_eq!(
+            conds,
+            [
+                "p.proname = 'f'",
+                "p.proname = 'o''neil'",
+                "(n.nspname = 's' AND p.proname = 'g')"
+            ]
+        );
+    }
+}
