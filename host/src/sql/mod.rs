@@ -134,17 +134,31 @@ pub struct QuerySummary {
     pub parse_error: Option<String>,
 }
 
-/// Parses `sql` and summarizes it. Never panics: a failure inside the parser
+/// Stack for parsing: pg_query's tree decoder, its serialization and the
+/// walk recurse once per nesting level, up to the decoder's limit of 100
+/// levels (deeper text is a parse error), which can take more than a 2 MiB
+/// thread stack in debug builds.
+const PARSER_STACK: usize = 32 << 20;
+
+/// Parses `sql` and summarizes it, on a thread with a stack deep enough for
+/// any text the parser accepts. Never panics: a failure inside the parser
 /// wrapper is reported as a parse error.
 pub fn summarize(sql: &str) -> QuerySummary {
-    let result = std::panic::catch_unwind(|| summarize_inner(sql));
-    match result {
-        Ok(s) => s,
-        Err(_) => QuerySummary {
-            parse_error: Some("the SQL parser failed on this text".into()),
-            ..Default::default()
-        },
-    }
+    let failed = |why: &str| QuerySummary {
+        parse_error: Some(why.into()),
+        ..Default::default()
+    };
+    std::thread::scope(|scope| {
+        let parser = std::thread::Builder::new()
+            .name("sql-parser".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, || std::panic::catch_unwind(|| summarize_inner(sql)));
+        match parser.map(|t| t.join()) {
+            Ok(Ok(Ok(s))) => s,
+            Ok(_) => failed("the SQL parser failed on this text"),
+            Err(_) => failed("the gateway could not start its SQL parser"),
+        }
+    })
 }
 
 fn summarize_inner(sql: &str) -> QuerySummary {

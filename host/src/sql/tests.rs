@@ -352,3 +352,17 @@ fn role_switches_server_files_and_code_are_flagged() {
     }
     assert!(!one("CREATE TABLE t (id int)").creates_code);
 }
+
+#[test]
+fn deeply_nested_text_is_refused_not_a_crash() {
+    // pg_query's decoder stops at 100 levels of nesting; reaching it took
+    // more than a 2 MiB thread stack (a test thread's) in debug builds.
+    for n in [45usize, 100, 5000] {
+        let plus = summarize(&format!("SELECT {}1", "1+".repeat(n)));
+        let parens = summarize(&format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n)));
+        if n > 60 {
+            assert!(plus.parse_error.is_some(), "{n}");
+        }
+        let _ = parens;
+    }
+}
