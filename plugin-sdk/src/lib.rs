@@ -112,11 +112,31 @@ pub fn reuse_verdict() {
 /// files, code it creates), and one action on one table (contract 0.2.3).
 pub use bindings::portcullis::policy::host::{Effects, TableAction};
 
+/// Where a statement's values come from and go to (contract 0.2.3).
+pub use bindings::portcullis::policy::host::{ColumnLineage, Lineage, WriteFlow};
+
 #[cfg(not(target_arch = "wasm32"))]
 std::thread_local! {
     /// Outside the gateway (native tests): the effects
     /// [`statement_effects`] returns, set by [`testing::set_effects`].
     static EFFECTS: std::cell::RefCell<Vec<Effects>> = Default::default();
+    /// Outside the gateway (native tests): what [`statement_lineage`]
+    /// returns, set by [`testing::set_lineage`].
+    static LINEAGE: std::cell::RefCell<Vec<Lineage>> = Default::default();
+}
+
+/// Where the values of each statement of the query being judged come from
+/// (each result column's source columns, through any expression, view or
+/// SQL function, and whether PostgreSQL reports it as a plain column) and
+/// where they go (tables, files, the client of a `COPY`), in the order of
+/// its `statements`. Only for plugins that want rows; empty when the
+/// gateway could not tell — judge that as unknown. Call it from
+/// [`Plugin::on_query`].
+pub fn statement_lineage() -> Vec<Lineage> {
+    #[cfg(target_arch = "wasm32")]
+    return bindings::portcullis::policy::host::statement_lineage();
+    #[cfg(not(target_arch = "wasm32"))]
+    LINEAGE.with(|l| l.borrow().clone())
 }
 
 /// What each statement of the query being judged will do, in the order of

@@ -187,3 +187,31 @@ impl EffectsExt for crate::Effects {
 pub fn set_effects(effects: impl IntoIterator<Item = crate::Effects>) {
     crate::EFFECTS.with(|e| *e.borrow_mut() = effects.into_iter().collect());
 }
+
+/// Sets what [`crate::statement_lineage`] returns from now on in this
+/// thread, one entry per statement of the next query (native tests only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_lineage(lineage: impl IntoIterator<Item = crate::Lineage>) {
+    crate::LINEAGE.with(|l| *l.borrow_mut() = lineage.into_iter().collect());
+}
+
+/// A result column computed from `sources` (`schema.table.column`); with
+/// `origin`, PostgreSQL reports it as that plain column.
+pub fn column_lineage(sources: &[&str], origin: Option<&str>) -> crate::ColumnLineage {
+    crate::ColumnLineage {
+        derived_from: sources.iter().map(|s| s.to_string()).collect(),
+        unknown: false,
+        origin: origin.map(str::to_string),
+    }
+}
+
+/// Values written to `target` (`schema.table`, `file`, `client`, ...) from
+/// `sources`.
+pub fn write_flow(target: &str, sources: &[&str]) -> crate::WriteFlow {
+    crate::WriteFlow {
+        target: target.into(),
+        column: None,
+        derived_from: sources.iter().map(|s| s.to_string()).collect(),
+        unknown: false,
+    }
+}

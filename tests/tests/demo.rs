@@ -51,6 +51,15 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
         "{stdout}"
     );
     assert!(!stdout.contains("4111"), "{stdout}");
+    // A value computed from a masked column is refused before it runs.
+    let out = psql("SELECT reverse(card_number) FROM customers");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "psql reports the refusal");
+    assert!(
+        stderr.contains("blocked by portcullis rule \"computed-from-masked\""),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("1111"));
 
     let orders = || {
         let out = psql("SELECT count(*) FROM orders");
@@ -155,9 +164,10 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     demo.gateway.context.audit.flush().await;
     let (_, sessions) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/sessions", Some(&admin_token), None).await;
-    // SELECT, two order counts around the refused DELETE, the DELETE,
-    // current_user, the DELETE PostgreSQL refused, its check, the UPDATE.
-    assert_eq!(sessions.as_array().map(Vec::len), Some(8), "{sessions}");
+    // SELECT, the refused reverse(), two order counts around the refused
+    // DELETE, the DELETE, current_user, the DELETE PostgreSQL refused, its
+    // check, the UPDATE.
+    assert_eq!(sessions.as_array().map(Vec::len), Some(9), "{sessions}");
     let mut exported = String::new();
     let (_, list) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/audit/export", Some(&admin_token), None).await;

@@ -54,6 +54,7 @@ CREATE VIEW crm.customer_view AS SELECT id, name, email, card_number, national_i
 CREATE TABLE crm.payments (id int, card_number text, paid_on date) PARTITION BY RANGE (paid_on);
 CREATE TABLE crm.payments_2026 PARTITION OF crm.payments FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 INSERT INTO crm.payments VALUES (1, '4111 1111 1111 1111', '2026-05-01');
+CREATE TABLE crm.notes (id int, note text);
 "#;
 
 fn seeded() {
@@ -429,4 +430,111 @@ async fn masking_stays_in_step_with_errors_in_a_pipeline() {
     assert_eq!(db_error(&err).0, "22012");
     let after = simple_text(&c, "SELECT card_number FROM crm.customers WHERE id = 4").await;
     assert_eq!(after.trim_end(), "**** **** **** 0004|");
+}
+
+/// Spellings that compute a value from a masked column.
+const COMPUTED: &[&str] = &[
+    "SELECT reverse(card_number) FROM crm.customers",
+    "SELECT substr(card_number, 1, 9) || '-' || substr(card_number, 10) FROM crm.customers",
+    "SELECT ascii(substr(email, 1, 1)), ascii(substr(email, 2, 1)) FROM crm.customers",
+    "SELECT card_bin + 0 FROM crm.customers",
+    "SELECT string_agg(card_number, ',') FROM crm.customers",
+    "SELECT translate(card_number, '0123456789', 'abcdefghij') FROM crm.customers",
+    "SELECT md5(national_id), length(national_id) FROM crm.customers",
+    "SELECT row_to_json(c) FROM crm.customers c",
+    "SELECT c FROM crm.customers c",
+    "SELECT * FROM crm.customer_view",
+    "SELECT x FROM (SELECT reverse(card_number) AS x FROM crm.customers) s",
+    "WITH a AS (SELECT upper(email) AS e FROM crm.customers) SELECT e FROM a",
+    "SELECT name FROM crm.customers UNION ALL SELECT reverse(card_number) FROM crm.customers",
+    "SELECT (SELECT reverse(email) FROM crm.customers LIMIT 1)",
+    "SELECT l.r FROM crm.customers c, LATERAL (SELECT reverse(c.card_number) AS r) l",
+    "SELECT regexp_replace(card_number, '(.)', '\\1 ', 'g') FROM crm.payments",
+];
+
+/// Statements that would copy masked values somewhere they are not masked,
+/// and how to tell they did not run.
+const COPIES: &[(&str, &str)] = &[
+    (
+        "CREATE TABLE crm.copy1 AS SELECT card_number FROM crm.customers",
+        "SELECT count(*) FROM pg_class WHERE relname = 'copy1'",
+    ),
+    (
+        "SELECT email INTO crm.copy2 FROM crm.customers",
+        "SELECT count(*) FROM pg_class WHERE relname = 'copy2'",
+    ),
+    (
+        "CREATE MATERIALIZED VIEW crm.copy3 AS SELECT reverse(national_id) FROM crm.customers",
+        "SELECT count(*) FROM pg_class WHERE relname = 'copy3'",
+    ),
+    (
+        "INSERT INTO crm.notes SELECT id, reverse(card_number) FROM crm.customers",
+        "SELECT count(*) FROM crm.notes",
+    ),
+    (
+        "WITH x AS (INSERT INTO crm.notes SELECT id, email FROM crm.customers RETURNING 1) SELECT count(*) FROM x",
+        "SELECT count(*) FROM crm.notes",
+    ),
+    (
+        "UPDATE crm.customers SET name = card_number WHERE id = 1",
+        "SELECT count(*) FROM crm.customers WHERE name <> 'Ada Lovelace' AND id = 1",
+    ),
+    (
+        "SELECT set_config('probe.v', email, false) FROM crm.customers",
+        "SELECT count(*) FROM crm.customers WHERE current_setting('probe.v', true) IS NOT NULL AND current_setting('probe.v', true) <> ''",
+    ),
+];
+
+#[tokio::test]
+async fn lineage_refuses_computed_and_copied_masked_values_and_masks_plain_ones() {
+    let gw = gateway("lineage").await;
+    let c = gw.connect(USER).await;
+    for sql in COMPUTED {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}: {msg}");
+        assert_no_raw(sql, &msg);
+        let err = c.query(*sql, &[]).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql} (extended): {err}");
+    }
+    for (sql, check) in COPIES {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql}: {err}");
+        let err = c.query(*sql, &[]).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql} (extended): {err}");
+        let left = cluster()
+            .cluster
+            .psql(DB, check)
+            .expect("check")
+            .trim()
+            .to_string();
+        assert_eq!(left, "0", "{sql} ran: {check}");
+    }
+    // Plain columns, however they are reached, come back masked.
+    for sql in [
+        "SELECT card_number, email, national_id FROM crm.customers",
+        "SELECT x FROM (SELECT card_number AS x FROM crm.customers) s",
+        "WITH t AS (SELECT card_number, email FROM crm.customers) SELECT card_number, email FROM t",
+        "SELECT name, count(*) FROM crm.customers GROUP BY name",
+    ] {
+        let text = simple_text(&c, sql).await;
+        assert!(!text.is_empty(), "{sql} returned no rows");
+        assert_no_raw(sql, &text);
+    }
+    // Someone the rules do not apply to computes freely.
+    let auditor = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "auditor@example.com".into(),
+        groups: vec!["testers".into(), "auditors".into()],
+        ttl_secs: 60,
+    });
+    let a = gw
+        .connect_with(&gw.pg_config("auditor@example.com", &auditor))
+        .await
+        .expect("auditor connects");
+    let text = simple_text(
+        &a,
+        "SELECT reverse(national_id) FROM crm.customers WHERE id = 1",
+    )
+    .await;
+    assert_eq!(text.trim_end(), "9876-54-321|");
 }

@@ -270,6 +270,7 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     if loaded("mask") {
         println!("The mask plugin masks customers' card numbers, national ids and e-mails:");
         println!("  SELECT name, card_number, national_id FROM customers;  -- **** **** **** 1111");
+        println!("  SELECT reverse(card_number) FROM customers;  -- refused: computed from a masked column");
     }
     if loaded("block") {
         println!("The block plugin refuses risky statements:");

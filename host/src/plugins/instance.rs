@@ -91,6 +91,14 @@ impl host::Host for StoreState {
         });
     }
 
+    fn statement_lineage(&mut self) -> Vec<host::Lineage> {
+        self.judging
+            .as_ref()
+            .and_then(|s| s.lineage.as_ref())
+            .map(|l| l.iter().map(to_lineage).collect())
+            .unwrap_or_default()
+    }
+
     fn statement_effects(&mut self) -> Vec<host::Effects> {
         self.judging
             .as_ref()
@@ -116,6 +124,39 @@ impl host::Host for StoreState {
 }
 
 impl types::Host for StoreState {}
+
+/// A statement's lineage as the contract spells them.
+fn to_lineage(l: &crate::sql::lineage::StatementLineage) -> host::Lineage {
+    let names = |set: &std::collections::BTreeSet<crate::sql::lineage::SourceColumn>| {
+        set.iter()
+            .map(|c| format!("{}.{}.{}", c.schema, c.table, c.column))
+            .collect::<Vec<_>>()
+    };
+    host::Lineage {
+        output: l.output.as_ref().map(|cols| {
+            cols.iter()
+                .map(|c| host::ColumnLineage {
+                    derived_from: names(&c.sources),
+                    unknown: c.unknown,
+                    origin: c
+                        .origin
+                        .as_ref()
+                        .map(|o| format!("{}.{}.{}", o.schema, o.table, o.column)),
+                })
+                .collect()
+        }),
+        writes: l
+            .writes
+            .iter()
+            .map(|w| host::WriteFlow {
+                target: w.target.clone(),
+                column: w.column.clone(),
+                derived_from: names(&w.sources),
+                unknown: w.unknown,
+            })
+            .collect(),
+    }
+}
 
 /// A statement's effects as the contract spells them.
 fn to_effects(st: &StatementSummary) -> host::Effects {

@@ -292,10 +292,12 @@ impl TargetCatalog {
     /// itself if the target is gone.
     pub async fn with_code_effects(
         &self,
+        sql: &str,
         summary: Arc<crate::sql::QuerySummary>,
+        lineage: bool,
     ) -> Arc<crate::sql::QuerySummary> {
         match self.gw.targets.get(&self.target) {
-            Some(t) => t.code.with_code_effects(t, summary).await,
+            Some(t) => t.code.with_code_effects(t, sql, summary, lineage).await,
             None => summary,
         }
     }

@@ -1,16 +1,17 @@
-//! The target's code, for judging what a statement runs: routines by name,
-//! triggers and rules by table, view definitions — read from the upstream
+//! The target's code and shapes, for judging what a statement runs and
+//! where its values come from: routines by name, triggers and rules by
+//! table, view definitions, relations' columns — read from the upstream
 //! catalog on the gateway's catalog connection, cached per target for
 //! [`CODE_TTL`], and dropped whenever a session of this gateway creates or
-//! changes code ([`CodeCache::invalidate`]).
+//! changes code or tables ([`CodeCache::invalidate`]).
 //!
 //! [`CodeCache::with_code_effects`] turns a statement summary into one that
-//! also carries the effects of the code it runs (see [`crate::sql::code`]).
+//! also carries the effects of the code it runs (see [`crate::sql::code`])
+//! and, when asked, the lineage of its values ([`crate::sql::lineage`]).
 //! Lookups run in rounds: what one round's analysis asked for and the cache
 //! did not hold is fetched, then the analysis runs again, at most
 //! [`ROUNDS`] times; what is still missing counts as unknown.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::catalog::{literal, CatalogError};
 use super::session::TargetContext;
 use crate::sql::code::{self, CodeCatalog, Fired, Routine};
+use crate::sql::lineage;
 use crate::sql::{QuerySummary, TableName};
 
 /// How long code read from the catalog is trusted. Code changed by a
@@ -50,6 +52,8 @@ struct Known {
     fired: HashMap<String, Entry<Vec<Fired>>>,
     /// View definitions by name (`s.v` or `v`).
     views: HashMap<String, Entry<Vec<String>>>,
+    /// Relations (columns, kind, view definition) by name (`s.t` or `t`).
+    relations: HashMap<String, Entry<Vec<lineage::Relation>>>,
 }
 
 /// A summary with its code effects, kept while the code it read is fresh.
@@ -64,7 +68,8 @@ struct Memo {
 #[derive(Default)]
 pub struct CodeCache {
     known: Mutex<Known>,
-    memo: Mutex<HashMap<usize, Memo>>,
+    /// By the base summary's address and whether lineage was asked for.
+    memo: Mutex<HashMap<(usize, bool), Memo>>,
     /// Bumped by [`CodeCache::invalidate`].
     generation: std::sync::atomic::AtomicU64,
 }
@@ -81,14 +86,70 @@ fn table_key(t: &TableName) -> String {
 struct Missing {
     routines: BTreeSet<String>,
     tables: BTreeSet<String>,
+    relations: BTreeSet<String>,
+}
+
+impl Missing {
+    fn is_empty(&self) -> bool {
+        self.routines.is_empty() && self.tables.is_empty() && self.relations.is_empty()
+    }
 }
 
 /// A read-only view of the cache for one analysis round.
 struct Snapshot<'a> {
     known: &'a Known,
-    missing: RefCell<Missing>,
+    missing: Mutex<Missing>,
     /// Last round: what is missing is unknown, not asked for.
     last: bool,
+}
+
+impl Snapshot<'_> {
+    fn missing(&self) -> std::sync::MutexGuard<'_, Missing> {
+        self.missing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn spelled(schema: Option<&str>, name: &str) -> String {
+    match schema {
+        Some(s) => format!("{s}.{name}"),
+        None => name.to_string(),
+    }
+}
+
+impl lineage::Catalog for Snapshot<'_> {
+    fn relations(&self, schema: Option<&str>, name: &str) -> Vec<lineage::Relation> {
+        let key = spelled(schema, name);
+        match self.known.relations.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None => {
+                if !self.last {
+                    self.missing().relations.insert(key);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn functions(&self, schema: Option<&str>, name: &str) -> Vec<lineage::Function> {
+        let key = spelled(schema, name);
+        let routines = match self.known.routines.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone().unwrap_or_default(),
+            None => {
+                if !self.last {
+                    self.missing().routines.insert(key);
+                }
+                Vec::new()
+            }
+        };
+        routines
+            .into_iter()
+            .map(|r| lineage::Function {
+                body: (r.language == "sql").then(|| r.source.clone()),
+                schema: r.schema,
+                language: r.language,
+            })
+            .collect()
+    }
 }
 
 impl CodeCatalog for Snapshot<'_> {
@@ -98,7 +159,7 @@ impl CodeCatalog for Snapshot<'_> {
             None if name.starts_with("pg_catalog.") => Some(Vec::new()),
             None => {
                 if !self.last {
-                    self.missing.borrow_mut().routines.insert(name.to_string());
+                    self.missing().routines.insert(name.to_string());
                 }
                 None
             }
@@ -110,7 +171,7 @@ impl CodeCatalog for Snapshot<'_> {
         match self.known.fired.get(&key).filter(|e| e.fresh()) {
             Some(e) => e.value.clone(),
             None => {
-                self.missing.borrow_mut().tables.insert(key);
+                self.missing().tables.insert(key);
                 Vec::new()
             }
         }
@@ -121,7 +182,7 @@ impl CodeCatalog for Snapshot<'_> {
         match self.known.views.get(&key).filter(|e| e.fresh()) {
             Some(e) => e.value.clone(),
             None => {
-                self.missing.borrow_mut().tables.insert(key);
+                self.missing().tables.insert(key);
                 Vec::new()
             }
         }
@@ -150,20 +211,25 @@ impl CodeCache {
         }
     }
 
-    /// `summary` with the effects of the code its statements run, or
-    /// `summary` itself when they run none. A statement after one that
-    /// creates code in the same text gets an unknown effect (the code it
-    /// may call does not exist yet).
+    /// `summary` with the effects of the code its statements run and, when
+    /// `lineage` is asked for, where their values come from (analysed from
+    /// `sql`, a text of `summary`'s shape) — or `summary` itself when
+    /// there is nothing to add. A statement after one that creates code in
+    /// the same text gets an unknown effect (the code it may call does not
+    /// exist yet).
     pub async fn with_code_effects(
         &self,
         target: &TargetContext,
+        sql: &str,
         summary: Arc<QuerySummary>,
+        lineage: bool,
     ) -> Arc<QuerySummary> {
-        if summary.parse_error.is_some() || !runs_code(&summary) {
+        let lineage = lineage && reads_tables(&summary);
+        if summary.parse_error.is_some() || !(lineage || runs_code(&summary)) {
             return summary;
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
-        let key = Arc::as_ptr(&summary) as usize;
+        let key = (Arc::as_ptr(&summary) as usize, lineage);
         if let Some(m) = self.memo.lock().ok().and_then(|m| {
             m.get(&key)
                 .filter(|m| {
@@ -186,31 +252,17 @@ impl CodeCache {
                 };
                 let snap = Snapshot {
                     known: &known,
-                    missing: RefCell::new(Missing::default()),
+                    missing: Mutex::new(Missing::default()),
                     last,
                 };
-                with_code = (*summary).clone();
-                let mut created_code = false;
-                for st in &mut with_code.statements {
-                    let effects = code::effects_of_code(st, &snap);
-                    code::apply(st, effects);
-                    if created_code && !st.functions.is_empty() {
-                        st.unknown_effects.push(
-                            "it may call code created earlier in the same query, which the gateway cannot read yet".into(),
-                        );
-                    }
-                    created_code |= st.creates_code;
-                }
-                snap.missing.into_inner()
+                with_code = analyse(sql, &summary, &snap, lineage);
+                snap.missing.into_inner().unwrap_or_else(|p| p.into_inner())
             };
-            if missing.routines.is_empty() && missing.tables.is_empty() {
-                break;
-            }
-            if last {
+            if missing.is_empty() || last {
                 break;
             }
             if let Err(e) = self.fetch(target, &missing).await {
-                tracing::warn!(target = %target.cfg.name, error = %e, "cannot read the target's code; calls count as unknown effects");
+                tracing::warn!(target = %target.cfg.name, error = %e, "cannot read the target's catalog; calls count as unknown effects, values as of unknown origin");
                 for st in &mut with_code.statements {
                     if runs_code_statement(st) {
                         st.unknown_effects.push(format!(
@@ -218,6 +270,7 @@ impl CodeCache {
                         ));
                     }
                 }
+                with_code.lineage = None;
                 return Arc::new(with_code);
             }
         }
@@ -245,6 +298,51 @@ impl CodeCache {
         let mut routines: HashMap<String, Option<Vec<Routine>>> = HashMap::new();
         let mut fired: HashMap<String, Vec<Fired>> = HashMap::new();
         let mut views: HashMap<String, Vec<String>> = HashMap::new();
+        let mut relations: HashMap<String, Vec<lineage::Relation>> = HashMap::new();
+        if let Some(sql) = relations_sql(&missing.relations) {
+            let mut by_oid: Vec<(String, lineage::Relation)> = Vec::new();
+            for row in target.catalog.rows(target, &sql).await? {
+                let f = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                let (oid, schema, name, kind, definition, column) =
+                    (f(0), f(1), f(2), f(3), f(4), f(5));
+                match by_oid.last_mut() {
+                    Some((last, rel)) if *last == oid => {
+                        if !column.is_empty() {
+                            rel.columns.push(column);
+                        }
+                    }
+                    _ => {
+                        let view = matches!(kind.as_str(), "v" | "m");
+                        by_oid.push((
+                            oid,
+                            lineage::Relation {
+                                schema,
+                                name,
+                                columns: if column.is_empty() {
+                                    Vec::new()
+                                } else {
+                                    vec![column]
+                                },
+                                kind: if view {
+                                    lineage::RelationKind::View
+                                } else {
+                                    lineage::RelationKind::Table
+                                },
+                                view_definition: (view && !definition.is_empty())
+                                    .then_some(definition),
+                            },
+                        ));
+                    }
+                }
+            }
+            for (_, rel) in by_oid {
+                for key in [rel.name.clone(), format!("{}.{}", rel.schema, rel.name)] {
+                    if missing.relations.contains(&key) {
+                        relations.entry(key).or_default().push(rel.clone());
+                    }
+                }
+            }
+        }
         if let Some(sql) = routines_sql(&missing.routines) {
             for row in target.catalog.rows(target, &sql).await? {
                 let f = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
@@ -308,6 +406,16 @@ impl CodeCache {
                 },
             );
         }
+        for r in &missing.relations {
+            let value = relations.remove(r).unwrap_or_default();
+            known.relations.insert(
+                r.clone(),
+                Entry {
+                    fetched: now,
+                    value,
+                },
+            );
+        }
         for t in &missing.tables {
             let value = fired.remove(t).unwrap_or_default();
             known.fired.insert(
@@ -328,6 +436,39 @@ impl CodeCache {
         }
         Ok(())
     }
+}
+
+/// One analysis round over what the cache holds: code effects, and lineage
+/// when asked (on the parser's stack; a failure leaves lineage `None`).
+fn analyse(sql: &str, summary: &QuerySummary, snap: &Snapshot<'_>, lineage: bool) -> QuerySummary {
+    let mut out = summary.clone();
+    let mut created_code = false;
+    for st in &mut out.statements {
+        let effects = code::effects_of_code(st, snap);
+        code::apply(st, effects);
+        if created_code && !st.functions.is_empty() {
+            st.unknown_effects.push(
+                "it may call code created earlier in the same query, which the gateway cannot read yet".into(),
+            );
+        }
+        created_code |= st.creates_code;
+    }
+    if lineage {
+        out.lineage = crate::sql::on_parser_stack(|| lineage::analyze(sql, snap))
+            .ok()
+            .and_then(Result::ok)
+            .filter(|l| l.len() == out.statements.len());
+    }
+    out
+}
+
+/// Whether any statement reads or writes a table (its values have a
+/// lineage worth knowing).
+fn reads_tables(summary: &QuerySummary) -> bool {
+    summary
+        .statements
+        .iter()
+        .any(|s| !s.tables_read.is_empty() || !s.tables_written.is_empty())
 }
 
 fn runs_code_statement(st: &crate::sql::StatementSummary) -> bool {
@@ -365,6 +506,26 @@ fn routines_sql(names: &BTreeSet<String>) -> Option<String> {
          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
          JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
          WHERE {}",
+        conds.join(" OR ")
+    ))
+}
+
+/// The lookup of relations by name, one row per column in order (views
+/// and materialized views with their definitions).
+fn relations_sql(names: &BTreeSet<String>) -> Option<String> {
+    let conds = name_conditions(names, "n.nspname", "c.relname");
+    if conds.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "SELECT c.oid, n.nspname, c.relname, c.relkind, \
+                CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) ELSE '' END, \
+                coalesce(a.attname, '') \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND ({}) \
+         ORDER BY c.oid, a.attnum",
         conds.join(" OR ")
     ))
 }

@@ -982,10 +982,19 @@ async fn judged_summary(shared: &Shared, sql: &str) -> Option<Arc<crate::sql::Qu
         return None;
     }
     let base = crate::sql::shared_cache().get(sql);
-    if base.statements.iter().any(|s| s.creates_code) {
+    if base
+        .statements
+        .iter()
+        .any(|s| s.creates_code || s.kind == "create" || s.kind == "alter" || s.kind == "drop")
+    {
+        // New code or new shapes: read the catalog afresh.
         catalog.invalidate_code();
     }
-    Some(catalog.with_code_effects(base).await)
+    Some(
+        catalog
+            .with_code_effects(sql, base, shared.wants_rows)
+            .await,
+    )
 }
 
 /// A SQL `PREPARE` is also judged by the statement it prepares, as if that

@@ -13,6 +13,7 @@
 //! Parse and a query repeated with other constants not at all.
 
 pub mod code;
+pub mod lineage;
 pub mod shape;
 mod walk;
 
@@ -132,6 +133,10 @@ pub struct QuerySummary {
     pub statements: Vec<StatementSummary>,
     /// Why the text does not parse, if it does not.
     pub parse_error: Option<String>,
+    /// Where each statement's values come from and go to (in the order of
+    /// `statements`), when the relay computed it with the target's catalog
+    /// (for policies that watch rows); `None` otherwise or when it failed.
+    pub lineage: Option<Vec<lineage::StatementLineage>>,
 }
 
 /// Stack for parsing: pg_query's tree decoder, its serialization and the
@@ -148,15 +153,26 @@ pub fn summarize(sql: &str) -> QuerySummary {
         parse_error: Some(why.into()),
         ..Default::default()
     };
+    match on_parser_stack(|| summarize_inner(sql)) {
+        Ok(s) => s,
+        Err(why) => failed(why),
+    }
+}
+
+/// Runs `f` (which parses SQL) on a thread with [`PARSER_STACK`]; `Err`
+/// says why it did not return (it panicked, or no thread could start).
+pub fn on_parser_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, &'static str> {
     std::thread::scope(|scope| {
         let parser = std::thread::Builder::new()
             .name("sql-parser".into())
             .stack_size(PARSER_STACK)
-            .spawn_scoped(scope, || std::panic::catch_unwind(|| summarize_inner(sql)));
+            .spawn_scoped(scope, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            });
         match parser.map(|t| t.join()) {
-            Ok(Ok(Ok(s))) => s,
-            Ok(_) => failed("the SQL parser failed on this text"),
-            Err(_) => failed("the gateway could not start its SQL parser"),
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(_) => Err("the SQL parser failed on this text"),
+            Err(_) => Err("the gateway could not start its SQL parser"),
         }
     })
 }
@@ -207,6 +223,7 @@ fn summarize_inner(sql: &str) -> QuerySummary {
         fingerprint,
         statements,
         parse_error: None,
+        lineage: None,
     }
 }
 

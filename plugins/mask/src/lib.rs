@@ -19,10 +19,24 @@
 //!
 //! **Derived values** — expressions such as `upper(ssn)`, `ssn || ''`,
 //! `row_to_json(c)`, `array_agg(ssn)`, casts, and columns read through a view
-//! — have no source column. `derived = "detect"` (default) scans them with the
-//! content detectors (`detect.rs`) and masks what they find in place;
-//! `derived = "refuse"` withholds any result with a derived column of a type
-//! that can carry text (numbers, booleans, dates and times still pass).
+//! — have no source column in the result. `derived = "lineage"` (default)
+//! asks the gateway where each value comes from (column lineage through
+//! expressions, aggregates, subqueries, CTEs, set operations, views and SQL
+//! functions) and refuses a statement with a result column computed from a
+//! masked column before it runs; values whose lineage the gateway cannot
+//! read are scanned with the content detectors (`detect.rs`) and masked in
+//! place. `derived = "detect"` only scans; `derived = "refuse"` withholds
+//! any result with a derived column of a type that can carry text (numbers,
+//! booleans, dates and times still pass).
+//!
+//! **Writes carry lineage too**, in every mode: a statement that would move
+//! values of a masked column into another place — `CREATE TABLE ... AS`,
+//! `SELECT ... INTO`, `INSERT ... SELECT`, `UPDATE ... SET x = masked`,
+//! `MERGE`, `set_config`, `pg_notify`, large objects — is refused for anyone
+//! the column's rule applies to, unless the place is itself a column masked
+//! for them. When the gateway cannot tell where a writing statement's
+//! values come from and it reads a table with masked columns, it is refused
+//! too.
 //!
 //! **COPY TO** streams rows the gateway does not parse, so for anyone a rule
 //! applies to it is refused (`copy_to = "refuse"`, default), or refused only
@@ -36,8 +50,8 @@ mod hash;
 
 use detect::Detector;
 use portcullis_plugin_sdk::{
-    deny_by, export_plugin, parse_config, Batch, Column, Edits, PgQuery, Plugin, ResultPlan,
-    Session, Verdict,
+    deny_by, export_plugin, parse_config, reuse_verdict, statement_lineage, Batch, Column, Edits,
+    Lineage, PgQuery, Plugin, ResultPlan, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -63,6 +77,7 @@ struct Config {
 #[serde(rename_all = "kebab-case")]
 enum DerivedMode {
     #[default]
+    Lineage,
     Detect,
     Refuse,
 }
@@ -172,6 +187,97 @@ impl Mask {
         !self.active.is_empty()
     }
 
+    /// The active rule that masks source column `source`, if any.
+    fn rule_for(&self, source: &str) -> Option<usize> {
+        self.active
+            .iter()
+            .copied()
+            .find(|&i| column_matches(&self.config.rules[i].column, source))
+    }
+
+    /// Whether `stmt` reads a table that may have a column masked for this
+    /// session (any table, when a rule names a column of every table).
+    fn reads_masked_table(&self, stmt: &Statement) -> bool {
+        let any_table = self
+            .active
+            .iter()
+            .any(|&i| !self.config.rules[i].column.contains('.'));
+        if any_table && !stmt.tables_read.is_empty() {
+            return true;
+        }
+        stmt.tables_read.iter().any(|t| {
+            self.masked_tables().any(|(schema, table)| {
+                table == t.name
+                    && (schema.is_none() || t.schema.is_none() || schema == t.schema.as_deref())
+            })
+        })
+    }
+
+    /// Refuses `stmt` when its lineage shows masked values leaving the
+    /// mask: written somewhere not masked for this session, or (in lineage
+    /// mode) computed into a result column PostgreSQL will not name.
+    fn judge_lineage(&self, stmt: &Statement, lineage: Option<&Lineage>) -> Option<Verdict> {
+        let Some(l) = lineage else {
+            // Unknown lineage: a statement that writes could be copying
+            // masked values somewhere.
+            let writes = !stmt.tables_written.is_empty();
+            if writes && self.reads_masked_table(stmt) {
+                return Some(refuse(
+                    "masked-copy",
+                    "the gateway cannot tell where this statement's values come from, and it reads a table with columns masked for you, so it may not write them anywhere; copy the columns that are not masked",
+                ));
+            }
+            return None;
+        };
+        for w in &l.writes {
+            if w.target == "client" {
+                continue; // COPY ... TO: judged by the copy_to rules below.
+            }
+            let masked_source = w
+                .derived_from
+                .iter()
+                .find(|src| self.rule_for(src).is_some());
+            let lands_masked = |w: &portcullis_plugin_sdk::WriteFlow| {
+                w.column
+                    .as_ref()
+                    .is_some_and(|c| self.rule_for(&format!("{}.{c}", w.target)).is_some())
+            };
+            if let Some(src) = masked_source {
+                if !lands_masked(w) {
+                    return Some(refuse(
+                        "masked-copy",
+                        format!("the statement would copy values of {src}, which is masked for you, into {}{} where they would not be masked; copy the columns that are not masked", w.target, w.column.as_deref().map(|c| format!(".{c}")).unwrap_or_default()),
+                    ));
+                }
+            } else if w.unknown && self.reads_masked_table(stmt) {
+                return Some(refuse(
+                    "masked-copy",
+                    format!("the gateway cannot tell where the values written to {} come from, and the statement reads a table with columns masked for you; copy the columns that are not masked", w.target),
+                ));
+            }
+        }
+        if self.config.derived != DerivedMode::Lineage {
+            return None;
+        }
+        let columns = l.output.as_ref()?;
+        for (n, c) in columns.iter().enumerate() {
+            if c.origin.is_some() {
+                continue; // masked in the result by the column PostgreSQL names
+            }
+            if let Some(src) = c
+                .derived_from
+                .iter()
+                .find(|src| self.rule_for(src).is_some())
+            {
+                return Some(refuse(
+                    "computed-from-masked",
+                    format!("result column {} is computed from {src}, which is masked for you, and a computed value could reveal it; select {src} itself to see its masked value", n + 1),
+                ));
+            }
+        }
+        None
+    }
+
     fn masked_tables(&self) -> impl Iterator<Item = (Option<&str>, &str)> {
         self.active.iter().filter_map(|&i| {
             let parts: Vec<&str> = self.config.rules[i].column.split('.').collect();
@@ -206,6 +312,14 @@ impl Mask {
         }
         Masked::Replace(out)
     }
+}
+
+/// A refusal that names its rule, as `block`'s do.
+fn refuse(rule: &str, why: impl std::fmt::Display) -> Verdict {
+    deny_by(
+        rule,
+        format!("blocked by portcullis rule \"{rule}\": {why}"),
+    )
 }
 
 /// Every letter and digit of `value` but the last `keep` becomes `*`.
@@ -256,9 +370,9 @@ impl Plugin for Mask {
         true
     }
 
-    /// Queries matter only to refuse COPY ... TO.
+    /// Every query: lineage decides what a statement may compute or copy.
     fn query_kinds() -> Vec<String> {
-        vec!["copy".into()]
+        Vec::new()
     }
 
     /// A plan depends on the columns and the identity only.
@@ -318,6 +432,14 @@ impl Plugin for Mask {
         if !self.subject_to_rules() {
             return Verdict::Allow;
         }
+        // The verdict depends on the summary, its lineage and the identity.
+        reuse_verdict();
+        let lineage = statement_lineage();
+        for (i, s) in query.statements.iter().enumerate() {
+            if let Some(refusal) = self.judge_lineage(s, lineage.get(i)) {
+                return refusal;
+            }
+        }
         for s in &query.statements {
             let copy_to = s.is_copy && s.tables_written.is_empty();
             let explain_copy = s.kind == "explain" && s.is_copy;
@@ -374,8 +496,10 @@ impl Plugin for Mask {
                             c.name
                         ))
                     }
-                    DerivedMode::Detect if self.detectors.is_empty() => Treatment::Keep,
-                    DerivedMode::Detect => Treatment::Detect,
+                    DerivedMode::Detect | DerivedMode::Lineage if self.detectors.is_empty() => {
+                        Treatment::Keep
+                    }
+                    DerivedMode::Detect | DerivedMode::Lineage => Treatment::Detect,
                 },
             };
             if treatment != Treatment::Keep {
@@ -574,5 +698,97 @@ mod tests {
         assert!(e.contains("hash_key"), "{e}");
         let e = p.configure(r#"{"detectors": ["dna"]}"#).unwrap_err();
         assert!(e.contains("unknown detector"), "{e}");
+    }
+
+    fn lineage(
+        output: Option<Vec<portcullis_plugin_sdk::ColumnLineage>>,
+        writes: Vec<portcullis_plugin_sdk::WriteFlow>,
+    ) -> Lineage {
+        Lineage { output, writes }
+    }
+
+    fn refusal(v: Verdict) -> String {
+        match v {
+            Verdict::Deny(r) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_computed_from_a_masked_column_are_refused_plain_columns_pass() {
+        let mut p = plugin(&["analysts"]);
+        let q = testing::query(
+            "SELECT reverse(card_number) FROM customers",
+            [testing::statement("select").reads("customers")],
+        );
+        testing::set_lineage([lineage(
+            Some(vec![testing::column_lineage(
+                &["public.customers.card_number"],
+                None,
+            )]),
+            vec![],
+        )]);
+        let why = refusal(p.on_query(&q));
+        assert!(why.contains("public.customers.card_number"), "{why}");
+        // The plain column: PostgreSQL names it, the result masks it.
+        testing::set_lineage([lineage(
+            Some(vec![testing::column_lineage(
+                &["public.customers.card_number"],
+                Some("public.customers.card_number"),
+            )]),
+            vec![],
+        )]);
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        // Computed from columns no rule masks.
+        testing::set_lineage([lineage(
+            Some(vec![testing::column_lineage(
+                &["public.customers.name"],
+                None,
+            )]),
+            vec![],
+        )]);
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        // Exempt from the ssn rule: an auditor may compute from ssn.
+        let mut auditor = plugin(&["auditors"]);
+        testing::set_lineage([lineage(
+            Some(vec![testing::column_lineage(&["hr.people.ssn"], None)]),
+            vec![],
+        )]);
+        assert_eq!(auditor.on_query(&q), Verdict::Allow);
+        testing::set_lineage([]);
+    }
+
+    #[test]
+    fn copies_of_masked_values_are_refused_unless_they_land_masked() {
+        let mut p = plugin(&["analysts"]);
+        let ctas = testing::query(
+            "CREATE TABLE x AS SELECT card_number FROM customers",
+            [testing::statement("create").reads("customers").writes("x")],
+        );
+        testing::set_lineage([lineage(
+            None,
+            vec![testing::write_flow(
+                "public.x",
+                &["public.customers.card_number"],
+            )],
+        )]);
+        let why = refusal(p.on_query(&ctas));
+        assert!(why.contains("into public.x"), "{why}");
+        // Into a column masked for this session: still masked.
+        let mut into_masked =
+            testing::write_flow("public.customers", &["public.customers.card_number"]);
+        into_masked.column = Some("card_number".into());
+        testing::set_lineage([lineage(None, vec![into_masked])]);
+        assert_eq!(p.on_query(&ctas), Verdict::Allow);
+        // A setting keeps the value for current_setting() to read back.
+        testing::set_lineage([lineage(
+            None,
+            vec![testing::write_flow("setting", &["public.customers.email"])],
+        )]);
+        assert!(refusal(p.on_query(&ctas)).contains("setting"));
+        // No lineage at all, and the statement writes after reading a
+        // masked table: refused.
+        testing::set_lineage([]);
+        assert!(refusal(p.on_query(&ctas)).contains("cannot tell"));
     }
 }
