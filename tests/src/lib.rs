@@ -337,9 +337,13 @@ fn rand_u64() -> u64 {
 
 /// A rustls connector that trusts the test certificate.
 pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let c = cluster();
+    tls_connector_trusting(&cluster().cert)
+}
+
+/// A rustls connector that trusts the certificate in `cert` (PEM).
+pub fn tls_connector_trusting(cert: &Path) -> tokio_postgres_rustls::MakeRustlsConnect {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in portcullis::tls::load_certs(&c.cert).expect("load test cert") {
+    for cert in portcullis::tls::load_certs(cert).expect("load test cert") {
         roots.add(cert).expect("add root");
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -224,6 +224,15 @@ pub struct Demo {
 }
 
 impl Demo {
+    /// The throwaway cluster behind the demo, when it started one (not with
+    /// `DATABASE_URL`): direct access for checks, past the gateway.
+    pub fn cluster(&self) -> Option<&cluster::TempCluster> {
+        match &self.upstream {
+            Upstream::Cluster(c) => Some(c),
+            Upstream::External(_) => None,
+        }
+    }
+
     /// The gateway's address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.gateway.addresses[0]
