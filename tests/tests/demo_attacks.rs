@@ -60,7 +60,19 @@ const ATTEMPTS: &[&str] = &[
     "CREATE FUNCTION pg_temp.wipe() RETURNS void LANGUAGE sql AS 'DELETE FROM orders'",
     "DO $$ BEGIN DELETE FROM orders; END $$",
     "CREATE TEMP TABLE t (x int); CREATE RULE r AS ON INSERT TO t DO ALSO DELETE FROM orders",
-    // Server files and roles.
+    // Found by review: views hiding a table or pg_settings' rule, PREPARE
+    // and cursors, SQL given as text, quoted CTE names.
+    "CREATE TEMP VIEW v AS SELECT * FROM orders; UPDATE v SET status = 'void' WHERE id = 2",
+    "CREATE TEMP VIEW s AS SELECT * FROM pg_settings; UPDATE s SET setting = 'postgres' WHERE name = 'role'",
+    "UPDATE pg_settings SET setting = 'postgres' WHERE name = 'role'",
+    "PREPARE p AS SELECT national_id::bytea FROM customers; EXECUTE p",
+    "DECLARE c CURSOR WITH HOLD FOR SELECT encode(convert_to(card_number, 'UTF8'), 'base64') FROM customers; FETCH ALL c",
+    "SELECT query_to_xml('select national_id::bytea from customers', true, false, '')",
+    "CREATE TEMP TABLE loot3 AS SELECT query_to_xml('SELECT national_id FROM customers', true, false, '')::text AS x",
+    "WITH \"CUSTOMERS\" AS (SELECT 1) SELECT reverse(card_number) FROM customers",
+    // Server files and roles (a harmless set_config first: its cached
+    // summary must not answer for the role switch).
+    "SELECT set_config('application_name', 'x', false)",
     "COPY orders FROM '/etc/hostname'",
     "SELECT pg_read_file('/etc/hostname')",
     "SELECT lo_import('/etc/hostname')",

@@ -450,6 +450,9 @@ const COMPUTED: &[&str] = &[
     "SELECT (SELECT reverse(email) FROM crm.customers LIMIT 1)",
     "SELECT l.r FROM crm.customers c, LATERAL (SELECT reverse(c.card_number) AS r) l",
     "SELECT regexp_replace(card_number, '(.)', '\\1 ', 'g') FROM crm.payments",
+    "SELECT reverse(card_number) FROM crm.payments_2026",
+    "PREPARE p AS SELECT email::bytea FROM crm.customers",
+    "DECLARE c CURSOR WITH HOLD FOR SELECT md5(card_number) FROM crm.customers",
 ];
 
 /// Statements that would copy masked values somewhere they are not masked,

@@ -31,6 +31,11 @@ pub const CODE_TTL: Duration = Duration::from_secs(10);
 pub const ROUNDS: usize = 4;
 /// Summaries kept with their code effects.
 const MEMO_CAPACITY: usize = 4096;
+/// Names read in one lookup (of each kind); a statement naming more gets
+/// the rest as unknown after its rounds.
+const NAMES_PER_LOOKUP: usize = 256;
+/// Names the cache holds before it starts over.
+const KNOWN_CAPACITY: usize = 50_000;
 
 struct Entry<T> {
     fetched: Instant,
@@ -54,6 +59,8 @@ struct Known {
     views: HashMap<String, Entry<Vec<String>>>,
     /// Relations (columns, kind, view definition) by name (`s.t` or `t`).
     relations: HashMap<String, Entry<Vec<lineage::Relation>>>,
+    /// Partition roots and inheritance parents by table (`s.t` or `t`).
+    parents: HashMap<String, Entry<Vec<TableName>>>,
 }
 
 /// A summary with its code effects, kept while the code it read is fresh.
@@ -101,11 +108,23 @@ struct Snapshot<'a> {
     missing: Mutex<Missing>,
     /// Last round: what is missing is unknown, not asked for.
     last: bool,
+    /// Set when the last round met a table it could not look up.
+    gave_up: std::sync::atomic::AtomicBool,
 }
 
 impl Snapshot<'_> {
     fn missing(&self) -> std::sync::MutexGuard<'_, Missing> {
         self.missing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A table the cache does not hold: asked for, or (last round) given up.
+    fn miss_table(&self, key: String) {
+        if self.last {
+            self.gave_up
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.missing().tables.insert(key);
+        }
     }
 }
 
@@ -171,7 +190,7 @@ impl CodeCatalog for Snapshot<'_> {
         match self.known.fired.get(&key).filter(|e| e.fresh()) {
             Some(e) => e.value.clone(),
             None => {
-                self.missing().tables.insert(key);
+                self.miss_table(key);
                 Vec::new()
             }
         }
@@ -182,7 +201,18 @@ impl CodeCatalog for Snapshot<'_> {
         match self.known.views.get(&key).filter(|e| e.fresh()) {
             Some(e) => e.value.clone(),
             None => {
-                self.missing().tables.insert(key);
+                self.miss_table(key);
+                Vec::new()
+            }
+        }
+    }
+
+    fn parents(&self, table: &TableName) -> Vec<TableName> {
+        let key = table_key(table);
+        match self.known.parents.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None => {
+                self.miss_table(key);
                 Vec::new()
             }
         }
@@ -254,6 +284,7 @@ impl CodeCache {
                     known: &known,
                     missing: Mutex::new(Missing::default()),
                     last,
+                    gave_up: Default::default(),
                 };
                 with_code = analyse(sql, &summary, &snap, lineage);
                 snap.missing.into_inner().unwrap_or_else(|p| p.into_inner())
@@ -292,21 +323,34 @@ impl CodeCache {
         with_code
     }
 
-    /// Reads what a round missed and stores it.
+    /// Reads what a round missed (at most [`NAMES_PER_LOOKUP`] names of
+    /// each kind) and stores it.
     async fn fetch(&self, target: &TargetContext, missing: &Missing) -> Result<(), CatalogError> {
+        let cap = |set: &BTreeSet<String>| -> BTreeSet<String> {
+            set.iter().take(NAMES_PER_LOOKUP).cloned().collect()
+        };
+        let missing = &Missing {
+            routines: cap(&missing.routines),
+            tables: cap(&missing.tables),
+            relations: cap(&missing.relations),
+        };
         let now = Instant::now();
         let mut routines: HashMap<String, Option<Vec<Routine>>> = HashMap::new();
         let mut fired: HashMap<String, Vec<Fired>> = HashMap::new();
         let mut views: HashMap<String, Vec<String>> = HashMap::new();
+        let mut parents: HashMap<String, Vec<TableName>> = HashMap::new();
         let mut relations: HashMap<String, Vec<lineage::Relation>> = HashMap::new();
         if let Some(sql) = relations_sql(&missing.relations) {
-            let mut by_oid: Vec<(String, lineage::Relation)> = Vec::new();
+            // Named as the statement names them; sources as the root of a
+            // partition tree (a rule on `orders` covers `orders_2026`).
+            let mut by_oid: Vec<(String, String, lineage::Relation)> = Vec::new();
             for row in target.catalog.rows(target, &sql).await? {
                 let f = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
                 let (oid, schema, name, kind, definition, column) =
                     (f(0), f(1), f(2), f(3), f(4), f(5));
+                let own = (f(6), f(7));
                 match by_oid.last_mut() {
-                    Some((last, rel)) if *last == oid => {
+                    Some((last, _, rel)) if *last == oid => {
                         if !column.is_empty() {
                             rel.columns.push(column);
                         }
@@ -315,6 +359,7 @@ impl CodeCache {
                         let view = matches!(kind.as_str(), "v" | "m");
                         by_oid.push((
                             oid,
+                            format!("{}.{}", own.0, own.1),
                             lineage::Relation {
                                 schema,
                                 name,
@@ -335,8 +380,12 @@ impl CodeCache {
                     }
                 }
             }
-            for (_, rel) in by_oid {
-                for key in [rel.name.clone(), format!("{}.{}", rel.schema, rel.name)] {
+            for (_, own, rel) in by_oid {
+                let bare = own
+                    .split_once('.')
+                    .map(|(_, n)| n.to_string())
+                    .unwrap_or_default();
+                for key in [bare, own.clone()] {
                     if missing.relations.contains(&key) {
                         relations.entry(key).or_default().push(rel.clone());
                     }
@@ -387,6 +436,10 @@ impl CodeCache {
                             definition: f(8),
                         }),
                         "view" => views.entry(key.clone()).or_default().push(f(8)),
+                        "parent" => parents.entry(key.clone()).or_default().push(TableName {
+                            schema: Some(f(4)),
+                            name: f(5),
+                        }),
                         _ => {}
                     }
                 }
@@ -396,6 +449,10 @@ impl CodeCache {
             Ok(k) => k,
             Err(p) => p.into_inner(),
         };
+        let held = known.routines.len() + known.fired.len() + known.relations.len();
+        if held > KNOWN_CAPACITY {
+            *known = Known::default();
+        }
         for name in &missing.routines {
             let value = routines.remove(name).unwrap_or(None);
             known.routines.insert(
@@ -433,6 +490,14 @@ impl CodeCache {
                     value,
                 },
             );
+            let value = parents.remove(t).unwrap_or_default();
+            known.parents.insert(
+                t.clone(),
+                Entry {
+                    fetched: now,
+                    value,
+                },
+            );
         }
         Ok(())
     }
@@ -453,6 +518,15 @@ fn analyse(sql: &str, summary: &QuerySummary, snap: &Snapshot<'_>, lineage: bool
         }
         created_code |= st.creates_code;
     }
+    if snap.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+        for st in &mut out.statements {
+            if !st.actions.is_empty() {
+                st.unknown_effects.push(format!(
+                    "its writes reach tables, views, triggers or rules nested deeper than {ROUNDS} catalog lookups"
+                ));
+            }
+        }
+    }
     if lineage {
         out.lineage = crate::sql::on_parser_stack(|| lineage::analyze(sql, snap))
             .ok()
@@ -462,13 +536,12 @@ fn analyse(sql: &str, summary: &QuerySummary, snap: &Snapshot<'_>, lineage: bool
     out
 }
 
-/// Whether any statement reads or writes a table (its values have a
-/// lineage worth knowing).
+/// Whether any statement reads or writes a table or calls a function (its
+/// values have a lineage worth knowing).
 fn reads_tables(summary: &QuerySummary) -> bool {
-    summary
-        .statements
-        .iter()
-        .any(|s| !s.tables_read.is_empty() || !s.tables_written.is_empty())
+    summary.statements.iter().any(|s| {
+        !s.tables_read.is_empty() || !s.tables_written.is_empty() || !s.functions.is_empty()
+    })
 }
 
 fn runs_code_statement(st: &crate::sql::StatementSummary) -> bool {
@@ -482,6 +555,11 @@ fn name_conditions(names: &BTreeSet<String>, schema_col: &str, name_col: &str) -
     names
         .iter()
         .filter_map(|n| match n.split_once('.') {
+            // pg_temp is an alias of the session's own pg_temp_N.
+            Some(("pg_temp", name)) => Some(format!(
+                "(starts_with({schema_col}, 'pg_temp_') AND {name_col} = {})",
+                literal(name)?
+            )),
             Some((s, name)) => Some(format!(
                 "({schema_col} = {} AND {name_col} = {})",
                 literal(s)?,
@@ -518,11 +596,14 @@ fn relations_sql(names: &BTreeSet<String>) -> Option<String> {
         return None;
     }
     Some(format!(
-        "SELECT c.oid, n.nspname, c.relname, c.relkind, \
+        "SELECT c.oid, rn.nspname, r.relname, c.relkind, \
                 CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) ELSE '' END, \
-                coalesce(a.attname, '') \
+                coalesce(a.attname, ''), n.nspname, c.relname \
          FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class r ON r.oid = CASE WHEN c.relispartition \
+              THEN pg_catalog.pg_partition_root(c.oid) ELSE c.oid END \
+         JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND ({}) \
          ORDER BY c.oid, a.attnum",
@@ -558,7 +639,15 @@ fn tables_sql(tables: &BTreeSet<String>) -> Option<String> {
          SELECT 'view', n.nspname, c.relname, '', '', '', '', '', pg_catalog.pg_get_viewdef(c.oid) \
          FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'v' AND ({on})"
+         WHERE c.relkind = 'v' AND ({on}) \
+         UNION ALL \
+         SELECT 'parent', n.nspname, c.relname, '', pn.nspname, p.relname, '', '', '' \
+         FROM pg_catalog.pg_inherits i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+         JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+         WHERE ({on})"
     ))
 }
 

@@ -578,7 +578,7 @@ async fn client_to_server(
                         None => shared.policy().on_query(event, &mut note),
                     };
                     if !matches!(verdict, Verdict::Deny { .. }) {
-                        let (inner, inner_note) = judge_prepared(shared, &note);
+                        let (inner, inner_note) = judge_prepared(shared, &note).await;
                         if inner.strictness() > verdict.strictness() {
                             verdict = inner;
                             note.decided_by = inner_note.decided_by;
@@ -1003,7 +1003,7 @@ async fn judged_summary(shared: &Shared, sql: &str) -> Option<Arc<crate::sql::Qu
 /// `EXECUTE w` as a run of it. Returns the strictest verdict over the
 /// prepared statements with its note (deciding plugin, rule, approval
 /// terms); the caller keeps the stricter of this and its own.
-fn judge_prepared(shared: &Shared, note: &QueryNote) -> (Verdict, QueryNote) {
+async fn judge_prepared(shared: &Shared, note: &QueryNote) -> (Verdict, QueryNote) {
     // A policy that made no summary did not read the SQL (pass-through):
     // nothing to judge, and no parse added to its hot path.
     let Some(summary) = note.summary.as_ref() else {
@@ -1025,7 +1025,10 @@ fn judge_prepared(shared: &Shared, note: &QueryNote) -> (Verdict, QueryNote) {
             };
             return (verdict, unreadable);
         };
-        let mut inner = QueryNote::default();
+        let mut inner = QueryNote {
+            summary: judged_summary(shared, prepared).await,
+            ..Default::default()
+        };
         let verdict = shared
             .policy()
             .on_query(QueryEvent::Simple { sql: prepared }, &mut inner);

@@ -7,10 +7,13 @@
 //! `RESET ALL`, `DISCARD ALL` and `SET SESSION AUTHORIZATION DEFAULT` return
 //! to it rather than to the gateway's login role. What could leave it is
 //! refused before it is forwarded: a role switch in any spelling the parser
-//! sees (`SET ROLE`, `SET SESSION AUTHORIZATION`, `set_config('role', ...)`),
-//! a `DO` block or new code (functions, procedures, triggers, rules) whose
-//! dynamic SQL could run `SET ROLE NONE`, the `FunctionCall` message (it can
-//! call `set_config` by OID), and SQL that does not parse.
+//! sees (`SET ROLE`, `SET SESSION AUTHORIZATION`, `set_config('role', ...)`,
+//! also inside functions, triggers and rules it runs), a `DO` block or new
+//! code (functions, procedures, triggers, rules, views) whose dynamic SQL
+//! could run `SET ROLE NONE`, code whose effects the gateway cannot read
+//! (dynamic SQL, other languages, an unreachable catalog), the
+//! `FunctionCall` message (it can call `set_config` by OID), and SQL that
+//! does not parse.
 //!
 //! Every session, pinned or not, is refused when its start-up packet asks
 //! for a role itself ([`startup_violation`]): a switch there would pass no
@@ -38,6 +41,11 @@ pub fn violation(summary: &QuerySummary, role: &str) -> Option<String> {
         if s.kind == "do" {
             return Some(format!(
                 "this session runs as role \"{role}\" upstream: DO blocks are not allowed (their dynamic SQL could switch roles)"
+            ));
+        }
+        if let Some(why) = s.unknown_effects.first() {
+            return Some(format!(
+                "this session runs as role \"{role}\" upstream: the statement runs code the gateway cannot check, which could switch roles ({why})"
             ));
         }
         if s.creates_code {

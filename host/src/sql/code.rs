@@ -73,6 +73,9 @@ pub trait CodeCatalog {
     /// The definitions of the views named `table` (a write through a view
     /// lands in the tables it reads).
     fn view_definitions(&self, table: &TableName) -> Vec<String>;
+    /// The tables `table` is a partition or inheritance child of (its rows
+    /// are theirs too: a rule on `orders` covers `orders_2026`).
+    fn parents(&self, table: &TableName) -> Vec<TableName>;
 }
 
 /// Effects a statement gains from the code it runs.
@@ -265,6 +268,15 @@ impl Walk<'_> {
                 }
             }
         }
+        for parent in self.catalog.parents(table) {
+            self.out.actions.push(TableAction {
+                table: parent.clone(),
+                action,
+                bounded,
+                via: Some(format!("partition {}", table_label(table))),
+            });
+            self.writes(&parent, action, bounded, depth + 1);
+        }
         if depth > MAX_DEPTH {
             return;
         }
@@ -309,6 +321,13 @@ fn header_as_record(definition: &str) -> String {
         }
     }
     definition.to_string()
+}
+
+fn table_label(t: &TableName) -> String {
+    match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => t.name.clone(),
+    }
 }
 
 /// Every query a PL/pgSQL function runs (statements and expressions), and

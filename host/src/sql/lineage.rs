@@ -64,8 +64,10 @@
 //!   values they copy are not reported (a generated column reads as itself).
 //! - Writes done inside functions other than SQL-language ones (PL/pgSQL,
 //!   `DO`, `CALL`) are not reported as flows; their output is `unknown`.
-//! - Prepared statements and cursors: `PREPARE`, `EXECUTE`, `DECLARE` and
-//!   `FETCH` return no lineage (`None`); analyze the prepared text instead.
+//! - Prepared statements and cursors: `PREPARE` and `DECLARE` have the
+//!   lineage of the statement they prepare or the query they open (what a
+//!   later `EXECUTE` or `FETCH` returns); `EXECUTE` and `FETCH` themselves
+//!   return no lineage (`None`).
 //! - `COPY ... FROM` (data from outside) yields no flow.
 //! - Above [`MAX_NESTING`] levels of views, functions and subqueries, or
 //!   past a work budget, values become `unknown`.
@@ -837,6 +839,10 @@ impl<'c> Walker<'c> {
                 self.refresh(s);
                 None
             }
+            // A cursor returns (through FETCH) what its query returns; a
+            // prepared statement returns (through EXECUTE) what it prepares.
+            NodeEnum::DeclareCursorStmt(s) => s.query.as_deref().and_then(|q| self.statement(q)),
+            NodeEnum::PrepareStmt(s) => s.query.as_deref().and_then(|q| self.statement(q)),
             NodeEnum::AlterTableStmt(s) => {
                 self.alter_table(s);
                 None

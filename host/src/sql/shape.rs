@@ -12,8 +12,9 @@
 //! comments. Only data statements (`SELECT`, `INSERT`, `UPDATE`, `DELETE`,
 //! `WITH`, `VALUES`, `TABLE`, `MERGE`) are shaped, and none that mentions
 //! `EXPLAIN` (its options are constants: `ANALYZE off`) or `COPY` (its file
-//! name or program is a string the fingerprint keeps): elsewhere a string can
-//! be more than a constant.
+//! name or program is a string the fingerprint keeps), nor any that mentions
+//! `set_config` (whether its first argument names `role` decides whether it
+//! switches roles): elsewhere a string can be more than a constant.
 
 /// Statement keywords whose constants are all plain constants (`A_Const`
 /// nodes), which neither the summary nor the fingerprint depend on.
@@ -27,6 +28,7 @@ pub fn shape(sql: &str) -> Option<String> {
     if b.contains(&b'\\')
         || contains_ignore_case(b, b"explain")
         || contains_ignore_case(b, b"copy")
+        || contains_ignore_case(b, b"set_config")
         || !starts_with_shaped_keyword(b)
     {
         return None;

@@ -22,6 +22,7 @@ struct Acc {
     switches_role: bool,
     server_files: bool,
     creates_code: bool,
+    unknown: BTreeSet<String>,
     executes: BTreeSet<String>,
 }
 
@@ -57,6 +58,28 @@ const SERVER_FILE_FUNCTIONS: &[&str] = &[
     "pg_file_rename",
     "pg_file_unlink",
     "pg_logdir_ls",
+];
+
+/// Built-ins that run SQL given to them as text (what it reads or writes
+/// cannot be seen in the statement).
+const SQL_TEXT_FUNCTIONS: &[&str] = &[
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "ts_stat",
+    "dblink",
+    "dblink_exec",
 ];
 
 /// Settings whose change is a role switch.
@@ -112,7 +135,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         switches_role: acc.switches_role,
         server_files: acc.server_files,
         creates_code: acc.creates_code,
-        unknown_effects: Vec::new(),
+        unknown_effects: acc.unknown.into_iter().collect(),
         is_copy: acc.is_copy,
         copy_program: acc.copy_program,
         explain_analyze: acc.explain_analyze,
@@ -368,8 +391,12 @@ const CMD_DELETE: i64 = 5;
 /// `OnConflictAction::OnconflictUpdate`.
 const ON_CONFLICT_UPDATE: i64 = 3;
 
-/// Node kinds that create or change code run inside the database.
+/// Node kinds that create or change code run inside the database, or a
+/// view (what writes through it do is code too).
 const CODE_KINDS: &[&str] = &[
+    // A view: writes through it land in other tables, and through its
+    // rules (pg_settings' set_config) anywhere.
+    "ViewStmt",
     "CreateFunctionStmt",
     "AlterFunctionStmt",
     "CreateTrigStmt",
@@ -387,10 +414,11 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
         "RangeVar" => {
             let schema =
                 Some(str_field(fields, "schemaname").to_lowercase()).filter(|s| !s.is_empty());
-            let name = str_field(fields, "relname").to_lowercase();
+            let raw = str_field(fields, "relname");
+            let name = raw.to_lowercase();
             if write {
                 acc.written.insert((schema, name));
-            } else if schema.is_some() || !acc.is_cte(&name) {
+            } else if schema.is_some() || !acc.is_cte(raw) {
                 // An unqualified name a visible CTE defines reads the CTE.
                 acc.read.insert((schema, name));
             }
@@ -401,6 +429,11 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             let base = parts.last().map(String::as_str).unwrap_or("");
             acc.server_files |= SERVER_FILE_FUNCTIONS.contains(&base);
             acc.switches_role |= base == "set_config" && set_config_switches_role(fields);
+            if SQL_TEXT_FUNCTIONS.contains(&base) {
+                acc.unknown.insert(format!(
+                    "{base} runs SQL given as text, which the gateway cannot see"
+                ));
+            }
             let name = parts.join(".");
             if !name.is_empty() {
                 acc.functions.insert(name);
@@ -490,7 +523,9 @@ fn enter_with(fields: &Map<String, Value>, acc: &mut Acc) -> bool {
         .iter()
         .filter_map(|c| c.pointer("/node/CommonTableExpr/ctename"))
         .filter_map(Value::as_str)
-        .map(str::to_lowercase)
+        // As the parser left them: unquoted names folded, quoted ones
+        // exact, so `WITH "T" AS ...` does not hide table t.
+        .map(str::to_string)
         .collect();
     let recursive = bool_field(with, "recursive");
     for (i, cte) in ctes.iter().enumerate() {

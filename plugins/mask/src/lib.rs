@@ -50,8 +50,9 @@ mod hash;
 
 use detect::Detector;
 use portcullis_plugin_sdk::{
-    deny_by, export_plugin, parse_config, reuse_verdict, statement_lineage, Batch, Column, Edits,
-    Lineage, PgQuery, Plugin, ResultPlan, Session, Statement, Verdict,
+    deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects,
+    statement_lineage, Batch, Column, Edits, Effects, Lineage, PgQuery, Plugin, ResultPlan,
+    Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -176,9 +177,12 @@ fn cannot_carry_text(type_oid: u32) -> bool {
 /// Whether rule column pattern `pattern` names source `source`
 /// (`schema.table.column`).
 fn column_matches(pattern: &str, source: &str) -> bool {
+    // Case-insensitively: lineage folds names, and matching more is the
+    // safe side.
+    let (pattern, source) = (pattern.to_lowercase(), source.to_lowercase());
     match pattern.matches('.').count() {
         2 => pattern == source,
-        _ => source.ends_with(pattern) && source[..source.len() - pattern.len()].ends_with('.'),
+        _ => source.ends_with(&pattern) && source[..source.len() - pattern.len()].ends_with('.'),
     }
 }
 
@@ -196,8 +200,12 @@ impl Mask {
     }
 
     /// Whether `stmt` reads a table that may have a column masked for this
-    /// session (any table, when a rule names a column of every table).
-    fn reads_masked_table(&self, stmt: &Statement) -> bool {
+    /// session (any table, when a rule names a column of every table), or
+    /// runs code the gateway could not read (`fx`: it may read anything).
+    fn reads_masked_table(&self, stmt: &Statement, fx: &Effects) -> bool {
+        if !fx.unknown_effects.is_empty() {
+            return true;
+        }
         let any_table = self
             .active
             .iter()
@@ -207,24 +215,38 @@ impl Mask {
         }
         stmt.tables_read.iter().any(|t| {
             self.masked_tables().any(|(schema, table)| {
-                table == t.name
-                    && (schema.is_none() || t.schema.is_none() || schema == t.schema.as_deref())
+                table.eq_ignore_ascii_case(&t.name)
+                    && (schema.is_none()
+                        || t.schema.is_none()
+                        || schema
+                            .zip(t.schema.as_deref())
+                            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)))
             })
         })
     }
 
-    /// Refuses `stmt` when its lineage shows masked values leaving the
-    /// mask: written somewhere not masked for this session, or (in lineage
-    /// mode) computed into a result column PostgreSQL will not name.
-    fn judge_lineage(&self, stmt: &Statement, lineage: Option<&Lineage>) -> Option<Verdict> {
+    /// Refuses `stmt` (whose effects are `fx`) when its lineage shows
+    /// masked values leaving the mask: written somewhere not masked for this
+    /// session, or (in lineage mode) computed into a result column
+    /// PostgreSQL will not name — or when the gateway cannot tell and the
+    /// statement reads what is masked.
+    fn judge_lineage(
+        &self,
+        stmt: &Statement,
+        fx: &Effects,
+        lineage: Option<&Lineage>,
+    ) -> Option<Verdict> {
+        let reads_masked = self.reads_masked_table(stmt, fx);
         let Some(l) = lineage else {
-            // Unknown lineage: a statement that writes could be copying
-            // masked values somewhere.
+            // Unknown lineage: fail closed where masked values could be
+            // involved.
+            let returns_rows = matches!(stmt.kind.as_str(), "select" | "declare" | "prepare");
             let writes = !stmt.tables_written.is_empty();
-            if writes && self.reads_masked_table(stmt) {
+            let lineage_mode = self.config.derived == DerivedMode::Lineage;
+            if reads_masked && (writes || (lineage_mode && returns_rows)) {
                 return Some(refuse(
-                    "masked-copy",
-                    "the gateway cannot tell where this statement's values come from, and it reads a table with columns masked for you, so it may not write them anywhere; copy the columns that are not masked",
+                    "unknown-lineage",
+                    "the gateway cannot tell where this statement's values come from, and it reads data masked for you; select the table's columns directly",
                 ));
             }
             return None;
@@ -249,17 +271,25 @@ impl Mask {
                         format!("the statement would copy values of {src}, which is masked for you, into {}{} where they would not be masked; copy the columns that are not masked", w.target, w.column.as_deref().map(|c| format!(".{c}")).unwrap_or_default()),
                     ));
                 }
-            } else if w.unknown && self.reads_masked_table(stmt) {
+            } else if w.unknown && reads_masked {
                 return Some(refuse(
                     "masked-copy",
-                    format!("the gateway cannot tell where the values written to {} come from, and the statement reads a table with columns masked for you; copy the columns that are not masked", w.target),
+                    format!("the gateway cannot tell where the values written to {} come from, and the statement reads data masked for you; copy the columns that are not masked", w.target),
                 ));
             }
         }
         if self.config.derived != DerivedMode::Lineage {
             return None;
         }
-        let columns = l.output.as_ref()?;
+        let Some(columns) = l.output.as_ref() else {
+            if reads_masked && matches!(stmt.kind.as_str(), "select" | "declare" | "prepare") {
+                return Some(refuse(
+                    "unknown-lineage",
+                    "the gateway cannot tell which columns this statement returns, and it reads data masked for you; select the table's columns directly",
+                ));
+            }
+            return None;
+        };
         for (n, c) in columns.iter().enumerate() {
             if c.origin.is_some() {
                 continue; // masked in the result by the column PostgreSQL names
@@ -272,6 +302,12 @@ impl Mask {
                 return Some(refuse(
                     "computed-from-masked",
                     format!("result column {} is computed from {src}, which is masked for you, and a computed value could reveal it; select {src} itself to see its masked value", n + 1),
+                ));
+            }
+            if c.unknown && reads_masked {
+                return Some(refuse(
+                    "unknown-lineage",
+                    format!("the gateway cannot tell where result column {} comes from (a function or relation it cannot read), and the statement reads data masked for you; select the table's columns directly", n + 1),
                 ));
             }
         }
@@ -429,14 +465,17 @@ impl Plugin for Mask {
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        // The verdict depends on the summary, its lineage and the identity.
+        reuse_verdict();
         if !self.subject_to_rules() {
             return Verdict::Allow;
         }
-        // The verdict depends on the summary, its lineage and the identity.
-        reuse_verdict();
         let lineage = statement_lineage();
+        let effects = statement_effects();
+        let none = no_effects();
         for (i, s) in query.statements.iter().enumerate() {
-            if let Some(refusal) = self.judge_lineage(s, lineage.get(i)) {
+            let fx = effects.get(i).unwrap_or(&none);
+            if let Some(refusal) = self.judge_lineage(s, fx, lineage.get(i)) {
                 return refusal;
             }
         }

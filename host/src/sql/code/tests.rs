@@ -22,6 +22,16 @@ impl CodeCatalog for Fake {
     fn view_definitions(&self, table: &TableName) -> Vec<String> {
         self.views.get(&table.name).cloned().into_iter().collect()
     }
+    fn parents(&self, table: &TableName) -> Vec<TableName> {
+        if table.name == "orders_2026" {
+            vec![TableName {
+                schema: Some("public".into()),
+                name: "orders".into(),
+            }]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 fn routine(name: &str, language: &str, source: &str) -> Routine {
@@ -192,6 +202,8 @@ fn triggers_rules_and_views_are_followed_from_writes() {
     assert_eq!(a, ["delete orders unbounded via rule r on public.notes"]);
     let (a, _) = effects("UPDATE open_orders SET status = 'x' WHERE id = 2");
     assert_eq!(a, ["update orders via view open_orders"]);
+    let (a, _) = effects("DELETE FROM orders_2026 WHERE id > 0");
+    assert_eq!(a, ["delete orders via partition orders_2026"]);
     // apply() folds them into the statement, has_where included.
     let mut s = summarize("INSERT INTO notes VALUES (1)")
         .statements
