@@ -25,8 +25,8 @@
 use portcullis_plugin_sdk::names::{display_table, TablePattern};
 use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
-    approval_by, export_plugin, no_effects, parse_config, set_approval_policy, statement_effects,
-    ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
+    approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
+    statement_effects, ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -257,6 +257,16 @@ impl Plugin for Approve {
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
+        // Without hours the verdict depends only on the summary, its
+        // effects and the session: the gateway may reuse it for the shape.
+        let timed = self
+            .config
+            .rules
+            .iter()
+            .any(|r| r.hours_utc.is_some() && self.applies_to_session(r));
+        if !timed {
+            reuse_verdict();
+        }
         let minute = self.minute_now();
         let effects = statement_effects();
         let none = no_effects();
@@ -424,5 +434,20 @@ mod tests {
             p.on_query(&unbounded),
             Verdict::RequireApproval(_)
         ));
+    }
+
+    #[test]
+    fn verdicts_are_reusable_for_the_shape_unless_a_rule_has_hours() {
+        let plain = r#"{"rules": [{"name": "r", "actions": ["update"], "tables": ["orders"]}]}"#;
+        let mut p = plugin(plain, "a", &[]);
+        let q = testing::query("SELECT 1", [testing::statement("select")]);
+        take_notes();
+        p.on_query(&q);
+        assert!(take_notes().reuse_verdict);
+        let timed =
+            r#"{"rules": [{"name": "r", "kinds": ["update"], "hours_utc": "18:00-08:00"}]}"#;
+        let mut p = plugin(timed, "a", &[]);
+        p.on_query(&q);
+        assert!(!take_notes().reuse_verdict, "the clock decides");
     }
 }
