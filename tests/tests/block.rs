@@ -261,6 +261,7 @@ async fn the_bypass_matrix_is_refused_and_nothing_reaches_the_database() {
         .await
         .expect_err("garbage refused");
     assert!(db_error(&err).1.contains("does not parse"), "{err}");
+    let _ = std::fs::remove_file(&input);
     // Nothing reached the database: every effect is as it was.
     let after = effects(&c).await;
     assert_eq!(after, before);
