@@ -586,6 +586,11 @@ async fn client_to_server(
                             note.approval = inner_note.approval;
                         }
                     }
+                    if !matches!(verdict, Verdict::Deny { .. }) && changes_catalog(&note) {
+                        // New code or new shapes: read the catalog afresh
+                        // (not for a refused DDL, which changes nothing).
+                        shared.catalog.invalidate_code();
+                    }
                     crate::metrics::global().query(verdict.label(), note.decided_by.as_deref());
                     let mut denial = denial_bytes(&verdict);
                     let parse_info = statement.map(|name| held::ParseInfo {
@@ -973,23 +978,24 @@ fn host_refusal(shared: &Shared, note: &mut QueryNote) -> Option<String> {
     Some(why)
 }
 
+/// Whether the statement judged in `note` creates or changes code or
+/// relations (the target's code cache is then out of date).
+fn changes_catalog(note: &QueryNote) -> bool {
+    note.summary.as_ref().is_some_and(|s| {
+        s.statements
+            .iter()
+            .any(|st| st.creates_code || matches!(st.kind.as_str(), "create" | "alter" | "drop"))
+    })
+}
+
 /// The summary the host and the policy judge `sql` by — with the effects
-/// of the code it runs — or `None` when neither reads SQL. A statement that
-/// creates code drops the target's code cache.
+/// of the code it runs — or `None` when neither reads SQL.
 async fn judged_summary(shared: &Shared, sql: &str) -> Option<Arc<crate::sql::QuerySummary>> {
     let catalog = &shared.catalog;
     if !shared.reads_summary && !shared.read_only && shared.upstream_role.is_none() {
         return None;
     }
     let base = crate::sql::shared_cache().get(sql);
-    if base
-        .statements
-        .iter()
-        .any(|s| s.creates_code || s.kind == "create" || s.kind == "alter" || s.kind == "drop")
-    {
-        // New code or new shapes: read the catalog afresh.
-        catalog.invalidate_code();
-    }
     Some(
         catalog
             .with_code_effects(sql, base, shared.wants_rows)
