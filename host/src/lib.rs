@@ -14,6 +14,7 @@
 //!                  │         ├────▶ credentials  (the gateway's upstream secrets)
 //!                  │         ├────▶ policy       (the seam: hooks + verdicts)
 //!                  │         ├────▶ audit ─▶ store (sessions, events, approvals)
+//!                  │         ├────▶ sql          (summaries, code effects, lineage)
 //!                  │         └────▶ approvals, delegation (held statements, revocations)
 //!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
 //!                  ├─▶ admin     (HTTP API: health, metrics, sessions, approvals, token exchange)
@@ -23,14 +24,18 @@
 //!
 //! - [`codec`]: one file per PostgreSQL message; borrowed, panic-free parsing.
 //! - [`relay`]: one session from accept to close; the streaming two-way pump,
-//!   the audit ledger, statements held for approval, read-only sessions.
+//!   the audit ledger, statements held for approval, read-only sessions,
+//!   sessions pinned to an upstream role, and the target's catalog (column
+//!   sources, code, relations) read on the gateway's own connection.
 //! - [`identity`]: JWT validation against OIDC issuers and their JWKS, and
 //!   the actor chain and scope of delegated tokens.
 //! - [`policy`]: the [`policy::Policy`] / [`policy::SessionPolicy`] traits with
 //!   pass-through defaults, in the style of pingora's phases.
 //! - [`plugins`]: wasmtime components implementing `wit/policy.wit`, one
 //!   instance per session, chained per target.
-//! - [`sql`]: statement summaries from PostgreSQL's own grammar (pg_query).
+//! - [`sql`]: statement summaries from PostgreSQL's own grammar (pg_query):
+//!   actions on tables in every spelling, the effects of the code a
+//!   statement runs (`sql::code`), and column lineage (`sql::lineage`).
 //! - [`store`] and [`audit`]: the audit store (SQLite, behind a trait) and
 //!   its group-commit writer with batched and strict durability.
 //! - [`approvals`]: approval requests, approvers, quorum, grants, webhooks.
