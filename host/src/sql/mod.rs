@@ -159,7 +159,7 @@ pub fn summarize(sql: &str) -> QuerySummary {
     }
 }
 
-/// Runs `f` (which parses SQL) on a thread with [`PARSER_STACK`]; `Err`
+/// Runs `f` (which parses SQL) on a thread with a 32 MiB stack; `Err`
 /// says why it did not return (it panicked, or no thread could start).
 pub fn on_parser_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, &'static str> {
     std::thread::scope(|scope| {
