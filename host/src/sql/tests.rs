@@ -350,6 +350,9 @@ fn role_switches_server_files_and_code_are_flagged() {
         assert!(one(sql).creates_code, "{sql}");
     }
     assert!(!one("CREATE TABLE t (id int)").creates_code);
+    // TRUNCATE ... CASCADE empties tables it does not name.
+    assert!(!one("TRUNCATE orders CASCADE").unknown_effects.is_empty());
+    assert!(one("TRUNCATE orders").unknown_effects.is_empty());
 }
 
 #[test]

@@ -374,6 +374,11 @@ fn note_actions(kind: &str, fields: &Map<String, Value>, acc: &mut Acc) {
                     acc.act(t, Action::Truncate, false);
                 }
             }
+            if fields.get("behavior").and_then(Value::as_i64) == Some(DROP_CASCADE) {
+                acc.unknown.insert(
+                    "TRUNCATE ... CASCADE also empties every table that references these, which the statement does not name".into(),
+                );
+            }
         }
         "CopyStmt" if bool_field(fields, "is_from") => {
             if let Some(t) = target() {
@@ -388,6 +393,8 @@ fn note_actions(kind: &str, fields: &Map<String, Value>, acc: &mut Acc) {
 const CMD_UPDATE: i64 = 3;
 const CMD_INSERT: i64 = 4;
 const CMD_DELETE: i64 = 5;
+/// `DropBehavior::DropCascade`.
+const DROP_CASCADE: i64 = 2;
 /// `OnConflictAction::OnconflictUpdate`.
 const ON_CONFLICT_UPDATE: i64 = 3;
 
