@@ -20,7 +20,7 @@ tables = ["public.secrets"]
 name = "items-frozen"
 groups = ["freezers"]
 actions = ["update", "delete"]
-tables = ["public.items"]
+tables = ["public.items", "public.code_owned"]
 
 [[plugins.config.rules]]
 name = "interns-read-only"
@@ -526,7 +526,11 @@ fn database_code() {
                  CREATE OR REPLACE TRIGGER code_trg AFTER INSERT ON code_log FOR EACH STATEMENT EXECUTE FUNCTION code_trg_fn(); \
                  CREATE TABLE IF NOT EXISTS code_notes (id int); \
                  CREATE OR REPLACE RULE code_rule AS ON INSERT TO code_notes DO ALSO DELETE FROM items; \
-                 CREATE OR REPLACE VIEW code_items_v AS SELECT * FROM items",
+                 CREATE OR REPLACE VIEW code_items_v AS SELECT * FROM items; \
+                 CREATE TABLE IF NOT EXISTS code_owner (id int PRIMARY KEY); \
+                 CREATE TABLE IF NOT EXISTS code_owned (id int, owner int REFERENCES code_owner (id) ON DELETE CASCADE); \
+                 INSERT INTO code_owner VALUES (1) ON CONFLICT DO NOTHING; \
+                 INSERT INTO code_owned SELECT 1, 1 WHERE NOT EXISTS (SELECT 1 FROM code_owned)",
             )
             .expect("database code");
     });
@@ -600,4 +604,16 @@ async fn what_code_in_the_database_does_is_judged_with_the_statement_that_runs_i
         .expect_err("an update through a view is refused");
     assert!(db_error(&err).1.contains("\"items-frozen\""), "{err}");
     assert_eq!(effects(&c).await, before, "no item changed");
+    // A delete that a foreign key cascades into a frozen table.
+    let err = f
+        .simple_query("DELETE FROM code_owner WHERE id = 1")
+        .await
+        .expect_err("a cascading delete is refused");
+    assert!(db_error(&err).1.contains("\"items-frozen\""), "{err}");
+    let owned: i64 = c
+        .query_one("SELECT count(*) FROM code_owned", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(owned, 1, "the owned row is still there");
 }

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::catalog::{literal, CatalogError};
 use super::session::TargetContext;
-use crate::sql::code::{self, CodeCatalog, Fired, Routine};
+use crate::sql::code::{self, Cascade, CodeCatalog, Fired, Routine};
 use crate::sql::lineage;
+use crate::sql::Action;
 use crate::sql::{QuerySummary, TableName};
 
 /// How long code read from the catalog is trusted. Code changed by a
@@ -61,6 +62,8 @@ struct Known {
     relations: HashMap<String, Entry<Vec<lineage::Relation>>>,
     /// Partition roots and inheritance parents by table (`s.t` or `t`).
     parents: HashMap<String, Entry<Vec<TableName>>>,
+    /// Foreign keys that change rows along with the table's (`s.t` or `t`).
+    cascades: HashMap<String, Entry<Vec<Cascade>>>,
 }
 
 /// A summary with its code effects, kept while the code it read is fresh.
@@ -217,6 +220,17 @@ impl CodeCatalog for Snapshot<'_> {
             }
         }
     }
+
+    fn cascades(&self, table: &TableName) -> Vec<Cascade> {
+        let key = table_key(table);
+        match self.known.cascades.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None => {
+                self.miss_table(key);
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// Whether a summary could run code: it calls a function outside
@@ -339,6 +353,7 @@ impl CodeCache {
         let mut fired: HashMap<String, Vec<Fired>> = HashMap::new();
         let mut views: HashMap<String, Vec<String>> = HashMap::new();
         let mut parents: HashMap<String, Vec<TableName>> = HashMap::new();
+        let mut cascades: HashMap<String, Vec<Cascade>> = HashMap::new();
         let mut relations: HashMap<String, Vec<lineage::Relation>> = HashMap::new();
         if let Some(sql) = relations_sql(&missing.relations) {
             // Named as the statement names them; sources as the root of a
@@ -440,6 +455,27 @@ impl CodeCache {
                             schema: Some(f(4)),
                             name: f(5),
                         }),
+                        "cascade" => {
+                            // confdeltype / confupdtype: c cascade, n set null, d set default.
+                            let effect = |code: &str, on_delete: bool| match code {
+                                "c" if on_delete => Some(Action::Delete),
+                                "c" | "n" | "d" => Some(Action::Update),
+                                _ => None,
+                            };
+                            let (del, upd) = f(6)
+                                .split_once(',')
+                                .map(|(a, b)| (a.to_string(), b.to_string()))
+                                .unwrap_or_default();
+                            cascades.entry(key.clone()).or_default().push(Cascade {
+                                table: TableName {
+                                    schema: Some(f(4)),
+                                    name: f(5),
+                                },
+                                constraint: f(3),
+                                on_delete: effect(&del, true),
+                                on_update: effect(&upd, false),
+                            });
+                        }
                         _ => {}
                     }
                 }
@@ -492,6 +528,14 @@ impl CodeCache {
             );
             let value = parents.remove(t).unwrap_or_default();
             known.parents.insert(
+                t.clone(),
+                Entry {
+                    fetched: now,
+                    value,
+                },
+            );
+            let value = cascades.remove(t).unwrap_or_default();
+            known.cascades.insert(
                 t.clone(),
                 Entry {
                     fetched: now,
@@ -647,7 +691,17 @@ fn tables_sql(tables: &BTreeSet<String>) -> Option<String> {
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
          JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
-         WHERE ({on})"
+         WHERE ({on}) \
+         UNION ALL \
+         SELECT 'cascade', n.nspname, c.relname, k.conname, rn.nspname, r.relname, \
+                k.confdeltype::text || ',' || k.confupdtype::text, '', '' \
+         FROM pg_catalog.pg_constraint k \
+         JOIN pg_catalog.pg_class c ON c.oid = k.confrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class r ON r.oid = k.conrelid \
+         JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+         WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd')) \
+               AND ({on})"
     ))
 }
 

@@ -76,6 +76,23 @@ pub trait CodeCatalog {
     /// The tables `table` is a partition or inheritance child of (its rows
     /// are theirs too: a rule on `orders` covers `orders_2026`).
     fn parents(&self, table: &TableName) -> Vec<TableName>;
+    /// Foreign keys that reference `table` and change rows of their own
+    /// table when `table`'s rows are deleted or updated.
+    fn cascades(&self, table: &TableName) -> Vec<Cascade>;
+}
+
+/// A foreign key whose referencing rows change with the referenced ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cascade {
+    /// The referencing table.
+    pub table: TableName,
+    /// The constraint's name.
+    pub constraint: String,
+    /// What a delete of a referenced row does to it (`ON DELETE CASCADE`:
+    /// delete; `SET NULL` / `SET DEFAULT`: update), if anything.
+    pub on_delete: Option<Action>,
+    /// What an update of a referenced key does to it, if anything.
+    pub on_update: Option<Action>,
 }
 
 /// Effects a statement gains from the code it runs.
@@ -266,6 +283,26 @@ impl Walk<'_> {
                     });
                     self.writes(base, action, bounded, depth + 1);
                 }
+            }
+        }
+        for c in self.catalog.cascades(table) {
+            let follows = match action {
+                Action::Delete => c.on_delete,
+                Action::Update => c.on_update,
+                Action::Insert | Action::Truncate => None,
+            };
+            if let Some(cascaded) = follows {
+                self.out.actions.push(TableAction {
+                    table: c.table.clone(),
+                    action: cascaded,
+                    bounded,
+                    via: Some(format!(
+                        "foreign key {} to {}",
+                        c.constraint,
+                        table_label(table)
+                    )),
+                });
+                self.writes(&c.table, cascaded, bounded, depth + 1);
             }
         }
         for parent in self.catalog.parents(table) {

@@ -22,6 +22,21 @@ impl CodeCatalog for Fake {
     fn view_definitions(&self, table: &TableName) -> Vec<String> {
         self.views.get(&table.name).cloned().into_iter().collect()
     }
+    fn cascades(&self, table: &TableName) -> Vec<Cascade> {
+        if table.name == "customers" {
+            vec![Cascade {
+                table: TableName {
+                    schema: Some("public".into()),
+                    name: "orders".into(),
+                },
+                constraint: "orders_customer_id_fkey".into(),
+                on_delete: Some(Action::Delete),
+                on_update: None,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
     fn parents(&self, table: &TableName) -> Vec<TableName> {
         if table.name == "orders_2026" {
             vec![TableName {
@@ -202,6 +217,14 @@ fn triggers_rules_and_views_are_followed_from_writes() {
     assert_eq!(a, ["delete orders unbounded via rule r on public.notes"]);
     let (a, _) = effects("UPDATE open_orders SET status = 'x' WHERE id = 2");
     assert_eq!(a, ["update orders via view open_orders"]);
+    let (a, _) = effects("DELETE FROM customers WHERE id = 1");
+    assert_eq!(
+        a,
+        [
+            "delete orders via foreign key orders_customer_id_fkey to customers",
+            "delete audit unbounded via trigger t on public.customers, function public.audit_wipe"
+        ]
+    );
     let (a, _) = effects("DELETE FROM orders_2026 WHERE id > 0");
     assert_eq!(a, ["delete orders via partition orders_2026"]);
     // apply() folds them into the statement, has_where included.
