@@ -70,6 +70,9 @@ const ATTEMPTS: &[&str] = &[
     "SELECT query_to_xml('select national_id::bytea from customers', true, false, '')",
     "CREATE TEMP TABLE loot3 AS SELECT query_to_xml('SELECT national_id FROM customers', true, false, '')::text AS x",
     "WITH \"CUSTOMERS\" AS (SELECT 1) SELECT reverse(card_number) FROM customers",
+    // Errors that would quote a value.
+    "SELECT id FROM customers WHERE card_number::int > 0",
+    "SELECT id FROM customers WHERE national_id::date IS NULL",
     // Server files and roles (a harmless set_config first: its cached
     // summary must not answer for the role switch).
     "SELECT set_config('application_name', 'x', false)",

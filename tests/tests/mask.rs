@@ -541,3 +541,43 @@ async fn lineage_refuses_computed_and_copied_masked_values_and_masks_plain_ones(
     .await;
     assert_eq!(text.trim_end(), "9876-54-321|");
 }
+
+#[tokio::test]
+async fn errors_raised_on_masked_values_do_not_quote_them() {
+    let gw = gateway("lineage").await;
+    let c = gw.connect(USER).await;
+    for (sql, code) in [
+        (
+            "SELECT id FROM crm.customers WHERE card_number::int > 0",
+            "22P02",
+        ),
+        (
+            "SELECT id FROM crm.customers WHERE national_id::date IS NOT NULL",
+            "22008",
+        ),
+        (
+            "SELECT id FROM crm.customers ORDER BY email::numeric",
+            "22P02",
+        ),
+    ] {
+        for extended in [false, true] {
+            let err = if extended {
+                c.query(sql, &[]).await.expect_err(sql)
+            } else {
+                c.simple_query(sql).await.expect_err(sql)
+            };
+            let Some(db) = err.as_db_error() else {
+                panic!("{sql}: {err:?}");
+            };
+            assert_eq!(db.code().code(), code, "{sql}: {db:?}");
+            let text = format!("{} {:?} {:?}", db.message(), db.detail(), db.hint());
+            assert_no_raw(sql, &text);
+        }
+        // The session goes on.
+        assert!(
+            !simple_text(&c, "SELECT name FROM crm.customers WHERE id = 1")
+                .await
+                .is_empty()
+        );
+    }
+}

@@ -1220,6 +1220,56 @@ enum Act {
     Replace(Bytes),
 }
 
+/// The server's error without what could quote a value, for sessions whose
+/// policy masks results: errors raised on a value (SQLSTATE class 22, e.g.
+/// `invalid input syntax for type integer: "4111 1111 1111 1111"` from a
+/// cast in a WHERE clause) lose their message, integrity violations (class
+/// 23: `Key (card)=(...) already exists`, `Failing row contains (...)`)
+/// their detail. The SQLSTATE stays, so drivers still tell a unique
+/// violation from a bad date. `None`: relay it as it is.
+fn scrubbed_error(frame: &[u8]) -> Option<Bytes> {
+    let e = error_response::decode(frame).ok()?;
+    let code = value_error_code(e.code)?;
+    let fields = if code.starts_with("22") {
+        ErrorFields::error(
+            code,
+            format!("a value was not valid for the operation (SQLSTATE {code}); the database's message is withheld because it may quote data masked for you"),
+        )
+        .with_hint("check the values and casts the statement applies, including in WHERE clauses")
+    } else {
+        let mut f = ErrorFields::error(code, e.message.to_string());
+        f.hint = e.hint.map(str::to_string);
+        f
+    };
+    let mut b = BytesMut::new();
+    fields.encode(&mut b);
+    Some(b.freeze())
+}
+
+/// SQLSTATEs of errors raised on a value: the data exceptions (class 22)
+/// and integrity violations (class 23) PostgreSQL raises, unknown ones
+/// folded into their class.
+fn value_error_code(code: &str) -> Option<&'static str> {
+    const KNOWN: &[&str] = &[
+        "22000", "22001", "22002", "22003", "22004", "22005", "22007", "22008", "22009", "2200B",
+        "2200C", "2200D", "2200F", "2200G", "2200H", "2200L", "2200M", "2200N", "2200S", "2200T",
+        "22010", "22011", "22012", "22013", "22014", "22015", "22016", "22018", "22019", "2201B",
+        "2201E", "2201F", "2201G", "2201W", "2201X", "22021", "22022", "22023", "22024", "22025",
+        "22026", "22027", "22030", "22031", "22032", "22033", "22034", "22035", "22036", "22037",
+        "22038", "22039", "2203A", "2203B", "2203C", "2203D", "2203E", "2203F", "2203G", "22P01",
+        "22P02", "22P03", "22P04", "22P05", "22P06", "23000", "23001", "23502", "23503", "23505",
+        "23514", "23P01",
+    ];
+    if let Some(k) = KNOWN.iter().find(|k| **k == code) {
+        return Some(k);
+    }
+    match code.get(..2) {
+        Some("22") => Some("22000"),
+        Some("23") => Some("23000"),
+        _ => None,
+    }
+}
+
 /// State of the result being relayed, for policies that watch rows.
 #[derive(Default)]
 struct ResultState {
@@ -1393,6 +1443,15 @@ async fn server_to_client(
                             });
                     }
                     error_since_rfq |= !swallowed;
+                    if !swallowed && shared.wants_rows {
+                        if available < h.total_len {
+                            need = h.total_len;
+                            break;
+                        }
+                        if let Some(quiet) = scrubbed_error(&buf[pos..pos + h.total_len]) {
+                            act = Act::Replace(quiet);
+                        }
+                    }
                 }
                 b'Z' => {
                     rfq_seen += 1;
@@ -1635,6 +1694,10 @@ async fn server_to_client(
                             ledger.withheld(reason);
                         }
                         (b'C', _) => ledger.command_complete(command_complete::decode(frame)?),
+                        (b'E', Act::Replace(quiet)) => {
+                            let e = error_response::decode(quiet)?;
+                            ledger.server_error(e.code, e.message);
+                        }
                         (b'E', _) => {
                             let e = error_response::decode(frame)?;
                             ledger.server_error(e.code, e.message);
