@@ -70,6 +70,17 @@ const ATTEMPTS: &[&str] = &[
     "SELECT query_to_xml('select national_id::bytea from customers', true, false, '')",
     "CREATE TEMP TABLE loot3 AS SELECT query_to_xml('SELECT national_id FROM customers', true, false, '')::text AS x",
     "WITH \"CUSTOMERS\" AS (SELECT 1) SELECT reverse(card_number) FROM customers",
+    // The planner's statistics (after ANALYZE) hold sample values.
+    "ANALYZE customers",
+    "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'customers'",
+    "SELECT s.* FROM pg_catalog.pg_stats s WHERE s.attname = 'card_number'",
+    // Found by the second review: SQL run from text, COPY of a write's
+    // RETURNING, advisory locks as a side channel.
+    "SELECT ts_rewrite('a'::tsquery, $$SELECT 'a'::tsquery, set_config('role', 'postgres', false)::tsquery$$)",
+    "SELECT ts_rewrite('c1 & c2'::tsquery, $$SELECT ('c' || id)::tsquery, quote_literal(translate(card_number, '0123456789', 'abcdefghij'))::tsquery FROM customers$$)",
+    "BEGIN; COPY (INSERT INTO orders (customer_id, product, amount) VALUES (1, 'x', 0) RETURNING (SELECT string_agg(concat_ws(' ', card_number, national_id, email), '; ') FROM customers)) TO STDOUT; ROLLBACK",
+    "SELECT count(*) FROM customers WHERE pg_try_advisory_lock(replace(national_id, '-', '')::bigint)",
+    "SELECT 1 WHERE (SELECT string_agg(email, ';') FROM customers)::regclass IS NULL",
     // Errors that would quote a value.
     "SELECT id FROM customers WHERE card_number::int > 0",
     "SELECT id FROM customers WHERE national_id::date IS NULL",
@@ -158,6 +169,10 @@ async fn with_the_demo_s_rules_no_attempt_leaks_or_changes_anything() {
             )
             .expect("state")
     };
+    // The planner's statistics exist, as they would on a live database.
+    cluster
+        .psql("shop", "ANALYZE customers; ANALYZE orders")
+        .expect("analyze");
     let before = state();
     for extended in [false, true] {
         for sql in ATTEMPTS {

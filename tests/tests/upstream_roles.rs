@@ -16,7 +16,9 @@ fn roles() {
             .psql(
                 DB,
                 "DO $$ BEGIN CREATE ROLE pc_agent NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-                 GRANT SELECT ON items TO pc_agent; GRANT USAGE ON SCHEMA public TO pc_agent",
+                 GRANT SELECT ON items TO pc_agent; GRANT USAGE ON SCHEMA public TO pc_agent; \
+                 CREATE OR REPLACE FUNCTION pc_escape(items) RETURNS text LANGUAGE sql \
+                   AS $$ SELECT set_config('role', 'postgres', false) $$",
             )
             .expect("pc_agent role");
     });
@@ -176,4 +178,33 @@ async fn the_function_call_message_cannot_call_set_config() {
         }
     }
     assert_eq!(user.as_deref(), Some("pc_agent"));
+}
+
+#[tokio::test]
+async fn a_session_that_escapes_its_role_anyway_is_ended_before_its_next_statement() {
+    let gw = gateway().await;
+    let c = gw.connect("agent@example.com").await;
+    // Attribute notation calls pc_escape(i) without a function call the
+    // gateway's analysis sees (a documented gap): the role switch happens.
+    let escaped = c
+        .simple_query("SELECT i.pc_escape FROM items i LIMIT 1")
+        .await;
+    // The server reports is_superuser = on after the statement; the gateway
+    // ends the session there, so nothing else runs as postgres.
+    let next = c.simple_query("SELECT current_user::text").await;
+    assert!(
+        escaped.is_err() || next.is_err(),
+        "the session went on after escaping: {escaped:?} / {next:?}"
+    );
+    let err = next.expect_err("the session is over");
+    assert!(
+        err.is_closed()
+            || err
+                .as_db_error()
+                .is_some_and(|d| d.code().code() == "42501"),
+        "{err:?}"
+    );
+    // A new session is pinned again.
+    let c = gw.connect("agent@example.com").await;
+    assert_eq!(current_user(&c).await, "pc_agent");
 }

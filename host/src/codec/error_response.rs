@@ -34,8 +34,9 @@ impl Severity {
 pub struct ErrorFields {
     /// Severity.
     pub severity: Severity,
-    /// Five-character SQLSTATE, see [`super::sqlstate`].
-    pub code: &'static str,
+    /// Five-character SQLSTATE, see [`super::sqlstate`] (or one a server
+    /// sent).
+    pub code: std::borrow::Cow<'static, str>,
     /// Primary message: what went wrong.
     pub message: String,
     /// Optional detail.
@@ -49,7 +50,7 @@ impl ErrorFields {
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Error,
-            code,
+            code: std::borrow::Cow::Borrowed(code),
             message: message.into(),
             detail: None,
             hint: None,
@@ -85,7 +86,7 @@ impl ErrorFields {
         let mut w = MessageWriter::start(buf, Some(tag));
         w.u8(b'S').cstr(self.severity.as_str());
         w.u8(b'V').cstr(self.severity.as_str());
-        w.u8(b'C').cstr(self.code);
+        w.u8(b'C').cstr(&self.code);
         w.u8(b'M').cstr(&self.message);
         if let Some(d) = &self.detail {
             w.u8(b'D').cstr(d);

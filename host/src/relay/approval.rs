@@ -112,7 +112,7 @@ pub async fn hold(h: Holder<'_>, sql: &str, note: &mut QueryNote, reason: &str) 
     };
     let notice = ErrorFields {
         severity: Severity::Notice,
-        code: "00000",
+        code: "00000".into(),
         message: format!("waiting for approval {id}: {reason}"),
         detail: None,
         hint: Some(format!(

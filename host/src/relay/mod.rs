@@ -66,4 +66,8 @@ pub enum RelayError {
     /// The client's message did not fit the gateway's buffer budget.
     #[error("{0}")]
     Budget(#[from] budget::BudgetError),
+    /// A session pinned to an upstream role left it (the server reported a
+    /// superuser or another session authorization).
+    #[error("{0}")]
+    RoleLeft(String),
 }

@@ -53,8 +53,8 @@ use super::RelayError;
 use crate::audit::AuditLog;
 use crate::codec::error_response::ErrorFields;
 use crate::codec::{
-    bind, command_complete, data_row, describe, error_response, parse, peek_frame, query,
-    row_description, sqlstate,
+    bind, command_complete, data_row, describe, error_response, parameter_status, parse,
+    peek_frame, query, row_description, sqlstate,
 };
 use crate::policy::{
     EndReason, QueryEvent, QueryNote, ResultColumn, ResultPlan, RowEdit, SessionPolicy, ValueEdit,
@@ -330,6 +330,13 @@ pub async fn run(
                     .with_hint("ask whoever delegated to you for a new token"),
                 ),
                 RelayError::Budget(e) => Some(budget_refusal(e)),
+                RelayError::RoleLeft(why) => Some(
+                    ErrorFields::fatal(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!("terminating connection: {why}"),
+                    )
+                    .with_hint("tell the gateway operator: a statement escaped the role this session is pinned to"),
+                ),
                 RelayError::ShuttingDown => Some(
                     ErrorFields::fatal(
                         sqlstate::ADMIN_SHUTDOWN,
@@ -1221,53 +1228,48 @@ enum Act {
 }
 
 /// The server's error without what could quote a value, for sessions whose
-/// policy masks results: errors raised on a value (SQLSTATE class 22, e.g.
-/// `invalid input syntax for type integer: "4111 1111 1111 1111"` from a
-/// cast in a WHERE clause) lose their message, integrity violations (class
-/// 23: `Key (card)=(...) already exists`, `Failing row contains (...)`)
-/// their detail. The SQLSTATE stays, so drivers still tell a unique
-/// violation from a bad date. `None`: relay it as it is.
+/// policy masks results. A cast or function in a WHERE clause makes
+/// PostgreSQL quote its input in many errors — `invalid input syntax for
+/// type integer: "4111 1111 1111 1111"`, `improper relation name: ...`,
+/// `relation "ada@example.com" does not exist`, `Key (card)=(...) already
+/// exists` — so every server error keeps its SQLSTATE and severity but
+/// loses its message, detail and hint, except integrity violations (class
+/// 23), which keep their message (constraint names) and lose the detail,
+/// and the classes whose messages never quote data (connections,
+/// transactions, privileges, resources, operator intervention). `None`:
+/// relay it as it is.
 fn scrubbed_error(frame: &[u8]) -> Option<Bytes> {
+    const QUOTES_NO_DATA: &[&str] = &[
+        "08", "0A", "25", "28", "2D", "3D", "40", "53", "54", "55", "57", "58",
+    ];
     let e = error_response::decode(frame).ok()?;
-    let code = value_error_code(e.code)?;
-    let fields = if code.starts_with("22") {
-        ErrorFields::error(
-            code,
-            format!("a value was not valid for the operation (SQLSTATE {code}); the database's message is withheld because it may quote data masked for you"),
-        )
-        .with_hint("check the values and casts the statement applies, including in WHERE clauses")
+    let code = e.code;
+    let class = code.get(..2).unwrap_or("");
+    if QUOTES_NO_DATA.contains(&class) || code == "42501" {
+        return None;
+    }
+    let valid = code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric());
+    let code: std::borrow::Cow<'static, str> = if valid {
+        code.to_string().into()
     } else {
-        let mut f = ErrorFields::error(code, e.message.to_string());
-        f.hint = e.hint.map(str::to_string);
+        "XX000".into()
+    };
+    let fields = if class == "23" {
+        let mut f = ErrorFields::error("23000", e.message.to_string());
+        f.code = code;
+        f
+    } else {
+        let mut f = ErrorFields::error(
+            "XX000",
+            format!("the statement failed with SQLSTATE {code}; the database's message is withheld on this target because it may quote data masked for you"),
+        )
+        .with_hint("check the values, names and casts the statement uses, including in WHERE clauses; the SQLSTATE says which kind of error it is");
+        f.code = code;
         f
     };
     let mut b = BytesMut::new();
     fields.encode(&mut b);
     Some(b.freeze())
-}
-
-/// SQLSTATEs of errors raised on a value: the data exceptions (class 22)
-/// and integrity violations (class 23) PostgreSQL raises, unknown ones
-/// folded into their class.
-fn value_error_code(code: &str) -> Option<&'static str> {
-    const KNOWN: &[&str] = &[
-        "22000", "22001", "22002", "22003", "22004", "22005", "22007", "22008", "22009", "2200B",
-        "2200C", "2200D", "2200F", "2200G", "2200H", "2200L", "2200M", "2200N", "2200S", "2200T",
-        "22010", "22011", "22012", "22013", "22014", "22015", "22016", "22018", "22019", "2201B",
-        "2201E", "2201F", "2201G", "2201W", "2201X", "22021", "22022", "22023", "22024", "22025",
-        "22026", "22027", "22030", "22031", "22032", "22033", "22034", "22035", "22036", "22037",
-        "22038", "22039", "2203A", "2203B", "2203C", "2203D", "2203E", "2203F", "2203G", "22P01",
-        "22P02", "22P03", "22P04", "22P05", "22P06", "23000", "23001", "23502", "23503", "23505",
-        "23514", "23P01",
-    ];
-    if let Some(k) = KNOWN.iter().find(|k| **k == code) {
-        return Some(k);
-    }
-    match code.get(..2) {
-        Some("22") => Some("22000"),
-        Some("23") => Some("23000"),
-        _ => None,
-    }
 }
 
 /// State of the result being relayed, for policies that watch rows.
@@ -1451,6 +1453,23 @@ async fn server_to_client(
                         if let Some(quiet) = scrubbed_error(&buf[pos..pos + h.total_len]) {
                             act = Act::Replace(quiet);
                         }
+                    }
+                }
+                b'S' if shared.upstream_role.is_some() => {
+                    // The backstop behind the backstop: whatever analysis
+                    // missed, a pinned session that becomes a superuser or
+                    // another session user ends before its next statement.
+                    if available < h.total_len {
+                        need = h.total_len;
+                        break;
+                    }
+                    let (name, value) = parameter_status::decode(&buf[pos..pos + h.total_len])?;
+                    let superuser = name.eq_ignore_ascii_case("is_superuser") && value == "on";
+                    if superuser || name.eq_ignore_ascii_case("session_authorization") {
+                        let role = shared.upstream_role.as_deref().unwrap_or_default();
+                        return Err(RelayError::RoleLeft(format!(
+                            "this session is pinned to role \"{role}\" upstream, and the server reported {name} = {value}"
+                        )));
                     }
                 }
                 b'Z' => {

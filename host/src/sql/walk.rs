@@ -78,6 +78,7 @@ const SQL_TEXT_FUNCTIONS: &[&str] = &[
     "database_to_xmlschema",
     "database_to_xml_and_xmlschema",
     "ts_stat",
+    "ts_rewrite",
     "dblink",
     "dblink_exec",
 ];

@@ -29,6 +29,10 @@
 //! any result with a derived column of a type that can carry text (numbers,
 //! booleans, dates and times still pass).
 //!
+//! **Statistics**: the planner's statistics views (`pg_stats`,
+//! `pg_stats_ext`, ...) hold sample values of every analysed column; they
+//! are refused for anyone a rule applies to.
+//!
 //! **Writes carry lineage too**, in every mode: a statement that would move
 //! values of a masked column into another place — `CREATE TABLE ... AS`,
 //! `SELECT ... INTO`, `INSERT ... SELECT`, `UPDATE ... SET x = masked`,
@@ -350,6 +354,17 @@ impl Mask {
     }
 }
 
+/// The planner's statistics: sample values of every analysed column
+/// (`most_common_vals`, `histogram_bounds`), masked ones included.
+const STATISTICS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+];
+
 /// A refusal that names its rule, as `block`'s do.
 fn refuse(rule: &str, why: impl std::fmt::Display) -> Verdict {
     deny_by(
@@ -470,6 +485,20 @@ impl Plugin for Mask {
         if !self.subject_to_rules() {
             return Verdict::Allow;
         }
+        if let Some(view) = query
+            .statements
+            .iter()
+            .flat_map(|s| &s.tables_read)
+            .find(|t| {
+                t.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+                    && STATISTICS.contains(&t.name.as_str())
+            })
+        {
+            return refuse(
+                "statistics",
+                format!("{} holds sample values of columns, including columns masked for you; it is not readable for you on this target", view.name),
+            );
+        }
         let lineage = statement_lineage();
         let effects = statement_effects();
         let none = no_effects();
@@ -480,7 +509,10 @@ impl Plugin for Mask {
             }
         }
         for s in &query.statements {
-            let copy_to = s.is_copy && s.tables_written.is_empty();
+            // COPY ... TO reads; COPY ... FROM only writes its table. A
+            // COPY (INSERT ... RETURNING (SELECT ... FROM t)) TO both writes
+            // and reads: it is a COPY TO.
+            let copy_to = s.is_copy && (s.tables_written.is_empty() || !s.tables_read.is_empty());
             let explain_copy = s.kind == "explain" && s.is_copy;
             if !copy_to || explain_copy {
                 continue;

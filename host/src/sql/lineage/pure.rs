@@ -311,6 +311,15 @@ pub(super) fn sink(name: &str) -> Option<&'static str> {
         "pg_notify" => "notify",
         "lo_from_bytea" | "lo_put" | "lowrite" => "large_object",
         "set_config" => "setting",
+        // Lock keys are readable by every session through pg_locks.
+        "pg_advisory_lock"
+        | "pg_advisory_lock_shared"
+        | "pg_advisory_xact_lock"
+        | "pg_advisory_xact_lock_shared"
+        | "pg_try_advisory_lock"
+        | "pg_try_advisory_lock_shared"
+        | "pg_try_advisory_xact_lock"
+        | "pg_try_advisory_xact_lock_shared" => "advisory_lock",
         _ => return None,
     })
 }
