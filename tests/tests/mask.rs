@@ -581,3 +581,72 @@ async fn errors_raised_on_masked_values_do_not_quote_them() {
         );
     }
 }
+
+/// Every message up to the next ReadyForQuery, as text (rows included).
+async fn raw_text(s: &mut tokio::net::TcpStream) -> String {
+    let mut out = String::new();
+    while let Some((tag, frame)) = portcullis_e2e::raw::read_msg(s).await {
+        out.push_str(&String::from_utf8_lossy(&frame));
+        out.push('\n');
+        if tag == b'Z' {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_portal_name_given_to_another_query_is_described_again() {
+    use bytes::BytesMut;
+    use portcullis_e2e::raw;
+    let gw = gateway("lineage").await;
+    let mut s = raw::login(&gw, USER).await;
+    let mut b = BytesMut::new();
+    raw::query(&mut b, "BEGIN");
+    raw::send(&mut s, &b).await;
+    raw_text(&mut s).await;
+    // Portal p reads a harmless column and is described by its first run.
+    b.clear();
+    raw::parse(&mut b, "s1", "SELECT name FROM crm.customers");
+    raw::bind(&mut b, "p", "s1", &[]);
+    raw::execute(&mut b, "p");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let first = raw_text(&mut s).await;
+    assert!(first.contains("Ada Lovelace"), "{first}");
+    // SQL gives the name p to a cursor over masked columns ...
+    b.clear();
+    raw::query(
+        &mut b,
+        "CLOSE p; DECLARE p CURSOR FOR SELECT card_number, national_id, email FROM crm.customers",
+    );
+    raw::send(&mut s, &b).await;
+    raw_text(&mut s).await;
+    // ... and a protocol Execute of p must not use p's old description.
+    b.clear();
+    raw::execute(&mut b, "p");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let rows = raw_text(&mut s).await;
+    assert_no_raw("Execute of the redeclared portal", &rows);
+    // Within one batch too: SQL run through the protocol redeclares q.
+    b.clear();
+    raw::parse(&mut b, "s2", "SELECT name FROM crm.customers");
+    raw::bind(&mut b, "q", "s2", &[]);
+    raw::execute(&mut b, "q");
+    raw::parse(&mut b, "s3", "CLOSE q");
+    raw::bind(&mut b, "", "s3", &[]);
+    raw::execute(&mut b, "");
+    raw::parse(
+        &mut b,
+        "s4",
+        "DECLARE q CURSOR FOR SELECT email, card_number FROM crm.customers",
+    );
+    raw::bind(&mut b, "", "s4", &[]);
+    raw::execute(&mut b, "");
+    raw::execute(&mut b, "q");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let rows = raw_text(&mut s).await;
+    assert_no_raw("Execute of a portal redeclared in the batch", &rows);
+}

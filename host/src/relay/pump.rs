@@ -569,6 +569,10 @@ async fn client_to_server(
                         return Err(mid_batch());
                     }
                     let mut note = QueryNote::default();
+                    if h.tag == b'Q' {
+                        // The query may CLOSE or DECLARE a portal by name.
+                        described.clear();
+                    }
                     let (sql, statement, param_types) = if h.tag == b'Q' {
                         (query::decode(frame)?, None, &[][..])
                     } else {
@@ -695,6 +699,10 @@ async fn client_to_server(
                 b'S' => {
                     batch_start = true;
                     syncs += 1;
+                    // A portal's columns are known only within its batch:
+                    // later, a SQL CLOSE and DECLARE may have given its name
+                    // to another query (an Execute then describes it again).
+                    described.clear();
                     shared.expect(Expect::Ready { query: false });
                     // The refusal was queued for this Sync's ReadyForQuery
                     // when it was decided (see `refuse_batch`).
@@ -885,6 +893,10 @@ async fn client_to_server(
                                 wr.write_all(&d).await?;
                                 described.insert(portal.clone());
                             }
+                            // What runs now may be SQL that closes or
+                            // declares other portals by name: their columns
+                            // are learnt again before they run.
+                            described.retain(|p| *p == portal);
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
