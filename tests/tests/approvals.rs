@@ -1141,3 +1141,58 @@ async fn an_action_rule_holds_every_spelling_of_the_action() {
         .await
         .expect_err("deletes are held");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_or_move_of_a_portal_bound_from_a_held_statement_is_refused() {
+    use portcullis_e2e::raw;
+    let gw = gateway().await;
+    let mut s = raw::login(&gw, REQUESTER).await;
+    let before = total(4, "appr_bump");
+    let attempts: Vec<(&str, Box<Messages>)> = vec![
+        ("FETCH", Box::new(|b| raw::query(b, "FETCH ALL FROM p"))),
+        ("MOVE", Box::new(|b| raw::query(b, "MOVE ALL IN p"))),
+        (
+            "quoted",
+            Box::new(|b| raw::query(b, "FETCH NEXT FROM \"p\"")),
+        ),
+        (
+            "extended MOVE",
+            Box::new(|b| {
+                raw::parse(b, "m", "MOVE ALL IN p");
+                raw::bind(b, "", "m", &[]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+        ),
+    ];
+    for (label, attempt) in attempts {
+        // In a transaction, a held UPDATE ... RETURNING is prepared and
+        // bound into portal p: nothing runs yet.
+        let codes = exchange_raw(&mut s, 2, |b| {
+            raw::query(b, "BEGIN");
+            raw::parse(
+                b,
+                "u",
+                "UPDATE appr_bump SET total = total + 1 WHERE id = 4 RETURNING id",
+            );
+            raw::bind(b, "p", "u", &[]);
+            raw::sync(b);
+        })
+        .await;
+        assert!(codes.is_empty(), "{label}: {codes:?}");
+        // PostgreSQL runs a RETURNING portal on its first FETCH or MOVE.
+        let codes = exchange_raw(&mut s, 1, attempt).await;
+        assert!(codes.iter().any(|c| c == "42501"), "{label}: {codes:?}");
+        exchange_raw(&mut s, 2, |b| {
+            raw::query(b, "ROLLBACK");
+            raw::close(b, b'S', "u");
+            raw::sync(b);
+        })
+        .await;
+        assert_eq!(
+            total(4, "appr_bump"),
+            before,
+            "{label}: the held UPDATE ran"
+        );
+    }
+}

@@ -192,6 +192,18 @@ impl HeldStatements {
         }
     }
 
+    /// A portal among `portals` that a SQL `FETCH` or `MOVE` would run
+    /// without its approval (bound from a held statement, or unknown to the
+    /// tracker after a rebind).
+    pub fn fetched_unapproved<'p>(
+        &self,
+        portals: impl IntoIterator<Item = &'p str>,
+    ) -> Option<&'p str> {
+        portals
+            .into_iter()
+            .find(|p| !matches!(self.execution(p), Execution::Free))
+    }
+
     /// The run of `portal` was approved and started.
     pub fn started(&mut self, portal: &str) {
         if let Some(p) = self.portals.get_mut(portal) {

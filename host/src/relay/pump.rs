@@ -597,6 +597,25 @@ async fn client_to_server(
                             note.approval = inner_note.approval;
                         }
                     }
+                    if !matches!(verdict, Verdict::Deny { .. }) {
+                        let fetched = note
+                            .summary
+                            .as_ref()
+                            .map(|s| {
+                                s.statements
+                                    .iter()
+                                    .flat_map(|st| st.fetches.iter().map(String::as_str))
+                                    .collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default();
+                        if let Some(p) = held.fetched_unapproved(fetched) {
+                            verdict = Verdict::Deny {
+                                reason: format!("portal \"{p}\" was bound from a statement held for approval, and FETCH or MOVE would run it without one; run it with the protocol's Execute, which waits for the approval"),
+                            };
+                            note.decided_by = Some("gateway".into());
+                            note.rule = Some("held-portal".into());
+                        }
+                    }
                     if !matches!(verdict, Verdict::Deny { .. }) && changes_catalog(&note) {
                         // New code or new shapes: read the catalog afresh
                         // (not for a refused DDL, which changes nothing).

@@ -122,6 +122,9 @@ pub struct StatementSummary {
     /// Prepared statements it runs, wherever `EXECUTE` is spelled in it
     /// (`EXECUTE w`, `EXPLAIN ANALYZE EXECUTE w`, `CREATE TABLE t AS EXECUTE w`).
     pub executes: Vec<String>,
+    /// Portals it reads from or moves (`FETCH`, `MOVE`): a protocol portal
+    /// bound from a held statement runs it on the first `FETCH`.
+    pub fetches: Vec<String>,
 }
 
 /// What the host knows about a piece of SQL text.

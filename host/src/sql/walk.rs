@@ -24,6 +24,7 @@ struct Acc {
     creates_code: bool,
     unknown: BTreeSet<String>,
     executes: BTreeSet<String>,
+    fetches: BTreeSet<String>,
 }
 
 impl Acc {
@@ -142,6 +143,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         explain_analyze: acc.explain_analyze,
         undoes_read_only: undoes_read_only(node),
         executes: acc.executes.into_iter().collect(),
+        fetches: acc.fetches.into_iter().collect(),
         prepared_query: None, // filled from the typed tree (see `summarize`)
         prepared_name: match kind_node {
             "PrepareStmt" | "DeallocateStmt" => fields
@@ -456,6 +458,10 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             if !name.is_empty() {
                 acc.executes.insert(name.to_string());
             }
+        }
+        "FetchStmt" => {
+            acc.fetches
+                .insert(str_field(fields, "portalname").to_string());
         }
         "CopyStmt" => {
             acc.is_copy = true;
