@@ -346,6 +346,9 @@ fn role_switches_server_files_and_code_are_flagged() {
         "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f()",
         "CREATE RULE r AS ON INSERT TO orders DO ALSO DELETE FROM customers",
         "ALTER FUNCTION f() SECURITY DEFINER",
+        "CREATE OPERATOR pg_temp.## (leftarg = text, rightarg = text, function = pg_notify)",
+        "CREATE AGGREGATE pg_temp.a (text) (sfunc = textcat, stype = text)",
+        "CREATE VIEW v AS SELECT 1",
     ] {
         assert!(one(sql).creates_code, "{sql}");
     }

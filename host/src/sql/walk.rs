@@ -407,6 +407,9 @@ const CODE_KINDS: &[&str] = &[
     // A view: writes through it land in other tables, and through its
     // rules (pg_settings' set_config) anywhere.
     "ViewStmt",
+    // Operators, aggregates and types name functions a later statement
+    // runs under another spelling (`a ## b`, `agg(x)`).
+    "DefineStmt",
     "CreateFunctionStmt",
     "AlterFunctionStmt",
     "CreateTrigStmt",
