@@ -70,6 +70,23 @@ pub fn function_matches(pattern: &str, function: &str) -> bool {
     })
 }
 
+/// The actions a rule may name (`insert`, `update`, `delete`, `truncate`).
+pub const ACTIONS: &[&str] = &["insert", "update", "delete", "truncate"];
+
+/// Checks a rule's `actions`: an error naming the rule and the unknown
+/// action, for `configure` to return.
+pub fn check_actions(rule: &str, actions: &[String]) -> Result<(), String> {
+    match actions
+        .iter()
+        .find(|a| !ACTIONS.contains(&a.to_lowercase().as_str()))
+    {
+        Some(a) => Err(format!(
+            "rule \"{rule}\": unknown action \"{a}\" (known: insert, update, delete, truncate)"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,19 @@ impl Snapshot<'_> {
         self.missing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What the cache holds for `table` in `map`, or nothing (and the table
+    /// is missed).
+    fn cached<T: Clone>(&self, map: &HashMap<String, Entry<Vec<T>>>, table: &TableName) -> Vec<T> {
+        let key = table_key(table);
+        match map.get(&key).filter(|e| e.fresh()) {
+            Some(e) => e.value.clone(),
+            None => {
+                self.miss_table(key);
+                Vec::new()
+            }
+        }
+    }
+
     /// A table the cache does not hold: asked for, or (last round) given up.
     fn miss_table(&self, key: String) {
         if self.last {
@@ -189,47 +202,19 @@ impl CodeCatalog for Snapshot<'_> {
     }
 
     fn fired(&self, table: &TableName) -> Vec<Fired> {
-        let key = table_key(table);
-        match self.known.fired.get(&key).filter(|e| e.fresh()) {
-            Some(e) => e.value.clone(),
-            None => {
-                self.miss_table(key);
-                Vec::new()
-            }
-        }
+        self.cached(&self.known.fired, table)
     }
 
     fn view_definitions(&self, table: &TableName) -> Vec<String> {
-        let key = table_key(table);
-        match self.known.views.get(&key).filter(|e| e.fresh()) {
-            Some(e) => e.value.clone(),
-            None => {
-                self.miss_table(key);
-                Vec::new()
-            }
-        }
+        self.cached(&self.known.views, table)
     }
 
     fn parents(&self, table: &TableName) -> Vec<TableName> {
-        let key = table_key(table);
-        match self.known.parents.get(&key).filter(|e| e.fresh()) {
-            Some(e) => e.value.clone(),
-            None => {
-                self.miss_table(key);
-                Vec::new()
-            }
-        }
+        self.cached(&self.known.parents, table)
     }
 
     fn cascades(&self, table: &TableName) -> Vec<Cascade> {
-        let key = table_key(table);
-        match self.known.cascades.get(&key).filter(|e| e.fresh()) {
-            Some(e) => e.value.clone(),
-            None => {
-                self.miss_table(key);
-                Vec::new()
-            }
-        }
+        self.cached(&self.known.cascades, table)
     }
 }
 

@@ -230,14 +230,7 @@ impl Plugin for Approve {
             if r.name.is_empty() {
                 return Err("every rule needs a name".into());
             }
-            if let Some(a) = r.actions.iter().find(|a| {
-                !["insert", "update", "delete", "truncate"].contains(&a.to_lowercase().as_str())
-            }) {
-                return Err(format!(
-                    "rule \"{}\": unknown action \"{a}\" (known: insert, update, delete, truncate)",
-                    r.name
-                ));
-            }
+            portcullis_plugin_sdk::names::check_actions(&r.name, &r.actions)?;
             hours.push(r.hours_utc.as_deref().map(Hours::parse).transpose()?);
         }
         self.patterns = config

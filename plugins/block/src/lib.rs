@@ -88,9 +88,6 @@ struct Rule {
     unknown_effects: bool,
 }
 
-/// Actions a rule can name.
-const ACTIONS: &[&str] = &["insert", "update", "delete", "truncate"];
-
 /// The plugin; one instance per session.
 #[derive(Default)]
 pub struct Block {
@@ -228,16 +225,7 @@ impl Plugin for Block {
             if r.name.is_empty() {
                 return Err("every rule needs a name".into());
             }
-            if let Some(a) = r
-                .actions
-                .iter()
-                .find(|a| !ACTIONS.contains(&a.to_lowercase().as_str()))
-            {
-                return Err(format!(
-                    "rule \"{}\": unknown action \"{a}\" (known: insert, update, delete, truncate)",
-                    r.name
-                ));
-            }
+            portcullis_plugin_sdk::names::check_actions(&r.name, &r.actions)?;
         }
         self.patterns = config
             .rules
