@@ -474,60 +474,30 @@ impl CodeCache {
         if held > KNOWN_CAPACITY {
             *known = Known::default();
         }
-        for name in &missing.routines {
-            let value = routines.remove(name).unwrap_or(None);
-            known.routines.insert(
-                name.clone(),
-                Entry {
-                    fetched: now,
-                    value,
-                },
-            );
+        // Every name asked for is stored, found or not (not found is an
+        // answer too, kept as long).
+        fn store<T: Default>(
+            into: &mut HashMap<String, Entry<T>>,
+            found: &mut HashMap<String, T>,
+            names: &BTreeSet<String>,
+            fetched: Instant,
+        ) {
+            for name in names {
+                let value = found.remove(name).unwrap_or_default();
+                into.insert(name.clone(), Entry { fetched, value });
+            }
         }
-        for r in &missing.relations {
-            let value = relations.remove(r).unwrap_or_default();
-            known.relations.insert(
-                r.clone(),
-                Entry {
-                    fetched: now,
-                    value,
-                },
-            );
-        }
-        for t in &missing.tables {
-            let value = fired.remove(t).unwrap_or_default();
-            known.fired.insert(
-                t.clone(),
-                Entry {
-                    fetched: now,
-                    value,
-                },
-            );
-            let value = views.remove(t).unwrap_or_default();
-            known.views.insert(
-                t.clone(),
-                Entry {
-                    fetched: now,
-                    value,
-                },
-            );
-            let value = parents.remove(t).unwrap_or_default();
-            known.parents.insert(
-                t.clone(),
-                Entry {
-                    fetched: now,
-                    value,
-                },
-            );
-            let value = cascades.remove(t).unwrap_or_default();
-            known.cascades.insert(
-                t.clone(),
-                Entry {
-                    fetched: now,
-                    value,
-                },
-            );
-        }
+        store(&mut known.routines, &mut routines, &missing.routines, now);
+        store(
+            &mut known.relations,
+            &mut relations,
+            &missing.relations,
+            now,
+        );
+        store(&mut known.fired, &mut fired, &missing.tables, now);
+        store(&mut known.views, &mut views, &missing.tables, now);
+        store(&mut known.parents, &mut parents, &missing.tables, now);
+        store(&mut known.cascades, &mut cascades, &missing.tables, now);
         Ok(())
     }
 }
