@@ -87,6 +87,22 @@ pub fn check_actions(rule: &str, actions: &[String]) -> Result<(), String> {
     }
 }
 
+/// Whether `table` is in a rule's scope: any table when `patterns` is
+/// empty, else one the patterns name (through `search_path`).
+pub fn in_scope(patterns: &[TablePattern], table: &TableRef, search_path: &[&str]) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| p.matches(table, search_path))
+}
+
+/// ` (through ...)` for an action done by code the statement runs; empty
+/// for one the statement does itself.
+pub fn route(action: &crate::TableAction) -> String {
+    action
+        .via
+        .as_deref()
+        .map(|v| format!(" (through {v})"))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,16 +54,23 @@ impl<T> Entry<T> {
 struct Known {
     /// Routines by name as spelled (`f`, `s.f`); `None`: no such routine.
     routines: HashMap<String, Entry<Option<Vec<Routine>>>>,
-    /// Triggers and rules by table (`s.t` or `t`).
-    fired: HashMap<String, Entry<Vec<Fired>>>,
-    /// View definitions by name (`s.v` or `v`).
-    views: HashMap<String, Entry<Vec<String>>>,
+    /// What writes to a table reach, by table (`s.t` or `t`).
+    tables: HashMap<String, Entry<TableCode>>,
     /// Relations (columns, kind, view definition) by name (`s.t` or `t`).
     relations: HashMap<String, Entry<Vec<lineage::Relation>>>,
-    /// Partition roots and inheritance parents by table (`s.t` or `t`).
-    parents: HashMap<String, Entry<Vec<TableName>>>,
-    /// Foreign keys that change rows along with the table's (`s.t` or `t`).
-    cascades: HashMap<String, Entry<Vec<Cascade>>>,
+}
+
+/// What a write to the relations of one name reaches.
+#[derive(Debug, Clone, Default)]
+struct TableCode {
+    /// Triggers and rules.
+    fired: Vec<Fired>,
+    /// View definitions (a write lands in the tables they read).
+    views: Vec<String>,
+    /// Partition roots and inheritance parents.
+    parents: Vec<TableName>,
+    /// Foreign keys that change rows along with the table's.
+    cascades: Vec<Cascade>,
 }
 
 /// A summary with its code effects, kept while the code it read is fresh.
@@ -120,12 +127,15 @@ impl Snapshot<'_> {
         self.missing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the cache holds for `table` in `map`, or nothing (and the table
-    /// is missed).
-    fn cached<T: Clone>(&self, map: &HashMap<String, Entry<Vec<T>>>, table: &TableName) -> Vec<T> {
+    /// What the cache holds for `table`, or nothing (and the table is
+    /// missed).
+    fn table<T>(&self, table: &TableName, part: impl FnOnce(&TableCode) -> &Vec<T>) -> Vec<T>
+    where
+        T: Clone,
+    {
         let key = table_key(table);
-        match map.get(&key).filter(|e| e.fresh()) {
-            Some(e) => e.value.clone(),
+        match self.known.tables.get(&key).filter(|e| e.fresh()) {
+            Some(e) => part(&e.value).clone(),
             None => {
                 self.miss_table(key);
                 Vec::new()
@@ -202,29 +212,25 @@ impl CodeCatalog for Snapshot<'_> {
     }
 
     fn fired(&self, table: &TableName) -> Vec<Fired> {
-        self.cached(&self.known.fired, table)
+        self.table(table, |c| &c.fired)
     }
 
     fn view_definitions(&self, table: &TableName) -> Vec<String> {
-        self.cached(&self.known.views, table)
+        self.table(table, |c| &c.views)
     }
 
     fn parents(&self, table: &TableName) -> Vec<TableName> {
-        self.cached(&self.known.parents, table)
+        self.table(table, |c| &c.parents)
     }
 
     fn cascades(&self, table: &TableName) -> Vec<Cascade> {
-        self.cached(&self.known.cascades, table)
+        self.table(table, |c| &c.cascades)
     }
 }
 
-/// Whether a summary could run code: it calls a function outside
-/// `pg_catalog`, or writes (triggers, rules, views).
+/// Whether any statement of a summary could run code.
 fn runs_code(summary: &QuerySummary) -> bool {
-    summary
-        .statements
-        .iter()
-        .any(|s| !s.actions.is_empty() || s.functions.iter().any(|f| !f.starts_with("pg_catalog.")))
+    summary.statements.iter().any(runs_code_statement)
 }
 
 impl CodeCache {
@@ -335,10 +341,7 @@ impl CodeCache {
         };
         let now = Instant::now();
         let mut routines: HashMap<String, Option<Vec<Routine>>> = HashMap::new();
-        let mut fired: HashMap<String, Vec<Fired>> = HashMap::new();
-        let mut views: HashMap<String, Vec<String>> = HashMap::new();
-        let mut parents: HashMap<String, Vec<TableName>> = HashMap::new();
-        let mut cascades: HashMap<String, Vec<Cascade>> = HashMap::new();
+        let mut tables: HashMap<String, TableCode> = HashMap::new();
         let mut relations: HashMap<String, Vec<lineage::Relation>> = HashMap::new();
         if let Some(sql) = relations_sql(&missing.relations) {
             // Named as the statement names them; sources as the root of a
@@ -420,8 +423,9 @@ impl CodeCache {
                 let keys = [table.clone(), format!("{schema}.{table}")];
                 let item_via = format!("{schema}.{table}");
                 for key in keys.iter().filter(|k| missing.tables.contains(*k)) {
+                    let code = tables.entry(key.clone()).or_default();
                     match kind.as_str() {
-                        "trigger" => fired.entry(key.clone()).or_default().push(Fired::Trigger {
+                        "trigger" => code.fired.push(Fired::Trigger {
                             via: format!("trigger {} on {item_via}", f(3)),
                             routine: Routine {
                                 schema: f(4),
@@ -431,12 +435,12 @@ impl CodeCache {
                                 definition: f(8),
                             },
                         }),
-                        "rule" => fired.entry(key.clone()).or_default().push(Fired::Rule {
+                        "rule" => code.fired.push(Fired::Rule {
                             via: format!("rule {} on {item_via}", f(3)),
                             definition: f(8),
                         }),
-                        "view" => views.entry(key.clone()).or_default().push(f(8)),
-                        "parent" => parents.entry(key.clone()).or_default().push(TableName {
+                        "view" => code.views.push(f(8)),
+                        "parent" => code.parents.push(TableName {
                             schema: Some(f(4)),
                             name: f(5),
                         }),
@@ -451,7 +455,7 @@ impl CodeCache {
                                 .split_once(',')
                                 .map(|(a, b)| (a.to_string(), b.to_string()))
                                 .unwrap_or_default();
-                            cascades.entry(key.clone()).or_default().push(Cascade {
+                            code.cascades.push(Cascade {
                                 table: TableName {
                                     schema: Some(f(4)),
                                     name: f(5),
@@ -470,7 +474,7 @@ impl CodeCache {
             Ok(k) => k,
             Err(p) => p.into_inner(),
         };
-        let held = known.routines.len() + known.fired.len() + known.relations.len();
+        let held = known.routines.len() + known.tables.len() + known.relations.len();
         if held > KNOWN_CAPACITY {
             *known = Known::default();
         }
@@ -494,10 +498,7 @@ impl CodeCache {
             &missing.relations,
             now,
         );
-        store(&mut known.fired, &mut fired, &missing.tables, now);
-        store(&mut known.views, &mut views, &missing.tables, now);
-        store(&mut known.parents, &mut parents, &missing.tables, now);
-        store(&mut known.cascades, &mut cascades, &missing.tables, now);
+        store(&mut known.tables, &mut tables, &missing.tables, now);
         Ok(())
     }
 }
@@ -543,6 +544,8 @@ fn reads_tables(summary: &QuerySummary) -> bool {
     })
 }
 
+/// Whether a statement could run code: it calls a function outside
+/// `pg_catalog`, or writes (triggers, rules, views, cascades).
 fn runs_code_statement(st: &crate::sql::StatementSummary) -> bool {
     !st.actions.is_empty() || st.functions.iter().any(|f| !f.starts_with("pg_catalog."))
 }

@@ -718,10 +718,6 @@ async fn client_to_server(
                 b'S' => {
                     batch_start = true;
                     syncs += 1;
-                    // A portal's columns are known only within its batch:
-                    // later, a SQL CLOSE and DECLARE may have given its name
-                    // to another query (an Execute then describes it again).
-                    described.clear();
                     shared.expect(Expect::Ready { query: false });
                     // The refusal was queued for this Sync's ReadyForQuery
                     // when it was decided (see `refuse_batch`).

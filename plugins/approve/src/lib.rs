@@ -22,7 +22,7 @@
 //! The first matching rule decides. Approvers and quorum rules (nobody
 //! approves their own request) are enforced by the gateway.
 
-use portcullis_plugin_sdk::names::{display_table, TablePattern};
+use portcullis_plugin_sdk::names::{display_table, in_scope, route, TablePattern};
 use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
     approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
@@ -176,8 +176,7 @@ impl Approve {
             return None;
         }
         let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
-        let on_rule_tables =
-            |t: &TableRef| patterns.is_empty() || patterns.iter().any(|p| p.matches(t, &search));
+        let on_rule_tables = |t: &TableRef| in_scope(patterns, t, &search);
         if !rule.actions.is_empty() {
             // The rule is about what happens to rows: the action must be on
             // one of its tables, and unbounded if it asks for that.
@@ -188,15 +187,11 @@ impl Approve {
                     && on_rule_tables(&a.table)
                     && (!rule.unbounded_writes || !a.bounded)
             })?;
-            let route = hit
-                .via
-                .as_deref()
-                .map(|v| format!(" (through {v})"))
-                .unwrap_or_default();
             return Some(format!(
-                "{} on {}{route}",
+                "{} on {}{}",
                 hit.action.to_uppercase(),
-                display_table(&hit.table)
+                display_table(&hit.table),
+                route(hit)
             ));
         }
         if rule.unbounded_writes && stmt.has_where {

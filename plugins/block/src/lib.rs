@@ -32,7 +32,9 @@
 //! A text with several statements is refused when any statement is.
 //! Unparseable SQL is refused unless `allow_unparseable = true`.
 
-use portcullis_plugin_sdk::names::{display_table, function_matches, TablePattern};
+use portcullis_plugin_sdk::names::{
+    display_table, function_matches, in_scope, route, TablePattern,
+};
 use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
@@ -120,8 +122,7 @@ impl Block {
             ));
         }
         let search: Vec<&str> = self.config.search_path.iter().map(String::as_str).collect();
-        let on_rule_tables =
-            |t: &TableRef| patterns.is_empty() || patterns.iter().any(|p| p.matches(t, &search));
+        let on_rule_tables = |t: &TableRef| in_scope(patterns, t, &search);
         if rule.unbounded_writes {
             let unbounded = fx
                 .actions
@@ -201,14 +202,6 @@ impl Block {
         }
         None
     }
-}
-
-/// ` (through ...)` for an action done by code the statement runs.
-fn route(a: &portcullis_plugin_sdk::TableAction) -> String {
-    a.via
-        .as_deref()
-        .map(|v| format!(" (through {v})"))
-        .unwrap_or_default()
 }
 
 impl Plugin for Block {

@@ -182,11 +182,17 @@ fn cannot_carry_text(type_oid: u32) -> bool {
 /// (`schema.table.column`).
 fn column_matches(pattern: &str, source: &str) -> bool {
     // Case-insensitively: lineage folds names, and matching more is the
-    // safe side.
-    let (pattern, source) = (pattern.to_lowercase(), source.to_lowercase());
+    // safe side. No allocation: this runs for every column of every plan.
     match pattern.matches('.').count() {
-        2 => pattern == source,
-        _ => source.ends_with(&pattern) && source[..source.len() - pattern.len()].ends_with('.'),
+        2 => pattern.eq_ignore_ascii_case(source),
+        _ => {
+            let Some(cut) = source.len().checked_sub(pattern.len()) else {
+                return false;
+            };
+            source.is_char_boundary(cut)
+                && source[cut..].eq_ignore_ascii_case(pattern)
+                && source[..cut].ends_with('.')
+        }
     }
 }
 
