@@ -293,17 +293,23 @@ pub trait SessionPolicy: Send {
     }
 
     /// Whether a [`ResultPlan::Pass`] answer may be reused for a later
-    /// result whose `RowDescription` is byte for byte the same (the answer
-    /// depends only on the columns and has no side effects).
+    /// result whose `RowDescription` is byte for byte the same and whose
+    /// lineage is the same (the answer depends only on those and has no
+    /// side effects).
     fn stable_pass_plans(&self) -> bool {
         false
     }
 
-    /// A result's columns are known (only when [`Self::wants_rows`]); decide
-    /// whether its rows must be shown to [`Self::on_data_rows`], or whether
-    /// the result is withheld.
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {
-        let _ = columns;
+    /// A result's columns are known (only when [`Self::wants_rows`]), with
+    /// where each comes from (`lineage`, when the relay could match the
+    /// result to its statement); decide whether its rows must be shown to
+    /// [`Self::on_data_rows`], or whether the result is withheld.
+    fn on_row_description(
+        &mut self,
+        columns: &[ResultColumn],
+        lineage: Option<&[crate::sql::lineage::Lineage]>,
+    ) -> ResultPlan {
+        let _ = (columns, lineage);
         ResultPlan::Pass
     }
 

@@ -123,6 +123,23 @@ std::thread_local! {
     /// Outside the gateway (native tests): what [`statement_lineage`]
     /// returns, set by [`testing::set_lineage`].
     static LINEAGE: std::cell::RefCell<Vec<Lineage>> = Default::default();
+    /// Outside the gateway (native tests): what [`result_lineage`]
+    /// returns, set by [`testing::set_result_lineage`].
+    static RESULT_LINEAGE: std::cell::RefCell<Option<Vec<ColumnLineage>>> = Default::default();
+}
+
+/// Where each column of the result being described comes from, in order
+/// (contract 0.2.4): the host matches the result to the statement that
+/// produced it. `None` when it has no lineage for this result — rows of a
+/// cursor or of a statement prepared in SQL, a statement that did not
+/// parse — and outside [`Plugin::result_columns`]. When the gateway's
+/// analysis and the server disagree on the number of columns, every column
+/// is `unknown` and derived from all of the statement's sources.
+pub fn result_lineage() -> Option<Vec<ColumnLineage>> {
+    #[cfg(target_arch = "wasm32")]
+    return bindings::portcullis::policy::host::result_lineage();
+    #[cfg(not(target_arch = "wasm32"))]
+    RESULT_LINEAGE.with(|l| l.borrow().clone())
 }
 
 /// Where the values of each statement of the query being judged come from

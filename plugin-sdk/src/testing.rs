@@ -195,6 +195,13 @@ pub fn set_lineage(lineage: impl IntoIterator<Item = crate::Lineage>) {
     crate::LINEAGE.with(|l| *l.borrow_mut() = lineage.into_iter().collect());
 }
 
+/// Sets what [`crate::result_lineage`] returns from now on in this thread
+/// (native tests only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_result_lineage(lineage: Option<Vec<crate::ColumnLineage>>) {
+    crate::RESULT_LINEAGE.with(|l| *l.borrow_mut() = lineage);
+}
+
 /// A result column computed from `sources` (`schema.table.column`); with
 /// `origin`, PostgreSQL reports it as that plain column.
 pub fn column_lineage(sources: &[&str], origin: Option<&str>) -> crate::ColumnLineage {

@@ -56,6 +56,8 @@ const ATTEMPTS: &[&str] = &[
     "INSERT INTO orders (id, customer_id, product, amount) VALUES (2, 2, 'x', 1) ON CONFLICT (id) DO UPDATE SET status = 'void'",
     "WITH u AS (UPDATE orders SET status = 'void' WHERE id = 2 RETURNING 1) SELECT count(*) FROM u",
     "WITH orders AS (SELECT 1) UPDATE orders SET status = 'void' WHERE id = 2",
+    // Changing an order as a delete (and an insert): held for approval too.
+    "DELETE FROM orders WHERE id = 2",
     // Code that would do it for them.
     "CREATE FUNCTION pg_temp.wipe() RETURNS void LANGUAGE sql AS 'DELETE FROM orders'",
     "DO $$ BEGIN DELETE FROM orders; END $$",

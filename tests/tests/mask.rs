@@ -451,9 +451,59 @@ const COMPUTED: &[&str] = &[
     "SELECT l.r FROM crm.customers c, LATERAL (SELECT reverse(c.card_number) AS r) l",
     "SELECT regexp_replace(card_number, '(.)', '\\1 ', 'g') FROM crm.payments",
     "SELECT reverse(card_number) FROM crm.payments_2026",
+    "SELECT id, card_number = '4111 1111 1111 1111', card_number LIKE '4%' FROM crm.customers",
+    "SELECT id, reverse(card_number) FROM crm.customers WHERE id = 1 UNION ALL SELECT 2, 'clean'",
+];
+
+/// Queries kept for later, computed from a masked column: their rows come
+/// without lineage, so they are refused.
+const KEPT: &[&str] = &[
     "PREPARE p AS SELECT email::bytea FROM crm.customers",
     "DECLARE c CURSOR WITH HOLD FOR SELECT md5(card_number) FROM crm.customers",
 ];
+
+/// Every value of a result read over the extended protocol (binary where
+/// tokio-postgres asks for it) as text: UTF-8 as it is, other bytes in hex.
+async fn extended_text(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql} (extended): {e:?}"));
+    let mut out = String::new();
+    for r in &rows {
+        for i in 0..r.len() {
+            match r.get::<_, Option<AnyBytes>>(i) {
+                None => out.push_str("NULL"),
+                Some(AnyBytes(b)) => match String::from_utf8(b) {
+                    Ok(s) => out.push_str(&s),
+                    Err(e) => out.push_str(&hex(e.as_bytes())),
+                },
+            }
+            out.push('|');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Any value, as the bytes the client received.
+struct AnyBytes(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for AnyBytes {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(AnyBytes(raw.to_vec()))
+    }
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
 
 /// Statements that would copy masked values somewhere they are not masked,
 /// and how to tell they did not run.
@@ -489,10 +539,53 @@ const COPIES: &[(&str, &str)] = &[
 ];
 
 #[tokio::test]
-async fn lineage_refuses_computed_and_copied_masked_values_and_masks_plain_ones() {
+async fn lineage_masks_computed_values_whole_refuses_copies_and_masks_plain_ones() {
     let gw = gateway("lineage").await;
     let c = gw.connect(USER).await;
     for sql in COMPUTED {
+        for (protocol, text) in [
+            ("simple", simple_text(&c, sql).await),
+            ("extended", extended_text(&c, sql).await),
+        ] {
+            assert!(!text.is_empty(), "{sql} ({protocol}) returned no rows");
+            assert_no_raw(sql, &text);
+            // Character codes, lengths, numbers and comparisons computed
+            // from masked columns are NULL; text computed from them is
+            // redacted whole.
+            for forbidden in [
+                "97",
+                "100",
+                "4111",
+                "1111",
+                "978000123",
+                "true",
+                "9876",
+                "|t|",
+            ] {
+                assert!(
+                    !text.contains(forbidden),
+                    "{sql} ({protocol}) shows {forbidden:?}: {text}"
+                );
+            }
+        }
+    }
+    let text = simple_text(
+        &c,
+        "SELECT ascii(substr(email, 1, 1)), length(national_id), card_bin + 0, reverse(card_number), upper(name) FROM crm.customers WHERE id = 1",
+    )
+    .await;
+    assert_eq!(text.trim_end(), "NULL|NULL|NULL|[redacted]|ADA LOVELACE|");
+    // The clean branch of a UNION with a masked one: the column is masked.
+    let text = extended_text(
+        &c,
+        "SELECT id, reverse(card_number) FROM crm.customers WHERE id = 1 UNION ALL SELECT 2, 'clean'",
+    )
+    .await;
+    assert!(
+        text.contains("[redacted]") && !text.contains("clean"),
+        "{text}"
+    );
+    for sql in KEPT {
         let err = c.simple_query(sql).await.expect_err(sql);
         let (code, msg) = db_error(&err);
         assert_eq!(code, "42501", "{sql}: {msg}");
@@ -649,4 +742,80 @@ async fn a_portal_name_given_to_another_query_is_described_again() {
     raw::send(&mut s, &b).await;
     let rows = raw_text(&mut s).await;
     assert_no_raw("Execute of a portal redeclared in the batch", &rows);
+}
+
+#[tokio::test]
+async fn each_result_is_masked_by_its_own_statements_lineage() {
+    use bytes::BytesMut;
+    use portcullis_e2e::raw;
+    let gw = gateway("lineage").await;
+    let c = gw.connect(USER).await;
+    // Byte-for-byte the same description (a computed int4 column named v),
+    // first clean, then computed from a masked column: a pass remembered
+    // for the first must not let the second through.
+    for _ in 0..2 {
+        let clean = simple_text(&c, "SELECT 7 AS v").await;
+        assert_eq!(clean.trim_end(), "7|");
+        let masked = simple_text(
+            &c,
+            "SELECT length(card_number) AS v FROM crm.customers WHERE id = 1",
+        )
+        .await;
+        assert_eq!(masked.trim_end(), "NULL|");
+        let clean = extended_text(&c, "SELECT 7 AS v").await;
+        assert_eq!(clean.trim_end(), "\0\0\0\u{7}|", "int4 7 in binary");
+        let masked = extended_text(
+            &c,
+            "SELECT length(card_number) AS v FROM crm.customers WHERE id = 1",
+        )
+        .await;
+        assert_eq!(masked.trim_end(), "NULL|");
+    }
+    // Several statements in one Query: each result meets its own lineage,
+    // counted past statements that return no rows.
+    let text = simple_text(
+        &c,
+        "SELECT 'first'::text AS v; SET application_name = 'x'; SELECT reverse(card_number) AS v FROM crm.customers WHERE id = 1; SELECT upper(name) AS v FROM crm.customers WHERE id = 1; SELECT reverse(email) AS v FROM crm.customers WHERE id = 2",
+    )
+    .await;
+    assert_eq!(
+        text, "first|\n[redacted]|\nADA LOVELACE|\n[redacted]|\n",
+        "{text}"
+    );
+
+    // A second Parse of a taken name fails on the server, which keeps the
+    // first statement: its runs are masked by the first one's lineage.
+    let mut s = raw::login(&gw, USER).await;
+    let mut b = BytesMut::new();
+    raw::parse(
+        &mut b,
+        "s1",
+        "SELECT reverse(card_number) AS v FROM crm.customers WHERE id = 1",
+    );
+    raw::sync(&mut b);
+    raw::parse(&mut b, "s1", "SELECT 'plain'::text AS v");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    raw_text(&mut s).await;
+    let (_, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(codes, vec!["42P05".to_string()], "the second Parse fails");
+    b.clear();
+    raw::bind(&mut b, "p", "s1", &[]);
+    raw::execute(&mut b, "p");
+    raw::sync(&mut b);
+    // The unnamed statement, replaced in the same batch.
+    raw::parse(&mut b, "", "SELECT 'plain'::text AS v");
+    raw::parse(
+        &mut b,
+        "",
+        "SELECT reverse(email) AS v FROM crm.customers WHERE id = 2",
+    );
+    raw::bind(&mut b, "", "", &[]);
+    raw::execute(&mut b, "");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let rows = raw_text(&mut s).await + &raw_text(&mut s).await;
+    assert_no_raw("runs of a statement whose name was taken again", &rows);
+    assert!(!rows.contains("plain"), "{rows}");
+    assert_eq!(rows.matches("[redacted]").count(), 2, "{rows}");
 }

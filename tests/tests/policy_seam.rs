@@ -49,7 +49,11 @@ impl SessionPolicy for TestSession {
         true
     }
 
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {
+    fn on_row_description(
+        &mut self,
+        columns: &[ResultColumn],
+        _lineage: Option<&[portcullis::sql::lineage::Lineage]>,
+    ) -> ResultPlan {
         if columns.iter().any(|c| c.name == "withhold") {
             return ResultPlan::Deny {
                 reason: "results with a column named withhold are withheld".into(),

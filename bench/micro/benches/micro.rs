@@ -218,7 +218,7 @@ fn plugins(c: &mut Criterion) {
         b.iter(|| black_box(pass.on_data_rows(black_box(&rows)).len()))
     });
     let mut s = session(&rt, loaded);
-    let plan = s.on_row_description(&cols);
+    let plan = s.on_row_description(&cols, None);
     assert_eq!(plan, portcullis::policy::ResultPlan::Watch);
     assert_eq!(s.on_data_rows(&rows).len(), rows.len(), "one edit per row");
     g.bench_function("block + mask, one masked column", |b| {

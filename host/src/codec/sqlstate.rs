@@ -21,6 +21,9 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const OUT_OF_MEMORY: &str = "53200";
 /// `53300` too_many_connections.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `54000` program_limit_exceeded (more of something than the gateway
+/// tracks for one session).
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `57P01` admin_shutdown.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// `58000` system_error (the gateway failed internally).

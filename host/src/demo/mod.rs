@@ -127,15 +127,16 @@ column = "public.customers.email"
 action = "hash"
 "#;
 
-/// Rules of the demo's `approve` plugin: changing an order needs one
-/// approver.
+/// Rules of the demo's `approve` plugin: changing or deleting an order
+/// needs one approver (deleting counts: a delete and an insert would
+/// otherwise change an order without one).
 pub const APPROVE_RULES: &str = r#"
 [plugins.config]
 search_path = ["public"]
 
 [[plugins.config.rules]]
 name = "orders-changes"
-actions = ["update"]
+actions = ["update", "delete"]
 tables = ["public.orders"]
 reason = "changing an order needs one approval from the approvers group"
 mode = "wait"
@@ -279,13 +280,12 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     if loaded("mask") {
         println!("The mask plugin masks customers' card numbers, national ids and e-mails:");
         println!("  SELECT name, card_number, national_id FROM customers;  -- **** **** **** 1111");
-        println!("  SELECT reverse(card_number) FROM customers;  -- refused: computed from a masked column");
+        println!("  SELECT reverse(card_number) FROM customers;  -- [redacted]: computed from a masked column");
     }
     if loaded("block") {
         println!("The block plugin refuses risky statements:");
         println!("  DELETE FROM orders;                  -- refused: rule \"no-unbounded-writes\"");
         println!("  SELECT pg_read_file('/etc/passwd');  -- refused: rule \"no-server-files\"");
-        println!("  DELETE FROM orders WHERE id = 4;     -- allowed");
     }
     if matches!(demo.upstream, Upstream::Cluster(_)) {
         println!(
@@ -296,7 +296,9 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
         );
     }
     if loaded("approve") {
-        println!("The approve plugin holds changes to orders until an approver agrees:");
+        println!(
+            "The approve plugin holds updates and deletes of orders until an approver agrees:"
+        );
         println!("  UPDATE orders SET status = 'shipped' WHERE id = 2;  -- waits; the notice names the request");
     }
     if demo.plugins.len() < PLUGINS.len() {

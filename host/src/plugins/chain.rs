@@ -351,7 +351,11 @@ impl ChainInner {
         }
     }
 
-    fn on_row_description(&mut self, cols: &[types::Column]) -> ResultPlan {
+    fn on_row_description(
+        &mut self,
+        cols: &[types::Column],
+        lineage: Option<&Arc<Vec<crate::sql::lineage::Lineage>>>,
+    ) -> ResultPlan {
         let mut any = false;
         for m in &mut self.members {
             m.watched.clear();
@@ -362,7 +366,7 @@ impl ChainInner {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
-            let watched = match self.call(i, |inst| inst.result_columns(cols)) {
+            let watched = match self.call(i, |inst| inst.result_columns(cols, lineage)) {
                 Ok(types::ResultPlan::Pass) => Vec::new(),
                 Ok(types::ResultPlan::Watch(mut columns)) => {
                     columns.retain(|&c| (c as usize) < cols.len());
@@ -596,7 +600,11 @@ impl SessionPolicy for ChainSession {
         self.stable_pass_plans
     }
 
-    fn on_row_description(&mut self, columns: &[ResultColumn]) -> ResultPlan {
+    fn on_row_description(
+        &mut self,
+        columns: &[ResultColumn],
+        lineage: Option<&[crate::sql::lineage::Lineage]>,
+    ) -> ResultPlan {
         self.binary_opaque = columns
             .iter()
             .map(|c| c.format == 1 && !binary_is_text(c.type_oid))
@@ -610,7 +618,8 @@ impl SessionPolicy for ChainSession {
                 binary: c.format == 1,
             })
             .collect();
-        self.with_inner(move |inner| inner.on_row_description(&cols))
+        let lineage = lineage.map(|l| Arc::new(l.to_vec()));
+        self.with_inner(move |inner| inner.on_row_description(&cols, lineage.as_ref()))
             .unwrap_or_else(|| ResultPlan::Deny {
                 reason:
                     "the gateway lost this session's plugins, so the result was withheld; reconnect"

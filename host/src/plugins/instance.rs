@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
 use super::engine::Running;
+use crate::sql::lineage::Lineage;
 use crate::sql::{QuerySummary, StatementSummary};
 
 /// Deadline for instantiation (the component's start-up code), in ticks.
@@ -29,6 +30,9 @@ pub struct StoreState {
     /// The summary of the event `on-event` is judging, for
     /// `statement-effects`; `None` outside `on-event`.
     judging: Option<Arc<QuerySummary>>,
+    /// The lineage of the result `result-columns` is describing, for
+    /// `result-lineage`; `None` outside `result-columns` or when unknown.
+    describing: Option<Arc<Vec<Lineage>>>,
 }
 
 /// What a plugin told the host during one call, beside its return value.
@@ -99,6 +103,12 @@ impl host::Host for StoreState {
             .unwrap_or_default()
     }
 
+    fn result_lineage(&mut self) -> Option<Vec<host::ColumnLineage>> {
+        self.describing
+            .as_ref()
+            .map(|cols| cols.iter().map(to_column_lineage).collect())
+    }
+
     fn statement_effects(&mut self) -> Vec<host::Effects> {
         self.judging
             .as_ref()
@@ -125,6 +135,15 @@ impl host::Host for StoreState {
 
 impl types::Host for StoreState {}
 
+/// One value's lineage as the contract spells it.
+fn to_column_lineage(c: &Lineage) -> host::ColumnLineage {
+    host::ColumnLineage {
+        derived_from: c.sources.iter().map(ToString::to_string).collect(),
+        unknown: c.unknown,
+        origin: c.origin.as_ref().map(ToString::to_string),
+    }
+}
+
 /// A statement's lineage as the contract spells them.
 fn to_lineage(l: &crate::sql::lineage::StatementLineage) -> host::Lineage {
     let names = |set: &std::collections::BTreeSet<crate::sql::lineage::SourceColumn>| {
@@ -133,18 +152,10 @@ fn to_lineage(l: &crate::sql::lineage::StatementLineage) -> host::Lineage {
             .collect::<Vec<_>>()
     };
     host::Lineage {
-        output: l.output.as_ref().map(|cols| {
-            cols.iter()
-                .map(|c| host::ColumnLineage {
-                    derived_from: names(&c.sources),
-                    unknown: c.unknown,
-                    origin: c
-                        .origin
-                        .as_ref()
-                        .map(|o| format!("{}.{}.{}", o.schema, o.table, o.column)),
-                })
-                .collect()
-        }),
+        output: l
+            .output
+            .as_ref()
+            .map(|cols| cols.iter().map(to_column_lineage).collect()),
         writes: l
             .writes
             .iter()
@@ -216,6 +227,7 @@ impl PluginInstance {
             plugin: name,
             notes: CallNotes::default(),
             judging: None,
+            describing: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
@@ -287,15 +299,20 @@ impl PluginInstance {
         verdict
     }
 
-    /// `result-columns`.
+    /// `result-columns`, describing a result whose lineage is `lineage`.
     pub fn result_columns(
         &mut self,
         columns: &[types::Column],
+        lineage: Option<&Arc<Vec<Lineage>>>,
     ) -> wasmtime::Result<types::ResultPlan> {
         let _running = self.arm();
-        self.plugin
+        self.store.data_mut().describing = lineage.cloned();
+        let plan = self
+            .plugin
             .portcullis_policy_plugin()
-            .call_result_columns(&mut self.store, columns)
+            .call_result_columns(&mut self.store, columns);
+        self.store.data_mut().describing = None;
+        plan
     }
 
     /// `result-rows`.

@@ -34,6 +34,7 @@ mod ledger;
 mod pump;
 pub mod read_only;
 mod responses;
+mod result_lineage;
 pub mod role_lock;
 pub mod session;
 mod stream;
@@ -70,4 +71,7 @@ pub enum RelayError {
     /// superuser or another session authorization).
     #[error("{0}")]
     RoleLeft(String),
+    /// More prepared statements or portals than the relay tracks.
+    #[error(transparent)]
+    TooManyNames(#[from] result_lineage::TooManyNames),
 }

@@ -48,6 +48,7 @@ use super::catalog::TargetCatalog;
 use super::held::{self, BindError, Execution, HeldStatements, Step};
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
+use super::result_lineage::{self, Closed, Judged, Names};
 use super::stream::Stream;
 use super::RelayError;
 use crate::audit::AuditLog;
@@ -60,6 +61,7 @@ use crate::policy::{
     EndReason, QueryEvent, QueryNote, ResultColumn, ResultPlan, RowEdit, SessionPolicy, ValueEdit,
     Verdict,
 };
+use crate::sql::lineage::Lineage;
 use crate::store::Record;
 
 /// Read buffer growth step.
@@ -330,6 +332,10 @@ pub async fn run(
                     .with_hint("ask whoever delegated to you for a new token"),
                 ),
                 RelayError::Budget(e) => Some(budget_refusal(e)),
+                RelayError::TooManyNames(e) => Some(ErrorFields::fatal(
+                    sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    format!("terminating connection: {e}"),
+                )),
                 RelayError::RoleLeft(why) => Some(
                     ErrorFields::fatal(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -691,11 +697,18 @@ async fn client_to_server(
                     }
                     match denial {
                         None => {
+                            let summary = Judged(note.summary.clone());
                             if h.tag == b'Q' {
                                 syncs += 1;
-                                shared.expect(Expect::Ready { query: true });
+                                shared.expect(Expect::Ready {
+                                    query: true,
+                                    summary,
+                                });
                             } else {
-                                shared.expect(Expect::ParseComplete);
+                                shared.expect(Expect::ParseComplete {
+                                    statement: statement.unwrap_or_default().to_string(),
+                                    summary,
+                                });
                             }
                             pos += h.total_len;
                         }
@@ -706,7 +719,7 @@ async fn client_to_server(
                             if h.tag == b'Q' {
                                 syncs += 1;
                                 push_injection(shared, syncs, err);
-                                shared.expect(Expect::Ready { query: false });
+                                shared.expect(Expect::sync());
                                 write_out(wr, &failing_query(&shared.marker)).await?;
                             } else {
                                 pending_error = Some(refuse_batch(shared, syncs, err));
@@ -718,7 +731,7 @@ async fn client_to_server(
                 b'S' => {
                     batch_start = true;
                     syncs += 1;
-                    shared.expect(Expect::Ready { query: false });
+                    shared.expect(Expect::sync());
                     // The refusal was queued for this Sync's ReadyForQuery
                     // when it was decided (see `refuse_batch`).
                     pending_error = None;
@@ -739,7 +752,7 @@ async fn client_to_server(
                         return Err(mid_batch());
                     }
                     syncs += 1;
-                    shared.expect(Expect::Ready { query: false });
+                    shared.expect(Expect::sync());
                     let take = h.total_len.min(available);
                     let verdict = if shared.read_only {
                         Verdict::Deny {
@@ -818,6 +831,7 @@ async fn client_to_server(
                             described.remove(portal);
                             shared.expect(Expect::BindComplete {
                                 portal: portal.to_string(),
+                                statement: b.statement.to_string(),
                             });
                         }
                         b'D' => match describe::decode_describe(frame)? {
@@ -935,7 +949,14 @@ async fn client_to_server(
                                     }
                                 }
                             }
-                            shared.expect(Expect::CloseComplete);
+                            shared.expect(Expect::CloseComplete {
+                                closed: match target {
+                                    describe::Target::Portal(p) => Closed::Portal(p.to_string()),
+                                    describe::Target::Statement(st) => {
+                                        Closed::Statement(st.to_string())
+                                    }
+                                },
+                            });
                         }
                     }
                     pos += h.total_len;
@@ -1315,6 +1336,11 @@ struct ResultState {
     /// Result descriptions the policy passed, when it says such answers
     /// are stable (see [`SessionPolicy::stable_pass_plans`]).
     passed: Option<PassMemo>,
+    /// Prepared statements and portals, for the lineage of their results.
+    names: Names,
+    /// Statements of the current simple `Query` the server has completed:
+    /// the number of the statement a result belongs to.
+    completed: usize,
 }
 
 /// What is known about a described portal's result.
@@ -1325,28 +1351,43 @@ enum PortalColumns {
     Known(Vec<ResultColumn>, Vec<u8>),
 }
 
-/// `RowDescription`s the policy answered `Pass` for, trusted for as long as
-/// the catalog's column names are.
+/// `RowDescription`s the policy answered `Pass` for, with the lineage they
+/// came with, trusted for as long as the catalog's column names are.
 #[derive(Default)]
 struct PassMemo {
-    seen: std::collections::HashMap<Vec<u8>, std::time::Instant>,
+    /// Per description: the hashes of the lineages it was passed with.
+    seen: std::collections::HashMap<Vec<u8>, Vec<(u64, std::time::Instant)>>,
+    /// Keys of the lineage hash, random per session.
+    keys: std::collections::hash_map::RandomState,
 }
 
 /// Descriptions remembered per session before the memo starts over.
 const PASS_MEMO_CAPACITY: usize = 256;
+/// Lineages remembered per description (the oldest is forgotten).
+const PASS_MEMO_LINEAGES: usize = 8;
 
 impl PassMemo {
-    fn hit(&self, frame: &[u8]) -> bool {
-        self.seen
-            .get(frame)
-            .is_some_and(|t| t.elapsed() < super::catalog::TTL)
+    fn hit(&self, frame: &[u8], lineage: Option<&[Lineage]>) -> bool {
+        let Some(passed) = self.seen.get(frame) else {
+            return false;
+        };
+        let key = std::hash::BuildHasher::hash_one(&self.keys, lineage);
+        passed
+            .iter()
+            .any(|(k, t)| *k == key && t.elapsed() < super::catalog::TTL)
     }
 
-    fn remember(&mut self, frame: &[u8]) {
+    fn remember(&mut self, frame: &[u8], lineage: Option<&[Lineage]>) {
         if self.seen.len() >= PASS_MEMO_CAPACITY {
             self.seen.clear();
         }
-        self.seen.insert(frame.to_vec(), std::time::Instant::now());
+        let key = std::hash::BuildHasher::hash_one(&self.keys, lineage);
+        let passed = self.seen.entry(frame.to_vec()).or_default();
+        passed.retain(|(k, t)| *k != key && t.elapsed() < super::catalog::TTL);
+        if passed.len() >= PASS_MEMO_LINEAGES {
+            passed.remove(0);
+        }
+        passed.push((key, std::time::Instant::now()));
     }
 }
 
@@ -1398,11 +1439,22 @@ async fn describe_result(
     })
 }
 
-fn plan_for(shared: &Shared, cols: Result<&[ResultColumn], String>) -> ResultPlan {
+fn plan_for(
+    shared: &Shared,
+    cols: Result<&[ResultColumn], String>,
+    lineage: Option<&[Lineage]>,
+) -> ResultPlan {
     match cols {
-        Ok(cols) => shared.policy().on_row_description(cols),
+        Ok(cols) => shared.policy().on_row_description(cols, lineage),
         Err(reason) => ResultPlan::Deny { reason },
     }
+}
+
+/// The number of columns a complete `RowDescription` frame announces.
+fn described_columns(frame: &[u8]) -> usize {
+    frame
+        .get(5..7)
+        .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]) as usize)
 }
 
 async fn server_to_client(
@@ -1519,6 +1571,7 @@ async fn server_to_client(
                 match h.tag {
                     b'Z' => {
                         shared.expected().ready();
+                        result.completed = 0;
                         result.end_result();
                         result.dropping = false;
                         result.withheld = None;
@@ -1535,12 +1588,23 @@ async fn server_to_client(
                             act = Act::Skip;
                         }
                     }
-                    b'1' | b'3' => {
-                        shared.expected().pop();
-                    }
-                    b'2' => {
-                        if let Some(Expect::BindComplete { portal }) = shared.expected().pop() {
-                            result.portals.remove(&portal);
+                    b'1' | b'2' | b'3' => {
+                        let answered = shared.expected().pop();
+                        match answered {
+                            Some(Expect::ParseComplete { statement, summary }) => {
+                                result.names.parsed(statement, summary)?;
+                            }
+                            Some(Expect::BindComplete { portal, statement }) => {
+                                result.portals.remove(&portal);
+                                result.names.bound(portal, &statement)?;
+                            }
+                            Some(Expect::CloseComplete { closed }) => {
+                                if let Closed::Portal(p) = &closed {
+                                    result.portals.remove(p);
+                                }
+                                result.names.closed(&closed);
+                            }
+                            _ => {}
                         }
                     }
                     b'T' | b'n' => {
@@ -1557,7 +1621,14 @@ async fn server_to_client(
                                 shared.expected().pop();
                                 if h.tag == b'T' {
                                     let frame = &buf[pos..pos + h.total_len];
-                                    if result.passed.as_ref().is_some_and(|m| m.hit(frame)) {
+                                    let lineage = result.names.portal(&portal).and_then(|j| {
+                                        result_lineage::of_result(j, 0, described_columns(frame))
+                                    });
+                                    if result
+                                        .passed
+                                        .as_ref()
+                                        .is_some_and(|m| m.hit(frame, lineage.as_deref()))
+                                    {
                                         result.portals.insert(portal, PortalColumns::Passed);
                                     } else {
                                         match describe_result(frame, catalog).await? {
@@ -1580,18 +1651,35 @@ async fn server_to_client(
                                     act = Act::Skip;
                                 }
                             }
-                            _ if h.tag == b'T' && !result.dropping => {
-                                // A result of a simple Query.
+                            other if h.tag == b'T' && !result.dropping => {
+                                // A result of statement `completed` of a simple Query.
+                                let summary = match other {
+                                    Some(Expect::Ready { summary, .. }) => summary,
+                                    _ => Judged::default(),
+                                };
                                 let frame = &buf[pos..pos + h.total_len];
-                                let plan = if result.passed.as_ref().is_some_and(|m| m.hit(frame)) {
+                                let lineage = result_lineage::of_result(
+                                    &summary,
+                                    result.completed,
+                                    described_columns(frame),
+                                );
+                                let lineage = lineage.as_deref();
+                                let plan = if result
+                                    .passed
+                                    .as_ref()
+                                    .is_some_and(|m| m.hit(frame, lineage))
+                                {
                                     ResultPlan::Pass
                                 } else {
                                     let cols = describe_result(frame, catalog).await?;
-                                    let plan =
-                                        plan_for(shared, cols.as_deref().map_err(Clone::clone));
+                                    let plan = plan_for(
+                                        shared,
+                                        cols.as_deref().map_err(Clone::clone),
+                                        lineage,
+                                    );
                                     if let (ResultPlan::Pass, Some(m)) = (&plan, &mut result.passed)
                                     {
-                                        m.remember(frame);
+                                        m.remember(frame, lineage);
                                     }
                                     plan
                                 };
@@ -1611,11 +1699,15 @@ async fn server_to_client(
                                 Some(Expect::Execute { portal }) => match result.portals.get(&portal) {
                                     Some(PortalColumns::Passed) => ResultPlan::Pass,
                                     Some(PortalColumns::Known(cols, frame)) => {
-                                        let plan = plan_for(shared, Ok(cols));
+                                        let lineage = result.names.portal(&portal).and_then(|j| {
+                                            result_lineage::of_result(j, 0, cols.len())
+                                        });
+                                        let lineage = lineage.as_deref();
+                                        let plan = plan_for(shared, Ok(cols), lineage);
                                         if let (ResultPlan::Pass, Some(m)) =
                                             (&plan, &mut result.passed)
                                         {
-                                            m.remember(frame);
+                                            m.remember(frame, lineage);
                                         }
                                         plan
                                     }
@@ -1672,6 +1764,9 @@ async fn server_to_client(
                         }
                     }
                     b'C' | b'I' | b's' => {
+                        if h.tag == b'C' {
+                            result.completed += 1;
+                        }
                         {
                             let mut q = shared.expected();
                             if matches!(q.front(), Some(Expect::Execute { .. })) {

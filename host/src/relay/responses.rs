@@ -15,18 +15,30 @@
 
 use std::collections::VecDeque;
 
+use super::result_lineage::{Closed, Judged};
+
 /// One answer (or run of answers) the server owes the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
     /// `Parse` → `ParseComplete`.
-    ParseComplete,
+    ParseComplete {
+        /// Statement name.
+        statement: String,
+        /// What the statement was judged as.
+        summary: Judged,
+    },
     /// `Bind` → `BindComplete`; the portal's earlier description is void.
     BindComplete {
         /// Portal name.
         portal: String,
+        /// The prepared statement it is bound from.
+        statement: String,
     },
     /// `Close` → `CloseComplete`.
-    CloseComplete,
+    CloseComplete {
+        /// What it closes.
+        closed: Closed,
+    },
     /// `Describe` of a statement → `ParameterDescription`, then
     /// `RowDescription` or `NoData` (a shape, not a result).
     StatementDescription,
@@ -48,7 +60,19 @@ pub enum Expect {
         /// Whether it is a simple `Query`, whose results carry their own
         /// `RowDescription`.
         query: bool,
+        /// For a `Query`: what its statements were judged as.
+        summary: Judged,
     },
+}
+
+impl Expect {
+    /// The end of a `Sync` or `FunctionCall` (or of a refused `Query`).
+    pub fn sync() -> Self {
+        Expect::Ready {
+            query: false,
+            summary: Judged(None),
+        }
+    }
 }
 
 /// The queue of owed answers.
@@ -103,14 +127,18 @@ mod tests {
     #[test]
     fn an_error_voids_the_rest_of_the_batch_but_not_the_next() {
         let mut q = Expected::default();
-        q.push(Expect::ParseComplete);
+        let parse = Expect::ParseComplete {
+            statement: String::new(),
+            summary: Judged(None),
+        };
+        q.push(parse.clone());
         q.push(Expect::Execute { portal: "".into() });
-        q.push(Expect::Ready { query: false });
-        q.push(Expect::ParseComplete);
+        q.push(Expect::sync());
+        q.push(parse.clone());
         q.pop();
         q.skip_to_ready();
-        assert_eq!(q.front(), Some(&Expect::Ready { query: false }));
+        assert_eq!(q.front(), Some(&Expect::sync()));
         q.ready();
-        assert_eq!(q.front(), Some(&Expect::ParseComplete));
+        assert_eq!(q.front(), Some(&parse));
     }
 }

@@ -125,7 +125,7 @@ impl fmt::Display for SourceColumn {
 }
 
 /// Where one value comes from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Lineage {
     /// Columns the value may be derived from.
     pub sources: BTreeSet<SourceColumn>,

@@ -22,11 +22,18 @@
 //! — have no source column in the result. `derived = "lineage"` (default)
 //! asks the gateway where each value comes from (column lineage through
 //! expressions, aggregates, subqueries, CTEs, set operations, views and SQL
-//! functions) and refuses a statement with a result column computed from a
-//! masked column before it runs; values whose lineage the gateway cannot
-//! read are scanned with the content detectors (`detect.rs`) and masked in
-//! place. `derived = "detect"` only scans; `derived = "refuse"` withholds
-//! any result with a derived column of a type that can carry text (numbers,
+//! functions) and masks a value computed from a masked column as a whole,
+//! whatever its type: it becomes `[redacted]` when it is text, NULL
+//! otherwise or when the rule's action is `null`. (`partial` and `hash`
+//! are not applied to computed values: `substr(card, 1, 4)` would keep its
+//! four digits, and the hash of one digit is found by trying ten.) A
+//! cursor or a statement prepared in SQL keeps its query for later, when
+//! the gateway no longer knows where its values come from, so `DECLARE`
+//! and `PREPARE` of a query with a column computed from a masked column
+//! are refused. Values whose lineage the gateway cannot read are scanned
+//! with the content detectors (`detect.rs`) and masked in place.
+//! `derived = "detect"` only scans; `derived = "refuse"` withholds any
+//! result with a derived column of a type that can carry text (numbers,
 //! booleans, dates and times still pass).
 //!
 //! **Statistics**: the planner's statistics views (`pg_stats`,
@@ -54,9 +61,9 @@ mod hash;
 
 use detect::Detector;
 use portcullis_plugin_sdk::{
-    deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects,
-    statement_lineage, Batch, Column, Edits, Effects, Lineage, PgQuery, Plugin, ResultPlan,
-    Session, Statement, Verdict,
+    deny_by, export_plugin, no_effects, parse_config, result_lineage, reuse_verdict,
+    statement_effects, statement_lineage, Batch, Column, ColumnLineage, Edits, Effects, Lineage,
+    PgQuery, Plugin, ResultPlan, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -129,6 +136,8 @@ enum Treatment {
     Keep,
     /// Index of the rule that masks it.
     Rule(usize),
+    /// A value computed from a column masked by this rule: masked whole.
+    Whole(usize),
     Detect,
 }
 
@@ -237,9 +246,9 @@ impl Mask {
 
     /// Refuses `stmt` (whose effects are `fx`) when its lineage shows
     /// masked values leaving the mask: written somewhere not masked for this
-    /// session, or (in lineage mode) computed into a result column
-    /// PostgreSQL will not name — or when the gateway cannot tell and the
-    /// statement reads what is masked.
+    /// session, or (in lineage mode) computed into a column of a cursor or
+    /// prepared statement, whose rows come later without lineage — or when
+    /// the gateway cannot tell and the statement reads what is masked.
     fn judge_lineage(
         &self,
         stmt: &Statement,
@@ -300,6 +309,8 @@ impl Mask {
             }
             return None;
         };
+        // A query kept for later: its rows arrive without lineage.
+        let kept = matches!(stmt.kind.as_str(), "declare" | "prepare");
         for (n, c) in columns.iter().enumerate() {
             if c.origin.is_some() {
                 continue; // masked in the result by the column PostgreSQL names
@@ -307,11 +318,11 @@ impl Mask {
             if let Some(src) = c
                 .derived_from
                 .iter()
-                .find(|src| self.rule_for(src).is_some())
+                .find(|src| kept && self.rule_for(src).is_some())
             {
                 return Some(refuse(
                     "computed-from-masked",
-                    format!("result column {} is computed from {src}, which is masked for you, and a computed value could reveal it; select {src} itself to see its masked value", n + 1),
+                    format!("column {} of the {} is computed from {src}, which is masked for you, and its rows would come later without the gateway knowing so; run the query itself, whose computed values are masked", n + 1, if stmt.kind == "declare" { "cursor" } else { "prepared statement" }),
                 ));
             }
             if c.unknown && reads_masked {
@@ -322,6 +333,13 @@ impl Mask {
             }
         }
         None
+    }
+
+    /// The active rule of the first masked column `value` is computed from
+    /// (called for a result column the server names no source for, so an
+    /// `origin` the analysis expected does not count).
+    fn masked_source(&self, value: &ColumnLineage) -> Option<usize> {
+        value.derived_from.iter().find_map(|src| self.rule_for(src))
     }
 
     fn masked_tables(&self) -> impl Iterator<Item = (Option<&str>, &str)> {
@@ -349,7 +367,7 @@ impl Mask {
         out.clear();
         match rule.action {
             Action::Null => return Masked::Null,
-            Action::Redact => out.extend_from_slice(b"[redacted]"),
+            Action::Redact => out.extend_from_slice(REDACTED),
             Action::Partial => partial(value, rule.keep, out),
             Action::Hash => {
                 let key = self.config.hash_key.as_deref().unwrap_or_default();
@@ -359,6 +377,9 @@ impl Mask {
         Masked::Replace(out)
     }
 }
+
+/// What a redacted value becomes.
+const REDACTED: &[u8] = b"[redacted]";
 
 /// The planner's statistics: sample values of every analysed column
 /// (`most_common_vals`, `histogram_bounds`), masked ones included.
@@ -556,8 +577,16 @@ impl Plugin for Mask {
         if !self.subject_to_rules() {
             return ResultPlan::Pass;
         }
+        let lineage = match self.config.derived {
+            DerivedMode::Lineage => result_lineage(),
+            DerivedMode::Detect | DerivedMode::Refuse => None,
+        };
         let mut watch = Vec::new();
         for (i, c) in columns.iter().enumerate() {
+            let computed_from = lineage
+                .as_ref()
+                .and_then(|l| l.get(i))
+                .and_then(|l| self.masked_source(l));
             let treatment = match &c.source {
                 Some(source) => self
                     .active
@@ -565,6 +594,9 @@ impl Plugin for Mask {
                     .copied()
                     .find(|&i| column_matches(&self.config.rules[i].column, source))
                     .map_or(Treatment::Keep, Treatment::Rule),
+                None if computed_from.is_some() => {
+                    computed_from.map_or(Treatment::Keep, Treatment::Whole)
+                }
                 None if cannot_carry_text(c.type_oid) => Treatment::Keep,
                 None => match self.config.derived {
                     DerivedMode::Refuse => {
@@ -609,6 +641,13 @@ impl Plugin for Mask {
                         match self.mask_value(&self.config.rules[i], value, text, &mut out) {
                             Masked::Replace(v) => edits.replace(row, c, v),
                             Masked::Null => edits.null(row, c),
+                        }
+                    }
+                    Treatment::Whole(i) => {
+                        if text && self.config.rules[i].action != Action::Null {
+                            edits.replace(row, c, REDACTED);
+                        } else {
+                            edits.null(row, c);
                         }
                     }
                     Treatment::Detect => {
@@ -792,21 +831,65 @@ mod tests {
     }
 
     #[test]
-    fn values_computed_from_a_masked_column_are_refused_plain_columns_pass() {
+    fn values_computed_from_a_masked_column_are_masked_whole_in_the_result() {
         let mut p = plugin(&["analysts"]);
         let q = testing::query(
-            "SELECT reverse(card_number) FROM customers",
+            "SELECT reverse(card_number), substr(card_number, 1, 4), length(card_number), upper(name), ssn FROM customers",
             [testing::statement("select").reads("customers")],
         );
-        testing::set_lineage([lineage(
-            Some(vec![testing::column_lineage(
-                &["public.customers.card_number"],
+        let from = |c: &str| testing::column_lineage(&[c], None);
+        let output = vec![
+            from("public.customers.card_number"),
+            from("public.customers.card_number"),
+            from("public.customers.card_number"),
+            from("public.customers.name"),
+            from("public.customers.notes"),
+        ];
+        testing::set_lineage([lineage(Some(output.clone()), vec![])]);
+        // The query runs: its result is masked.
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        testing::set_result_lineage(Some(output));
+        let cols = [
+            col("reverse", None, 25),
+            col("substr", None, 25),
+            col("length", None, 23),
+            col("upper", None, 25),
+            col("notes_copy", None, 25),
+        ];
+        let out = run(
+            &mut p,
+            &cols,
+            &["1111 1111 1111 1114", "4111", "19", "ADA", "call after 5"],
+        );
+        testing::set_result_lineage(None);
+        assert_eq!(
+            out,
+            vec![
+                Some("[redacted]".to_string()),
+                Some("[redacted]".to_string()),
                 None,
-            )]),
-            vec![],
-        )]);
-        let why = refusal(p.on_query(&q));
-        assert!(why.contains("public.customers.card_number"), "{why}");
+                Some("ADA".to_string()),
+                // The rule for notes nulls.
+                None,
+            ]
+        );
+        // Without lineage for the result (a cursor's rows): detectors only.
+        let out = run(&mut p, &cols[..1], &["1111 1111 1111 1114"]);
+        assert_ne!(out[0].as_deref(), Some("[redacted]"));
+        // A cursor or SQL-prepared statement keeps the query for later:
+        // refused.
+        for kind in ["declare", "prepare"] {
+            let kept = testing::query(
+                "DECLARE c CURSOR FOR SELECT reverse(card_number) FROM customers",
+                [testing::statement(kind).reads("customers")],
+            );
+            testing::set_lineage([lineage(
+                Some(vec![from("public.customers.card_number")]),
+                vec![],
+            )]);
+            let why = refusal(p.on_query(&kept));
+            assert!(why.contains("public.customers.card_number"), "{why}");
+        }
         // The plain column: PostgreSQL names it, the result masks it.
         testing::set_lineage([lineage(
             Some(vec![testing::column_lineage(
