@@ -125,3 +125,13 @@ pub fn query(b: &mut BytesMut, sql: &str) {
 pub fn flush(b: &mut BytesMut) {
     MessageWriter::start(b, Some(b'H'));
 }
+
+/// A `CopyData` carrying `data`.
+pub fn copy_data(b: &mut BytesMut, data: &[u8]) {
+    MessageWriter::start(b, Some(b'd')).bytes(data);
+}
+
+/// A `CopyDone`.
+pub fn copy_done(b: &mut BytesMut) {
+    MessageWriter::start(b, Some(b'c'));
+}

@@ -539,9 +539,7 @@ fn analyse(sql: &str, summary: &QuerySummary, snap: &Snapshot<'_>, lineage: bool
 /// Whether any statement reads or writes a table or calls a function (its
 /// values have a lineage worth knowing).
 fn reads_tables(summary: &QuerySummary) -> bool {
-    summary.statements.iter().any(|s| {
-        !s.tables_read.is_empty() || !s.tables_written.is_empty() || !s.functions.is_empty()
-    })
+    summary.statements.iter().any(|s| s.reads_anything())
 }
 
 /// Whether a statement could run code: it calls a function outside

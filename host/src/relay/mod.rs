@@ -28,6 +28,7 @@ pub mod budget;
 pub mod cancel;
 pub mod catalog;
 pub mod code_catalog;
+mod copy_in;
 mod framed;
 mod held;
 mod ledger;
@@ -71,6 +72,10 @@ pub enum RelayError {
     /// superuser or another session authorization).
     #[error("{0}")]
     RoleLeft(String),
+    /// The server reported `standard_conforming_strings` off: it reads
+    /// string literals differently from the gateway.
+    #[error("the server now reads backslashes in string literals as escapes (standard_conforming_strings is off), which the gateway's checks do not")]
+    StandardStringsOff,
     /// More prepared statements or portals than the relay tracks.
     #[error(transparent)]
     TooManyNames(#[from] result_lineage::TooManyNames),

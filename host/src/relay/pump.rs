@@ -45,10 +45,11 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use super::approval;
 use super::budget::{BudgetError, BudgetShare, MessageBudget};
 use super::catalog::TargetCatalog;
+use super::copy_in::{self, CopyWatch, IgnorableSyncs};
 use super::held::{self, BindError, Execution, HeldStatements, Step};
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
-use super::result_lineage::{self, Closed, Judged, Names};
+use super::result_lineage::{self, Closed, Judged, Names, Source};
 use super::stream::Stream;
 use super::RelayError;
 use crate::audit::AuditLog;
@@ -109,6 +110,8 @@ struct Shared {
     to_client: std::sync::atomic::AtomicU64,
     /// This session's refusal marker (see `new_refusal_marker`).
     marker: String,
+    /// `Sync`s the server may ignore during COPY FROM STDIN.
+    ignorable: IgnorableSyncs,
 }
 
 impl Shared {
@@ -290,6 +293,7 @@ pub async fn run(
         from_client: Default::default(),
         to_client: Default::default(),
         marker: new_refusal_marker(),
+        ignorable: IgnorableSyncs::default(),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -332,6 +336,10 @@ pub async fn run(
                     .with_hint("ask whoever delegated to you for a new token"),
                 ),
                 RelayError::Budget(e) => Some(budget_refusal(e)),
+                RelayError::StandardStringsOff => Some(
+                    ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
+                        .with_hint("keep standard_conforming_strings on (PostgreSQL's default); use E'...' strings for backslash escapes"),
+                ),
                 RelayError::TooManyNames(e) => Some(ErrorFields::fatal(
                     sqlstate::PROGRAM_LIMIT_EXCEEDED,
                     format!("terminating connection: {e}"),
@@ -524,6 +532,18 @@ async fn client_to_server(
     // Whether the next message starts a batch (the server skips nothing
     // before it): only such messages can give up a hold.
     let mut batch_start = true;
+    // Whether the batch that starts is surely one: not after a Sync the
+    // server may ignore during COPY (holds are given up only then).
+    let mut batch_trusted = true;
+    // COPY FROM STDIN: statements and portals that may copy, ignorable Syncs.
+    let mut copy = CopyWatch::default();
+    // Bind, Describe, Execute and Close are decoded when anything reads
+    // SQL or rows (a pass-through session never refuses or injects).
+    let decode_extended = shared.wants_rows
+        || shared.tracking
+        || shared.reads_summary
+        || shared.read_only
+        || shared.upstream_role.is_some();
     loop {
         cover_pending(&mut share, buf.len(), need)?;
         make_room(&mut buf, need, &mut large);
@@ -553,6 +573,10 @@ async fn client_to_server(
                 break;
             };
             let available = buf.len() - pos;
+            copy.message(h.tag, shared.ignorable.ready_seen())
+                .map_err(|_| {
+                    RelayError::Codec(crate::codec::CodecError::Invalid(copy_in::SENT_DURING_COPY))
+                })?;
             match h.tag {
                 b'Q' | b'P' => {
                     if available < h.total_len {
@@ -590,10 +614,21 @@ async fn client_to_server(
                         Some(statement) => QueryEvent::Parse { statement, sql },
                     };
                     note.summary = judged_summary(shared, sql).await;
-                    let mut verdict = match host_refusal(shared, &mut note) {
+                    let refusal = statement
+                        .and_then(|name| long_name(name.as_bytes()))
+                        .or_else(|| host_refusal(shared, &mut note));
+                    let mut verdict = match refusal {
                         Some(reason) => Verdict::Deny { reason },
                         None => shared.policy().on_query(event, &mut note),
                     };
+                    if !matches!(verdict, Verdict::Deny { .. }) && changes_parsing(&note) {
+                        // After the policy, which may name its own rule.
+                        verdict = Verdict::Deny {
+                            reason: PARSING_REFUSAL.into(),
+                        };
+                        note.decided_by = Some("gateway".into());
+                        note.rule = Some("standard-strings".into());
+                    }
                     if !matches!(verdict, Verdict::Deny { .. }) {
                         let (inner, inner_note) = judge_prepared(shared, &note).await;
                         if inner.strictness() > verdict.strictness() {
@@ -632,7 +667,7 @@ async fn client_to_server(
                     let parse_info = statement.map(|name| held::ParseInfo {
                         name,
                         param_types,
-                        first_in_batch,
+                        first_in_batch: first_in_batch && batch_trusted,
                     });
                     match held::step(&mut held, &verdict, &note, sql, parse_info) {
                         Step::Pass => {}
@@ -698,6 +733,16 @@ async fn client_to_server(
                     match denial {
                         None => {
                             let summary = Judged(note.summary.clone());
+                            // What the server may run as COPY FROM STDIN.
+                            let copies = note.summary.as_ref().map_or_else(
+                                || copy_in::may_copy(sql),
+                                |s| s.statements.iter().any(|st| st.is_copy),
+                            );
+                            match statement {
+                                Some(name) if copies => copy.parsed(name),
+                                None if copies => copy.queried(syncs + 1),
+                                _ => {}
+                            }
                             if h.tag == b'Q' {
                                 syncs += 1;
                                 shared.expect(Expect::Ready {
@@ -731,6 +776,11 @@ async fn client_to_server(
                 b'S' => {
                     batch_start = true;
                     syncs += 1;
+                    let ignorable = copy.sync();
+                    if let Some(window) = ignorable {
+                        shared.ignorable.mark(syncs, window);
+                    }
+                    batch_trusted = ignorable.is_none();
                     shared.expect(Expect::sync());
                     // The refusal was queued for this Sync's ReadyForQuery
                     // when it was decided (see `refuse_batch`).
@@ -791,8 +841,7 @@ async fn client_to_server(
                     }
                 }
                 b'B' | b'D' | b'E' | b'C'
-                    if (shared.wants_rows || shared.tracking || !held.is_empty())
-                        && pending_error.is_none() =>
+                    if (decode_extended || !held.is_empty()) && pending_error.is_none() =>
                 {
                     if available < h.total_len {
                         need = h.total_len;
@@ -800,9 +849,19 @@ async fn client_to_server(
                     }
                     let frame = &buf[pos..pos + h.total_len];
                     // Close cannot fail, so it leaves the batch as fresh as it was.
-                    let first_in_batch = batch_start;
+                    let first_in_batch = batch_start && batch_trusted;
                     if h.tag != b'C' {
                         batch_start = false;
+                    }
+                    if let Some(why) = long_message_name(h.tag, frame) {
+                        // Refused like a Parse: the rest of the batch is dropped.
+                        write_out(wr, &buf[start..pos]).await?;
+                        pos += h.total_len;
+                        start = pos;
+                        let err = denial_bytes(&Verdict::Deny { reason: why }).unwrap_or_default();
+                        pending_error = Some(refuse_batch(shared, syncs, err));
+                        write_out(wr, &failing_parse(&shared.marker)).await?;
+                        continue;
                     }
                     match h.tag {
                         b'B' => {
@@ -825,6 +884,7 @@ async fn client_to_server(
                                     continue;
                                 }
                             }
+                            copy.bound(portal, b.statement);
                             if shared.tracking {
                                 shared.ledger().bind(portal, b.statement);
                             }
@@ -926,6 +986,7 @@ async fn client_to_server(
                             // declares other portals by name: their columns
                             // are learnt again before they run.
                             described.retain(|p| *p == portal);
+                            copy.executed(&portal);
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
@@ -1018,11 +1079,11 @@ fn mid_batch() -> RelayError {
 /// pinned session's upstream role. Notes who decided.
 fn host_refusal(shared: &Shared, note: &mut QueryNote) -> Option<String> {
     let summary = note.summary.as_ref()?;
-    let refusal = if shared.read_only {
-        super::read_only::violation(summary).map(|why| ("read-only token", "read-only", why))
-    } else {
-        None
-    };
+    let refusal = shared
+        .read_only
+        .then(|| super::read_only::violation(summary))
+        .flatten()
+        .map(|why| ("read-only token", "read-only", why));
     let refusal = refusal.or_else(|| {
         let role = shared.upstream_role.as_deref()?;
         super::role_lock::violation(summary, role).map(|why| ("upstream role", "role-lock", why))
@@ -1032,6 +1093,55 @@ fn host_refusal(shared: &Shared, note: &mut QueryNote) -> Option<String> {
     note.rule = Some(rule.into());
     Some(why)
 }
+
+/// Whether a reported setting keeps strings read as the gateway reads them
+/// (`standard_conforming_strings` on; any other setting).
+pub(super) fn standard_strings(name: &str, value: &str) -> bool {
+    !name.eq_ignore_ascii_case("standard_conforming_strings") || value.eq_ignore_ascii_case("on")
+}
+
+/// The longest prepared statement or portal name the gateway accepts:
+/// PostgreSQL compares names by their first 63 bytes (NAMEDATALEN - 1), so
+/// two longer names that differ only after them would be one to the
+/// server and two to the gateway.
+const MAX_NAME: usize = 63;
+
+/// Why a message naming `name` is refused, if it is too long.
+fn long_name(name: &[u8]) -> Option<String> {
+    if name.len() <= MAX_NAME {
+        return None;
+    }
+    let shown: String = String::from_utf8_lossy(name).chars().take(20).collect();
+    Some(format!(
+        "prepared statement and portal names longer than {MAX_NAME} bytes are not accepted by this gateway (\"{shown}...\" has {} bytes): PostgreSQL compares only their first {MAX_NAME} bytes; use shorter names",
+        name.len()
+    ))
+}
+
+/// Why a Bind (portal, statement), Describe or Close (after its kind byte)
+/// or Execute is refused for a name that is too long, read without
+/// decoding the rest of the message.
+fn long_message_name(tag: u8, frame: &[u8]) -> Option<String> {
+    let body = frame.get(5..).unwrap_or_default();
+    let (body, count) = match tag {
+        b'B' => (body, 2),
+        b'E' => (body, 1),
+        _ => (body.get(1..).unwrap_or_default(), 1),
+    };
+    body.split(|&b| b == 0).take(count).find_map(long_name)
+}
+
+/// Whether the statement judged in `note` may turn
+/// `standard_conforming_strings` off.
+fn changes_parsing(note: &QueryNote) -> bool {
+    note.summary
+        .as_ref()
+        .is_some_and(|s| s.statements.iter().any(|st| st.changes_parsing))
+}
+
+/// Why a statement that may turn `standard_conforming_strings` off is
+/// refused.
+const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on through this gateway: with it off PostgreSQL reads backslashes in string literals as escapes and would split statements differently from the gateway's checks; use E'...' strings for escapes";
 
 /// Whether the statement judged in `note` creates or changes code or
 /// relations (the target's code cache is then out of date).
@@ -1257,6 +1367,15 @@ fn injection_pending(shared: &Shared, seq: u64) -> bool {
 fn push_injection(shared: &Shared, seq: u64, bytes: Bytes) {
     let mut q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
     q.push_back(Injection { seq, bytes });
+}
+
+/// The ReadyForQuery number `seq` will not come (its Sync was ignored): an
+/// error meant for it goes before the next.
+fn postpone_injection(shared: &Shared, seq: u64) {
+    let mut q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = q.front_mut().filter(|i| i.seq == seq) {
+        i.seq += 1;
+    }
 }
 
 fn take_injection(shared: &Shared, seq: u64) -> Option<Bytes> {
@@ -1534,25 +1653,47 @@ async fn server_to_client(
                         }
                     }
                 }
-                b'S' if shared.upstream_role.is_some() => {
-                    // The backstop behind the backstop: whatever analysis
-                    // missed, a pinned session that becomes a superuser or
-                    // another session user ends before its next statement.
+                b'S' => {
                     if available < h.total_len {
                         need = h.total_len;
                         break;
                     }
                     let (name, value) = parameter_status::decode(&buf[pos..pos + h.total_len])?;
+                    // Whatever spelling analysis missed: a session whose
+                    // strings PostgreSQL now reads differently ends.
+                    if !standard_strings(name, value) {
+                        return Err(RelayError::StandardStringsOff);
+                    }
+                    // The backstop behind the backstop: whatever analysis
+                    // missed, a pinned session that becomes a superuser or
+                    // another session user ends before its next statement.
                     let superuser = name.eq_ignore_ascii_case("is_superuser") && value == "on";
-                    if superuser || name.eq_ignore_ascii_case("session_authorization") {
+                    let left_role = superuser || name.eq_ignore_ascii_case("session_authorization");
+                    if shared.upstream_role.is_some() && left_role {
                         let role = shared.upstream_role.as_deref().unwrap_or_default();
                         return Err(RelayError::RoleLeft(format!(
                             "this session is pinned to role \"{role}\" upstream, and the server reported {name} = {value}"
                         )));
                     }
                 }
+                b'G' => {
+                    // Copying in: the Syncs sent right after the COPY
+                    // started are ignored; count their ReadyForQuery as come.
+                    let ignored = shared.ignorable.copy_started(rfq_seen);
+                    for _ in 0..ignored {
+                        rfq_seen += 1;
+                        postpone_injection(shared, rfq_seen);
+                    }
+                    if ignored > 0 {
+                        shared.ignorable.ready(rfq_seen);
+                        if shared.wants_rows {
+                            shared.expected().drop_ignored(ignored);
+                        }
+                    }
+                }
                 b'Z' => {
                     rfq_seen += 1;
+                    shared.ignorable.ready(rfq_seen);
                     if let Some(err) = take_injection(shared, rfq_seen) {
                         // After an upstream error the server skipped the
                         // rest of the batch, refused statement included:
@@ -1592,7 +1733,13 @@ async fn server_to_client(
                         let answered = shared.expected().pop();
                         match answered {
                             Some(Expect::ParseComplete { statement, summary }) => {
-                                result.names.parsed(statement, summary)?;
+                                result.names.prepared(
+                                    statement,
+                                    Source {
+                                        summary,
+                                        statement: 0,
+                                    },
+                                )?;
                             }
                             Some(Expect::BindComplete { portal, statement }) => {
                                 result.portals.remove(&portal);
@@ -1621,8 +1768,12 @@ async fn server_to_client(
                                 shared.expected().pop();
                                 if h.tag == b'T' {
                                     let frame = &buf[pos..pos + h.total_len];
-                                    let lineage = result.names.portal(&portal).and_then(|j| {
-                                        result_lineage::of_result(j, 0, described_columns(frame))
+                                    let lineage = result.names.portal(&portal).and_then(|s| {
+                                        result_lineage::of_result(
+                                            s,
+                                            described_columns(frame),
+                                            &result.names,
+                                        )
                                     });
                                     if result
                                         .passed
@@ -1651,17 +1802,20 @@ async fn server_to_client(
                                     act = Act::Skip;
                                 }
                             }
-                            other if h.tag == b'T' && !result.dropping => {
+                            Some(Expect::Ready {
+                                query: true,
+                                summary,
+                            }) if h.tag == b'T' && !result.dropping => {
                                 // A result of statement `completed` of a simple Query.
-                                let summary = match other {
-                                    Some(Expect::Ready { summary, .. }) => summary,
-                                    _ => Judged::default(),
+                                let source = Source {
+                                    summary,
+                                    statement: result.completed,
                                 };
                                 let frame = &buf[pos..pos + h.total_len];
                                 let lineage = result_lineage::of_result(
-                                    &summary,
-                                    result.completed,
+                                    &source,
                                     described_columns(frame),
+                                    &result.names,
                                 );
                                 let lineage = lineage.as_deref();
                                 let plan = if result
@@ -1699,8 +1853,8 @@ async fn server_to_client(
                                 Some(Expect::Execute { portal }) => match result.portals.get(&portal) {
                                     Some(PortalColumns::Passed) => ResultPlan::Pass,
                                     Some(PortalColumns::Known(cols, frame)) => {
-                                        let lineage = result.names.portal(&portal).and_then(|j| {
-                                            result_lineage::of_result(j, 0, cols.len())
+                                        let lineage = result.names.portal(&portal).and_then(|s| {
+                                            result_lineage::of_result(s, cols.len(), &result.names)
                                         });
                                         let lineage = lineage.as_deref();
                                         let plan = plan_for(shared, Ok(cols), lineage);
@@ -1765,6 +1919,29 @@ async fn server_to_client(
                     }
                     b'C' | b'I' | b's' => {
                         if h.tag == b'C' {
+                            if available < h.total_len {
+                                need = h.total_len;
+                                break;
+                            }
+                            // A SQL PREPARE or DECLARE made a name whose
+                            // runs have the lineage of what it prepared.
+                            let source = match shared.expected().front() {
+                                Some(Expect::Execute { portal }) => {
+                                    result.names.portal(portal).cloned()
+                                }
+                                Some(Expect::Ready {
+                                    query: true,
+                                    summary,
+                                }) => Some(Source {
+                                    summary: summary.clone(),
+                                    statement: result.completed,
+                                }),
+                                _ => None,
+                            };
+                            if let Some(source) = source {
+                                let tag = command_complete::decode(&buf[pos..pos + h.total_len])?;
+                                result.names.completed(&source, tag)?;
+                            }
                             result.completed += 1;
                         }
                         {

@@ -11,9 +11,10 @@
 //!   after an error (a second `Parse` of a taken name, say) changes nothing
 //!   here either.
 //!
-//! Statements and portals made in SQL (`PREPARE`, `DECLARE`) are not
-//! tracked: their results have no lineage, and a policy judges them when
-//! they are prepared or declared.
+//! Statements and portals made in SQL (`PREPARE`, `DECLARE`) are tracked
+//! too, as their `CommandComplete`s arrive, so `EXECUTE` and `FETCH` give
+//! the lineage of what they run. A result the relay has no lineage for
+//! (a cursor a function opened, `CALL`) is handed to the policy as such.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -58,24 +59,46 @@ pub enum Closed {
 #[error("this session keeps more than {MAX_NAMES} prepared statements or portals open, more than the gateway tracks; close those it no longer uses")]
 pub struct TooManyNames;
 
+/// The statement a result, a prepared statement or a portal comes from:
+/// statement `statement` of a judged summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// The summary of the `Query` or `Parse`.
+    pub summary: Judged,
+    /// The statement's number in it.
+    pub statement: usize,
+}
+
+impl Source {
+    /// The statement itself, when its summary is known.
+    pub fn summarized(&self) -> Option<&crate::sql::StatementSummary> {
+        self.summary.0.as_ref()?.statements.get(self.statement)
+    }
+}
+
 /// Prepared statements and portals as the server knows them, each with the
-/// summary it was prepared from.
+/// statement it was prepared from.
 #[derive(Debug, Default)]
 pub struct Names {
-    statements: HashMap<String, Judged>,
-    portals: HashMap<String, Judged>,
+    statements: HashMap<String, Source>,
+    portals: HashMap<String, Source>,
 }
 
 impl Names {
-    /// The server confirmed a `Parse` of `name`.
-    pub fn parsed(&mut self, name: String, summary: Judged) -> Result<(), TooManyNames> {
-        insert(&mut self.statements, name, summary)
+    /// The server confirmed a `Parse`, or a SQL `PREPARE`, of `name`.
+    pub fn prepared(&mut self, name: String, source: Source) -> Result<(), TooManyNames> {
+        insert(&mut self.statements, name, source)
     }
 
     /// The server confirmed a `Bind` of `portal` from `statement`.
     pub fn bound(&mut self, portal: String, statement: &str) -> Result<(), TooManyNames> {
-        let summary = self.statements.get(statement).cloned().unwrap_or_default();
-        insert(&mut self.portals, portal, summary)
+        let source = self.statements.get(statement).cloned().unwrap_or_default();
+        insert(&mut self.portals, portal, source)
+    }
+
+    /// The server confirmed a SQL `DECLARE` of cursor `name`.
+    pub fn declared(&mut self, name: String, source: Source) -> Result<(), TooManyNames> {
+        insert(&mut self.portals, name, source)
     }
 
     /// The server confirmed a `Close`.
@@ -86,32 +109,104 @@ impl Names {
         };
     }
 
-    /// The summary behind `portal`, when the gateway saw it prepared.
-    pub fn portal(&self, portal: &str) -> Option<&Judged> {
+    /// `CLOSE ALL`, `DEALLOCATE ALL` or `DISCARD ALL` completed.
+    pub fn forget(&mut self, statements: bool, portals: bool) {
+        if statements {
+            self.statements.clear();
+        }
+        if portals {
+            self.portals.clear();
+        }
+    }
+
+    /// What `portal` runs, when the gateway saw it made.
+    pub fn portal(&self, portal: &str) -> Option<&Source> {
         self.portals.get(portal)
+    }
+
+    /// What prepared statement `name` runs, when the gateway saw it made.
+    pub fn statement(&self, name: &str) -> Option<&Source> {
+        self.statements.get(name)
+    }
+
+    /// Notes what a completed statement made or dropped: a SQL `PREPARE`,
+    /// `DECLARE`, `CLOSE ALL`, `DEALLOCATE ALL`, `DISCARD ALL` (with the
+    /// server's command tag).
+    pub fn completed(&mut self, source: &Source, tag: &str) -> Result<(), TooManyNames> {
+        let Some(st) = source.summarized() else {
+            return Ok(());
+        };
+        match tag {
+            "PREPARE" => {
+                if let Some(name) = &st.prepared_name {
+                    self.prepared(name.clone(), source.clone())?;
+                }
+            }
+            "DECLARE CURSOR" => {
+                if let Some(name) = &st.declares {
+                    self.declared(name.clone(), source.clone())?;
+                }
+            }
+            "CLOSE CURSOR ALL" => self.forget(false, true),
+            "DEALLOCATE ALL" => self.forget(true, false),
+            "DISCARD ALL" => self.forget(true, true),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
 fn insert(
-    map: &mut HashMap<String, Judged>,
+    map: &mut HashMap<String, Source>,
     name: String,
-    summary: Judged,
+    source: Source,
 ) -> Result<(), TooManyNames> {
     if map.len() >= MAX_NAMES && !map.contains_key(&name) {
         return Err(TooManyNames);
     }
-    map.insert(name, summary);
+    map.insert(name, source);
     Ok(())
 }
 
-/// The lineage of the result of statement `index` of `summary`, a result
-/// with `columns` columns. `None` when there is none to give (no summary,
-/// no lineage, a statement whose columns the analysis could not count).
-/// When the analysis counted a different number of columns than the
-/// server describes, every column is unknown and may come from any of the
-/// statement's sources.
-pub fn of_result(summary: &Judged, index: usize, columns: usize) -> Option<Cow<'_, [Lineage]>> {
-    let statement = summary.0.as_ref()?.lineage.as_ref()?.get(index)?;
+/// How deep `EXECUTE` and `FETCH` are followed to what they run.
+const MAX_FOLLOW: usize = 4;
+
+/// The lineage of a result with `columns` columns that `source` produced.
+/// `EXECUTE` and `FETCH` give the lineage of the statement they run;
+/// `EXPLAIN` and `SHOW` return text about the statement or a setting, not
+/// table data. `None` when there is none to give: no summary or lineage, a
+/// prepared statement or cursor the gateway did not see made, a statement
+/// whose columns the analysis could not count. When the analysis counted
+/// a different number of columns than the server describes, every column
+/// is unknown and may come from any of the statement's sources.
+pub fn of_result<'a>(
+    source: &'a Source,
+    columns: usize,
+    names: &'a Names,
+) -> Option<Cow<'a, [Lineage]>> {
+    let mut source = source;
+    for _ in 0..MAX_FOLLOW {
+        let summary = source.summary.0.as_ref()?;
+        let st = summary.statements.get(source.statement)?;
+        source = match st.kind.as_str() {
+            "execute" => names.statement(st.executes.first()?)?,
+            "fetch" => names.portal(st.fetches.first()?)?,
+            "explain" | "show" => return Some(Cow::Owned(vec![Lineage::default(); columns])),
+            // Constants only: the gateway skips lineage for such statements.
+            _ if summary.lineage.is_none() && !st.reads_anything() => {
+                return Some(Cow::Owned(vec![Lineage::default(); columns]))
+            }
+            _ => return counted(summary.lineage.as_ref()?.get(source.statement)?, columns),
+        };
+    }
+    None
+}
+
+/// A statement's output lineage, checked against the server's count.
+fn counted(
+    statement: &crate::sql::lineage::StatementLineage,
+    columns: usize,
+) -> Option<Cow<'_, [Lineage]>> {
     let output = statement.output.as_ref()?;
     if output.len() == columns {
         return Some(Cow::Borrowed(output.as_slice()));
@@ -132,19 +227,35 @@ pub fn of_result(summary: &Judged, index: usize, columns: usize) -> Option<Cow<'
 mod tests {
     use super::*;
     use crate::sql::lineage::{SourceColumn, StatementLineage};
+    use crate::sql::StatementSummary;
 
-    fn judged(outputs: Vec<Option<Vec<Lineage>>>) -> Judged {
-        let lineage = outputs
+    fn judged(statements: Vec<(&str, Option<Vec<Lineage>>)>) -> Judged {
+        let summaries = statements
+            .iter()
+            .map(|(kind, _)| StatementSummary {
+                kind: kind.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        let lineage = statements
             .into_iter()
-            .map(|output| StatementLineage {
+            .map(|(_, output)| StatementLineage {
                 output,
                 writes: Vec::new(),
             })
             .collect();
         Judged(Some(Arc::new(QuerySummary {
+            statements: summaries,
             lineage: Some(lineage),
             ..Default::default()
         })))
+    }
+
+    fn at(summary: &Judged, statement: usize) -> Source {
+        Source {
+            summary: summary.clone(),
+            statement,
+        }
     }
 
     fn from(column: &str) -> Lineage {
@@ -157,17 +268,32 @@ mod tests {
 
     #[test]
     fn each_statement_of_a_query_gives_its_own_result_lineage() {
-        let j = judged(vec![None, Some(vec![from("card")]), Some(vec![])]);
-        assert_eq!(of_result(&j, 0, 1), None);
-        assert_eq!(of_result(&j, 1, 1).as_deref(), Some(&[from("card")][..]));
-        assert_eq!(of_result(&j, 3, 1), None);
-        assert_eq!(of_result(&Judged(None), 0, 1), None);
+        let names = Names::default();
+        let j = judged(vec![
+            ("set", None),
+            ("select", Some(vec![from("card")])),
+            ("explain", None),
+        ]);
+        assert_eq!(of_result(&at(&j, 0), 1, &names), None);
+        assert_eq!(
+            of_result(&at(&j, 1), 1, &names).as_deref(),
+            Some(&[from("card")][..])
+        );
+        // EXPLAIN's plan is not table data.
+        assert_eq!(
+            of_result(&at(&j, 2), 1, &names).as_deref(),
+            Some(&[Lineage::default()][..])
+        );
+        assert_eq!(of_result(&at(&j, 3), 1, &names), None);
+        assert_eq!(of_result(&Source::default(), 1, &names), None);
     }
 
     #[test]
     fn a_column_count_the_server_disagrees_with_makes_every_column_suspect() {
-        let j = judged(vec![Some(vec![from("card"), from("name")])]);
-        let l = of_result(&j, 0, 3).expect("lineage");
+        let j = judged(vec![("select", Some(vec![from("card"), from("name")]))]);
+        let names = Names::default();
+        let source = at(&j, 0);
+        let l = of_result(&source, 3, &names).expect("lineage");
         assert_eq!(l.len(), 3);
         for c in l.iter() {
             assert!(c.unknown);
@@ -176,15 +302,80 @@ mod tests {
     }
 
     #[test]
+    fn execute_and_fetch_give_the_lineage_of_what_they_run() {
+        let mut names = Names::default();
+        let prepared = judged(vec![("select", Some(vec![from("card")]))]);
+        names.prepared("s1".into(), at(&prepared, 0)).expect("room");
+        names.bound("p".into(), "s1").expect("room");
+        let mut execute = StatementSummary {
+            kind: "execute".into(),
+            executes: vec!["s1".into()],
+            ..Default::default()
+        };
+        let mut fetch = StatementSummary {
+            kind: "fetch".into(),
+            fetches: vec!["p".into()],
+            ..Default::default()
+        };
+        for st in [execute.clone(), fetch.clone()] {
+            let q = Judged(Some(Arc::new(QuerySummary {
+                statements: vec![st],
+                ..Default::default()
+            })));
+            assert_eq!(
+                of_result(&at(&q, 0), 1, &names).as_deref(),
+                Some(&[from("card")][..])
+            );
+        }
+        // Names the gateway never saw made: no lineage.
+        execute.executes = vec!["other".into()];
+        fetch.fetches = vec!["other".into()];
+        for st in [execute, fetch] {
+            let q = Judged(Some(Arc::new(QuerySummary {
+                statements: vec![st],
+                ..Default::default()
+            })));
+            assert_eq!(of_result(&at(&q, 0), 1, &names), None);
+        }
+    }
+
+    #[test]
+    fn sql_prepare_and_declare_are_noted_when_they_complete() {
+        let mut names = Names::default();
+        let j = Judged(Some(Arc::new(QuerySummary {
+            statements: vec![
+                StatementSummary {
+                    kind: "prepare".into(),
+                    prepared_name: Some("sp".into()),
+                    ..Default::default()
+                },
+                StatementSummary {
+                    kind: "declare".into(),
+                    declares: Some("c".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })));
+        names.completed(&at(&j, 0), "PREPARE").expect("room");
+        names.completed(&at(&j, 1), "DECLARE CURSOR").expect("room");
+        assert_eq!(names.statement("sp"), Some(&at(&j, 0)));
+        assert_eq!(names.portal("c"), Some(&at(&j, 1)));
+        names.completed(&at(&j, 1), "DISCARD ALL").expect("room");
+        assert_eq!(names.statement("sp"), None);
+        assert_eq!(names.portal("c"), None);
+    }
+
+    #[test]
     fn names_follow_what_the_server_confirmed() {
         let mut n = Names::default();
-        let j = judged(vec![Some(vec![from("card")])]);
-        n.parsed("s".into(), j.clone()).expect("room");
+        let j = judged(vec![("select", Some(vec![from("card")]))]);
+        n.prepared("s".into(), at(&j, 0)).expect("room");
         n.bound("p".into(), "s").expect("room");
-        assert_eq!(n.portal("p"), Some(&j));
-        // A portal bound from a statement prepared in SQL has no summary.
-        n.bound("q".into(), "from_sql").expect("room");
-        assert_eq!(n.portal("q"), Some(&Judged(None)));
+        assert_eq!(n.portal("p"), Some(&at(&j, 0)));
+        // A portal bound from a statement the gateway did not see made.
+        n.bound("q".into(), "unseen").expect("room");
+        assert_eq!(n.portal("q"), Some(&Source::default()));
         n.closed(&Closed::Portal("p".into()));
         assert_eq!(n.portal("p"), None);
     }
@@ -193,13 +384,18 @@ mod tests {
     fn the_names_are_bounded_and_never_forgotten_silently() {
         let mut n = Names::default();
         for i in 0..MAX_NAMES {
-            n.parsed(format!("s{i}"), Judged(None)).expect("room");
+            n.prepared(format!("s{i}"), Source::default())
+                .expect("room");
         }
-        assert_eq!(n.parsed("one more".into(), Judged(None)), Err(TooManyNames));
+        assert_eq!(
+            n.prepared("one more".into(), Source::default()),
+            Err(TooManyNames)
+        );
         // Replacing a name takes no room.
-        n.parsed("s1".into(), Judged(None)).expect("replaced");
+        n.prepared("s1".into(), Source::default())
+            .expect("replaced");
         n.closed(&Closed::Statement("s2".into()));
-        n.parsed("one more".into(), Judged(None))
+        n.prepared("one more".into(), Source::default())
             .expect("room again");
     }
 }

@@ -51,6 +51,12 @@ pub enum UpstreamError {
         /// Server message.
         message: String,
     },
+    /// The session would read string literals differently from the gateway
+    /// (`standard_conforming_strings` off, by the server's configuration,
+    /// the role's or database's settings, or the client's start-up
+    /// options).
+    #[error("the session has standard_conforming_strings off, so PostgreSQL would read backslashes in string literals as escapes and the gateway's checks would not hold; keep it on (PostgreSQL's default)")]
+    StandardStringsOff,
     /// The server asked for an authentication method the gateway lacks.
     #[error("upstream asks for an authentication method the gateway does not support ({0})")]
     UnsupportedAuth(String),
@@ -243,6 +249,14 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
             Some(b'Z') => {
                 greeting.put_slice(&msg);
                 break;
+            }
+            Some(b'S') => {
+                let (name, value) = crate::codec::parameter_status::decode(&msg)
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                if !super::pump::standard_strings(name, value) {
+                    return Err(UpstreamError::StandardStringsOff);
+                }
+                greeting.put_slice(&msg);
             }
             _ => greeting.put_slice(&msg),
         }

@@ -102,6 +102,8 @@ pub struct CodeEffects {
     pub actions: Vec<TableAction>,
     /// Whether that code switches roles.
     pub switches_role: bool,
+    /// Whether that code may turn `standard_conforming_strings` off.
+    pub changes_parsing: bool,
     /// Whether that code touches server files or programs.
     pub server_files: bool,
     /// What the gateway could not read, in words.
@@ -112,6 +114,7 @@ impl CodeEffects {
     fn is_empty(&self) -> bool {
         self.actions.is_empty()
             && !self.switches_role
+            && !self.changes_parsing
             && !self.server_files
             && self.unknown.is_empty()
     }
@@ -151,6 +154,7 @@ impl Walk<'_> {
                 });
             }
             self.out.switches_role |= stmt.switches_role;
+            self.out.changes_parsing |= stmt.changes_parsing;
             self.out.server_files |= stmt.server_files;
             if stmt.kind == "do" {
                 self.unknown
@@ -427,6 +431,7 @@ pub fn apply(stmt: &mut StatementSummary, code: CodeEffects) {
         .iter()
         .all(|a| a.bounded || !matches!(a.action, Action::Update | Action::Delete));
     stmt.switches_role |= code.switches_role;
+    stmt.changes_parsing |= code.changes_parsing;
     stmt.server_files |= code.server_files;
     stmt.unknown_effects.extend(code.unknown);
 }

@@ -92,6 +92,11 @@ pub struct StatementSummary {
     /// `RESET ROLE`, `SET SESSION AUTHORIZATION`, `set_config` on `role` or
     /// `session_authorization` or on a name that is not a constant).
     pub switches_role: bool,
+    /// Whether it may turn `standard_conforming_strings` off (`SET`,
+    /// `RESET`, `set_config` on it or on a name that is not a constant, or
+    /// `ALTER ROLE/DATABASE ... SET` of it): PostgreSQL would then read
+    /// later statements differently from the gateway.
+    pub changes_parsing: bool,
     /// Whether it touches files or programs on the database server: COPY
     /// to or from a file or program, or a server-file function.
     pub server_files: bool,
@@ -125,6 +130,19 @@ pub struct StatementSummary {
     /// Portals it reads from or moves (`FETCH`, `MOVE`): a protocol portal
     /// bound from a held statement runs it on the first `FETCH`.
     pub fetches: Vec<String>,
+    /// The cursor a `DECLARE` declares.
+    pub declares: Option<String>,
+}
+
+impl StatementSummary {
+    /// Whether its values can come from anywhere but its own text: it
+    /// names a table or calls a function (if not, its lineage is known
+    /// without the catalog: every value is a constant).
+    pub fn reads_anything(&self) -> bool {
+        !self.tables_read.is_empty()
+            || !self.tables_written.is_empty()
+            || !self.functions.is_empty()
+    }
 }
 
 /// What the host knows about a piece of SQL text.

@@ -302,6 +302,35 @@ fn a_cte_name_hides_a_table_only_where_postgres_would() {
 }
 
 #[test]
+fn changes_to_how_strings_are_read_are_flagged() {
+    for sql in [
+        "SET standard_conforming_strings = off",
+        "SET standard_conforming_strings TO false",
+        "set session STANDARD_CONFORMING_STRINGS = 0",
+        "SET LOCAL standard_conforming_strings = off",
+        "RESET standard_conforming_strings",
+        "SET standard_conforming_strings TO DEFAULT",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config(lower('STANDARD_CONFORMING_STRINGS'), 'off', false)",
+        "ALTER ROLE alice SET standard_conforming_strings = off",
+        "ALTER DATABASE shop SET standard_conforming_strings = off",
+    ] {
+        assert!(one(sql).changes_parsing, "{sql}");
+    }
+    for sql in [
+        // What pg_dump writes at the top of a dump.
+        "SET standard_conforming_strings = on",
+        "SET standard_conforming_strings = 1",
+        "SET standard_conforming_strings TO 'true'",
+        "SELECT set_config('standard_conforming_strings', 'on', false)",
+        "SELECT set_config('search_path', 'public', false)",
+        "SHOW standard_conforming_strings",
+    ] {
+        assert!(!one(sql).changes_parsing, "{sql}");
+    }
+}
+
+#[test]
 fn role_switches_server_files_and_code_are_flagged() {
     for sql in [
         "SET ROLE postgres",

@@ -20,11 +20,13 @@ struct Acc {
     copy_program: bool,
     explain_analyze: bool,
     switches_role: bool,
+    changes_parsing: bool,
     server_files: bool,
     creates_code: bool,
     unknown: BTreeSet<String>,
     executes: BTreeSet<String>,
     fetches: BTreeSet<String>,
+    declares: Option<String>,
 }
 
 impl Acc {
@@ -135,6 +137,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         has_where,
         actions,
         switches_role: acc.switches_role,
+        changes_parsing: acc.changes_parsing,
         server_files: acc.server_files,
         creates_code: acc.creates_code,
         unknown_effects: acc.unknown.into_iter().collect(),
@@ -144,6 +147,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         undoes_read_only: undoes_read_only(node),
         executes: acc.executes.into_iter().collect(),
         fetches: acc.fetches.into_iter().collect(),
+        declares: acc.declares,
         prepared_query: None, // filled from the typed tree (see `summarize`)
         prepared_name: match kind_node {
             "PrepareStmt" | "DeallocateStmt" => fields
@@ -238,6 +242,10 @@ fn walk(v: &Value, acc: &mut Acc, write: bool) {
         Value::Object(map) if map.contains_key("funcname") && map.contains_key("funcformat") => {
             visit("FuncCall", map, acc, write)
         }
+        // `ALTER ROLE/DATABASE ... SET`'s inline `setstmt`.
+        Value::Object(map) if map.contains_key("is_local") && map.contains_key("jumble_args") => {
+            visit("VariableSetStmt", map, acc, write)
+        }
         Value::Object(map) => {
             for (k, child) in map {
                 let is_node = k.chars().next().is_some_and(|c| c.is_ascii_uppercase());
@@ -310,6 +318,57 @@ fn set_config_switches_role(fields: &Map<String, Value>) -> bool {
         Some(name) => ROLE_SETTINGS.contains(&name.trim().to_lowercase().as_str()),
         None => true,
     }
+}
+
+/// The setting the gateway's reading of SQL depends on: with it off,
+/// backslashes escape in ordinary string literals, and PostgreSQL would
+/// split a statement into other tokens than the gateway does.
+const PARSING_SETTING: &str = "standard_conforming_strings";
+
+/// `set_config(name, value, ...)` may turn [`PARSING_SETTING`] off: the
+/// name is it, or not a constant.
+fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
+    let args = fields.get("args").and_then(Value::as_array);
+    let constant = |i: usize| args.and_then(|a| a.get(i)).and_then(const_string);
+    match constant(0) {
+        Some(name) if name.trim().eq_ignore_ascii_case(PARSING_SETTING) => {
+            !constant(1).is_some_and(|v| is_on(&v))
+        }
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// Whether a `SET` (`VariableSetStmt`) gives its setting plainly `on`
+/// (`SET x = on`, `true`, `yes`, `1`); `RESET`, `DEFAULT` and anything
+/// else count as a change.
+fn sets_plainly_on(fields: &Map<String, Value>) -> bool {
+    // VariableSetKind 1: SET name = value.
+    let kind = fields.get("kind").and_then(Value::as_i64).unwrap_or(0);
+    let args = fields.get("args").and_then(Value::as_array);
+    kind == 1
+        && args.is_some_and(|a| {
+            a.len() == 1
+                && a.first()
+                    .and_then(|v| {
+                        const_string(v).or_else(|| {
+                            v.get("node")
+                                .unwrap_or(v)
+                                .pointer("/AConst/val/Ival/ival")
+                                .and_then(Value::as_i64)
+                                .map(|i| i.to_string())
+                        })
+                    })
+                    .is_some_and(|v| is_on(&v))
+        })
+}
+
+/// A boolean setting's spellings of on.
+fn is_on(value: &str) -> bool {
+    matches!(
+        value.trim().to_lowercase().as_str(),
+        "on" | "true" | "yes" | "1" | "t" | "y"
+    )
 }
 
 /// The value at `path` (`a/b/c`) under an object's fields.
@@ -442,6 +501,7 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             let base = parts.last().map(String::as_str).unwrap_or("");
             acc.server_files |= SERVER_FILE_FUNCTIONS.contains(&base);
             acc.switches_role |= base == "set_config" && set_config_switches_role(fields);
+            acc.changes_parsing |= base == "set_config" && set_config_changes_parsing(fields);
             if SQL_TEXT_FUNCTIONS.contains(&base) {
                 acc.unknown.insert(format!(
                     "{base} runs SQL given as text, which the gateway cannot see"
@@ -455,12 +515,26 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
         "VariableSetStmt" => {
             let name = str_field(fields, "name").to_lowercase();
             acc.switches_role |= ROLE_SETTINGS.contains(&name.as_str());
+            acc.changes_parsing |= name == PARSING_SETTING && !sets_plainly_on(fields);
         }
         "ExecuteStmt" => {
             let name = str_field(fields, "name");
             if !name.is_empty() {
                 acc.executes.insert(name.to_string());
             }
+        }
+        "DeclareCursorStmt" => {
+            acc.declares = Some(str_field(fields, "portalname").to_string());
+        }
+        "CreateTableAsStmt"
+            if fields
+                .get("query")
+                .and_then(|q| q.pointer("/node/ExecuteStmt"))
+                .is_some() =>
+        {
+            acc.unknown.insert(
+                "CREATE TABLE AS EXECUTE stores the rows of a prepared statement, which the gateway does not see here".into(),
+            );
         }
         "FetchStmt" => {
             acc.fetches

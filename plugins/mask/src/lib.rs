@@ -26,12 +26,12 @@
 //! whatever its type: it becomes `[redacted]` when it is text, NULL
 //! otherwise or when the rule's action is `null`. (`partial` and `hash`
 //! are not applied to computed values: `substr(card, 1, 4)` would keep its
-//! four digits, and the hash of one digit is found by trying ten.) A
-//! cursor or a statement prepared in SQL keeps its query for later, when
-//! the gateway no longer knows where its values come from, so `DECLARE`
-//! and `PREPARE` of a query with a column computed from a masked column
-//! are refused. Values whose lineage the gateway cannot read are scanned
-//! with the content detectors (`detect.rs`) and masked in place.
+//! four digits, and the hash of one digit is found by trying ten; and a
+//! NULL is masked too, or which values are NULL would tell.) Rows whose
+//! statement the gateway cannot tell (a cursor a function opened, `CALL`'s
+//! output) have every computed value masked whole. Values whose lineage
+//! the gateway cannot read are scanned with the content detectors
+//! (`detect.rs`) and masked in place.
 //! `derived = "detect"` only scans; `derived = "refuse"` withholds any
 //! result with a derived column of a type that can carry text (numbers,
 //! booleans, dates and times still pass).
@@ -136,8 +136,10 @@ enum Treatment {
     Keep,
     /// Index of the rule that masks it.
     Rule(usize),
-    /// A value computed from a column masked by this rule: masked whole.
-    Whole(usize),
+    /// A value computed from a column masked by this rule, or (`None`) a
+    /// computed value of a result whose lineage the gateway does not know:
+    /// masked whole.
+    Whole(Option<usize>),
     Detect,
 }
 
@@ -245,10 +247,9 @@ impl Mask {
     }
 
     /// Refuses `stmt` (whose effects are `fx`) when its lineage shows
-    /// masked values leaving the mask: written somewhere not masked for this
-    /// session, or (in lineage mode) computed into a column of a cursor or
-    /// prepared statement, whose rows come later without lineage — or when
-    /// the gateway cannot tell and the statement reads what is masked.
+    /// masked values leaving the mask — written somewhere not masked for
+    /// this session — or when the gateway cannot tell where its values come
+    /// from and the statement reads what is masked.
     fn judge_lineage(
         &self,
         stmt: &Statement,
@@ -309,21 +310,9 @@ impl Mask {
             }
             return None;
         };
-        // A query kept for later: its rows arrive without lineage.
-        let kept = matches!(stmt.kind.as_str(), "declare" | "prepare");
         for (n, c) in columns.iter().enumerate() {
             if c.origin.is_some() {
                 continue; // masked in the result by the column PostgreSQL names
-            }
-            if let Some(src) = c
-                .derived_from
-                .iter()
-                .find(|src| kept && self.rule_for(src).is_some())
-            {
-                return Some(refuse(
-                    "computed-from-masked",
-                    format!("column {} of the {} is computed from {src}, which is masked for you, and its rows would come later without the gateway knowing so; run the query itself, whose computed values are masked", n + 1, if stmt.kind == "declare" { "cursor" } else { "prepared statement" }),
-                ));
             }
             if c.unknown && reads_masked {
                 return Some(refuse(
@@ -581,6 +570,9 @@ impl Plugin for Mask {
             DerivedMode::Lineage => result_lineage(),
             DerivedMode::Detect | DerivedMode::Refuse => None,
         };
+        // Rows whose statement the gateway could not tell (a cursor a
+        // function opened, CALL's output): any computed value may be one.
+        let unknown_result = self.config.derived == DerivedMode::Lineage && lineage.is_none();
         let mut watch = Vec::new();
         for (i, c) in columns.iter().enumerate() {
             let computed_from = lineage
@@ -594,9 +586,7 @@ impl Plugin for Mask {
                     .copied()
                     .find(|&i| column_matches(&self.config.rules[i].column, source))
                     .map_or(Treatment::Keep, Treatment::Rule),
-                None if computed_from.is_some() => {
-                    computed_from.map_or(Treatment::Keep, Treatment::Whole)
-                }
+                None if computed_from.is_some() || unknown_result => Treatment::Whole(computed_from),
                 None if cannot_carry_text(c.type_oid) => Treatment::Keep,
                 None => match self.config.derived {
                     DerivedMode::Refuse => {
@@ -634,6 +624,17 @@ impl Plugin for Mask {
                 continue;
             }
             for (row, value) in column.values().enumerate() {
+                if let Treatment::Whole(rule) = treatment {
+                    // NULLs too: which values are NULL would tell about
+                    // the masked column (`nullif(substr(card, 1, 1), '4')`).
+                    let null = rule.is_some_and(|i| self.config.rules[i].action == Action::Null);
+                    if text && !null {
+                        edits.replace(row, c, REDACTED);
+                    } else if value.is_some() {
+                        edits.null(row, c);
+                    }
+                    continue;
+                }
                 let Some(value) = value else { continue };
                 match treatment {
                     Treatment::Keep => {}
@@ -643,13 +644,7 @@ impl Plugin for Mask {
                             Masked::Null => edits.null(row, c),
                         }
                     }
-                    Treatment::Whole(i) => {
-                        if text && self.config.rules[i].action != Action::Null {
-                            edits.replace(row, c, REDACTED);
-                        } else {
-                            edits.null(row, c);
-                        }
-                    }
+                    Treatment::Whole(_) => {}
                     Treatment::Detect => {
                         if let Some(masked) = detect::mask(value, &self.detectors) {
                             edits.replace(row, c, &masked);
@@ -757,7 +752,13 @@ mod tests {
     fn derived_values_are_scanned_or_refused() {
         let mut p = plugin(&[]);
         let cols = [col("upper", None, 25), col("count", None, 20)];
+        // Computed from columns no rule masks: scanned by the detectors.
+        testing::set_result_lineage(Some(vec![
+            testing::column_lineage(&["public.customers.name"], None),
+            testing::column_lineage(&[], None),
+        ]));
         let out = run(&mut p, &cols, &["ADA@EXAMPLE.COM", "42"]);
+        testing::set_result_lineage(None);
         assert_eq!(out[0].as_deref(), Some("***@*******.***"));
         assert_eq!(out[1].as_deref(), Some("42"));
         let mut strict = Mask::default();
@@ -873,11 +874,39 @@ mod tests {
                 None,
             ]
         );
-        // Without lineage for the result (a cursor's rows): detectors only.
-        let out = run(&mut p, &cols[..1], &["1111 1111 1111 1114"]);
-        assert_ne!(out[0].as_deref(), Some("[redacted]"));
-        // A cursor or SQL-prepared statement keeps the query for later:
-        // refused.
+        // Without lineage for the result (a cursor a function opened):
+        // every computed value is masked whole, numbers too; a plain
+        // column keeps its own rule.
+        let out = run(
+            &mut p,
+            &[
+                col("r", None, 25),
+                col("n", None, 1700),
+                col("name", Some("public.customers.name"), 25),
+            ],
+            &["1111 1111 1111 1114", "4111111111111111", "Ada"],
+        );
+        assert_eq!(
+            out,
+            vec![
+                Some("[redacted]".to_string()),
+                None,
+                Some("Ada".to_string())
+            ]
+        );
+        // NULLs computed from a masked column are masked too.
+        testing::set_result_lineage(Some(vec![from("public.customers.card_number")]));
+        let plan = p.result_columns(&[col("maybe", None, 25)]);
+        let ResultPlan::Watch(watched) = plan else {
+            panic!("the column is watched");
+        };
+        let batch = portcullis_plugin_sdk::rows::batch_of(&watched, &[vec![None]]);
+        let mut edits = Edits::default();
+        p.result_rows(&batch, &mut edits);
+        testing::set_result_lineage(None);
+        assert_eq!(edits.to_vec(), vec![(0, 0, Some(b"[redacted]".to_vec()))]);
+        // A cursor or SQL-prepared statement of such a query is declared:
+        // its rows are masked when they come.
         for kind in ["declare", "prepare"] {
             let kept = testing::query(
                 "DECLARE c CURSOR FOR SELECT reverse(card_number) FROM customers",
@@ -887,8 +916,7 @@ mod tests {
                 Some(vec![from("public.customers.card_number")]),
                 vec![],
             )]);
-            let why = refusal(p.on_query(&kept));
-            assert!(why.contains("public.customers.card_number"), "{why}");
+            assert_eq!(p.on_query(&kept), Verdict::Allow);
         }
         // The plain column: PostgreSQL names it, the result masks it.
         testing::set_lineage([lineage(
