@@ -29,9 +29,16 @@ pub async fn send<S: AsyncWrite + Unpin>(s: &mut S, buf: &[u8]) {
 /// Logs `user` in on the plaintext development listener and returns the
 /// socket after the first ReadyForQuery.
 pub async fn login(gw: &TestGateway, user: &str) -> TcpStream {
+    login_with(gw, user, &[]).await
+}
+
+/// [`login`] with further start-up parameters (`client_encoding`, ...).
+pub async fn login_with(gw: &TestGateway, user: &str, params: &[(&str, &str)]) -> TcpStream {
     let mut s = TcpStream::connect(gw.plain_addr).await.expect("connect");
     let mut b = BytesMut::new();
-    startup::encode_startup(&mut b, &[("user", user), ("database", DB)]);
+    let mut all = vec![("user", user), ("database", DB)];
+    all.extend_from_slice(params);
+    startup::encode_startup(&mut b, &all);
     send(&mut s, &b).await;
     let (tag, _) = read_msg(&mut s).await.expect("authentication request");
     assert_eq!(tag, b'R');
@@ -134,4 +141,10 @@ pub fn copy_data(b: &mut BytesMut, data: &[u8]) {
 /// A `CopyDone`.
 pub fn copy_done(b: &mut BytesMut) {
     MessageWriter::start(b, Some(b'c'));
+}
+
+/// A simple `Query` of raw bytes (text in a client encoding other than
+/// UTF-8).
+pub fn query_bytes(b: &mut BytesMut, sql: &[u8]) {
+    MessageWriter::start(b, Some(b'Q')).bytes(sql).u8(0);
 }

@@ -967,6 +967,52 @@ async fn syncs_sent_during_copy_in_do_not_shift_results() {
     assert_card_hidden("after an extended COPY with extra Syncs", &seen);
     assert_eq!(seen.matches("[redacted]").count(), 1, "{seen}");
 
+    // A COPY that fails as soon as it starts (FREEZE outside the
+    // transaction that made the table): the counts stay in step.
+    let mut s = raw::login(&gw, USER).await;
+    b.clear();
+    raw::parse(&mut b, "fz", "COPY crm.notes FROM STDIN (FREEZE)");
+    raw::bind(&mut b, "", "fz", &[]);
+    raw::execute(&mut b, "");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let mut tags = Vec::new();
+    while let Some((tag, _)) = raw::read_msg(&mut s).await {
+        tags.push(tag);
+        if tag == b'E' {
+            break;
+        }
+    }
+    b.clear();
+    raw::copy_done(&mut b);
+    raw::sync(&mut b);
+    raw::query(&mut b, "SELECT 'plain'::text AS v");
+    raw::query(&mut b, &format!("SELECT t AS v FROM ({DISGUISED}) d"));
+    raw::send(&mut s, &b).await;
+    let mut seen = String::new();
+    for _ in 0..3 {
+        seen += &raw_text(&mut s).await;
+    }
+    assert!(seen.contains("plain"), "{tags:?} {seen}");
+    assert_card_hidden("after a COPY that failed at once", &seen);
+    assert_eq!(seen.matches("[redacted]").count(), 1, "{seen}");
+
+    // A Sync between CopyData and CopyDone is answered or not depending
+    // on whether a row failed: the session ends.
+    let mut s = raw::login(&gw, USER).await;
+    b.clear();
+    raw::parse(&mut b, "cp", "COPY crm.notes FROM STDIN");
+    raw::bind(&mut b, "", "cp", &[]);
+    raw::execute(&mut b, "");
+    raw::sync(&mut b);
+    raw::copy_data(&mut b, b"notanint\tx\n");
+    raw::sync(&mut b);
+    raw::query(&mut b, &format!("SELECT t AS v FROM ({DISGUISED}) d"));
+    raw::send(&mut s, &b).await;
+    let (tags, codes) = raw::until_closed(&mut s).await;
+    assert!(codes.contains(&"08P01".to_string()), "{tags:?} {codes:?}");
+    assert!(!tags.contains(&b'D'), "{tags:?}");
+
     // After a COPY query, anything but copy data before its end breaks
     // the protocol: the session ends, nothing is shown.
     let mut s = raw::login(&gw, USER).await;
@@ -1009,4 +1055,176 @@ async fn standard_conforming_strings_stays_on() {
     cfg.options("-c standard_conforming_strings=off");
     let refused = gw.connect_with(&cfg).await;
     assert!(refused.is_err(), "a session with it off was opened");
+}
+
+/// Reads everything up to the next ReadyForQuery as raw bytes.
+async fn raw_bytes(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some((tag, frame)) = portcullis_e2e::raw::read_msg(s).await {
+        out.extend_from_slice(&frame);
+        if tag == b'Z' {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn text_is_read_in_the_session_s_client_encoding() {
+    use bytes::BytesMut;
+    use portcullis_e2e::raw;
+    let gw = gateway("lineage").await;
+    // LATIN1: é is one byte, 0xE9; the gateway reads and masks as usual.
+    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "LATIN1")]).await;
+    let mut b = BytesMut::new();
+    raw::query_bytes(&mut b, b"SELECT 'caf\xe9' AS x");
+    raw::query_bytes(
+        &mut b,
+        b"SELECT 'caf\xe9' || reverse(card_number) AS x FROM crm.customers WHERE id = 1",
+    );
+    raw::query_bytes(&mut b, b"SELECT 1/0 AS \"\xe9\"");
+    raw::send(&mut s, &b).await;
+    let plain = raw_bytes(&mut s).await;
+    assert!(
+        plain.windows(5).any(|w| w == b"caf\xe9\0") || plain.windows(4).any(|w| w == b"caf\xe9"),
+        "{}",
+        String::from_utf8_lossy(&plain)
+    );
+    let masked = String::from_utf8_lossy(&raw_bytes(&mut s).await).into_owned();
+    assert!(masked.contains("[redacted]"), "{masked}");
+    assert_card_hidden("a LATIN1 session", &masked);
+    let failed = raw_bytes(&mut s).await;
+    assert!(
+        failed.contains(&b'E') && failed.ends_with(b"Z\0\0\0\x05I"),
+        "the session goes on"
+    );
+
+    // GBK hides a backslash in the second byte of a character: E'€\' is
+    // E282 AC5C in GBK, so the string ends there for PostgreSQL. Text
+    // that is not ASCII is refused in such a session; ASCII passes.
+    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "GBK")]).await;
+    b.clear();
+    raw::query_bytes(
+        &mut b,
+        "SELECT E'€\\', reverse(card_number) FROM crm.customers -- ', 'x'".as_bytes(),
+    );
+    raw::query_bytes(
+        &mut b,
+        "SELECT E'€\\'; INSERT INTO crm.notes VALUES (99, $$hidden$$); -- '".as_bytes(),
+    );
+    raw::query(&mut b, "SELECT 'ascii' AS x");
+    raw::send(&mut s, &b).await;
+    let hidden = raw_text(&mut s).await + &raw_text(&mut s).await;
+    assert_card_hidden("a GBK session", &hidden);
+    let ascii = raw_text(&mut s).await;
+    assert!(ascii.contains("ascii"), "{ascii}");
+    let notes = cluster()
+        .cluster
+        .psql(DB, "SELECT count(*) FROM crm.notes WHERE id = 99")
+        .expect("count");
+    assert_eq!(notes.trim(), "0", "the hidden INSERT ran");
+
+    // Switching to such an encoding mid-session is refused.
+    let c = gw.connect(USER).await;
+    for sql in [
+        "SET client_encoding = 'GBK'",
+        "SET NAMES 'SJIS'",
+        "SELECT set_config('client_encoding', 'BIG5', false)",
+    ] {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(db_error(&err).0, "42501", "{sql}");
+    }
+    let enc: String = c
+        .query_one("SHOW client_encoding", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(enc, "UTF8");
+}
+
+/// An `Execute` of `portal` that returns at most `rows` rows.
+fn execute_rows(b: &mut bytes::BytesMut, portal: &str, rows: i32) {
+    portcullis::codec::MessageWriter::start(b, Some(b'E'))
+        .cstr(portal)
+        .i32(rows);
+}
+
+#[tokio::test]
+async fn what_a_name_runs_is_fixed_when_it_runs() {
+    use bytes::BytesMut;
+    use portcullis_e2e::raw;
+    let gw = gateway("lineage").await;
+    const CLEAN: &str = "SELECT 1::numeric AS n FROM crm.customers";
+    const MASKED: &str = "SELECT replace(card_number, ' ', '')::numeric AS n FROM crm.customers";
+    let mut s = raw::login(&gw, USER).await;
+    let mut b = BytesMut::new();
+    // A portal running EXECUTE s, described while s is clean (a pass is
+    // remembered), run after s became masked.
+    raw::parse(&mut b, "s", CLEAN);
+    raw::parse(&mut b, "e", "EXECUTE s");
+    raw::bind(&mut b, "p", "e", &[]);
+    raw::execute(&mut b, "p");
+    raw::sync(&mut b);
+    raw::query(&mut b, "BEGIN");
+    raw::send(&mut s, &b).await;
+    let mut seen = raw_text(&mut s).await + &raw_text(&mut s).await;
+    b.clear();
+    raw::bind(&mut b, "p", "e", &[]);
+    describe_portal(&mut b, "p");
+    raw::close(&mut b, b'S', "s");
+    raw::parse(&mut b, "s", MASKED);
+    raw::execute(&mut b, "p");
+    raw::sync(&mut b);
+    // A portal suspended after one row of the masked s, continued after s
+    // became clean.
+    raw::bind(&mut b, "q", "e", &[]);
+    execute_rows(&mut b, "q", 1);
+    raw::close(&mut b, b'S', "s");
+    raw::parse(&mut b, "s", CLEAN);
+    raw::execute(&mut b, "q");
+    raw::sync(&mut b);
+    raw::query(&mut b, "ROLLBACK");
+    raw::send(&mut s, &b).await;
+    for _ in 0..3 {
+        seen += &raw_text(&mut s).await;
+    }
+    for raw_number in ["4111111111111111", "5500000000000004", "340000000000009"] {
+        assert!(!seen.contains(raw_number), "{raw_number} leaked: {seen}");
+    }
+
+    // A cursor name the gateway saw closed, reused by a function that
+    // opens a cursor it cannot see: its rows are masked whole.
+    cluster()
+        .cluster
+        .psql(
+            DB,
+            "CREATE OR REPLACE FUNCTION crm.open_report(c refcursor) RETURNS refcursor LANGUAGE plpgsql AS $$ BEGIN OPEN c FOR SELECT translate(card_number, '0123456789', 'abcdefghij') AS t FROM crm.customers; RETURN c; END $$",
+        )
+        .expect("function");
+    let c = gw.connect(USER).await;
+    for script in [
+        "BEGIN; DECLARE c1 CURSOR FOR SELECT 'x'::text AS t; CLOSE c1; SELECT crm.open_report('c1'); FETCH ALL c1; ROLLBACK",
+        "BEGIN; DECLARE c2 CURSOR WITH HOLD FOR SELECT 'x'::text AS t; COMMIT; CLOSE c2; BEGIN; SELECT crm.open_report('c2'); FETCH ALL c2; ROLLBACK",
+    ] {
+        let text = match c.simple_query(script).await {
+            Ok(msgs) => msgs
+                .iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("|"),
+            Err(e) => format!("{e:?}"),
+        };
+        c.batch_execute("ROLLBACK").await.ok();
+        assert_card_hidden(script, &text);
+    }
+}
+
+/// A `Describe` of a portal.
+fn describe_portal(b: &mut bytes::BytesMut, portal: &str) {
+    portcullis::codec::MessageWriter::start(b, Some(b'D'))
+        .u8(b'P')
+        .cstr(portal);
 }

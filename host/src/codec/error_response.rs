@@ -1,6 +1,8 @@
 //! `ErrorResponse` and `NoticeResponse`: typed fields (severity, SQLSTATE,
 //! message, detail, hint) in both directions.
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 
 use super::{frame, CodecError, MessageWriter, Reader};
@@ -98,19 +100,21 @@ impl ErrorFields {
     }
 }
 
-/// An error or notice received from a server, fields borrowed.
+/// An error or notice received from a server, fields borrowed. The server
+/// writes them in the session's client encoding: bytes that are not UTF-8
+/// are read lossily (never refused: an error must always be understood).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceivedError<'a> {
     /// Localized severity (`S`).
-    pub severity: &'a str,
+    pub severity: Cow<'a, str>,
     /// SQLSTATE (`C`).
-    pub code: &'a str,
+    pub code: Cow<'a, str>,
     /// Primary message (`M`).
-    pub message: &'a str,
+    pub message: Cow<'a, str>,
     /// Detail (`D`).
-    pub detail: Option<&'a str>,
+    pub detail: Option<Cow<'a, str>>,
     /// Hint (`H`).
-    pub hint: Option<&'a str>,
+    pub hint: Option<Cow<'a, str>>,
 }
 
 /// Decodes a complete `E` or `N` frame.
@@ -124,7 +128,7 @@ pub fn decode(frame_bytes: &[u8]) -> Result<ReceivedError<'_>, CodecError> {
         if field == 0 {
             break;
         }
-        let value = r.cstr("error field")?;
+        let value = String::from_utf8_lossy(r.cstr_bytes("error field")?);
         match field {
             b'S' => out.severity = value,
             b'C' => out.code = value,
@@ -151,6 +155,15 @@ mod tests {
         assert_eq!(e.severity, "ERROR");
         assert_eq!(e.code, "28P01");
         assert_eq!(e.message, "token expired 3 minutes ago");
-        assert_eq!(e.hint, Some("get a new token"));
+        assert_eq!(e.hint.as_deref(), Some("get a new token"));
+        // A message in another encoding (LATIN1 here) is read, not refused.
+        let mut latin1 = BytesMut::new();
+        ErrorFields::error("22P02", "x").encode(&mut latin1);
+        let frame = [&latin1[..latin1.len() - 4], b"\xab 4111 \xbb\0\0"].concat();
+        let len = (frame.len() - 1) as u32;
+        let mut frame = frame;
+        frame[1..5].copy_from_slice(&len.to_be_bytes());
+        let e = decode(&frame).unwrap();
+        assert_eq!(e.code, "22P02");
     }
 }

@@ -15,6 +15,7 @@ pub mod bind;
 pub mod command_complete;
 pub mod data_row;
 pub mod describe;
+pub mod encoding;
 pub mod error_response;
 pub mod frame;
 pub mod negotiate_protocol_version;

@@ -1,9 +1,15 @@
 //! `ParameterStatus`: a run-time parameter the server reports.
 
+use std::borrow::Cow;
+
 use super::{frame, CodecError, Reader};
 
-/// Decodes a complete `S` frame from the server into (name, value).
-pub fn decode(frame_bytes: &[u8]) -> Result<(&str, &str), CodecError> {
+/// Decodes a complete `S` frame from the server into (name, value). A
+/// value in the session's client encoding (`application_name` with
+/// non-ASCII letters in a LATIN1 session) is read lossily, never refused.
+pub fn decode(frame_bytes: &[u8]) -> Result<(Cow<'_, str>, Cow<'_, str>), CodecError> {
     let mut r = Reader::new(frame::body(frame_bytes, b'S')?);
-    Ok((r.cstr("parameter name")?, r.cstr("parameter value")?))
+    let name = String::from_utf8_lossy(r.cstr_bytes("parameter name")?);
+    let value = String::from_utf8_lossy(r.cstr_bytes("parameter value")?);
+    Ok((name, value))
 }

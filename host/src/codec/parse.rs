@@ -7,8 +7,9 @@ use super::{frame, CodecError, Reader};
 pub struct Parse<'a> {
     /// Prepared statement name (empty for the unnamed statement).
     pub statement: &'a str,
-    /// SQL text.
-    pub query: &'a str,
+    /// SQL text, in the session's client encoding (see
+    /// [`super::encoding`]).
+    pub query: &'a [u8],
     /// Number of parameter types the client specified.
     pub param_type_count: u16,
     /// Those types: one big-endian OID of 4 bytes each (0 = unspecified).
@@ -19,7 +20,7 @@ pub struct Parse<'a> {
 pub fn decode(frame_bytes: &[u8]) -> Result<Parse<'_>, CodecError> {
     let mut r = Reader::new(frame::body(frame_bytes, b'P')?);
     let statement = r.cstr("statement name")?;
-    let query = r.cstr("query string")?;
+    let query = r.cstr_bytes("query string")?;
     let n = r.i16("parameter type count")?;
     if n < 0 {
         return Err(CodecError::Invalid("parameter type count"));

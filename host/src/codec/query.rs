@@ -2,10 +2,11 @@
 
 use super::{frame, CodecError, Reader};
 
-/// Decodes a complete `Q` frame into its SQL text.
-pub fn decode(frame_bytes: &[u8]) -> Result<&str, CodecError> {
+/// Decodes a complete `Q` frame into its SQL text, in the session's client
+/// encoding (see [`super::encoding`]).
+pub fn decode(frame_bytes: &[u8]) -> Result<&[u8], CodecError> {
     let mut r = Reader::new(frame::body(frame_bytes, b'Q')?);
-    r.cstr("query string")
+    r.cstr_bytes("query string")
 }
 
 /// Encodes a `Q` frame.

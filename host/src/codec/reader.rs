@@ -59,13 +59,18 @@ impl<'a> Reader<'a> {
 
     /// Reads a NUL-terminated UTF-8 string (without the NUL).
     pub fn cstr(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
+        let bytes = self.cstr_bytes(what)?;
+        std::str::from_utf8(bytes).map_err(|_| CodecError::InvalidString(what))
+    }
+
+    /// Reads a NUL-terminated string in whatever encoding (without the NUL).
+    pub fn cstr_bytes(&mut self, what: &'static str) -> Result<&'a [u8], CodecError> {
         let end = self
             .buf
             .iter()
             .position(|&b| b == 0)
             .ok_or(CodecError::InvalidString(what))?;
-        let s =
-            std::str::from_utf8(&self.buf[..end]).map_err(|_| CodecError::InvalidString(what))?;
+        let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }

@@ -6,8 +6,9 @@ use super::{frame, CodecError, Reader};
 /// One column of a `RowDescription`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column<'a> {
-    /// Column label as the client sees it (an alias if one was used).
-    pub name: &'a str,
+    /// Column label as the client sees it (an alias if one was used), read
+    /// lossily when it is not UTF-8 (another client encoding).
+    pub name: std::borrow::Cow<'a, str>,
     /// OID of the source table, 0 for expressions.
     pub table_oid: u32,
     /// Attribute number in the source table, 0 for expressions.
@@ -32,7 +33,7 @@ pub fn decode(frame_bytes: &[u8]) -> Result<Vec<Column<'_>>, CodecError> {
     let mut cols = Vec::with_capacity(n as usize);
     for _ in 0..n {
         cols.push(Column {
-            name: r.cstr("column name")?,
+            name: String::from_utf8_lossy(r.cstr_bytes("column name")?),
             table_oid: r.u32("table oid")?,
             attribute_number: r.i16("attribute number")?,
             type_oid: r.u32("type oid")?,

@@ -1,32 +1,31 @@
-//! `COPY ... FROM STDIN` and the messages PostgreSQL ignores during it.
+//! `COPY ... FROM STDIN` and the `Sync`s PostgreSQL ignores during it.
 //!
 //! While the server copies in, it reads only `CopyData`, `CopyDone` and
 //! `CopyFail`, and ignores `Sync` and `Flush`. A driver that runs COPY over
 //! the extended protocol sends `Bind`, `Execute`, `Sync` before it learns
-//! that the copy started (tokio-postgres does), so that `Sync` gets no
-//! `ReadyForQuery` — unless the COPY failed to start, when it does. The
-//! relay counts `ReadyForQuery`s to know which batch an answer, an error it
-//! injects, or a result's statement belongs to, so it must know which
-//! `Sync`s the server ignored.
+//! that the copy started (tokio-postgres does): that `Sync` gets no
+//! `ReadyForQuery` if the copy started, and one if it did not (the COPY
+//! failed, or the portal was no COPY). The relay counts `ReadyForQuery`s to
+//! know which batch an answer, an injected error or a result belongs to, so
+//! it must know — not guess — which `Sync`s the server answers.
 //!
-//! - The client side marks every `Sync` sent right after an `Execute` that
-//!   may start a copy (only `Flush` or `CopyData` between) as *ignorable*,
-//!   in a window that `CopyDone`, `CopyFail` or any other message closes.
-//! - The server side, on `CopyInResponse`, drops the ignorable `Sync`s of
-//!   the window that starts with the batch being answered: they are
-//!   counted as if their `ReadyForQuery` had come.
-//! - A simple `Query` may run several COPYs, between which a `Sync` could
-//!   be read or not: a client that sends anything but copy data after such
-//!   a `Query`, before its `ReadyForQuery`, breaks the protocol and its
-//!   session ends.
+//! - A `Sync` sent right after an `Execute` that may start a copy (only
+//!   `Flush` between) is held: the relay sends `Flush` instead, waits for
+//!   the server's answer to that `Execute`, and then forwards the `Sync`
+//!   (no copy) or drops it (copy started: the server would have ignored
+//!   it). A dropped `Sync` is not counted, so the count stays exact.
+//! - A `Sync` after `CopyData` but before `CopyDone`/`CopyFail` is
+//!   answered or not depending on whether a row failed: the session ends.
+//! - After a simple `Query` that may COPY, anything but copy data before
+//!   its `ReadyForQuery` ends the session (PostgreSQL refuses it too).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Statements remembered as possible COPYs before every `Execute` counts
-/// as one.
-const MAX_COPY_STATEMENTS: usize = 1024;
+/// Statements or portals remembered as possible COPYs before every
+/// `Execute` counts as one.
+const MAX_COPY_NAMES: usize = 1024;
 
 /// Whether SQL text the gateway did not parse may run `COPY`
 /// (case-insensitively contains "copy"; too wide is harmless, too narrow
@@ -37,59 +36,87 @@ pub fn may_copy(sql: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(b"copy"))
 }
 
-/// A client message sent while a `COPY` query may still be copying in.
+/// What the client is told when it breaks the copy protocol.
+pub const SENT_DURING_COPY: &str = "a message the server would ignore or answer depending on the data was sent during COPY FROM STDIN (after a COPY query, anything but copy data before its ReadyForQuery; or a Sync between CopyData and CopyDone)";
+
+/// A client message that breaks the copy protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("message '{0}' sent before the COPY query's ReadyForQuery")]
+#[error("message '{0}' sent during COPY FROM STDIN")]
 pub struct SentDuringCopy(pub char);
 
-/// What the client is told when it sends [`SentDuringCopy`].
-pub const SENT_DURING_COPY: &str = "a message other than CopyData, CopyDone or CopyFail was sent after a COPY query, before its ReadyForQuery; during COPY FROM STDIN PostgreSQL ignores or refuses such messages";
+/// What to do with a `Sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncAction {
+    /// Forward and count it.
+    Forward,
+    /// Hold it until the server answers the `Execute` of batch `batch`,
+    /// the `earlier`+1-th `Execute` of that batch.
+    Decide {
+        /// Number of the batch (its `ReadyForQuery`).
+        batch: u64,
+        /// `Execute`s of the batch before the one that may COPY.
+        earlier: u64,
+    },
+    /// The copy started: the server ignores it; drop it uncounted.
+    Drop,
+}
+
+/// An `Execute` that may have started a copy.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    earlier: u64,
+    /// `Some(true)` once the copy is known to have started.
+    started: Option<bool>,
+    data_seen: bool,
+}
 
 /// The client side: which statements and portals may COPY, and the open
-/// window of ignorable `Sync`s.
+/// window after an `Execute` that may.
 #[derive(Debug, Default)]
 pub struct CopyWatch {
     statements: HashSet<String>,
     portals: HashSet<String>,
-    /// Too many statements to remember: every `Execute` may COPY.
+    /// Too many names to remember: every `Execute` may COPY.
     every: bool,
-    /// The open window, if any.
-    window: Option<u64>,
-    next_window: u64,
+    window: Option<Window>,
+    /// `Execute`s forwarded since the last `Sync`.
+    executes: u64,
     /// The `ReadyForQuery` number of the last simple `Query` that may COPY.
     query_until: u64,
 }
 
 impl CopyWatch {
-    /// Checks a client message against a COPY query still running
-    /// (`ready_seen`: `ReadyForQuery`s the client has been sent), and
-    /// closes the window for anything but `Sync`, `Flush` and `CopyData`.
+    /// Checks a client message (`ready_seen`: `ReadyForQuery`s passed to
+    /// the client) and keeps the window up to date.
     pub fn message(&mut self, tag: u8, ready_seen: u64) -> Result<(), SentDuringCopy> {
         let copy_data = matches!(tag, b'd' | b'c' | b'f');
         if !copy_data && tag != b'H' && ready_seen < self.query_until {
             return Err(SentDuringCopy(char::from(tag)));
         }
-        if !matches!(tag, b'S' | b'H' | b'd') {
-            self.window = None;
+        match (tag, &mut self.window) {
+            (b'd', Some(w)) => w.data_seen = true,
+            (b'S', Some(w)) if w.data_seen => return Err(SentDuringCopy('S')),
+            (b'S' | b'H', _) => {}
+            _ => self.window = None,
         }
         Ok(())
     }
 
     /// A `Parse` of `name`, of SQL that may be a COPY, was forwarded.
     pub fn parsed(&mut self, name: &str) {
-        if self.statements.len() >= MAX_COPY_STATEMENTS {
+        if self.statements.len() >= MAX_COPY_NAMES {
             self.every = true;
         } else {
             self.statements.insert(name.to_string());
         }
     }
 
-    /// A `Bind` of `portal` from `statement` was forwarded. A portal that
-    /// may have been bound from a COPY stays one: the server may have
-    /// skipped a later `Bind` of its name (after an error) and kept it.
+    /// A `Bind` of `portal` from `statement` was forwarded. A portal once
+    /// bound from a possible COPY stays one: the server may have skipped a
+    /// later `Bind` of its name (after an error) and kept it.
     pub fn bound(&mut self, portal: &str, statement: &str) {
         if self.every || self.statements.contains(statement) {
-            if self.portals.len() >= MAX_COPY_STATEMENTS {
+            if self.portals.len() >= MAX_COPY_NAMES {
                 self.every = true;
             } else {
                 self.portals.insert(portal.to_string());
@@ -97,14 +124,16 @@ impl CopyWatch {
         }
     }
 
-    /// An `Execute` of `portal` was forwarded: a window opens when it may
-    /// COPY (a portal the client did not bind may be a cursor, never a
-    /// COPY).
+    /// An `Execute` of `portal` was forwarded.
     pub fn executed(&mut self, portal: &str) {
         if self.every || self.portals.contains(portal) {
-            self.window = Some(self.next_window);
-            self.next_window += 1;
+            self.window = Some(Window {
+                earlier: self.executes,
+                started: None,
+                data_seen: false,
+            });
         }
+        self.executes += 1;
     }
 
     /// A simple `Query` that may COPY was forwarded; its `ReadyForQuery`
@@ -113,65 +142,112 @@ impl CopyWatch {
         self.query_until = ready;
     }
 
-    /// A `Sync` is forwarded: the window it is ignorable in, if any.
-    pub fn sync(&self) -> Option<u64> {
-        self.window
+    /// A `Sync` arrived, which would end batch `batch`: what to do with it.
+    pub fn sync(&mut self, batch: u64) -> SyncAction {
+        match self.window {
+            Some(Window {
+                started: Some(true),
+                ..
+            }) => SyncAction::Drop,
+            Some(w) => SyncAction::Decide {
+                batch,
+                earlier: w.earlier,
+            },
+            None => {
+                self.executes = 0;
+                SyncAction::Forward
+            }
+        }
+    }
+
+    /// The server answered the `Execute` a held `Sync` waited for.
+    pub fn decided(&mut self, started: bool) {
+        if started {
+            if let Some(w) = &mut self.window {
+                w.started = Some(true);
+            }
+        } else {
+            // No copy: the Sync goes on and ends the batch.
+            self.window = None;
+            self.executes = 0;
+        }
     }
 }
 
-/// Shared by both sides: the ignorable `Sync`s and the count of
-/// `ReadyForQuery`s passed on to the client.
+/// Shared by both sides: the server's answer to an `Execute` a held `Sync`
+/// waits for, and the count of `ReadyForQuery`s passed to the client.
 #[derive(Debug, Default)]
-pub struct IgnorableSyncs {
-    /// (number of the `Sync`, window), in order.
-    pending: Mutex<VecDeque<(u64, u64)>>,
+pub struct CopyStart {
+    state: Mutex<Waiting>,
+    decided: tokio::sync::Notify,
     ready_seen: AtomicU64,
 }
 
-impl IgnorableSyncs {
-    /// `Sync` number `sync` is ignorable in `window`.
-    pub fn mark(&self, sync: u64, window: u64) {
-        self.pending().push_back((sync, window));
-    }
+#[derive(Debug, Default)]
+struct Waiting {
+    /// `ReadyForQuery`s seen: the batch being answered is the next.
+    ready: u64,
+    /// Execute completions of that batch so far.
+    completions: u64,
+    /// The number of completions before its first `CopyInResponse`.
+    copy_at: Option<u64>,
+    /// Whether it failed (an error: the server skips to its Sync).
+    failed: bool,
+}
 
+impl CopyStart {
     /// `ReadyForQuery`s passed to the client so far.
     pub fn ready_seen(&self) -> u64 {
         self.ready_seen.load(Ordering::Acquire)
     }
 
-    /// `ReadyForQuery` number `ready` arrived (or was counted).
-    pub fn ready(&self, ready: u64) {
-        self.ready_seen.store(ready, Ordering::Release);
-        let mut p = self.pending();
-        while p.front().is_some_and(|&(s, _)| s <= ready) {
-            p.pop_front();
+    /// The client side waits until the server has answered the
+    /// `earlier`+1-th `Execute` of batch `batch`: whether a copy started.
+    pub async fn wait(&self, batch: u64, earlier: u64) -> bool {
+        loop {
+            let notified = self.decided.notified();
+            {
+                let w = self.state();
+                if w.ready + 1 == batch {
+                    if w.copy_at == Some(earlier) {
+                        return true;
+                    }
+                    if w.failed || w.completions > earlier {
+                        return false;
+                    }
+                }
+            }
+            notified.await;
         }
     }
 
-    /// The server started copying in, answering the batch after
-    /// `ReadyForQuery` number `ready`: how many ignorable `Sync`s it will
-    /// not answer (they follow at once in the numbering).
-    pub fn copy_started(&self, ready: u64) -> u64 {
-        let mut p = self.pending();
-        while p.front().is_some_and(|&(s, _)| s <= ready) {
-            p.pop_front();
+    /// The server side saw message `tag`, `ready` `ReadyForQuery`s so far
+    /// (this one included, for a `ReadyForQuery`).
+    pub fn server_message(&self, tag: u8, ready: u64) {
+        {
+            let mut w = self.state();
+            match tag {
+                b'Z' => {
+                    self.ready_seen.store(ready, Ordering::Release);
+                    *w = Waiting {
+                        ready,
+                        ..Waiting::default()
+                    };
+                }
+                b'C' | b's' | b'I' => w.completions += 1,
+                b'G' => {
+                    let at = w.completions;
+                    w.copy_at.get_or_insert(at);
+                }
+                b'E' => w.failed = true,
+                _ => return,
+            }
         }
-        let Some(&(first, window)) = p.front() else {
-            return 0;
-        };
-        if first != ready + 1 {
-            return 0;
-        }
-        let mut n = 0;
-        while p.front().is_some_and(|&(_, w)| w == window) {
-            p.pop_front();
-            n += 1;
-        }
-        n
+        self.decided.notify_one();
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, u64)>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -180,67 +256,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sync_after_an_extended_copy_is_ignorable_and_dropped_when_it_starts() {
+    fn the_sync_after_an_extended_copy_is_held_then_dropped_or_forwarded() {
         let mut w = CopyWatch::default();
-        let shared = IgnorableSyncs::default();
         // tokio-postgres: Parse, Sync; Bind, Execute, Sync; data; CopyDone, Sync.
         w.message(b'P', 0).unwrap();
         w.parsed("s0");
         w.message(b'S', 0).unwrap();
-        assert_eq!(w.sync(), None);
+        assert_eq!(w.sync(1), SyncAction::Forward);
         w.message(b'B', 1).unwrap();
         w.bound("", "s0");
         w.message(b'E', 1).unwrap();
         w.executed("");
         w.message(b'S', 1).unwrap();
-        let window = w.sync().expect("ignorable");
-        shared.mark(2, window);
+        assert_eq!(
+            w.sync(2),
+            SyncAction::Decide {
+                batch: 2,
+                earlier: 0
+            }
+        );
+        w.decided(true);
+        // A second Sync before any data: ignored as well.
+        w.message(b'S', 1).unwrap();
+        assert_eq!(w.sync(2), SyncAction::Drop);
         w.message(b'd', 1).unwrap();
         w.message(b'c', 1).unwrap();
         w.message(b'S', 1).unwrap();
-        assert_eq!(w.sync(), None, "after CopyDone the Sync counts");
-        // The server answers Sync 1, then starts copying in.
-        shared.ready(1);
-        assert_eq!(shared.copy_started(1), 1);
-        assert_eq!(shared.copy_started(2), 0);
-    }
-
-    #[test]
-    fn a_copy_that_fails_to_start_leaves_its_sync_counted() {
-        let mut w = CopyWatch::default();
-        let shared = IgnorableSyncs::default();
-        w.parsed("s0");
-        w.bound("p", "s0");
-        w.executed("p");
-        w.message(b'S', 0).unwrap();
-        shared.mark(1, w.sync().expect("ignorable"));
-        // An error and ReadyForQuery 1: the Sync was answered.
-        shared.ready(1);
-        assert_eq!(shared.copy_started(1), 0);
-        // A portal bound from another statement opens no window ...
-        w.message(b'B', 1).unwrap();
+        assert_eq!(
+            w.sync(2),
+            SyncAction::Forward,
+            "after CopyDone the Sync counts"
+        );
+        // A portal bound from another statement is no window.
+        w.message(b'B', 2).unwrap();
         w.bound("q", "s1");
-        w.message(b'E', 1).unwrap();
+        w.message(b'E', 2).unwrap();
         w.executed("q");
-        w.message(b'S', 1).unwrap();
-        assert_eq!(w.sync(), None);
-        // ... but a name once bound from a COPY stays suspect.
-        w.message(b'B', 1).unwrap();
-        w.bound("p", "s1");
-        w.message(b'E', 1).unwrap();
-        w.executed("p");
-        w.message(b'S', 1).unwrap();
-        assert!(w.sync().is_some());
+        w.message(b'S', 2).unwrap();
+        assert_eq!(w.sync(3), SyncAction::Forward);
     }
 
     #[test]
-    fn windows_are_told_apart() {
-        let shared = IgnorableSyncs::default();
-        shared.mark(3, 0);
-        shared.mark(4, 0);
-        shared.mark(5, 1);
-        assert_eq!(shared.copy_started(2), 2);
-        assert_eq!(shared.copy_started(4), 1);
+    fn a_sync_between_copy_data_and_copy_done_breaks_the_protocol() {
+        let mut w = CopyWatch::default();
+        w.parsed("s0");
+        w.bound("", "s0");
+        w.executed("");
+        assert!(matches!(w.sync(1), SyncAction::Decide { .. }));
+        w.decided(true);
+        w.message(b'd', 0).unwrap();
+        assert_eq!(w.message(b'S', 0), Err(SentDuringCopy('S')));
     }
 
     #[test]
@@ -254,5 +319,30 @@ mod tests {
             assert_eq!(w.message(tag, 2), Err(SentDuringCopy(char::from(tag))));
         }
         w.message(b'S', 3).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_outcome_is_the_awaited_execute_s_own_answer() {
+        let s = std::sync::Arc::new(CopyStart::default());
+        // Batch 2's second Execute may COPY; batch 1 is still answering.
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.wait(2, 1).await })
+        };
+        tokio::task::yield_now().await;
+        s.server_message(b'C', 0); // batch 1
+        s.server_message(b'Z', 1);
+        s.server_message(b'C', 1); // batch 2, first Execute
+        s.server_message(b'G', 1); // the awaited one starts copying
+        assert!(waiter.await.unwrap());
+        // No copy: the awaited Execute completes.
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.wait(3, 0).await })
+        };
+        tokio::task::yield_now().await;
+        s.server_message(b'Z', 2);
+        s.server_message(b'C', 2);
+        assert!(!waiter.await.unwrap());
     }
 }

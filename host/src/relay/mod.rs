@@ -76,6 +76,10 @@ pub enum RelayError {
     /// string literals differently from the gateway.
     #[error("the server now reads backslashes in string literals as escapes (standard_conforming_strings is off), which the gateway's checks do not")]
     StandardStringsOff,
+    /// The session switched to a client encoding whose characters can hide
+    /// ASCII bytes.
+    #[error("the session's client_encoding changed to {0}, whose multibyte characters can contain ASCII bytes; the gateway cannot tell how the server read the statements sent meanwhile")]
+    EncodingChanged(String),
     /// More prepared statements or portals than the relay tracks.
     #[error(transparent)]
     TooManyNames(#[from] result_lineage::TooManyNames),

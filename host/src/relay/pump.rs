@@ -45,7 +45,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use super::approval;
 use super::budget::{BudgetError, BudgetShare, MessageBudget};
 use super::catalog::TargetCatalog;
-use super::copy_in::{self, CopyWatch, IgnorableSyncs};
+use super::copy_in::{self, CopyStart, CopyWatch, SyncAction};
 use super::held::{self, BindError, Execution, HeldStatements, Step};
 use super::ledger::{Before, Ledger};
 use super::responses::{Expect, Expected};
@@ -53,6 +53,7 @@ use super::result_lineage::{self, Closed, Judged, Names, Source};
 use super::stream::Stream;
 use super::RelayError;
 use crate::audit::AuditLog;
+use crate::codec::encoding::ClientEncoding;
 use crate::codec::error_response::ErrorFields;
 use crate::codec::{
     bind, command_complete, data_row, describe, error_response, parameter_status, parse,
@@ -69,6 +70,8 @@ use crate::store::Record;
 const READ_CHUNK: usize = 32 * 1024;
 /// `Terminate` message.
 const TERMINATE: &[u8] = &[b'X', 0, 0, 0, 4];
+/// `Flush` message.
+const FLUSH: &[u8] = &[b'H', 0, 0, 0, 4];
 
 /// An error to write to the client just before `ReadyForQuery` number `seq`.
 struct Injection {
@@ -110,8 +113,12 @@ struct Shared {
     to_client: std::sync::atomic::AtomicU64,
     /// This session's refusal marker (see `new_refusal_marker`).
     marker: String,
-    /// `Sync`s the server may ignore during COPY FROM STDIN.
-    ignorable: IgnorableSyncs,
+    /// Whether an `Execute` started COPY FROM STDIN (for a held `Sync`),
+    /// and the `ReadyForQuery`s passed to the client.
+    copy_start: CopyStart,
+    /// How to read the client's text, as the server last reported its
+    /// `client_encoding`.
+    encoding: Mutex<ClientEncoding>,
 }
 
 impl Shared {
@@ -165,6 +172,8 @@ pub struct SessionContext {
     pub read_only: bool,
     /// The upstream role the session is pinned to (`[[targets.roles]]`).
     pub upstream_role: Option<String>,
+    /// How to read the client's text (its `client_encoding` at start).
+    pub client_encoding: ClientEncoding,
 }
 
 /// Bytes a session moved.
@@ -293,7 +302,8 @@ pub async fn run(
         from_client: Default::default(),
         to_client: Default::default(),
         marker: new_refusal_marker(),
-        ignorable: IgnorableSyncs::default(),
+        copy_start: CopyStart::default(),
+        encoding: Mutex::new(ctx.client_encoding),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -336,6 +346,10 @@ pub async fn run(
                     .with_hint("ask whoever delegated to you for a new token"),
                 ),
                 RelayError::Budget(e) => Some(budget_refusal(e)),
+                RelayError::EncodingChanged(_) => Some(
+                    ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
+                        .with_hint("connect with that client_encoding from the start, or use UTF8"),
+                ),
                 RelayError::StandardStringsOff => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
                         .with_hint("keep standard_conforming_strings on (PostgreSQL's default); use E'...' strings for backslash escapes"),
@@ -532,9 +546,6 @@ async fn client_to_server(
     // Whether the next message starts a batch (the server skips nothing
     // before it): only such messages can give up a hold.
     let mut batch_start = true;
-    // Whether the batch that starts is surely one: not after a Sync the
-    // server may ignore during COPY (holds are given up only then).
-    let mut batch_trusted = true;
     // COPY FROM STDIN: statements and portals that may copy, ignorable Syncs.
     let mut copy = CopyWatch::default();
     // Bind, Describe, Execute and Close are decoded when anything reads
@@ -573,7 +584,7 @@ async fn client_to_server(
                 break;
             };
             let available = buf.len() - pos;
-            copy.message(h.tag, shared.ignorable.ready_seen())
+            copy.message(h.tag, shared.copy_start.ready_seen())
                 .map_err(|_| {
                     RelayError::Codec(crate::codec::CodecError::Invalid(copy_in::SENT_DURING_COPY))
                 })?;
@@ -603,19 +614,27 @@ async fn client_to_server(
                         // The query may CLOSE or DECLARE a portal by name.
                         described.clear();
                     }
-                    let (sql, statement, param_types) = if h.tag == b'Q' {
+                    let (raw_sql, statement, param_types) = if h.tag == b'Q' {
                         (query::decode(frame)?, None, &[][..])
                     } else {
                         let p = parse::decode(frame)?;
                         (p.query, Some(p.statement), p.param_types)
                     };
+                    // Read as the server will read it (its client_encoding);
+                    // the bytes forwarded stay the client's.
+                    let encoding = *shared.encoding.lock().unwrap_or_else(|p| p.into_inner());
+                    let (sql, unreadable) = match encoding.text(raw_sql) {
+                        Ok(text) => (text, None),
+                        Err(e) => (String::from_utf8_lossy(raw_sql), Some(e.to_string())),
+                    };
+                    let sql: &str = &sql;
                     let event = match statement {
                         None => QueryEvent::Simple { sql },
                         Some(statement) => QueryEvent::Parse { statement, sql },
                     };
                     note.summary = judged_summary(shared, sql).await;
-                    let refusal = statement
-                        .and_then(|name| long_name(name.as_bytes()))
+                    let refusal = unreadable
+                        .or_else(|| statement.and_then(|name| long_name(name.as_bytes())))
                         .or_else(|| host_refusal(shared, &mut note));
                     let mut verdict = match refusal {
                         Some(reason) => Verdict::Deny { reason },
@@ -667,7 +686,7 @@ async fn client_to_server(
                     let parse_info = statement.map(|name| held::ParseInfo {
                         name,
                         param_types,
-                        first_in_batch: first_in_batch && batch_trusted,
+                        first_in_batch,
                     });
                     match held::step(&mut held, &verdict, &note, sql, parse_info) {
                         Step::Pass => {}
@@ -774,13 +793,36 @@ async fn client_to_server(
                     }
                 }
                 b'S' => {
+                    let action = copy.sync(syncs + 1);
+                    if action != SyncAction::Forward && available < h.total_len {
+                        need = h.total_len;
+                        break;
+                    }
+                    let started = match action {
+                        SyncAction::Forward => false,
+                        SyncAction::Drop => true,
+                        SyncAction::Decide { batch, earlier } => {
+                            // Flush instead, and learn from the server's
+                            // answer whether it is copying in (then it
+                            // would ignore this Sync).
+                            write_out(wr, &buf[start..pos]).await?;
+                            start = pos;
+                            wr.write_all(FLUSH).await?;
+                            wr.flush().await?;
+                            let started = shared.copy_start.wait(batch, earlier).await;
+                            copy.decided(started);
+                            started
+                        }
+                    };
+                    if started {
+                        // Dropped, uncounted: PostgreSQL ignores it.
+                        write_out(wr, &buf[start..pos]).await?;
+                        pos += h.total_len;
+                        start = pos;
+                        continue;
+                    }
                     batch_start = true;
                     syncs += 1;
-                    let ignorable = copy.sync();
-                    if let Some(window) = ignorable {
-                        shared.ignorable.mark(syncs, window);
-                    }
-                    batch_trusted = ignorable.is_none();
                     shared.expect(Expect::sync());
                     // The refusal was queued for this Sync's ReadyForQuery
                     // when it was decided (see `refuse_batch`).
@@ -849,7 +891,7 @@ async fn client_to_server(
                     }
                     let frame = &buf[pos..pos + h.total_len];
                     // Close cannot fail, so it leaves the batch as fresh as it was.
-                    let first_in_batch = batch_start && batch_trusted;
+                    let first_in_batch = batch_start;
                     if h.tag != b'C' {
                         batch_start = false;
                     }
@@ -1141,7 +1183,7 @@ fn changes_parsing(note: &QueryNote) -> bool {
 
 /// Why a statement that may turn `standard_conforming_strings` off is
 /// refused.
-const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on through this gateway: with it off PostgreSQL reads backslashes in string literals as escapes and would split statements differently from the gateway's checks; use E'...' strings for escapes";
+const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on, and client_encoding may not switch to an encoding whose characters can contain ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB), through this gateway: PostgreSQL would read the statements that follow differently from the gateway's checks; use E'...' strings for escapes, and connect with the encoding you need";
 
 /// Whether the statement judged in `note` creates or changes code or
 /// relations (the target's code cache is then out of date).
@@ -1369,15 +1411,6 @@ fn push_injection(shared: &Shared, seq: u64, bytes: Bytes) {
     q.push_back(Injection { seq, bytes });
 }
 
-/// The ReadyForQuery number `seq` will not come (its Sync was ignored): an
-/// error meant for it goes before the next.
-fn postpone_injection(shared: &Shared, seq: u64) {
-    let mut q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = q.front_mut().filter(|i| i.seq == seq) {
-        i.seq += 1;
-    }
-}
-
 fn take_injection(shared: &Shared, seq: u64) -> Option<Bytes> {
     let mut q = shared.injections.lock().unwrap_or_else(|p| p.into_inner());
     if q.front().is_some_and(|i| i.seq == seq) {
@@ -1404,12 +1437,12 @@ enum Act {
 /// 23), which keep their message (constraint names) and lose the detail,
 /// and the classes whose messages never quote data (connections,
 /// transactions, privileges, resources, operator intervention). `None`:
-/// relay it as it is.
+/// relay it as it is. An error the gateway cannot read is withheld whole.
 fn scrubbed_error(frame: &[u8]) -> Option<Bytes> {
     const QUOTES_NO_DATA: &[&str] = &[
         "08", "0A", "25", "28", "2D", "3D", "40", "53", "54", "55", "57", "58",
     ];
-    let e = error_response::decode(frame).ok()?;
+    let e = error_response::decode(frame).unwrap_or_default();
     let code = e.code;
     let class = code.get(..2).unwrap_or("");
     if QUOTES_NO_DATA.contains(&class) || code == "42501" {
@@ -1661,8 +1694,21 @@ async fn server_to_client(
                     let (name, value) = parameter_status::decode(&buf[pos..pos + h.total_len])?;
                     // Whatever spelling analysis missed: a session whose
                     // strings PostgreSQL now reads differently ends.
-                    if !standard_strings(name, value) {
+                    if !standard_strings(&name, &value) {
                         return Err(RelayError::StandardStringsOff);
+                    }
+                    if name.eq_ignore_ascii_case("client_encoding") {
+                        let now = ClientEncoding::from_name(&value);
+                        let mut encoding =
+                            shared.encoding.lock().unwrap_or_else(|p| p.into_inner());
+                        // Into an encoding that hides ASCII bytes in its
+                        // characters: statements already sent after the
+                        // switch were read otherwise than the server reads
+                        // them.
+                        if now == ClientEncoding::AsciiOnly && *encoding != now {
+                            return Err(RelayError::EncodingChanged(value.into_owned()));
+                        }
+                        *encoding = now;
                     }
                     // The backstop behind the backstop: whatever analysis
                     // missed, a pinned session that becomes a superuser or
@@ -1676,24 +1722,8 @@ async fn server_to_client(
                         )));
                     }
                 }
-                b'G' => {
-                    // Copying in: the Syncs sent right after the COPY
-                    // started are ignored; count their ReadyForQuery as come.
-                    let ignored = shared.ignorable.copy_started(rfq_seen);
-                    for _ in 0..ignored {
-                        rfq_seen += 1;
-                        postpone_injection(shared, rfq_seen);
-                    }
-                    if ignored > 0 {
-                        shared.ignorable.ready(rfq_seen);
-                        if shared.wants_rows {
-                            shared.expected().drop_ignored(ignored);
-                        }
-                    }
-                }
                 b'Z' => {
                     rfq_seen += 1;
-                    shared.ignorable.ready(rfq_seen);
                     if let Some(err) = take_injection(shared, rfq_seen) {
                         // After an upstream error the server skipped the
                         // rest of the batch, refused statement included:
@@ -1711,8 +1741,18 @@ async fn server_to_client(
             if shared.wants_rows {
                 match h.tag {
                     b'Z' => {
+                        if available < h.total_len {
+                            need = h.total_len;
+                            break;
+                        }
                         shared.expected().ready();
                         result.completed = 0;
+                        if buf.get(pos + 5) == Some(&b'I') {
+                            // Out of any transaction: its portals are gone
+                            // (a cursor WITH HOLD loses its lineage: its
+                            // computed values are masked whole).
+                            result.names.forget(false, true);
+                        }
                         result.end_result();
                         result.dropping = false;
                         result.withheld = None;
@@ -1768,17 +1808,22 @@ async fn server_to_client(
                                 shared.expected().pop();
                                 if h.tag == b'T' {
                                     let frame = &buf[pos..pos + h.total_len];
-                                    let lineage = result.names.portal(&portal).and_then(|s| {
+                                    let source = result.names.portal(&portal);
+                                    // An EXECUTE or FETCH runs what its name
+                                    // means when it runs, not now.
+                                    let settled = !source.is_some_and(result_lineage::follows);
+                                    let lineage = source.and_then(|s| {
                                         result_lineage::of_result(
                                             s,
                                             described_columns(frame),
                                             &result.names,
                                         )
                                     });
-                                    if result
-                                        .passed
-                                        .as_ref()
-                                        .is_some_and(|m| m.hit(frame, lineage.as_deref()))
+                                    if settled
+                                        && result
+                                            .passed
+                                            .as_ref()
+                                            .is_some_and(|m| m.hit(frame, lineage.as_deref()))
                                     {
                                         result.portals.insert(portal, PortalColumns::Passed);
                                     } else {
@@ -1858,11 +1903,15 @@ async fn server_to_client(
                                         });
                                         let lineage = lineage.as_deref();
                                         let plan = plan_for(shared, Ok(cols), lineage);
+                                        // What an EXECUTE or FETCH in it runs
+                                        // is fixed from its first run on.
+                                        let ran = portal.clone();
                                         if let (ResultPlan::Pass, Some(m)) =
                                             (&plan, &mut result.passed)
                                         {
                                             m.remember(frame, lineage);
                                         }
+                                        result.names.ran(&ran);
                                         plan
                                     }
                                     None => ResultPlan::Deny {
@@ -2008,17 +2057,17 @@ async fn server_to_client(
                         (b'C', Act::Replace(err)) => {
                             let reason = error_response::decode(err)
                                 .map(|e| e.message)
-                                .unwrap_or("withheld");
-                            ledger.withheld(reason);
+                                .unwrap_or(std::borrow::Cow::Borrowed("withheld"));
+                            ledger.withheld(&reason);
                         }
                         (b'C', _) => ledger.command_complete(command_complete::decode(frame)?),
                         (b'E', Act::Replace(quiet)) => {
                             let e = error_response::decode(quiet)?;
-                            ledger.server_error(e.code, e.message);
+                            ledger.server_error(&e.code, &e.message);
                         }
                         (b'E', _) => {
                             let e = error_response::decode(frame)?;
-                            ledger.server_error(e.code, e.message);
+                            ledger.server_error(&e.code, &e.message);
                         }
                         (b'Z', _) => {}
                         _ => ledger.empty_or_suspended(),
@@ -2031,6 +2080,7 @@ async fn server_to_client(
                 };
                 shared.write_audit(settled).await;
             }
+            shared.copy_start.server_message(h.tag, rfq_seen);
             let take = h.total_len.min(available);
             match act {
                 Act::Forward => {}

@@ -109,21 +109,6 @@ impl Expected {
         }
     }
 
-    /// The server started copying in for the front entry and will ignore
-    /// the `n` `Sync`s sent right after it: their entries go.
-    pub fn drop_ignored(&mut self, n: u64) {
-        let mut left = n;
-        let mut i = 1;
-        while left > 0 && i < self.queue.len() {
-            if matches!(self.queue.get(i), Some(Expect::Ready { query: false, .. })) {
-                self.queue.remove(i);
-                left -= 1;
-            } else {
-                i += 1;
-            }
-        }
-    }
-
     /// `ReadyForQuery` arrived: it ends the first `Ready` entry (and any
     /// entry before it that the server never answered).
     pub fn ready(&mut self) {

@@ -124,6 +124,22 @@ impl Names {
         self.portals.get(portal)
     }
 
+    /// `portal` ran: what an `EXECUTE` or `FETCH` in it runs was fixed
+    /// then (later runs continue the same rows, whatever the names mean
+    /// now), so the portal keeps it.
+    pub fn ran(&mut self, portal: &str) {
+        let fixed = self
+            .portals
+            .get(portal)
+            .filter(|s| follows(s))
+            .and_then(|s| resolve(s, self))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(s) = self.portals.get_mut(portal).filter(|s| follows(s)) {
+            *s = fixed;
+        }
+    }
+
     /// What prepared statement `name` runs, when the gateway saw it made.
     pub fn statement(&self, name: &str) -> Option<&Source> {
         self.statements.get(name)
@@ -145,6 +161,16 @@ impl Names {
             "DECLARE CURSOR" => {
                 if let Some(name) = &st.declares {
                     self.declared(name.clone(), source.clone())?;
+                }
+            }
+            "CLOSE CURSOR" => {
+                if let Some(name) = &st.closes {
+                    self.portals.remove(name);
+                }
+            }
+            "DEALLOCATE" => {
+                if let Some(name) = &st.deallocates {
+                    self.statements.remove(name);
                 }
             }
             "CLOSE CURSOR ALL" => self.forget(false, true),
@@ -184,19 +210,35 @@ pub fn of_result<'a>(
     columns: usize,
     names: &'a Names,
 ) -> Option<Cow<'a, [Lineage]>> {
+    let source = resolve(source, names)?;
+    let summary = source.summary.0.as_ref()?;
+    let st = summary.statements.get(source.statement)?;
+    match st.kind.as_str() {
+        "explain" | "show" => Some(Cow::Owned(vec![Lineage::default(); columns])),
+        // Constants only: the gateway skips lineage for such statements.
+        _ if summary.lineage.is_none() && !st.reads_anything() => {
+            Some(Cow::Owned(vec![Lineage::default(); columns]))
+        }
+        _ => counted(summary.lineage.as_ref()?.get(source.statement)?, columns),
+    }
+}
+
+/// Whether `source` runs something else by name (`EXECUTE`, `FETCH`).
+pub fn follows(source: &Source) -> bool {
+    source
+        .summarized()
+        .is_some_and(|st| matches!(st.kind.as_str(), "execute" | "fetch"))
+}
+
+/// The statement `source` finally runs, through `EXECUTE` and `FETCH`.
+fn resolve<'a>(source: &'a Source, names: &'a Names) -> Option<&'a Source> {
     let mut source = source;
     for _ in 0..MAX_FOLLOW {
-        let summary = source.summary.0.as_ref()?;
-        let st = summary.statements.get(source.statement)?;
+        let st = source.summarized()?;
         source = match st.kind.as_str() {
             "execute" => names.statement(st.executes.first()?)?,
             "fetch" => names.portal(st.fetches.first()?)?,
-            "explain" | "show" => return Some(Cow::Owned(vec![Lineage::default(); columns])),
-            // Constants only: the gateway skips lineage for such statements.
-            _ if summary.lineage.is_none() && !st.reads_anything() => {
-                return Some(Cow::Owned(vec![Lineage::default(); columns]))
-            }
-            _ => return counted(summary.lineage.as_ref()?.get(source.statement)?, columns),
+            _ => return Some(source),
         };
     }
     None

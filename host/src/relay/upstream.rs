@@ -109,6 +109,8 @@ pub struct Upstream {
     /// Messages after `AuthenticationOk` up to and including `ReadyForQuery`,
     /// minus `BackendKeyData`, exactly as the server sent them.
     pub greeting: BytesMut,
+    /// The session's `client_encoding`, as the server reported it.
+    pub client_encoding: String,
 }
 
 /// Opens a TCP (and TLS, if configured) connection to the upstream.
@@ -241,6 +243,7 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
 
     let mut greeting = BytesMut::with_capacity(1024);
     let mut key = None;
+    let mut client_encoding = String::from("UTF8");
     loop {
         let msg = next(&mut stream, &mut inbuf).await?;
         match msg.first() {
@@ -253,8 +256,11 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
             Some(b'S') => {
                 let (name, value) = crate::codec::parameter_status::decode(&msg)
                     .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-                if !super::pump::standard_strings(name, value) {
+                if !super::pump::standard_strings(&name, &value) {
                     return Err(UpstreamError::StandardStringsOff);
+                }
+                if name.eq_ignore_ascii_case("client_encoding") {
+                    client_encoding = value.into_owned();
                 }
                 greeting.put_slice(&msg);
             }
@@ -271,6 +277,7 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
         stream,
         key,
         greeting,
+        client_encoding,
     })
 }
 

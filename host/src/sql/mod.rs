@@ -132,6 +132,10 @@ pub struct StatementSummary {
     pub fetches: Vec<String>,
     /// The cursor a `DECLARE` declares.
     pub declares: Option<String>,
+    /// The cursor a `CLOSE` closes (`None`: none, or `CLOSE ALL`).
+    pub closes: Option<String>,
+    /// The prepared statement a `DEALLOCATE` drops (`None`: none, or `ALL`).
+    pub deallocates: Option<String>,
 }
 
 impl StatementSummary {

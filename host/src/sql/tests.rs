@@ -314,6 +314,9 @@ fn changes_to_how_strings_are_read_are_flagged() {
         "SELECT set_config(lower('STANDARD_CONFORMING_STRINGS'), 'off', false)",
         "ALTER ROLE alice SET standard_conforming_strings = off",
         "ALTER DATABASE shop SET standard_conforming_strings = off",
+        "SET client_encoding = 'SJIS'",
+        "SET NAMES 'big5'",
+        "SELECT set_config('client_encoding', 'GBK', false)",
     ] {
         assert!(one(sql).changes_parsing, "{sql}");
     }
@@ -325,6 +328,9 @@ fn changes_to_how_strings_are_read_are_flagged() {
         "SELECT set_config('standard_conforming_strings', 'on', false)",
         "SELECT set_config('search_path', 'public', false)",
         "SHOW standard_conforming_strings",
+        "SET client_encoding = 'LATIN1'",
+        "SET NAMES 'UTF8'",
+        "RESET client_encoding",
     ] {
         assert!(!one(sql).changes_parsing, "{sql}");
     }

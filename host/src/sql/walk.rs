@@ -27,6 +27,8 @@ struct Acc {
     executes: BTreeSet<String>,
     fetches: BTreeSet<String>,
     declares: Option<String>,
+    closes: Option<String>,
+    deallocates: Option<String>,
 }
 
 impl Acc {
@@ -148,6 +150,8 @@ pub fn statement(node: &Value) -> StatementSummary {
         executes: acc.executes.into_iter().collect(),
         fetches: acc.fetches.into_iter().collect(),
         declares: acc.declares,
+        closes: acc.closes,
+        deallocates: acc.deallocates,
         prepared_query: None, // filled from the typed tree (see `summarize`)
         prepared_name: match kind_node {
             "PrepareStmt" | "DeallocateStmt" => fields
@@ -325,14 +329,43 @@ fn set_config_switches_role(fields: &Map<String, Value>) -> bool {
 /// split a statement into other tokens than the gateway does.
 const PARSING_SETTING: &str = "standard_conforming_strings";
 
-/// `set_config(name, value, ...)` may turn [`PARSING_SETTING`] off: the
-/// name is it, or not a constant.
+/// The client encoding setting: switched to an encoding whose multibyte
+/// characters contain ASCII bytes, a statement pipelined after it would be
+/// read by the server otherwise than by the gateway.
+const ENCODING_SETTING: &str = "client_encoding";
+
+/// Whether an encoding name (a constant, or `None` when it is not one) may
+/// be a client-only encoding.
+fn client_only_encoding(name: Option<String>) -> bool {
+    use crate::codec::encoding::ClientEncoding;
+    name.is_none_or(|n| ClientEncoding::from_name(n.trim()) == ClientEncoding::AsciiOnly)
+}
+
+/// `SET client_encoding` / `SET NAMES` to a client-only encoding (or to a
+/// value that is not a constant).
+fn sets_client_only_encoding(fields: &Map<String, Value>) -> bool {
+    // VariableSetKind 1: SET name = value.
+    let kind = fields.get("kind").and_then(Value::as_i64).unwrap_or(0);
+    let value = fields
+        .get("args")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(const_string);
+    kind == 1 && client_only_encoding(value)
+}
+
+/// `set_config(name, value, ...)` may turn [`PARSING_SETTING`] off or
+/// switch to a client-only encoding: the name is one of them, or not a
+/// constant.
 fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
     let args = fields.get("args").and_then(Value::as_array);
     let constant = |i: usize| args.and_then(|a| a.get(i)).and_then(const_string);
     match constant(0) {
         Some(name) if name.trim().eq_ignore_ascii_case(PARSING_SETTING) => {
             !constant(1).is_some_and(|v| is_on(&v))
+        }
+        Some(name) if name.trim().eq_ignore_ascii_case(ENCODING_SETTING) => {
+            client_only_encoding(constant(1))
         }
         Some(_) => false,
         None => true,
@@ -516,6 +549,7 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             let name = str_field(fields, "name").to_lowercase();
             acc.switches_role |= ROLE_SETTINGS.contains(&name.as_str());
             acc.changes_parsing |= name == PARSING_SETTING && !sets_plainly_on(fields);
+            acc.changes_parsing |= name == ENCODING_SETTING && sets_client_only_encoding(fields);
         }
         "ExecuteStmt" => {
             let name = str_field(fields, "name");
@@ -525,6 +559,13 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
         }
         "DeclareCursorStmt" => {
             acc.declares = Some(str_field(fields, "portalname").to_string());
+        }
+        "ClosePortalStmt" => {
+            acc.closes =
+                Some(str_field(fields, "portalname").to_string()).filter(|n| !n.is_empty());
+        }
+        "DeallocateStmt" => {
+            acc.deallocates = Some(str_field(fields, "name").to_string()).filter(|n| !n.is_empty());
         }
         "CreateTableAsStmt"
             if fields
