@@ -1057,74 +1057,97 @@ async fn standard_conforming_strings_stays_on() {
     assert!(refused.is_err(), "a session with it off was opened");
 }
 
-/// Reads everything up to the next ReadyForQuery as raw bytes.
-async fn raw_bytes(s: &mut tokio::net::TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some((tag, frame)) = portcullis_e2e::raw::read_msg(s).await {
-        out.extend_from_slice(&frame);
-        if tag == b'Z' {
-            break;
+/// Whether a login with start-up parameters `params` is refused, and the
+/// SQLSTATE it is refused with.
+async fn login_refusal(
+    gw: &portcullis_e2e::TestGateway,
+    params: &[(&str, &str)],
+) -> Option<String> {
+    use bytes::BytesMut;
+    use portcullis_e2e::raw;
+    let mut s = tokio::net::TcpStream::connect(gw.plain_addr)
+        .await
+        .expect("connect");
+    let mut b = BytesMut::new();
+    let mut all = vec![("user", USER), ("database", portcullis_e2e::DB)];
+    all.extend_from_slice(params);
+    portcullis::codec::startup::encode_startup(&mut b, &all);
+    raw::send(&mut s, &b).await;
+    raw::read_msg(&mut s).await.expect("authentication request");
+    b.clear();
+    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+    raw::send(&mut s, &b).await;
+    while let Some((tag, frame)) = raw::read_msg(&mut s).await {
+        match tag {
+            b'E' => {
+                return portcullis::codec::error_response::decode(&frame)
+                    .ok()
+                    .map(|e| e.code.into_owned())
+            }
+            b'Z' => return None,
+            _ => {}
         }
     }
-    out
+    Some("closed".into())
 }
 
 #[tokio::test]
-async fn text_is_read_in_the_session_s_client_encoding() {
+async fn sessions_stay_in_utf8() {
     use bytes::BytesMut;
     use portcullis_e2e::raw;
     let gw = gateway("lineage").await;
-    // LATIN1: é is one byte, 0xE9; the gateway reads and masks as usual.
-    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "LATIN1")]).await;
-    let mut b = BytesMut::new();
-    raw::query_bytes(&mut b, b"SELECT 'caf\xe9' AS x");
-    raw::query_bytes(
-        &mut b,
-        b"SELECT 'caf\xe9' || reverse(card_number) AS x FROM crm.customers WHERE id = 1",
-    );
-    raw::query_bytes(&mut b, b"SELECT 1/0 AS \"\xe9\"");
-    raw::send(&mut s, &b).await;
-    let plain = raw_bytes(&mut s).await;
-    assert!(
-        plain.windows(5).any(|w| w == b"caf\xe9\0") || plain.windows(4).any(|w| w == b"caf\xe9"),
-        "{}",
-        String::from_utf8_lossy(&plain)
-    );
-    let masked = String::from_utf8_lossy(&raw_bytes(&mut s).await).into_owned();
-    assert!(masked.contains("[redacted]"), "{masked}");
-    assert_card_hidden("a LATIN1 session", &masked);
-    let failed = raw_bytes(&mut s).await;
-    assert!(
-        failed.contains(&b'E') && failed.ends_with(b"Z\0\0\0\x05I"),
-        "the session goes on"
+    // Another client encoding from the start, however it is set: refused.
+    // (GBK hides a backslash in E'€\'; EUC_JP reads two byte sequences as
+    // one character; LATIN1 names are longer on a UTF-8 server.)
+    for params in [
+        &[("client_encoding", "GBK")][..],
+        &[("client_encoding", "LATIN1")],
+        &[("client_encoding", "EUC_JP")],
+        &[("options", "-c client_encoding=SJIS")],
+    ] {
+        let refused = login_refusal(&gw, params).await;
+        assert!(refused.is_some(), "{params:?} was let in");
+    }
+    assert_eq!(
+        login_refusal(&gw, &[("client_encoding", "utf-8")]).await,
+        None
     );
 
-    // GBK hides a backslash in the second byte of a character: E'€\' is
-    // E282 AC5C in GBK, so the string ends there for PostgreSQL. Text
-    // that is not ASCII is refused in such a session; ASCII passes.
-    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "GBK")]).await;
-    b.clear();
-    raw::query_bytes(
-        &mut b,
-        "SELECT E'€\\', reverse(card_number) FROM crm.customers -- ', 'x'".as_bytes(),
-    );
-    raw::query_bytes(
-        &mut b,
-        "SELECT E'€\\'; INSERT INTO crm.notes VALUES (99, $$hidden$$); -- '".as_bytes(),
-    );
-    raw::query(&mut b, "SELECT 'ascii' AS x");
-    raw::send(&mut s, &b).await;
-    let hidden = raw_text(&mut s).await + &raw_text(&mut s).await;
-    assert_card_hidden("a GBK session", &hidden);
-    let ascii = raw_text(&mut s).await;
-    assert!(ascii.contains("ascii"), "{ascii}");
+    // Switching mid-session, in any spelling, even when switched back
+    // before the Sync (no ParameterStatus is sent then): refused, and the
+    // statement between never runs.
+    let mut s = raw::login(&gw, USER).await;
+    let mut b = BytesMut::new();
+    for spelling in ["windows932", "S.JIS", "Shift-JIS.", "LATIN1"] {
+        b.clear();
+        raw::parse(&mut b, "", &format!("SET client_encoding = '{spelling}'"));
+        raw::bind(&mut b, "", "", &[]);
+        raw::execute(&mut b, "");
+        raw::parse(&mut b, "", "INSERT INTO crm.notes VALUES (98, 'between')");
+        raw::bind(&mut b, "", "", &[]);
+        raw::execute(&mut b, "");
+        raw::parse(&mut b, "", "SET client_encoding = 'UTF8'");
+        raw::bind(&mut b, "", "", &[]);
+        raw::execute(&mut b, "");
+        raw::sync(&mut b);
+        raw::send(&mut s, &b).await;
+        let (_, codes) = raw::until_ready(&mut s).await;
+        assert_eq!(codes, vec!["42501".to_string()], "{spelling}");
+    }
     let notes = cluster()
         .cluster
-        .psql(DB, "SELECT count(*) FROM crm.notes WHERE id = 99")
+        .psql(DB, "SELECT count(*) FROM crm.notes WHERE id = 98")
         .expect("count");
-    assert_eq!(notes.trim(), "0", "the hidden INSERT ran");
-
-    // Switching to such an encoding mid-session is refused.
+    assert_eq!(notes.trim(), "0", "the statement between ran");
+    // Text that is not UTF-8 is refused; the session goes on.
+    b.clear();
+    raw::query_bytes(&mut b, b"SELECT 'caf\xe9' AS x");
+    raw::query(&mut b, "SELECT 'after' AS x");
+    raw::send(&mut s, &b).await;
+    let (_, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(codes.len(), 1, "{codes:?}");
+    let after = raw_text(&mut s).await;
+    assert!(after.contains("after"), "{after}");
     let c = gw.connect(USER).await;
     for sql in [
         "SET client_encoding = 'GBK'",
@@ -1134,12 +1157,9 @@ async fn text_is_read_in_the_session_s_client_encoding() {
         let err = c.simple_query(sql).await.expect_err(sql);
         assert_eq!(db_error(&err).0, "42501", "{sql}");
     }
-    let enc: String = c
-        .query_one("SHOW client_encoding", &[])
+    c.batch_execute("SET client_encoding = 'UTF8'; RESET client_encoding")
         .await
-        .expect("show")
-        .get(0);
-    assert_eq!(enc, "UTF8");
+        .expect("UTF-8 stays allowed");
 }
 
 /// An `Execute` of `portal` that returns at most `rows` rows.

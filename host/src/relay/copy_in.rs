@@ -189,8 +189,9 @@ struct Waiting {
     ready: u64,
     /// Execute completions of that batch so far.
     completions: u64,
-    /// The number of completions before its first `CopyInResponse`.
-    copy_at: Option<u64>,
+    /// For each `CopyInResponse` of that batch, the number of completions
+    /// before it (which `Execute` of the batch started copying).
+    copies: Vec<u64>,
     /// Whether it failed (an error: the server skips to its Sync).
     failed: bool,
 }
@@ -209,7 +210,7 @@ impl CopyStart {
             {
                 let w = self.state();
                 if w.ready + 1 == batch {
-                    if w.copy_at == Some(earlier) {
+                    if w.copies.contains(&earlier) {
                         return true;
                     }
                     if w.failed || w.completions > earlier {
@@ -237,7 +238,9 @@ impl CopyStart {
                 b'C' | b's' | b'I' => w.completions += 1,
                 b'G' => {
                     let at = w.completions;
-                    w.copy_at.get_or_insert(at);
+                    if w.copies.len() < MAX_COPY_NAMES {
+                        w.copies.push(at);
+                    }
                 }
                 b'E' => w.failed = true,
                 _ => return,
@@ -344,5 +347,16 @@ mod tests {
         s.server_message(b'Z', 2);
         s.server_message(b'C', 2);
         assert!(!waiter.await.unwrap());
+        // Two COPYs in one batch: the second one's own start counts.
+        s.server_message(b'Z', 3);
+        s.server_message(b'G', 3);
+        s.server_message(b'C', 3);
+        s.server_message(b'G', 3);
+        let second = s.wait(4, 1);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), second)
+                .await
+                .expect("no hang")
+        );
     }
 }

@@ -76,9 +76,8 @@ pub enum RelayError {
     /// string literals differently from the gateway.
     #[error("the server now reads backslashes in string literals as escapes (standard_conforming_strings is off), which the gateway's checks do not")]
     StandardStringsOff,
-    /// The session switched to a client encoding whose characters can hide
-    /// ASCII bytes.
-    #[error("the session's client_encoding changed to {0}, whose multibyte characters can contain ASCII bytes; the gateway cannot tell how the server read the statements sent meanwhile")]
+    /// The session left UTF-8.
+    #[error("the session's client_encoding changed to {0}: the gateway reads statements as PostgreSQL does only in UTF-8, and cannot tell how the server read those sent meanwhile")]
     EncodingChanged(String),
     /// More prepared statements or portals than the relay tracks.
     #[error(transparent)]

@@ -53,7 +53,6 @@ use super::result_lineage::{self, Closed, Judged, Names, Source};
 use super::stream::Stream;
 use super::RelayError;
 use crate::audit::AuditLog;
-use crate::codec::encoding::ClientEncoding;
 use crate::codec::error_response::ErrorFields;
 use crate::codec::{
     bind, command_complete, data_row, describe, error_response, parameter_status, parse,
@@ -116,9 +115,6 @@ struct Shared {
     /// Whether an `Execute` started COPY FROM STDIN (for a held `Sync`),
     /// and the `ReadyForQuery`s passed to the client.
     copy_start: CopyStart,
-    /// How to read the client's text, as the server last reported its
-    /// `client_encoding`.
-    encoding: Mutex<ClientEncoding>,
 }
 
 impl Shared {
@@ -172,8 +168,6 @@ pub struct SessionContext {
     pub read_only: bool,
     /// The upstream role the session is pinned to (`[[targets.roles]]`).
     pub upstream_role: Option<String>,
-    /// How to read the client's text (its `client_encoding` at start).
-    pub client_encoding: ClientEncoding,
 }
 
 /// Bytes a session moved.
@@ -303,7 +297,6 @@ pub async fn run(
         to_client: Default::default(),
         marker: new_refusal_marker(),
         copy_start: CopyStart::default(),
-        encoding: Mutex::new(ctx.client_encoding),
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -348,7 +341,7 @@ pub async fn run(
                 RelayError::Budget(e) => Some(budget_refusal(e)),
                 RelayError::EncodingChanged(_) => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
-                        .with_hint("connect with that client_encoding from the start, or use UTF8"),
+                        .with_hint("keep client_encoding UTF8 and convert text in the client"),
                 ),
                 RelayError::StandardStringsOff => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
@@ -620,12 +613,17 @@ async fn client_to_server(
                         let p = parse::decode(frame)?;
                         (p.query, Some(p.statement), p.param_types)
                     };
-                    // Read as the server will read it (its client_encoding);
-                    // the bytes forwarded stay the client's.
-                    let encoding = *shared.encoding.lock().unwrap_or_else(|p| p.into_inner());
-                    let (sql, unreadable) = match encoding.text(raw_sql) {
-                        Ok(text) => (text, None),
-                        Err(e) => (String::from_utf8_lossy(raw_sql), Some(e.to_string())),
+                    // Sessions run in UTF-8 (see codec::encoding): text that
+                    // is not is refused, as PostgreSQL refuses it.
+                    let (sql, unreadable) = match std::str::from_utf8(raw_sql) {
+                        Ok(text) => (std::borrow::Cow::Borrowed(text), None),
+                        Err(_) => (
+                            String::from_utf8_lossy(raw_sql),
+                            Some(
+                                "the statement is not valid UTF-8, the session's client_encoding"
+                                    .to_string(),
+                            ),
+                        ),
                     };
                     let sql: &str = &sql;
                     let event = match statement {
@@ -1183,7 +1181,7 @@ fn changes_parsing(note: &QueryNote) -> bool {
 
 /// Why a statement that may turn `standard_conforming_strings` off is
 /// refused.
-const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on, and client_encoding may not switch to an encoding whose characters can contain ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB), through this gateway: PostgreSQL would read the statements that follow differently from the gateway's checks; use E'...' strings for escapes, and connect with the encoding you need";
+const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on, and client_encoding UTF8, through this gateway: otherwise PostgreSQL would read the statements that follow differently from the gateway's checks; use E'...' strings for escapes, and convert text to UTF-8 in the client";
 
 /// Whether the statement judged in `note` creates or changes code or
 /// relations (the target's code cache is then out of date).
@@ -1697,18 +1695,13 @@ async fn server_to_client(
                     if !standard_strings(&name, &value) {
                         return Err(RelayError::StandardStringsOff);
                     }
-                    if name.eq_ignore_ascii_case("client_encoding") {
-                        let now = ClientEncoding::from_name(&value);
-                        let mut encoding =
-                            shared.encoding.lock().unwrap_or_else(|p| p.into_inner());
-                        // Into an encoding that hides ASCII bytes in its
-                        // characters: statements already sent after the
-                        // switch were read otherwise than the server reads
-                        // them.
-                        if now == ClientEncoding::AsciiOnly && *encoding != now {
-                            return Err(RelayError::EncodingChanged(value.into_owned()));
-                        }
-                        *encoding = now;
+                    // Out of UTF-8, whatever spelling analysis missed: the
+                    // statements sent meanwhile were read otherwise than the
+                    // server read them.
+                    if name.eq_ignore_ascii_case("client_encoding")
+                        && !crate::codec::encoding::is_utf8(&value)
+                    {
+                        return Err(RelayError::EncodingChanged(value.into_owned()));
                     }
                     // The backstop behind the backstop: whatever analysis
                     // missed, a pinned session that becomes a superuser or

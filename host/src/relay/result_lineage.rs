@@ -173,7 +173,8 @@ impl Names {
                     self.statements.remove(name);
                 }
             }
-            "CLOSE CURSOR ALL" => self.forget(false, true),
+            // A rollback (to a savepoint too) or commit may drop cursors.
+            "CLOSE CURSOR ALL" | "ROLLBACK" | "COMMIT" => self.forget(false, true),
             "DEALLOCATE ALL" => self.forget(true, false),
             "DISCARD ALL" => self.forget(true, true),
             _ => {}

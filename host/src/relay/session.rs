@@ -24,7 +24,6 @@ use super::framed::{read_message, read_startup_packet, send};
 use super::stream::Stream;
 use super::upstream::{self, UpstreamLogin};
 use super::{pump, RelayError};
-use crate::codec::encoding::ClientEncoding;
 use crate::codec::error_response::ErrorFields;
 use crate::codec::startup::{StartupMessage, StartupPacket};
 use crate::codec::{
@@ -162,7 +161,6 @@ pub async fn serve(
         cancel_signal,
         held,
         upstream_role,
-        client_encoding,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -205,7 +203,6 @@ pub async fn serve(
             .as_ref()
             .is_some_and(|d| d.read_only),
         upstream_role,
-        client_encoding: ClientEncoding::from_name(&client_encoding),
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -267,8 +264,6 @@ struct Ready {
     held: Arc<tokio::sync::watch::Sender<u64>>,
     /// The upstream role the session is pinned to, if its target maps one.
     upstream_role: Option<String>,
-    /// The session's `client_encoding` as the server reported it.
-    client_encoding: String,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -671,7 +666,6 @@ async fn start(
         cancel_signal,
         held,
         upstream_role,
-        client_encoding: up.client_encoding,
     }))
 }
 

@@ -57,6 +57,9 @@ pub enum UpstreamError {
     /// options).
     #[error("the session has standard_conforming_strings off, so PostgreSQL would read backslashes in string literals as escapes and the gateway's checks would not hold; keep it on (PostgreSQL's default)")]
     StandardStringsOff,
+    /// The session would not be in UTF-8 end to end.
+    #[error("the session would have {0}: the gateway reads statements exactly as PostgreSQL does only in UTF-8 (on a UTF-8 or SQL_ASCII database); connect with client_encoding UTF8")]
+    Encoding(String),
     /// The server asked for an authentication method the gateway lacks.
     #[error("upstream asks for an authentication method the gateway does not support ({0})")]
     UnsupportedAuth(String),
@@ -109,8 +112,6 @@ pub struct Upstream {
     /// Messages after `AuthenticationOk` up to and including `ReadyForQuery`,
     /// minus `BackendKeyData`, exactly as the server sent them.
     pub greeting: BytesMut,
-    /// The session's `client_encoding`, as the server reported it.
-    pub client_encoding: String,
 }
 
 /// Opens a TCP (and TLS, if configured) connection to the upstream.
@@ -243,7 +244,7 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
 
     let mut greeting = BytesMut::with_capacity(1024);
     let mut key = None;
-    let mut client_encoding = String::from("UTF8");
+
     loop {
         let msg = next(&mut stream, &mut inbuf).await?;
         match msg.first() {
@@ -259,8 +260,13 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
                 if !super::pump::standard_strings(&name, &value) {
                     return Err(UpstreamError::StandardStringsOff);
                 }
-                if name.eq_ignore_ascii_case("client_encoding") {
-                    client_encoding = value.into_owned();
+                let encoding = crate::codec::encoding::is_utf8;
+                let unreadable = (name.eq_ignore_ascii_case("client_encoding")
+                    && !encoding(&value))
+                    || (name.eq_ignore_ascii_case("server_encoding")
+                        && !crate::codec::encoding::server_reads_utf8(&value));
+                if unreadable {
+                    return Err(UpstreamError::Encoding(format!("{name} = {value}")));
                 }
                 greeting.put_slice(&msg);
             }
@@ -277,7 +283,6 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
         stream,
         key,
         greeting,
-        client_encoding,
     })
 }
 

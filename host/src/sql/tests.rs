@@ -317,6 +317,9 @@ fn changes_to_how_strings_are_read_are_flagged() {
         "SET client_encoding = 'SJIS'",
         "SET NAMES 'big5'",
         "SELECT set_config('client_encoding', 'GBK', false)",
+        "SET client_encoding = 'LATIN1'",
+        "SET client_encoding = 'windows932'",
+        "SET client_encoding = 'S.JIS'",
     ] {
         assert!(one(sql).changes_parsing, "{sql}");
     }
@@ -328,8 +331,8 @@ fn changes_to_how_strings_are_read_are_flagged() {
         "SELECT set_config('standard_conforming_strings', 'on', false)",
         "SELECT set_config('search_path', 'public', false)",
         "SHOW standard_conforming_strings",
-        "SET client_encoding = 'LATIN1'",
         "SET NAMES 'UTF8'",
+        "SET client_encoding = 'utf-8'",
         "RESET client_encoding",
     ] {
         assert!(!one(sql).changes_parsing, "{sql}");

@@ -329,21 +329,20 @@ fn set_config_switches_role(fields: &Map<String, Value>) -> bool {
 /// split a statement into other tokens than the gateway does.
 const PARSING_SETTING: &str = "standard_conforming_strings";
 
-/// The client encoding setting: switched to an encoding whose multibyte
-/// characters contain ASCII bytes, a statement pipelined after it would be
-/// read by the server otherwise than by the gateway.
+/// The client encoding setting: out of UTF-8, statements pipelined after
+/// the switch would be read by the server otherwise than by the gateway
+/// (sessions start in UTF-8, so `RESET` and `DEFAULT` return to it).
 const ENCODING_SETTING: &str = "client_encoding";
 
 /// Whether an encoding name (a constant, or `None` when it is not one) may
-/// be a client-only encoding.
-fn client_only_encoding(name: Option<String>) -> bool {
-    use crate::codec::encoding::ClientEncoding;
-    name.is_none_or(|n| ClientEncoding::from_name(n.trim()) == ClientEncoding::AsciiOnly)
+/// be other than UTF-8.
+fn not_utf8(name: Option<String>) -> bool {
+    name.is_none_or(|n| !crate::codec::encoding::is_utf8(&n))
 }
 
-/// `SET client_encoding` / `SET NAMES` to a client-only encoding (or to a
-/// value that is not a constant).
-fn sets_client_only_encoding(fields: &Map<String, Value>) -> bool {
+/// `SET client_encoding` / `SET NAMES` to something other than UTF-8 (or to
+/// a value that is not a constant).
+fn sets_other_encoding(fields: &Map<String, Value>) -> bool {
     // VariableSetKind 1: SET name = value.
     let kind = fields.get("kind").and_then(Value::as_i64).unwrap_or(0);
     let value = fields
@@ -351,7 +350,7 @@ fn sets_client_only_encoding(fields: &Map<String, Value>) -> bool {
         .and_then(Value::as_array)
         .and_then(|a| a.first())
         .and_then(const_string);
-    kind == 1 && client_only_encoding(value)
+    kind == 1 && not_utf8(value)
 }
 
 /// `set_config(name, value, ...)` may turn [`PARSING_SETTING`] off or
@@ -364,9 +363,7 @@ fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
         Some(name) if name.trim().eq_ignore_ascii_case(PARSING_SETTING) => {
             !constant(1).is_some_and(|v| is_on(&v))
         }
-        Some(name) if name.trim().eq_ignore_ascii_case(ENCODING_SETTING) => {
-            client_only_encoding(constant(1))
-        }
+        Some(name) if name.trim().eq_ignore_ascii_case(ENCODING_SETTING) => not_utf8(constant(1)),
         Some(_) => false,
         None => true,
     }
@@ -549,7 +546,7 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             let name = str_field(fields, "name").to_lowercase();
             acc.switches_role |= ROLE_SETTINGS.contains(&name.as_str());
             acc.changes_parsing |= name == PARSING_SETTING && !sets_plainly_on(fields);
-            acc.changes_parsing |= name == ENCODING_SETTING && sets_client_only_encoding(fields);
+            acc.changes_parsing |= name == ENCODING_SETTING && sets_other_encoding(fields);
         }
         "ExecuteStmt" => {
             let name = str_field(fields, "name");
