@@ -35,35 +35,32 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
             .output()
             .expect("psql is installed")
     };
-    let out = psql("SELECT name, card_number, national_id FROM customers");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ada = stdout
-        .lines()
-        .find(|l| l.contains("Ada Lovelace"))
-        .unwrap_or_default();
+    // Ada's row of a query's output, and the whole output.
+    let ada_row = |sql: &str| {
+        let out = psql(sql);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ada = stdout
+            .lines()
+            .find(|l| l.contains("Ada Lovelace"))
+            .unwrap_or_default()
+            .to_string();
+        (ada, stdout)
+    };
+    let (ada, stdout) = ada_row("SELECT name, card_number, national_id FROM customers");
     assert!(
         ada.ends_with("| **** **** **** 1111 | [redacted]"),
         "{stdout}"
     );
     assert!(!stdout.contains("4111"), "{stdout}");
     // A value computed from a masked column is masked whole.
-    let out =
-        psql("SELECT name, reverse(card_number), length(national_id) FROM customers WHERE id = 1");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ada, stdout) = ada_row(
+        "SELECT name, reverse(card_number), length(national_id) FROM customers WHERE id = 1",
     );
-    let ada = stdout
-        .lines()
-        .find(|l| l.contains("Ada Lovelace"))
-        .unwrap_or_default();
     assert!(ada.contains("| [redacted] |"), "{stdout}");
     assert!(
         !stdout.contains("1111") && !stdout.contains(" 11"),
