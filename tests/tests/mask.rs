@@ -1154,6 +1154,46 @@ async fn sessions_stay_in_utf8() {
     assert_eq!(codes.len(), 1, "{codes:?}");
     let after = raw_text(&mut s).await;
     assert!(after.contains("after"), "{after}");
+    // Code the gateway cannot read may switch the encoding itself: what
+    // follows it is judged only after its ReadyForQuery (which brings the
+    // switch, and ends the session), and the rest of its batch is refused.
+    // In SJIS "Ł\" (C5 81 5C) is two characters, the second swallowing the
+    // backslash: the string ends early and the INSERT runs.
+    const SWITCH: &str = "DO $$ BEGIN EXECUTE 'SET client_encoding = ''SJIS'''; END $$";
+    const HIDDEN: &str = "SELECT E'Ł\\'; INSERT INTO crm.notes VALUES (97, $$hidden$$); -- '";
+    let mut s = raw::login(&gw, USER).await;
+    b.clear();
+    raw::query(&mut b, SWITCH);
+    raw::query(&mut b, HIDDEN);
+    raw::send(&mut s, &b).await;
+    let (_, codes) = raw::until_closed(&mut s).await;
+    assert!(codes.contains(&"0A000".to_string()), "{codes:?}");
+    let mut s = raw::login(&gw, USER).await;
+    b.clear();
+    raw::parse(&mut b, "", SWITCH);
+    raw::bind(&mut b, "", "", &[]);
+    raw::execute(&mut b, "");
+    raw::parse(&mut b, "", HIDDEN.split(';').next().unwrap_or_default());
+    raw::bind(&mut b, "", "", &[]);
+    raw::execute(&mut b, "");
+    raw::sync(&mut b);
+    raw::query(&mut b, HIDDEN);
+    raw::send(&mut s, &b).await;
+    // The refused batch rolls the SET back; the Query after it is then
+    // read in UTF-8 by both (or the session ended, had the switch held).
+    let (_, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(
+        codes,
+        vec!["42501".to_string()],
+        "the rest of the batch is refused"
+    );
+    raw::until_ready(&mut s).await;
+    let hidden = cluster()
+        .cluster
+        .psql(DB, "SELECT count(*) FROM crm.notes WHERE id = 97")
+        .expect("count");
+    assert_eq!(hidden.trim(), "0", "the hidden INSERT ran");
+
     let c = gw.connect(USER).await;
     for sql in [
         "SET client_encoding = 'GBK'",

@@ -202,6 +202,18 @@ impl CopyStart {
         self.ready_seen.load(Ordering::Acquire)
     }
 
+    /// The client side waits until `ReadyForQuery` number `ready` has been
+    /// passed to the client.
+    pub async fn wait_ready(&self, ready: u64) {
+        loop {
+            let notified = self.decided.notified();
+            if self.ready_seen() >= ready {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The client side waits until the server has answered the
     /// `earlier`+1-th `Execute` of batch `batch`: whether a copy started.
     pub async fn wait(&self, batch: u64, earlier: u64) -> bool {

@@ -541,6 +541,10 @@ async fn client_to_server(
     let mut batch_start = true;
     // COPY FROM STDIN: statements and portals that may copy, ignorable Syncs.
     let mut copy = CopyWatch::default();
+    // Code the gateway cannot read (DO, dynamic SQL) may change how the
+    // server reads what follows (its client_encoding), which the gateway
+    // learns only at ReadyForQuery: nothing more is judged before then.
+    let mut unread_code = UnreadCode::default();
     // Bind, Describe, Execute and Close are decoded when anything reads
     // SQL or rows (a pass-through session never refuses or injects).
     let decode_extended = shared.wants_rows
@@ -581,6 +585,34 @@ async fn client_to_server(
                 .map_err(|_| {
                     RelayError::Codec(crate::codec::CodecError::Invalid(copy_in::SENT_DURING_COPY))
                 })?;
+            let statement_work = !matches!(h.tag, b'H' | b'd' | b'c' | b'f' | b'X');
+            if statement_work && unread_code.barrier > shared.copy_start.ready_seen() {
+                write_out(wr, &buf[start..pos]).await?;
+                start = pos;
+                wr.flush().await?;
+                shared.copy_start.wait_ready(unread_code.barrier).await;
+            }
+            if statement_work && h.tag != b'S' && unread_code.in_batch && pending_error.is_none() {
+                // The rest of the batch would be read by the server in an
+                // encoding the gateway cannot know yet: refused.
+                let err = denial_bytes(&Verdict::Deny {
+                    reason: UNREAD_CODE_REFUSAL.into(),
+                })
+                .unwrap_or_default();
+                write_out(wr, &buf[start..pos]).await?;
+                let take = h.total_len.min(available);
+                pos += take;
+                start = pos;
+                if take < h.total_len {
+                    carry = Carry::Skip(h.total_len - take);
+                }
+                pending_error = Some(refuse_batch(shared, syncs, err));
+                write_out(wr, &failing_parse(&shared.marker)).await?;
+                if take < h.total_len {
+                    break;
+                }
+                continue;
+            }
             match h.tag {
                 b'Q' | b'P' => {
                     if available < h.total_len {
@@ -760,6 +792,12 @@ async fn client_to_server(
                                 None if copies => copy.queried(syncs + 1),
                                 _ => {}
                             }
+                            if runs_unread_code(&note) {
+                                match statement {
+                                    Some(name) => unread_code.parsed(name),
+                                    None => unread_code.barrier = syncs + 1,
+                                }
+                            }
                             if h.tag == b'Q' {
                                 syncs += 1;
                                 shared.expect(Expect::Ready {
@@ -821,6 +859,9 @@ async fn client_to_server(
                     }
                     batch_start = true;
                     syncs += 1;
+                    if std::mem::take(&mut unread_code.in_batch) {
+                        unread_code.barrier = syncs;
+                    }
                     shared.expect(Expect::sync());
                     // The refusal was queued for this Sync's ReadyForQuery
                     // when it was decided (see `refuse_batch`).
@@ -925,6 +966,7 @@ async fn client_to_server(
                                 }
                             }
                             copy.bound(portal, b.statement);
+                            unread_code.bound(portal, b.statement);
                             if shared.tracking {
                                 shared.ledger().bind(portal, b.statement);
                             }
@@ -1027,6 +1069,7 @@ async fn client_to_server(
                             // are learnt again before they run.
                             described.retain(|p| *p == portal);
                             copy.executed(&portal);
+                            unread_code.executed(&portal);
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
@@ -1169,6 +1212,60 @@ fn long_message_name(tag: u8, frame: &[u8]) -> Option<String> {
         _ => (body.get(1..).unwrap_or_default(), 1),
     };
     body.split(|&b| b == 0).take(count).find_map(long_name)
+}
+
+/// Why the rest of a batch is refused after code the gateway cannot read.
+const UNREAD_CODE_REFUSAL: &str = "after a statement that runs code the gateway cannot read (DO, dynamic SQL), the batch must end (Sync) before the next statement: that code may change how the server reads what follows";
+
+/// Statements and portals that run code the gateway cannot read, and the
+/// `ReadyForQuery` the next statement waits for.
+#[derive(Default)]
+struct UnreadCode {
+    statements: std::collections::HashSet<String>,
+    portals: std::collections::HashSet<String>,
+    /// Too many names: every portal counts.
+    every: bool,
+    /// Such a portal ran in the batch not yet ended by Sync.
+    in_batch: bool,
+    /// The `ReadyForQuery` to wait for before judging the next statement.
+    barrier: u64,
+}
+
+impl UnreadCode {
+    /// Names remembered before every portal counts.
+    const MAX: usize = 1024;
+
+    fn parsed(&mut self, name: &str) {
+        if self.statements.len() >= Self::MAX {
+            self.every = true;
+        } else {
+            self.statements.insert(name.to_string());
+        }
+    }
+
+    fn bound(&mut self, portal: &str, statement: &str) {
+        if self.every || self.statements.contains(statement) {
+            if self.portals.len() >= Self::MAX {
+                self.every = true;
+            } else {
+                self.portals.insert(portal.to_string());
+            }
+        }
+    }
+
+    fn executed(&mut self, portal: &str) {
+        self.in_batch |= self.every || self.portals.contains(portal);
+    }
+}
+
+/// Whether the statement judged in `note` runs code the gateway cannot
+/// read: a `DO` block, dynamic SQL, a routine it could not read.
+fn runs_unread_code(note: &QueryNote) -> bool {
+    note.summary.as_ref().is_some_and(|s| {
+        s.statements
+            .iter()
+            .any(|st| st.kind == "do" || !st.unknown_effects.is_empty())
+    })
 }
 
 /// Whether the statement judged in `note` may turn
