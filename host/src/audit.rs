@@ -53,6 +53,10 @@ enum Message {
 /// Hands records to the store's writer task; shared by every session.
 pub struct AuditLog {
     tx: mpsc::Sender<Message>,
+    /// Wakes the writer before its interval is over: a record must be
+    /// durable now, a flush waits, or the queue fills. (A batched record
+    /// does not wake it: one wake per record cost the relay's CPU.)
+    wake: Arc<tokio::sync::Notify>,
     store: Arc<dyn Store>,
     healthy: Arc<AtomicBool>,
     ids: tokio::sync::Mutex<(u64, u64)>,
@@ -64,9 +68,17 @@ impl AuditLog {
     pub fn start(store: Arc<dyn Store>, flush_interval: Duration) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(writer(rx, store.clone(), healthy.clone(), flush_interval));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(writer(
+            rx,
+            wake.clone(),
+            store.clone(),
+            healthy.clone(),
+            flush_interval,
+        ));
         Arc::new(Self {
             tx,
+            wake,
             store,
             healthy,
             ids: tokio::sync::Mutex::new((0, 0)),
@@ -93,6 +105,9 @@ impl AuditLog {
         {
             tracing::error!("audit record lost: the audit writer has stopped");
         }
+        if QUEUE_CAPACITY - self.tx.capacity() >= MAX_BATCH {
+            self.wake.notify_one();
+        }
     }
 
     /// Writes a record and waits until it is committed to disk.
@@ -108,6 +123,7 @@ impl AuditLog {
             .send(Message::Write(Box::new(record), Some(done)))
             .await
             .map_err(|_| AuditError::Stopped)?;
+        self.wake.notify_one();
         wait.await.map_err(|_| AuditError::Stopped)?
     }
 
@@ -115,6 +131,7 @@ impl AuditLog {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).await.is_ok() {
+            self.wake.notify_one();
             let _ = wait.await;
         }
     }
@@ -164,6 +181,7 @@ impl Group {
 
 async fn writer(
     mut rx: mpsc::Receiver<Message>,
+    wake: Arc<tokio::sync::Notify>,
     store: Arc<dyn Store>,
     healthy: Arc<AtomicBool>,
     interval: Duration,
@@ -176,12 +194,24 @@ async fn writer(
             None => break,
         }
         let deadline = tokio::time::Instant::now() + interval;
-        while !group.urgent() {
+        loop {
+            // Whatever is queued joins this commit.
+            while group.records.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => group.add(m),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if group.urgent() || !open {
+                break;
+            }
+            // Sleep until the interval is over, or something cannot wait.
             tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => group.add(m),
-                    None => { open = false; break; }
-                },
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
