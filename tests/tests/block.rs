@@ -132,6 +132,7 @@ async fn the_bypass_matrix_is_refused_and_nothing_reaches_the_database() {
     // A file the server could read into `items` (a row the effects count).
     let input = std::env::temp_dir().join(format!("portcullis-block-in-{}", std::process::id()));
     std::fs::write(&input, "5000\tfrom a server file\t\\N\n").expect("input file");
+    let _input_removed = RemovedOnDrop(input.clone());
     let copy_from_file = format!("COPY items FROM '{}'", input.display());
     let cases: &[(&str, &str)] = &[
         ("DELETE FROM items", "no-unbounded-writes"),
@@ -616,4 +617,13 @@ async fn what_code_in_the_database_does_is_judged_with_the_statement_that_runs_i
         .expect("count")
         .get(0);
     assert_eq!(owned, 1, "the owned row is still there");
+}
+
+/// A file removed when the test ends, passed or not.
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
