@@ -7,7 +7,7 @@ use super::{frame, CodecError, Reader};
 pub struct Parse<'a> {
     /// Prepared statement name (empty for the unnamed statement).
     pub statement: &'a str,
-    /// SQL text, in the session's client encoding (see
+    /// SQL text, as bytes (the relay checks they are UTF-8, see
     /// [`super::encoding`]).
     pub query: &'a [u8],
     /// Number of parameter types the client specified.

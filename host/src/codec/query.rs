@@ -2,8 +2,9 @@
 
 use super::{frame, CodecError, Reader};
 
-/// Decodes a complete `Q` frame into its SQL text, in the session's client
-/// encoding (see [`super::encoding`]).
+/// Decodes a complete `Q` frame into its SQL text, as bytes: the relay
+/// checks they are UTF-8 itself, refusing the statement rather than the
+/// session (see [`super::encoding`]).
 pub fn decode(frame_bytes: &[u8]) -> Result<&[u8], CodecError> {
     let mut r = Reader::new(frame::body(frame_bytes, b'Q')?);
     r.cstr_bytes("query string")

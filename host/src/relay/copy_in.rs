@@ -19,13 +19,13 @@
 //! - After a simple `Query` that may COPY, anything but copy data before
 //!   its `ReadyForQuery` ends the session (PostgreSQL refuses it too).
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Statements or portals remembered as possible COPYs before every
-/// `Execute` counts as one.
-const MAX_COPY_NAMES: usize = 1024;
+use super::marked_names::MarkedNames;
+
+/// COPY starts remembered per batch.
+const MAX_COPIES: usize = 1024;
 
 /// Whether SQL text the gateway did not parse may run `COPY`
 /// (case-insensitively contains "copy"; too wide is harmless, too narrow
@@ -74,10 +74,8 @@ struct Window {
 /// window after an `Execute` that may.
 #[derive(Debug, Default)]
 pub struct CopyWatch {
-    statements: HashSet<String>,
-    portals: HashSet<String>,
-    /// Too many names to remember: every `Execute` may COPY.
-    every: bool,
+    /// Statements that may COPY, and portals bound from them.
+    copies: MarkedNames,
     window: Option<Window>,
     /// `Execute`s forwarded since the last `Sync`.
     executes: u64,
@@ -104,29 +102,17 @@ impl CopyWatch {
 
     /// A `Parse` of `name`, of SQL that may be a COPY, was forwarded.
     pub fn parsed(&mut self, name: &str) {
-        if self.statements.len() >= MAX_COPY_NAMES {
-            self.every = true;
-        } else {
-            self.statements.insert(name.to_string());
-        }
+        self.copies.mark_statement(name);
     }
 
-    /// A `Bind` of `portal` from `statement` was forwarded. A portal once
-    /// bound from a possible COPY stays one: the server may have skipped a
-    /// later `Bind` of its name (after an error) and kept it.
+    /// A `Bind` of `portal` from `statement` was forwarded.
     pub fn bound(&mut self, portal: &str, statement: &str) {
-        if self.every || self.statements.contains(statement) {
-            if self.portals.len() >= MAX_COPY_NAMES {
-                self.every = true;
-            } else {
-                self.portals.insert(portal.to_string());
-            }
-        }
+        self.copies.bound(portal, statement);
     }
 
     /// An `Execute` of `portal` was forwarded.
     pub fn executed(&mut self, portal: &str) {
-        if self.every || self.portals.contains(portal) {
+        if self.copies.portal(portal) {
             self.window = Some(Window {
                 earlier: self.executes,
                 started: None,
@@ -237,6 +223,10 @@ impl CopyStart {
     /// The server side saw message `tag`, `ready` `ReadyForQuery`s so far
     /// (this one included, for a `ReadyForQuery`).
     pub fn server_message(&self, tag: u8, ready: u64) {
+        // Rows and the rest: no lock in the per-message path.
+        if !matches!(tag, b'Z' | b'C' | b's' | b'I' | b'G' | b'E') {
+            return;
+        }
         {
             let mut w = self.state();
             match tag {
@@ -250,12 +240,11 @@ impl CopyStart {
                 b'C' | b's' | b'I' => w.completions += 1,
                 b'G' => {
                     let at = w.completions;
-                    if w.copies.len() < MAX_COPY_NAMES {
+                    if w.copies.len() < MAX_COPIES {
                         w.copies.push(at);
                     }
                 }
-                b'E' => w.failed = true,
-                _ => return,
+                _ => w.failed = true,
             }
         }
         self.decided.notify_one();

@@ -32,6 +32,7 @@ mod copy_in;
 mod framed;
 mod held;
 mod ledger;
+mod marked_names;
 mod pump;
 pub mod read_only;
 mod responses;

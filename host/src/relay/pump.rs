@@ -794,7 +794,7 @@ async fn client_to_server(
                             }
                             if runs_unread_code(&note) {
                                 match statement {
-                                    Some(name) => unread_code.parsed(name),
+                                    Some(name) => unread_code.names.mark_statement(name),
                                     None => unread_code.barrier = syncs + 1,
                                 }
                             }
@@ -966,7 +966,7 @@ async fn client_to_server(
                                 }
                             }
                             copy.bound(portal, b.statement);
-                            unread_code.bound(portal, b.statement);
+                            unread_code.names.bound(portal, b.statement);
                             if shared.tracking {
                                 shared.ledger().bind(portal, b.statement);
                             }
@@ -1069,7 +1069,7 @@ async fn client_to_server(
                             // are learnt again before they run.
                             described.retain(|p| *p == portal);
                             copy.executed(&portal);
-                            unread_code.executed(&portal);
+                            unread_code.in_batch |= unread_code.names.portal(&portal);
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
@@ -1221,41 +1221,11 @@ const UNREAD_CODE_REFUSAL: &str = "after a statement that runs code the gateway 
 /// `ReadyForQuery` the next statement waits for.
 #[derive(Default)]
 struct UnreadCode {
-    statements: std::collections::HashSet<String>,
-    portals: std::collections::HashSet<String>,
-    /// Too many names: every portal counts.
-    every: bool,
+    names: super::marked_names::MarkedNames,
     /// Such a portal ran in the batch not yet ended by Sync.
     in_batch: bool,
     /// The `ReadyForQuery` to wait for before judging the next statement.
     barrier: u64,
-}
-
-impl UnreadCode {
-    /// Names remembered before every portal counts.
-    const MAX: usize = 1024;
-
-    fn parsed(&mut self, name: &str) {
-        if self.statements.len() >= Self::MAX {
-            self.every = true;
-        } else {
-            self.statements.insert(name.to_string());
-        }
-    }
-
-    fn bound(&mut self, portal: &str, statement: &str) {
-        if self.every || self.statements.contains(statement) {
-            if self.portals.len() >= Self::MAX {
-                self.every = true;
-            } else {
-                self.portals.insert(portal.to_string());
-            }
-        }
-    }
-
-    fn executed(&mut self, portal: &str) {
-        self.in_batch |= self.every || self.portals.contains(portal);
-    }
 }
 
 /// Whether the statement judged in `note` runs code the gateway cannot
@@ -2063,23 +2033,26 @@ async fn server_to_client(
                                 break;
                             }
                             // A SQL PREPARE or DECLARE made a name whose
-                            // runs have the lineage of what it prepared.
-                            let source = match shared.expected().front() {
-                                Some(Expect::Execute { portal }) => {
-                                    result.names.portal(portal).cloned()
+                            // runs have the lineage of what it prepared (most
+                            // tags change no name: nothing is looked up).
+                            let tag = command_complete::decode(&buf[pos..pos + h.total_len])?;
+                            if result_lineage::changes_names(tag) {
+                                let source = match shared.expected().front() {
+                                    Some(Expect::Execute { portal }) => {
+                                        result.names.portal(portal).cloned()
+                                    }
+                                    Some(Expect::Ready {
+                                        query: true,
+                                        summary,
+                                    }) => Some(Source {
+                                        summary: summary.clone(),
+                                        statement: result.completed,
+                                    }),
+                                    _ => None,
+                                };
+                                if let Some(source) = source {
+                                    result.names.completed(&source, tag)?;
                                 }
-                                Some(Expect::Ready {
-                                    query: true,
-                                    summary,
-                                }) => Some(Source {
-                                    summary: summary.clone(),
-                                    statement: result.completed,
-                                }),
-                                _ => None,
-                            };
-                            if let Some(source) = source {
-                                let tag = command_complete::decode(&buf[pos..pos + h.total_len])?;
-                                result.names.completed(&source, tag)?;
                             }
                             result.completed += 1;
                         }

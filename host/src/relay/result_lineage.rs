@@ -145,7 +145,8 @@ impl Names {
         self.statements.get(name)
     }
 
-    /// Notes what a completed statement made or dropped: a SQL `PREPARE`,
+    /// Notes what a completed statement made or dropped (see
+    /// [`changes_names`]): a SQL `PREPARE`,
     /// `DECLARE`, `CLOSE ALL`, `DEALLOCATE ALL`, `DISCARD ALL` (with the
     /// server's command tag).
     pub fn completed(&mut self, source: &Source, tag: &str) -> Result<(), TooManyNames> {
@@ -181,6 +182,23 @@ impl Names {
         }
         Ok(())
     }
+}
+
+/// Command tags of statements that make or drop names, which
+/// [`Names::completed`] notes; any other tag changes none.
+pub fn changes_names(tag: &str) -> bool {
+    matches!(
+        tag,
+        "PREPARE"
+            | "DECLARE CURSOR"
+            | "CLOSE CURSOR"
+            | "DEALLOCATE"
+            | "CLOSE CURSOR ALL"
+            | "ROLLBACK"
+            | "COMMIT"
+            | "DEALLOCATE ALL"
+            | "DISCARD ALL"
+    )
 }
 
 fn insert(

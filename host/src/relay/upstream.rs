@@ -260,11 +260,9 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
                 if !super::pump::standard_strings(&name, &value) {
                     return Err(UpstreamError::StandardStringsOff);
                 }
-                let encoding = crate::codec::encoding::is_utf8;
-                let unreadable = (name.eq_ignore_ascii_case("client_encoding")
-                    && !encoding(&value))
-                    || (name.eq_ignore_ascii_case("server_encoding")
-                        && !crate::codec::encoding::server_reads_utf8(&value));
+                use crate::codec::encoding::{is_utf8, server_reads_utf8};
+                let unreadable = (name.eq_ignore_ascii_case("client_encoding") && !is_utf8(&value))
+                    || (name.eq_ignore_ascii_case("server_encoding") && !server_reads_utf8(&value));
                 if unreadable {
                     return Err(UpstreamError::Encoding(format!("{name} = {value}")));
                 }

@@ -354,7 +354,7 @@ fn sets_other_encoding(fields: &Map<String, Value>) -> bool {
 }
 
 /// `set_config(name, value, ...)` may turn [`PARSING_SETTING`] off or
-/// switch to a client-only encoding: the name is one of them, or not a
+/// switch `client_encoding` away from UTF-8: the name is one of them, or not a
 /// constant.
 fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
     let args = fields.get("args").and_then(Value::as_array);
