@@ -356,6 +356,21 @@ pub fn tls_connector_trusting(cert: &Path) -> tokio_postgres_rustls::MakeRustlsC
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
+/// Writes `contents` to a file of its own under the test cluster's directory
+/// and returns its path. Every call gets a fresh name and the file appears
+/// whole (written beside it, then renamed), so a gateway started by a test
+/// running in parallel never reads it half-written.
+pub fn secret_file(prefix: &str, contents: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = &cluster().dir;
+    let path = dir.join(format!("{prefix}-{}-{n}", std::process::id()));
+    let partial = dir.join(format!(".{prefix}-{}-{n}.partial", std::process::id()));
+    std::fs::write(&partial, contents).expect("write secret file");
+    std::fs::rename(&partial, &path).expect("rename secret file");
+    path
+}
+
 /// Path of a file under `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

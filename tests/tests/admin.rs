@@ -7,16 +7,13 @@ use std::process::Command;
 
 use portcullis::demo::issuer::TokenSpec;
 use portcullis_e2e::{
-    admin_call, cluster, plugin_wasm, portcullis_bin, GatewayOptions, TestGateway,
+    admin_call, plugin_wasm, portcullis_bin, secret_file, GatewayOptions, TestGateway,
 };
 
 const ADMIN_TOKEN: &str = "static-admin-token-for-tests-0123456789";
 
 async fn gateway() -> TestGateway {
-    let token_file = cluster()
-        .dir
-        .join(format!("admin-token-{}", std::process::id()));
-    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("token file");
+    let token_file = secret_file("admin-token", &format!("{ADMIN_TOKEN}\n"));
     TestGateway::start_with(GatewayOptions {
         target_extra: "plugins = [\"block\", \"record\"]".into(),
         tail: format!(
@@ -209,10 +206,7 @@ async fn health_readiness_and_metrics_answer_without_a_token() {
 
 /// Runs the CLI against the gateway's admin API; returns stdout.
 fn cli(gw: &TestGateway, args: &[&str]) -> String {
-    let token_file = cluster()
-        .dir
-        .join(format!("cli-token-{}", std::process::id()));
-    std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+    let token_file = secret_file("cli-token", ADMIN_TOKEN);
     let out = Command::new(portcullis_bin())
         .args(args)
         .args(["--api", &base(gw), "--token-file"])

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use portcullis::demo::issuer::TokenSpec;
-use portcullis_e2e::{admin_call, cluster, db_error, plugin_wasm, GatewayOptions, TestGateway, DB};
+use portcullis_e2e::{
+    admin_call, cluster, db_error, plugin_wasm, secret_file, GatewayOptions, TestGateway, DB,
+};
 use tokio_postgres::AsyncMessage;
 
 const REQUESTER: &str = "alice@example.com";
@@ -81,10 +83,7 @@ async fn gateway() -> TestGateway {
 /// A gateway whose `[approvals]` table has `approvals` appended.
 async fn gateway_with(approvals: &str) -> TestGateway {
     tables();
-    let token_file = cluster()
-        .dir
-        .join(format!("approvals-admin-token-{}", std::process::id()));
-    std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+    let token_file = secret_file("approvals-admin-token", ADMIN_TOKEN);
     TestGateway::start_with(GatewayOptions {
         target_extra: "plugins = [\"approve\"]".into(),
         tail: format!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use portcullis::codec::error_response;
 use portcullis_e2e::raw::{read_msg, send};
-use portcullis_e2e::{cluster, GatewayOptions, TestGateway};
+use portcullis_e2e::{secret_file, GatewayOptions, TestGateway};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -211,10 +211,7 @@ async fn a_message_that_would_take_the_total_over_the_budget_is_refused() {
 
 /// A gateway with the admin API and the given `[admin]` limits.
 async fn admin_gateway(limits: &str) -> TestGateway {
-    let token_file = cluster()
-        .dir
-        .join(format!("limits-admin-token-{}", std::process::id()));
-    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("token file");
+    let token_file = secret_file("limits-admin-token", &format!("{ADMIN_TOKEN}\n"));
     TestGateway::start_with(GatewayOptions {
         tail: format!(
             "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n{limits}\n",
