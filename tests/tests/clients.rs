@@ -363,3 +363,171 @@ with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as co
         "{stdout}"
     );
 }
+
+/// Runs a Python script twice, directly against PostgreSQL and through the
+/// gateway, and returns both outputs. The script connects with
+/// `psycopg.connect(TARGET, ...)` (libpq finds the token in `PGPASSWORD`),
+/// runs `psql` on `TARGET`, and watches the server through `ADMIN`, a direct
+/// superuser connection string.
+fn direct_and_through(gw: &TestGateway, script: &str) -> (String, String) {
+    let direct = format!(
+        "host=127.0.0.1 port={} dbname={} user=trustuser",
+        cluster().cluster.port(),
+        portcullis_e2e::DB
+    );
+    let run = |target: &str, password: Option<String>| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script])
+            .env("TARGET", target)
+            .env("ADMIN", &direct)
+            .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = cmd.output().expect("python3 is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let direct_out = run(&direct, None);
+    let through = run(&gw.conninfo(USER), Some(gw.token(USER)));
+    (direct_out, through)
+}
+
+/// A client reads back the `application_name` it set — in the start-up
+/// ParameterStatus, after SET and RESET, through SHOW and current_setting —
+/// exactly as PostgreSQL answers it directly, while the upstream's
+/// `pg_stat_activity` names the person behind the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reads_back_its_own_application_name() {
+    let gw = TestGateway::start().await;
+    for app in [", application_name='report-tool'", ""] {
+        let script = format!(
+            r#"
+import os, psycopg
+with psycopg.connect(os.environ["TARGET"], autocommit=True{app}) as conn:
+    status = lambda: repr(conn.info.parameter_status("application_name"))
+    show = lambda: conn.execute("SHOW application_name").fetchone()[0]
+    print(status(), show())
+    print(conn.execute("SELECT current_setting('application_name')").fetchone()[0])
+    conn.execute("SET application_name = 'pool-2'")
+    print(status(), show())
+    conn.execute("RESET application_name")
+    print(status(), show())
+    with conn.transaction():
+        conn.execute("SET LOCAL application_name = 'in-tx'")
+        print(status(), show())
+    print(status(), show())
+    # The server's own view of the session (two columns: not the client's).
+    print(conn.execute("SELECT application_name, 1 FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0])
+"#
+        );
+        let (direct, through) = tokio::task::block_in_place(|| direct_and_through(&gw, &script));
+        // The last line is the server's own view.
+        let last_line = |out: &str| -> (String, String) {
+            let out = out.strip_suffix('\n').unwrap_or(out);
+            let (seen, last) = out.rsplit_once('\n').expect("lines");
+            (seen.to_string(), last.to_string())
+        };
+        let (direct, _) = last_line(&direct);
+        let (via, upstream) = last_line(&through);
+        assert_eq!(via, direct, "what the client reads back ({app})");
+        assert!(direct.contains("pool-2"), "{direct}");
+        let expected = if app.is_empty() {
+            format!("portcullis: {USER}")
+        } else {
+            format!("report-tool via portcullis: {USER}")
+        };
+        assert_eq!(upstream, expected, "what the upstream sees ({app})");
+    }
+}
+
+/// A pool that checks its connections (psycopg_pool) finds the ones whose
+/// server session was terminated and replaces them; the client of a
+/// terminated session gets the server's error. The same as directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_replaces_terminated_connections_as_it_does_directly() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, time, psycopg
+from psycopg_pool import ConnectionPool
+target = os.environ["TARGET"]
+admin = psycopg.connect(os.environ["ADMIN"], autocommit=True)
+def terminate(app):
+    n = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE %s AND pid <> pg_backend_pid()", (app + "%",)).fetchone()[0]
+    deadline = time.time() + 10
+    while time.time() < deadline and admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s", (app + "%",)).fetchone()[0]:
+        time.sleep(0.05)
+    return n
+victim = psycopg.connect(target, autocommit=True, application_name="victim")
+print("terminated", terminate("victim"))
+try:
+    victim.execute("SELECT 1")
+    print("still answers")
+except psycopg.OperationalError as e:
+    print(type(e).__name__, "closed" if victim.closed else "open")
+pool = ConnectionPool(target, min_size=2, max_size=2, kwargs={"autocommit": True, "application_name": "pool-test"}, check=ConnectionPool.check_connection, open=True)
+pool.wait(10)
+print("terminated", terminate("pool-test"))
+for _ in range(3):
+    with pool.connection() as c:
+        print(c.execute("SELECT 'answered'").fetchone()[0])
+print("lost", pool.get_stats().get("connections_lost", 0))
+pool.close()
+"#;
+    let (direct, through) = tokio::task::block_in_place(|| direct_and_through(&gw, script));
+    assert!(direct.contains("lost 2"), "{direct}");
+    assert_eq!(through, direct);
+}
+
+/// Ctrl-C in psql cancels its running statement and psql ends; a client
+/// killed mid-statement leaves no session behind once its statement ends.
+/// The same as directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_and_killed_clients_end_as_they_do_directly() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, signal, subprocess, time, psycopg
+target = os.environ["TARGET"]
+admin = psycopg.connect(os.environ["ADMIN"], autocommit=True)
+def active(marker):
+    return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()", ("%" + marker + "%",)).fetchone()[0]
+def wait_for(marker, want):
+    deadline = time.time() + 15
+    while time.time() < deadline and active(marker) != want:
+        time.sleep(0.05)
+    return active(marker)
+def run_until_active(cmd, marker):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    print("running", wait_for(marker, 1))
+    return p
+# Ctrl-C: psql sends a cancel request and reports it.
+p = run_until_active(["psql", target, "-X", "-c", "SELECT pg_sleep(30) /* ctrl-c */"], "ctrl-c */")
+p.send_signal(signal.SIGINT)
+out, err = p.communicate(timeout=15)
+print("psql exit", p.returncode, "canceling statement due to user request" in err)
+print("left", wait_for("ctrl-c */", 0))
+# kill -9: the statement runs to its end, then the session is gone.
+child = "import os, psycopg; psycopg.connect(os.environ['TARGET']).execute('SELECT pg_sleep(2) /* killed */')"
+p = run_until_active(["python3", "-c", child], "killed */")
+p.kill()
+p.wait()
+print("left", wait_for("killed */", 0))
+"#;
+    let (direct, through) = tokio::task::block_in_place(|| direct_and_through(&gw, script));
+    assert_eq!(
+        direct.lines().collect::<Vec<_>>(),
+        [
+            "running 1",
+            "psql exit 1 True",
+            "left 0",
+            "running 1",
+            "left 0"
+        ],
+        "{direct}"
+    );
+    assert_eq!(through, direct);
+}

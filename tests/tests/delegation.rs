@@ -198,7 +198,9 @@ async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
     let client = gw.connect_with(&cfg).await.expect("C connects");
     let app = client
         .query_one(
-            "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            // Two columns: the server's view (a lone application_name
+            // value reads back as the client set it).
+            "SELECT application_name, pid FROM pg_stat_activity WHERE pid = pg_backend_pid()",
             &[],
         )
         .await

@@ -16,6 +16,8 @@
 //!   of one (protocol `Execute` or SQL `EXECUTE`) waits for its own;
 //! - [`code_catalog`] reads the target's routines, triggers, rules and
 //!   views, so a statement is judged with the effects of the code it runs;
+//! - `app_name` names the person upstream in `application_name` and gives
+//!   the client back the name it set;
 //! - [`read_only`] is the host's check for read-only delegated sessions;
 //! - [`role_lock`] keeps sessions on the upstream role their groups map to;
 //! - `framed` and `stream` are the small I/O helpers they share.
@@ -23,6 +25,7 @@
 //! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
 //! none of those depend on it.
 
+mod app_name;
 mod approval;
 pub mod budget;
 pub mod cancel;

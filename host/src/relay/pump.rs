@@ -115,6 +115,8 @@ struct Shared {
     /// Whether an `Execute` started COPY FROM STDIN (for a held `Sync`),
     /// and the `ReadyForQuery`s passed to the client.
     copy_start: CopyStart,
+    /// How `application_name` reads upstream and to the client.
+    app_name: super::app_name::AppName,
 }
 
 impl Shared {
@@ -168,6 +170,8 @@ pub struct SessionContext {
     pub read_only: bool,
     /// The upstream role the session is pinned to (`[[targets.roles]]`).
     pub upstream_role: Option<String>,
+    /// How `application_name` reads upstream and to the client.
+    pub app_name: super::app_name::AppName,
 }
 
 /// Bytes a session moved.
@@ -297,6 +301,7 @@ pub async fn run(
         to_client: Default::default(),
         marker: new_refusal_marker(),
         copy_start: CopyStart::default(),
+        app_name: ctx.app_name,
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -1667,6 +1672,15 @@ fn plan_for(
     }
 }
 
+/// Replaces `len` bytes of `buf` at `at` with `with` (a frame rewritten in
+/// place, so everything after sees it as the server's).
+fn splice(buf: &mut BytesMut, at: usize, len: usize, with: &[u8]) {
+    let tail = buf.split_off(at + len);
+    buf.truncate(at);
+    buf.extend_from_slice(with);
+    buf.extend_from_slice(&tail);
+}
+
 /// The number of columns a complete `RowDescription` frame announces.
 fn described_columns(frame: &[u8]) -> usize {
     frame
@@ -1695,6 +1709,7 @@ async fn server_to_client(
     // Whether the buffer grew past a few chunks since it was last small.
     let mut large = false;
     let mut sample = SampleState::default();
+    let app_row_size = shared.app_name.row_size();
     loop {
         make_room(&mut buf, need, &mut large);
         let n = loop {
@@ -1720,9 +1735,28 @@ async fn server_to_client(
             if continue_carry(wr, &buf, &mut carry, &mut start, &mut pos).await? {
                 break;
             }
-            let Some(h) = peek_frame(&buf[pos..], max)? else {
+            let Some(mut h) = peek_frame(&buf[pos..], max)? else {
                 break;
             };
+            // The client reads back the application_name it set, not the
+            // gateway's name for the session upstream (only a ParameterStatus
+            // or a one-column row of the right size is looked at).
+            if h.tag == b'S' || (h.tag == b'D' && Some(h.total_len) == app_row_size) {
+                if buf.len() - pos < h.total_len {
+                    need = h.total_len;
+                    break;
+                }
+                let frame = &buf[pos..pos + h.total_len];
+                let theirs = if h.tag == b'S' {
+                    shared.app_name.status_for_client(frame)
+                } else {
+                    shared.app_name.row_for_client(frame)
+                };
+                if let Some(theirs) = theirs {
+                    splice(&mut buf, pos, h.total_len, &theirs);
+                    h.total_len = theirs.len();
+                }
+            }
             let available = buf.len() - pos;
             let mut act = Act::Forward;
             // The error the gateway provoked for a refusal: the client gets

@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::app_name::AppName;
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::framed::{read_message, read_startup_packet, send};
 use super::stream::Stream;
@@ -33,9 +34,6 @@ use crate::config::Target;
 use crate::identity::{Authenticator, Identity, MAX_TOKEN_BYTES};
 use crate::policy::{Policy, SessionInfo, SessionRefused};
 use crate::store::{now_micros, Record, SessionEnd, SessionRecord};
-
-/// PostgreSQL's limit for identifiers such as `application_name` (NAMEDATALEN - 1).
-const MAX_IDENTIFIER: usize = 63;
 
 /// Per-listener settings a session needs.
 pub struct ListenerContext {
@@ -161,6 +159,7 @@ pub async fn serve(
         cancel_signal,
         held,
         upstream_role,
+        app_name,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -203,6 +202,7 @@ pub async fn serve(
             .as_ref()
             .is_some_and(|d| d.read_only),
         upstream_role,
+        app_name,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -264,6 +264,8 @@ struct Ready {
     held: Arc<tokio::sync::watch::Sender<u64>>,
     /// The upstream role the session is pinned to, if its target maps one.
     upstream_role: Option<String>,
+    /// How `application_name` reads upstream and to the client.
+    app_name: AppName,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -651,10 +653,12 @@ async fn start(
     // AuthenticationOk, the upstream's greeting with our cancel key before
     // its final ReadyForQuery (6 bytes).
     authentication::encode_ok(&mut out);
-    let split = up.greeting.len().saturating_sub(6);
-    out.extend_from_slice(&up.greeting[..split]);
+    // The client reads back the application_name it asked for.
+    let (app_name, greeting) = AppName::learn(&up.greeting, info.application_name.as_deref());
+    let split = greeting.len().saturating_sub(6);
+    out.extend_from_slice(&greeting[..split]);
     backend_key_data::encode(&mut out, registration.client_key());
-    out.extend_from_slice(&up.greeting[split..]);
+    out.extend_from_slice(&greeting[split..]);
     send(&mut stream, &mut out).await?;
     Ok(Some(Ready {
         client: stream,
@@ -666,6 +670,7 @@ async fn start(
         cancel_signal,
         held,
         upstream_role,
+        app_name,
     }))
 }
 
@@ -748,50 +753,7 @@ pub fn forwarded_params(msg: &StartupMessage<'_>, identity: &Identity) -> Vec<(S
     if read_only {
         out.push(("default_transaction_read_only".into(), "on".into()));
     }
-    let app = msg.param("application_name").filter(|a| !a.is_empty());
-    let who = identity.chain_text();
-    let mut name = match app {
-        Some(a) => format!("{a} via portcullis: {who}"),
-        None => format!("portcullis: {who}"),
-    };
-    // PostgreSQL keeps 63 bytes: for a long actor chain, the principal and
-    // the current actor matter most (the audit trail keeps the whole chain;
-    // PostgreSQL turns non-ASCII into "?", so the elision is ASCII).
-    if name.len() > MAX_IDENTIFIER && !identity.actor_chain.is_empty() {
-        name = format!("portcullis: {who}");
-        if let (true, Some(current)) = (name.len() > MAX_IDENTIFIER, identity.actor_chain.first()) {
-            name = if identity.actor_chain.len() > 1 {
-                format!("portcullis: {} > ... > {current}", identity.user)
-            } else {
-                format!("portcullis: {} > {current}", identity.user)
-            };
-        }
-    }
-    out.push(("application_name".into(), truncate_identifier(&name)));
+    let name = super::app_name::upstream_name(msg.param("application_name"), identity);
+    out.push(("application_name".into(), name));
     out
-}
-
-/// Truncates to PostgreSQL's identifier limit on a character boundary.
-pub fn truncate_identifier(s: &str) -> String {
-    if s.len() <= MAX_IDENTIFIER {
-        return s.to_string();
-    }
-    let mut end = MAX_IDENTIFIER;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncates_on_char_boundary() {
-        let s = "é".repeat(40); // 80 bytes
-        let t = truncate_identifier(&s);
-        assert!(t.len() <= 63);
-        assert_eq!(t.len(), 62);
-    }
 }
