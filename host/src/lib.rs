@@ -15,13 +15,17 @@
 //!                  │         ├────▶ policy       (the seam: hooks + verdicts)
 //!                  │         ├────▶ audit ─▶ store (sessions, events, approvals)
 //!                  │         ├────▶ sql          (summaries, code effects, lineage)
-//!                  │         └────▶ approvals, delegation (held statements, revocations)
+//!                  │         ├────▶ approvals, delegation (held statements, revocations)
+//!                  │         └────▶ gateway      (protocol-neutral admission)
 //!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
 //!                  ├─▶ admin     (HTTP API: health, metrics, sessions, approvals, token exchange)
 //!                  └─▶ config, tls, logging, watch, metrics, signing
 //!  demo ─▶ server, config        (embedded issuer, cluster, certificate)
 //! ```
 //!
+//! - [`gateway`]: what every protocol shares, no protocol in it: admission
+//!   (token, revocation, user, target authorization, session id, policy
+//!   session, session record) with refusals each protocol words its own way.
 //! - [`codec`]: one file per PostgreSQL message; borrowed, panic-free parsing.
 //! - [`relay`]: one session from accept to close; the streaming two-way pump,
 //!   the audit ledger, statements held for approval, read-only sessions,
@@ -60,6 +64,7 @@ pub mod config;
 pub mod credentials;
 pub mod delegation;
 pub mod demo;
+pub mod gateway;
 pub mod http_client;
 pub mod identity;
 pub mod logging;

@@ -193,7 +193,7 @@ pub async fn exchange(
                     ),
                 ));
             }
-            if crate::relay::session::authorize(&parent, cfg).is_err() {
+            if crate::gateway::admission::authorize(&parent, cfg).is_err() {
                 return Err(refuse(
                     "invalid_target",
                     format!("user \"{}\" may not use target \"{t}\"", parent.user),

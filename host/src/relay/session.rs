@@ -31,9 +31,10 @@ use crate::codec::{
     authentication, backend_key_data, negotiate_protocol_version, sqlstate, startup,
 };
 use crate::config::Target;
+use crate::gateway::admission;
 use crate::identity::{Authenticator, Identity, MAX_TOKEN_BYTES};
-use crate::policy::{Policy, SessionInfo, SessionRefused};
-use crate::store::{now_micros, Record, SessionEnd, SessionRecord};
+use crate::policy::{Policy, SessionInfo};
+use crate::store::{now_micros, Record, SessionEnd};
 
 /// Per-listener settings a session needs.
 pub struct ListenerContext {
@@ -465,68 +466,20 @@ async fn start(
             .await)
         }
     };
-    let identity = match gw.authenticator.authenticate(token).await {
-        Ok(id) => id,
-        Err(e) => {
-            crate::metrics::global().auth_failure(e.label());
-            tracing::info!(%peer, %user, reason = %e, "authentication failed");
-            let msg = format!("password authentication failed for user \"{user}\": {e}");
-            return Err(refuse(
-                &mut stream,
-                ErrorFields::fatal(sqlstate::INVALID_PASSWORD, msg).with_hint(e.hint()),
-            )
-            .await);
-        }
+    let admitted = async {
+        let identity =
+            admission::authenticate(&gw.authenticator, &gw.revocations, token, user, peer).await?;
+        let target =
+            admission::admit_to(&identity, target_name, gw.targets.get(target_name), |t| {
+                &t.cfg
+            })?;
+        Ok::<_, admission::Refusal>((identity, target))
+    }
+    .await;
+    let (identity, target) = match admitted {
+        Ok(a) => a,
+        Err(r) => return Err(refuse(&mut stream, refusal_error(r)).await),
     };
-    if let Some(jti) = identity
-        .delegation
-        .as_ref()
-        .and_then(|d| gw.revocations.revoked_in(d))
-    {
-        crate::metrics::global().auth_failure("revoked");
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(
-                sqlstate::INVALID_PASSWORD,
-                format!("password authentication failed for user \"{user}\": the token was revoked (token {jti} of its delegation chain)"),
-            )
-            .with_hint("ask whoever delegated to you for a new token"),
-        )
-        .await);
-    }
-    if identity.user != user {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(
-                sqlstate::INVALID_AUTHORIZATION,
-                format!(
-                    "user \"{user}\" does not match token user \"{}\"",
-                    identity.user
-                ),
-            )
-            .with_hint("set user to the name in your token"),
-        )
-        .await);
-    }
-    let Some(target) = gw.targets.get(target_name) else {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(
-                sqlstate::INVALID_CATALOG_NAME,
-                format!("target \"{target_name}\" does not exist on this gateway"),
-            )
-            .with_hint("set dbname to the name of a configured target"),
-        )
-        .await);
-    };
-    if let Err(why) = authorize(&identity, &target.cfg) {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(sqlstate::INVALID_AUTHORIZATION, why)
-                .with_hint("ask the gateway operator for access to this target"),
-        )
-        .await);
-    }
     if let Some(why) = super::role_lock::startup_violation(&msg) {
         return Err(refuse(
             &mut stream,
@@ -538,63 +491,24 @@ async fn start(
         .cfg
         .upstream_role(&identity.groups)
         .map(str::to_string);
-    let session_id = match gw.audit.next_session_id().await {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, "no session id: the audit store cannot be written");
-            return Err(refuse(
-                &mut stream,
-                ErrorFields::fatal(
-                    sqlstate::SYSTEM_ERROR,
-                    "the gateway cannot record new sessions right now, so it refuses them",
-                )
-                .with_hint("try again shortly; tell the gateway operator if it persists"),
-            )
-            .await);
-        }
-    };
-    let info = SessionInfo {
-        session_id,
-        identity: identity.clone(),
-        target: target.cfg.name.clone(),
-        client_addr: peer,
-        application_name: msg.param("application_name").map(str::to_string),
-    };
     let target_policy = target
         .policy
         .read()
         .map(|p| p.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
-    let policy = match target_policy.start_session(&info) {
-        Ok(p) => p,
-        Err(SessionRefused { reason }) => {
-            return Err(refuse(
-                &mut stream,
-                ErrorFields::fatal(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    format!("session refused by gateway policy: {reason}"),
-                ),
-            )
-            .await)
-        }
+    let (info, policy) = match admission::open_session(
+        &gw.audit,
+        &target.cfg,
+        &target_policy,
+        &identity,
+        peer,
+        msg.param("application_name"),
+    )
+    .await
+    {
+        Ok(opened) => opened,
+        Err(r) => return Err(refuse(&mut stream, refusal_error(r)).await),
     };
-    let record = Record::SessionStart(session_record(&info));
-    if target.cfg.durability == crate::config::Durability::Strict {
-        if let Err(e) = gw.audit.record_durably(record).await {
-            tracing::error!(error = %e, target = %target.cfg.name, "session refused: it could not be recorded");
-            return Err(refuse(
-                &mut stream,
-                ErrorFields::fatal(
-                    sqlstate::SYSTEM_ERROR,
-                    format!("target \"{}\" records every session before it starts, and the gateway cannot record right now", target.cfg.name),
-                )
-                .with_hint("try again shortly; tell the gateway operator if it persists"),
-            )
-            .await);
-        }
-    } else {
-        gw.audit.record(record).await;
-    }
     let password = match target.credential.password().await {
         Ok(p) => p,
         Err(e) => {
@@ -674,60 +588,26 @@ async fn start(
     }))
 }
 
-/// The audit store's record of a session as it starts.
-fn session_record(info: &SessionInfo) -> SessionRecord {
-    SessionRecord {
-        id: info.session_id,
-        started_at: now_micros(),
-        subject: info.identity.subject.clone(),
-        user: info.identity.user.clone(),
-        groups: info.identity.groups.clone(),
-        issuer: info.identity.issuer.clone(),
-        actor_chain: info.identity.actor_chain.clone(),
-        target: info.target.clone(),
-        client_addr: info.client_addr.to_string(),
-        application_name: info.application_name.clone(),
-        ended_at: None,
-        end_reason: None,
-        bytes_from_client: 0,
-        bytes_to_client: 0,
+/// The `FATAL` a client gets for a refused admission.
+fn refusal_error(r: admission::Refusal) -> ErrorFields {
+    use admission::RefusalKind::*;
+    let code = match r.kind {
+        BadCredential => sqlstate::INVALID_PASSWORD,
+        NotAuthorized => sqlstate::INVALID_AUTHORIZATION,
+        UnknownTarget => sqlstate::INVALID_CATALOG_NAME,
+        PolicyRefused => sqlstate::INSUFFICIENT_PRIVILEGE,
+        Unavailable => sqlstate::SYSTEM_ERROR,
+    };
+    let hint = match (r.hint, r.kind) {
+        (Some(h), _) => Some(h),
+        (None, UnknownTarget) => Some("set dbname to the name of a configured target".to_string()),
+        (None, _) => None,
+    };
+    let fields = ErrorFields::fatal(code, r.message);
+    match hint {
+        Some(h) => fields.with_hint(h),
+        None => fields,
     }
-}
-
-/// Whether `identity` may use `target`; `Err` says why not. A delegated
-/// token is limited to the targets it names.
-pub fn authorize(identity: &Identity, target: &Target) -> Result<(), String> {
-    if let Some(d) = &identity.delegation {
-        if let Some(targets) = &d.targets {
-            if !targets.contains(&target.name) {
-                return Err(format!(
-                    "this delegated token is limited to {}; it may not use target \"{}\"",
-                    targets.join(", "),
-                    target.name
-                ));
-            }
-        }
-    }
-    if target.allow_users.contains(&identity.user) {
-        return Ok(());
-    }
-    if identity
-        .groups
-        .iter()
-        .any(|g| target.allow_groups.contains(g))
-    {
-        return Ok(());
-    }
-    Err(format!(
-        "user \"{}\" is not allowed to use target \"{}\" (allowed groups: {})",
-        identity.user,
-        target.name,
-        if target.allow_groups.is_empty() {
-            "none".to_string()
-        } else {
-            target.allow_groups.join(", ")
-        }
-    ))
 }
 
 /// Start-up parameters passed upstream: everything the client set except

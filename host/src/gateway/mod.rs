@@ -1,0 +1,10 @@
+//! The protocol-neutral gateway: what every protocol's sessions share.
+//!
+//! - [`admission`]: token → revocation check → user match → target
+//!   authorization → session id → policy session → session record, with
+//!   refusals a protocol turns into its own errors.
+//!
+//! A protocol (today PostgreSQL, in [`crate::relay`]) depends on this room;
+//! this room depends on no protocol.
+
+pub mod admission;
