@@ -18,14 +18,16 @@
 //!                  │         ├────▶ approvals, delegation (held statements, revocations)
 //!                  │         └────▶ gateway      (protocol-neutral admission)
 //!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
-//!                  ├─▶ admin     (HTTP API: health, metrics, sessions, approvals, token exchange)
+//!                  ├─▶ admin ─▶ gateway (HTTP API: health, metrics, sessions, approvals, token exchange)
 //!                  └─▶ config, tls, logging, watch, metrics, signing
 //!  demo ─▶ server, config        (embedded issuer, cluster, certificate)
 //! ```
 //!
-//! - [`gateway`]: what every protocol shares, no protocol in it: admission
-//!   (token, revocation, user, target authorization, session id, policy
-//!   session, session record) with refusals each protocol words its own way.
+//! - [`gateway`]: what every protocol shares, no protocol in it: the core
+//!   state (identity, target configurations, audit, approvals, delegation)
+//!   the admin API and every protocol use, and admission (token, revocation,
+//!   user, target authorization, session id, policy session, session record)
+//!   with refusals each protocol words its own way.
 //! - [`codec`]: one file per PostgreSQL message; borrowed, panic-free parsing.
 //! - [`relay`]: one session from accept to close; the streaming two-way pump,
 //!   the audit ledger, statements held for approval, read-only sessions,

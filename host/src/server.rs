@@ -169,7 +169,7 @@ impl PluginManager {
             })
             .collect::<Vec<_>>();
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = infos;
-        let audit = self.context.audit.clone();
+        let audit = self.context.core.audit.clone();
         tokio::spawn(async move {
             for r in records {
                 audit.record(r).await;
@@ -187,6 +187,7 @@ impl RunningGateway {
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
         self.context
+            .core
             .active
             .load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -211,7 +212,7 @@ impl RunningGateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Nothing recorded is lost on a clean stop.
-        if tokio::time::timeout(Duration::from_secs(30), self.context.audit.flush())
+        if tokio::time::timeout(Duration::from_secs(30), self.context.core.audit.flush())
             .await
             .is_err()
         {
@@ -284,16 +285,23 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         http.clone(),
     ));
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    let context = Arc::new(GatewayContext {
+    let core = Arc::new(crate::gateway::Core {
         authenticator: authenticator.clone(),
-        targets,
-        cancels: CancelRegistry::default(),
+        targets: targets
+            .iter()
+            .map(|(name, t)| (name.clone(), t.cfg.clone()))
+            .collect(),
         audit: audit.clone(),
         approvals,
         delegation,
         revocations,
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
+    });
+    let context = Arc::new(GatewayContext {
+        core: core.clone(),
+        targets,
+        cancels: CancelRegistry::default(),
         message_budget: Arc::new(crate::relay::budget::MessageBudget::new(
             config.gateway.buffered_message_budget_bytes,
         )),
@@ -309,7 +317,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     let mut accept_loops = Vec::new();
     let admin_address = match &config.admin {
         Some(settings) => {
-            let (address, handle) = crate::admin::start(settings, context.clone(), plugins.clone())
+            let (address, handle) = crate::admin::start(settings, core.clone(), plugins.clone())
                 .await
                 .map_err(|source| StartError::Bind {
                     address: settings.address.clone(),

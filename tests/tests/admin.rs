@@ -238,7 +238,7 @@ async fn the_cli_lists_sessions_replays_one_and_exports_the_audit() {
     // Wait for the session's end to be committed.
     let mut id = None;
     for _ in 0..100 {
-        gw.gateway.context.audit.flush().await;
+        gw.gateway.context.core.audit.flush().await;
         let listed = cli(
             &gw,
             &["sessions", "list", "--user", user, "--output", "json"],

@@ -39,14 +39,14 @@ call_timeout_ms = 1000
 }
 
 fn store(gw: &TestGateway) -> Arc<dyn Store> {
-    gw.gateway.context.audit.store().clone()
+    gw.gateway.context.core.audit.store().clone()
 }
 
 /// The ended session of `user` (waits for its end to be committed).
 async fn ended_session(gw: &TestGateway, user: &str) -> SessionRecord {
     let start = Instant::now();
     loop {
-        gw.gateway.context.audit.flush().await;
+        gw.gateway.context.core.audit.flush().await;
         let sessions = store(gw)
             .sessions(&SessionQuery {
                 user: Some(user.into()),
@@ -290,7 +290,7 @@ async fn under_load_every_statement_is_stored_exactly_once() {
         latencies.extend(t.await.expect("session task"));
     }
     let elapsed = started.elapsed();
-    gw.gateway.context.audit.flush().await;
+    gw.gateway.context.core.audit.flush().await;
     latencies.sort();
     let p99 = latencies[latencies.len() * 99 / 100];
     let total = SESSIONS * STATEMENTS;

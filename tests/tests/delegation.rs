@@ -209,10 +209,11 @@ async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
     // PostgreSQL keeps 63 bytes of application_name: principal and current actor.
     assert_eq!(app, "portcullis: alice@example.com > ... > agent:c");
     drop(client);
-    gw.gateway.context.audit.flush().await;
+    gw.gateway.context.core.audit.flush().await;
     let sessions = gw
         .gateway
         .context
+        .core
         .audit
         .store()
         .sessions(&SessionQuery {
@@ -606,10 +607,11 @@ async fn every_hop_reaches_the_policy_seam_and_the_audit_store_with_its_chain() 
         *recorder.0.lock().unwrap_or_else(|p| p.into_inner()),
         expected
     );
-    gw.gateway.context.audit.flush().await;
+    gw.gateway.context.core.audit.flush().await;
     let mut stored: Vec<Vec<String>> = gw
         .gateway
         .context
+        .core
         .audit
         .store()
         .sessions(&SessionQuery {

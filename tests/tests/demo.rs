@@ -167,7 +167,7 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
     );
 
     // Every statement was recorded, the approved one with its request.
-    demo.gateway.context.audit.flush().await;
+    demo.gateway.context.core.audit.flush().await;
     let (_, sessions) =
         portcullis_e2e::admin_call(&api, "GET", "/v1/sessions", Some(&admin_token), None).await;
     // SELECT, the refused reverse(), two order counts around the refused

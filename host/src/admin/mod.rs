@@ -36,12 +36,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::AdminSettings;
-use crate::relay::GatewayContext;
+use crate::gateway::Core;
 use crate::server::PluginManager;
 
 /// What every admin request may use.
 pub struct AdminState {
-    gw: Arc<GatewayContext>,
+    gw: Arc<Core>,
     plugins: Arc<PluginManager>,
     settings: AdminSettings,
     static_token: Option<String>,
@@ -50,7 +50,7 @@ pub struct AdminState {
 /// Binds the admin listener and serves it until the handle is aborted.
 pub async fn start(
     settings: &AdminSettings,
-    gw: Arc<GatewayContext>,
+    gw: Arc<Core>,
     plugins: Arc<PluginManager>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let static_token = match &settings.token_file {

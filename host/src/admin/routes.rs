@@ -559,17 +559,11 @@ pub async fn token_exchange(state: &AdminState, req: Request<RequestBody>) -> Re
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
         Err(_) => return oauth_error("invalid_request", "the request body is larger than 256 KiB"),
     };
-    let targets: HashMap<String, crate::config::Target> = state
-        .gw
-        .targets
-        .iter()
-        .map(|(k, v)| (k.clone(), v.cfg.clone()))
-        .collect();
     match crate::delegation::exchange::exchange(
         &body,
         &state.gw.authenticator,
         issuer,
-        &targets,
+        &state.gw.targets,
         &state.gw.revocations,
     )
     .await

@@ -1,5 +1,8 @@
 //! The protocol-neutral gateway: what every protocol's sessions share.
 //!
+//! - [`core`]: the shared state — token validation, every target's
+//!   configuration, the audit log, approvals, delegation and revocations,
+//!   the count of connections being served;
 //! - [`admission`]: token → revocation check → user match → target
 //!   authorization → session id → policy session → session record, with
 //!   refusals a protocol turns into its own errors.
@@ -8,3 +11,6 @@
 //! this room depends on no protocol.
 
 pub mod admission;
+pub mod core;
+
+pub use self::core::Core;

@@ -31,8 +31,9 @@ use crate::codec::{
     authentication, backend_key_data, negotiate_protocol_version, sqlstate, startup,
 };
 use crate::config::Target;
-use crate::gateway::admission;
-use crate::identity::{Authenticator, Identity, MAX_TOKEN_BYTES};
+use crate::gateway::core::ActiveGuard;
+use crate::gateway::{admission, Core};
+use crate::identity::{Identity, MAX_TOKEN_BYTES};
 use crate::policy::{Policy, SessionInfo};
 use crate::store::{now_micros, Record, SessionEnd};
 
@@ -87,44 +88,17 @@ impl TargetContext {
     }
 }
 
-/// What every session of the gateway shares.
+/// What every PostgreSQL session of the gateway shares.
 pub struct GatewayContext {
-    /// Token validation.
-    pub authenticator: Authenticator,
-    /// Targets by name.
+    /// The protocol-neutral state (identity, audit, approvals, delegation).
+    pub core: Arc<Core>,
+    /// PostgreSQL targets by name, with their upstream TLS, credential,
+    /// policy and catalogs.
     pub targets: HashMap<String, TargetContext>,
     /// Cancel keys of live sessions.
     pub cancels: CancelRegistry,
-    /// The audit trail: session ids, sessions and statement events.
-    pub audit: Arc<crate::audit::AuditLog>,
-    /// Approval requests for held statements.
-    pub approvals: Arc<crate::approvals::Approvals>,
-    /// The gateway's issuer of delegated tokens, when `[delegation]` is set.
-    pub delegation: Option<Arc<crate::delegation::GatewayIssuer>>,
-    /// Revoked delegated tokens and the live sessions they close.
-    pub revocations: Arc<crate::delegation::revocations::Revocations>,
-    /// Connections being served (start-up or relaying).
-    pub active: std::sync::atomic::AtomicUsize,
-    /// Becomes `true` when live sessions must close (end of shutdown grace).
-    pub closing: tokio::sync::watch::Receiver<bool>,
     /// Memory all sessions together may hold for incomplete client messages.
     pub message_budget: Arc<super::budget::MessageBudget>,
-}
-
-/// Counts a connection as active while it lives.
-struct ActiveGuard<'a>(&'a GatewayContext);
-
-impl<'a> ActiveGuard<'a> {
-    fn new(gw: &'a GatewayContext) -> Self {
-        gw.active.fetch_add(1, Ordering::SeqCst);
-        Self(gw)
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Serves one accepted connection to the end.
@@ -135,7 +109,7 @@ pub async fn serve(
     gw: Arc<GatewayContext>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let _active = ActiveGuard::new(&gw);
+    let _active = ActiveGuard::new(&gw.core);
     let started = tokio::time::timeout(lc.startup_timeout, start(tcp, peer, &lc, &gw)).await;
     let ready = match started {
         Err(_) => {
@@ -174,7 +148,7 @@ pub async fn serve(
     // chain is revoked.
     let (_live, revoked) = match &info.identity.delegation {
         Some(d) => {
-            let (live, rx) = gw.revocations.register(info.session_id, d);
+            let (live, rx) = gw.core.revocations.register(info.session_id, d);
             (Some(live), Some(rx))
         }
         None => (None, None),
@@ -188,12 +162,12 @@ pub async fn serve(
         .get(&info.target)
         .is_some_and(|t| t.cfg.durability == crate::config::Durability::Strict);
     let ctx = pump::SessionContext {
-        log: gw.audit.clone(),
+        log: gw.core.audit.clone(),
         session_id: info.session_id,
         strict,
         identity: info.identity.clone(),
         target: info.target.clone(),
-        approvals: gw.approvals.clone(),
+        approvals: gw.core.approvals.clone(),
         cancel: cancel_signal,
         cancel_signal: held,
         revoked,
@@ -212,7 +186,7 @@ pub async fn serve(
         pending,
         pump::Limits {
             max_message: lc.max_message,
-            closing: gw.closing.clone(),
+            closing: gw.core.closing.clone(),
             budget: gw.message_budget.clone(),
         },
         catalog,
@@ -237,7 +211,8 @@ pub async fn serve(
     metrics
         .bytes_to_clients
         .fetch_add(traffic.to_client, Ordering::Relaxed);
-    gw.audit
+    gw.core
+        .audit
         .record(Record::SessionEnd(SessionEnd {
             id: info.session_id,
             ended_at: now_micros(),
@@ -467,8 +442,14 @@ async fn start(
         }
     };
     let admitted = async {
-        let identity =
-            admission::authenticate(&gw.authenticator, &gw.revocations, token, user, peer).await?;
+        let identity = admission::authenticate(
+            &gw.core.authenticator,
+            &gw.core.revocations,
+            token,
+            user,
+            peer,
+        )
+        .await?;
         let target =
             admission::admit_to(&identity, target_name, gw.targets.get(target_name), |t| {
                 &t.cfg
@@ -497,7 +478,7 @@ async fn start(
         .map(|p| p.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
     let (info, policy) = match admission::open_session(
-        &gw.audit,
+        &gw.core.audit,
         &target.cfg,
         &target_policy,
         &identity,

@@ -1,0 +1,50 @@
+//! What every session of the gateway shares, whatever its protocol.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::approvals::Approvals;
+use crate::audit::AuditLog;
+use crate::config::Target;
+use crate::delegation::revocations::Revocations;
+use crate::delegation::GatewayIssuer;
+use crate::identity::Authenticator;
+
+/// The gateway's protocol-neutral state: identity, targets, audit,
+/// approvals, delegation, and the connection count.
+pub struct Core {
+    /// Token validation.
+    pub authenticator: Authenticator,
+    /// Every target's configuration, by name.
+    pub targets: HashMap<String, Target>,
+    /// The audit trail: session ids, sessions and events.
+    pub audit: Arc<AuditLog>,
+    /// Approval requests for held actions.
+    pub approvals: Arc<Approvals>,
+    /// The gateway's issuer of delegated tokens, when `[delegation]` is set.
+    pub delegation: Option<Arc<GatewayIssuer>>,
+    /// Revoked delegated tokens and the live sessions they close.
+    pub revocations: Arc<Revocations>,
+    /// Connections being served (start-up or relaying).
+    pub active: AtomicUsize,
+    /// Becomes `true` when live sessions must close (end of shutdown grace).
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Counts a connection as active while it lives.
+pub struct ActiveGuard<'a>(&'a Core);
+
+impl<'a> ActiveGuard<'a> {
+    /// Counts one more connection until the guard is dropped.
+    pub fn new(core: &'a Core) -> Self {
+        core.active.fetch_add(1, Ordering::SeqCst);
+        Self(core)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
