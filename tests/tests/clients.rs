@@ -404,10 +404,19 @@ fn direct_and_through(gw: &TestGateway, script: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_reads_back_its_own_application_name() {
     let gw = TestGateway::start().await;
-    for app in [", application_name='report-tool'", ""] {
+    let long = "x".repeat(65);
+    for app in [
+        ", application_name='report-tool'".to_string(),
+        String::new(),
+        format!(", application_name='{long}'"),
+    ] {
         let script = format!(
             r#"
-import os, psycopg
+import os, subprocess, psycopg
+# psql shows the notice PostgreSQL sends at start-up for a name it cuts.
+psql = subprocess.run(["psql", os.environ["TARGET"], "-X", "-At", "-c", "SHOW application_name"],
+                      env={{**os.environ, "PGAPPNAME": "{long}"}}, capture_output=True, text=True)
+print(psql.stdout.strip(), "will be truncated" in psql.stderr)
 with psycopg.connect(os.environ["TARGET"], autocommit=True{app}) as conn:
     status = lambda: repr(conn.info.parameter_status("application_name"))
     show = lambda: conn.execute("SHOW application_name").fetchone()[0]
@@ -436,10 +445,18 @@ with psycopg.connect(os.environ["TARGET"], autocommit=True{app}) as conn:
         let (via, upstream) = last_line(&through);
         assert_eq!(via, direct, "what the client reads back ({app})");
         assert!(direct.contains("pool-2"), "{direct}");
+        assert!(
+            direct.starts_with(&format!("{} True", "x".repeat(63))),
+            "{direct}"
+        );
+        let via = format!(" via portcullis: {USER}");
         let expected = if app.is_empty() {
             format!("portcullis: {USER}")
+        } else if app.contains(&long) {
+            // A long application name is cut, never the person.
+            format!("{}{via}", "x".repeat(63 - via.len()))
         } else {
-            format!("report-tool via portcullis: {USER}")
+            format!("report-tool{via}")
         };
         assert_eq!(upstream, expected, "what the upstream sees ({app})");
     }

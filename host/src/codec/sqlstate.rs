@@ -14,6 +14,8 @@ pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const INVALID_PASSWORD: &str = "28P01";
 /// `3D000` invalid_catalog_name (unknown database / target).
 pub const INVALID_CATALOG_NAME: &str = "3D000";
+/// `42622` name_too_long (a start-up `application_name` PostgreSQL cuts).
+pub const NAME_TOO_LONG: &str = "42622";
 /// `42501` insufficient_privilege (a policy refused the statement).
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// `53200` out_of_memory (the gateway's budget for buffered messages is

@@ -12,7 +12,8 @@
 
 use bytes::BytesMut;
 
-use crate::codec::{data_row, parameter_status, peek_frame};
+use crate::codec::error_response::{ErrorFields, Severity};
+use crate::codec::{data_row, parameter_status, peek_frame, sqlstate};
 use crate::identity::Identity;
 
 /// PostgreSQL's identifier limit in bytes (`NAMEDATALEN - 1`), which is
@@ -63,6 +64,23 @@ pub fn cut(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// The notice PostgreSQL sends right after `AuthenticationOk` when a
+/// client's start-up `application_name` is longer than it keeps (the
+/// gateway's own, shorter name draws none from the server).
+pub fn truncation_notice(client: Option<&str>) -> Option<ErrorFields> {
+    let name = client.filter(|n| n.len() > MAX_IDENTIFIER)?;
+    Some(ErrorFields {
+        severity: Severity::Notice,
+        code: std::borrow::Cow::Borrowed(sqlstate::NAME_TOO_LONG),
+        message: format!(
+            "identifier \"{name}\" will be truncated to \"{}\"",
+            cut(name, MAX_IDENTIFIER)
+        ),
+        detail: None,
+        hint: None,
+    })
 }
 
 /// How `application_name` reads on each side of one session.
@@ -154,12 +172,12 @@ impl AppName {
     }
 }
 
-/// `name` as a PostgreSQL server of major version `major` reports it:
-/// bytes outside printable ASCII become `?` before version 16 and `\xNN`
-/// from 16 on.
+/// `name` as a PostgreSQL server of major version `major` reports it: cut
+/// to 63 bytes on a character boundary, then bytes outside printable ASCII
+/// become `?` before version 16 and `\xNN` from 16 on.
 fn reported(name: &str, major: u32) -> String {
     let mut out = String::with_capacity(name.len());
-    for &b in name.as_bytes() {
+    for &b in cut(name, MAX_IDENTIFIER).as_bytes() {
         if (32..=126).contains(&b) {
             out.push(b as char);
         } else if major >= 16 {
@@ -252,6 +270,24 @@ mod tests {
             [Some(&b"psql via portcullis: a"[..]), None].into_iter(),
         );
         assert!(names.row_for_client(&two).is_none());
+    }
+
+    #[test]
+    fn a_long_name_reads_back_cut_with_postgres_notice() {
+        let long = "x".repeat(65);
+        assert_eq!(reported(&long, 15), "x".repeat(63));
+        assert_eq!(reported(&"\u{e9}".repeat(40), 15), "?".repeat(62));
+        let notice = truncation_notice(Some(&long)).expect("notice");
+        assert_eq!(notice.code, "42622");
+        assert_eq!(
+            notice.message,
+            format!(
+                "identifier \"{long}\" will be truncated to \"{}\"",
+                "x".repeat(63)
+            )
+        );
+        assert!(truncation_notice(Some(&"x".repeat(63))).is_none());
+        assert!(truncation_notice(None).is_none());
     }
 
     #[test]

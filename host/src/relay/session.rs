@@ -548,6 +548,9 @@ async fn start(
     // AuthenticationOk, the upstream's greeting with our cancel key before
     // its final ReadyForQuery (6 bytes).
     authentication::encode_ok(&mut out);
+    if let Some(notice) = super::app_name::truncation_notice(info.application_name.as_deref()) {
+        notice.encode(&mut out);
+    }
     // The client reads back the application_name it asked for.
     let (app_name, greeting) = AppName::learn(&up.greeting, info.application_name.as_deref());
     let split = greeting.len().saturating_sub(6);
