@@ -1103,21 +1103,36 @@ async fn sessions_stay_in_utf8() {
     use bytes::BytesMut;
     use portcullis_e2e::raw;
     let gw = gateway("lineage").await;
-    // Another client encoding from the start, however it is set: refused.
-    // (GBK hides a backslash in E'€\'; EUC_JP reads two byte sequences as
-    // one character; LATIN1 names are longer on a UTF-8 server.)
+    // A multibyte client encoding from the start, however it is set:
+    // refused. (GBK hides a backslash in E'€\'; EUC_JP reads two byte
+    // sequences as one character.) Single-byte ones are read.
     for params in [
         &[("client_encoding", "GBK")][..],
-        &[("client_encoding", "LATIN1")],
         &[("client_encoding", "EUC_JP")],
         &[("options", "-c client_encoding=SJIS")],
     ] {
         let refused = login_refusal(&gw, params).await;
         assert!(refused.is_some(), "{params:?} was let in");
     }
-    assert_eq!(
-        login_refusal(&gw, &[("client_encoding", "utf-8")]).await,
-        None
+    for encoding in ["utf-8", "LATIN1"] {
+        assert_eq!(
+            login_refusal(&gw, &[("client_encoding", encoding)]).await,
+            None
+        );
+    }
+    // Masks hold in a single-byte session: plain and computed values, with
+    // a statement whose text is not ASCII.
+    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "LATIN1")]).await;
+    let mut b = BytesMut::new();
+    raw::query_bytes(
+        &mut b,
+        b"SELECT card_number, reverse(card_number) || '\xe9' AS r FROM crm.customers WHERE id = 1",
+    );
+    raw::send(&mut s, &b).await;
+    let text = raw_text(&mut s).await;
+    assert!(
+        !text.contains("4111") && text.contains("[redacted]"),
+        "{text}"
     );
 
     // Switching mid-session, in any spelling, even when switched back

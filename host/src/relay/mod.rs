@@ -80,8 +80,9 @@ pub enum RelayError {
     /// string literals differently from the gateway.
     #[error("the server now reads backslashes in string literals as escapes (standard_conforming_strings is off), which the gateway's checks do not")]
     StandardStringsOff,
-    /// The session left UTF-8.
-    #[error("the session's client_encoding changed to {0}: the gateway reads statements as PostgreSQL does only in UTF-8, and cannot tell how the server read those sent meanwhile")]
+    /// The session's client encoding changed behind the gateway's back, or
+    /// to one it does not read.
+    #[error("the session's client_encoding changed to {0}, either to an encoding the gateway does not read or by a statement it did not see switch it: it cannot tell how the server read the statements sent meanwhile")]
     EncodingChanged(String),
     /// More prepared statements or portals than the relay tracks.
     #[error(transparent)]

@@ -53,6 +53,7 @@ use super::result_lineage::{self, Closed, Judged, Names, Source};
 use super::stream::Stream;
 use super::RelayError;
 use crate::audit::AuditLog;
+use crate::codec::encoding::ClientEncoding;
 use crate::codec::error_response::ErrorFields;
 use crate::codec::{
     bind, command_complete, data_row, describe, error_response, parameter_status, parse,
@@ -117,9 +118,32 @@ struct Shared {
     copy_start: CopyStart,
     /// How `application_name` reads upstream and to the client.
     app_name: super::app_name::AppName,
+    /// The session's client encoding (`ClientEncoding::index`), as the
+    /// server last reported it.
+    encoding: std::sync::atomic::AtomicU8,
+    /// The server may report a new client encoding before `ReadyForQuery`
+    /// number this (a switch the client side saw and waits out); any other
+    /// switch ends the session.
+    encoding_switch_until: std::sync::atomic::AtomicU64,
+    /// Whether statements are judged by what they say (a summary is made:
+    /// policy, read-only, upstream role); else their text is only relayed
+    /// (and recorded), in whatever encoding the client uses.
+    judges_sql: bool,
 }
 
 impl Shared {
+    /// The encoding the server reads the client's next message in.
+    fn client_encoding(&self) -> ClientEncoding {
+        ClientEncoding::at(self.encoding.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// A statement that may switch the client encoding runs in the batch
+    /// that ends with `ReadyForQuery` number `seq`.
+    fn allow_encoding_switch(&self, seq: u64) {
+        self.encoding_switch_until
+            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn policy(&self) -> std::sync::MutexGuard<'_, Box<dyn SessionPolicy>> {
         self.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -172,6 +196,8 @@ pub struct SessionContext {
     pub upstream_role: Option<String>,
     /// How `application_name` reads upstream and to the client.
     pub app_name: super::app_name::AppName,
+    /// The client encoding the session starts in.
+    pub client_encoding: ClientEncoding,
 }
 
 /// Bytes a session moved.
@@ -277,6 +303,7 @@ pub async fn run(
     let (notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
     let cancel = ctx.cancel.clone();
     let mut revoked = ctx.revoked.clone();
+    let judges_sql = reads_summary || ctx.read_only || ctx.upstream_role.is_some();
     let shared = Arc::new(Shared {
         injections: Mutex::new(VecDeque::new()),
         policy: Mutex::new(policy),
@@ -302,6 +329,9 @@ pub async fn run(
         marker: new_refusal_marker(),
         copy_start: CopyStart::default(),
         app_name: ctx.app_name,
+        encoding: std::sync::atomic::AtomicU8::new(ctx.client_encoding.index()),
+        encoding_switch_until: std::sync::atomic::AtomicU64::new(0),
+        judges_sql,
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
@@ -346,7 +376,7 @@ pub async fn run(
                 RelayError::Budget(e) => Some(budget_refusal(e)),
                 RelayError::EncodingChanged(_) => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
-                        .with_hint("keep client_encoding UTF8 and convert text in the client"),
+                        .with_hint("switch client_encoding only with a statement of its own (SET client_encoding), to UTF8, SQL_ASCII or a single-byte encoding; convert multibyte text such as SJIS to UTF-8 in the client"),
                 ),
                 RelayError::StandardStringsOff => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
@@ -650,16 +680,21 @@ async fn client_to_server(
                         let p = parse::decode(frame)?;
                         (p.query, Some(p.statement), p.param_types)
                     };
-                    // Sessions run in UTF-8 (see codec::encoding): text that
-                    // is not is refused, as PostgreSQL refuses it.
-                    let (sql, unreadable) = match std::str::from_utf8(raw_sql) {
-                        Ok(text) => (std::borrow::Cow::Borrowed(text), None),
-                        Err(_) => (
+                    // Read as the server reads it: converted from the
+                    // session's client encoding (see codec::encoding); text
+                    // that does not convert is refused, as PostgreSQL
+                    // refuses it. The client's bytes go upstream unchanged.
+                    let encoding = shared.client_encoding();
+                    let (sql, unreadable) = match encoding.decode(raw_sql) {
+                        Some(text) => (text, None),
+                        // Nothing judges it: relayed (and recorded) as is.
+                        None if !shared.judges_sql => (String::from_utf8_lossy(raw_sql), None),
+                        None => (
                             String::from_utf8_lossy(raw_sql),
-                            Some(
-                                "the statement is not valid UTF-8, the session's client_encoding"
-                                    .to_string(),
-                            ),
+                            Some(format!(
+                                "the statement is not valid in the session's client_encoding {}",
+                                encoding.name
+                            )),
                         ),
                     };
                     let sql: &str = &sql;
@@ -797,10 +832,13 @@ async fn client_to_server(
                                 None if copies => copy.queried(syncs + 1),
                                 _ => {}
                             }
-                            if runs_unread_code(&note) {
+                            if runs_unread_code(&note) || changes_encoding(&note) {
                                 match statement {
                                     Some(name) => unread_code.names.mark_statement(name),
-                                    None => unread_code.barrier = syncs + 1,
+                                    None => {
+                                        unread_code.barrier = syncs + 1;
+                                        shared.allow_encoding_switch(syncs + 1);
+                                    }
                                 }
                             }
                             if h.tag == b'Q' {
@@ -1074,7 +1112,10 @@ async fn client_to_server(
                             // are learnt again before they run.
                             described.retain(|p| *p == portal);
                             copy.executed(&portal);
-                            unread_code.in_batch |= unread_code.names.portal(&portal);
+                            if unread_code.names.portal(&portal) {
+                                unread_code.in_batch = true;
+                                shared.allow_encoding_switch(syncs + 1);
+                            }
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
@@ -1243,6 +1284,13 @@ fn runs_unread_code(note: &QueryNote) -> bool {
     })
 }
 
+/// Whether the statement judged in `note` may switch the client encoding.
+fn changes_encoding(note: &QueryNote) -> bool {
+    note.summary
+        .as_ref()
+        .is_some_and(|s| s.statements.iter().any(|st| st.changes_encoding))
+}
+
 /// Whether the statement judged in `note` may turn
 /// `standard_conforming_strings` off.
 fn changes_parsing(note: &QueryNote) -> bool {
@@ -1253,7 +1301,7 @@ fn changes_parsing(note: &QueryNote) -> bool {
 
 /// Why a statement that may turn `standard_conforming_strings` off is
 /// refused.
-const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on, and client_encoding UTF8, through this gateway: otherwise PostgreSQL would read the statements that follow differently from the gateway's checks; use E'...' strings for escapes, and convert text to UTF-8 in the client";
+const PARSING_REFUSAL: &str = "standard_conforming_strings must stay on, and client_encoding one the gateway reads (UTF8, SQL_ASCII or a single-byte encoding such as LATIN1 or WIN1252), through this gateway: otherwise PostgreSQL would read the statements that follow differently from the gateway's checks; use E'...' strings for escapes, and convert multibyte text such as SJIS or BIG5 to UTF-8 in the client";
 
 /// Whether the statement judged in `note` creates or changes code or
 /// relations (the target's code cache is then out of date).
@@ -1269,7 +1317,7 @@ fn changes_catalog(note: &QueryNote) -> bool {
 /// of the code it runs — or `None` when neither reads SQL.
 async fn judged_summary(shared: &Shared, sql: &str) -> Option<Arc<crate::sql::QuerySummary>> {
     let catalog = &shared.catalog;
-    if !shared.reads_summary && !shared.read_only && shared.upstream_role.is_none() {
+    if !shared.judges_sql {
         return None;
     }
     let base = crate::sql::shared_cache().get(sql);
@@ -1796,13 +1844,25 @@ async fn server_to_client(
                     if !standard_strings(&name, &value) {
                         return Err(RelayError::StandardStringsOff);
                     }
-                    // Out of UTF-8, whatever spelling analysis missed: the
+                    // A new client encoding: read from here on, when the
+                    // client side waited for it (a statement that may switch
+                    // it, or code the gateway cannot read). Any other switch
+                    // - whatever spelling analysis missed - or one to an
+                    // encoding the gateway does not read ends the session:
                     // statements sent meanwhile were read otherwise than the
                     // server read them.
-                    if name.eq_ignore_ascii_case("client_encoding")
-                        && !crate::codec::encoding::is_utf8(&value)
-                    {
-                        return Err(RelayError::EncodingChanged(value.into_owned()));
+                    if name.eq_ignore_ascii_case("client_encoding") {
+                        let expected = !shared.judges_sql
+                            || rfq_seen
+                                < shared
+                                    .encoding_switch_until
+                                    .load(std::sync::atomic::Ordering::Acquire);
+                        match ClientEncoding::named(&value) {
+                            Some(e) if expected || e == shared.client_encoding() => shared
+                                .encoding
+                                .store(e.index(), std::sync::atomic::Ordering::Release),
+                            _ => return Err(RelayError::EncodingChanged(value.into_owned())),
+                        }
                     }
                     // The backstop behind the backstop: whatever analysis
                     // missed, a pinned session that becomes a superuser or

@@ -135,6 +135,7 @@ pub async fn serve(
         held,
         upstream_role,
         app_name,
+        client_encoding,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -178,6 +179,7 @@ pub async fn serve(
             .is_some_and(|d| d.read_only),
         upstream_role,
         app_name,
+        client_encoding,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -242,6 +244,8 @@ struct Ready {
     upstream_role: Option<String>,
     /// How `application_name` reads upstream and to the client.
     app_name: AppName,
+    /// The client encoding the session starts in.
+    client_encoding: crate::codec::encoding::ClientEncoding,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -569,6 +573,7 @@ async fn start(
         held,
         upstream_role,
         app_name,
+        client_encoding: up.client_encoding,
     }))
 }
 

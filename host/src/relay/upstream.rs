@@ -57,8 +57,8 @@ pub enum UpstreamError {
     /// options).
     #[error("the session has standard_conforming_strings off, so PostgreSQL would read backslashes in string literals as escapes and the gateway's checks would not hold; keep it on (PostgreSQL's default)")]
     StandardStringsOff,
-    /// The session would not be in UTF-8 end to end.
-    #[error("the session would have {0}: the gateway reads statements exactly as PostgreSQL does only in UTF-8 (on a UTF-8 or SQL_ASCII database); connect with client_encoding UTF8")]
+    /// The session would be in an encoding the gateway does not read.
+    #[error("the session would have {0}: the gateway reads statements exactly as PostgreSQL does in UTF-8, SQL_ASCII and the single-byte encodings (LATIN1-10, WIN1250-1258, WIN866, WIN874, KOI8R, ISO_8859_5-8), on a UTF-8 or SQL_ASCII database; connect with one of those, and convert multibyte text such as SJIS or BIG5 to UTF-8 in the client")]
     Encoding(String),
     /// The server asked for an authentication method the gateway lacks.
     #[error("upstream asks for an authentication method the gateway does not support ({0})")]
@@ -112,6 +112,8 @@ pub struct Upstream {
     /// Messages after `AuthenticationOk` up to and including `ReadyForQuery`,
     /// minus `BackendKeyData`, exactly as the server sent them.
     pub greeting: BytesMut,
+    /// The client encoding the server reported (one the gateway reads).
+    pub client_encoding: crate::codec::encoding::ClientEncoding,
 }
 
 /// Opens a TCP (and TLS, if configured) connection to the upstream.
@@ -244,6 +246,7 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
 
     let mut greeting = BytesMut::with_capacity(1024);
     let mut key = None;
+    let mut client_encoding = Some(crate::codec::encoding::ClientEncoding::UTF8);
 
     loop {
         let msg = next(&mut stream, &mut inbuf).await?;
@@ -260,8 +263,12 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
                 if !super::pump::standard_strings(&name, &value) {
                     return Err(UpstreamError::StandardStringsOff);
                 }
-                use crate::codec::encoding::{is_utf8, server_reads_utf8};
-                let unreadable = (name.eq_ignore_ascii_case("client_encoding") && !is_utf8(&value))
+                use crate::codec::encoding::{server_reads_utf8, ClientEncoding};
+                if name.eq_ignore_ascii_case("client_encoding") {
+                    client_encoding = ClientEncoding::named(&value);
+                }
+                let unreadable = (name.eq_ignore_ascii_case("client_encoding")
+                    && client_encoding.is_none())
                     || (name.eq_ignore_ascii_case("server_encoding") && !server_reads_utf8(&value));
                 if unreadable {
                     return Err(UpstreamError::Encoding(format!("{name} = {value}")));
@@ -281,6 +288,7 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
         stream,
         key,
         greeting,
+        client_encoding: client_encoding.unwrap_or(crate::codec::encoding::ClientEncoding::UTF8),
     })
 }
 

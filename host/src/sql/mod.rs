@@ -94,10 +94,14 @@ pub struct StatementSummary {
     pub switches_role: bool,
     /// Whether it may turn `standard_conforming_strings` off (`SET`,
     /// `RESET`, `set_config` on it or on a name that is not a constant, or
-    /// `ALTER ROLE/DATABASE ... SET` of it) or switch `client_encoding` away
-    /// from UTF-8: PostgreSQL would then read later statements differently
-    /// from the gateway.
+    /// `ALTER ROLE/DATABASE ... SET` of it) or switch `client_encoding` to
+    /// an encoding the gateway does not read: PostgreSQL would then read
+    /// later statements differently from the gateway.
     pub changes_parsing: bool,
+    /// Whether it may switch `client_encoding` (to one the gateway reads):
+    /// what follows is read only once the server has said which encoding
+    /// it now reads.
+    pub changes_encoding: bool,
     /// Whether it touches files or programs on the database server: COPY
     /// to or from a file or program, or a server-file function.
     pub server_files: bool,

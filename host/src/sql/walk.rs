@@ -21,6 +21,7 @@ struct Acc {
     explain_analyze: bool,
     switches_role: bool,
     changes_parsing: bool,
+    changes_encoding: bool,
     server_files: bool,
     creates_code: bool,
     unknown: BTreeSet<String>,
@@ -140,6 +141,7 @@ pub fn statement(node: &Value) -> StatementSummary {
         actions,
         switches_role: acc.switches_role,
         changes_parsing: acc.changes_parsing,
+        changes_encoding: acc.changes_encoding,
         server_files: acc.server_files,
         creates_code: acc.creates_code,
         unknown_effects: acc.unknown.into_iter().collect(),
@@ -329,20 +331,22 @@ fn set_config_switches_role(fields: &Map<String, Value>) -> bool {
 /// split a statement into other tokens than the gateway does.
 const PARSING_SETTING: &str = "standard_conforming_strings";
 
-/// The client encoding setting: out of UTF-8, statements pipelined after
-/// the switch would be read by the server otherwise than by the gateway
-/// (sessions start in UTF-8, so `RESET` and `DEFAULT` return to it).
+/// The client encoding setting: statements pipelined after a switch are
+/// read by the server in the new encoding, which the gateway learns from
+/// the server (`ParameterStatus`) before it reads them; a switch to an
+/// encoding the gateway does not read is refused.
 const ENCODING_SETTING: &str = "client_encoding";
 
 /// Whether an encoding name (a constant, or `None` when it is not one) may
-/// be other than UTF-8.
-fn not_utf8(name: Option<String>) -> bool {
-    name.is_none_or(|n| !crate::codec::encoding::is_utf8(&n))
+/// be one the gateway does not read.
+fn not_read(name: Option<String>) -> bool {
+    name.is_none_or(|n| !crate::codec::encoding::is_read(&n))
 }
 
-/// `SET client_encoding` / `SET NAMES` to something other than UTF-8 (or to
-/// a value that is not a constant).
-fn sets_other_encoding(fields: &Map<String, Value>) -> bool {
+/// `SET client_encoding` / `SET NAMES` to an encoding the gateway does not
+/// read (or to a value that is not a constant). `RESET` and `DEFAULT`
+/// return to the session's start-up encoding, which it reads.
+fn sets_unread_encoding(fields: &Map<String, Value>) -> bool {
     // VariableSetKind 1: SET name = value.
     let kind = fields.get("kind").and_then(Value::as_i64).unwrap_or(0);
     let value = fields
@@ -350,12 +354,12 @@ fn sets_other_encoding(fields: &Map<String, Value>) -> bool {
         .and_then(Value::as_array)
         .and_then(|a| a.first())
         .and_then(const_string);
-    kind == 1 && not_utf8(value)
+    kind == 1 && not_read(value)
 }
 
 /// `set_config(name, value, ...)` may turn [`PARSING_SETTING`] off or
-/// switch `client_encoding` away from UTF-8: the name is one of them, or not a
-/// constant.
+/// switch `client_encoding` to an encoding the gateway does not read: the
+/// name is one of them, or not a constant.
 fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
     let args = fields.get("args").and_then(Value::as_array);
     let constant = |i: usize| args.and_then(|a| a.get(i)).and_then(const_string);
@@ -363,10 +367,21 @@ fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
         Some(name) if name.trim().eq_ignore_ascii_case(PARSING_SETTING) => {
             !constant(1).is_some_and(|v| is_on(&v))
         }
-        Some(name) if name.trim().eq_ignore_ascii_case(ENCODING_SETTING) => not_utf8(constant(1)),
+        Some(name) if name.trim().eq_ignore_ascii_case(ENCODING_SETTING) => not_read(constant(1)),
         Some(_) => false,
         None => true,
     }
+}
+
+/// `set_config(name, ...)` whose name is `client_encoding` or not a
+/// constant: it may switch the encoding the server reads what follows in.
+fn set_config_may_set_encoding(fields: &Map<String, Value>) -> bool {
+    let name = fields
+        .get("args")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(const_string);
+    name.is_none_or(|n| n.trim().eq_ignore_ascii_case(ENCODING_SETTING))
 }
 
 /// Whether a `SET` (`VariableSetStmt`) gives its setting plainly `on`
@@ -532,6 +547,7 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             acc.server_files |= SERVER_FILE_FUNCTIONS.contains(&base);
             acc.switches_role |= base == "set_config" && set_config_switches_role(fields);
             acc.changes_parsing |= base == "set_config" && set_config_changes_parsing(fields);
+            acc.changes_encoding |= base == "set_config" && set_config_may_set_encoding(fields);
             if SQL_TEXT_FUNCTIONS.contains(&base) {
                 acc.unknown.insert(format!(
                     "{base} runs SQL given as text, which the gateway cannot see"
@@ -546,7 +562,8 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             let name = str_field(fields, "name").to_lowercase();
             acc.switches_role |= ROLE_SETTINGS.contains(&name.as_str());
             acc.changes_parsing |= name == PARSING_SETTING && !sets_plainly_on(fields);
-            acc.changes_parsing |= name == ENCODING_SETTING && sets_other_encoding(fields);
+            acc.changes_parsing |= name == ENCODING_SETTING && sets_unread_encoding(fields);
+            acc.changes_encoding |= name == ENCODING_SETTING;
         }
         "ExecuteStmt" => {
             let name = str_field(fields, "name");

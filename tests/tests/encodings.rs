@@ -1,0 +1,258 @@
+//! Client encodings other than UTF-8: the gateway reads each statement as
+//! PostgreSQL converts it (single-byte encodings and SQL_ASCII), forwards
+//! the client's bytes unchanged, and refuses the multibyte client encodings
+//! it cannot read exactly.
+
+use std::process::Command;
+
+use bytes::BytesMut;
+use portcullis::codec::encoding::ClientEncoding;
+use portcullis_e2e::{cluster, db_error, plugin_wasm, raw, GatewayOptions, TestGateway, DB};
+
+const USER: &str = "encodings@example.com";
+
+/// A table whose name is not ASCII, and a block rule on it.
+fn gateway_options() -> GatewayOptions {
+    cluster()
+        .cluster
+        .psql(
+            DB,
+            "CREATE TABLE IF NOT EXISTS \"prix€\" (id int, v text);
+             INSERT INTO \"prix€\" SELECT 1, 'kept' WHERE NOT EXISTS (SELECT 1 FROM \"prix€\");
+             CREATE TABLE IF NOT EXISTS enc_notes (id int, v text);",
+        )
+        .expect("tables");
+    GatewayOptions::plugin(
+        "block",
+        &plugin_wasm("block"),
+        r#"call_timeout_ms = 1000
+[plugins.config]
+search_path = ["public"]
+
+[[plugins.config.rules]]
+name = "no-prices"
+tables = ["public.prix€"]
+"#,
+    )
+}
+
+/// Every byte of every encoding the gateway reads decodes to what
+/// PostgreSQL's own conversion gives (or is refused where PostgreSQL
+/// refuses it).
+#[test]
+fn the_gateway_reads_each_byte_as_postgres_converts_it() {
+    let names = [
+        "LATIN1",
+        "LATIN2",
+        "LATIN3",
+        "LATIN4",
+        "LATIN5",
+        "LATIN6",
+        "LATIN7",
+        "LATIN8",
+        "LATIN9",
+        "LATIN10",
+        "ISO_8859_5",
+        "ISO_8859_6",
+        "ISO_8859_7",
+        "ISO_8859_8",
+        "WIN1250",
+        "WIN1251",
+        "WIN1252",
+        "WIN1253",
+        "WIN1254",
+        "WIN1255",
+        "WIN1256",
+        "WIN1257",
+        "WIN1258",
+        "WIN866",
+        "WIN874",
+        "KOI8R",
+    ];
+    // One row per encoding and byte: the converted character's code point,
+    // or -1 where PostgreSQL has none.
+    let sql = format!(
+        "CREATE OR REPLACE FUNCTION pg_temp.conv(b int, enc text) RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN RETURN ascii(convert_from(decode(lpad(to_hex(b), 2, '0'), 'hex'), enc));
+         EXCEPTION WHEN others THEN RETURN -1; END $$;
+         SELECT enc || ' ' || string_agg(pg_temp.conv(b, enc)::text, ',' ORDER BY b)
+         FROM unnest(ARRAY['{}']) enc, generate_series(128, 255) b GROUP BY enc ORDER BY enc",
+        names.join("','")
+    );
+    let out = cluster().cluster.psql(DB, &sql).expect("conversions");
+    let mut checked = 0;
+    let mut differ = Vec::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, codes) = line.trim().split_once(' ').expect("row");
+        let enc = ClientEncoding::named(name).unwrap_or_else(|| panic!("{name} is read"));
+        for (i, code) in codes.split(',').enumerate() {
+            let byte = 128 + i as u8;
+            let theirs: i64 = code.parse().expect("code point");
+            let ours = enc
+                .decode(&[byte])
+                .map_or(-1, |s| s.chars().next().map_or(-1, |c| c as i64));
+            if ours != theirs {
+                differ.push(format!(
+                    "{name} {byte:#04x}: ours {ours:#x}, PostgreSQL {theirs:#x}"
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert_eq!(checked, names.len() * 128);
+}
+
+/// psql and psycopg in LATIN9 and WIN1252 see through the gateway what they
+/// see directly: text in and out, and a switch of encoding mid-session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_byte_sessions_behave_as_they_do_directly() {
+    let gw = TestGateway::start().await;
+    let script = r#"
+import os, subprocess, psycopg
+target = os.environ["TARGET"]
+psql = subprocess.run(["psql", target, "-X", "-At", "-c", b"SELECT 'caf\xe9 \x80', length('caf\xe9 \x80')"],
+                      env={**os.environ, "PGCLIENTENCODING": "WIN1252"}, capture_output=True)
+print(psql.returncode, psql.stdout)
+with psycopg.connect(target, autocommit=True, client_encoding="LATIN9") as conn:
+    print(conn.info.encoding, conn.execute("SELECT 'été €', length('été €')").fetchone())
+    conn.execute("CREATE TEMP TABLE t (v text)")
+    conn.execute("INSERT INTO t VALUES ('naïve €')")
+    conn.execute("SET client_encoding TO 'WIN1252'")
+    print(conn.info.encoding, conn.execute("SELECT v, convert_to(v, 'UTF8') FROM t").fetchone())
+    conn.execute("RESET client_encoding")
+    print(conn.info.encoding, conn.execute("SELECT v FROM t").fetchone())
+with psycopg.connect(target, autocommit=True, client_encoding="SQL_ASCII") as conn:
+    print(conn.execute("SELECT convert_to('ok', 'UTF8')").fetchone())
+"#;
+    let direct = format!(
+        "host=127.0.0.1 port={} dbname={DB} user=trustuser",
+        cluster().cluster.port()
+    );
+    let run = |target: &str, password: Option<String>| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script])
+            .env("TARGET", target)
+            .env_remove("PGPASSWORD")
+            .env_remove("PGCLIENTENCODING");
+        if let Some(p) = password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = cmd.output().expect("python3 is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let through = tokio::task::block_in_place(|| run(&gw.conninfo(USER), Some(gw.token(USER))));
+    let direct = tokio::task::block_in_place(|| run(&direct, None));
+    assert!(direct.contains("b'caf\\xe9 \\x80|6\\n'"), "{direct}");
+    assert!(direct.contains("iso8859-15 ("), "{direct}");
+    assert_eq!(through, direct);
+}
+
+/// A rule on a table whose name is not ASCII holds in every encoding the
+/// table can be named in, including after a switch mid-session; the
+/// multibyte client encodings are refused at start and when switched to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_hold_in_every_encoding_and_unread_ones_are_refused() {
+    let gw = TestGateway::start_with(gateway_options()).await;
+    let prices = || {
+        cluster()
+            .cluster
+            .psql(DB, "SELECT count(*) FROM \"prix€\"")
+            .expect("count")
+            .trim()
+            .to_string()
+    };
+    let wipe_in = |bytes: &[u8]| {
+        let mut sql = b"DELETE FROM \"prix".to_vec();
+        sql.extend_from_slice(bytes);
+        sql.extend_from_slice(b"\" WHERE id = 1");
+        sql
+    };
+    // The euro sign in each encoding that has one.
+    for (encoding, euro) in [
+        ("UTF8", &b"\xe2\x82\xac"[..]),
+        ("LATIN9", b"\xa4"),
+        ("WIN1252", b"\x80"),
+        ("WIN1250", b"\x80"),
+        ("ISO_8859_7", b"\xa4"),
+    ] {
+        let mut s = raw::login_with(&gw, USER, &[("client_encoding", encoding)]).await;
+        let mut b = BytesMut::new();
+        raw::query_bytes(&mut b, &wipe_in(euro));
+        raw::send(&mut s, &b).await;
+        let (_, codes) = raw::until_ready(&mut s).await;
+        assert_eq!(codes, vec!["42501".to_string()], "{encoding}");
+        assert_eq!(prices(), "1", "the row was deleted in {encoding}");
+        // Switched to mid-session, pipelined right behind the switch.
+        let mut s = raw::login(&gw, USER).await;
+        b.clear();
+        raw::query(&mut b, &format!("SET client_encoding TO '{encoding}'"));
+        raw::query_bytes(&mut b, &wipe_in(euro));
+        raw::send(&mut s, &b).await;
+        let (_, codes) = raw::until_ready(&mut s).await;
+        assert!(codes.is_empty(), "{codes:?}");
+        let (_, codes) = raw::until_ready(&mut s).await;
+        assert_eq!(codes, vec!["42501".to_string()], "after SET {encoding}");
+        assert_eq!(prices(), "1", "the row was deleted after SET {encoding}");
+    }
+    // Back to UTF-8 from WIN1252, pipelined: read as WIN1252 the euro's
+    // UTF-8 bytes would be "â‚¬", another table, and the rule would miss.
+    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "WIN1252")]).await;
+    let mut b = BytesMut::new();
+    raw::query(&mut b, "SET client_encoding TO 'UTF8'");
+    raw::query_bytes(&mut b, &wipe_in("€".as_bytes()));
+    raw::send(&mut s, &b).await;
+    raw::until_ready(&mut s).await;
+    let (_, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(codes, vec!["42501".to_string()], "back to UTF-8");
+    assert_eq!(
+        prices(),
+        "1",
+        "the row was deleted after switching back to UTF-8"
+    );
+    // In LATIN1 0xA4 is "¤", another table: the rule does not apply and
+    // PostgreSQL finds no such table.
+    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "LATIN1")]).await;
+    let mut b = BytesMut::new();
+    raw::query_bytes(&mut b, &wipe_in(b"\xa4"));
+    raw::send(&mut s, &b).await;
+    let (_, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(codes, vec!["42P01".to_string()]);
+    assert_eq!(prices(), "1");
+
+    // Multibyte client encodings: refused at start, however they are set.
+    let c = gw.connect(USER).await;
+    for encoding in ["SJIS", "BIG5", "GBK", "EUC_JP", "KOI8U"] {
+        let out = tokio::task::block_in_place(|| {
+            Command::new("psql")
+                .arg(gw.conninfo(USER))
+                .args(["-X", "-At", "-c", "SELECT 1"])
+                .env("PGPASSWORD", gw.token(USER))
+                .env("PGCLIENTENCODING", encoding)
+                .output()
+                .expect("psql is installed")
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{encoding} was let in");
+        assert!(
+            stderr.contains("single-byte encodings"),
+            "{encoding}: {stderr}"
+        );
+        let err = c
+            .simple_query(&format!("SET client_encoding TO '{encoding}'"))
+            .await
+            .expect_err(encoding);
+        assert_eq!(db_error(&err).0, "42501", "{encoding}: {err}");
+    }
+    let enc: String = c
+        .query_one("SHOW client_encoding", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(enc, "UTF8");
+}
