@@ -319,6 +319,40 @@ flush_interval_ms = 20
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a Python script twice, directly against PostgreSQL and through
+    /// the gateway, and returns both outputs. The script connects with
+    /// `psycopg.connect(TARGET, ...)` (libpq finds the token in
+    /// `PGPASSWORD`), may run `psql` on `TARGET`, and watches the server
+    /// through `ADMIN`, a direct superuser connection string; through the
+    /// gateway it runs as `user`.
+    pub fn direct_and_through(&self, user: &str, script: &str) -> (String, String) {
+        let direct = format!(
+            "host=127.0.0.1 port={} dbname={DB} user=trustuser",
+            cluster().cluster.port()
+        );
+        let run = |target: &str, password: Option<String>| {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", script])
+                .env("TARGET", target)
+                .env("ADMIN", &direct)
+                .env_remove("PGPASSWORD")
+                .env_remove("PGCLIENTENCODING");
+            if let Some(p) = password {
+                cmd.env("PGPASSWORD", p);
+            }
+            let out = cmd.output().expect("python3 is installed");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let direct_out = run(&direct, None);
+        let through = run(&self.conninfo(user), Some(self.token(user)));
+        (direct_out, through)
+    }
+
     /// A libpq connection string for the TLS listener (token via PGPASSWORD).
     pub fn conninfo(&self, user: &str) -> String {
         format!(

@@ -364,39 +364,6 @@ with psycopg.connect(os.environ["CONNINFO"], password=os.environ["TOKEN"]) as co
     );
 }
 
-/// Runs a Python script twice, directly against PostgreSQL and through the
-/// gateway, and returns both outputs. The script connects with
-/// `psycopg.connect(TARGET, ...)` (libpq finds the token in `PGPASSWORD`),
-/// runs `psql` on `TARGET`, and watches the server through `ADMIN`, a direct
-/// superuser connection string.
-fn direct_and_through(gw: &TestGateway, script: &str) -> (String, String) {
-    let direct = format!(
-        "host=127.0.0.1 port={} dbname={} user=trustuser",
-        cluster().cluster.port(),
-        portcullis_e2e::DB
-    );
-    let run = |target: &str, password: Option<String>| {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-c", script])
-            .env("TARGET", target)
-            .env("ADMIN", &direct)
-            .env_remove("PGPASSWORD");
-        if let Some(p) = password {
-            cmd.env("PGPASSWORD", p);
-        }
-        let out = cmd.output().expect("python3 is installed");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let direct_out = run(&direct, None);
-    let through = run(&gw.conninfo(USER), Some(gw.token(USER)));
-    (direct_out, through)
-}
-
 /// A client reads back the `application_name` it set — in the start-up
 /// ParameterStatus, after SET and RESET, through SHOW and current_setting —
 /// exactly as PostgreSQL answers it directly, while the upstream's
@@ -434,7 +401,8 @@ with psycopg.connect(os.environ["TARGET"], autocommit=True{app}) as conn:
     print(conn.execute("SELECT application_name, 1 FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0])
 "#
         );
-        let (direct, through) = tokio::task::block_in_place(|| direct_and_through(&gw, &script));
+        let (direct, through) =
+            tokio::task::block_in_place(|| gw.direct_and_through(USER, &script));
         // The last line is the server's own view.
         let last_line = |out: &str| -> (String, String) {
             let out = out.strip_suffix('\n').unwrap_or(out);
@@ -495,7 +463,7 @@ for _ in range(3):
 print("lost", pool.get_stats().get("connections_lost", 0))
 pool.close()
 "#;
-    let (direct, through) = tokio::task::block_in_place(|| direct_and_through(&gw, script));
+    let (direct, through) = tokio::task::block_in_place(|| gw.direct_and_through(USER, script));
     assert!(direct.contains("lost 2"), "{direct}");
     assert_eq!(through, direct);
 }
@@ -534,7 +502,7 @@ p.kill()
 p.wait()
 print("left", wait_for("killed */", 0))
 "#;
-    let (direct, through) = tokio::task::block_in_place(|| direct_and_through(&gw, script));
+    let (direct, through) = tokio::task::block_in_place(|| gw.direct_and_through(USER, script));
     assert_eq!(
         direct.lines().collect::<Vec<_>>(),
         [

@@ -125,29 +125,7 @@ with psycopg.connect(target, autocommit=True, client_encoding="LATIN9") as conn:
 with psycopg.connect(target, autocommit=True, client_encoding="SQL_ASCII") as conn:
     print(conn.execute("SELECT convert_to('ok', 'UTF8')").fetchone())
 "#;
-    let direct = format!(
-        "host=127.0.0.1 port={} dbname={DB} user=trustuser",
-        cluster().cluster.port()
-    );
-    let run = |target: &str, password: Option<String>| {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-c", script])
-            .env("TARGET", target)
-            .env_remove("PGPASSWORD")
-            .env_remove("PGCLIENTENCODING");
-        if let Some(p) = password {
-            cmd.env("PGPASSWORD", p);
-        }
-        let out = cmd.output().expect("python3 is installed");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let through = tokio::task::block_in_place(|| run(&gw.conninfo(USER), Some(gw.token(USER))));
-    let direct = tokio::task::block_in_place(|| run(&direct, None));
+    let (direct, through) = tokio::task::block_in_place(|| gw.direct_and_through(USER, script));
     assert!(direct.contains("b'caf\\xe9 \\x80|6\\n'"), "{direct}");
     assert!(direct.contains("iso8859-15 ("), "{direct}");
     assert_eq!(through, direct);
