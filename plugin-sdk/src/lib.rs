@@ -40,10 +40,12 @@ pub mod bindings {
     });
 }
 
+pub mod audience;
 pub mod names;
 pub mod rows;
 pub mod testing;
 
+pub use audience::Audience;
 pub use bindings::portcullis::policy::types::{
     Column, Event, Identity, Metadata, PgQuery, ResultPlan, Session, Statement, TableRef, Verdict,
 };

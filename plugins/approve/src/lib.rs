@@ -23,11 +23,11 @@
 //! approves their own request) are enforced by the gateway.
 
 use portcullis_plugin_sdk::names::{display_table, in_scope, route, TablePattern};
-use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
     approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
     statement_effects, ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
+use portcullis_plugin_sdk::{Audience, TableRef};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,13 +143,12 @@ pub struct Approve {
 
 impl Approve {
     fn applies_to_session(&self, rule: &Rule) -> bool {
-        let member = |groups: &[String]| self.groups.iter().any(|g| groups.contains(g));
-        if member(&rule.except_groups) {
-            return false;
+        Audience {
+            users: &rule.users,
+            groups: &rule.groups,
+            except_groups: &rule.except_groups,
         }
-        (rule.groups.is_empty() && rule.users.is_empty())
-            || rule.users.contains(&self.user)
-            || member(&rule.groups)
+        .includes(&self.user, &self.groups)
     }
 
     fn minute_now(&self) -> u32 {

@@ -1,7 +1,8 @@
 //! `block`: refuses statements by rule, before they reach the database.
 //!
 //! Each rule has a name (shown to the client), optional `groups`/`users` it
-//! applies to (everyone when both are empty), and what it matches:
+//! applies to (everyone when both are empty) and `except_groups` it never
+//! applies to (the SDK's `Audience`), and what it matches:
 //!
 //! - `kinds`: statement kinds (`drop`, `truncate`, `alter-system`, `do`, ...),
 //!   i.e. how the statement is spelled;
@@ -35,11 +36,11 @@
 use portcullis_plugin_sdk::names::{
     display_table, function_matches, in_scope, route, TablePattern,
 };
-use portcullis_plugin_sdk::TableRef;
 use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
     PgQuery, Plugin, Session, Statement, Verdict,
 };
+use portcullis_plugin_sdk::{Audience, TableRef};
 use serde::Deserialize;
 
 /// Plugin configuration.
@@ -68,6 +69,8 @@ struct Rule {
     groups: Vec<String>,
     #[serde(default)]
     users: Vec<String>,
+    #[serde(default)]
+    except_groups: Vec<String>,
     #[serde(default)]
     kinds: Vec<String>,
     #[serde(default)]
@@ -101,9 +104,12 @@ pub struct Block {
 
 impl Block {
     fn applies(&self, rule: &Rule) -> bool {
-        (rule.groups.is_empty() && rule.users.is_empty())
-            || rule.users.contains(&self.user)
-            || rule.groups.iter().any(|g| self.groups.contains(g))
+        Audience {
+            users: &rule.users,
+            groups: &rule.groups,
+            except_groups: &rule.except_groups,
+        }
+        .includes(&self.user, &self.groups)
     }
 
     /// Why `rule` refuses `stmt` (whose effects are `fx`), if it does.
@@ -320,6 +326,13 @@ mod tests {
         assert!(denied(contractor.on_query(&q)).contains("access to salaries"));
         let mut employee = plugin(cfg, "e", &["staff"]);
         assert_eq!(employee.on_query(&q), Verdict::Allow);
+        // Everyone but an exempt group.
+        let cfg = r#"{"rules": [{"name": "hr-only", "except_groups": ["hr"], "tables": ["public.salaries"]}]}"#;
+        assert!(denied(plugin(cfg, "e", &["staff"]).on_query(&q)).contains("access to salaries"));
+        assert_eq!(
+            plugin(cfg, "h", &["staff", "hr"]).on_query(&q),
+            Verdict::Allow
+        );
     }
 
     #[test]

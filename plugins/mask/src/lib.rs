@@ -54,7 +54,8 @@
 //! when it reads a table named in a rule (`copy_to = "masked-tables"`; a view
 //! over such a table then escapes — prefer the default).
 //!
-//! Rules apply to everyone, or to `groups`; `except_groups` exempts.
+//! Rules apply to everyone, or to `users` and `groups`; `except_groups`
+//! exempts (the SDK's `Audience`, as in `block` and `approve`).
 
 mod detect;
 mod hash;
@@ -62,8 +63,8 @@ mod hash;
 use detect::Detector;
 use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, result_lineage, reuse_verdict,
-    statement_effects, statement_lineage, Batch, Column, ColumnLineage, Edits, Effects, Lineage,
-    PgQuery, Plugin, ResultPlan, Session, Statement, Verdict,
+    statement_effects, statement_lineage, Audience, Batch, Column, ColumnLineage, Edits, Effects,
+    Lineage, PgQuery, Plugin, ResultPlan, Session, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -110,6 +111,8 @@ struct Rule {
     action: Action,
     #[serde(default = "default_keep")]
     keep: usize,
+    #[serde(default)]
+    users: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
     #[serde(default)]
@@ -480,15 +483,19 @@ impl Plugin for Mask {
     }
 
     fn session_start(&mut self, session: &Session) -> Verdict {
-        let groups = &session.identity.groups;
+        let (user, groups) = (&session.identity.user, &session.identity.groups);
         self.active = self
             .config
             .rules
             .iter()
             .enumerate()
             .filter(|(_, r)| {
-                (r.groups.is_empty() || r.groups.iter().any(|g| groups.contains(g)))
-                    && !r.except_groups.iter().any(|g| groups.contains(g))
+                Audience {
+                    users: &r.users,
+                    groups: &r.groups,
+                    except_groups: &r.except_groups,
+                }
+                .includes(user, groups)
             })
             .map(|(i, _)| i)
             .collect();
@@ -798,6 +805,16 @@ mod tests {
             [testing::statement("copy").reads("customers")],
         );
         assert_eq!(p.on_query(&copy), Verdict::Allow);
+        p.session_start(&testing::session("b", &[]));
+        assert!(matches!(p.on_query(&copy), Verdict::Deny(_)));
+        // A rule for named users only.
+        p.configure(r#"{"rules": [{"column": "ssn", "action": "null", "users": ["b"]}]}"#)
+            .unwrap();
+        p.session_start(&testing::session("a", &[]));
+        assert_eq!(
+            p.result_columns(&[col("ssn", Some("public.c.ssn"), 25)]),
+            ResultPlan::Pass
+        );
         p.session_start(&testing::session("b", &[]));
         assert!(matches!(p.on_query(&copy), Verdict::Deny(_)));
     }
