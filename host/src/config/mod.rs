@@ -136,8 +136,10 @@ impl Config {
             };
             let _ = writeln!(
                 s,
-                "  {} ({tls}{dev}, max {} clients)",
-                l.address, l.max_clients
+                "  {} {} ({tls}{dev}, max {} clients)",
+                l.protocol.as_str(),
+                l.address,
+                l.max_clients
             );
         }
         let _ = writeln!(s, "identity providers: {}", self.identity_providers.len());
@@ -178,8 +180,9 @@ impl Config {
         for t in &self.targets {
             let _ = writeln!(
                 s,
-                "  {} -> {}:{}/{} as {} (tls {}, auth {})",
+                "  {} ({}) -> {}:{}/{} as {} (tls {}, auth {})",
                 t.name,
+                t.protocol.as_str(),
                 t.host,
                 t.port,
                 t.database,

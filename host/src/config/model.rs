@@ -378,6 +378,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
+    /// The protocol it serves (`postgres` when absent).
+    #[serde(default)]
+    pub protocol: Protocol,
     /// `host:port` to bind, e.g. `0.0.0.0:6432`.
     pub address: String,
     /// PEM certificate chain for client TLS.
@@ -505,6 +508,10 @@ impl OneOrMany {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
+    /// The protocol the target speaks (`postgres` when absent); the keys
+    /// from `host` to `default_role` are PostgreSQL's.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// What clients put in `dbname`.
     pub name: String,
     /// Upstream host name or address.
@@ -645,6 +652,26 @@ impl Target {
             "Azure managed identity token".into()
         } else {
             "no password (trust)".into()
+        }
+    }
+}
+
+/// A protocol the gateway serves. New protocols add a variant here and a
+/// room of their own in the gateway; the shared keys (identity, targets'
+/// names, audiences, plugin chains, durability) stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// PostgreSQL's wire protocol (version 3).
+    #[default]
+    Postgres,
+}
+
+impl Protocol {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
         }
     }
 }

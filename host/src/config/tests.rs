@@ -32,7 +32,29 @@ fn minimal_config_is_accepted_with_defaults() {
     assert_eq!(p.algorithms, ["RS256", "ES256", "PS256"]);
     assert_eq!(p.leeway_secs, 60);
     assert_eq!(c.targets[0].port, 5432);
-    assert!(c.summary().contains("orders -> 127.0.0.1:5432/orders"));
+    assert!(c
+        .summary()
+        .contains("orders (postgres) -> 127.0.0.1:5432/orders"));
+    assert_eq!(c.targets[0].protocol, Protocol::Postgres);
+    assert_eq!(c.listeners[0].protocol, Protocol::Postgres);
+}
+
+#[test]
+fn protocol_is_postgres_when_absent_and_others_are_named() {
+    let text = MINIMAL.replace(
+        "[[targets]]\nname = \"orders\"",
+        "[[targets]]\nprotocol = \"postgres\"\nname = \"orders\"",
+    );
+    assert_eq!(
+        Config::parse(&text).unwrap().targets[0].protocol,
+        Protocol::Postgres
+    );
+    let text = MINIMAL.replace(
+        "[[targets]]\nname = \"orders\"",
+        "[[targets]]\nprotocol = \"ssh\"\nname = \"orders\"",
+    );
+    let e = err(&text);
+    assert!(e.contains("ssh") && e.contains("postgres"), "{e}");
 }
 
 #[test]
