@@ -54,7 +54,7 @@ fn documented_example_passes_check_config() {
     assert!(stdout.contains("listeners: 2"), "{stdout}");
     assert!(stdout.contains("identity providers: 2"), "{stdout}");
     assert!(
-        stdout.contains("orders -> orders-db.internal:5432/orders"),
+        stdout.contains("orders (postgres) -> orders-db.internal:5432/orders"),
         "{stdout}"
     );
     assert!(!stdout.contains("placeholder"));

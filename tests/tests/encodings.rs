@@ -7,21 +7,28 @@ use std::process::Command;
 
 use bytes::BytesMut;
 use portcullis::codec::encoding::ClientEncoding;
-use portcullis_e2e::{cluster, db_error, plugin_wasm, raw, GatewayOptions, TestGateway, DB};
+use portcullis_e2e::{
+    cluster, db_error, plugin_wasm, raw, secret_file, GatewayOptions, TestGateway, DB,
+};
 
 const USER: &str = "encodings@example.com";
 
 /// A table whose name is not ASCII, and a block rule on it.
 fn gateway_options() -> GatewayOptions {
-    cluster()
-        .cluster
-        .psql(
-            DB,
-            "CREATE TABLE IF NOT EXISTS \"prix€\" (id int, v text);
-             INSERT INTO \"prix€\" SELECT 1, 'kept' WHERE NOT EXISTS (SELECT 1 FROM \"prix€\");
-             CREATE TABLE IF NOT EXISTS enc_notes (id int, v text);",
-        )
-        .expect("tables");
+    // Once: tests run in parallel, and CREATE ... IF NOT EXISTS races.
+    static TABLES: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        cluster()
+            .cluster
+            .psql(
+                DB,
+                "CREATE TABLE \"prix€\" (id int, v text);
+                 INSERT INTO \"prix€\" VALUES (1, 'kept');
+                 CREATE VIEW enc_to_latin9 AS SELECT set_config('client_encoding', 'LATIN9', false) AS s;
+                 CREATE VIEW enc_to_utf8 AS SELECT set_config('client_encoding', 'UTF8', false) AS s;",
+            )
+            .expect("tables");
+    });
     GatewayOptions::plugin(
         "block",
         &plugin_wasm("block"),
@@ -233,4 +240,140 @@ async fn rules_hold_in_every_encoding_and_unread_ones_are_refused() {
         .expect("show")
         .get(0);
     assert_eq!(enc, "UTF8");
+}
+
+/// A Parse with raw bytes for its name and text.
+fn parse_bytes(b: &mut BytesMut, name: &[u8], sql: &[u8]) {
+    portcullis::codec::MessageWriter::start(b, Some(b'P'))
+        .bytes(name)
+        .u8(0)
+        .bytes(sql)
+        .u8(0)
+        .i16(0);
+}
+
+/// What may switch the encoding unseen — a revert (`RESET ALL`,
+/// `ROLLBACK`, `DISCARD ALL`), a prepared `set_config`, a view whose read
+/// switches it and back within one batch — cannot make the gateway read
+/// text that is not ASCII otherwise than the server: such text is read
+/// only first in its batch, once everything before is answered. Names
+/// that are not ASCII are refused (the server converts them too).
+#[tokio::test]
+async fn unseen_switches_cannot_change_what_non_ascii_text_means() {
+    let gw = TestGateway::start_with(gateway_options()).await;
+    let prices = || {
+        cluster()
+            .cluster
+            .psql(DB, "SELECT count(*) FROM \"prix€\"")
+            .expect("count")
+            .trim()
+            .to_string()
+    };
+    // UTF-8 bytes of the euro sign: in LATIN9 they are three other letters.
+    let wipe = "DELETE FROM \"prix€\" WHERE id = 1".as_bytes().to_vec();
+    for revert in [
+        "RESET ALL",
+        "DISCARD ALL",
+        "RESET client_encoding",
+        "BEGIN; SET LOCAL client_encoding = 'LATIN9'; COMMIT",
+    ] {
+        let mut s = raw::login(&gw, USER).await;
+        let mut b = BytesMut::new();
+        if !revert.starts_with("BEGIN") {
+            raw::query(&mut b, "SET client_encoding = 'LATIN9'");
+            raw::send(&mut s, &b).await;
+            raw::until_ready(&mut s).await;
+            b.clear();
+        }
+        // One write: the revert, then the statement.
+        raw::query(&mut b, revert);
+        raw::query_bytes(&mut b, &wipe);
+        raw::send(&mut s, &b).await;
+        raw::until_ready(&mut s).await;
+        let (_, codes) = raw::until_ready(&mut s).await;
+        assert_eq!(codes, vec!["42501".to_string()], "after {revert}");
+        assert_eq!(prices(), "1", "the row was deleted after {revert}");
+    }
+    // A switch and a switch back inside one batch (no ParameterStatus):
+    // the statement between is refused, not read in the wrong encoding
+    // (read as LATIN9, the euro's UTF-8 bytes name another table).
+    let mut s = raw::login_with(&gw, USER, &[("client_encoding", "LATIN9")]).await;
+    let mut b = BytesMut::new();
+    raw::parse(&mut b, "", "SELECT * FROM enc_to_utf8");
+    raw::bind(&mut b, "", "", &[]);
+    raw::execute(&mut b, "");
+    parse_bytes(&mut b, b"", &wipe);
+    raw::bind(&mut b, "", "", &[]);
+    raw::execute(&mut b, "");
+    raw::parse(&mut b, "", "SELECT * FROM enc_to_latin9");
+    raw::bind(&mut b, "", "", &[]);
+    raw::execute(&mut b, "");
+    raw::sync(&mut b);
+    raw::send(&mut s, &b).await;
+    let (_, codes) = raw::until_ready(&mut s).await;
+    assert_eq!(codes, vec!["42501".to_string()], "mid-batch");
+    assert_eq!(prices(), "1", "the row was deleted mid-batch");
+    // Names that are not ASCII: refused, in Parse and in Bind.
+    for (name, enc) in [(&b"\xc3\xa9"[..], "UTF8"), (b"\xe9", "LATIN1")] {
+        let mut s = raw::login_with(&gw, USER, &[("client_encoding", enc)]).await;
+        b.clear();
+        parse_bytes(&mut b, name, b"SELECT 1");
+        raw::sync(&mut b);
+        raw::send(&mut s, &b).await;
+        let (_, codes) = raw::until_ready(&mut s).await;
+        assert_eq!(codes, vec!["42501".to_string()], "Parse named {name:?}");
+    }
+}
+
+/// A SQL_ASCII database converts nothing, so it reads a single-byte
+/// client's bytes otherwise than the gateway would: only UTF-8 and
+/// SQL_ASCII sessions are served on it.
+#[tokio::test]
+async fn a_sql_ascii_database_serves_only_utf8_sessions() {
+    let c = cluster();
+    let _ = c.cluster.psql(
+        "postgres",
+        "CREATE DATABASE enc_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let mut options = gateway_options();
+    let password = secret_file("enc-ascii-password", c.cluster.password());
+    options.tail.push_str(&format!(
+        "\n[[targets]]\nname = \"enc_ascii\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"enc_ascii\"\nuser = \"postgres\"\npassword_file = {:?}\nallow_groups = [\"testers\"]\n",
+        c.cluster.port(),
+        password.display().to_string()
+    ));
+    let gw = TestGateway::start_with(options).await;
+    let login = |encoding: &'static str| {
+        let gw = &gw;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(gw.plain_addr)
+                .await
+                .expect("connect");
+            let mut b = BytesMut::new();
+            portcullis::codec::startup::encode_startup(
+                &mut b,
+                &[
+                    ("user", USER),
+                    ("database", "enc_ascii"),
+                    ("client_encoding", encoding),
+                ],
+            );
+            raw::send(&mut s, &b).await;
+            raw::read_msg(&mut s).await.expect("authentication request");
+            b.clear();
+            portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+            raw::send(&mut s, &b).await;
+            let (_, codes) = raw::until_ready(&mut s).await;
+            (s, codes)
+        }
+    };
+    let (_, codes) = login("LATIN1").await;
+    assert_eq!(codes, vec!["08001".to_string()], "LATIN1 on SQL_ASCII");
+    let (mut s, codes) = login("UTF8").await;
+    assert!(codes.is_empty(), "{codes:?}");
+    let mut b = BytesMut::new();
+    raw::query(&mut b, "SET client_encoding = 'LATIN1'");
+    raw::send(&mut s, &b).await;
+    let (_, codes) = raw::until_closed(&mut s).await;
+    assert!(codes.contains(&"0A000".to_string()), "{codes:?}");
 }

@@ -1140,7 +1140,7 @@ async fn sessions_stay_in_utf8() {
     // statement between never runs.
     let mut s = raw::login(&gw, USER).await;
     let mut b = BytesMut::new();
-    for spelling in ["windows932", "S.JIS", "Shift-JIS.", "LATIN1"] {
+    for spelling in ["windows932", "S.JIS", "Shift-JIS."] {
         b.clear();
         raw::parse(&mut b, "", &format!("SET client_encoding = '{spelling}'"));
         raw::bind(&mut b, "", "", &[]);

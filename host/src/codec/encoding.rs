@@ -208,6 +208,12 @@ impl ClientEncoding {
             .map(|&(name, table, _)| ClientEncoding { name, table })
     }
 
+    /// Whether it is read as UTF-8 (`UTF8`, `SQL_ASCII`): the only ones a
+    /// `SQL_ASCII` database, which converts nothing, is served in.
+    pub fn reads_as_utf8(&self) -> bool {
+        self.table == Table::Utf8
+    }
+
     /// Its index in the gateway's list (for an atomic), and back.
     pub fn index(self) -> u8 {
         READ.iter()

@@ -27,6 +27,7 @@ pub mod ready_for_query;
 pub mod row_description;
 pub mod sqlstate;
 pub mod startup;
+pub mod tags;
 mod writer;
 
 pub use frame::{peek_frame, FrameHeader};

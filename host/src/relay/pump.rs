@@ -55,6 +55,7 @@ use super::RelayError;
 use crate::audit::AuditLog;
 use crate::codec::encoding::ClientEncoding;
 use crate::codec::error_response::ErrorFields;
+use crate::codec::tags::{backend as be, frontend as fe};
 use crate::codec::{
     bind, command_complete, data_row, describe, error_response, parameter_status, parse,
     peek_frame, query, row_description, sqlstate,
@@ -69,9 +70,9 @@ use crate::store::Record;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
 /// `Terminate` message.
-const TERMINATE: &[u8] = &[b'X', 0, 0, 0, 4];
+const TERMINATE: &[u8] = &[fe::TERMINATE, 0, 0, 0, 4];
 /// `Flush` message.
-const FLUSH: &[u8] = &[b'H', 0, 0, 0, 4];
+const FLUSH: &[u8] = &[fe::FLUSH, 0, 0, 0, 4];
 
 /// An error to write to the client just before `ReadyForQuery` number `seq`.
 struct Injection {
@@ -119,12 +120,12 @@ struct Shared {
     /// How `application_name` reads upstream and to the client.
     app_name: super::app_name::AppName,
     /// The session's client encoding (`ClientEncoding::index`), as the
-    /// server last reported it.
+    /// server last reported it: what it reads the next message in once
+    /// every message before has been answered (see `non_ascii_waits`).
     encoding: std::sync::atomic::AtomicU8,
-    /// The server may report a new client encoding before `ReadyForQuery`
-    /// number this (a switch the client side saw and waits out); any other
-    /// switch ends the session.
-    encoding_switch_until: std::sync::atomic::AtomicU64,
+    /// Whether the server converts client text (a UTF-8 database); on a
+    /// `SQL_ASCII` one only encodings read as UTF-8 are followed.
+    server_converts: bool,
     /// Whether statements are judged by what they say (a summary is made:
     /// policy, read-only, upstream role); else their text is only relayed
     /// (and recorded), in whatever encoding the client uses.
@@ -135,13 +136,6 @@ impl Shared {
     /// The encoding the server reads the client's next message in.
     fn client_encoding(&self) -> ClientEncoding {
         ClientEncoding::at(self.encoding.load(std::sync::atomic::Ordering::Acquire))
-    }
-
-    /// A statement that may switch the client encoding runs in the batch
-    /// that ends with `ReadyForQuery` number `seq`.
-    fn allow_encoding_switch(&self, seq: u64) {
-        self.encoding_switch_until
-            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn policy(&self) -> std::sync::MutexGuard<'_, Box<dyn SessionPolicy>> {
@@ -198,6 +192,8 @@ pub struct SessionContext {
     pub app_name: super::app_name::AppName,
     /// The client encoding the session starts in.
     pub client_encoding: ClientEncoding,
+    /// Whether the server converts client text (not a `SQL_ASCII` database).
+    pub server_converts: bool,
 }
 
 /// Bytes a session moved.
@@ -330,7 +326,7 @@ pub async fn run(
         copy_start: CopyStart::default(),
         app_name: ctx.app_name,
         encoding: std::sync::atomic::AtomicU8::new(ctx.client_encoding.index()),
-        encoding_switch_until: std::sync::atomic::AtomicU64::new(0),
+        server_converts: ctx.server_converts,
         judges_sql,
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
@@ -620,14 +616,21 @@ async fn client_to_server(
                 .map_err(|_| {
                     RelayError::Codec(crate::codec::CodecError::Invalid(copy_in::SENT_DURING_COPY))
                 })?;
-            let statement_work = !matches!(h.tag, b'H' | b'd' | b'c' | b'f' | b'X');
+            let statement_work = !matches!(
+                h.tag,
+                fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE
+            );
             if statement_work && unread_code.barrier > shared.copy_start.ready_seen() {
                 write_out(wr, &buf[start..pos]).await?;
                 start = pos;
                 wr.flush().await?;
                 shared.copy_start.wait_ready(unread_code.barrier).await;
             }
-            if statement_work && h.tag != b'S' && unread_code.in_batch && pending_error.is_none() {
+            if statement_work
+                && h.tag != fe::SYNC
+                && unread_code.in_batch
+                && pending_error.is_none()
+            {
                 // The rest of the batch would be read by the server in an
                 // encoding the gateway cannot know yet: refused.
                 let err = denial_bytes(&Verdict::Deny {
@@ -649,14 +652,14 @@ async fn client_to_server(
                 continue;
             }
             match h.tag {
-                b'Q' | b'P' => {
+                fe::QUERY | fe::PARSE => {
                     if available < h.total_len {
                         need = h.total_len;
                         break;
                     }
                     let frame = &buf[pos..pos + h.total_len];
                     let first_in_batch = batch_start;
-                    if h.tag == b'P' {
+                    if h.tag == fe::PARSE {
                         batch_start = false;
                     }
                     if pending_error.is_some() {
@@ -666,15 +669,23 @@ async fn client_to_server(
                         start = pos;
                         continue;
                     }
-                    if h.tag == b'Q' && !first_in_batch {
+                    if h.tag == fe::QUERY && !first_in_batch {
                         return Err(mid_batch());
                     }
                     let mut note = QueryNote::default();
-                    if h.tag == b'Q' {
+                    if h.tag == fe::QUERY {
                         // The query may CLOSE or DECLARE a portal by name.
                         described.clear();
                     }
-                    let (raw_sql, statement, param_types) = if h.tag == b'Q' {
+                    // A name is read before the rest (it may not be text).
+                    if let Some(why) = message_name_problem(h.tag, frame, decode_extended) {
+                        write_out(wr, &buf[start..pos]).await?;
+                        pos += h.total_len;
+                        start = pos;
+                        pending_error = Some(refuse_named(wr, shared, syncs, why).await?);
+                        continue;
+                    }
+                    let (raw_sql, statement, param_types) = if h.tag == fe::QUERY {
                         (query::decode(frame)?, None, &[][..])
                     } else {
                         let p = parse::decode(frame)?;
@@ -684,6 +695,25 @@ async fn client_to_server(
                     // session's client encoding (see codec::encoding); text
                     // that does not convert is refused, as PostgreSQL
                     // refuses it. The client's bytes go upstream unchanged.
+                    // Text that is not ASCII reads differently in different
+                    // client encodings, and what runs before it may switch
+                    // the encoding unseen (code the gateway does not follow
+                    // may switch and switch back within a batch): it is read
+                    // only where the encoding is known, first in its batch
+                    // once every earlier batch is answered.
+                    let mut mid_batch_text = None;
+                    if shared.judges_sql && !raw_sql.is_ascii() {
+                        if first_in_batch {
+                            if shared.copy_start.ready_seen() < syncs {
+                                write_out(wr, &buf[start..pos]).await?;
+                                start = pos;
+                                wr.flush().await?;
+                                shared.copy_start.wait_ready(syncs).await;
+                            }
+                        } else {
+                            mid_batch_text = Some(NON_ASCII_MID_BATCH.to_string());
+                        }
+                    }
                     let encoding = shared.client_encoding();
                     let (sql, unreadable) = match encoding.decode(raw_sql) {
                         Some(text) => (text, None),
@@ -704,7 +734,7 @@ async fn client_to_server(
                     };
                     note.summary = judged_summary(shared, sql).await;
                     let refusal = unreadable
-                        .or_else(|| statement.and_then(|name| long_name(name.as_bytes())))
+                        .or(mid_batch_text)
                         .or_else(|| host_refusal(shared, &mut note));
                     let mut verdict = match refusal {
                         Some(reason) => Verdict::Deny { reason },
@@ -832,16 +862,13 @@ async fn client_to_server(
                                 None if copies => copy.queried(syncs + 1),
                                 _ => {}
                             }
-                            if runs_unread_code(&note) || changes_encoding(&note) {
+                            if runs_unread_code(&note) {
                                 match statement {
                                     Some(name) => unread_code.names.mark_statement(name),
-                                    None => {
-                                        unread_code.barrier = syncs + 1;
-                                        shared.allow_encoding_switch(syncs + 1);
-                                    }
+                                    None => unread_code.barrier = syncs + 1,
                                 }
                             }
-                            if h.tag == b'Q' {
+                            if h.tag == fe::QUERY {
                                 syncs += 1;
                                 shared.expect(Expect::Ready {
                                     query: true,
@@ -859,7 +886,7 @@ async fn client_to_server(
                             write_out(wr, &buf[start..pos]).await?;
                             pos += h.total_len;
                             start = pos;
-                            if h.tag == b'Q' {
+                            if h.tag == fe::QUERY {
                                 syncs += 1;
                                 push_injection(shared, syncs, err);
                                 shared.expect(Expect::sync());
@@ -871,7 +898,7 @@ async fn client_to_server(
                         }
                     }
                 }
-                b'S' => {
+                fe::SYNC => {
                     let action = copy.sync(syncs + 1);
                     if action != SyncAction::Forward && available < h.total_len {
                         need = h.total_len;
@@ -914,13 +941,13 @@ async fn client_to_server(
                         carry = Carry::Forward(h.total_len - available);
                     }
                 }
-                b'X' => {
+                fe::TERMINATE => {
                     write_out(wr, &buf[start..pos]).await?;
                     wr.write_all(TERMINATE).await?;
                     wr.flush().await?;
                     return Ok(());
                 }
-                b'F' if pending_error.is_none() => {
+                fe::FUNCTION_CALL if pending_error.is_none() => {
                     // FunctionCall: one ReadyForQuery, like a Query.
                     if !batch_start {
                         return Err(mid_batch());
@@ -964,7 +991,7 @@ async fn client_to_server(
                         }
                     }
                 }
-                b'B' | b'D' | b'E' | b'C'
+                fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE
                     if (decode_extended || !held.is_empty()) && pending_error.is_none() =>
                 {
                     if available < h.total_len {
@@ -974,21 +1001,19 @@ async fn client_to_server(
                     let frame = &buf[pos..pos + h.total_len];
                     // Close cannot fail, so it leaves the batch as fresh as it was.
                     let first_in_batch = batch_start;
-                    if h.tag != b'C' {
+                    if h.tag != fe::CLOSE {
                         batch_start = false;
                     }
-                    if let Some(why) = long_message_name(h.tag, frame) {
+                    if let Some(why) = message_name_problem(h.tag, frame, true) {
                         // Refused like a Parse: the rest of the batch is dropped.
                         write_out(wr, &buf[start..pos]).await?;
                         pos += h.total_len;
                         start = pos;
-                        let err = denial_bytes(&Verdict::Deny { reason: why }).unwrap_or_default();
-                        pending_error = Some(refuse_batch(shared, syncs, err));
-                        write_out(wr, &failing_parse(&shared.marker)).await?;
+                        pending_error = Some(refuse_named(wr, shared, syncs, why).await?);
                         continue;
                     }
                     match h.tag {
-                        b'B' => {
+                        fe::BIND => {
                             let b = bind::decode(frame)?;
                             let portal = b.portal;
                             match held.bound(portal, b.statement, frame, first_in_batch) {
@@ -1019,7 +1044,7 @@ async fn client_to_server(
                                 statement: b.statement.to_string(),
                             });
                         }
-                        b'D' => match describe::decode_describe(frame)? {
+                        fe::DESCRIBE => match describe::decode_describe(frame)? {
                             describe::Target::Statement(_) => {
                                 shared.expect(Expect::StatementDescription)
                             }
@@ -1031,7 +1056,7 @@ async fn client_to_server(
                                 });
                             }
                         },
-                        b'E' => {
+                        fe::EXECUTE => {
                             let portal = describe::execute::decode(frame)?.to_string();
                             // A run of a held statement waits for its approval.
                             let mut approved: Option<(String, String)> = None;
@@ -1112,10 +1137,7 @@ async fn client_to_server(
                             // are learnt again before they run.
                             described.retain(|p| *p == portal);
                             copy.executed(&portal);
-                            if unread_code.names.portal(&portal) {
-                                unread_code.in_batch = true;
-                                shared.allow_encoding_switch(syncs + 1);
-                            }
+                            unread_code.in_batch |= unread_code.names.portal(&portal);
                             shared.expect(Expect::Execute { portal });
                         }
                         _ => {
@@ -1154,7 +1176,7 @@ async fn client_to_server(
                 _ => {
                     // Extended-protocol messages that can fail open a batch
                     // (Close and Flush cannot; COPY data after a Query does not).
-                    if matches!(h.tag, b'B' | b'E' | b'D') {
+                    if matches!(h.tag, fe::BIND | fe::EXECUTE | fe::DESCRIBE) {
                         batch_start = false;
                     }
                     let take = h.total_len.min(available);
@@ -1235,8 +1257,20 @@ pub(super) fn standard_strings(name: &str, value: &str) -> bool {
 /// server and two to the gateway.
 const MAX_NAME: usize = 63;
 
-/// Why a message naming `name` is refused, if it is too long.
-fn long_name(name: &[u8]) -> Option<String> {
+/// Why a statement whose text is not ASCII is refused in the middle of
+/// a batch.
+const NON_ASCII_MID_BATCH: &str = "a statement whose text is not ASCII must start its batch (send Sync before it): until the server has answered what runs before it, the gateway cannot know which client_encoding the server reads it in";
+
+/// Why a message naming `name` is refused, if it is: too long, or (when
+/// names are tracked) not ASCII, as PostgreSQL converts names from the
+/// client encoding too, so such a name could be another to the server.
+fn bad_name(name: &[u8], tracked: bool) -> Option<String> {
+    if tracked && !name.is_ascii() {
+        let shown = String::from_utf8_lossy(name);
+        return Some(format!(
+            "prepared statement and portal names must be ASCII through this gateway (\"{shown}\" is not): PostgreSQL reads a name in the session's client_encoding, so another name could mean the same statement to the server; use ASCII names"
+        ));
+    }
     if name.len() <= MAX_NAME {
         return None;
     }
@@ -1247,17 +1281,36 @@ fn long_name(name: &[u8]) -> Option<String> {
     ))
 }
 
-/// Why a Bind (portal, statement), Describe or Close (after its kind byte)
-/// or Execute is refused for a name that is too long, read without
-/// decoding the rest of the message.
-fn long_message_name(tag: u8, frame: &[u8]) -> Option<String> {
+/// Why a Parse (statement), Bind (portal, statement), Describe or Close
+/// (after its kind byte) or Execute is refused for a name that is too long
+/// or (when `tracked`) not ASCII, read without decoding the rest of the
+/// message. A Query names nothing.
+fn message_name_problem(tag: u8, frame: &[u8], tracked: bool) -> Option<String> {
     let body = frame.get(5..).unwrap_or_default();
     let (body, count) = match tag {
-        b'B' => (body, 2),
-        b'E' => (body, 1),
+        fe::QUERY => return None,
+        fe::BIND => (body, 2),
+        fe::EXECUTE | fe::PARSE => (body, 1),
         _ => (body.get(1..).unwrap_or_default(), 1),
     };
-    body.split(|&b| b == 0).take(count).find_map(long_name)
+    body.split(|&b| b == 0)
+        .take(count)
+        .find_map(|name| bad_name(name, tracked))
+}
+
+/// Refuses a message for its name, as a refused Parse is: the client gets
+/// the reason, the server a failing statement so that the rest of the
+/// batch is skipped. Returns the error the batch's Sync is answered with.
+async fn refuse_named<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    shared: &Shared,
+    syncs: u64,
+    why: String,
+) -> std::io::Result<Bytes> {
+    let err = denial_bytes(&Verdict::Deny { reason: why }).unwrap_or_default();
+    let pending = refuse_batch(shared, syncs, err);
+    write_out(wr, &failing_parse(&shared.marker)).await?;
+    Ok(pending)
 }
 
 /// Why the rest of a batch is refused after code the gateway cannot read.
@@ -1282,13 +1335,6 @@ fn runs_unread_code(note: &QueryNote) -> bool {
             .iter()
             .any(|st| st.kind == "do" || !st.unknown_effects.is_empty())
     })
-}
-
-/// Whether the statement judged in `note` may switch the client encoding.
-fn changes_encoding(note: &QueryNote) -> bool {
-    note.summary
-        .as_ref()
-        .is_some_and(|s| s.statements.iter().any(|st| st.changes_encoding))
 }
 
 /// Whether the statement judged in `note` may turn
@@ -1499,7 +1545,7 @@ fn failing_query(marker: &str) -> Bytes {
 /// rest of the batch up to its `Sync`, which the client sends).
 fn failing_parse(marker: &str) -> Bytes {
     let mut b = BytesMut::new();
-    crate::codec::MessageWriter::start(&mut b, Some(b'P'))
+    crate::codec::MessageWriter::start(&mut b, Some(fe::PARSE))
         .cstr("_portcullis_refused")
         .cstr(&refusal_sql(marker))
         .i16(0);
@@ -1789,13 +1835,15 @@ async fn server_to_client(
             // The client reads back the application_name it set, not the
             // gateway's name for the session upstream (only a ParameterStatus
             // or a one-column row of the right size is looked at).
-            if h.tag == b'S' || (h.tag == b'D' && Some(h.total_len) == app_row_size) {
+            if h.tag == be::PARAMETER_STATUS
+                || (h.tag == be::DATA_ROW && Some(h.total_len) == app_row_size)
+            {
                 if buf.len() - pos < h.total_len {
                     need = h.total_len;
                     break;
                 }
                 let frame = &buf[pos..pos + h.total_len];
-                let theirs = if h.tag == b'S' {
+                let theirs = if h.tag == be::PARAMETER_STATUS {
                     shared.app_name.status_for_client(frame)
                 } else {
                     shared.app_name.row_for_client(frame)
@@ -1811,7 +1859,7 @@ async fn server_to_client(
             // the refusal instead, before this batch's ReadyForQuery.
             let mut swallowed = false;
             match h.tag {
-                b'E' => {
+                be::ERROR_RESPONSE => {
                     if injection_pending(shared, rfq_seen + 1) {
                         if available < h.total_len {
                             need = h.total_len;
@@ -1833,7 +1881,7 @@ async fn server_to_client(
                         }
                     }
                 }
-                b'S' => {
+                be::PARAMETER_STATUS => {
                     if available < h.total_len {
                         need = h.total_len;
                         break;
@@ -1844,21 +1892,13 @@ async fn server_to_client(
                     if !standard_strings(&name, &value) {
                         return Err(RelayError::StandardStringsOff);
                     }
-                    // A new client encoding: read from here on, when the
-                    // client side waited for it (a statement that may switch
-                    // it, or code the gateway cannot read). Any other switch
-                    // - whatever spelling analysis missed - or one to an
-                    // encoding the gateway does not read ends the session:
-                    // statements sent meanwhile were read otherwise than the
-                    // server read them.
+                    // A new client encoding, however it was switched: text
+                    // that is not ASCII is read in it once everything sent
+                    // before has been answered (`non_ascii_waits`). One the
+                    // gateway does not read ends the session.
                     if name.eq_ignore_ascii_case("client_encoding") {
-                        let expected = !shared.judges_sql
-                            || rfq_seen
-                                < shared
-                                    .encoding_switch_until
-                                    .load(std::sync::atomic::Ordering::Acquire);
                         match ClientEncoding::named(&value) {
-                            Some(e) if expected || e == shared.client_encoding() => shared
+                            Some(e) if shared.server_converts || e.reads_as_utf8() => shared
                                 .encoding
                                 .store(e.index(), std::sync::atomic::Ordering::Release),
                             _ => return Err(RelayError::EncodingChanged(value.into_owned())),
@@ -1876,7 +1916,7 @@ async fn server_to_client(
                         )));
                     }
                 }
-                b'Z' => {
+                be::READY_FOR_QUERY => {
                     rfq_seen += 1;
                     if let Some(err) = take_injection(shared, rfq_seen) {
                         // After an upstream error the server skipped the
@@ -1894,14 +1934,14 @@ async fn server_to_client(
             }
             if shared.wants_rows {
                 match h.tag {
-                    b'Z' => {
+                    be::READY_FOR_QUERY => {
                         if available < h.total_len {
                             need = h.total_len;
                             break;
                         }
                         shared.expected().ready();
                         result.completed = 0;
-                        if buf.get(pos + 5) == Some(&b'I') {
+                        if buf.get(pos + 5) == Some(&be::EMPTY_QUERY_RESPONSE) {
                             // Out of any transaction: its portals are gone
                             // (a cursor WITH HOLD loses its lineage: its
                             // computed values are masked whole).
@@ -1911,7 +1951,7 @@ async fn server_to_client(
                         result.dropping = false;
                         result.withheld = None;
                     }
-                    b'E' => {
+                    be::ERROR_RESPONSE => {
                         result.end_result();
                         // The server's own error ends the result; ours is moot.
                         result.withheld = None;
@@ -1923,7 +1963,7 @@ async fn server_to_client(
                             act = Act::Skip;
                         }
                     }
-                    b'1' | b'2' | b'3' => {
+                    be::PARSE_COMPLETE | be::BIND_COMPLETE | be::CLOSE_COMPLETE => {
                         let answered = shared.expected().pop();
                         match answered {
                             Some(Expect::ParseComplete { statement, summary }) => {
@@ -1948,8 +1988,8 @@ async fn server_to_client(
                             _ => {}
                         }
                     }
-                    b'T' | b'n' => {
-                        if h.tag == b'T' && available < h.total_len {
+                    be::ROW_DESCRIPTION | be::NO_DATA => {
+                        if h.tag == be::ROW_DESCRIPTION && available < h.total_len {
                             need = h.total_len;
                             break;
                         }
@@ -1960,7 +2000,7 @@ async fn server_to_client(
                             }
                             Some(Expect::PortalDescription { portal, forward }) => {
                                 shared.expected().pop();
-                                if h.tag == b'T' {
+                                if h.tag == be::ROW_DESCRIPTION {
                                     let frame = &buf[pos..pos + h.total_len];
                                     let source = result.names.portal(&portal);
                                     // An EXECUTE or FETCH runs what its name
@@ -2004,7 +2044,7 @@ async fn server_to_client(
                             Some(Expect::Ready {
                                 query: true,
                                 summary,
-                            }) if h.tag == b'T' && !result.dropping => {
+                            }) if h.tag == be::ROW_DESCRIPTION && !result.dropping => {
                                 // A result of statement `completed` of a simple Query.
                                 let source = Source {
                                     summary,
@@ -2044,7 +2084,7 @@ async fn server_to_client(
                             _ => {}
                         }
                     }
-                    b'D' if !result.dropping => {
+                    be::DATA_ROW if !result.dropping => {
                         if !result.planned {
                             // The first row of an Execute: its portal's columns.
                             let front = shared.expected().front().cloned();
@@ -2085,7 +2125,7 @@ async fn server_to_client(
                             let mut frames = Vec::new();
                             let mut at = pos;
                             while let Ok(Some(d)) = peek_frame(&buf[at..], max) {
-                                if d.tag != b'D' || buf.len() - at < d.total_len {
+                                if d.tag != be::DATA_ROW || buf.len() - at < d.total_len {
                                     break;
                                 }
                                 frames.push(at..at + d.total_len);
@@ -2120,8 +2160,8 @@ async fn server_to_client(
                             continue;
                         }
                     }
-                    b'C' | b'I' | b's' => {
-                        if h.tag == b'C' {
+                    be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => {
+                        if h.tag == be::COMMAND_COMPLETE {
                             if available < h.total_len {
                                 need = h.total_len;
                                 break;
@@ -2167,14 +2207,17 @@ async fn server_to_client(
                     }
                     _ => {}
                 }
-                if result.dropping && !matches!(act, Act::Replace(_)) && h.tag != b'Z' {
+                if result.dropping
+                    && !matches!(act, Act::Replace(_))
+                    && h.tag != be::READY_FOR_QUERY
+                {
                     act = Act::Skip;
                 }
             }
             if swallowed {
                 act = Act::Skip;
             }
-            if shared.tracking && h.tag == b'T' {
+            if shared.tracking && h.tag == be::ROW_DESCRIPTION {
                 if available < h.total_len {
                     need = h.total_len;
                     break;
@@ -2190,7 +2233,7 @@ async fn server_to_client(
                 }
             }
             if shared.tracking
-                && h.tag == b'D'
+                && h.tag == be::DATA_ROW
                 && matches!(act, Act::Forward)
                 && sample.wanted(shared)
             {
@@ -2201,7 +2244,17 @@ async fn server_to_client(
                 let row = data_row::decode(&buf[pos..pos + h.total_len])?;
                 sample.rows(shared, std::iter::once(row.as_slice()));
             }
-            if shared.tracking && !swallowed && matches!(h.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
+            if shared.tracking
+                && !swallowed
+                && matches!(
+                    h.tag,
+                    be::COMMAND_COMPLETE
+                        | be::ERROR_RESPONSE
+                        | be::EMPTY_QUERY_RESPONSE
+                        | be::PORTAL_SUSPENDED
+                        | be::READY_FOR_QUERY
+                )
+            {
                 sample.checked = false;
                 if available < h.total_len {
                     need = h.total_len;
@@ -2211,25 +2264,27 @@ async fn server_to_client(
                 let settled = {
                     let mut ledger = shared.ledger();
                     match (h.tag, &act) {
-                        (b'C', Act::Replace(err)) => {
+                        (be::COMMAND_COMPLETE, Act::Replace(err)) => {
                             let reason = error_response::decode(err)
                                 .map(|e| e.message)
                                 .unwrap_or(std::borrow::Cow::Borrowed("withheld"));
                             ledger.withheld(&reason);
                         }
-                        (b'C', _) => ledger.command_complete(command_complete::decode(frame)?),
-                        (b'E', Act::Replace(quiet)) => {
+                        (be::COMMAND_COMPLETE, _) => {
+                            ledger.command_complete(command_complete::decode(frame)?)
+                        }
+                        (be::ERROR_RESPONSE, Act::Replace(quiet)) => {
                             let e = error_response::decode(quiet)?;
                             ledger.server_error(&e.code, &e.message);
                         }
-                        (b'E', _) => {
+                        (be::ERROR_RESPONSE, _) => {
                             let e = error_response::decode(frame)?;
                             ledger.server_error(&e.code, &e.message);
                         }
-                        (b'Z', _) => {}
+                        (be::READY_FOR_QUERY, _) => {}
                         _ => ledger.empty_or_suspended(),
                     }
-                    if h.tag == b'Z' {
+                    if h.tag == be::READY_FOR_QUERY {
                         ledger.ready(rfq_seen)
                     } else {
                         Vec::new()

@@ -136,6 +136,7 @@ pub async fn serve(
         upstream_role,
         app_name,
         client_encoding,
+        server_converts,
     } = ready;
     tracing::info!(
         session = info.session_id,
@@ -180,6 +181,7 @@ pub async fn serve(
         upstream_role,
         app_name,
         client_encoding,
+        server_converts,
     };
     let (reason, mut policy, traffic) = pump::run(
         client,
@@ -246,6 +248,8 @@ struct Ready {
     app_name: AppName,
     /// The client encoding the session starts in.
     client_encoding: crate::codec::encoding::ClientEncoding,
+    /// Whether the server converts client text.
+    server_converts: bool,
 }
 
 /// Sends a FATAL error and reports the session as refused.
@@ -574,6 +578,7 @@ async fn start(
         upstream_role,
         app_name,
         client_encoding: up.client_encoding,
+        server_converts: up.server_converts,
     }))
 }
 

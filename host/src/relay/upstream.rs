@@ -114,6 +114,8 @@ pub struct Upstream {
     pub greeting: BytesMut,
     /// The client encoding the server reported (one the gateway reads).
     pub client_encoding: crate::codec::encoding::ClientEncoding,
+    /// Whether the server converts client text (not a `SQL_ASCII` database).
+    pub server_converts: bool,
 }
 
 /// Opens a TCP (and TLS, if configured) connection to the upstream.
@@ -247,6 +249,7 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
     let mut greeting = BytesMut::with_capacity(1024);
     let mut key = None;
     let mut client_encoding = Some(crate::codec::encoding::ClientEncoding::UTF8);
+    let mut server_converts = true;
 
     loop {
         let msg = next(&mut stream, &mut inbuf).await?;
@@ -267,6 +270,9 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
                 if name.eq_ignore_ascii_case("client_encoding") {
                     client_encoding = ClientEncoding::named(&value);
                 }
+                if name.eq_ignore_ascii_case("server_encoding") {
+                    server_converts = !crate::codec::encoding::clean_name(&value).eq("sqlascii");
+                }
                 let unreadable = (name.eq_ignore_ascii_case("client_encoding")
                     && client_encoding.is_none())
                     || (name.eq_ignore_ascii_case("server_encoding") && !server_reads_utf8(&value));
@@ -283,12 +289,21 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
             "unexpected data after ReadyForQuery".into(),
         ));
     }
+    // A SQL_ASCII database converts nothing: it reads a single-byte
+    // client's bytes as they are, not as the gateway would convert them.
+    if let Some(e) = client_encoding.filter(|e| !server_converts && !e.reads_as_utf8()) {
+        return Err(UpstreamError::Encoding(format!(
+            "client_encoding = {} on a SQL_ASCII database",
+            e.name
+        )));
+    }
     let key = key.ok_or_else(|| UpstreamError::Protocol("no BackendKeyData".into()))?;
     Ok(Upstream {
         stream,
         key,
         greeting,
         client_encoding: client_encoding.unwrap_or(crate::codec::encoding::ClientEncoding::UTF8),
+        server_converts,
     })
 }
 

@@ -104,8 +104,6 @@ pub struct CodeEffects {
     pub switches_role: bool,
     /// Whether that code may turn `standard_conforming_strings` off.
     pub changes_parsing: bool,
-    /// Whether that code may switch `client_encoding`.
-    pub changes_encoding: bool,
     /// Whether that code touches server files or programs.
     pub server_files: bool,
     /// What the gateway could not read, in words.
@@ -117,7 +115,6 @@ impl CodeEffects {
         self.actions.is_empty()
             && !self.switches_role
             && !self.changes_parsing
-            && !self.changes_encoding
             && !self.server_files
             && self.unknown.is_empty()
     }
@@ -158,7 +155,6 @@ impl Walk<'_> {
             }
             self.out.switches_role |= stmt.switches_role;
             self.out.changes_parsing |= stmt.changes_parsing;
-            self.out.changes_encoding |= stmt.changes_encoding;
             self.out.server_files |= stmt.server_files;
             if stmt.kind == "do" {
                 self.unknown
@@ -436,7 +432,6 @@ pub fn apply(stmt: &mut StatementSummary, code: CodeEffects) {
         .all(|a| a.bounded || !matches!(a.action, Action::Update | Action::Delete));
     stmt.switches_role |= code.switches_role;
     stmt.changes_parsing |= code.changes_parsing;
-    stmt.changes_encoding |= code.changes_encoding;
     stmt.server_files |= code.server_files;
     stmt.unknown_effects.extend(code.unknown);
 }

@@ -98,10 +98,6 @@ pub struct StatementSummary {
     /// an encoding the gateway does not read: PostgreSQL would then read
     /// later statements differently from the gateway.
     pub changes_parsing: bool,
-    /// Whether it may switch `client_encoding` (to one the gateway reads):
-    /// what follows is read only once the server has said which encoding
-    /// it now reads.
-    pub changes_encoding: bool,
     /// Whether it touches files or programs on the database server: COPY
     /// to or from a file or program, or a server-file function.
     pub server_files: bool,

@@ -21,7 +21,6 @@ struct Acc {
     explain_analyze: bool,
     switches_role: bool,
     changes_parsing: bool,
-    changes_encoding: bool,
     server_files: bool,
     creates_code: bool,
     unknown: BTreeSet<String>,
@@ -141,7 +140,6 @@ pub fn statement(node: &Value) -> StatementSummary {
         actions,
         switches_role: acc.switches_role,
         changes_parsing: acc.changes_parsing,
-        changes_encoding: acc.changes_encoding,
         server_files: acc.server_files,
         creates_code: acc.creates_code,
         unknown_effects: acc.unknown.into_iter().collect(),
@@ -331,10 +329,9 @@ fn set_config_switches_role(fields: &Map<String, Value>) -> bool {
 /// split a statement into other tokens than the gateway does.
 const PARSING_SETTING: &str = "standard_conforming_strings";
 
-/// The client encoding setting: statements pipelined after a switch are
-/// read by the server in the new encoding, which the gateway learns from
-/// the server (`ParameterStatus`) before it reads them; a switch to an
-/// encoding the gateway does not read is refused.
+/// The client encoding setting: a switch to an encoding the gateway does
+/// not read is refused (text that is not ASCII is read only once the
+/// server has said which encoding it reads, see the relay's pump).
 const ENCODING_SETTING: &str = "client_encoding";
 
 /// Whether an encoding name (a constant, or `None` when it is not one) may
@@ -371,17 +368,6 @@ fn set_config_changes_parsing(fields: &Map<String, Value>) -> bool {
         Some(_) => false,
         None => true,
     }
-}
-
-/// `set_config(name, ...)` whose name is `client_encoding` or not a
-/// constant: it may switch the encoding the server reads what follows in.
-fn set_config_may_set_encoding(fields: &Map<String, Value>) -> bool {
-    let name = fields
-        .get("args")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .and_then(const_string);
-    name.is_none_or(|n| n.trim().eq_ignore_ascii_case(ENCODING_SETTING))
 }
 
 /// Whether a `SET` (`VariableSetStmt`) gives its setting plainly `on`
@@ -547,7 +533,6 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             acc.server_files |= SERVER_FILE_FUNCTIONS.contains(&base);
             acc.switches_role |= base == "set_config" && set_config_switches_role(fields);
             acc.changes_parsing |= base == "set_config" && set_config_changes_parsing(fields);
-            acc.changes_encoding |= base == "set_config" && set_config_may_set_encoding(fields);
             if SQL_TEXT_FUNCTIONS.contains(&base) {
                 acc.unknown.insert(format!(
                     "{base} runs SQL given as text, which the gateway cannot see"
@@ -563,7 +548,6 @@ fn visit(kind: &str, fields: &Map<String, Value>, acc: &mut Acc, write: bool) {
             acc.switches_role |= ROLE_SETTINGS.contains(&name.as_str());
             acc.changes_parsing |= name == PARSING_SETTING && !sets_plainly_on(fields);
             acc.changes_parsing |= name == ENCODING_SETTING && sets_unread_encoding(fields);
-            acc.changes_encoding |= name == ENCODING_SETTING;
         }
         "ExecuteStmt" => {
             let name = str_field(fields, "name");
