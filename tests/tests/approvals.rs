@@ -1195,3 +1195,106 @@ async fn fetch_or_move_of_a_portal_bound_from_a_held_statement_is_refused() {
         );
     }
 }
+
+/// A message PostgreSQL refuses before acting on it (trailing bytes in a
+/// Close, a Parse, a Flush) ends the session instead of making the gateway
+/// forget a held statement; a Bind the server refuses (no such statement)
+/// leaves the held portal in place, and so does the gateway. The held
+/// UPDATE never runs unapproved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_server_refuses_cannot_unhold_a_statement() {
+    use portcullis_e2e::raw;
+    let gw = gateway().await;
+    let bump = "UPDATE appr_bump SET total = total + 1 WHERE id = $1";
+    let with_junk = |b: &mut bytes::BytesMut, tag: u8, body: &[u8]| {
+        portcullis::codec::MessageWriter::start(b, Some(tag))
+            .bytes(body)
+            .bytes(b"junk");
+    };
+    let attempts: Vec<(&str, i32, Box<Messages>)> = vec![
+        (
+            "Close with trailing bytes",
+            11,
+            Box::new(move |b| {
+                raw::parse(b, "w", bump);
+                raw::sync(b);
+                with_junk(b, b'C', b"Sw\0");
+                raw::sync(b);
+                raw::bind(b, "", "w", &["11"]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+        ),
+        (
+            "Parse with trailing bytes",
+            12,
+            Box::new(move |b| {
+                raw::parse(b, "", bump);
+                raw::sync(b);
+                with_junk(b, b'P', b"\0SELECT 1\0\0\0");
+                raw::sync(b);
+                raw::bind(b, "", "", &["12"]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+        ),
+        (
+            "Flush with a body",
+            13,
+            Box::new(move |b| {
+                raw::parse(b, "", bump);
+                raw::sync(b);
+                with_junk(b, b'H', b"");
+                raw::parse(b, "", "SELECT 1");
+                raw::sync(b);
+                raw::bind(b, "", "", &["13"]);
+                raw::execute(b, "");
+                raw::sync(b);
+            }),
+        ),
+    ];
+    for (label, id, build) in attempts {
+        let mut s = raw::login(&gw, REQUESTER).await;
+        let mut b = bytes::BytesMut::new();
+        build(&mut b);
+        raw::send(&mut s, &b).await;
+        let (_, codes) = raw::until_closed(&mut s).await;
+        assert!(codes.contains(&"08P01".to_string()), "{label}: {codes:?}");
+        assert_eq!(
+            total(id, "appr_bump"),
+            "0",
+            "{label}: the UPDATE ran unapproved"
+        );
+    }
+    // A refused Bind inside a transaction, rolled back to a savepoint: the
+    // unnamed portal still holds the held run.
+    let mut s = raw::login(&gw, REQUESTER).await;
+    let named = |b: &mut bytes::BytesMut, name: &str, sql: &str| {
+        raw::parse(b, name, sql);
+        raw::bind(b, name, name, &[]);
+        raw::execute(b, name);
+        raw::close(b, b'P', name);
+        raw::sync(b);
+    };
+    let codes = exchange_raw(&mut s, 6, |b| {
+        raw::query(b, "BEGIN");
+        raw::parse(b, "w", bump);
+        raw::sync(b);
+        raw::bind(b, "", "w", &["14"]);
+        raw::sync(b);
+        named(b, "sp", "SAVEPOINT s1");
+        raw::bind(b, "", "no_such_statement", &[]);
+        raw::sync(b);
+        named(b, "rb", "ROLLBACK TO SAVEPOINT s1");
+    })
+    .await;
+    assert_eq!(codes, vec!["26000".to_string()], "{codes:?}");
+    let codes = exchange_raw(&mut s, 2, |b| {
+        raw::execute(b, "");
+        raw::sync(b);
+        raw::query(b, "COMMIT");
+    })
+    .await;
+    assert!(codes.contains(&"42501".to_string()), "{codes:?}");
+    assert_eq!(total(14, "appr_bump"), "0", "the UPDATE ran unapproved");
+}

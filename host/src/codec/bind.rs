@@ -59,6 +59,16 @@ pub fn decode_parameters(frame_bytes: &[u8]) -> Result<Parameters<'_>, CodecErro
         };
         values.push((value, binary));
     }
+    // Result format codes, then nothing: PostgreSQL refuses anything else
+    // before it replaces a portal.
+    let n_results = r.i16("result format count")?;
+    if n_results < 0 {
+        return Err(CodecError::Invalid("Bind result format count"));
+    }
+    r.bytes(n_results as usize * 2, "result formats")?;
+    if !r.is_empty() {
+        return Err(CodecError::Invalid("Bind has trailing bytes"));
+    }
     Ok(Parameters { values })
 }
 

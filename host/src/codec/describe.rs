@@ -16,6 +16,10 @@ fn decode_target(frame_bytes: &[u8], tag: u8) -> Result<Target<'_>, CodecError> 
     let mut r = Reader::new(frame::body(frame_bytes, tag)?);
     let kind = r.u8("describe/close kind")?;
     let name = r.cstr("statement or portal name")?;
+    if !r.is_empty() {
+        // PostgreSQL refuses it before acting on it.
+        return Err(CodecError::Invalid("Describe or Close has trailing bytes"));
+    }
     match kind {
         b'S' => Ok(Target::Statement(name)),
         b'P' => Ok(Target::Portal(name)),
@@ -49,6 +53,9 @@ pub mod execute {
         let mut r = Reader::new(frame::body(frame_bytes, b'E')?);
         let portal = r.cstr("portal name")?;
         r.i32("maximum row count")?;
+        if !r.is_empty() {
+            return Err(CodecError::Invalid("Execute has trailing bytes"));
+        }
         Ok(portal)
     }
 }

@@ -26,6 +26,10 @@ pub fn decode(frame_bytes: &[u8]) -> Result<Parse<'_>, CodecError> {
         return Err(CodecError::Invalid("parameter type count"));
     }
     let param_types = r.bytes(n as usize * 4, "parameter types")?;
+    if !r.is_empty() {
+        // PostgreSQL refuses it before acting on it.
+        return Err(CodecError::Invalid("Parse has trailing bytes"));
+    }
     Ok(Parse {
         statement,
         query,

@@ -7,7 +7,11 @@ use super::{frame, CodecError, Reader};
 /// session (see [`super::encoding`]).
 pub fn decode(frame_bytes: &[u8]) -> Result<&[u8], CodecError> {
     let mut r = Reader::new(frame::body(frame_bytes, b'Q')?);
-    r.cstr_bytes("query string")
+    let sql = r.cstr_bytes("query string")?;
+    if !r.is_empty() {
+        return Err(CodecError::Invalid("Query has trailing bytes"));
+    }
+    Ok(sql)
 }
 
 /// Encodes a `Q` frame.

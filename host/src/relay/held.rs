@@ -97,6 +97,9 @@ enum Portal {
 pub struct HeldStatements {
     statements: HashMap<String, Arc<HeldStatement>>,
     portals: HashMap<String, Portal>,
+    /// Portals bound again in the batch not yet ended by `Sync` while
+    /// they held a run of a held statement (or an unknown one).
+    replaced: Vec<String>,
 }
 
 impl HeldStatements {
@@ -151,6 +154,13 @@ impl HeldStatements {
         first_in_batch: bool,
     ) -> Result<(), BindError> {
         let known = self.portals.contains_key(portal);
+        if known {
+            // A Bind the server refuses (no such statement, a wrong count
+            // of values) leaves the old portal in place: what this one
+            // binds holds for its batch only (an Execute after a refused
+            // Bind is skipped), not after it.
+            self.replaced.push(portal.to_string());
+        }
         // The server refuses to bind a named portal that exists; the
         // unnamed one it replaces, unless the Bind is skipped after an error.
         let trusted = !known || (portal.is_empty() && first_in_batch);
@@ -202,6 +212,15 @@ impl HeldStatements {
         portals
             .into_iter()
             .find(|p| !matches!(self.execution(p), Execution::Free))
+    }
+
+    /// A `Sync` ended the batch: a portal bound again in it over a held run
+    /// is unknown from now on (the server may have kept the old one), until
+    /// it is bound again and run in one batch, or closed.
+    pub fn batch_end(&mut self) {
+        for portal in self.replaced.drain(..) {
+            self.portals.insert(portal, Portal::Uncertain);
+        }
     }
 
     /// The run of `portal` was approved and started.
@@ -361,8 +380,16 @@ pub fn shown_statement(sql: &str, param_types: &[u8]) -> String {
 fn show_value(v: &[u8], binary: bool) -> String {
     let cut = v.len() > MAX_SHOWN_VALUE;
     let part = &v[..v.len().min(MAX_SHOWN_VALUE)];
+    // Text that is not ASCII is shown as its bytes: the server reads them
+    // in the session's client encoding, which may not be UTF-8.
     let mut shown = match (binary, std::str::from_utf8(part)) {
-        (false, Ok(text)) => serde_json::Value::String(text.to_string()).to_string(),
+        (false, Ok(text)) if text.is_ascii() => {
+            serde_json::Value::String(text.to_string()).to_string()
+        }
+        (false, _) if !part.is_ascii() => {
+            let hex: String = part.iter().map(|b| format!("{b:02x}")).collect();
+            format!("\\x{hex} (text that is not ASCII, as the bytes sent: the server reads them in the session's client_encoding)")
+        }
         _ => {
             let hex: String = part.iter().map(|b| format!("{b:02x}")).collect();
             format!("\\x{hex}{}", if binary { " (binary)" } else { "" })
@@ -381,6 +408,16 @@ fn show_value(v: &[u8], binary: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_that_is_not_ascii_is_shown_as_its_bytes() {
+        assert_eq!(show_value(b"abc", false), "\"abc\"");
+        let shown = show_value("\u{e9}".as_bytes(), false);
+        assert!(
+            shown.starts_with("\\xc3a9 (text that is not ASCII"),
+            "{shown}"
+        );
+    }
 
     fn params<'a>(values: &[(Option<&'a [u8]>, bool)]) -> bind::Parameters<'a> {
         bind::Parameters {

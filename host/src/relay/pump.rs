@@ -616,6 +616,13 @@ async fn client_to_server(
                 .map_err(|_| {
                     RelayError::Codec(crate::codec::CodecError::Invalid(copy_in::SENT_DURING_COPY))
                 })?;
+            // A Sync or Flush with a body: PostgreSQL refuses it, and the
+            // batch would not end (or go on) where the gateway thinks.
+            if matches!(h.tag, fe::SYNC | fe::FLUSH) && h.total_len != 5 {
+                return Err(RelayError::Codec(crate::codec::CodecError::Invalid(
+                    "Sync or Flush with a body",
+                )));
+            }
             let statement_work = !matches!(
                 h.tag,
                 fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE
@@ -929,6 +936,7 @@ async fn client_to_server(
                     }
                     batch_start = true;
                     syncs += 1;
+                    held.batch_end();
                     if std::mem::take(&mut unread_code.in_batch) {
                         unread_code.barrier = syncs;
                     }
@@ -1015,6 +1023,10 @@ async fn client_to_server(
                     match h.tag {
                         fe::BIND => {
                             let b = bind::decode(frame)?;
+                            // Malformed, PostgreSQL refuses it and keeps the
+                            // portal it would have replaced: so does the
+                            // gateway (ending the session).
+                            bind::decode_parameters(frame)?;
                             let portal = b.portal;
                             match held.bound(portal, b.statement, frame, first_in_batch) {
                                 Ok(()) => {}
