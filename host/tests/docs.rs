@@ -24,7 +24,23 @@ fn check(dir: &Path, text: &str) -> std::process::Output {
         .unwrap()
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
+/// A scratch directory, removed when the test ends, passed or not.
+struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("portcullis-docs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for f in [
@@ -37,7 +53,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, "placeholder").unwrap();
     }
-    dir
+    Scratch(dir)
 }
 
 #[test]
@@ -58,7 +74,6 @@ fn documented_example_passes_check_config() {
         "{stdout}"
     );
     assert!(!stdout.contains("placeholder"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -73,7 +88,6 @@ fn errors_name_the_key_and_line() {
     assert!(!out.status.success());
     assert!(stderr.contains("targets[0].tls_ca_file (line"), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -43,6 +43,16 @@ tables = ["public.prix€"]
     )
 }
 
+/// Rows left in the table the rule protects (1 until a bypass deletes it).
+fn prices() -> String {
+    cluster()
+        .cluster
+        .psql(DB, "SELECT count(*) FROM \"prix€\"")
+        .expect("count")
+        .trim()
+        .to_string()
+}
+
 /// Every byte of every encoding the gateway reads decodes to what
 /// PostgreSQL's own conversion gives (or is refused where PostgreSQL
 /// refuses it).
@@ -144,14 +154,6 @@ with psycopg.connect(target, autocommit=True, client_encoding="SQL_ASCII") as co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_hold_in_every_encoding_and_unread_ones_are_refused() {
     let gw = TestGateway::start_with(gateway_options()).await;
-    let prices = || {
-        cluster()
-            .cluster
-            .psql(DB, "SELECT count(*) FROM \"prix€\"")
-            .expect("count")
-            .trim()
-            .to_string()
-    };
     let wipe_in = |bytes: &[u8]| {
         let mut sql = b"DELETE FROM \"prix".to_vec();
         sql.extend_from_slice(bytes);
@@ -261,14 +263,6 @@ fn parse_bytes(b: &mut BytesMut, name: &[u8], sql: &[u8]) {
 #[tokio::test]
 async fn unseen_switches_cannot_change_what_non_ascii_text_means() {
     let gw = TestGateway::start_with(gateway_options()).await;
-    let prices = || {
-        cluster()
-            .cluster
-            .psql(DB, "SELECT count(*) FROM \"prix€\"")
-            .expect("count")
-            .trim()
-            .to_string()
-    };
     // UTF-8 bytes of the euro sign: in LATIN9 they are three other letters.
     let wipe = "DELETE FROM \"prix€\" WHERE id = 1".as_bytes().to_vec();
     for revert in [
