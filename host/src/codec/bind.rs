@@ -14,12 +14,46 @@ pub struct Bind<'a> {
     pub statement: &'a str,
 }
 
-/// Decodes the names of a complete `B` frame.
+/// Decodes the names of a complete `B` frame, checking the rest of it as
+/// PostgreSQL does before it replaces a portal (no values are collected).
 pub fn decode(frame_bytes: &[u8]) -> Result<Bind<'_>, CodecError> {
     let mut r = Reader::new(frame::body(frame_bytes, b'B')?);
     let portal = r.cstr("portal name")?;
     let statement = r.cstr("statement name")?;
+    let n_formats = r.i16("parameter format count")?;
+    if n_formats < 0 {
+        return Err(CodecError::Invalid("Bind parameter format count"));
+    }
+    r.bytes(n_formats as usize * 2, "parameter formats")?;
+    let n_values = r.i16("parameter count")?;
+    if n_formats > 1 && n_formats != n_values {
+        return Err(CodecError::Invalid("Bind parameter format count"));
+    }
+    for _ in 0..n_values.max(0) {
+        match r.i32("parameter length")? {
+            -1 => {}
+            n if n < 0 => return Err(CodecError::Invalid("Bind parameter length")),
+            n => {
+                r.bytes(n as usize, "parameter value")?;
+            }
+        }
+    }
+    result_formats_end(&mut r)?;
     Ok(Bind { portal, statement })
+}
+
+/// The result format codes that end a `Bind`, then nothing: PostgreSQL
+/// refuses anything else before it replaces a portal.
+fn result_formats_end(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    let n_results = r.i16("result format count")?;
+    if n_results < 0 {
+        return Err(CodecError::Invalid("Bind result format count"));
+    }
+    r.bytes(n_results as usize * 2, "result formats")?;
+    if !r.is_empty() {
+        return Err(CodecError::Invalid("Bind has trailing bytes"));
+    }
+    Ok(())
 }
 
 /// The parameter values of a `Bind`, as the client sent them.
@@ -59,16 +93,7 @@ pub fn decode_parameters(frame_bytes: &[u8]) -> Result<Parameters<'_>, CodecErro
         };
         values.push((value, binary));
     }
-    // Result format codes, then nothing: PostgreSQL refuses anything else
-    // before it replaces a portal.
-    let n_results = r.i16("result format count")?;
-    if n_results < 0 {
-        return Err(CodecError::Invalid("Bind result format count"));
-    }
-    r.bytes(n_results as usize * 2, "result formats")?;
-    if !r.is_empty() {
-        return Err(CodecError::Invalid("Bind has trailing bytes"));
-    }
+    result_formats_end(&mut r)?;
     Ok(Parameters { values })
 }
 

@@ -233,12 +233,11 @@ impl ClientEncoding {
     /// `bytes` as PostgreSQL converts them to UTF-8, or `None` for bytes it
     /// refuses (not UTF-8; a byte with no character in the table).
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Option<Cow<'a, str>> {
-        if bytes.is_ascii() {
-            // ASCII is itself in every encoding read.
-            return std::str::from_utf8(bytes).ok().map(Cow::Borrowed);
-        }
         match self.table {
+            // UTF-8 (the common case) is checked once; ASCII is itself in
+            // every encoding read.
             Table::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+            _ if bytes.is_ascii() => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
             Table::Latin1 => Some(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())),
             Table::SingleByte(enc, c1, holes) => {
                 if bytes.iter().any(|b| holes.contains(b)) {

@@ -80,9 +80,9 @@ pub enum RelayError {
     /// string literals differently from the gateway.
     #[error("the server now reads backslashes in string literals as escapes (standard_conforming_strings is off), which the gateway's checks do not")]
     StandardStringsOff,
-    /// The session's client encoding changed behind the gateway's back, or
-    /// to one it does not read.
-    #[error("the session's client_encoding changed to {0}, either to an encoding the gateway does not read or by a statement it did not see switch it: it cannot tell how the server read the statements sent meanwhile")]
+    /// The session's client encoding changed to one the gateway does not
+    /// read (or, on a `SQL_ASCII` database, away from UTF-8).
+    #[error("the session's client_encoding changed to {0}, which the gateway does not read here: it cannot tell how the server reads the statements that follow")]
     EncodingChanged(String),
     /// More prepared statements or portals than the relay tracks.
     #[error(transparent)]

@@ -97,9 +97,6 @@ struct Shared {
     /// The upstream role the session is pinned to: what could leave it is
     /// refused.
     upstream_role: Option<String>,
-    /// Whether the policy judges summaries (the relay makes them, with the
-    /// effects of the code a statement runs).
-    reads_summary: bool,
     /// The target's catalog (column sources, code).
     catalog: TargetCatalog,
     /// Identity, target and approvals.
@@ -121,7 +118,8 @@ struct Shared {
     app_name: super::app_name::AppName,
     /// The session's client encoding (`ClientEncoding::index`), as the
     /// server last reported it: what it reads the next message in once
-    /// every message before has been answered (see `non_ascii_waits`).
+    /// every message before has been answered (text that is not ASCII is
+    /// read only then, see the Query/Parse branch of `client_to_server`).
     encoding: std::sync::atomic::AtomicU8,
     /// Whether the server converts client text (a UTF-8 database); on a
     /// `SQL_ASCII` one only encodings read as UTF-8 are followed.
@@ -310,7 +308,6 @@ pub async fn run(
         audit: ctx.log,
         read_only: ctx.read_only,
         upstream_role: ctx.upstream_role,
-        reads_summary,
         catalog,
         session: SessionInfoForHold {
             session_id: ctx.session_id,
@@ -372,7 +369,7 @@ pub async fn run(
                 RelayError::Budget(e) => Some(budget_refusal(e)),
                 RelayError::EncodingChanged(_) => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
-                        .with_hint("switch client_encoding only with a statement of its own (SET client_encoding), to UTF8, SQL_ASCII or a single-byte encoding; convert multibyte text such as SJIS to UTF-8 in the client"),
+                        .with_hint("use client_encoding UTF8, SQL_ASCII or a single-byte encoding such as LATIN1 (on a SQL_ASCII database, UTF8); convert multibyte text such as SJIS to UTF-8 in the client"),
                 ),
                 RelayError::StandardStringsOff => Some(
                     ErrorFields::fatal(sqlstate::FEATURE_NOT_SUPPORTED, format!("terminating connection: {e}"))
@@ -578,11 +575,7 @@ async fn client_to_server(
     let mut unread_code = UnreadCode::default();
     // Bind, Describe, Execute and Close are decoded when anything reads
     // SQL or rows (a pass-through session never refuses or injects).
-    let decode_extended = shared.wants_rows
-        || shared.tracking
-        || shared.reads_summary
-        || shared.read_only
-        || shared.upstream_role.is_some();
+    let decode_extended = shared.wants_rows || shared.tracking || shared.judges_sql;
     loop {
         cover_pending(&mut share, buf.len(), need)?;
         make_room(&mut buf, need, &mut large);
@@ -1022,11 +1015,10 @@ async fn client_to_server(
                     }
                     match h.tag {
                         fe::BIND => {
-                            let b = bind::decode(frame)?;
                             // Malformed, PostgreSQL refuses it and keeps the
-                            // portal it would have replaced: so does the
-                            // gateway (ending the session).
-                            bind::decode_parameters(frame)?;
+                            // portal it would have replaced: the gateway ends
+                            // the session (`decode` checks the whole frame).
+                            let b = bind::decode(frame)?;
                             let portal = b.portal;
                             match held.bound(portal, b.statement, frame, first_in_batch) {
                                 Ok(()) => {}
@@ -1906,7 +1898,8 @@ async fn server_to_client(
                     }
                     // A new client encoding, however it was switched: text
                     // that is not ASCII is read in it once everything sent
-                    // before has been answered (`non_ascii_waits`). One the
+                    // before has been answered (the Query/Parse branch of
+                    // `client_to_server`). One the
                     // gateway does not read ends the session.
                     if name.eq_ignore_ascii_case("client_encoding") {
                         match ClientEncoding::named(&value) {
