@@ -155,7 +155,6 @@ impl AuditLog {
 }
 
 /// A group of records on its way to one transaction.
-#[derive(Default)]
 struct Group {
     records: Vec<Record>,
     waiters: Vec<oneshot::Sender<Result<(), AuditError>>>,
@@ -163,6 +162,18 @@ struct Group {
 }
 
 impl Group {
+    /// An empty group whose records go into `buffer` (the previous
+    /// group's, emptied: a group holds thousands of records, and a buffer
+    /// grown afresh each time is reallocated and page-faulted in again
+    /// every flush interval).
+    fn new(buffer: Vec<Record>) -> Self {
+        Self {
+            records: buffer,
+            waiters: Vec::new(),
+            flushes: Vec::new(),
+        }
+    }
+
     fn add(&mut self, m: Message) {
         match m {
             Message::Write(r, w) => {
@@ -187,8 +198,9 @@ async fn writer(
     interval: Duration,
 ) {
     let mut open = true;
+    let mut buffer = Vec::with_capacity(MAX_BATCH);
     while open {
-        let mut group = Group::default();
+        let mut group = Group::new(buffer);
         match rx.recv().await {
             Some(m) => group.add(m),
             None => break,
@@ -222,13 +234,13 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        commit(&store, &healthy, group).await;
+        buffer = commit(&store, &healthy, group).await;
     }
 }
 
 /// Commits a group, retrying until it succeeds; durable waiters learn of a
-/// failure at once.
-async fn commit(store: &Arc<dyn Store>, healthy: &AtomicBool, group: Group) {
+/// failure at once. Returns the group's buffer, emptied, for the next.
+async fn commit(store: &Arc<dyn Store>, healthy: &AtomicBool, group: Group) -> Vec<Record> {
     let Group {
         records,
         mut waiters,
@@ -256,7 +268,10 @@ async fn commit(store: &Arc<dyn Store>, healthy: &AtomicBool, group: Group) {
                 for f in flushes {
                     let _ = f.send(());
                 }
-                return;
+                // The store's thread has let go of its clone by now.
+                let mut buffer = Arc::try_unwrap(records).unwrap_or_default();
+                buffer.clear();
+                return buffer;
             }
             Err(e) => {
                 if healthy.swap(false, Ordering::Relaxed) {

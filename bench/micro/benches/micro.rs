@@ -2,8 +2,10 @@
 //! same run: frame parsing (vs copying the same bytes), SQL summaries (cache
 //! hit, hit with other constants, miss), JWT validation with a cached key,
 //! plugin instantiation, a hook call through the block + mask chain (vs the
-//! pass-through policy), and masking a batch of rows through the mask plugin
-//! (vs the same batch through a plugin-less policy).
+//! pass-through policy), masking a batch of rows through the mask plugin
+//! (vs the same batch through a plugin-less policy), and committing a batch
+//! of statement events to the audit store (vs a batch of minimal rows in
+//! the same store).
 //!
 //! Run: `cargo bench -p portcullis-bench` (results in docs/performance.md).
 
@@ -227,12 +229,89 @@ fn plugins(c: &mut Criterion) {
     g.finish();
 }
 
+/// What storing one recorded statement costs the audit writer: a group of
+/// 1,000 pgbench-like events committed in one transaction, beside the same
+/// number of plugin-load records (four short columns, no secondary index).
+fn audit_store(c: &mut Criterion) {
+    use portcullis::store::sqlite::SqliteStore;
+    use portcullis::store::{EventRecord, EventStatus, PluginLoadRecord, Record, Store};
+    let dir = std::env::temp_dir().join(format!("portcullis-micro-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = match SqliteStore::open(&dir.join("audit.db")) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot open a scratch store: {e}"),
+    };
+    const N: u64 = 1000;
+    let mut seq = 0u64;
+    let mut events = |session: u64| -> Vec<Record> {
+        (0..N)
+            .map(|i| {
+                seq += 1;
+                Record::Event(EventRecord {
+                    session_id: session + i % 16,
+                    seq,
+                    at: seq as i64,
+                    protocol: "simple".into(),
+                    sql: format!(
+                        "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                        seq % 1_000_000
+                    ),
+                    fingerprint: "5e6b1f0a9c2d4e11".into(),
+                    kinds: vec!["select".into()],
+                    tables_read: vec!["public.pgbench_accounts".into()],
+                    tables_written: vec![],
+                    verdict: "allow".into(),
+                    decided_by: None,
+                    rule: None,
+                    reason: None,
+                    status: EventStatus::Ok,
+                    duration_us: Some(180),
+                    rows: Some(1),
+                    sqlstate: None,
+                    error: None,
+                    sample: None,
+                    approval_id: None,
+                })
+            })
+            .collect()
+    };
+    let loads: Vec<Record> = (0..N)
+        .map(|i| {
+            Record::PluginLoad(PluginLoadRecord {
+                at: i as i64,
+                name: "record".into(),
+                version: "0.2.2".into(),
+                sha256: "ab".repeat(32),
+            })
+        })
+        .collect();
+    let mut g = c.benchmark_group("audit store, 1000 records per commit");
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("plugin-load rows (baseline)", |b| {
+        b.iter(|| store.write(black_box(&loads)))
+    });
+    let mut session = 1u64;
+    g.bench_function("statement events", |b| {
+        b.iter_batched(
+            || {
+                session += 16;
+                events(session)
+            },
+            |batch| store.write(black_box(&batch)),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = frames, summaries, jwt, plugins
+    targets = frames, summaries, jwt, plugins, audit_store
 }
 criterion_main!(micro);

@@ -113,15 +113,38 @@ fn migrate(conn: &Connection, path: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn json_list(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+/// A list of strings as a JSON array (an empty one without allocating:
+/// most statements write no table).
+fn json_list(v: &[String]) -> std::borrow::Cow<'static, str> {
+    if v.is_empty() {
+        return std::borrow::Cow::Borrowed("[]");
+    }
+    std::borrow::Cow::Owned(serde_json::to_string(v).unwrap_or_else(|_| "[]".into()))
 }
 
 fn parse_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-fn write_one(tx: &rusqlite::Transaction<'_>, record: &Record) -> Result<(), rusqlite::Error> {
+/// Inserts a statement event, or completes it when strict durability stored
+/// its start already.
+const INSERT_EVENT: &str = "INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json,
+                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                 ON CONFLICT (session_id, seq) DO UPDATE SET
+                     verdict = excluded.verdict, decided_by = excluded.decided_by, rule = excluded.rule,
+                     reason = excluded.reason, status = excluded.status, duration_us = excluded.duration_us,
+                     rows = excluded.rows, sqlstate = excluded.sqlstate, error = excluded.error,
+                     sample_json = excluded.sample_json, approval_id = excluded.approval_id";
+
+/// Writes one record. `events` is the event insert, prepared once per
+/// transaction: a group holds thousands of events, and looking the
+/// statement up in the connection's cache hashes its whole text each time.
+fn write_one(
+    tx: &rusqlite::Transaction<'_>,
+    events: &mut rusqlite::Statement<'_>,
+    record: &Record,
+) -> Result<(), rusqlite::Error> {
     match record {
         Record::SessionStart(s) => {
             tx.prepare_cached(
@@ -154,17 +177,7 @@ fn write_one(tx: &rusqlite::Transaction<'_>, record: &Record) -> Result<(), rusq
             ])?;
         }
         Record::Event(e) => {
-            tx.prepare_cached(
-                "INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json,
-                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
-                 ON CONFLICT (session_id, seq) DO UPDATE SET
-                     verdict = excluded.verdict, decided_by = excluded.decided_by, rule = excluded.rule,
-                     reason = excluded.reason, status = excluded.status, duration_us = excluded.duration_us,
-                     rows = excluded.rows, sqlstate = excluded.sqlstate, error = excluded.error,
-                     sample_json = excluded.sample_json, approval_id = excluded.approval_id",
-            )?
-            .execute(params![
+            events.execute(params![
                 e.session_id as i64,
                 e.seq as i64,
                 e.at,
@@ -279,8 +292,11 @@ impl Store for SqliteStore {
     fn write(&self, records: &[Record]) -> Result<(), StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for r in records {
-            write_one(&tx, r)?;
+        {
+            let mut events = tx.prepare_cached(INSERT_EVENT)?;
+            for r in records {
+                write_one(&tx, &mut events, r)?;
+            }
         }
         tx.commit()?;
         Ok(())
