@@ -9,17 +9,15 @@
 //! The crate is laid out in rooms with one-way arrows between them:
 //!
 //! ```text
-//!  cli / main ─▶ server ─▶ relay ─▶ codec        (bytes ↔ messages, no I/O)
-//!                  │         ├────▶ identity     (tokens → Identity, delegation claims)
-//!                  │         ├────▶ credentials  (the gateway's upstream secrets)
-//!                  │         ├────▶ policy       (the seam: hooks + verdicts)
-//!                  │         ├────▶ audit ─▶ store (sessions, events, approvals)
-//!                  │         ├────▶ sql          (summaries, code effects, lineage)
-//!                  │         ├────▶ approvals, delegation (held statements, revocations)
-//!                  │         └────▶ gateway      (protocol-neutral admission)
-//!                  ├─▶ plugins ──▶ policy, sql   (WASM components behind the seam)
+//!  cli / main ─▶ server ─▶ protocols::postgres ─▶ gateway ─▶ identity, audit ─▶ store,
+//!                  │            │                    │        approvals, delegation,
+//!                  │            │                    │        credentials, policy, config
+//!                  │            ├─▶ codec, sql       (its own: bytes ↔ messages; summaries)
+//!                  │            └─▶ policy            (the seam: hooks + verdicts)
+//!                  ├─▶ plugins ──▶ policy, protocols::postgres::sql (WASM components)
 //!                  ├─▶ admin ─▶ gateway (HTTP API: health, metrics, sessions, approvals, token exchange)
 //!                  └─▶ config, tls, logging, watch, metrics, signing
+//!  delegation ─▶ gateway (authorize), identity
 //!  demo ─▶ server, config        (embedded issuer, cluster, certificate)
 //! ```
 //!
@@ -28,20 +26,22 @@
 //!   the admin API and every protocol use, and admission (token, revocation,
 //!   user, target authorization, session id, policy session, session record)
 //!   with refusals each protocol words its own way.
-//! - [`codec`]: one file per PostgreSQL message; borrowed, panic-free parsing.
-//! - [`relay`]: one session from accept to close; the streaming two-way pump,
-//!   the audit ledger, statements held for approval, read-only sessions,
-//!   sessions pinned to an upstream role, and the target's catalog (column
-//!   sources, code, relations) read on the gateway's own connection.
+//! - [`protocols`]: one room per protocol. [`protocols::postgres`] is one
+//!   session from accept to close: start-up and TLS, the upstream login, the
+//!   streaming two-way pump, the audit ledger, statements held for
+//!   approval, read-only sessions, sessions pinned to an upstream role, the
+//!   target's catalog (column sources, code, relations) read on the
+//!   gateway's own connection; its `codec` (one file per PostgreSQL
+//!   message; borrowed, panic-free parsing) and its `sql` (statement
+//!   summaries from PostgreSQL's own grammar, pg_query: actions on tables
+//!   in every spelling, the effects of the code a statement runs, column
+//!   lineage).
 //! - [`identity`]: JWT validation against OIDC issuers and their JWKS, and
 //!   the actor chain and scope of delegated tokens.
 //! - [`policy`]: the [`policy::Policy`] / [`policy::SessionPolicy`] traits with
 //!   pass-through defaults, in the style of pingora's phases.
 //! - [`plugins`]: wasmtime components implementing `wit/policy.wit`, one
 //!   instance per session, chained per target.
-//! - [`sql`]: statement summaries from PostgreSQL's own grammar (pg_query):
-//!   actions on tables in every spelling, the effects of the code a
-//!   statement runs (`sql::code`), and column lineage (`sql::lineage`).
 //! - [`store`] and [`audit`]: the audit store (SQLite, behind a trait) and
 //!   its group-commit writer with batched and strict durability.
 //! - [`approvals`]: approval requests, approvers, quorum, grants, webhooks.
@@ -61,7 +61,6 @@ pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod cli;
-pub mod codec;
 pub mod config;
 pub mod credentials;
 pub mod delegation;
@@ -73,10 +72,9 @@ pub mod logging;
 pub mod metrics;
 pub mod plugins;
 pub mod policy;
-pub mod relay;
+pub mod protocols;
 pub mod server;
 pub mod signing;
-pub mod sql;
 pub mod store;
 pub mod tls;
 pub mod watch;

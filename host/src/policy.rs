@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::identity::Identity;
-use crate::sql::QuerySummary;
+use crate::protocols::postgres::sql::QuerySummary;
 
 /// What is known about a session when it starts.
 #[derive(Debug, Clone)]
@@ -307,7 +307,7 @@ pub trait SessionPolicy: Send {
     fn on_row_description(
         &mut self,
         columns: &[ResultColumn],
-        lineage: Option<&[crate::sql::lineage::Lineage]>,
+        lineage: Option<&[crate::protocols::postgres::sql::lineage::Lineage]>,
     ) -> ResultPlan {
         let _ = (columns, lineage);
         ResultPlan::Pass

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::http_client::HttpClient;
 use crate::identity::Authenticator;
 use crate::policy::Policy;
-use crate::relay::cancel::CancelRegistry;
-use crate::relay::{session, GatewayContext, ListenerContext, TargetContext};
+use crate::protocols::postgres::cancel::CancelRegistry;
+use crate::protocols::postgres::{session, GatewayContext, ListenerContext, TargetContext};
 use crate::tls;
 
 /// Connections over a listener's limit that are refused with a proper error
@@ -302,7 +302,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         core: core.clone(),
         targets,
         cancels: CancelRegistry::default(),
-        message_budget: Arc::new(crate::relay::budget::MessageBudget::new(
+        message_budget: Arc::new(crate::protocols::postgres::budget::MessageBudget::new(
             config.gateway.buffered_message_budget_bytes,
         )),
     });

@@ -3,7 +3,7 @@
 //! single messages, read tagged messages back.
 
 use bytes::BytesMut;
-use portcullis::codec::{error_response, peek_frame, startup, MessageWriter};
+use portcullis::protocols::postgres::codec::{error_response, peek_frame, startup, MessageWriter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,7 +43,10 @@ pub async fn login_with(gw: &TestGateway, user: &str, params: &[(&str, &str)]) -
     let (tag, _) = read_msg(&mut s).await.expect("authentication request");
     assert_eq!(tag, b'R');
     b.clear();
-    portcullis::codec::authentication::encode_password(&mut b, &gw.token(user));
+    portcullis::protocols::postgres::codec::authentication::encode_password(
+        &mut b,
+        &gw.token(user),
+    );
     send(&mut s, &b).await;
     loop {
         let (tag, frame) = read_msg(&mut s).await.expect("greeting");
@@ -125,7 +128,7 @@ pub fn sync(b: &mut BytesMut) {
 
 /// A simple `Query`.
 pub fn query(b: &mut BytesMut, sql: &str) {
-    portcullis::codec::query::encode(b, sql);
+    portcullis::protocols::postgres::codec::query::encode(b, sql);
 }
 
 /// A `Flush`.

@@ -1207,7 +1207,7 @@ async fn messages_the_server_refuses_cannot_unhold_a_statement() {
     let gw = gateway().await;
     let bump = "UPDATE appr_bump SET total = total + 1 WHERE id = $1";
     let with_junk = |b: &mut bytes::BytesMut, tag: u8, body: &[u8]| {
-        portcullis::codec::MessageWriter::start(b, Some(tag))
+        portcullis::protocols::postgres::codec::MessageWriter::start(b, Some(tag))
             .bytes(body)
             .bytes(b"junk");
     };

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use bytes::BytesMut;
-use portcullis::codec::encoding::ClientEncoding;
+use portcullis::protocols::postgres::codec::encoding::ClientEncoding;
 use portcullis_e2e::{
     cluster, db_error, plugin_wasm, raw, secret_file, GatewayOptions, TestGateway, DB,
 };
@@ -246,7 +246,7 @@ async fn rules_hold_in_every_encoding_and_unread_ones_are_refused() {
 
 /// A Parse with raw bytes for its name and text.
 fn parse_bytes(b: &mut BytesMut, name: &[u8], sql: &[u8]) {
-    portcullis::codec::MessageWriter::start(b, Some(b'P'))
+    portcullis::protocols::postgres::codec::MessageWriter::start(b, Some(b'P'))
         .bytes(name)
         .u8(0)
         .bytes(sql)
@@ -344,7 +344,7 @@ async fn a_sql_ascii_database_serves_only_utf8_sessions() {
                 .await
                 .expect("connect");
             let mut b = BytesMut::new();
-            portcullis::codec::startup::encode_startup(
+            portcullis::protocols::postgres::codec::startup::encode_startup(
                 &mut b,
                 &[
                     ("user", USER),
@@ -355,7 +355,10 @@ async fn a_sql_ascii_database_serves_only_utf8_sessions() {
             raw::send(&mut s, &b).await;
             raw::read_msg(&mut s).await.expect("authentication request");
             b.clear();
-            portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+            portcullis::protocols::postgres::codec::authentication::encode_password(
+                &mut b,
+                &gw.token(USER),
+            );
             raw::send(&mut s, &b).await;
             let (_, codes) = raw::until_ready(&mut s).await;
             (s, codes)

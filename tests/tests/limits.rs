@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis::codec::error_response;
+use portcullis::protocols::postgres::codec::error_response;
 use portcullis_e2e::raw::{read_msg, send};
 use portcullis_e2e::{secret_file, GatewayOptions, TestGateway};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};

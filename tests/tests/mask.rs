@@ -1078,16 +1078,19 @@ async fn login_refusal(
     let mut b = BytesMut::new();
     let mut all = vec![("user", USER), ("database", portcullis_e2e::DB)];
     all.extend_from_slice(params);
-    portcullis::codec::startup::encode_startup(&mut b, &all);
+    portcullis::protocols::postgres::codec::startup::encode_startup(&mut b, &all);
     raw::send(&mut s, &b).await;
     raw::read_msg(&mut s).await.expect("authentication request");
     b.clear();
-    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+    portcullis::protocols::postgres::codec::authentication::encode_password(
+        &mut b,
+        &gw.token(USER),
+    );
     raw::send(&mut s, &b).await;
     while let Some((tag, frame)) = raw::read_msg(&mut s).await {
         match tag {
             b'E' => {
-                return portcullis::codec::error_response::decode(&frame)
+                return portcullis::protocols::postgres::codec::error_response::decode(&frame)
                     .ok()
                     .map(|e| e.code.into_owned())
             }
@@ -1226,7 +1229,7 @@ async fn sessions_stay_in_utf8() {
 
 /// An `Execute` of `portal` that returns at most `rows` rows.
 fn execute_rows(b: &mut bytes::BytesMut, portal: &str, rows: i32) {
-    portcullis::codec::MessageWriter::start(b, Some(b'E'))
+    portcullis::protocols::postgres::codec::MessageWriter::start(b, Some(b'E'))
         .cstr(portal)
         .i32(rows);
 }
@@ -1306,7 +1309,7 @@ async fn what_a_name_runs_is_fixed_when_it_runs() {
 
 /// A `Describe` of a portal.
 fn describe_portal(b: &mut bytes::BytesMut, portal: &str) {
-    portcullis::codec::MessageWriter::start(b, Some(b'D'))
+    portcullis::protocols::postgres::codec::MessageWriter::start(b, Some(b'D'))
         .u8(b'P')
         .cstr(portal);
 }

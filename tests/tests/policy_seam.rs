@@ -52,7 +52,7 @@ impl SessionPolicy for TestSession {
     fn on_row_description(
         &mut self,
         columns: &[ResultColumn],
-        _lineage: Option<&[portcullis::sql::lineage::Lineage]>,
+        _lineage: Option<&[portcullis::protocols::postgres::sql::lineage::Lineage]>,
     ) -> ResultPlan {
         if columns.iter().any(|c| c.name == "withhold") {
             return ResultPlan::Deny {

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use portcullis::codec::MessageWriter;
-use portcullis::codec::{error_response, query, startup};
 use portcullis::policy::{
     Policy, QueryEvent, QueryNote, SessionInfo, SessionPolicy, SessionRefused, Verdict,
 };
+use portcullis::protocols::postgres::codec::MessageWriter;
+use portcullis::protocols::postgres::codec::{error_response, query, startup};
 use portcullis_e2e::raw::{read_msg, send};
 use portcullis_e2e::{cluster, GatewayOptions, TestGateway, DB};
 use tokio::io::AsyncReadExt;
@@ -29,7 +29,7 @@ async fn newer_minor_version_and_pq_options_get_negotiate_protocol_version() {
     let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
     let mut b = BytesMut::new();
     {
-        let mut w = portcullis::codec::MessageWriter::start(&mut b, None);
+        let mut w = portcullis::protocols::postgres::codec::MessageWriter::start(&mut b, None);
         w.i32((3 << 16) | 2);
         w.cstr("user").cstr(USER).cstr("database").cstr(DB);
         w.cstr("_pq_.fancy_option").cstr("on");
@@ -38,7 +38,7 @@ async fn newer_minor_version_and_pq_options_get_negotiate_protocol_version() {
     send(&mut s, &b).await;
     let (tag, frame) = read_msg(&mut s).await.unwrap();
     assert_eq!(tag, b'v');
-    let mut r = portcullis::codec::Reader::new(&frame[5..]);
+    let mut r = portcullis::protocols::postgres::codec::Reader::new(&frame[5..]);
     assert_eq!(r.i32("version").unwrap(), 3 << 16);
     assert_eq!(r.i32("count").unwrap(), 1);
     assert_eq!(r.cstr("option").unwrap(), "_pq_.fancy_option");
@@ -51,7 +51,8 @@ async fn gssenc_request_is_declined_and_startup_goes_on() {
     let gw = TestGateway::start().await;
     let mut s = TcpStream::connect(gw.plain_addr).await.unwrap();
     let mut b = BytesMut::new();
-    portcullis::codec::MessageWriter::start(&mut b, None).i32(startup::GSSENC_REQUEST_CODE);
+    portcullis::protocols::postgres::codec::MessageWriter::start(&mut b, None)
+        .i32(startup::GSSENC_REQUEST_CODE);
     send(&mut s, &b).await;
     assert_eq!(s.read_u8().await.unwrap(), b'N');
     b.clear();
@@ -87,7 +88,10 @@ async fn direct_tls_with_alpn_postgresql() {
     send(&mut tls, &b).await;
     assert_eq!(read_msg(&mut tls).await.unwrap().0, b'R');
     b.clear();
-    portcullis::codec::authentication::encode_password(&mut b, &gw.token(USER));
+    portcullis::protocols::postgres::codec::authentication::encode_password(
+        &mut b,
+        &gw.token(USER),
+    );
     send(&mut tls, &b).await;
     loop {
         let (tag, _) = read_msg(&mut tls).await.unwrap();

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use portcullis::codec::{data_row, row_description};
 use portcullis::policy::{PassThrough, QueryEvent, QueryNote, ResultColumn, SessionPolicy};
-use portcullis::sql::{summarize, SummaryCache};
+use portcullis::protocols::postgres::codec::{data_row, row_description};
+use portcullis::protocols::postgres::sql::{summarize, SummaryCache};
 use portcullis_bench::{config, plugin_dir, runtime, session};
 
 fn frames(c: &mut Criterion) {

@@ -7,7 +7,7 @@
 //!   authorization → session id → policy session → session record, with
 //!   refusals a protocol turns into its own errors.
 //!
-//! A protocol (today PostgreSQL, in [`crate::relay`]) depends on this room;
+//! A protocol (today PostgreSQL, in [`crate::protocols::postgres`]) depends on this room;
 //! this room depends on no protocol.
 
 pub mod admission;

@@ -18,7 +18,7 @@ use crate::policy::{
     EndReason, Policy, QueryEvent, QueryNote, Recording, ResultColumn, ResultPlan, Row, RowEdit,
     SessionInfo, SessionPolicy, SessionRefused, ValueEdit, Verdict,
 };
-use crate::sql::{QuerySummary, SummaryCache};
+use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
 
 /// The plugins of one target, in order.
 pub struct PluginChain {
@@ -121,7 +121,7 @@ fn to_session(info: &SessionInfo) -> types::Session {
 }
 
 fn to_query(sql: &str, prepared: Option<&str>, s: &QuerySummary) -> types::Event {
-    let table = |t: &crate::sql::TableName| types::TableRef {
+    let table = |t: &crate::protocols::postgres::sql::TableName| types::TableRef {
         schema: t.schema.clone(),
         name: t.name.clone(),
     };
@@ -354,7 +354,7 @@ impl ChainInner {
     fn on_row_description(
         &mut self,
         cols: &[types::Column],
-        lineage: Option<&Arc<Vec<crate::sql::lineage::Lineage>>>,
+        lineage: Option<&Arc<Vec<crate::protocols::postgres::sql::lineage::Lineage>>>,
     ) -> ResultPlan {
         let mut any = false;
         for m in &mut self.members {
@@ -603,7 +603,7 @@ impl SessionPolicy for ChainSession {
     fn on_row_description(
         &mut self,
         columns: &[ResultColumn],
-        lineage: Option<&[crate::sql::lineage::Lineage]>,
+        lineage: Option<&[crate::protocols::postgres::sql::lineage::Lineage]>,
     ) -> ResultPlan {
         self.binary_opaque = columns
             .iter()

@@ -9,8 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
 use super::engine::Running;
-use crate::sql::lineage::Lineage;
-use crate::sql::{QuerySummary, StatementSummary};
+use crate::protocols::postgres::sql::lineage::Lineage;
+use crate::protocols::postgres::sql::{QuerySummary, StatementSummary};
 
 /// Deadline for instantiation (the component's start-up code), in ticks.
 const START_DEADLINE_TICKS: u64 = 1000;
@@ -145,8 +145,10 @@ fn to_column_lineage(c: &Lineage) -> host::ColumnLineage {
 }
 
 /// A statement's lineage as the contract spells them.
-fn to_lineage(l: &crate::sql::lineage::StatementLineage) -> host::Lineage {
-    let names = |set: &std::collections::BTreeSet<crate::sql::lineage::SourceColumn>| {
+fn to_lineage(l: &crate::protocols::postgres::sql::lineage::StatementLineage) -> host::Lineage {
+    let names = |set: &std::collections::BTreeSet<
+        crate::protocols::postgres::sql::lineage::SourceColumn,
+    >| {
         set.iter()
             .map(|c| format!("{}.{}.{}", c.schema, c.table, c.column))
             .collect::<Vec<_>>()

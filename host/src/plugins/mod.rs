@@ -47,7 +47,7 @@ pub use engine::PoolSize;
 pub use loaded::{sha256_hex, LoadedPlugin, PluginError};
 
 use crate::config::PluginConfig;
-use crate::sql::SummaryCache;
+use crate::protocols::postgres::sql::SummaryCache;
 
 /// Loads plugins and creates chains; one per gateway.
 pub struct PluginRuntime {

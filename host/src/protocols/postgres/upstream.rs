@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 
 use super::framed::{read_message, send};
 use super::stream::Stream;
-use crate::codec::authentication::{self, Authentication};
-use crate::codec::backend_key_data::{self, BackendKeyData};
-use crate::codec::error_response;
-use crate::codec::startup;
+use crate::protocols::postgres::codec::authentication::{self, Authentication};
+use crate::protocols::postgres::codec::backend_key_data::{self, BackendKeyData};
+use crate::protocols::postgres::codec::error_response;
+use crate::protocols::postgres::codec::startup;
 
 /// Largest message accepted from the upstream during login.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -77,8 +77,8 @@ pub enum UpstreamError {
     Io(#[from] std::io::Error),
 }
 
-impl From<crate::codec::CodecError> for UpstreamError {
-    fn from(e: crate::codec::CodecError) -> Self {
+impl From<crate::protocols::postgres::codec::CodecError> for UpstreamError {
+    fn from(e: crate::protocols::postgres::codec::CodecError) -> Self {
         UpstreamError::Protocol(e.to_string())
     }
 }
@@ -113,7 +113,7 @@ pub struct Upstream {
     /// minus `BackendKeyData`, exactly as the server sent them.
     pub greeting: BytesMut,
     /// The client encoding the server reported (one the gateway reads).
-    pub client_encoding: crate::codec::encoding::ClientEncoding,
+    pub client_encoding: crate::protocols::postgres::codec::encoding::ClientEncoding,
     /// Whether the server converts client text (not a `SQL_ASCII` database).
     pub server_converts: bool,
 }
@@ -248,7 +248,8 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
 
     let mut greeting = BytesMut::with_capacity(1024);
     let mut key = None;
-    let mut client_encoding = Some(crate::codec::encoding::ClientEncoding::UTF8);
+    let mut client_encoding =
+        Some(crate::protocols::postgres::codec::encoding::ClientEncoding::UTF8);
     let mut server_converts = true;
 
     loop {
@@ -261,17 +262,22 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
                 break;
             }
             Some(b'S') => {
-                let (name, value) = crate::codec::parameter_status::decode(&msg)
-                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                let (name, value) =
+                    crate::protocols::postgres::codec::parameter_status::decode(&msg)
+                        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
                 if !super::pump::standard_strings(&name, &value) {
                     return Err(UpstreamError::StandardStringsOff);
                 }
-                use crate::codec::encoding::{server_reads_utf8, ClientEncoding};
+                use crate::protocols::postgres::codec::encoding::{
+                    server_reads_utf8, ClientEncoding,
+                };
                 if name.eq_ignore_ascii_case("client_encoding") {
                     client_encoding = ClientEncoding::named(&value);
                 }
                 if name.eq_ignore_ascii_case("server_encoding") {
-                    server_converts = !crate::codec::encoding::clean_name(&value).eq("sqlascii");
+                    server_converts =
+                        !crate::protocols::postgres::codec::encoding::clean_name(&value)
+                            .eq("sqlascii");
                 }
                 let unreadable = (name.eq_ignore_ascii_case("client_encoding")
                     && client_encoding.is_none())
@@ -302,7 +308,8 @@ async fn connect_inner(login: UpstreamLogin<'_>) -> Result<Upstream, UpstreamErr
         stream,
         key,
         greeting,
-        client_encoding: client_encoding.unwrap_or(crate::codec::encoding::ClientEncoding::UTF8),
+        client_encoding: client_encoding
+            .unwrap_or(crate::protocols::postgres::codec::encoding::ClientEncoding::UTF8),
         server_converts,
     })
 }

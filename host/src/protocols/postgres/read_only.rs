@@ -3,7 +3,7 @@
 //! `default_transaction_read_only = on`, and every statement that could
 //! write or undo that is refused before it is forwarded, with the reason.
 
-use crate::sql::QuerySummary;
+use crate::protocols::postgres::sql::QuerySummary;
 
 /// Statement kinds that cannot write (given no written tables, no writing
 /// functions and no change of read-only-ness).
@@ -106,7 +106,7 @@ pub fn violation(summary: &QuerySummary) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::summarize;
+    use crate::protocols::postgres::sql::summarize;
 
     fn refused(sql: &str) -> String {
         violation(&summarize(sql)).unwrap_or_else(|| panic!("{sql} must be refused"))

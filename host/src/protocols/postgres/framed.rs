@@ -5,7 +5,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::RelayError;
-use crate::codec::{peek_frame, startup};
+use crate::protocols::postgres::codec::{peek_frame, startup};
 
 /// Reads one untagged start-up packet.
 pub async fn read_startup_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, RelayError> {

@@ -1,6 +1,9 @@
-//! The PostgreSQL relay: everything that moves bytes between a client and an
-//! upstream server.
+//! PostgreSQL, the gateway's first protocol: everything that moves bytes
+//! between a PostgreSQL client and an upstream server, and what reads them.
 //!
+//! - [`codec`] turns bytes into typed messages and back (no I/O);
+//! - [`sql`] summarizes statements with PostgreSQL's own grammar: actions
+//!   on tables, the effects of code they run, column lineage;
 //! - [`session`] drives one client connection: TLS, start-up, token check,
 //!   authorization, upstream login, then hands over to `pump`;
 //! - `upstream` logs in to the upstream with the gateway's own credential;
@@ -22,8 +25,10 @@
 //! - [`role_lock`] keeps sessions on the upstream role their groups map to;
 //! - `framed` and `stream` are the small I/O helpers they share.
 //!
-//! The relay depends on `codec` (bytes ↔ messages), `identity` and `policy`;
-//! none of those depend on it.
+//! It takes admission, identity, the audit log and approvals from
+//! [`crate::gateway`] and raises events at [`crate::policy`]; none of the
+//! shared rooms names it (the plugin chain reads its `sql` summaries, the
+//! shape today's plugin contract has).
 
 mod app_name;
 mod approval;
@@ -31,6 +36,7 @@ pub mod budget;
 pub mod cancel;
 pub mod catalog;
 pub mod code_catalog;
+pub mod codec;
 mod copy_in;
 mod framed;
 mod held;
@@ -42,6 +48,7 @@ mod responses;
 mod result_lineage;
 pub mod role_lock;
 pub mod session;
+pub mod sql;
 mod stream;
 pub mod upstream;
 
@@ -56,7 +63,7 @@ pub enum RelayError {
     Io(#[from] std::io::Error),
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
-    Codec(#[from] crate::codec::CodecError),
+    Codec(#[from] crate::protocols::postgres::codec::CodecError),
     /// The client closed the connection during start-up.
     #[error("client closed the connection")]
     ClientGone,

@@ -24,8 +24,8 @@ use super::framed::{read_message, send};
 use super::session::TargetContext;
 use super::stream::Stream;
 use super::upstream;
-use crate::codec::{data_row, error_response, query};
 use crate::policy::ResultColumn;
+use crate::protocols::postgres::codec::{data_row, error_response, query};
 
 /// How long a table's column names are trusted before they are looked up again.
 pub const TTL: Duration = Duration::from_secs(30);
@@ -293,9 +293,9 @@ impl TargetCatalog {
     pub async fn with_code_effects(
         &self,
         sql: &str,
-        summary: Arc<crate::sql::QuerySummary>,
+        summary: Arc<crate::protocols::postgres::sql::QuerySummary>,
         lineage: bool,
-    ) -> Arc<crate::sql::QuerySummary> {
+    ) -> Arc<crate::protocols::postgres::sql::QuerySummary> {
         match self.gw.targets.get(&self.target) {
             Some(t) => t.code.with_code_effects(t, sql, summary, lineage).await,
             None => summary,

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::codec::backend_key_data::BackendKeyData;
-use crate::codec::startup::{self, CancelRequest};
+use crate::protocols::postgres::codec::backend_key_data::BackendKeyData;
+use crate::protocols::postgres::codec::startup::{self, CancelRequest};
 
 /// How to reach the upstream of one session to cancel its query.
 #[derive(Clone)]

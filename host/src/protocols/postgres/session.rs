@@ -25,16 +25,16 @@ use super::framed::{read_message, read_startup_packet, send};
 use super::stream::Stream;
 use super::upstream::{self, UpstreamLogin};
 use super::{pump, RelayError};
-use crate::codec::error_response::ErrorFields;
-use crate::codec::startup::{StartupMessage, StartupPacket};
-use crate::codec::{
-    authentication, backend_key_data, negotiate_protocol_version, sqlstate, startup,
-};
 use crate::config::Target;
 use crate::gateway::core::ActiveGuard;
 use crate::gateway::{admission, Core};
 use crate::identity::{Identity, MAX_TOKEN_BYTES};
 use crate::policy::{Policy, SessionInfo};
+use crate::protocols::postgres::codec::error_response::ErrorFields;
+use crate::protocols::postgres::codec::startup::{StartupMessage, StartupPacket};
+use crate::protocols::postgres::codec::{
+    authentication, backend_key_data, negotiate_protocol_version, sqlstate, startup,
+};
 use crate::store::{now_micros, Record, SessionEnd};
 
 /// Per-listener settings a session needs.
@@ -202,7 +202,7 @@ pub async fn serve(
         // Stop whatever the revoked session still runs upstream.
         let key = registration.client_key();
         gw.cancels
-            .cancel(crate::codec::startup::CancelRequest {
+            .cancel(crate::protocols::postgres::codec::startup::CancelRequest {
                 process_id: key.process_id,
                 secret_key: key.secret_key,
             })
@@ -247,7 +247,7 @@ struct Ready {
     /// How `application_name` reads upstream and to the client.
     app_name: AppName,
     /// The client encoding the session starts in.
-    client_encoding: crate::codec::encoding::ClientEncoding,
+    client_encoding: crate::protocols::postgres::codec::encoding::ClientEncoding,
     /// Whether the server converts client text.
     server_converts: bool,
 }
@@ -430,9 +430,9 @@ async fn start(
     let Some(pw) = read_message(&mut stream, &mut inbuf, MAX_TOKEN_BYTES + 1024)
         .await
         .map_err(|e| match e {
-            RelayError::Codec(crate::codec::CodecError::TooLarge { .. }) => {
-                RelayError::Refused("password message too large".into())
-            }
+            RelayError::Codec(crate::protocols::postgres::codec::CodecError::TooLarge {
+                ..
+            }) => RelayError::Refused("password message too large".into()),
             other => other,
         })?
     else {

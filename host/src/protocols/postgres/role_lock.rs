@@ -19,8 +19,8 @@
 //! for a role itself ([`startup_violation`]): a switch there would pass no
 //! plugin.
 
-use crate::codec::startup::StartupMessage;
-use crate::sql::QuerySummary;
+use crate::protocols::postgres::codec::startup::StartupMessage;
+use crate::protocols::postgres::sql::QuerySummary;
 
 /// Start-up settings that choose the upstream identity.
 const IDENTITY_SETTINGS: &[&str] = &["role", "session_authorization"];
@@ -141,7 +141,7 @@ mod tests {
             "PREPARE p AS SELECT set_config('role', 'none', false)",
             "SELEC 1",
         ] {
-            let summary = crate::sql::summarize(sql);
+            let summary = crate::protocols::postgres::sql::summarize(sql);
             assert!(violation(&summary, "shop_agent").is_some(), "{sql}");
         }
         for sql in [
@@ -150,7 +150,7 @@ mod tests {
             "RESET ALL",
             "SET search_path = public",
         ] {
-            let summary = crate::sql::summarize(sql);
+            let summary = crate::protocols::postgres::sql::summarize(sql);
             assert!(violation(&summary, "shop_agent").is_none(), "{sql}");
         }
     }

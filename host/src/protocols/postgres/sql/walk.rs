@@ -337,7 +337,7 @@ const ENCODING_SETTING: &str = "client_encoding";
 /// Whether an encoding name (a constant, or `None` when it is not one) may
 /// be one the gateway does not read.
 fn not_read(name: Option<String>) -> bool {
-    name.is_none_or(|n| !crate::codec::encoding::is_read(&n))
+    name.is_none_or(|n| !crate::protocols::postgres::codec::encoding::is_read(&n))
 }
 
 /// `SET client_encoding` / `SET NAMES` to an encoding the gateway does not

@@ -20,8 +20,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::sql::lineage::Lineage;
-use crate::sql::QuerySummary;
+use crate::protocols::postgres::sql::lineage::Lineage;
+use crate::protocols::postgres::sql::QuerySummary;
 
 /// Prepared statements (or portals) tracked per session. Beyond this the
 /// session ends rather than forget one: a forgotten statement's results
@@ -71,7 +71,7 @@ pub struct Source {
 
 impl Source {
     /// The statement itself, when its summary is known.
-    pub fn summarized(&self) -> Option<&crate::sql::StatementSummary> {
+    pub fn summarized(&self) -> Option<&crate::protocols::postgres::sql::StatementSummary> {
         self.summary.0.as_ref()?.statements.get(self.statement)
     }
 }
@@ -265,7 +265,7 @@ fn resolve<'a>(source: &'a Source, names: &'a Names) -> Option<&'a Source> {
 
 /// A statement's output lineage, checked against the server's count.
 fn counted(
-    statement: &crate::sql::lineage::StatementLineage,
+    statement: &crate::protocols::postgres::sql::lineage::StatementLineage,
     columns: usize,
 ) -> Option<Cow<'_, [Lineage]>> {
     let output = statement.output.as_ref()?;
@@ -287,8 +287,8 @@ fn counted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::lineage::{SourceColumn, StatementLineage};
-    use crate::sql::StatementSummary;
+    use crate::protocols::postgres::sql::lineage::{SourceColumn, StatementLineage};
+    use crate::protocols::postgres::sql::StatementSummary;
 
     fn judged(statements: Vec<(&str, Option<Vec<Lineage>>)>) -> Judged {
         let summaries = statements

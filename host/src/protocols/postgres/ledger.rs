@@ -126,7 +126,7 @@ impl Ledger {
         self.seq += 1;
         let (kinds, read, written) = match &note.summary {
             Some(s) => {
-                let name = |t: &crate::sql::TableName| match &t.schema {
+                let name = |t: &crate::protocols::postgres::sql::TableName| match &t.schema {
                     Some(schema) => format!("{schema}.{}", t.name),
                     None => t.name.clone(),
                 };
@@ -365,7 +365,7 @@ impl Ledger {
 
     /// `CommandComplete` with `tag`.
     pub fn command_complete(&mut self, tag: &str) {
-        let rows = crate::codec::command_complete::rows(tag);
+        let rows = crate::protocols::postgres::codec::command_complete::rows(tag);
         if let Some(o) = self.current() {
             if let (Some(r), Some(n)) = (o.record.as_mut(), rows) {
                 r.rows = Some(r.rows.unwrap_or(0) + n);
@@ -402,7 +402,9 @@ impl Ledger {
     pub fn withheld(&mut self, reason: &str) {
         if let Some(o) = self.current() {
             if let Some(r) = o.record.as_mut() {
-                r.sqlstate = Some(crate::codec::sqlstate::INSUFFICIENT_PRIVILEGE.to_string());
+                r.sqlstate = Some(
+                    crate::protocols::postgres::codec::sqlstate::INSUFFICIENT_PRIVILEGE.to_string(),
+                );
                 r.error = Some(reason.to_string());
             }
             if !o.simple {

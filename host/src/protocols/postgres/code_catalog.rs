@@ -6,8 +6,8 @@
 //! changes code or tables ([`CodeCache::invalidate`]).
 //!
 //! [`CodeCache::with_code_effects`] turns a statement summary into one that
-//! also carries the effects of the code it runs (see [`crate::sql::code`])
-//! and, when asked, the lineage of its values ([`crate::sql::lineage`]).
+//! also carries the effects of the code it runs (see [`crate::protocols::postgres::sql::code`])
+//! and, when asked, the lineage of its values ([`crate::protocols::postgres::sql::lineage`]).
 //! Lookups run in rounds: what one round's analysis asked for and the cache
 //! did not hold is fetched, then the analysis runs again, at most
 //! [`ROUNDS`] times; what is still missing counts as unknown.
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use super::catalog::{literal, CatalogError};
 use super::session::TargetContext;
-use crate::sql::code::{self, Cascade, CodeCatalog, Fired, Routine};
-use crate::sql::lineage;
-use crate::sql::Action;
-use crate::sql::{QuerySummary, TableName};
+use crate::protocols::postgres::sql::code::{self, Cascade, CodeCatalog, Fired, Routine};
+use crate::protocols::postgres::sql::lineage;
+use crate::protocols::postgres::sql::Action;
+use crate::protocols::postgres::sql::{QuerySummary, TableName};
 
 /// How long code read from the catalog is trusted. Code changed by a
 /// session of this gateway is re-read at once; code changed elsewhere (a
@@ -528,10 +528,11 @@ fn analyse(sql: &str, summary: &QuerySummary, snap: &Snapshot<'_>, lineage: bool
         }
     }
     if lineage {
-        out.lineage = crate::sql::on_parser_stack(|| lineage::analyze(sql, snap))
-            .ok()
-            .and_then(Result::ok)
-            .filter(|l| l.len() == out.statements.len());
+        out.lineage =
+            crate::protocols::postgres::sql::on_parser_stack(|| lineage::analyze(sql, snap))
+                .ok()
+                .and_then(Result::ok)
+                .filter(|l| l.len() == out.statements.len());
     }
     out
 }
@@ -544,7 +545,7 @@ fn reads_tables(summary: &QuerySummary) -> bool {
 
 /// Whether a statement could run code: it calls a function outside
 /// `pg_catalog`, or writes (triggers, rules, views, cascades).
-fn runs_code_statement(st: &crate::sql::StatementSummary) -> bool {
+fn runs_code_statement(st: &crate::protocols::postgres::sql::StatementSummary) -> bool {
     !st.actions.is_empty() || st.functions.iter().any(|f| !f.starts_with("pg_catalog."))
 }
 

@@ -7,10 +7,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
 use crate::approvals::{Approvals, NewRequest, RequestError, Requester, Waited};
-use crate::codec::error_response::{ErrorFields, Severity};
-use crate::codec::sqlstate;
 use crate::identity::Identity;
 use crate::policy::QueryNote;
+use crate::protocols::postgres::codec::error_response::{ErrorFields, Severity};
+use crate::protocols::postgres::codec::sqlstate;
 
 /// SQLSTATE of a statement cancelled (by the client, or a timeout).
 const QUERY_CANCELED: &str = "57014";

@@ -21,8 +21,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::codec::{bind, CodecError};
 use crate::policy::QueryNote;
+use crate::protocols::postgres::codec::{bind, CodecError};
 
 /// Held statements, and portals of them, remembered at most; past this a
 /// new hold is refused (never an old one forgotten).
@@ -287,7 +287,7 @@ pub fn step(
     let summary = note
         .summary
         .clone()
-        .unwrap_or_else(|| crate::sql::shared_cache().get(sql));
+        .unwrap_or_else(|| crate::protocols::postgres::sql::shared_cache().get(sql));
     let runs: Vec<Arc<HeldStatement>> = summary
         .statements
         .iter()

@@ -12,9 +12,9 @@
 
 use bytes::BytesMut;
 
-use crate::codec::error_response::{ErrorFields, Severity};
-use crate::codec::{data_row, parameter_status, peek_frame, sqlstate};
 use crate::identity::Identity;
+use crate::protocols::postgres::codec::error_response::{ErrorFields, Severity};
+use crate::protocols::postgres::codec::{data_row, parameter_status, peek_frame, sqlstate};
 
 /// PostgreSQL's identifier limit in bytes (`NAMEDATALEN - 1`), which is
 /// also what `pg_stat_activity` keeps of an `application_name`.
@@ -192,7 +192,7 @@ fn reported(name: &str, major: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ready_for_query;
+    use crate::protocols::postgres::codec::ready_for_query;
 
     fn identity(user: &str, chain: &[&str]) -> Identity {
         Identity {

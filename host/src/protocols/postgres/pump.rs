@@ -53,18 +53,18 @@ use super::result_lineage::{self, Closed, Judged, Names, Source};
 use super::stream::Stream;
 use super::RelayError;
 use crate::audit::AuditLog;
-use crate::codec::encoding::ClientEncoding;
-use crate::codec::error_response::ErrorFields;
-use crate::codec::tags::{backend as be, frontend as fe};
-use crate::codec::{
-    bind, command_complete, data_row, describe, error_response, parameter_status, parse,
-    peek_frame, query, row_description, sqlstate,
-};
 use crate::policy::{
     EndReason, QueryEvent, QueryNote, ResultColumn, ResultPlan, RowEdit, SessionPolicy, ValueEdit,
     Verdict,
 };
-use crate::sql::lineage::Lineage;
+use crate::protocols::postgres::codec::encoding::ClientEncoding;
+use crate::protocols::postgres::codec::error_response::ErrorFields;
+use crate::protocols::postgres::codec::tags::{backend as be, frontend as fe};
+use crate::protocols::postgres::codec::{
+    bind, command_complete, data_row, describe, error_response, parameter_status, parse,
+    peek_frame, query, row_description, sqlstate,
+};
+use crate::protocols::postgres::sql::lineage::Lineage;
 use crate::store::Record;
 
 /// Read buffer growth step.
@@ -607,14 +607,18 @@ async fn client_to_server(
             let available = buf.len() - pos;
             copy.message(h.tag, shared.copy_start.ready_seen())
                 .map_err(|_| {
-                    RelayError::Codec(crate::codec::CodecError::Invalid(copy_in::SENT_DURING_COPY))
+                    RelayError::Codec(crate::protocols::postgres::codec::CodecError::Invalid(
+                        copy_in::SENT_DURING_COPY,
+                    ))
                 })?;
             // A Sync or Flush with a body: PostgreSQL refuses it, and the
             // batch would not end (or go on) where the gateway thinks.
             if matches!(h.tag, fe::SYNC | fe::FLUSH) && h.total_len != 5 {
-                return Err(RelayError::Codec(crate::codec::CodecError::Invalid(
-                    "Sync or Flush with a body",
-                )));
+                return Err(RelayError::Codec(
+                    crate::protocols::postgres::codec::CodecError::Invalid(
+                        "Sync or Flush with a body",
+                    ),
+                ));
             }
             let statement_work = !matches!(
                 h.tag,
@@ -1224,7 +1228,7 @@ async fn client_to_server(
 /// which result is which) depends on. No driver does this; the session is
 /// ended with a protocol error rather than relayed out of step.
 fn mid_batch() -> RelayError {
-    RelayError::Codec(crate::codec::CodecError::Invalid(
+    RelayError::Codec(crate::protocols::postgres::codec::CodecError::Invalid(
         "message order: a Query or FunctionCall inside an unfinished extended-protocol batch (send Sync first)",
     ))
 }
@@ -1365,12 +1369,15 @@ fn changes_catalog(note: &QueryNote) -> bool {
 
 /// The summary the host and the policy judge `sql` by — with the effects
 /// of the code it runs — or `None` when neither reads SQL.
-async fn judged_summary(shared: &Shared, sql: &str) -> Option<Arc<crate::sql::QuerySummary>> {
+async fn judged_summary(
+    shared: &Shared,
+    sql: &str,
+) -> Option<Arc<crate::protocols::postgres::sql::QuerySummary>> {
     let catalog = &shared.catalog;
     if !shared.judges_sql {
         return None;
     }
-    let base = crate::sql::shared_cache().get(sql);
+    let base = crate::protocols::postgres::sql::shared_cache().get(sql);
     Some(
         catalog
             .with_code_effects(sql, base, shared.wants_rows)
@@ -1549,7 +1556,7 @@ fn failing_query(marker: &str) -> Bytes {
 /// rest of the batch up to its `Sync`, which the client sends).
 fn failing_parse(marker: &str) -> Bytes {
     let mut b = BytesMut::new();
-    crate::codec::MessageWriter::start(&mut b, Some(fe::PARSE))
+    crate::protocols::postgres::codec::MessageWriter::start(&mut b, Some(fe::PARSE))
         .cstr("_portcullis_refused")
         .cstr(&refusal_sql(marker))
         .i16(0);
