@@ -21,6 +21,7 @@
 //!   views, so a statement is judged with the effects of the code it runs;
 //! - `app_name` names the person upstream in `application_name` and gives
 //!   the client back the name it set;
+//! - [`refusal`] names why a start-up is refused and words its `FATAL`;
 //! - [`read_only`] is the host's check for read-only delegated sessions;
 //! - [`role_lock`] keeps sessions on the upstream role their groups map to;
 //! - `framed` and `stream` are the small I/O helpers they share.
@@ -44,6 +45,7 @@ mod ledger;
 mod marked_names;
 mod pump;
 pub mod read_only;
+pub mod refusal;
 mod responses;
 mod result_lineage;
 pub mod role_lock;

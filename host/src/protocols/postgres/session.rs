@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use super::app_name::AppName;
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::framed::{read_message, read_startup_packet, send};
+use super::refusal::StartupRefusal;
 use super::stream::Stream;
 use super::upstream::{self, UpstreamLogin};
 use super::{pump, RelayError};
@@ -30,10 +31,9 @@ use crate::gateway::core::ActiveGuard;
 use crate::gateway::{admission, Core};
 use crate::identity::{Identity, MAX_TOKEN_BYTES};
 use crate::policy::{Policy, SessionInfo};
-use crate::protocols::postgres::codec::error_response::ErrorFields;
 use crate::protocols::postgres::codec::startup::{StartupMessage, StartupPacket};
 use crate::protocols::postgres::codec::{
-    authentication, backend_key_data, negotiate_protocol_version, sqlstate, startup,
+    authentication, backend_key_data, negotiate_protocol_version, startup,
 };
 use crate::store::{now_micros, Record, SessionEnd};
 
@@ -252,8 +252,9 @@ struct Ready {
     server_converts: bool,
 }
 
-/// Sends a FATAL error and reports the session as refused.
-async fn refuse(stream: &mut Stream, fields: ErrorFields) -> RelayError {
+/// Sends the refusal's `FATAL` and reports the session as refused.
+async fn refuse(stream: &mut Stream, why: StartupRefusal) -> RelayError {
+    let fields = why.fields();
     let mut buf = BytesMut::new();
     fields.encode(&mut buf);
     let _ = send(stream, &mut buf).await;
@@ -291,14 +292,7 @@ async fn negotiate(
         match startup::decode(&packet)? {
             StartupPacket::SslRequest => {
                 if stream.is_tls() {
-                    return Err(refuse(
-                        &mut stream,
-                        ErrorFields::fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            "SSLRequest received inside TLS",
-                        ),
-                    )
-                    .await);
+                    return Err(refuse(&mut stream, StartupRefusal::SslInsideTls).await);
                 }
                 let Stream::Plain(mut tcp) = stream else {
                     return Err(RelayError::Refused("unreachable stream state".into()));
@@ -332,15 +326,7 @@ async fn negotiate(
 pub async fn refuse_too_many(tcp: TcpStream, lc: Arc<ListenerContext>, gw: Arc<GatewayContext>) {
     let work = async {
         if let Some((mut stream, _)) = negotiate(tcp, &lc, &gw).await? {
-            return Err(refuse(
-                &mut stream,
-                ErrorFields::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    "sorry, too many clients already",
-                )
-                .with_hint("try again later, or ask the gateway operator to raise max_clients"),
-            )
-            .await);
+            return Err(refuse(&mut stream, StartupRefusal::TooManyClients).await);
         }
         Ok::<_, RelayError>(())
     };
@@ -361,26 +347,13 @@ async fn start(
     };
     let plaintext_ok = lc.plaintext_allowed && peer.ip().is_loopback();
     if !stream.is_tls() && !plaintext_ok {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(
-                sqlstate::INVALID_AUTHORIZATION,
-                "this gateway accepts tokens only over TLS",
-            )
-            .with_hint("connect with sslmode=require (or verify-full)"),
-        )
-        .await);
+        return Err(refuse(&mut stream, StartupRefusal::PlaintextNotAllowed).await);
     }
     if msg.major != 3 {
+        let (major, minor) = (msg.major, msg.minor);
         return Err(refuse(
             &mut stream,
-            ErrorFields::fatal(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                format!(
-                    "unsupported frontend protocol {}.{}: the gateway speaks 3.0",
-                    msg.major, msg.minor
-                ),
-            ),
+            StartupRefusal::UnsupportedProtocol { major, minor },
         )
         .await);
     }
@@ -388,14 +361,7 @@ async fn start(
         .param("replication")
         .is_some_and(|v| v != "false" && v != "0" && v != "off")
     {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "replication connections are not supported through the gateway",
-            ),
-        )
-        .await);
+        return Err(refuse(&mut stream, StartupRefusal::Replication).await);
     }
     let mut out = BytesMut::new();
     let unsupported: Vec<&str> = msg
@@ -408,15 +374,7 @@ async fn start(
         negotiate_protocol_version::encode(&mut out, 0, &unsupported);
     }
     let Some(user) = msg.param("user").filter(|u| !u.is_empty()) else {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(
-                sqlstate::INVALID_AUTHORIZATION,
-                "no user name in the start-up message",
-            )
-            .with_hint("set user to the name in your token (e.g. your e-mail address)"),
-        )
-        .await);
+        return Err(refuse(&mut stream, StartupRefusal::NoUser).await);
     };
     let target_name = msg
         .param("database")
@@ -441,13 +399,7 @@ async fn start(
     };
     let token = match authentication::decode_password(&pw) {
         Ok(t) => t,
-        Err(_) => {
-            return Err(refuse(
-                &mut stream,
-                ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, "expected a password message"),
-            )
-            .await)
-        }
+        Err(_) => return Err(refuse(&mut stream, StartupRefusal::NotAPassword).await),
     };
     let admitted = async {
         let identity = admission::authenticate(
@@ -467,14 +419,10 @@ async fn start(
     .await;
     let (identity, target) = match admitted {
         Ok(a) => a,
-        Err(r) => return Err(refuse(&mut stream, refusal_error(r)).await),
+        Err(r) => return Err(refuse(&mut stream, r.into()).await),
     };
     if let Some(why) = super::role_lock::startup_violation(&msg) {
-        return Err(refuse(
-            &mut stream,
-            ErrorFields::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, why),
-        )
-        .await);
+        return Err(refuse(&mut stream, StartupRefusal::LeavesPinnedRole(why)).await);
     }
     let upstream_role = target
         .cfg
@@ -496,22 +444,16 @@ async fn start(
     .await
     {
         Ok(opened) => opened,
-        Err(r) => return Err(refuse(&mut stream, refusal_error(r)).await),
+        Err(r) => return Err(refuse(&mut stream, r.into()).await),
     };
     let password = match target.credential.password().await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(target = %target.cfg.name, error = %e, "upstream password unavailable");
+            let target = target.cfg.name.clone();
             return Err(refuse(
                 &mut stream,
-                ErrorFields::fatal(
-                    sqlstate::UNABLE_TO_CONNECT,
-                    format!(
-                        "the gateway cannot log in to target \"{}\": its credential is unavailable",
-                        target.cfg.name
-                    ),
-                )
-                .with_hint("tell the gateway operator; the gateway log has the details"),
+                StartupRefusal::CredentialUnavailable { target },
             )
             .await);
         }
@@ -526,20 +468,10 @@ async fn start(
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(target = %target.cfg.name, error = %e, "upstream login failed");
-            let code = match e {
-                upstream::UpstreamError::Rejected { .. } => sqlstate::SERVER_REJECTED_CONNECTION,
-                _ => sqlstate::UNABLE_TO_CONNECT,
-            };
+            let target = target.cfg.name.clone();
             return Err(refuse(
                 &mut stream,
-                ErrorFields::fatal(
-                    code,
-                    format!(
-                        "cannot open a session on target \"{}\": {e}",
-                        target.cfg.name
-                    ),
-                )
-                .with_hint("try again; if it persists, tell the gateway operator"),
+                StartupRefusal::UpstreamLogin { target, error: e },
             )
             .await);
         }
@@ -580,28 +512,6 @@ async fn start(
         client_encoding: up.client_encoding,
         server_converts: up.server_converts,
     }))
-}
-
-/// The `FATAL` a client gets for a refused admission.
-fn refusal_error(r: admission::Refusal) -> ErrorFields {
-    use admission::RefusalKind::*;
-    let code = match r.kind {
-        BadCredential => sqlstate::INVALID_PASSWORD,
-        NotAuthorized => sqlstate::INVALID_AUTHORIZATION,
-        UnknownTarget => sqlstate::INVALID_CATALOG_NAME,
-        PolicyRefused => sqlstate::INSUFFICIENT_PRIVILEGE,
-        Unavailable => sqlstate::SYSTEM_ERROR,
-    };
-    let hint = match (r.hint, r.kind) {
-        (Some(h), _) => Some(h),
-        (None, UnknownTarget) => Some("set dbname to the name of a configured target".to_string()),
-        (None, _) => None,
-    };
-    let fields = ErrorFields::fatal(code, r.message);
-    match hint {
-        Some(h) => fields.with_hint(h),
-        None => fields,
-    }
 }
 
 /// Start-up parameters passed upstream: everything the client set except
