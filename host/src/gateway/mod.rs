@@ -5,12 +5,18 @@
 //!   the count of connections being served;
 //! - [`admission`]: token → revocation check → user match → target
 //!   authorization → session id → policy session → session record, with
-//!   refusals a protocol turns into its own errors.
+//!   refusals a protocol turns into its own errors;
+//! - [`hold`]: an action held for approval — grant, request, wait, and
+//!   why it does not run, for the protocol to word;
+//! - [`lifecycle`]: an admitted session's life — metrics, the revocation
+//!   watch of its delegation chain, and its end (policy told, end record).
 //!
 //! A protocol (today PostgreSQL, in [`crate::protocols::postgres`]) depends on this room;
 //! this room depends on no protocol.
 
 pub mod admission;
 pub mod core;
+pub mod hold;
+pub mod lifecycle;
 
 pub use self::core::Core;

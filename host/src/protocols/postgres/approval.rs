@@ -1,12 +1,13 @@
-//! Holding a statement for approval, as the relay sees it: use a grant if
-//! one covers the statement (retry mode), otherwise open a request; in wait
-//! mode tell the client at once (a `NoticeResponse`) and wait for the
-//! decision, the request's expiry, or the client's cancel request.
+//! Holding a statement for approval, as a PostgreSQL client sees it: the
+//! gateway's hold ([`crate::gateway::hold`]) settles it; in wait mode the
+//! client is told at once (a `NoticeResponse`), and a statement that does
+//! not run gets an `ErrorResponse` that says why and what to do.
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
-use crate::approvals::{Approvals, NewRequest, RequestError, Requester, Waited};
+use crate::approvals::{Approvals, Requester};
+use crate::gateway::{self, hold::HoldRefusal, hold::Settled};
 use crate::identity::Identity;
 use crate::policy::QueryNote;
 use crate::protocols::postgres::codec::error_response::{ErrorFields, Severity};
@@ -45,114 +46,69 @@ fn encode(fields: ErrorFields) -> Bytes {
     b.freeze()
 }
 
-/// Settles a statement a policy holds for approval (`reason`); sets
+/// Settles a statement a policy holds for approval (`reason`) through the
+/// gateway's hold, and words the outcome for a PostgreSQL client; sets
 /// `note.approval_id` to the request it waited for or ran under.
 pub async fn hold(h: Holder<'_>, sql: &str, note: &mut QueryNote, reason: &str) -> Held {
-    let policy = note.approval.unwrap_or_default();
-    let fingerprint = note
-        .summary
-        .as_ref()
-        .map(|s| s.fingerprint.clone())
-        .unwrap_or_default();
     let who = Requester {
         session_id: h.session_id,
         identity: h.identity,
         target: h.target,
     };
-    if !policy.wait {
-        if let Some(id) = h.approvals.use_grant(who, sql, &fingerprint).await {
-            tracing::info!(session = h.session_id, approval = %id, "statement runs under an approval grant");
-            note.approval_id = Some(id);
-            return Held::Run;
-        }
-    }
-    let new = NewRequest {
-        sql: sql.to_string(),
-        fingerprint,
-        plugin: note.decided_by.clone(),
-        rule: note.rule.clone(),
-        reason: reason.to_string(),
-        policy,
-    };
-    let (record, waiter) = match h.approvals.request(who, new).await {
-        Ok(r) => r,
-        Err(e @ (RequestError::TooMany { .. } | RequestError::TooFrequent { .. })) => {
-            return Held::Refuse(encode(
-                ErrorFields::error(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    format!("statement needs approval ({reason}), but no request was made: {e}"),
-                )
-                .with_hint("ask an approver to decide your pending requests (portcullis approvals list), then run it again"),
-            ));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "approval request could not be stored; statement refused");
-            return Held::Refuse(encode(
-                ErrorFields::error(
-                    sqlstate::SYSTEM_ERROR,
-                    format!("statement needs approval ({reason}), but the gateway could not record the request"),
-                )
-                .with_hint("try again; tell the gateway operator if it persists"),
-            ));
-        }
-    };
-    let id = record.id.clone();
-    note.approval_id = Some(id.clone());
-    let Some(waiter) = waiter else {
-        return Held::Refuse(encode(
-            ErrorFields::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("statement needs approval: {reason}; approval request {id} was created"),
-            )
-            .with_hint(format!(
-                "ask an approver to run: portcullis approvals approve {id}; once approved, run the same statement again within {} minutes",
-                policy.grant_minutes
+    let notices = h.notices;
+    let waiting = |id: &str| {
+        let notice = ErrorFields {
+            severity: Severity::Notice,
+            code: "00000".into(),
+            message: format!("waiting for approval {id}: {reason}"),
+            detail: None,
+            hint: Some(format!(
+                "approvers can run: portcullis approvals approve {id} (or deny); cancel the statement to stop waiting"
             )),
-        ));
+        };
+        let _ = notices.send(encode(notice));
     };
-    let notice = ErrorFields {
-        severity: Severity::Notice,
-        code: "00000".into(),
-        message: format!("waiting for approval {id}: {reason}"),
-        detail: None,
-        hint: Some(format!(
-            "approvers can run: portcullis approvals approve {id} (or deny); cancel the statement to stop waiting"
+    match gateway::hold::hold(h.approvals, who, sql, note, reason, waiting, h.cancel).await {
+        Settled::Run => Held::Run,
+        Settled::Refused(why) => Held::Refuse(encode(refusal(why, reason))),
+    }
+}
+
+/// The `ErrorResponse` for a held statement that does not run.
+fn refusal(why: HoldRefusal, reason: &str) -> ErrorFields {
+    match why {
+        HoldRefusal::NotRequested(e) => ErrorFields::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("statement needs approval ({reason}), but no request was made: {e}"),
+        )
+        .with_hint("ask an approver to decide your pending requests (portcullis approvals list), then run it again"),
+        HoldRefusal::NotStored => ErrorFields::error(
+            sqlstate::SYSTEM_ERROR,
+            format!("statement needs approval ({reason}), but the gateway could not record the request"),
+        )
+        .with_hint("try again; tell the gateway operator if it persists"),
+        HoldRefusal::Requested { id, grant_minutes } => ErrorFields::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("statement needs approval: {reason}; approval request {id} was created"),
+        )
+        .with_hint(format!(
+            "ask an approver to run: portcullis approvals approve {id}; once approved, run the same statement again within {grant_minutes} minutes"
         )),
-    };
-    let _ = h.notices.send(encode(notice));
-    match h.approvals.wait(&record, waiter, h.cancel).await {
-        Waited::Approved(_) => Held::Run,
-        Waited::Denied(r) => {
-            let by = r
-                .votes
-                .iter()
-                .find(|v| !v.approve)
-                .map(|v| match &v.comment {
-                    Some(c) => format!("{}: {c}", v.approver),
-                    None => v.approver.clone(),
-                })
-                .unwrap_or_else(|| "an approver".into());
-            Held::Refuse(encode(
-                ErrorFields::error(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    format!("approval {id} was denied by {by}; the statement was not run"),
-                )
-                .with_hint("talk to the approver, or change the statement"),
-            ))
-        }
-        Waited::Expired => Held::Refuse(encode(
-            ErrorFields::error(
-                QUERY_CANCELED,
-                format!(
-                    "approval {id} timed out after {} seconds without a decision; the statement was not run",
-                    policy.timeout_secs
-                ),
-            )
-            .with_hint("run it again to ask again, or reach an approver first"),
-        )),
-        Waited::Cancelled => Held::Refuse(encode(ErrorFields::error(
+        HoldRefusal::Denied { id, by } => ErrorFields::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("approval {id} was denied by {by}; the statement was not run"),
+        )
+        .with_hint("talk to the approver, or change the statement"),
+        HoldRefusal::Expired { id, timeout_secs } => ErrorFields::error(
+            QUERY_CANCELED,
+            format!(
+                "approval {id} timed out after {timeout_secs} seconds without a decision; the statement was not run"
+            ),
+        )
+        .with_hint("run it again to ask again, or reach an approver first"),
+        HoldRefusal::Cancelled { id } => ErrorFields::error(
             QUERY_CANCELED,
             format!("canceling statement due to user request (approval {id} withdrawn)"),
-        ))),
+        ),
     }
 }

@@ -194,14 +194,7 @@ pub struct SessionContext {
     pub server_converts: bool,
 }
 
-/// Bytes a session moved.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Traffic {
-    /// Read from the client.
-    pub from_client: u64,
-    /// Read from the server for the client.
-    pub to_client: u64,
-}
+use crate::gateway::lifecycle::Traffic;
 
 /// The session's identity and approvals, for statements held for approval.
 struct SessionInfoForHold {

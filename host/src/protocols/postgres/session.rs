@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use super::upstream::{self, UpstreamLogin};
 use super::{pump, RelayError};
 use crate::config::Target;
 use crate::gateway::core::ActiveGuard;
+use crate::gateway::lifecycle::SessionLife;
 use crate::gateway::{admission, Core};
 use crate::identity::{Identity, MAX_TOKEN_BYTES};
 use crate::policy::{Policy, SessionInfo};
@@ -35,7 +35,6 @@ use crate::protocols::postgres::codec::startup::{StartupMessage, StartupPacket};
 use crate::protocols::postgres::codec::{
     authentication, backend_key_data, negotiate_protocol_version, startup,
 };
-use crate::store::{now_micros, Record, SessionEnd};
 
 /// Per-listener settings a session needs.
 pub struct ListenerContext {
@@ -148,16 +147,7 @@ pub async fn serve(
     );
     // A session opened with a delegated token closes when a token of its
     // chain is revoked.
-    let (_live, revoked) = match &info.identity.delegation {
-        Some(d) => {
-            let (live, rx) = gw.core.revocations.register(info.session_id, d);
-            (Some(live), Some(rx))
-        }
-        None => (None, None),
-    };
-    let metrics = crate::metrics::global();
-    metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
-    metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
+    let (life, revoked) = SessionLife::begin(&gw.core, &info);
     let catalog = super::catalog::TargetCatalog::new(gw.clone(), info.target.clone());
     let strict = gw
         .targets
@@ -197,7 +187,6 @@ pub async fn serve(
         ctx,
     )
     .await;
-    policy.on_session_end(&reason);
     if matches!(reason, crate::policy::EndReason::Revoked(_)) {
         // Stop whatever the revoked session still runs upstream.
         let key = registration.client_key();
@@ -208,23 +197,7 @@ pub async fn serve(
             })
             .await;
     }
-    metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
-    metrics
-        .bytes_from_clients
-        .fetch_add(traffic.from_client, Ordering::Relaxed);
-    metrics
-        .bytes_to_clients
-        .fetch_add(traffic.to_client, Ordering::Relaxed);
-    gw.core
-        .audit
-        .record(Record::SessionEnd(SessionEnd {
-            id: info.session_id,
-            ended_at: now_micros(),
-            reason: reason.to_string(),
-            bytes_from_client: traffic.from_client,
-            bytes_to_client: traffic.to_client,
-        }))
-        .await;
+    life.end(&gw.core, policy.as_mut(), &reason, traffic).await;
     drop(registration);
     tracing::info!(session = info.session_id, reason = ?reason, "session ended");
 }

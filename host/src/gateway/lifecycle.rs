@@ -1,0 +1,86 @@
+//! The life of an admitted session, whatever its protocol: it counts in the
+//! metrics while it lives, learns when a delegated token of its chain is
+//! revoked, and ends with its policy told, the metrics settled and its end
+//! record written. A protocol calls [`SessionLife::begin`] once admission
+//! has opened the session and [`SessionLife::end`] when its relay returns;
+//! what only the protocol can do (PostgreSQL: cancel what a revoked session
+//! still runs upstream) happens in between.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+
+use super::Core;
+use crate::delegation::revocations::LiveSession;
+use crate::policy::{EndReason, SessionInfo, SessionPolicy};
+use crate::store::{now_micros, Record, SessionEnd};
+
+/// Bytes a session moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    /// Read from the client.
+    pub from_client: u64,
+    /// Read from the server for the client.
+    pub to_client: u64,
+}
+
+/// A session between admission and its end.
+pub struct SessionLife {
+    session_id: u64,
+    /// Keeps the session in the revocation watch while it lives.
+    _revocation: Option<LiveSession>,
+}
+
+impl SessionLife {
+    /// Counts the session as active and, for a delegated token, watches its
+    /// chain: the receiver gets the reason when a token of it is revoked.
+    pub fn begin(
+        core: &Core,
+        info: &SessionInfo,
+    ) -> (Self, Option<watch::Receiver<Option<String>>>) {
+        let (revocation, revoked) = match &info.identity.delegation {
+            Some(d) => {
+                let (live, rx) = core.revocations.register(info.session_id, d);
+                (Some(live), Some(rx))
+            }
+            None => (None, None),
+        };
+        let metrics = crate::metrics::global();
+        metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+        metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
+        let life = Self {
+            session_id: info.session_id,
+            _revocation: revocation,
+        };
+        (life, revoked)
+    }
+
+    /// Ends the session: tells its policy why, settles the metrics and
+    /// queues its end record.
+    pub async fn end(
+        self,
+        core: &Core,
+        policy: &mut dyn SessionPolicy,
+        reason: &EndReason,
+        traffic: Traffic,
+    ) {
+        policy.on_session_end(reason);
+        let metrics = crate::metrics::global();
+        metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
+        metrics
+            .bytes_from_clients
+            .fetch_add(traffic.from_client, Ordering::Relaxed);
+        metrics
+            .bytes_to_clients
+            .fetch_add(traffic.to_client, Ordering::Relaxed);
+        core.audit
+            .record(Record::SessionEnd(SessionEnd {
+                id: self.session_id,
+                ended_at: now_micros(),
+                reason: reason.to_string(),
+                bytes_from_client: traffic.from_client,
+                bytes_to_client: traffic.to_client,
+            }))
+            .await;
+    }
+}
