@@ -23,6 +23,8 @@ pub struct SessionInfo {
     pub identity: Identity,
     /// Target name (the client's `dbname`).
     pub target: String,
+    /// The target's protocol, as configured (`postgres`).
+    pub protocol: &'static str,
     /// Client's address.
     pub client_addr: SocketAddr,
     /// Client's `application_name`, if any.

@@ -110,6 +110,7 @@ pub fn session_info() -> SessionInfo {
             delegation: None,
         },
         target: "shop".into(),
+        protocol: "postgres",
         client_addr: "127.0.0.1:5000".parse().expect("address"),
         application_name: None,
     }

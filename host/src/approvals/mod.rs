@@ -42,6 +42,8 @@ pub struct Requester<'a> {
     pub identity: &'a Identity,
     /// Its target.
     pub target: &'a str,
+    /// The target's protocol (`postgres`).
+    pub protocol: &'a str,
 }
 
 /// A statement to hold, and why.
@@ -315,6 +317,7 @@ impl Approvals {
             issuer: who.identity.issuer.clone(),
             actor_chain: who.identity.actor_chain.clone(),
             target: who.target.to_string(),
+            protocol: who.protocol.to_string(),
             sql: new.sql,
             fingerprint: new.fingerprint,
             plugin: new.plugin,
@@ -633,6 +636,7 @@ mod tests {
                 session_id: 1,
                 identity: who,
                 target: "orders",
+                protocol: "postgres",
             },
             NewRequest {
                 sql: "update orders set x = 1".into(),
@@ -754,6 +758,7 @@ mod tests {
             session_id: 1,
             identity: &alice,
             target: "orders",
+            protocol: "postgres",
         };
         s.request(who, ask("update orders set x = 2"))
             .await
@@ -825,6 +830,7 @@ mod tests {
             session_id: 2,
             identity: &alice,
             target: "orders",
+            protocol: "postgres",
         };
         let sql = "update orders set x = 1";
         assert_eq!(

@@ -47,13 +47,14 @@ fn render_list(list: &[ApprovalRecord]) -> String {
 /// The detail view of one request.
 pub fn render_one(a: &ApprovalRecord) -> String {
     let mut text = format!(
-        "approval {}\n  status:    {}\n  requested: {} by {} (session {})\n  target:    {}\n  reason:    {}\n  rule:      {}{}\n  mode:      {}; {} approval(s) needed; open until {}\n  statement: {}\n",
+        "approval {}\n  status:    {}\n  requested: {} by {} (session {})\n  target:    {} ({})\n  reason:    {}\n  rule:      {}{}\n  mode:      {}; {} approval(s) needed; open until {}\n  statement: {}\n",
         a.id,
         a.status.as_str(),
         format_time(a.created_at),
         who(a),
         a.session_id,
         a.target,
+        a.protocol,
         a.reason,
         a.rule.as_deref().unwrap_or("-"),
         a.plugin.as_deref().map(|p| format!(" (plugin {p})")).unwrap_or_default(),

@@ -117,11 +117,12 @@ fn outcome(e: &EventRecord) -> String {
 pub fn render_show(d: &SessionDetail) -> String {
     let s = &d.session;
     let mut text = format!(
-        "session {}\n  who:     {}\n  groups:  {}\n  target:  {}\n  client:  {}{}\n  started: {}\n",
+        "session {}\n  who:     {}\n  groups:  {}\n  target:  {} ({})\n  client:  {}{}\n  started: {}\n",
         s.id,
         crate::identity::chain_text(&s.user, &s.actor_chain),
         s.groups.join(", "),
         s.target,
+        s.protocol,
         s.client_addr,
         s.application_name
             .as_deref()

@@ -194,6 +194,7 @@ pub async fn open_session(
         session_id,
         identity: identity.clone(),
         target: target.name.clone(),
+        protocol: target.protocol.as_str(),
         client_addr: peer,
         application_name: application_name.map(str::to_string),
     };
@@ -233,6 +234,7 @@ fn session_record(info: &SessionInfo) -> SessionRecord {
         issuer: info.identity.issuer.clone(),
         actor_chain: info.identity.actor_chain.clone(),
         target: info.target.clone(),
+        protocol: info.protocol.to_string(),
         client_addr: info.client_addr.to_string(),
         application_name: info.application_name.clone(),
         ended_at: None,

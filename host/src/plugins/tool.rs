@@ -131,6 +131,7 @@ pub fn test(
                 delegation: None,
             },
             target: "test".into(),
+            protocol: "postgres",
             client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             application_name: None,
         };

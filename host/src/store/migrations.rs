@@ -105,4 +105,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX approvals_requester ON approvals (subject, issuer, status);
     "#,
+    // 5: the protocol of each session and approval request (every record
+    // before this version is PostgreSQL's).
+    r#"
+    ALTER TABLE sessions ADD COLUMN protocol TEXT NOT NULL DEFAULT 'postgres';
+    ALTER TABLE approvals ADD COLUMN protocol TEXT NOT NULL DEFAULT 'postgres';
+    "#,
 ];

@@ -3,6 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The protocol of records written before records named theirs (and of
+/// answers from gateways that did not send it): PostgreSQL, the only one
+/// there was.
+fn default_protocol() -> String {
+    "postgres".to_string()
+}
+
 /// A session: who, where from, to which target, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRecord {
@@ -22,6 +29,9 @@ pub struct SessionRecord {
     pub actor_chain: Vec<String>,
     /// Target name.
     pub target: String,
+    /// The target's protocol (`postgres`).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
     /// Client address, `ip:port`.
     pub client_addr: String,
     /// The client's `application_name`.
@@ -238,6 +248,9 @@ pub struct ApprovalRecord {
     pub actor_chain: Vec<String>,
     /// Target.
     pub target: String,
+    /// The target's protocol (`postgres`).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
     /// The statement.
     pub sql: String,
     /// Its fingerprint.

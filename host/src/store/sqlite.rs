@@ -148,8 +148,8 @@ fn write_one(
     match record {
         Record::SessionStart(s) => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO sessions (id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR IGNORE INTO sessions (id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name, protocol)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 s.id as i64,
@@ -162,6 +162,7 @@ fn write_one(
                 s.target,
                 s.client_addr,
                 s.application_name,
+                s.protocol,
             ])?;
         }
         Record::SessionEnd(e) => {
@@ -210,7 +211,7 @@ fn write_one(
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name, ended_at, end_reason, bytes_from_client, bytes_to_client";
+const SESSION_COLUMNS: &str = "id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name, ended_at, end_reason, bytes_from_client, bytes_to_client, protocol";
 
 fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> {
     Ok(SessionRecord {
@@ -228,6 +229,7 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> 
         end_reason: r.get(11)?,
         bytes_from_client: r.get::<_, i64>(12)? as u64,
         bytes_to_client: r.get::<_, i64>(13)? as u64,
+        protocol: r.get(14)?,
     })
 }
 
@@ -258,7 +260,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
     })
 }
 
-const APPROVAL_COLUMNS: &str = "id, created_at, expires_at, session_id, subject, user_name, groups_json, issuer, actor_chain_json, target, sql, fingerprint, plugin, rule, reason, mode, min_approvals, status, decided_at, votes_json, grant_uses_left, grant_minutes, grant_until";
+const APPROVAL_COLUMNS: &str = "id, created_at, expires_at, session_id, subject, user_name, groups_json, issuer, actor_chain_json, target, sql, fingerprint, plugin, rule, reason, mode, min_approvals, status, decided_at, votes_json, grant_uses_left, grant_minutes, grant_until, protocol";
 
 fn approval_row(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord, rusqlite::Error> {
     Ok(ApprovalRecord {
@@ -285,6 +287,7 @@ fn approval_row(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord, rusqlite::Error
         grant_uses_left: r.get::<_, i64>(20)? as u32,
         grant_minutes: r.get::<_, i64>(21)? as u32,
         grant_until: r.get(22)?,
+        protocol: r.get(23)?,
     })
 }
 
@@ -377,7 +380,7 @@ impl Store for SqliteStore {
         let conn = self.writer();
         conn.prepare_cached(&format!(
             "INSERT OR REPLACE INTO approvals ({APPROVAL_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
         ))?
         .execute(params![
             a.id,
@@ -403,6 +406,7 @@ impl Store for SqliteStore {
             a.grant_uses_left as i64,
             a.grant_minutes as i64,
             a.grant_until,
+            a.protocol,
         ])?;
         Ok(())
     }
@@ -536,6 +540,7 @@ mod tests {
             issuer: "https://issuer".into(),
             actor_chain: vec![],
             target: "orders".into(),
+            protocol: "postgres".into(),
             client_addr: "127.0.0.1:5000".into(),
             application_name: Some("psql".into()),
             ended_at: None,
@@ -590,6 +595,52 @@ mod tests {
             Ok(())
         })?;
         assert_eq!(n, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_store_from_before_protocols_reads_as_postgres() -> Result<(), StoreError> {
+        let dir = crate::test_dir::TestDir::new("portcullis-store");
+        let path = dir.join("audit.db");
+        // A file as version 4 wrote it: no protocol columns.
+        let old = Connection::open(&path)?;
+        old.execute_batch("PRAGMA journal_mode = WAL")?;
+        for (i, sql) in MIGRATIONS.iter().take(4).enumerate() {
+            old.execute_batch(sql)?;
+            old.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        }
+        old.execute_batch(
+            "INSERT INTO sessions (id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr)
+             VALUES (7, 5, 'sub', 'alice@example.com', '[\"testers\"]', 'https://issuer', '[]', 'orders', '127.0.0.1:5000');
+             INSERT INTO approvals (id, created_at, expires_at, session_id, subject, user_name, groups_json, issuer, actor_chain_json,
+                                    target, sql, fingerprint, reason, mode, min_approvals, status, votes_json, grant_uses_left, grant_minutes)
+             VALUES ('apr_old', 1, 2, 7, 'sub', 'alice@example.com', '[]', 'https://issuer', '[]',
+                     'orders', 'delete from t', 'f', 'needs approval', 'wait', 1, 'pending', '[]', 0, 10);",
+        )?;
+        drop(old);
+        let store = SqliteStore::open(&path)?;
+        let s = store
+            .session(7)?
+            .ok_or(StoreError::Database("the old session is gone".into()))?;
+        assert_eq!(
+            (s.user.as_str(), s.protocol.as_str()),
+            ("alice@example.com", "postgres")
+        );
+        let a = store
+            .approval("apr_old")?
+            .ok_or(StoreError::Database("the old approval is gone".into()))?;
+        assert_eq!(
+            (a.sql.as_str(), a.protocol.as_str()),
+            ("delete from t", "postgres")
+        );
+        // New records keep the protocol they are written with.
+        let mut next = session(8);
+        next.protocol = "ssh".into();
+        store.write(&[Record::SessionStart(next)])?;
+        let s = store
+            .session(8)?
+            .ok_or(StoreError::Database("missing".into()))?;
+        assert_eq!(s.protocol, "ssh");
         Ok(())
     }
 

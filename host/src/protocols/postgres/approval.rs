@@ -54,6 +54,7 @@ pub async fn hold(h: Holder<'_>, sql: &str, note: &mut QueryNote, reason: &str) 
         session_id: h.session_id,
         identity: h.identity,
         target: h.target,
+        protocol: "postgres",
     };
     let notices = h.notices;
     let waiting = |id: &str| {
