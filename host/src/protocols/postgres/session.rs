@@ -100,6 +100,9 @@ pub struct GatewayContext {
     pub message_budget: Arc<super::budget::MessageBudget>,
 }
 
+/// How long the end of a revoked session waits for its upstream cancel.
+const REVOKED_CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves one accepted connection to the end.
 pub async fn serve(
     tcp: TcpStream,
@@ -188,14 +191,25 @@ pub async fn serve(
     )
     .await;
     if matches!(reason, crate::policy::EndReason::Revoked(_)) {
-        // Stop whatever the revoked session still runs upstream.
+        // Stop whatever the revoked session still runs upstream — bounded,
+        // so an upstream that accepts but never answers cannot hold back
+        // the session's end (its policy, metrics and end record).
         let key = registration.client_key();
-        gw.cancels
+        let cancel = gw
+            .cancels
             .cancel(crate::protocols::postgres::codec::startup::CancelRequest {
                 process_id: key.process_id,
                 secret_key: key.secret_key,
-            })
-            .await;
+            });
+        if tokio::time::timeout(REVOKED_CANCEL_TIMEOUT, cancel)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                session = info.session_id,
+                "the upstream did not take the revoked session's cancel in time"
+            );
+        }
     }
     life.end(&gw.core, policy.as_mut(), &reason, traffic).await;
     drop(registration);
