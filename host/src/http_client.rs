@@ -183,54 +183,12 @@ impl HttpClient {
     }
 }
 
-/// Decodes one `application/x-www-form-urlencoded` name or value (`+` is
-/// a space, `%XX` a byte; malformed escapes are kept as they are).
-pub fn form_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    i += 2;
-                    h * 16 + l
-                }
-                _ => b'%',
-            },
-            b'+' => b' ',
-            b => b,
-        };
-        out.push(decoded);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes `application/x-www-form-urlencoded` fields.
+/// Encodes `application/x-www-form-urlencoded` fields (the form body of an
+/// OAuth token request, the query of a metadata endpoint).
 pub fn form_encode(fields: &[(&str, &str)]) -> String {
-    fn enc(s: &str, out: &mut String) {
-        for b in s.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    out.push(b as char)
-                }
-                b' ' => out.push('+'),
-                _ => out.push_str(&format!("%{b:02X}")),
-            }
-        }
-    }
-    let mut out = String::new();
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        enc(k, &mut out);
-        out.push('=');
-        enc(v, &mut out);
-    }
-    out
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -117,6 +117,18 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
         403,
         "admin groups",
     );
+    // Paths are matched decoded, permissions included: an encoded letter
+    // neither hides an endpoint from its role check nor makes it unknown.
+    assert_error(
+        call(&gw, "GET", "/v1/%61udit/export", Some(&approver)).await,
+        403,
+        "admin groups",
+    );
+    assert_error(
+        call(&gw, "GET", "/v1/sessions/%39%399999999", Some(&good)).await,
+        404,
+        "no session 999999999",
+    );
     assert_error(
         call(&gw, "GET", "/v1/sessions/abc", Some(&good)).await,
         400,

@@ -16,7 +16,17 @@ use crate::store::{EventRecord, SessionQuery, SessionRecord};
 /// Routes one request.
 pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Segments are matched decoded: a client may percent-encode any byte.
+    let decoded: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let query = parse_query(req.uri().query());
     let auth = req
         .headers()
@@ -106,16 +116,8 @@ fn visible(caller: Option<&Caller>, target: &str) -> bool {
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                crate::http_client::form_decode(k),
-                crate::http_client::form_decode(v),
-            )
-        })
+    form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
 }
 

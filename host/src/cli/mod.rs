@@ -190,11 +190,17 @@ pub fn print<T: serde::de::DeserializeOwned>(
     Ok(())
 }
 
-/// Percent-encodes a query parameter value.
+/// Bytes a path segment or query value keeps as they are: RFC 3986's
+/// unreserved characters (letters, digits, `-`, `.`, `_`, `~`).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a path segment or query value.
 pub fn encode(v: &str) -> String {
-    crate::http_client::form_encode(&[("v", v)])
-        .trim_start_matches("v=")
-        .to_string()
+    percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string()
 }
 
 /// Microseconds as `12.3 ms` / `850 µs` / `2.1 s`.

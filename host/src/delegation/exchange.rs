@@ -46,11 +46,9 @@ fn refuse(code: &'static str, description: impl Into<String>) -> ExchangeError {
 
 /// Form fields, repeated keys kept in order.
 fn parse_form(body: &str) -> HashMap<String, Vec<String>> {
-    let decode = crate::http_client::form_decode;
     let mut fields: HashMap<String, Vec<String>> = HashMap::new();
-    for pair in body.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        fields.entry(decode(k)).or_default().push(decode(v));
+    for (k, v) in form_urlencoded::parse(body.as_bytes()).into_owned() {
+        fields.entry(k).or_default().push(v);
     }
     fields
 }
