@@ -185,6 +185,17 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"x": {"$ref": url}}});
         let err = validate(&json!({"x": 3}), &schema).unwrap_err();
         assert!(err.contains("may not refer to other documents"), "{err}");
+        // Nor through `$schema`: only the standard drafts, which are built in.
+        let standard = json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object"});
+        assert!(validate(&json!({}), &standard).is_ok());
+        let draft7 = json!({"$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object", "properties": {"x": {"type": "integer"}}});
+        assert!(validate(&json!({"x": 1}), &draft7).is_ok());
+        let elsewhere = json!({"$schema": "http://169.254.169.254/latest/meta-data/",
+            "type": "object"});
+        let err = validate(&json!({}), &elsewhere).unwrap_err();
+        assert!(err.contains("invalid config schema"), "{err}");
         // Its own definitions are fine.
         let local = json!({"$defs": {"s": {"type": "string"}},
             "type": "object", "properties": {"x": {"$ref": "#/$defs/s"}}});
