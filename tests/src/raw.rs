@@ -92,9 +92,17 @@ async fn read_while(s: &mut TcpStream, go_on: impl Fn(u8) -> bool) -> (Vec<u8>, 
 
 /// A `Parse` of `sql` as `statement`, no parameter types.
 pub fn parse(b: &mut BytesMut, statement: &str, sql: &str) {
+    parse_bytes(b, statement.as_bytes(), sql.as_bytes());
+}
+
+/// A `Parse` of raw bytes (names and text in a client encoding other than
+/// UTF-8), no parameter types.
+pub fn parse_bytes(b: &mut BytesMut, statement: &[u8], sql: &[u8]) {
     MessageWriter::start(b, Some(b'P'))
-        .cstr(statement)
-        .cstr(sql)
+        .bytes(statement)
+        .u8(0)
+        .bytes(sql)
+        .u8(0)
         .i16(0);
 }
 

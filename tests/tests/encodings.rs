@@ -244,16 +244,6 @@ async fn rules_hold_in_every_encoding_and_unread_ones_are_refused() {
     assert_eq!(enc, "UTF8");
 }
 
-/// A Parse with raw bytes for its name and text.
-fn parse_bytes(b: &mut BytesMut, name: &[u8], sql: &[u8]) {
-    portcullis::protocols::postgres::codec::MessageWriter::start(b, Some(b'P'))
-        .bytes(name)
-        .u8(0)
-        .bytes(sql)
-        .u8(0)
-        .i16(0);
-}
-
 /// What may switch the encoding unseen — a revert (`RESET ALL`,
 /// `ROLLBACK`, `DISCARD ALL`), a prepared `set_config`, a view whose read
 /// switches it and back within one batch — cannot make the gateway read
@@ -296,7 +286,7 @@ async fn unseen_switches_cannot_change_what_non_ascii_text_means() {
     raw::parse(&mut b, "", "SELECT * FROM enc_to_utf8");
     raw::bind(&mut b, "", "", &[]);
     raw::execute(&mut b, "");
-    parse_bytes(&mut b, b"", &wipe);
+    raw::parse_bytes(&mut b, b"", &wipe);
     raw::bind(&mut b, "", "", &[]);
     raw::execute(&mut b, "");
     raw::parse(&mut b, "", "SELECT * FROM enc_to_latin9");
@@ -311,7 +301,7 @@ async fn unseen_switches_cannot_change_what_non_ascii_text_means() {
     for (name, enc) in [(&b"\xc3\xa9"[..], "UTF8"), (b"\xe9", "LATIN1")] {
         let mut s = raw::login_with(&gw, USER, &[("client_encoding", enc)]).await;
         b.clear();
-        parse_bytes(&mut b, name, b"SELECT 1");
+        raw::parse_bytes(&mut b, name, b"SELECT 1");
         raw::sync(&mut b);
         raw::send(&mut s, &b).await;
         let (_, codes) = raw::until_ready(&mut s).await;

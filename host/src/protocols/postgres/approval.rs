@@ -13,9 +13,6 @@ use crate::policy::QueryNote;
 use crate::protocols::postgres::codec::error_response::{ErrorFields, Severity};
 use crate::protocols::postgres::codec::sqlstate;
 
-/// SQLSTATE of a statement cancelled (by the client, or a timeout).
-const QUERY_CANCELED: &str = "57014";
-
 /// What the relay does with a held statement.
 pub enum Held {
     /// Run it; it was approved (or a grant covers it).
@@ -101,14 +98,14 @@ fn refusal(why: HoldRefusal, reason: &str) -> ErrorFields {
         )
         .with_hint("talk to the approver, or change the statement"),
         HoldRefusal::Expired { id, timeout_secs } => ErrorFields::error(
-            QUERY_CANCELED,
+            sqlstate::QUERY_CANCELED,
             format!(
                 "approval {id} timed out after {timeout_secs} seconds without a decision; the statement was not run"
             ),
         )
         .with_hint("run it again to ask again, or reach an approver first"),
         HoldRefusal::Cancelled { id } => ErrorFields::error(
-            QUERY_CANCELED,
+            sqlstate::QUERY_CANCELED,
             format!("canceling statement due to user request (approval {id} withdrawn)"),
         ),
     }

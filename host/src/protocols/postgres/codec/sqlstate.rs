@@ -28,5 +28,7 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `57P01` admin_shutdown.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57014` query_canceled (by the client, or a timeout).
+pub const QUERY_CANCELED: &str = "57014";
 /// `58000` system_error (the gateway failed internally).
 pub const SYSTEM_ERROR: &str = "58000";
