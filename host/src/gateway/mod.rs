@@ -8,8 +8,8 @@
 //!   refusals a protocol turns into its own errors;
 //! - [`hold`]: an action held for approval — grant, request, wait, and
 //!   why it does not run, for the protocol to word;
-//! - [`lifecycle`]: an admitted session's life — metrics, the revocation
-//!   watch of its delegation chain, and its end (policy told, end record).
+//! - [`lifecycle`]: an admitted session's life — metrics, the shutdown and
+//!   revocation watch, and its end (policy told, end record).
 //!
 //! A protocol (today PostgreSQL, in [`crate::protocols::postgres`]) depends on this room;
 //! this room depends on no protocol.

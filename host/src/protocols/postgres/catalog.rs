@@ -277,14 +277,29 @@ async fn run_lookup(
 
 /// A session's way to its target's catalog.
 pub struct TargetCatalog {
-    gw: Arc<super::GatewayContext>,
-    target: String,
+    /// The gateway and the target's name (`None`: no catalog, in tests).
+    gw: Option<(Arc<super::GatewayContext>, String)>,
 }
 
 impl TargetCatalog {
     /// The catalog of target `target` of gateway `gw`.
     pub fn new(gw: Arc<super::GatewayContext>, target: String) -> Self {
-        Self { gw, target }
+        Self {
+            gw: Some((gw, target)),
+        }
+    }
+
+    /// No catalog: code is not read, and only computed columns (no table)
+    /// resolve — for the relay's in-memory tests.
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        Self { gw: None }
+    }
+
+    /// The target's context, if it still exists.
+    fn target(&self) -> Option<&TargetContext> {
+        let (gw, target) = self.gw.as_ref()?;
+        gw.targets.get(target)
     }
 
     /// `summary` with the effects of the code it runs (see
@@ -296,7 +311,7 @@ impl TargetCatalog {
         summary: Arc<crate::protocols::postgres::sql::QuerySummary>,
         lineage: bool,
     ) -> Arc<crate::protocols::postgres::sql::QuerySummary> {
-        match self.gw.targets.get(&self.target) {
+        match self.target() {
             Some(t) => t.code.with_code_effects(t, sql, summary, lineage).await,
             None => summary,
         }
@@ -304,18 +319,23 @@ impl TargetCatalog {
 
     /// Forgets the target's code read so far (a statement creates code).
     pub fn invalidate_code(&self) {
-        if let Some(t) = self.gw.targets.get(&self.target) {
+        if let Some(t) = self.target() {
             t.code.invalidate();
         }
     }
 
     /// Resolves the sources of `cols` (see [`Catalog::resolve`]).
     pub async fn resolve(&self, cols: &mut [ResultColumn]) -> Result<(), CatalogError> {
-        let t = self
-            .gw
+        let Some((gw, target)) = self.gw.as_ref() else {
+            return match cols.iter().any(|c| c.table_oid != 0) {
+                true => Err(CatalogError::Connect("no catalog".into())),
+                false => Ok(()),
+            };
+        };
+        let t = gw
             .targets
-            .get(&self.target)
-            .ok_or_else(|| CatalogError::Connect(format!("unknown target {}", self.target)))?;
+            .get(target)
+            .ok_or_else(|| CatalogError::Connect(format!("unknown target {target}")))?;
         t.catalog.resolve(t, cols).await
     }
 }

@@ -7,7 +7,9 @@
 //! - [`session`] drives one client connection: TLS, start-up, token check,
 //!   authorization, upstream login, then hands over to `pump`;
 //! - `upstream` logs in to the upstream with the gateway's own credential;
-//! - `pump` relays the session in both directions and raises policy events;
+//! - `pump` relays the session in both directions and raises policy events
+//!   (a client side and a server side, each owning its state, over one
+//!   shared scan of their read buffers);
 //! - `cancel` maps client cancel keys to upstream ones;
 //! - `catalog` resolves result columns to `schema.table.column`, and
 //!   `responses` pairs the server's answers with the client's messages, for

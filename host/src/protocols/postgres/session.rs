@@ -150,7 +150,7 @@ pub async fn serve(
     );
     // A session opened with a delegated token closes when a token of its
     // chain is revoked.
-    let (life, revoked) = SessionLife::begin(&gw.core, &info);
+    let life = SessionLife::begin(&gw.core, &info);
     let catalog = super::catalog::TargetCatalog::new(gw.clone(), info.target.clone());
     let strict = gw
         .targets
@@ -165,7 +165,6 @@ pub async fn serve(
         approvals: gw.core.approvals.clone(),
         cancel: cancel_signal,
         cancel_signal: held,
-        revoked,
         read_only: info
             .identity
             .delegation
@@ -183,11 +182,11 @@ pub async fn serve(
         pending,
         pump::Limits {
             max_message: lc.max_message,
-            closing: gw.core.closing.clone(),
             budget: gw.message_budget.clone(),
         },
         catalog,
         ctx,
+        life.stopped(),
     )
     .await;
     if matches!(reason, crate::policy::EndReason::Revoked(_)) {
