@@ -109,7 +109,7 @@ async fn the_recording_matches_what_the_client_did() {
 
     let session = ended_session(&gw, user).await;
     assert_eq!(session.target, portcullis_e2e::DB);
-    assert_eq!(session.groups, vec!["testers".to_string()]);
+    assert_eq!(session.identity.groups, vec!["testers".to_string()]);
     assert_eq!(session.protocol, "postgres");
     assert!(
         session.client_addr.starts_with("127.0.0.1:"),

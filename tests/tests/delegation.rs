@@ -222,10 +222,10 @@ async fn a_three_hop_chain_narrows_at_every_hop_and_is_recorded() {
         })
         .expect("sessions");
     assert_eq!(
-        sessions[0].actor_chain,
+        sessions[0].identity.actor_chain,
         vec!["agent:c", "agent:report-writer", "agent:planner"]
     );
-    assert_eq!(sessions[0].groups, vec!["testers"]);
+    assert_eq!(sessions[0].identity.groups, vec!["testers"]);
 
     drop(ro);
 }
@@ -620,7 +620,7 @@ async fn every_hop_reaches_the_policy_seam_and_the_audit_store_with_its_chain() 
         })
         .expect("sessions")
         .into_iter()
-        .map(|s| s.actor_chain)
+        .map(|s| s.identity.actor_chain)
         .collect();
     stored.reverse(); // newest first → oldest first
     assert_eq!(stored, expected);

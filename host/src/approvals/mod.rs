@@ -278,7 +278,7 @@ impl Approvals {
         if !new.policy.wait {
             if let Some(same) = theirs.iter().find(|r| {
                 r.mode == "retry"
-                    && r.actor_chain == who.identity.actor_chain
+                    && r.requester.actor_chain == who.identity.actor_chain
                     && r.target == who.target
                     && r.sql == new.sql
             }) {
@@ -311,11 +311,7 @@ impl Approvals {
             created_at: now,
             expires_at: now + i64::from(p.timeout_secs) * 1_000_000,
             session_id: who.session_id,
-            subject: who.identity.subject.clone(),
-            user: who.identity.user.clone(),
-            groups: who.identity.groups.clone(),
-            issuer: who.identity.issuer.clone(),
-            actor_chain: who.identity.actor_chain.clone(),
+            requester: who.identity.into(),
             target: who.target.to_string(),
             protocol: who.protocol.to_string(),
             sql: new.sql,
@@ -343,7 +339,7 @@ impl Approvals {
             self.waiters().remove(&record.id);
             return Err(e.into());
         }
-        tracing::info!(approval = %record.id, user = %record.user, target = %record.target, rule = ?record.rule, mode = %record.mode, "approval requested");
+        tracing::info!(approval = %record.id, user = %record.requester.user, target = %record.target, rule = ?record.rule, mode = %record.mode, "approval requested");
         if let Some(w) = &self.webhook {
             w.requested(&record);
         }
@@ -549,13 +545,15 @@ impl Approvals {
                 chain: approver.actor_chain.join(" > "),
             });
         }
-        if approver.user == r.user || approver.subject == r.subject {
+        let requester = &r.requester;
+        if approver.user == requester.user || approver.subject == requester.subject {
             return Err(DecideError::OwnRequest);
         }
-        if r.actor_chain
+        if requester
+            .actor_chain
             .iter()
             .any(|a| *a == approver.user || *a == approver.subject)
-            || approver.actor_chain.contains(&r.user)
+            || approver.actor_chain.contains(&requester.user)
         {
             return Err(DecideError::InChain(approver.user.clone()));
         }
@@ -565,6 +563,7 @@ impl Approvals {
         let now = now_micros();
         r.votes.push(Vote {
             approver: approver.user.clone(),
+            actor_chain: approver.actor_chain.clone(),
             approve,
             at: now,
             comment,

@@ -81,7 +81,7 @@ impl Webhook {
 
     /// The chat text of a new request.
     pub fn requested_text(r: &ApprovalRecord) -> String {
-        let who = crate::identity::chain_text(&r.user, &r.actor_chain);
+        let who = r.requester.chain_text();
         format!(
             "Approval {id} requested by {who} on {target}: {reason}\n```{sql}```\nApprove: portcullis approvals approve {id}\nDeny: portcullis approvals deny {id}",
             id = slack_escape(&r.id),
@@ -99,7 +99,11 @@ impl Webhook {
 
     /// A decided request.
     pub fn decided(&self, r: &ApprovalRecord) {
-        let by: Vec<&str> = r.votes.iter().map(|v| v.approver.as_str()).collect();
+        let by: Vec<String> = r
+            .votes
+            .iter()
+            .map(|v| crate::identity::chain_text(&v.approver, &v.actor_chain))
+            .collect();
         let text = format!(
             "Approval {} is {} ({})",
             slack_escape(&r.id),

@@ -6,7 +6,7 @@ use super::{encode, table, AdminClient, CliError, Output};
 use crate::store::{format_time, ApprovalRecord};
 
 fn who(a: &ApprovalRecord) -> String {
-    crate::identity::chain_text(&a.user, &a.actor_chain)
+    a.requester.chain_text()
 }
 
 fn render_list(list: &[ApprovalRecord]) -> String {
@@ -74,7 +74,7 @@ pub fn render_one(a: &ApprovalRecord) -> String {
         text.push_str(&format!(
             "  {} by {} at {}{}\n",
             if v.approve { "approved" } else { "denied" },
-            v.approver,
+            crate::identity::chain_text(&v.approver, &v.actor_chain),
             format_time(v.at),
             v.comment
                 .as_deref()

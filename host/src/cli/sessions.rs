@@ -57,7 +57,7 @@ pub fn render_list(sessions: &[SessionRecord]) -> String {
             vec![
                 s.id.to_string(),
                 format_time(s.started_at),
-                crate::identity::chain_text(&s.user, &s.actor_chain),
+                s.identity.chain_text(),
                 s.target.clone(),
                 s.client_addr.clone(),
                 match s.ended_at {
@@ -119,8 +119,8 @@ pub fn render_show(d: &SessionDetail) -> String {
     let mut text = format!(
         "session {}\n  who:     {}\n  groups:  {}\n  target:  {} ({})\n  client:  {}{}\n  started: {}\n",
         s.id,
-        crate::identity::chain_text(&s.user, &s.actor_chain),
-        s.groups.join(", "),
+        s.identity.chain_text(),
+        s.identity.groups.join(", "),
         s.target,
         s.protocol,
         s.client_addr,

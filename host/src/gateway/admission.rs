@@ -228,11 +228,7 @@ fn session_record(info: &SessionInfo) -> SessionRecord {
     SessionRecord {
         id: info.session_id,
         started_at: now_micros(),
-        subject: info.identity.subject.clone(),
-        user: info.identity.user.clone(),
-        groups: info.identity.groups.clone(),
-        issuer: info.identity.issuer.clone(),
-        actor_chain: info.identity.actor_chain.clone(),
+        identity: (&info.identity).into(),
         target: info.target.clone(),
         protocol: info.protocol.to_string(),
         client_addr: info.client_addr.to_string(),

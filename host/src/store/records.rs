@@ -10,16 +10,16 @@ fn default_protocol() -> String {
     "postgres".to_string()
 }
 
-/// A session: who, where from, to which target, and how it ended.
+/// Who a record names, whatever the protocol: the person or service a
+/// token was issued to and the agents acting for them. One definition,
+/// embedded in every record that names a person; in JSON its fields sit
+/// beside the record's own (`"user": ..., "groups": [...]`), as they always
+/// have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SessionRecord {
-    /// Session id (unique within a store).
-    pub id: u64,
-    /// When it started.
-    pub started_at: i64,
+pub struct IdentityRecord {
     /// The token's `sub`.
     pub subject: String,
-    /// The user the client logged in as.
+    /// The user the token names (what the client logs in as).
     pub user: String,
     /// Groups from the token.
     pub groups: Vec<String>,
@@ -27,6 +27,37 @@ pub struct SessionRecord {
     pub issuer: String,
     /// Agents acting for the subject, outermost first.
     pub actor_chain: Vec<String>,
+}
+
+impl IdentityRecord {
+    /// The user and the agents acting for them, as shown to people.
+    pub fn chain_text(&self) -> String {
+        crate::identity::chain_text(&self.user, &self.actor_chain)
+    }
+}
+
+impl From<&crate::identity::Identity> for IdentityRecord {
+    fn from(i: &crate::identity::Identity) -> Self {
+        Self {
+            subject: i.subject.clone(),
+            user: i.user.clone(),
+            groups: i.groups.clone(),
+            issuer: i.issuer.clone(),
+            actor_chain: i.actor_chain.clone(),
+        }
+    }
+}
+
+/// A session: who, where from, to which target, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionRecord {
+    /// Session id (unique within a store).
+    pub id: u64,
+    /// When it started.
+    pub started_at: i64,
+    /// Who: the token's subject, user, groups, issuer and actor chain.
+    #[serde(flatten)]
+    pub identity: IdentityRecord,
     /// Target name.
     pub target: String,
     /// The target's protocol (`postgres`).
@@ -217,6 +248,10 @@ impl ApprovalStatus {
 pub struct Vote {
     /// Who (the approver's user).
     pub approver: String,
+    /// Agents deciding for the approver, outermost first (empty when the
+    /// approver decided directly; absent in votes cast before it was kept).
+    #[serde(default)]
+    pub actor_chain: Vec<String>,
     /// Approve (`true`) or deny.
     pub approve: bool,
     /// When.
@@ -236,16 +271,9 @@ pub struct ApprovalRecord {
     pub expires_at: i64,
     /// The requesting session.
     pub session_id: u64,
-    /// The requester's token `sub`.
-    pub subject: String,
-    /// The requester.
-    pub user: String,
-    /// The requester's groups.
-    pub groups: Vec<String>,
-    /// The requester's token issuer.
-    pub issuer: String,
-    /// Agents acting for the requester, outermost first.
-    pub actor_chain: Vec<String>,
+    /// The requester: token subject, user, groups, issuer, actor chain.
+    #[serde(flatten)]
+    pub requester: IdentityRecord,
     /// Target.
     pub target: String,
     /// The target's protocol (`postgres`).
@@ -277,4 +305,38 @@ pub struct ApprovalRecord {
     pub grant_minutes: u32,
     /// Until when it allows them (retry mode).
     pub grant_until: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded identity keeps the JSON every export and API client
+    /// reads: its fields sit beside the record's own, as before.
+    #[test]
+    fn identity_fields_stay_flat_in_json() -> Result<(), serde_json::Error> {
+        let json = r#"{"id":7,"started_at":5,"subject":"sub-1","user":"ada@example.com",
+            "groups":["analysts"],"issuer":"https://idp","actor_chain":["agent:a"],
+            "target":"orders","client_addr":"127.0.0.1:1","application_name":null,
+            "ended_at":null,"end_reason":null,"bytes_from_client":0,"bytes_to_client":0}"#;
+        let s: SessionRecord = serde_json::from_str(json)?;
+        assert_eq!(s.identity.user, "ada@example.com");
+        assert_eq!(s.identity.actor_chain, vec!["agent:a"]);
+        assert_eq!(s.protocol, "postgres");
+        let back = serde_json::to_value(&s)?;
+        assert_eq!(back["groups"], serde_json::json!(["analysts"]));
+        assert_eq!(back["subject"], "sub-1");
+        assert!(back.get("identity").is_none(), "{back}");
+        assert_eq!(s.identity.chain_text(), "ada@example.com > agent:a");
+        Ok(())
+    }
+
+    /// Votes cast before the approver's chain was kept still read.
+    #[test]
+    fn a_vote_without_a_chain_reads_as_a_direct_decision() -> Result<(), serde_json::Error> {
+        let v: Vote =
+            serde_json::from_str(r#"{"approver":"bob","approve":true,"at":1,"comment":null}"#)?;
+        assert!(v.actor_chain.is_empty());
+        Ok(())
+    }
 }

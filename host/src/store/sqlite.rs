@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, Record, SessionQuery,
-    SessionRecord, Store, StoreError,
+    ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, IdentityRecord, Record,
+    SessionQuery, SessionRecord, Store, StoreError,
 };
 
 /// How long a statement waits for a lock held by another connection (or
@@ -154,11 +154,11 @@ fn write_one(
             .execute(params![
                 s.id as i64,
                 s.started_at,
-                s.subject,
-                s.user,
-                json_list(&s.groups),
-                s.issuer,
-                json_list(&s.actor_chain),
+                s.identity.subject,
+                s.identity.user,
+                json_list(&s.identity.groups),
+                s.identity.issuer,
+                json_list(&s.identity.actor_chain),
                 s.target,
                 s.client_addr,
                 s.application_name,
@@ -217,11 +217,13 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> 
     Ok(SessionRecord {
         id: r.get::<_, i64>(0)? as u64,
         started_at: r.get(1)?,
-        subject: r.get(2)?,
-        user: r.get(3)?,
-        groups: parse_list(&r.get::<_, String>(4)?),
-        issuer: r.get(5)?,
-        actor_chain: parse_list(&r.get::<_, String>(6)?),
+        identity: IdentityRecord {
+            subject: r.get(2)?,
+            user: r.get(3)?,
+            groups: parse_list(&r.get::<_, String>(4)?),
+            issuer: r.get(5)?,
+            actor_chain: parse_list(&r.get::<_, String>(6)?),
+        },
         target: r.get(7)?,
         client_addr: r.get(8)?,
         application_name: r.get(9)?,
@@ -268,11 +270,13 @@ fn approval_row(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord, rusqlite::Error
         created_at: r.get(1)?,
         expires_at: r.get(2)?,
         session_id: r.get::<_, i64>(3)? as u64,
-        subject: r.get(4)?,
-        user: r.get(5)?,
-        groups: parse_list(&r.get::<_, String>(6)?),
-        issuer: r.get(7)?,
-        actor_chain: parse_list(&r.get::<_, String>(8)?),
+        requester: IdentityRecord {
+            subject: r.get(4)?,
+            user: r.get(5)?,
+            groups: parse_list(&r.get::<_, String>(6)?),
+            issuer: r.get(7)?,
+            actor_chain: parse_list(&r.get::<_, String>(8)?),
+        },
         target: r.get(9)?,
         sql: r.get(10)?,
         fingerprint: r.get(11)?,
@@ -387,11 +391,11 @@ impl Store for SqliteStore {
             a.created_at,
             a.expires_at,
             a.session_id as i64,
-            a.subject,
-            a.user,
-            json_list(&a.groups),
-            a.issuer,
-            json_list(&a.actor_chain),
+            a.requester.subject,
+            a.requester.user,
+            json_list(&a.requester.groups),
+            a.requester.issuer,
+            json_list(&a.requester.actor_chain),
             a.target,
             a.sql,
             a.fingerprint,
@@ -534,11 +538,13 @@ mod tests {
         SessionRecord {
             id,
             started_at: 5,
-            subject: "sub".into(),
-            user: "alice@example.com".into(),
-            groups: vec!["testers".into()],
-            issuer: "https://issuer".into(),
-            actor_chain: vec![],
+            identity: IdentityRecord {
+                subject: "sub".into(),
+                user: "alice@example.com".into(),
+                groups: vec!["testers".into()],
+                issuer: "https://issuer".into(),
+                actor_chain: vec![],
+            },
             target: "orders".into(),
             protocol: "postgres".into(),
             client_addr: "127.0.0.1:5000".into(),
@@ -579,7 +585,7 @@ mod tests {
             .ok_or(StoreError::Database("missing".into()))?;
         assert_eq!(s.ended_at, Some(9));
         assert_eq!(s.bytes_to_client, 20);
-        assert_eq!(s.groups, vec!["testers".to_string()]);
+        assert_eq!(s.identity.groups, vec!["testers".to_string()]);
         let listed = store.sessions(&SessionQuery {
             active_only: true,
             ..Default::default()
@@ -623,7 +629,7 @@ mod tests {
             .session(7)?
             .ok_or(StoreError::Database("the old session is gone".into()))?;
         assert_eq!(
-            (s.user.as_str(), s.protocol.as_str()),
+            (s.identity.user.as_str(), s.protocol.as_str()),
             ("alice@example.com", "postgres")
         );
         let a = store
