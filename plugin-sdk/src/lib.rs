@@ -128,6 +128,36 @@ std::thread_local! {
     /// Outside the gateway (native tests): what [`result_lineage`]
     /// returns, set by [`testing::set_result_lineage`].
     static RESULT_LINEAGE: std::cell::RefCell<Option<Vec<ColumnLineage>>> = Default::default();
+    /// Outside the gateway (native tests): what [`statement_writes`]
+    /// returns, set by [`testing::set_writes`].
+    static WRITES: std::cell::RefCell<Vec<Option<String>>> = Default::default();
+}
+
+/// Whether each statement of the query being judged may change data,
+/// schema or server state, in the order of its `statements` (contract
+/// 0.2.5): `Some(why)` when it may — it writes a table (itself or through
+/// the code it runs), calls a function that writes or changes server
+/// state (`nextval`, `set_config`, ...), is DDL, `COPY ... FROM`, `CALL`,
+/// `DO`, `PREPARE`/`EXECUTE`, or would make the session writable — `None`
+/// when it cannot. It is the host's own judgement, the one its read-only
+/// sessions are held to. Call it from [`Plugin::on_query`]; see
+/// [`may_write`] for the whole query.
+pub fn statement_writes() -> Vec<Option<String>> {
+    #[cfg(target_arch = "wasm32")]
+    return bindings::portcullis::policy::host::statement_writes();
+    #[cfg(not(target_arch = "wasm32"))]
+    WRITES.with(|w| w.borrow().clone())
+}
+
+/// Whether `query` may change data, schema or server state: it did not
+/// parse, or [`statement_writes`] says a statement may (a statement it has
+/// no answer for counts as writing). Call it from [`Plugin::on_query`].
+pub fn may_write(query: &PgQuery) -> bool {
+    if query.parse_error.is_some() {
+        return true;
+    }
+    let writes = statement_writes();
+    writes.len() < query.statements.len() || writes.iter().any(Option::is_some)
 }
 
 /// Where each column of the result being described comes from, in order

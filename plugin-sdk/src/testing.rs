@@ -188,6 +188,13 @@ pub fn set_effects(effects: impl IntoIterator<Item = crate::Effects>) {
     crate::EFFECTS.with(|e| *e.borrow_mut() = effects.into_iter().collect());
 }
 
+/// Sets what [`crate::statement_writes`] returns from now on in this
+/// thread, one entry per statement of the next query (native tests only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_writes(writes: impl IntoIterator<Item = Option<String>>) {
+    crate::WRITES.with(|w| *w.borrow_mut() = writes.into_iter().collect());
+}
+
 /// Sets what [`crate::statement_lineage`] returns from now on in this
 /// thread, one entry per statement of the next query (native tests only).
 #[cfg(not(target_arch = "wasm32"))]

@@ -187,6 +187,37 @@ async fn writes_only_recording_skips_reads_but_keeps_refusals() {
     );
 }
 
+/// "Writes" is the gateway's own judgement, the one read-only sessions are
+/// held to: a SELECT that advances a sequence or changes a setting is
+/// recorded as a write; plain reads and SHOW are not.
+#[tokio::test]
+async fn writes_only_recording_keeps_writes_made_through_functions() {
+    let gw = TestGateway::start_with(options("statements = \"writes\"", "batched")).await;
+    let user = "functions@example.com";
+    let client = gw.connect(user).await;
+    for sql in [
+        "SELECT 1",
+        "CREATE TEMP SEQUENCE recorded_seq",
+        "SELECT nextval('recorded_seq')",
+        "SHOW search_path",
+        "SELECT set_config('application_name', 'changed', false)",
+    ] {
+        client.simple_query(sql).await.expect(sql);
+    }
+    drop(client);
+    let session = ended_session(&gw, user).await;
+    let events = store(&gw).events(session.id).expect("events");
+    let seen: Vec<&str> = events.iter().map(|e| e.sql.as_str()).collect();
+    assert_eq!(
+        seen,
+        vec![
+            "CREATE TEMP SEQUENCE recorded_seq",
+            "SELECT nextval('recorded_seq')",
+            "SELECT set_config('application_name', 'changed', false)",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_sample_keeps_the_first_rows_as_the_client_saw_them_after_masking() {
     let table = format!("sampled_{}", std::process::id());

@@ -28,7 +28,8 @@ pub struct StoreState {
     /// `set-approval-policy`, `reuse-verdict`).
     notes: CallNotes,
     /// The summary of the event `on-event` is judging, for
-    /// `statement-effects`; `None` outside `on-event`.
+    /// `statement-effects`, `statement-lineage` and `statement-writes`;
+    /// `None` outside `on-event`.
     judging: Option<Arc<QuerySummary>>,
     /// The lineage of the result `result-columns` is describing, for
     /// `result-lineage`; `None` outside `result-columns` or when unknown.
@@ -113,6 +114,18 @@ impl host::Host for StoreState {
         self.judging
             .as_ref()
             .map(|s| s.statements.iter().map(to_effects).collect())
+            .unwrap_or_default()
+    }
+
+    fn statement_writes(&mut self) -> Vec<Option<String>> {
+        self.judging
+            .as_ref()
+            .map(|s| {
+                s.statements
+                    .iter()
+                    .map(|st| crate::protocols::postgres::read_only::writes(st).map(|w| w.why()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -4,10 +4,12 @@
 //!
 //! Configuration (`[plugins.config]`):
 //!
-//! - `statements`: `all` (default), `writes` (anything that is not a plain
-//!   read: INSERT/UPDATE/DELETE/MERGE, DDL, COPY FROM, CALL, DO, writes
-//!   hidden in CTEs, EXPLAIN ANALYZE, and text that does not parse), or
-//!   `none`;
+//! - `statements`: `all` (default), `writes` (what the gateway judges may
+//!   change data, schema or server state — the same judgement its
+//!   read-only sessions are held to: INSERT/UPDATE/DELETE/MERGE, writes
+//!   hidden in CTEs or in the code a statement runs, functions such as
+//!   `nextval` or `set_config`, DDL, COPY FROM, CALL, DO, PREPARE/EXECUTE,
+//!   EXPLAIN ANALYZE of a write, and text that does not parse), or `none`;
 //! - `targets`: record only sessions on these targets (empty: all);
 //! - `groups`: record only sessions of members of these groups (empty: all);
 //! - `sample_rows`: keep the first N rows of each recorded result, as the
@@ -18,8 +20,8 @@
 //! the gateway whatever this plugin says.
 
 use portcullis_plugin_sdk::{
-    export_plugin, parse_config, record_statement, reuse_verdict, PgQuery, Plugin, Session,
-    Statement, Verdict,
+    export_plugin, may_write, parse_config, record_statement, reuse_verdict, PgQuery, Plugin,
+    Session, Verdict,
 };
 use serde::Deserialize;
 
@@ -54,35 +56,6 @@ pub struct Record {
     session_recorded: bool,
 }
 
-/// Kinds that only read (or set session state) unless they write through
-/// a CTE, which shows up as a written table.
-const READ_KINDS: &[&str] = &[
-    "select",
-    "show",
-    "set",
-    "reset",
-    "transaction",
-    "listen",
-    "unlisten",
-    "fetch",
-    "close",
-    "deallocate",
-    "discard",
-    "prepare",
-    "execute",
-];
-
-/// Whether a statement may change data or schema.
-fn writes(s: &Statement) -> bool {
-    if !s.tables_written.is_empty() || s.explain_analyze {
-        return true;
-    }
-    if s.kind == "explain" {
-        return false;
-    }
-    !READ_KINDS.contains(&s.kind.as_str())
-}
-
 impl Plugin for Record {
     const NAME: &'static str = "record";
     const VERSION: &'static str = "0.1.0";
@@ -109,16 +82,14 @@ impl Plugin for Record {
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
-        // What is recorded depends on the statements' kinds only.
+        // What is recorded depends on the statements' summary only.
         reuse_verdict();
         if !self.session_recorded {
             return Verdict::Allow;
         }
         let wanted = match self.config.statements {
             Statements::All => true,
-            Statements::Writes => {
-                query.parse_error.is_some() || query.statements.iter().any(writes)
-            }
+            Statements::Writes => may_write(query),
             Statements::None => false,
         };
         if wanted {
@@ -159,18 +130,26 @@ mod tests {
     }
 
     #[test]
-    fn writes_skips_plain_reads_but_not_hidden_writes() {
+    fn writes_follows_the_gateways_judgement_of_each_statement() {
         let mut p = plugin(r#"{"statements": "writes"}"#, "orders", &[]);
         let read = testing::query("select * from t", [testing::statement("select").reads("t")]);
+        testing::set_writes([None]);
         assert_eq!(recorded(&mut p, &read), None);
         let cte = testing::query(
             "with d as (delete from t returning *) select * from d",
             [testing::statement("select").writes("t")],
         );
+        testing::set_writes([Some("the statement writes t".to_string())]);
         assert_eq!(recorded(&mut p, &cte), Some(0));
-        let insert = testing::query("insert into t values (1)", [testing::statement("insert")]);
-        assert_eq!(recorded(&mut p, &insert), Some(0));
+        // A statement the gateway gave no answer for counts as writing.
+        let two = testing::query(
+            "select 1; select 2",
+            [testing::statement("select"), testing::statement("select")],
+        );
+        testing::set_writes([None]);
+        assert_eq!(recorded(&mut p, &two), Some(0));
         let bad = testing::unparseable("selec 1");
+        testing::set_writes([]);
         assert_eq!(recorded(&mut p, &bad), Some(0));
     }
 

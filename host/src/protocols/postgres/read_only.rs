@@ -3,7 +3,7 @@
 //! `default_transaction_read_only = on`, and every statement that could
 //! write or undo that is refused before it is forwarded, with the reason.
 
-use crate::protocols::postgres::sql::QuerySummary;
+use crate::protocols::postgres::sql::{QuerySummary, StatementSummary};
 
 /// Statement kinds that cannot write (given no written tables, no writing
 /// functions and no change of read-only-ness).
@@ -60,45 +60,90 @@ pub fn violation(summary: &QuerySummary) -> Option<String> {
             "the statement does not parse ({e}), so the gateway cannot tell that it does not write"
         ));
     }
-    for s in &summary.statements {
-        if s.undoes_read_only {
-            return Some("this session is read-only and may not be made writable (no SET/RESET of transaction_read_only or default_transaction_read_only, RESET ALL, BEGIN/SET ... READ WRITE)".into());
+    summary
+        .statements
+        .iter()
+        .find_map(writes)
+        .map(|w| w.read_only_refusal())
+}
+
+/// How a statement may change data, schema or server state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// It may make the session writable.
+    MakesWritable,
+    /// It writes this table (itself or through the code it runs).
+    Table(String),
+    /// `EXPLAIN ANALYZE` of a write: it runs it.
+    ExplainAnalyze,
+    /// `COPY ... FROM`.
+    CopyFrom,
+    /// It calls this function, which writes or changes server state.
+    Function(String),
+    /// A statement of this kind (DDL, `CALL`, `DO`, `EXECUTE`, ...).
+    Kind(String),
+}
+
+impl Write {
+    /// Why it may write, for plugins (`statement-writes`) and people.
+    pub fn why(&self) -> String {
+        match self {
+            Write::MakesWritable => "it may make the session writable (SET/RESET of transaction_read_only or default_transaction_read_only, RESET ALL, BEGIN/SET ... READ WRITE)".into(),
+            Write::Table(t) => format!("the statement writes {t}"),
+            Write::ExplainAnalyze => "EXPLAIN ANALYZE runs the statement it explains".into(),
+            Write::CopyFrom => "COPY ... FROM writes".into(),
+            Write::Function(f) => format!("function {f} writes or changes server state"),
+            Write::Kind(k) => format!("{} statements may change data, schema or server state", k.to_uppercase()),
         }
-        if let Some(t) = s.tables_written.first() {
-            let name = match &t.schema {
-                Some(schema) => format!("{schema}.{}", t.name),
-                None => t.name.clone(),
-            };
-            return Some(format!(
-                "this session is read-only: the statement writes {name}"
-            ));
+    }
+
+    /// The refusal a read-only session gets for it.
+    fn read_only_refusal(&self) -> String {
+        match self {
+            Write::MakesWritable => "this session is read-only and may not be made writable (no SET/RESET of transaction_read_only or default_transaction_read_only, RESET ALL, BEGIN/SET ... READ WRITE)".into(),
+            Write::Table(t) => format!("this session is read-only: the statement writes {t}"),
+            Write::ExplainAnalyze => "this session is read-only: EXPLAIN ANALYZE would run a write".into(),
+            Write::CopyFrom => "this session is read-only: COPY ... FROM writes".into(),
+            Write::Function(f) => format!("this session is read-only: function {f} writes or changes server state"),
+            Write::Kind(k) => format!("this session is read-only: {} statements are not allowed", k.to_uppercase()),
         }
-        if s.explain_analyze {
-            // EXPLAIN ANALYZE runs the statement; only reads may be analysed.
-            if s.kind != "explain" || !s.tables_written.is_empty() {
-                return Some("this session is read-only: EXPLAIN ANALYZE would run a write".into());
-            }
+    }
+}
+
+/// How statement `s` may change data, schema or server state, if it may:
+/// the one definition of "may write" for read-only sessions and for
+/// plugins (`statement-writes`).
+pub fn writes(s: &StatementSummary) -> Option<Write> {
+    if s.undoes_read_only {
+        return Some(Write::MakesWritable);
+    }
+    if let Some(t) = s.tables_written.first() {
+        let name = match &t.schema {
+            Some(schema) => format!("{schema}.{}", t.name),
+            None => t.name.clone(),
+        };
+        return Some(Write::Table(name));
+    }
+    if s.explain_analyze {
+        // EXPLAIN ANALYZE runs the statement; only reads may be analysed.
+        if s.kind != "explain" || !s.tables_written.is_empty() {
+            return Some(Write::ExplainAnalyze);
         }
-        if s.is_copy && !s.tables_written.is_empty() {
-            return Some("this session is read-only: COPY ... FROM writes".into());
-        }
-        if let Some(f) = s.functions.iter().find(|f| {
-            let bare = f.rsplit('.').next().unwrap_or(f);
-            WRITING_FUNCTIONS.iter().any(|w| match w.strip_suffix('*') {
-                Some(prefix) => bare.starts_with(prefix),
-                None => bare == *w,
-            })
-        }) {
-            return Some(format!(
-                "this session is read-only: function {f} writes or changes server state"
-            ));
-        }
-        if !READ_KINDS.contains(&s.kind.as_str()) {
-            return Some(format!(
-                "this session is read-only: {} statements are not allowed",
-                s.kind.to_uppercase()
-            ));
-        }
+    }
+    if s.is_copy && !s.tables_written.is_empty() {
+        return Some(Write::CopyFrom);
+    }
+    if let Some(f) = s.functions.iter().find(|f| {
+        let bare = f.rsplit('.').next().unwrap_or(f);
+        WRITING_FUNCTIONS.iter().any(|w| match w.strip_suffix('*') {
+            Some(prefix) => bare.starts_with(prefix),
+            None => bare == *w,
+        })
+    }) {
+        return Some(Write::Function(f.clone()));
+    }
+    if !READ_KINDS.contains(&s.kind.as_str()) {
+        return Some(Write::Kind(s.kind.clone()));
     }
     None
 }
