@@ -19,7 +19,7 @@ use super::super::ledger::Before;
 use super::super::responses::Expect;
 use super::super::result_lineage::{Closed, Judged};
 use super::super::RelayError;
-use super::hold::{hold_reading, judge_execution, HeldRun, WhileHeld};
+use super::hold::{hold_reading, judge_execution, ClientReader, HeldRun};
 use super::injection::{audit_failure_bytes, failing_parse, failing_query, refuse_batch};
 use super::judge::{
     changes_catalog, changes_parsing, denial_bytes, host_refusal, judge_prepared, judged_summary,
@@ -48,14 +48,13 @@ enum Flow {
 /// The client→server side and its state.
 pub(super) struct ClientSide<'s, R, W> {
     shared: &'s Shared,
-    rd: R,
+    /// The client: read here, and while a statement is held.
+    client: ClientReader<R>,
     wr: W,
     buf: BytesMut,
     scan: Scan,
     /// The session's share of the gateway-wide message budget.
     share: BudgetShare,
-    /// Changes when the client sends a cancel request.
-    cancel: tokio::sync::watch::Receiver<u64>,
     /// `ReadyForQuery`s the server owes for what was sent so far.
     syncs: u64,
     /// After a refusal inside an extended batch: messages up to the next
@@ -65,13 +64,9 @@ pub(super) struct ClientSide<'s, R, W> {
     /// Whether the buffer holds bytes read before the relay started, not
     /// yet scanned.
     replay: bool,
-    /// Bytes the client sent while a statement was held, scanned next.
-    early: BytesMut,
-    /// Whether `early` was just moved into the buffer (scan it before
-    /// reading).
+    /// Whether bytes read while a statement was held were just moved into
+    /// the buffer (scan them before reading).
     skip_read: bool,
-    /// Whether the client went away while a statement was held.
-    client_gone: bool,
     /// Portals described since their `Bind` (tracked when rows are watched).
     described: HashSet<String>,
     /// Prepared statements held for approval, judged at each run.
@@ -111,18 +106,20 @@ where
         let decode_extended = shared.wants_rows || shared.tracking || shared.judges_sql;
         Self {
             shared,
-            rd,
+            client: ClientReader {
+                rd,
+                early: BytesMut::new(),
+                client_gone: false,
+                cancel,
+            },
             wr,
             replay: !pending.is_empty(),
             buf: pending,
             scan: Scan::new(max),
             share,
-            cancel,
             syncs: 0,
             pending_error: None,
-            early: BytesMut::new(),
             skip_read: false,
-            client_gone: false,
             described: HashSet::new(),
             held: HeldStatements::default(),
             batch_start: true,
@@ -142,7 +139,8 @@ where
             } else if std::mem::take(&mut self.skip_read) {
                 // Bytes read while a statement was held: scanned first.
             } else {
-                let n = tokio::io::AsyncReadExt::read_buf(&mut self.rd, &mut self.buf).await?;
+                let n =
+                    tokio::io::AsyncReadExt::read_buf(&mut self.client.rd, &mut self.buf).await?;
                 if n == 0 {
                     // Gone without Terminate: end the upstream session.
                     self.terminate_upstream().await;
@@ -159,13 +157,13 @@ where
                 }
             }
             self.scan.finish(&mut self.wr, &mut self.buf).await?;
-            if self.client_gone {
+            if self.client.client_gone {
                 self.terminate_upstream().await;
                 return Ok(());
             }
-            if !self.early.is_empty() {
-                self.buf.extend_from_slice(&self.early);
-                self.early.clear();
+            if !self.client.early.is_empty() {
+                self.buf.extend_from_slice(&self.client.early);
+                self.client.early.clear();
                 self.skip_read = true;
             }
             self.scan.shrink_if_idle(&mut self.buf);
@@ -360,13 +358,7 @@ where
             } => {
                 // Earlier statements of the batch go ahead while this one waits.
                 self.scan.flush_pending(&mut self.wr, &self.buf).await?;
-                let w = WhileHeld {
-                    rd: &mut self.rd,
-                    early: &mut self.early,
-                    client_gone: &mut self.client_gone,
-                    cancel: &mut self.cancel,
-                };
-                match hold_reading(shared, w, &shown, &mut terms, &reason).await {
+                match hold_reading(shared, &mut self.client, &shown, &mut terms, &reason).await {
                     approval::Held::Run => {
                         verdict = Verdict::Allow;
                         denial = None;
@@ -390,7 +382,8 @@ where
             Before::Forward => {}
             Before::Write(r) => shared.audit.record(r).await,
             Before::Durable(r) => {
-                self.scan.send_pending(&mut self.wr, &self.buf).await?;
+                // What came before goes ahead while this one is stored.
+                self.scan.flush_pending(&mut self.wr, &self.buf).await?;
                 if let Err(e) = shared.audit.record_durably(r).await {
                     tracing::warn!(error = %e, "statement refused: it could not be recorded first");
                     let abandoned = shared.ledger().abandon_last(&e.to_string());
@@ -643,13 +636,7 @@ where
         };
         if let Some(pending) = pending {
             self.scan.flush_pending(&mut self.wr, &self.buf).await?;
-            let w = WhileHeld {
-                rd: &mut self.rd,
-                early: &mut self.early,
-                client_gone: &mut self.client_gone,
-                cancel: &mut self.cancel,
-            };
-            match judge_execution(shared, w, &portal, pending).await {
+            match judge_execution(shared, &mut self.client, &portal, pending).await {
                 HeldRun::Run { approval_id, shown } => {
                     self.held.started(&portal);
                     approved = Some((approval_id, shown));
@@ -668,7 +655,8 @@ where
                 .map(|(id, shown)| (id.as_str(), shown.as_str()));
             let before = shared.ledger().execute(&portal, self.syncs + 1, approved);
             if let Before::Durable(r) = before {
-                self.scan.send_pending(&mut self.wr, &self.buf).await?;
+                // What came before goes ahead while this one is stored.
+                self.scan.flush_pending(&mut self.wr, &self.buf).await?;
                 if let Err(e) = shared.audit.record_durably(r).await {
                     tracing::warn!(error = %e, "statement refused: it could not be recorded first");
                     let abandoned = shared.ledger().abandon_last(&e.to_string());

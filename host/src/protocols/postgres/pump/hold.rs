@@ -27,7 +27,7 @@ pub(super) enum HeldRun {
 /// portal the tracker cannot vouch for (`Err` with why); records refusals.
 pub(super) async fn judge_execution<R: AsyncRead + Unpin>(
     shared: &Shared,
-    w: WhileHeld<'_, R>,
+    w: &mut ClientReader<R>,
     portal: &str,
     pending: Result<held::PendingRun, &'static str>,
 ) -> HeldRun {
@@ -65,17 +65,19 @@ pub(super) async fn judge_execution<R: AsyncRead + Unpin>(
     }
 }
 
-/// The client side while a statement is held for approval: what it sent
-/// meanwhile, and whether it went away (which withdraws the request).
-pub(super) struct WhileHeld<'a, R> {
+/// The client's side of the connection, as a statement held for approval
+/// needs it: read on while it waits (what the client sends meanwhile is
+/// kept), and whether it went away or cancelled (which withdraws the
+/// request).
+pub(super) struct ClientReader<R> {
     /// The client's side of the connection.
-    pub rd: &'a mut R,
-    /// What the client sent meanwhile.
-    pub early: &'a mut BytesMut,
-    /// Set when the client went away.
-    pub client_gone: &'a mut bool,
+    pub rd: R,
+    /// What the client sent while a statement was held, scanned next.
+    pub early: BytesMut,
+    /// Set when the client went away while a statement was held.
+    pub client_gone: bool,
     /// Changes when the client sends a cancel request.
-    pub cancel: &'a mut tokio::sync::watch::Receiver<u64>,
+    pub cancel: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Holds `sql` for approval (`reason`), still reading the client: bytes it
@@ -83,7 +85,7 @@ pub(super) struct WhileHeld<'a, R> {
 /// away cancels the wait.
 pub(super) async fn hold_reading<R: AsyncRead + Unpin>(
     shared: &Shared,
-    w: WhileHeld<'_, R>,
+    w: &mut ClientReader<R>,
     sql: &str,
     note: &mut QueryNote,
     reason: &str,
@@ -95,18 +97,18 @@ pub(super) async fn hold_reading<R: AsyncRead + Unpin>(
         identity: &s.identity,
         target: &s.target,
         notices: &shared.notices,
-        cancel: w.cancel,
+        cancel: &mut w.cancel,
     };
     let hold = approval::hold(holder, sql, note, reason);
     tokio::pin!(hold);
     loop {
         tokio::select! {
             held = &mut hold => break held,
-            n = w.rd.read_buf(w.early), if !*w.client_gone && w.early.len() < HELD_READ_LIMIT => {
+            n = w.rd.read_buf(&mut w.early), if !w.client_gone && w.early.len() < HELD_READ_LIMIT => {
                 match n {
                     Ok(n) if n > 0 => super::count(&shared.from_client, n),
                     _ => {
-                        *w.client_gone = true;
+                        w.client_gone = true;
                         s.cancel_signal.send_modify(|c| *c = c.wrapping_add(1));
                     }
                 }

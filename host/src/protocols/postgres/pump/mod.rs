@@ -37,6 +37,7 @@
 //! extended-protocol pipelines (`responses`). A result the policy withholds
 //! never reaches the client: its rows are dropped and an error takes the
 //! place of its `CommandComplete`, after which the server's answers up to the
+//! next `ReadyForQuery` are dropped too, as if the server had failed there.
 //!
 //! The relay is generic over the streams it joins, so it runs over TLS and
 //! TCP alike, and over in-memory pipes in its tests.

@@ -133,8 +133,15 @@ where
 
     /// One message; `false`: read more first.
     async fn message(&mut self, mut h: FrameHeader) -> Result<bool, RelayError> {
-        // Whole before anything counts it (it is six bytes).
-        if h.tag == be::READY_FOR_QUERY && !self.scan.whole(&self.buf, &h) {
+        // The end of a batch or of a result is read whole before anything
+        // counts it: a message that arrived in part is scanned again once
+        // the rest is in, and must not be counted (or its answer popped)
+        // twice. They are five or six bytes unless malformed.
+        let ends = matches!(
+            h.tag,
+            be::READY_FOR_QUERY | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
+        );
+        if ends && !self.scan.whole(&self.buf, &h) {
             return Ok(false);
         }
         if !self.client_app_name(&mut h) {

@@ -21,13 +21,23 @@ use crate::store::Store;
 
 /// Refuses statements that mention `DROP`; withholds results with a
 /// column named `secret`; masks the first value of results with a column
-/// named `card`.
+/// named `card` (when it watches rows); records every statement (when it
+/// records).
+#[derive(Clone, Copy)]
 struct TestPolicy {
     rows: bool,
+    record: bool,
 }
 
 impl SessionPolicy for TestPolicy {
-    fn on_query(&mut self, event: QueryEvent<'_>, _: &mut QueryNote) -> Verdict {
+    fn may_record(&self) -> bool {
+        self.record
+    }
+
+    fn on_query(&mut self, event: QueryEvent<'_>, note: &mut QueryNote) -> Verdict {
+        if self.record {
+            note.record = Some(crate::policy::Recording { sample_rows: 0 });
+        }
         let (QueryEvent::Simple { sql } | QueryEvent::Parse { sql, .. }) = event;
         if sql.contains("DROP") {
             Verdict::Deny {
@@ -70,6 +80,17 @@ impl SessionPolicy for TestPolicy {
 }
 
 use crate::policy::Verdict;
+
+/// A policy that only refuses.
+const PLAIN: TestPolicy = TestPolicy {
+    rows: false,
+    record: false,
+};
+/// A policy that refuses and watches rows.
+const ROWS: TestPolicy = TestPolicy {
+    rows: true,
+    record: false,
+};
 use crate::protocols::postgres::sql::lineage::Lineage;
 
 /// A relayed session: the test's ends of the client and server pipes, and
@@ -77,12 +98,15 @@ use crate::protocols::postgres::sql::lineage::Lineage;
 struct Session {
     client: DuplexStream,
     server: DuplexStream,
+    /// The audit log and the store behind it.
+    log: Arc<crate::audit::AuditLog>,
+    store: Arc<dyn Store>,
     relay: tokio::task::JoinHandle<EndReason>,
     _dir: crate::test_dir::TestDir,
 }
 
 /// Starts the relay between two pipes with [`TestPolicy`].
-fn session(rows: bool) -> Session {
+fn session(policy: TestPolicy) -> Session {
     let dir = crate::test_dir::TestDir::new("portcullis-pump");
     let store: Arc<dyn Store> = match SqliteStore::open(&dir.join("audit.db")) {
         Ok(s) => Arc::new(s),
@@ -93,10 +117,14 @@ fn session(rows: bool) -> Session {
         Ok(h) => h,
         Err(e) => panic!("http client: {e}"),
     };
-    let approvals = Arc::new(Approvals::new(store, ApprovalSettings::default(), http));
+    let approvals = Arc::new(Approvals::new(
+        store.clone(),
+        ApprovalSettings::default(),
+        http,
+    ));
     let (cancel_tx, cancel) = tokio::sync::watch::channel(0u64);
     let ctx = SessionContext {
-        log,
+        log: log.clone(),
         session_id: 1,
         strict: false,
         identity: crate::identity::Identity {
@@ -128,7 +156,7 @@ fn session(rows: bool) -> Session {
         let (reason, _, _) = run(
             relay_client,
             relay_server,
-            Box::new(TestPolicy { rows }),
+            Box::new(policy),
             BytesMut::new(),
             limits,
             TargetCatalog::detached(),
@@ -141,6 +169,8 @@ fn session(rows: bool) -> Session {
     Session {
         client,
         server,
+        log,
+        store,
         relay,
         _dir: dir,
     }
@@ -274,6 +304,25 @@ fn error(b: &mut BytesMut, code: &str, message: &str) {
         .u8(0);
 }
 
+/// The marker of the failing statement the relay sent upstream in a
+/// refused statement's place (the quoted text in its SQL).
+fn marker_in(failing: &[u8]) -> String {
+    let text = String::from_utf8_lossy(failing).into_owned();
+    match text.split('\'').nth(1) {
+        Some(marker) if !marker.is_empty() => marker.to_string(),
+        _ => panic!("no failing statement upstream: {text:?}"),
+    }
+}
+
+/// The server's error for the failing statement: it quotes the marker.
+fn marked_error(b: &mut BytesMut, marker: &str) {
+    error(
+        b,
+        "22P02",
+        &format!("invalid input syntax for type integer: \"{marker}\""),
+    );
+}
+
 /// A refused statement in the middle of an extended pipeline never
 /// reaches the server (nor does the rest of its batch); the server gets a
 /// failing statement in its place, and the client gets the refusal — not
@@ -281,7 +330,7 @@ fn error(b: &mut BytesMut, code: &str, message: &str) {
 /// and before the batch's ReadyForQuery.
 #[tokio::test]
 async fn a_refusal_in_a_pipeline_takes_its_place_in_order() {
-    let mut s = session(false);
+    let mut s = session(PLAIN);
     let mut b = BytesMut::new();
     parse(&mut b, "SELECT 1");
     bind_execute(&mut b);
@@ -301,23 +350,14 @@ async fn a_refusal_in_a_pipeline_takes_its_place_in_order() {
         !contains(&sent, b"DROP"),
         "the refused statement reached the server"
     );
-    let failing = String::from_utf8_lossy(&upstream[3].1).into_owned();
-    let marker = failing
-        .split('\'')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no marker in {failing:?}"))
-        .to_string();
+    let marker = marker_in(&upstream[3].1);
 
     let mut r = BytesMut::new();
     simple(&mut r, be::PARSE_COMPLETE);
     simple(&mut r, be::BIND_COMPLETE);
     data_row(&mut r, b"1");
     command_complete(&mut r, "SELECT 1");
-    error(
-        &mut r,
-        "22P02",
-        &format!("invalid input syntax for type integer: \"{marker}\""),
-    );
+    marked_error(&mut r, &marker);
     ready(&mut r);
     s.server.write_all(&r).await.unwrap();
 
@@ -337,7 +377,7 @@ async fn a_refusal_in_a_pipeline_takes_its_place_in_order() {
 /// description, not a value of it; an error takes the place of its end.
 #[tokio::test]
 async fn a_withheld_result_sends_no_value_and_ends_in_an_error() {
-    let mut s = session(true);
+    let mut s = session(ROWS);
     let mut b = BytesMut::new();
     query(&mut b, "SELECT secret FROM vault");
     s.client.write_all(&b).await.unwrap();
@@ -359,21 +399,30 @@ async fn a_withheld_result_sends_no_value_and_ends_in_an_error() {
     assert!(!contains(&seen, b"hunter2") && !contains(&seen, b"swordfish"));
 }
 
-/// Messages split across reads, a byte at a time both ways, come out
-/// whole and judged as if they had arrived at once: the statement
-/// reaches the server byte for byte, and a watched value is masked.
-#[tokio::test]
-async fn messages_split_across_reads_are_judged_whole() {
-    let mut s = session(true);
-    let mut b = BytesMut::new();
-    query(&mut b, "SELECT card FROM wallet");
-    for byte in b.iter() {
-        s.client.write_all(&[*byte]).await.unwrap();
-        s.client.flush().await.unwrap();
+/// Sends `bytes` one at a time, letting the relay read each alone.
+async fn trickle(to: &mut DuplexStream, bytes: &[u8]) {
+    for byte in bytes {
+        to.write_all(&[*byte]).await.unwrap();
+        to.flush().await.unwrap();
         tokio::task::yield_now().await;
     }
+}
+
+/// Messages split across reads, a byte at a time both ways, come out
+/// whole and judged as if they had arrived at once: the statement
+/// reaches the server byte for byte, a watched value is masked, a refused
+/// statement never reaches the server, and the audit trail settles each
+/// statement once.
+#[tokio::test]
+async fn messages_split_across_reads_are_judged_whole() {
+    let mut s = session(TestPolicy {
+        rows: true,
+        record: true,
+    });
+    let mut b = BytesMut::new();
+    query(&mut b, "SELECT card FROM wallet");
+    trickle(&mut s.client, &b).await;
     let upstream = read_until(&mut s.server, fe::QUERY).await;
-    assert_eq!(upstream.len(), 1);
     assert_eq!(
         upstream[0].1,
         b.to_vec(),
@@ -385,11 +434,7 @@ async fn messages_split_across_reads_are_judged_whole() {
     data_row(&mut r, b"4111111111111111");
     command_complete(&mut r, "SELECT 1");
     ready(&mut r);
-    for byte in r.iter() {
-        s.server.write_all(&[*byte]).await.unwrap();
-        s.server.flush().await.unwrap();
-        tokio::task::yield_now().await;
-    }
+    trickle(&mut s.server, &r).await;
     let answers = read_until(&mut s.client, be::READY_FOR_QUERY).await;
     assert_eq!(tags(&answers), "TDCZ");
     let seen: Vec<u8> = answers.iter().flat_map(|(_, f)| f.clone()).collect();
@@ -399,29 +444,50 @@ async fn messages_split_across_reads_are_judged_whole() {
         "a card number reached the client"
     );
 
-    // The ReadyForQuery that arrived a byte at a time counted once: the
-    // next refusal still goes out before its own ReadyForQuery.
+    // A refused statement that arrives a byte at a time never reaches
+    // the server; the ReadyForQuery that arrived a byte at a time counted
+    // once, so its refusal goes out before its own ReadyForQuery.
     let mut b = BytesMut::new();
     query(&mut b, "DROP TABLE wallet");
-    s.client.write_all(&b).await.unwrap();
+    trickle(&mut s.client, &b).await;
     let upstream = read_until(&mut s.server, fe::QUERY).await;
-    let failing = String::from_utf8_lossy(&upstream[0].1).into_owned();
-    let marker = failing.split('\'').nth(1).unwrap_or_default().to_string();
     assert!(
-        !marker.is_empty(),
-        "no failing statement upstream: {failing:?}"
+        !contains(&upstream[0].1, b"DROP"),
+        "the refused statement reached the server"
     );
+    let marker = marker_in(&upstream[0].1);
     let mut r = BytesMut::new();
-    error(
-        &mut r,
-        "22P02",
-        &format!("invalid input syntax for type integer: \"{marker}\""),
-    );
+    marked_error(&mut r, &marker);
     ready(&mut r);
     s.server.write_all(&r).await.unwrap();
     let answers = read_until(&mut s.client, be::READY_FOR_QUERY).await;
     assert_eq!(tags(&answers), "EZ");
     assert!(String::from_utf8_lossy(&answers[0].1).contains("no drops here"));
+
+    // Each statement is recorded once, with its own outcome.
+    drop(s.client);
+    if tokio::time::timeout(Duration::from_secs(5), s.relay)
+        .await
+        .is_err()
+    {
+        panic!("the relay did not end within 5 s");
+    }
+    s.log.flush().await;
+    let events = match s.store.events(1) {
+        Ok(e) => e,
+        Err(e) => panic!("events: {e}"),
+    };
+    let seen: Vec<(&str, &str, Option<u64>)> = events
+        .iter()
+        .map(|e| (e.sql.as_str(), e.status.as_str(), e.rows))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("SELECT card FROM wallet", "ok", Some(1)),
+            ("DROP TABLE wallet", "refused", None),
+        ]
+    );
 }
 
 /// A client that goes away in the middle of a large result ends the
@@ -434,7 +500,8 @@ async fn a_client_that_vanishes_mid_result_ends_the_session() {
         mut server,
         relay,
         _dir,
-    } = session(false);
+        ..
+    } = session(PLAIN);
     let mut client = client;
     let mut b = BytesMut::new();
     query(&mut b, "SELECT n FROM generate_series(1, 100000) n");
