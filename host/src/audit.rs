@@ -315,6 +315,7 @@ mod tests {
             error: None,
             sample: None,
             approval_id: None,
+            action: crate::store::Action::Statement,
         }
     }
 

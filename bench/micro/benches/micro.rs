@@ -271,6 +271,7 @@ fn audit_store(c: &mut Criterion) {
                     error: None,
                     sample: None,
                     approval_id: None,
+                    action: portcullis::store::Action::Statement,
                 })
             })
             .collect()

@@ -111,4 +111,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN protocol TEXT NOT NULL DEFAULT 'postgres';
     ALTER TABLE approvals ADD COLUMN protocol TEXT NOT NULL DEFAULT 'postgres';
     "#,
+    // 6: the neutral action of each event (every event before this version
+    // is a PostgreSQL statement).
+    r#"
+    ALTER TABLE events ADD COLUMN action TEXT NOT NULL DEFAULT 'statement';
+    "#,
 ];

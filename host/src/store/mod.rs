@@ -16,8 +16,8 @@ mod records;
 pub mod sqlite;
 
 pub use records::{
-    ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, IdentityRecord, PluginLoadRecord,
-    SessionEnd, SessionRecord, Vote,
+    Action, ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, IdentityRecord,
+    PluginLoadRecord, SessionEnd, SessionRecord, Vote,
 };
 
 /// Why the store could not do something.

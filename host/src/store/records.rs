@@ -142,6 +142,42 @@ impl EventStatus {
     }
 }
 
+/// What a client did, whatever the protocol: the neutral kind of an event,
+/// whose fields after it are the protocol's own detail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// PostgreSQL: a SQL statement (simple or extended protocol) or a
+    /// function call. Every event written before actions were kept is one.
+    #[default]
+    Statement,
+    /// A command run on a host (SSH targets, to come).
+    Command,
+    /// An API request (HTTP and Kubernetes targets, to come).
+    Request,
+}
+
+impl Action {
+    /// The spelling stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Statement => "statement",
+            Action::Command => "command",
+            Action::Request => "request",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "statement" => Action::Statement,
+            "command" => Action::Command,
+            "request" => Action::Request,
+            _ => return None,
+        })
+    }
+}
+
 /// One statement a client sent, with the policy's decision and the outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventRecord {
@@ -151,6 +187,10 @@ pub struct EventRecord {
     pub seq: u64,
     /// When the client sent it.
     pub at: i64,
+    /// What kind of action it is (`statement` for PostgreSQL); the fields
+    /// below are the protocol's detail.
+    #[serde(default)]
+    pub action: Action,
     /// `simple` (Query), `extended` (Execute of a prepared statement),
     /// `parse` (a refused Parse) or `function-call`.
     pub protocol: String,

@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, IdentityRecord, Record,
-    SessionQuery, SessionRecord, Store, StoreError,
+    Action, ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, IdentityRecord,
+    Record, SessionQuery, SessionRecord, Store, StoreError,
 };
 
 /// How long a statement waits for a lock held by another connection (or
@@ -129,8 +129,8 @@ fn parse_list(s: &str) -> Vec<String> {
 /// Inserts a statement event, or completes it when strict durability stored
 /// its start already.
 const INSERT_EVENT: &str = "INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json,
-                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id, action)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
                  ON CONFLICT (session_id, seq) DO UPDATE SET
                      verdict = excluded.verdict, decided_by = excluded.decided_by, rule = excluded.rule,
                      reason = excluded.reason, status = excluded.status, duration_us = excluded.duration_us,
@@ -199,6 +199,7 @@ fn write_one(
                 e.error,
                 e.sample,
                 e.approval_id,
+                e.action.as_str(),
             ])?;
         }
         Record::PluginLoad(p) => {
@@ -235,7 +236,7 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> 
     })
 }
 
-const EVENT_COLUMNS: &str = "session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json, verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id";
+const EVENT_COLUMNS: &str = "session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json, verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id, action";
 
 fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
     Ok(EventRecord {
@@ -259,6 +260,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
         error: r.get(17)?,
         sample: r.get(18)?,
         approval_id: r.get(19)?,
+        action: Action::parse(&r.get::<_, String>(20)?).unwrap_or_default(),
     })
 }
 
@@ -531,6 +533,7 @@ mod tests {
             error: None,
             sample: None,
             approval_id: None,
+            action: Action::Statement,
         }
     }
 
@@ -605,7 +608,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_from_before_protocols_reads_as_postgres() -> Result<(), StoreError> {
+    fn a_store_from_before_protocols_reads_as_postgres_statements() -> Result<(), StoreError> {
         let dir = crate::test_dir::TestDir::new("portcullis-store");
         let path = dir.join("audit.db");
         // A file as version 4 wrote it: no protocol columns.
@@ -621,7 +624,10 @@ mod tests {
              INSERT INTO approvals (id, created_at, expires_at, session_id, subject, user_name, groups_json, issuer, actor_chain_json,
                                     target, sql, fingerprint, reason, mode, min_approvals, status, votes_json, grant_uses_left, grant_minutes)
              VALUES ('apr_old', 1, 2, 7, 'sub', 'alice@example.com', '[]', 'https://issuer', '[]',
-                     'orders', 'delete from t', 'f', 'needs approval', 'wait', 1, 'pending', '[]', 0, 10);",
+                     'orders', 'delete from t', 'f', 'needs approval', 'wait', 1, 'pending', '[]', 0, 10);
+             INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json,
+                                 tables_written_json, verdict, status)
+             VALUES (7, 1, 6, 'simple', 'delete from t', 'f', '[\"delete\"]', '[]', '[\"t\"]', 'allow', 'ok');",
         )?;
         drop(old);
         let store = SqliteStore::open(&path)?;
@@ -639,7 +645,17 @@ mod tests {
             (a.sql.as_str(), a.protocol.as_str()),
             ("delete from t", "postgres")
         );
-        // New records keep the protocol they are written with.
+        // An event from before actions reads as a statement.
+        let old_event = store.events(7)?;
+        assert_eq!(
+            (old_event[0].sql.as_str(), old_event[0].action),
+            ("delete from t", Action::Statement)
+        );
+        // New records keep the protocol and action they are written with.
+        let mut e = event(8, 1, EventStatus::Ok);
+        e.action = Action::Command;
+        store.write(&[Record::Event(e)])?;
+        assert_eq!(store.events(8)?[0].action, Action::Command);
         let mut next = session(8);
         next.protocol = "ssh".into();
         store.write(&[Record::SessionStart(next)])?;

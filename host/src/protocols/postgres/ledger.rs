@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::policy::{QueryNote, Verdict};
-use crate::store::{now_micros, EventRecord, EventStatus, Record};
+use crate::store::{now_micros, Action, EventRecord, EventStatus, Record};
 
 /// Prepared statements and portals remembered per session; beyond this the
 /// oldest are forgotten (their executions are then recorded without SQL).
@@ -181,6 +181,7 @@ impl Ledger {
             error: None,
             sample: None,
             approval_id: note.approval_id.clone(),
+            action: Action::Statement,
         }
     }
 
