@@ -11,7 +11,7 @@ use portcullis::policy::{
 };
 use portcullis::protocols::postgres::codec::MessageWriter;
 use portcullis::protocols::postgres::codec::{error_response, query, startup};
-use portcullis_e2e::raw::{read_msg, send};
+use portcullis_e2e::raw::{self, read_msg, send};
 use portcullis_e2e::{cluster, GatewayOptions, TestGateway, DB};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -251,30 +251,16 @@ impl SessionPolicy for RefuseForbidden {
     }
 }
 
+/// An unnamed `Parse`, `Bind` and `Execute` of `sql`.
 fn extended(b: &mut BytesMut, sql: &str) {
-    MessageWriter::start(b, Some(b'P'))
-        .cstr("")
-        .cstr(sql)
-        .i16(0);
-    MessageWriter::start(b, Some(b'B'))
-        .cstr("")
-        .cstr("")
-        .i16(0)
-        .i16(0)
-        .i16(0);
-    MessageWriter::start(b, Some(b'E')).cstr("").i32(0);
+    raw::parse(b, "", sql);
+    raw::bind(b, "", "", &[]);
+    raw::execute(b, "");
 }
 
 /// Tags received up to and including the next ReadyForQuery.
 async fn until_ready(s: &mut TcpStream) -> Vec<u8> {
-    let mut tags = Vec::new();
-    while let Some((tag, _)) = read_msg(s).await {
-        tags.push(tag);
-        if tag == b'Z' {
-            break;
-        }
-    }
-    tags
+    raw::until_ready(s).await.0
 }
 
 #[tokio::test]
@@ -292,7 +278,7 @@ async fn refusals_in_one_extended_batch_follow_postgres_error_semantics() {
     extended(&mut b, "SELECT 1");
     extended(&mut b, "SELECT 'forbidden'");
     extended(&mut b, "SELECT 3");
-    MessageWriter::start(&mut b, Some(b'S'));
+    raw::sync(&mut b);
     send(&mut s, &b).await;
     assert_eq!(until_ready(&mut s).await, b"12DCEZ".to_vec());
 
@@ -300,14 +286,14 @@ async fn refusals_in_one_extended_batch_follow_postgres_error_semantics() {
     let mut b = BytesMut::new();
     extended(&mut b, "SELECT 1/0");
     extended(&mut b, "SELECT 'forbidden'");
-    MessageWriter::start(&mut b, Some(b'S'));
+    raw::sync(&mut b);
     send(&mut s, &b).await;
     assert_eq!(until_ready(&mut s).await, b"1EZ".to_vec(), "one error only");
 
     // And the session goes on.
     let mut b = BytesMut::new();
     extended(&mut b, "SELECT 4");
-    MessageWriter::start(&mut b, Some(b'S'));
+    raw::sync(&mut b);
     send(&mut s, &b).await;
     assert_eq!(until_ready(&mut s).await, b"12DCZ".to_vec());
 }
@@ -385,7 +371,6 @@ async fn a_query_inside_an_unfinished_extended_batch_is_a_protocol_error() {
 /// unused statements that way) is not an unfinished batch.
 #[tokio::test]
 async fn a_refusal_before_a_late_sync_and_a_close_before_a_query() {
-    use portcullis_e2e::raw;
     let gw = TestGateway::start_with(GatewayOptions {
         policy: Arc::new(RefuseForbidden),
         ..Default::default()

@@ -5,6 +5,7 @@
 //! every value it can check offline, and returns a [`Config`] or a
 //! [`ConfigError`] that names the key and the line.
 
+pub mod keys;
 mod locate;
 mod model;
 mod validate;
@@ -61,7 +62,7 @@ impl Config {
     /// against `base` (the directory of the configuration file).
     pub fn parse_relative_to(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(keys::explain(e.to_string())))?;
         if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
             config.resolve_paths(base);
         }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 [[listeners]]
 address = "127.0.0.1:6432"
 plaintext_loopback_dev = true

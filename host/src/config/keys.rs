@@ -1,0 +1,192 @@
+//! Which protocol each key of a `[[targets]]` or `[[listeners]]` table
+//! belongs to. Shared keys (a target's name, who may use it, its plugin
+//! chain, its durability; a listener's address and limits) mean the same
+//! for every protocol; the rest are one protocol's own. A key that is not
+//! known is refused with the keys each protocol takes, so `check-config`
+//! says which key belongs to which protocol.
+
+use super::model::Protocol;
+
+/// Who a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Every protocol.
+    All,
+    /// These protocols only.
+    Only(&'static [Protocol]),
+}
+
+const POSTGRES: Owner = Owner::Only(&[Protocol::Postgres]);
+
+/// The keys of a `[[targets]]` table.
+pub const TARGET_KEYS: &[(&str, Owner)] = &[
+    ("protocol", Owner::All),
+    ("name", Owner::All),
+    ("allow_groups", Owner::All),
+    ("allow_users", Owner::All),
+    ("plugins", Owner::All),
+    ("durability", Owner::All),
+    ("host", POSTGRES),
+    ("port", POSTGRES),
+    ("database", POSTGRES),
+    ("user", POSTGRES),
+    ("password_env", POSTGRES),
+    ("password_file", POSTGRES),
+    ("password_command", POSTGRES),
+    ("oauth2", POSTGRES),
+    ("azure_managed_identity", POSTGRES),
+    ("token_cache_secs", POSTGRES),
+    ("tls", POSTGRES),
+    ("tls_ca_file", POSTGRES),
+    ("connect_timeout_secs", POSTGRES),
+    ("roles", POSTGRES),
+    ("default_role", POSTGRES),
+];
+
+/// The keys of a `[[listeners]]` table.
+pub const LISTENER_KEYS: &[(&str, Owner)] = &[
+    ("protocol", Owner::All),
+    ("address", Owner::All),
+    ("max_clients", Owner::All),
+    ("startup_timeout_secs", Owner::All),
+    ("tls_cert_file", POSTGRES),
+    ("tls_key_file", POSTGRES),
+    ("plaintext_loopback_dev", POSTGRES),
+    ("max_message_bytes", POSTGRES),
+];
+
+/// The protocols a key table serves, in order of first mention.
+fn protocols(table: &[(&str, Owner)]) -> Vec<Protocol> {
+    let mut out: Vec<Protocol> = Vec::new();
+    for (_, owner) in table {
+        if let Owner::Only(ps) = owner {
+            for p in *ps {
+                if !out.contains(p) {
+                    out.push(*p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What a table takes, in words: the shared keys, then each protocol's.
+fn described(section: &str, table: &[(&str, Owner)]) -> String {
+    let names = |keep: &dyn Fn(&Owner) -> bool| {
+        table
+            .iter()
+            .filter(|(_, o)| keep(o))
+            .map(|(k, _)| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!(
+        "; a {section} table takes, for every protocol: {}",
+        names(&|o| *o == Owner::All)
+    );
+    for p in protocols(table) {
+        let own = names(&|o| matches!(o, Owner::Only(ps) if ps.contains(&p)));
+        text.push_str(&format!("; for protocol = \"{}\": {own}", p.as_str()));
+    }
+    text
+}
+
+/// A parser error about an unknown key of `[[targets]]` or
+/// `[[listeners]]`, with the list of expected keys replaced by the keys
+/// each protocol takes; any other error as it is.
+pub fn explain(message: String) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    const EXPECTED: &str = ", expected one of ";
+    let Some(at) = message.find(UNKNOWN) else {
+        return message;
+    };
+    let Some(list) = message[at..].find(EXPECTED).map(|i| at + i) else {
+        return message;
+    };
+    let start = list + EXPECTED.len();
+    let end = message[start..]
+        .find('\n')
+        .map_or(message.len(), |i| start + i);
+    let mut expected: Vec<&str> = message[start..end]
+        .split(", ")
+        .map(|k| k.trim().trim_matches('`'))
+        .collect();
+    expected.sort_unstable();
+    for (section, table) in [
+        ("[[targets]]", TARGET_KEYS),
+        ("[[listeners]]", LISTENER_KEYS),
+    ] {
+        let mut keys: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        if keys == expected {
+            return format!(
+                "{}{}{}",
+                &message[..list],
+                described(section, table),
+                &message[end..]
+            );
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse_error(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The tables list exactly the keys the parser takes: an unknown key is
+    /// explained by them (if a key were added to a table's struct and not
+    /// here, the parser's list would differ and the plain list would show).
+    #[test]
+    fn an_unknown_target_key_is_answered_with_each_protocols_keys() {
+        let text = super::super::tests::MINIMAL
+            .replace("user = \"gw\"", "user = \"gw\"\ndbname = \"shop\"");
+        let e = parse_error(&text);
+        assert!(e.contains("unknown field `dbname`"), "{e}");
+        assert!(
+            e.contains("a [[targets]] table takes, for every protocol: `protocol`, `name`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("for protocol = \"postgres\": `host`, `port`, `database`"),
+            "{e}"
+        );
+        assert!(!e.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_listener_key_is_answered_with_each_protocols_keys() {
+        let text = super::super::tests::MINIMAL.replace(
+            "[[listeners]]\n",
+            "[[listeners]]\nhost_key_file = \"/etc/ssh/key\"\n",
+        );
+        let e = parse_error(&text);
+        assert!(e.contains("unknown field `host_key_file`"), "{e}");
+        assert!(
+            e.contains("a [[listeners]] table takes, for every protocol: `protocol`, `address`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("for protocol = \"postgres\": `tls_cert_file`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_left_alone() {
+        let m = "unknown field `x`, expected one of `a`, `b`".to_string();
+        assert_eq!(explain(m.clone()), m);
+        assert_eq!(
+            explain("missing field `name`".into()),
+            "missing field `name`"
+        );
+    }
+}
