@@ -102,6 +102,8 @@ struct Session {
     log: Arc<crate::audit::AuditLog>,
     store: Arc<dyn Store>,
     relay: tokio::task::JoinHandle<EndReason>,
+    /// Stops the session as the gateway's lifecycle would.
+    stop: tokio::sync::oneshot::Sender<Stop>,
     _dir: crate::test_dir::TestDir,
 }
 
@@ -152,6 +154,7 @@ fn session(policy: TestPolicy) -> Session {
         max_message: 1 << 20,
         budget: Arc::new(MessageBudget::new(16 << 20)),
     };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<Stop>();
     let relay = tokio::spawn(async move {
         let (reason, _, _) = run(
             relay_client,
@@ -161,7 +164,12 @@ fn session(policy: TestPolicy) -> Session {
             limits,
             TargetCatalog::detached(),
             ctx,
-            std::future::pending(),
+            async move {
+                match stopped.await {
+                    Ok(why) => why,
+                    Err(_) => std::future::pending().await,
+                }
+            },
         )
         .await;
         reason
@@ -172,6 +180,7 @@ fn session(policy: TestPolicy) -> Session {
         log,
         store,
         relay,
+        stop,
         _dir: dir,
     }
 }
@@ -536,4 +545,38 @@ async fn a_client_that_vanishes_mid_result_ends_the_session() {
     };
     // The upstream connection is closed: the server reads to its end.
     read_to_end(&mut server).await;
+}
+
+/// A session the gateway stops (its shutdown grace is over, or a token of
+/// its chain was revoked) ends with a FATAL the client can read — the
+/// SQLSTATE says which — and the upstream session is terminated, not left
+/// waiting.
+#[tokio::test]
+async fn a_stopped_session_tells_the_client_why_and_ends_upstream() {
+    for (why, code) in [
+        (Stop::ShuttingDown, "57P01"),
+        (Stop::Revoked("token tok-1 was revoked".into()), "28000"),
+    ] {
+        let mut s = session(PLAIN);
+        let mut b = BytesMut::new();
+        query(&mut b, "SELECT 1");
+        s.client.write_all(&b).await.unwrap();
+        read_until(&mut s.server, fe::QUERY).await;
+        let revoked = matches!(why, Stop::Revoked(_));
+        let _ = s.stop.send(why);
+        let reason = match tokio::time::timeout(Duration::from_secs(5), s.relay).await {
+            Ok(Ok(reason)) => reason,
+            other => panic!("the relay did not end within 5 s: {other:?}"),
+        };
+        assert_eq!(
+            matches!(reason, EndReason::Revoked(_)),
+            revoked,
+            "{reason:?}"
+        );
+        let told = read_until(&mut s.client, be::ERROR_RESPONSE).await;
+        let fatal = String::from_utf8_lossy(&told[told.len() - 1].1).into_owned();
+        assert!(fatal.contains("FATAL") && fatal.contains(code), "{fatal}");
+        let upstream = read_to_end(&mut s.server).await;
+        assert_eq!(upstream.first(), Some(&fe::TERMINATE), "{upstream:?}");
+    }
 }
