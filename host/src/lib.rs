@@ -25,7 +25,9 @@
 //!   state (identity, target configurations, audit, approvals, delegation)
 //!   the admin API and every protocol use, and admission (token, revocation,
 //!   user, target authorization, session id, policy session, session record)
-//!   with refusals each protocol words its own way.
+//!   with refusals each protocol words its own way, the session lifecycle
+//!   (metrics, the shutdown and revocation watch, the end record) and
+//!   approval holds.
 //! - [`protocols`]: one room per protocol. [`protocols::postgres`] is one
 //!   session from accept to close: start-up and TLS, the upstream login, the
 //!   streaming two-way pump, the audit ledger, statements held for

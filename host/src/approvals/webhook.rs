@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::config::WebhookFormat;
 use crate::http_client::HttpClient;
-use crate::store::ApprovalRecord;
+use crate::store::{ApprovalRecord, Vote};
 
 /// Notifications waiting for delivery before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -99,11 +99,7 @@ impl Webhook {
 
     /// A decided request.
     pub fn decided(&self, r: &ApprovalRecord) {
-        let by: Vec<String> = r
-            .votes
-            .iter()
-            .map(|v| crate::identity::chain_text(&v.approver, &v.actor_chain))
-            .collect();
+        let by: Vec<String> = r.votes.iter().map(Vote::chain_text).collect();
         let text = format!(
             "Approval {} is {} ({})",
             slack_escape(&r.id),

@@ -74,7 +74,7 @@ pub fn render_one(a: &ApprovalRecord) -> String {
         text.push_str(&format!(
             "  {} by {} at {}{}\n",
             if v.approve { "approved" } else { "denied" },
-            crate::identity::chain_text(&v.approver, &v.actor_chain),
+            v.chain_text(),
             format_time(v.at),
             v.comment
                 .as_deref()

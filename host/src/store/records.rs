@@ -300,6 +300,13 @@ pub struct Vote {
     pub comment: Option<String>,
 }
 
+impl Vote {
+    /// The approver and the agents deciding for them, as shown to people.
+    pub fn chain_text(&self) -> String {
+        crate::identity::chain_text(&self.approver, &self.actor_chain)
+    }
+}
+
 /// A statement held for human approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalRecord {

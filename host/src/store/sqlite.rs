@@ -214,17 +214,24 @@ fn write_one(
 
 const SESSION_COLUMNS: &str = "id, started_at, subject, user_name, groups_json, issuer, actor_chain_json, target, client_addr, application_name, ended_at, end_reason, bytes_from_client, bytes_to_client, protocol";
 
+/// The identity stored in five columns from `first` on: subject, user
+/// name, groups (JSON), issuer, actor chain (JSON) — as sessions and
+/// approval requests both keep it.
+fn identity_at(r: &rusqlite::Row<'_>, first: usize) -> Result<IdentityRecord, rusqlite::Error> {
+    Ok(IdentityRecord {
+        subject: r.get(first)?,
+        user: r.get(first + 1)?,
+        groups: parse_list(&r.get::<_, String>(first + 2)?),
+        issuer: r.get(first + 3)?,
+        actor_chain: parse_list(&r.get::<_, String>(first + 4)?),
+    })
+}
+
 fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> {
     Ok(SessionRecord {
         id: r.get::<_, i64>(0)? as u64,
         started_at: r.get(1)?,
-        identity: IdentityRecord {
-            subject: r.get(2)?,
-            user: r.get(3)?,
-            groups: parse_list(&r.get::<_, String>(4)?),
-            issuer: r.get(5)?,
-            actor_chain: parse_list(&r.get::<_, String>(6)?),
-        },
+        identity: identity_at(r, 2)?,
         target: r.get(7)?,
         client_addr: r.get(8)?,
         application_name: r.get(9)?,
@@ -272,13 +279,7 @@ fn approval_row(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord, rusqlite::Error
         created_at: r.get(1)?,
         expires_at: r.get(2)?,
         session_id: r.get::<_, i64>(3)? as u64,
-        requester: IdentityRecord {
-            subject: r.get(4)?,
-            user: r.get(5)?,
-            groups: parse_list(&r.get::<_, String>(6)?),
-            issuer: r.get(7)?,
-            actor_chain: parse_list(&r.get::<_, String>(8)?),
-        },
+        requester: identity_at(r, 4)?,
         target: r.get(9)?,
         sql: r.get(10)?,
         fingerprint: r.get(11)?,

@@ -97,15 +97,16 @@ impl Write {
         }
     }
 
-    /// The refusal a read-only session gets for it.
+    /// The refusal a read-only session gets for it: [`Write::why`] after
+    /// "this session is read-only", worded as a refusal where it differs.
     fn read_only_refusal(&self) -> String {
         match self {
             Write::MakesWritable => "this session is read-only and may not be made writable (no SET/RESET of transaction_read_only or default_transaction_read_only, RESET ALL, BEGIN/SET ... READ WRITE)".into(),
-            Write::Table(t) => format!("this session is read-only: the statement writes {t}"),
             Write::ExplainAnalyze => "this session is read-only: EXPLAIN ANALYZE would run a write".into(),
-            Write::CopyFrom => "this session is read-only: COPY ... FROM writes".into(),
-            Write::Function(f) => format!("this session is read-only: function {f} writes or changes server state"),
             Write::Kind(k) => format!("this session is read-only: {} statements are not allowed", k.to_uppercase()),
+            Write::Table(_) | Write::CopyFrom | Write::Function(_) => {
+                format!("this session is read-only: {}", self.why())
+            }
         }
     }
 }

@@ -217,13 +217,19 @@ impl Scan {
         h: &FrameHeader,
     ) -> std::io::Result<()> {
         self.send_pending(wr, buf).await?;
+        self.skip(buf, h);
+        Ok(())
+    }
+
+    /// Moves past message `h` without writing it (nothing is pending
+    /// before it); what has not arrived is cut as it arrives.
+    fn skip(&mut self, buf: &[u8], h: &FrameHeader) {
         let take = h.total_len.min(self.available(buf));
         self.pos += take;
         self.start = self.pos;
         if take < h.total_len {
             self.carry = Carry::Skip(h.total_len - take);
         }
-        Ok(())
     }
 
     /// Writes `with` in place of message `h`.
@@ -236,7 +242,8 @@ impl Scan {
     ) -> std::io::Result<()> {
         self.send_pending(wr, buf).await?;
         wr.write_all(with).await?;
-        self.drop_message(wr, buf, h).await
+        self.skip(buf, h);
+        Ok(())
     }
 
     /// Writes `with` in place of the whole messages up to `end`.
