@@ -126,10 +126,8 @@ async fn the_recording_matches_what_the_client_did() {
     );
 
     let events = store(&gw).events(session.id).expect("events");
-    let seen: Vec<(&str, EventStatus, Option<u64>)> = events
-        .iter()
-        .map(|e| (e.sql.as_str(), e.status, e.rows))
-        .collect();
+    let seen: Vec<(&str, EventStatus, Option<u64>)> =
+        events.iter().map(|e| (&*e.sql, e.status, e.rows)).collect();
     assert_eq!(
         seen,
         vec![
@@ -145,9 +143,9 @@ async fn the_recording_matches_what_the_client_did() {
         ],
         "{events:#?}"
     );
-    assert_eq!(events[0].kinds, vec!["create", "insert"]);
-    assert_eq!(events[0].tables_written, vec!["audit_t"]);
-    assert_eq!(events[1].protocol, "extended");
+    assert_eq!(*events[0].kinds, ["create", "insert"]);
+    assert_eq!(*events[0].tables_written, ["audit_t"]);
+    assert_eq!(&*events[1].protocol, "extended");
     assert_eq!(events[3].sqlstate.as_deref(), Some("22012"));
     let drop_event: &EventRecord = &events[4];
     assert_eq!(drop_event.verdict, "deny");
@@ -176,8 +174,7 @@ async fn writes_only_recording_skips_reads_but_keeps_refusals() {
     drop(client);
     let session = ended_session(&gw, user).await;
     let events = store(&gw).events(session.id).expect("events");
-    let seen: Vec<(&str, EventStatus)> =
-        events.iter().map(|e| (e.sql.as_str(), e.status)).collect();
+    let seen: Vec<(&str, EventStatus)> = events.iter().map(|e| (&*e.sql, e.status)).collect();
     assert_eq!(
         seen,
         vec![
@@ -207,7 +204,7 @@ async fn writes_only_recording_keeps_writes_made_through_functions() {
     drop(client);
     let session = ended_session(&gw, user).await;
     let events = store(&gw).events(session.id).expect("events");
-    let seen: Vec<&str> = events.iter().map(|e| e.sql.as_str()).collect();
+    let seen: Vec<&str> = events.iter().map(|e| &*e.sql).collect();
     assert_eq!(
         seen,
         vec![
@@ -261,7 +258,7 @@ keep = 4
     let events = store(&gw).events(session.id).expect("events");
     let samples: Vec<serde_json::Value> = events
         .iter()
-        .filter(|e| e.sql == sql)
+        .filter(|e| *e.sql == *sql)
         .map(|e| serde_json::from_str(e.sample.as_deref().unwrap_or("null")).expect("sample JSON"))
         .collect();
     assert_eq!(samples.len(), 2, "{events:#?}");

@@ -230,8 +230,9 @@ fn plugins(c: &mut Criterion) {
 }
 
 /// What storing one recorded statement costs the audit writer: a group of
-/// 1,000 pgbench-like events committed in one transaction, beside the same
-/// number of plugin-load records (four short columns, no secondary index).
+/// 1,000 pgbench-like events committed in one transaction (simple-protocol
+/// texts, or runs of one prepared statement), beside the same number of
+/// plugin-load records (four short columns, no secondary index).
 fn audit_store(c: &mut Criterion) {
     use portcullis::store::sqlite::SqliteStore;
     use portcullis::store::{EventRecord, EventStatus, PluginLoadRecord, Record, Store};
@@ -243,7 +244,11 @@ fn audit_store(c: &mut Criterion) {
     };
     const N: u64 = 1000;
     let mut seq = 0u64;
-    let mut events = |session: u64| -> Vec<Record> {
+    // `prepared`: every event runs one prepared statement (one text);
+    // otherwise each has its own literal, as simple-protocol pgbench sends.
+    let prepared_sql: std::sync::Arc<str> =
+        "SELECT abalance FROM pgbench_accounts WHERE aid = $1;".into();
+    let mut events = |session: u64, prepared: bool| -> Vec<Record> {
         (0..N)
             .map(|i| {
                 seq += 1;
@@ -251,15 +256,20 @@ fn audit_store(c: &mut Criterion) {
                     session_id: session + i % 16,
                     seq,
                     at: seq as i64,
-                    protocol: "simple".into(),
-                    sql: format!(
-                        "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
-                        seq % 1_000_000
-                    ),
+                    protocol: if prepared { "extended" } else { "simple" }.into(),
+                    sql: if prepared {
+                        prepared_sql.clone()
+                    } else {
+                        format!(
+                            "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                            seq % 1_000_000
+                        )
+                        .into()
+                    },
                     fingerprint: "5e6b1f0a9c2d4e11".into(),
-                    kinds: vec!["select".into()],
-                    tables_read: vec!["public.pgbench_accounts".into()],
-                    tables_written: vec![],
+                    kinds: vec!["select".into()].into(),
+                    tables_read: vec!["public.pgbench_accounts".into()].into(),
+                    tables_written: vec![].into(),
                     verdict: "allow".into(),
                     decided_by: None,
                     rule: None,
@@ -292,16 +302,21 @@ fn audit_store(c: &mut Criterion) {
         b.iter(|| store.write(black_box(&loads)))
     });
     let mut session = 1u64;
-    g.bench_function("statement events", |b| {
-        b.iter_batched(
-            || {
-                session += 16;
-                events(session)
-            },
-            |batch| store.write(black_box(&batch)),
-            criterion::BatchSize::LargeInput,
-        )
-    });
+    for (name, prepared) in [
+        ("statement events", false),
+        ("statement events, one prepared statement", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    session += 16;
+                    events(session, prepared)
+                },
+                |batch| store.write(black_box(&batch)),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);

@@ -116,4 +116,23 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events ADD COLUMN action TEXT NOT NULL DEFAULT 'statement';
     "#,
+    // 7: what every run of one statement shape shares (its protocol, text,
+    // fingerprint, kinds and tables) stored once; an event with a shape
+    // keeps only what is its own. An event row with `shape_id` set leaves
+    // protocol, fingerprint and the JSON lists empty, and its `sql` empty
+    // when the text is the shape's. Rows from before this version have no
+    // shape and keep every column.
+    r#"
+    CREATE TABLE event_shapes (
+        id                  INTEGER PRIMARY KEY,
+        protocol            TEXT NOT NULL,
+        sql                 TEXT NOT NULL,
+        fingerprint         TEXT NOT NULL,
+        kinds_json          TEXT NOT NULL,
+        tables_read_json    TEXT NOT NULL,
+        tables_written_json TEXT NOT NULL,
+        UNIQUE (protocol, fingerprint, kinds_json, tables_read_json, tables_written_json)
+    );
+    ALTER TABLE events ADD COLUMN shape_id INTEGER;
+    "#,
 ];

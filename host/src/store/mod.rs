@@ -13,6 +13,7 @@
 
 mod migrations;
 mod records;
+mod shapes;
 pub mod sqlite;
 
 pub use records::{

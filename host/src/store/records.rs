@@ -1,6 +1,8 @@
 //! The records the audit store keeps, as callers write and read them.
 //! Times are unix microseconds (UTC).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol of records written before records named theirs (and of
@@ -191,19 +193,27 @@ pub struct EventRecord {
     /// below are the protocol's detail.
     #[serde(default)]
     pub action: Action,
+    // This and the next five fields are the same for every run of a
+    // prepared statement: they are shared (`Arc`), not copied per run.
     /// `simple` (Query), `extended` (Execute of a prepared statement),
     /// `parse` (a refused Parse) or `function-call`.
-    pub protocol: String,
+    #[schema(value_type = String)]
+    pub protocol: Arc<str>,
     /// The SQL text.
-    pub sql: String,
+    #[schema(value_type = String)]
+    pub sql: Arc<str>,
     /// pg_query fingerprint (empty when unknown or unparseable).
-    pub fingerprint: String,
+    #[schema(value_type = String)]
+    pub fingerprint: Arc<str>,
     /// Statement kinds, in order.
-    pub kinds: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub kinds: Arc<[String]>,
     /// Tables read, `schema.table` or `table` as written.
-    pub tables_read: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub tables_read: Arc<[String]>,
     /// Tables written.
-    pub tables_written: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub tables_written: Arc<[String]>,
     /// `allow`, `deny` or `require-approval`.
     pub verdict: String,
     /// The plugin whose verdict decided (deny or approval).

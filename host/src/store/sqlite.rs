@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::migrations::MIGRATIONS;
+use super::shapes::Shapes;
 use super::{
     Action, ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, IdentityRecord,
     Record, SessionQuery, SessionRecord, Store, StoreError,
@@ -20,8 +21,14 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     reader: Mutex<Connection>,
+}
+
+/// The writing connection and the statement shapes it has stored.
+struct Writer {
+    conn: Connection,
+    shapes: Shapes,
 }
 
 impl SqliteStore {
@@ -61,12 +68,15 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(|e| open_err(&e))?;
         Ok(Self {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                shapes: Shapes::default(),
+            }),
             reader: Mutex::new(reader),
         })
     }
 
-    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -115,7 +125,7 @@ fn migrate(conn: &Connection, path: &str) -> Result<(), StoreError> {
 
 /// A list of strings as a JSON array (an empty one without allocating:
 /// most statements write no table).
-fn json_list(v: &[String]) -> std::borrow::Cow<'static, str> {
+pub(super) fn json_list(v: &[String]) -> std::borrow::Cow<'static, str> {
     if v.is_empty() {
         return std::borrow::Cow::Borrowed("[]");
     }
@@ -127,10 +137,11 @@ fn parse_list(s: &str) -> Vec<String> {
 }
 
 /// Inserts a statement event, or completes it when strict durability stored
-/// its start already.
+/// its start already. An event with a shape leaves the shape's columns
+/// empty (see migration 7).
 const INSERT_EVENT: &str = "INSERT INTO events (session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json,
-                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id, action)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+                                     verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id, action, shape_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
                  ON CONFLICT (session_id, seq) DO UPDATE SET
                      verdict = excluded.verdict, decided_by = excluded.decided_by, rule = excluded.rule,
                      reason = excluded.reason, status = excluded.status, duration_us = excluded.duration_us,
@@ -143,6 +154,7 @@ const INSERT_EVENT: &str = "INSERT INTO events (session_id, seq, at, protocol, s
 fn write_one(
     tx: &rusqlite::Transaction<'_>,
     events: &mut rusqlite::Statement<'_>,
+    shapes: &mut Shapes,
     record: &Record,
 ) -> Result<(), rusqlite::Error> {
     match record {
@@ -178,16 +190,36 @@ fn write_one(
             ])?;
         }
         Record::Event(e) => {
+            let placed = shapes.place(tx, e)?;
+            let empty = std::borrow::Cow::Borrowed("");
+            let (protocol, sql, fingerprint, kinds, read, written) = match placed {
+                Some(p) => (
+                    "",
+                    if p.own_sql { &*e.sql } else { "" },
+                    "",
+                    empty.clone(),
+                    empty.clone(),
+                    empty,
+                ),
+                None => (
+                    &*e.protocol,
+                    &*e.sql,
+                    &*e.fingerprint,
+                    json_list(&e.kinds),
+                    json_list(&e.tables_read),
+                    json_list(&e.tables_written),
+                ),
+            };
             events.execute(params![
                 e.session_id as i64,
                 e.seq as i64,
                 e.at,
-                e.protocol,
-                e.sql,
-                e.fingerprint,
-                json_list(&e.kinds),
-                json_list(&e.tables_read),
-                json_list(&e.tables_written),
+                protocol,
+                sql,
+                fingerprint,
+                kinds,
+                read,
+                written,
                 e.verdict,
                 e.decided_by,
                 e.rule,
@@ -200,6 +232,7 @@ fn write_one(
                 e.sample,
                 e.approval_id,
                 e.action.as_str(),
+                placed.map(|p| p.id),
             ])?;
         }
         Record::PluginLoad(p) => {
@@ -243,7 +276,14 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRecord, rusqlite::Error> 
     })
 }
 
-const EVENT_COLUMNS: &str = "session_id, seq, at, protocol, sql, fingerprint, kinds_json, tables_read_json, tables_written_json, verdict, decided_by, rule, reason, status, duration_us, rows, sqlstate, error, sample_json, approval_id, action";
+/// An event whole: its own columns, and its shape's where it has one.
+const EVENT_SELECT: &str = "SELECT e.session_id, e.seq, e.at, COALESCE(s.protocol, e.protocol),
+        CASE WHEN s.id IS NOT NULL AND e.sql = '' THEN s.sql ELSE e.sql END,
+        COALESCE(s.fingerprint, e.fingerprint), COALESCE(s.kinds_json, e.kinds_json),
+        COALESCE(s.tables_read_json, e.tables_read_json), COALESCE(s.tables_written_json, e.tables_written_json),
+        e.verdict, e.decided_by, e.rule, e.reason, e.status, e.duration_us, e.rows, e.sqlstate, e.error,
+        e.sample_json, e.approval_id, e.action
+    FROM events e LEFT JOIN event_shapes s ON s.id = e.shape_id";
 
 fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
     Ok(EventRecord {
@@ -253,9 +293,9 @@ fn event_row(r: &rusqlite::Row<'_>) -> Result<EventRecord, rusqlite::Error> {
         protocol: r.get(3)?,
         sql: r.get(4)?,
         fingerprint: r.get(5)?,
-        kinds: parse_list(&r.get::<_, String>(6)?),
-        tables_read: parse_list(&r.get::<_, String>(7)?),
-        tables_written: parse_list(&r.get::<_, String>(8)?),
+        kinds: parse_list(&r.get::<_, String>(6)?).into(),
+        tables_read: parse_list(&r.get::<_, String>(7)?).into(),
+        tables_written: parse_list(&r.get::<_, String>(8)?).into(),
         verdict: r.get(9)?,
         decided_by: r.get(10)?,
         rule: r.get(11)?,
@@ -298,22 +338,36 @@ fn approval_row(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord, rusqlite::Error
     })
 }
 
+/// Writes `records` in one transaction.
+fn write_all(
+    conn: &mut Connection,
+    shapes: &mut Shapes,
+    records: &[Record],
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut events = tx.prepare_cached(INSERT_EVENT)?;
+        for r in records {
+            write_one(&tx, &mut events, shapes, r)?;
+        }
+    }
+    tx.commit()
+}
+
 impl Store for SqliteStore {
     fn write(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut events = tx.prepare_cached(INSERT_EVENT)?;
-            for r in records {
-                write_one(&tx, &mut events, r)?;
-            }
+        let mut writer = self.writer();
+        let Writer { conn, shapes } = &mut *writer;
+        let result = write_all(conn, shapes, records);
+        match result {
+            Ok(()) => shapes.committed(),
+            Err(_) => shapes.rolled_back(),
         }
-        tx.commit()?;
-        Ok(())
+        Ok(result?)
     }
 
     fn reserve_session_ids(&self, count: u64) -> Result<u64, StoreError> {
-        let mut conn = self.writer();
+        let conn = &mut self.writer().conn;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let first: i64 = tx.query_row(
             "SELECT value FROM counters WHERE name = 'next_session_id'",
@@ -354,7 +408,7 @@ impl Store for SqliteStore {
     fn events(&self, session_id: u64) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ?1 ORDER BY seq"
+            "{EVENT_SELECT} WHERE e.session_id = ?1 ORDER BY e.seq"
         ))?;
         let rows = stmt.query_map(params![session_id as i64], event_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -368,7 +422,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE at >= ?1 AND at < ?2 ORDER BY at, session_id, seq"
+            "{EVENT_SELECT} WHERE e.at >= ?1 AND e.at < ?2 ORDER BY e.at, e.session_id, e.seq"
         ))?;
         let rows = stmt.query_map(params![since, until], event_row)?;
         for row in rows {
@@ -378,13 +432,13 @@ impl Store for SqliteStore {
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
-        let conn = self.writer();
+        let conn = &self.writer().conn;
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         Ok(())
     }
 
     fn save_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
-        let conn = self.writer();
+        let conn = &self.writer().conn;
         conn.prepare_cached(&format!(
             "INSERT OR REPLACE INTO approvals ({APPROVAL_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
@@ -460,7 +514,7 @@ impl Store for SqliteStore {
     }
 
     fn revoke_token(&self, jti: &str, at: i64, by: &str) -> Result<(), StoreError> {
-        self.writer().execute(
+        self.writer().conn.execute(
             "INSERT OR IGNORE INTO revocations (jti, revoked_at, revoked_by) VALUES (?1, ?2, ?3)",
             params![jti, at, by],
         )?;
@@ -475,7 +529,7 @@ impl Store for SqliteStore {
     }
 
     fn use_grant(&self, g: &GrantQuery<'_>, now: i64) -> Result<Option<String>, StoreError> {
-        let mut conn = self.writer();
+        let conn = &mut self.writer().conn;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let id: Option<String> = tx
             .query_row(
@@ -519,10 +573,10 @@ mod tests {
             at: 1_000 + seq as i64,
             protocol: "simple".into(),
             sql: "select 1".into(),
-            fingerprint: String::new(),
-            kinds: vec!["select".into()],
-            tables_read: vec![],
-            tables_written: vec![],
+            fingerprint: "".into(),
+            kinds: vec!["select".into()].into(),
+            tables_read: vec![].into(),
+            tables_written: vec![].into(),
             verdict: "allow".into(),
             decided_by: None,
             rule: None,
@@ -608,6 +662,121 @@ mod tests {
         Ok(())
     }
 
+    /// The raw columns an event row keeps: (protocol, sql, fingerprint,
+    /// kinds_json, shape_id).
+    fn raw_event(
+        store: &SqliteStore,
+        session_id: u64,
+        seq: u64,
+    ) -> Result<(String, String, String, String, Option<i64>), StoreError> {
+        Ok(store.reader().query_row(
+            "SELECT protocol, sql, fingerprint, kinds_json, shape_id FROM events WHERE session_id = ?1 AND seq = ?2",
+            params![session_id as i64, seq as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?)
+    }
+
+    #[test]
+    fn runs_of_one_statement_share_a_shape_and_read_back_whole() -> Result<(), StoreError> {
+        let dir = crate::test_dir::TestDir::new("portcullis-store");
+        let path = dir.join("audit.db");
+        let store = SqliteStore::open(&path)?;
+        let shaped = |seq: u64, sql: &str| {
+            let mut e = event(1, seq, EventStatus::Ok);
+            e.protocol = "extended".into();
+            e.fingerprint = "5e6b1f0a9c2d4e11".into();
+            e.kinds = vec!["select".into()].into();
+            e.tables_read = vec!["public.orders".into(), "public.items".into()].into();
+            e.sql = sql.into();
+            e
+        };
+        let written = vec![
+            shaped(1, "SELECT * FROM orders WHERE id = $1"),
+            shaped(2, "SELECT * FROM orders WHERE id = $1"),
+            // Same shape, other text (another literal).
+            shaped(3, "SELECT * FROM orders WHERE id = 7"),
+            // Same shape, no text: cannot be told from "the shape's text".
+            shaped(4, ""),
+            // Another shape.
+            event(1, 5, EventStatus::Ok),
+        ];
+        store.write(
+            &written
+                .iter()
+                .cloned()
+                .map(Record::Event)
+                .collect::<Vec<_>>(),
+        )?;
+        // The same shape in a later group (and after reopening) is found.
+        store.write(&[Record::Event(shaped(
+            6,
+            "SELECT * FROM orders WHERE id = $1",
+        ))])?;
+        drop(store);
+        let store = SqliteStore::open(&path)?;
+        store.write(&[Record::Event(shaped(
+            7,
+            "SELECT * FROM orders WHERE id = $1",
+        ))])?;
+        let mut expected = written;
+        expected.push(shaped(6, "SELECT * FROM orders WHERE id = $1"));
+        expected.push(shaped(7, "SELECT * FROM orders WHERE id = $1"));
+        assert_eq!(store.events(1)?, expected);
+        let mut exported = Vec::new();
+        store.export_events(0, i64::MAX, &mut |e| {
+            exported.push(e);
+            Ok(())
+        })?;
+        assert_eq!(exported, expected);
+        let shapes: i64 =
+            store
+                .reader()
+                .query_row("SELECT count(*) FROM event_shapes", [], |r| r.get(0))?;
+        assert_eq!(shapes, 2, "one row per shape");
+        let (protocol, sql, fingerprint, kinds, shape) = raw_event(&store, 1, 2)?;
+        assert!(shape.is_some());
+        assert_eq!(
+            (
+                protocol.as_str(),
+                sql.as_str(),
+                fingerprint.as_str(),
+                kinds.as_str()
+            ),
+            ("", "", "", ""),
+            "a run of a shape keeps only its own columns"
+        );
+        assert_eq!(
+            raw_event(&store, 1, 3)?.1,
+            "SELECT * FROM orders WHERE id = 7"
+        );
+        assert_eq!(raw_event(&store, 1, 4)?.4, None, "stored whole");
+        Ok(())
+    }
+
+    #[test]
+    fn a_shape_stored_by_a_rolled_back_group_is_stored_again() -> Result<(), StoreError> {
+        let dir = crate::test_dir::TestDir::new("portcullis-store");
+        let store = SqliteStore::open(&dir.join("audit.db"))?;
+        // A group that stored a shape and then failed (rolled back by hand
+        // here: no record makes a group fail halfway on purpose).
+        {
+            let mut writer = store.writer();
+            let Writer { conn, shapes } = &mut *writer;
+            let tx = conn.transaction()?;
+            let placed = shapes.place(&tx, &event(1, 1, EventStatus::Ok))?;
+            assert!(placed.is_some());
+            drop(tx);
+            shapes.rolled_back();
+        }
+        store.write(&[Record::Event(event(1, 1, EventStatus::Ok))])?;
+        assert_eq!(store.events(1)?, vec![event(1, 1, EventStatus::Ok)]);
+        assert!(
+            raw_event(&store, 1, 1)?.4.is_some(),
+            "the shape was stored again"
+        );
+        Ok(())
+    }
+
     #[test]
     fn a_store_from_before_protocols_reads_as_postgres_statements() -> Result<(), StoreError> {
         let dir = crate::test_dir::TestDir::new("portcullis-store");
@@ -649,7 +818,7 @@ mod tests {
         // An event from before actions reads as a statement.
         let old_event = store.events(7)?;
         assert_eq!(
-            (old_event[0].sql.as_str(), old_event[0].action),
+            (&*old_event[0].sql, old_event[0].action),
             ("delete from t", Action::Statement)
         );
         // New records keep the protocol and action they are written with.

@@ -160,16 +160,16 @@ impl Ledger {
             session_id: self.session_id,
             seq: self.seq,
             at: now_micros(),
-            protocol: protocol.to_string(),
-            sql: sql.to_string(),
+            protocol: protocol.into(),
+            sql: sql.into(),
             fingerprint: note
                 .summary
                 .as_ref()
-                .map(|s| s.fingerprint.clone())
+                .map(|s| s.fingerprint.as_str().into())
                 .unwrap_or_default(),
-            kinds,
-            tables_read: read,
-            tables_written: written,
+            kinds: kinds.into(),
+            tables_read: read.into(),
+            tables_written: written.into(),
             verdict: verdict_text.to_string(),
             decided_by: note.decided_by.clone(),
             rule: note.rule.clone(),
@@ -294,7 +294,7 @@ impl Ledger {
             if let Some((id, shown)) = approved {
                 r.approval_id = Some(id.to_string());
                 r.verdict = "approved".into();
-                r.sql = shown.to_string();
+                r.sql = shown.into();
             }
             r
         });

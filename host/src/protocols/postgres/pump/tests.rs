@@ -488,7 +488,7 @@ async fn messages_split_across_reads_are_judged_whole() {
     };
     let seen: Vec<(&str, &str, Option<u64>)> = events
         .iter()
-        .map(|e| (e.sql.as_str(), e.status.as_str(), e.rows))
+        .map(|e| (&*e.sql, e.status.as_str(), e.rows))
         .collect();
     assert_eq!(
         seen,
