@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::http_client::HttpClient;
 use crate::identity::Authenticator;
 use crate::policy::Policy;
@@ -62,6 +62,9 @@ pub enum StartError {
     /// The delegation signing key could not be loaded.
     #[error("{0}")]
     Delegation(#[from] crate::delegation::DelegationError),
+    /// An SSH listener's or target's key could not be loaded.
+    #[error("{0}")]
+    Ssh(#[from] crate::protocols::ssh::SshSetupError),
 }
 
 /// A started gateway; dropping it stops accepting new connections.
@@ -246,8 +249,14 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     let mut runtime = None;
     let (mut policies, loaded) = target_policies(config, &mut runtime, &policy)?;
     let mut targets = HashMap::new();
+    let mut ssh_targets = HashMap::new();
     for t in &config.targets {
         let target_policy = policies.remove(&t.name).unwrap_or_else(|| policy.clone());
+        if t.protocol == Protocol::Ssh {
+            let target = crate::protocols::ssh::SshTarget::load(t, target_policy)?;
+            ssh_targets.insert(t.name.clone(), target);
+            continue;
+        }
         let tls = tls::upstream_config(t.tls, t.tls_ca_file.as_deref().map(Path::new)).map_err(
             |source| StartError::TargetTls {
                 target: t.name.clone(),
@@ -329,7 +338,14 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         None => None,
     };
     let mut addresses = Vec::new();
+    let ssh = Arc::new(ssh_targets);
     for l in &config.listeners {
+        if l.protocol == Protocol::Ssh {
+            let (local, task) = start_ssh_listener(l, &core, &ssh).await?;
+            addresses.push(local);
+            accept_loops.push(task);
+            continue;
+        }
         let tls = match (&l.tls_cert_file, &l.tls_key_file) {
             (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(
                 tls::server_config(Path::new(c), Path::new(k)).map_err(|source| {
@@ -376,6 +392,39 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         accept_loops,
         closing: closing_tx,
     })
+}
+
+/// Binds an SSH listener and starts accepting on it.
+async fn start_ssh_listener(
+    l: &crate::config::Listener,
+    core: &Arc<crate::gateway::Core>,
+    targets: &Arc<HashMap<String, crate::protocols::ssh::SshTarget>>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), StartError> {
+    use crate::protocols::ssh;
+    let server = ssh::server_config(l)?;
+    let listener = TcpListener::bind(&l.address)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: l.address.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| StartError::Bind {
+        address: l.address.clone(),
+        source,
+    })?;
+    let ctx = Arc::new(ssh::SshContext {
+        core: core.clone(),
+        targets: targets.clone(),
+        server: Arc::new(server),
+    });
+    tracing::info!(address = %local, protocol = "ssh", "listening");
+    let task = tokio::spawn(ssh::accept_loop(
+        listener,
+        ctx,
+        Arc::new(Semaphore::new(l.max_clients)),
+        Duration::from_secs(l.startup_timeout_secs),
+    ));
+    Ok((local, task))
 }
 
 async fn accept_loop(

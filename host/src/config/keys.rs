@@ -17,6 +17,10 @@ pub enum Owner {
 }
 
 const POSTGRES: Owner = Owner::Only(&[Protocol::Postgres]);
+const SSH: Owner = Owner::Only(&[Protocol::Ssh]);
+/// Keys PostgreSQL and SSH targets share: where the host is and whom the
+/// gateway logs in as.
+const UPSTREAM: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Ssh]);
 
 /// The keys of a `[[targets]]` table.
 pub const TARGET_KEYS: &[(&str, Owner)] = &[
@@ -26,10 +30,11 @@ pub const TARGET_KEYS: &[(&str, Owner)] = &[
     ("allow_users", Owner::All),
     ("plugins", Owner::All),
     ("durability", Owner::All),
-    ("host", POSTGRES),
-    ("port", POSTGRES),
+    ("host", UPSTREAM),
+    ("port", UPSTREAM),
+    ("user", UPSTREAM),
+    ("connect_timeout_secs", UPSTREAM),
     ("database", POSTGRES),
-    ("user", POSTGRES),
     ("password_env", POSTGRES),
     ("password_file", POSTGRES),
     ("password_command", POSTGRES),
@@ -38,9 +43,10 @@ pub const TARGET_KEYS: &[(&str, Owner)] = &[
     ("token_cache_secs", POSTGRES),
     ("tls", POSTGRES),
     ("tls_ca_file", POSTGRES),
-    ("connect_timeout_secs", POSTGRES),
     ("roles", POSTGRES),
     ("default_role", POSTGRES),
+    ("private_key_file", SSH),
+    ("known_hosts_file", SSH),
 ];
 
 /// The keys of a `[[listeners]]` table.
@@ -53,7 +59,84 @@ pub const LISTENER_KEYS: &[(&str, Owner)] = &[
     ("tls_key_file", POSTGRES),
     ("plaintext_loopback_dev", POSTGRES),
     ("max_message_bytes", POSTGRES),
+    ("host_key_file", SSH),
 ];
+
+/// A key of a `[[targets]]` or `[[listeners]]` table that belongs to
+/// another protocol than the table's: where it is and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misplaced {
+    /// The key's path, e.g. `targets[1].database`.
+    pub key: String,
+    /// What is wrong and which keys the table's protocol takes.
+    pub message: String,
+}
+
+/// Checks, on the parsed TOML before it becomes a configuration, that every
+/// key of each `[[targets]]` and `[[listeners]]` table belongs to that
+/// table's protocol (keys no protocol knows are left to the parser).
+pub fn check_owners(raw: &toml::Table) -> Result<(), Misplaced> {
+    for (section, singular, table) in [
+        ("targets", "target", TARGET_KEYS),
+        ("listeners", "listener", LISTENER_KEYS),
+    ] {
+        let Some(toml::Value::Array(entries)) = raw.get(section) else {
+            continue;
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(entry) = entry.as_table() else {
+                continue;
+            };
+            let protocol = match entry.get("protocol").and_then(|p| p.as_str()) {
+                None => Protocol::Postgres,
+                Some(name) => match Protocol::parse(name) {
+                    Some(p) => p,
+                    // The parser names the bad value.
+                    None => continue,
+                },
+            };
+            for key in entry.keys() {
+                let Some((_, Owner::Only(owners))) = table.iter().find(|(k, _)| k == key) else {
+                    continue;
+                };
+                if owners.contains(&protocol) {
+                    continue;
+                }
+                let whose = owners
+                    .iter()
+                    .map(|p| format!("\"{}\"", p.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" and ");
+                return Err(Misplaced {
+                    key: format!("{section}[{i}].{key}"),
+                    message: format!(
+                        "`{key}` is a key of protocol {whose}, and this {singular} has protocol = \"{}\"{}",
+                        protocol.as_str(),
+                        described_for(section, table, protocol)
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a table of one protocol takes, in words.
+fn described_for(section: &str, table: &[(&str, Owner)], protocol: Protocol) -> String {
+    let own = table
+        .iter()
+        .filter(|(_, o)| match o {
+            Owner::All => true,
+            Owner::Only(ps) => ps.contains(&protocol),
+        })
+        .map(|(k, _)| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "; a [[{section}]] table with protocol = \"{}\" takes: {own}",
+        protocol.as_str()
+    )
+}
 
 /// The protocols a key table serves, in order of first mention.
 fn protocols(table: &[(&str, Owner)]) -> Vec<Protocol> {
@@ -156,7 +239,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("for protocol = \"postgres\": `host`, `port`, `database`"),
+            e.contains("for protocol = \"postgres\": `host`, `port`, `user`, `connect_timeout_secs`, `database`"),
             "{e}"
         );
         assert!(!e.contains("expected one of"), "{e}");
@@ -166,16 +249,47 @@ mod tests {
     fn an_unknown_listener_key_is_answered_with_each_protocols_keys() {
         let text = super::super::tests::MINIMAL.replace(
             "[[listeners]]\n",
-            "[[listeners]]\nhost_key_file = \"/etc/ssh/key\"\n",
+            "[[listeners]]\nserver_name = \"db.example.com\"\n",
         );
         let e = parse_error(&text);
-        assert!(e.contains("unknown field `host_key_file`"), "{e}");
+        assert!(e.contains("unknown field `server_name`"), "{e}");
         assert!(
             e.contains("a [[listeners]] table takes, for every protocol: `protocol`, `address`"),
             "{e}"
         );
         assert!(
             e.contains("for protocol = \"postgres\": `tls_cert_file`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_protocol_is_refused_with_the_tables_own_keys() {
+        // A PostgreSQL key on an SSH target.
+        let ssh_target = super::super::tests::MINIMAL
+            .replace("name = \"orders\"", "name = \"orders\"\nprotocol = \"ssh\"");
+        let e = parse_error(&ssh_target);
+        assert!(
+            e.contains("`database` is a key of protocol \"postgres\", and this target has protocol = \"ssh\""),
+            "{e}"
+        );
+        assert!(e.contains("`private_key_file`, `known_hosts_file`"), "{e}");
+        assert!(e.contains("targets[0].database"), "{e}");
+        // An SSH key on a PostgreSQL (default) target and listener.
+        let e = parse_error(&super::super::tests::MINIMAL.replace(
+            "name = \"orders\"",
+            "name = \"orders\"\nknown_hosts_file = \"/etc/ssh/known_hosts\"",
+        ));
+        assert!(
+            e.contains("`known_hosts_file` is a key of protocol \"ssh\", and this target has protocol = \"postgres\""),
+            "{e}"
+        );
+        let e = parse_error(&super::super::tests::MINIMAL.replace(
+            "[[listeners]]\n",
+            "[[listeners]]\nhost_key_file = \"/etc/ssh/key\"\n",
+        ));
+        assert!(
+            e.contains("`host_key_file` is a key of protocol \"ssh\", and this listener has protocol = \"postgres\""),
             "{e}"
         );
     }

@@ -61,6 +61,13 @@ impl Config {
     /// Parses and validates configuration text, resolving relative file paths
     /// against `base` (the directory of the configuration file).
     pub fn parse_relative_to(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        keys::check_owners(&raw).map_err(|m| ConfigError::Invalid {
+            line: locate::line_of(text, &m.key),
+            key: m.key,
+            message: m.message,
+        })?;
         let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(keys::explain(e.to_string())))?;
         if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
@@ -88,6 +95,7 @@ impl Config {
         for l in &mut self.listeners {
             fix(&mut l.tls_cert_file);
             fix(&mut l.tls_key_file);
+            fix(&mut l.host_key_file);
         }
         for p in &mut self.identity_providers {
             fix(&mut p.hmac_secret_file);
@@ -111,6 +119,8 @@ impl Config {
         for t in &mut self.targets {
             fix(&mut t.password_file);
             fix(&mut t.tls_ca_file);
+            fix(&mut t.private_key_file);
+            fix(&mut t.known_hosts_file);
             if let Some(o) = &mut t.oauth2 {
                 if Path::new(&o.client_secret_file).is_relative() {
                     o.client_secret_file = base.join(&o.client_secret_file).display().to_string();
@@ -179,18 +189,29 @@ impl Config {
         }
         let _ = writeln!(s, "targets: {}", self.targets.len());
         for t in &self.targets {
-            let _ = writeln!(
-                s,
-                "  {} ({}) -> {}:{}/{} as {} (tls {}, auth {})",
-                t.name,
-                t.protocol.as_str(),
-                t.host,
-                t.port,
-                t.database,
-                t.user,
-                t.tls.as_str(),
-                t.credential_summary()
-            );
+            let _ = match t.protocol {
+                Protocol::Postgres => writeln!(
+                    s,
+                    "  {} (postgres) -> {}:{}/{} as {} (tls {}, auth {})",
+                    t.name,
+                    t.host,
+                    t.port(),
+                    t.database,
+                    t.user,
+                    t.tls.as_str(),
+                    t.credential_summary()
+                ),
+                Protocol::Ssh => writeln!(
+                    s,
+                    "  {} (ssh) -> {}@{}:{} (key {}, host key pinned by {})",
+                    t.name,
+                    t.user,
+                    t.host,
+                    t.port(),
+                    t.private_key_file.as_deref().unwrap_or("none"),
+                    t.known_hosts_file.as_deref().unwrap_or("none"),
+                ),
+            };
             let _ = writeln!(
                 s,
                 "    allowed: groups [{}], users [{}]",

@@ -399,6 +399,8 @@ pub struct Listener {
     /// Largest protocol message accepted in either direction, in bytes.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// SSH: the gateway's host key (an OpenSSH private key file).
+    pub host_key_file: Option<String>,
 }
 
 fn default_max_clients() -> usize {
@@ -508,21 +510,30 @@ impl OneOrMany {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// The protocol the target speaks (`postgres` when absent); the keys
-    /// from `host` to `default_role` are PostgreSQL's.
+    /// The protocol the target speaks (`postgres` when absent); which keys
+    /// belong to which protocol is in [`super::keys::TARGET_KEYS`].
     #[serde(default)]
     pub protocol: Protocol,
-    /// What clients put in `dbname`.
+    /// What clients put in `dbname` (PostgreSQL) or as the login name
+    /// (SSH: `ssh NAME@gateway`).
     pub name: String,
     /// Upstream host name or address.
     pub host: String,
-    /// Upstream port (default 5432).
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
-    /// Upstream database name.
+    /// Upstream port (default: 5432 for PostgreSQL, 22 for SSH); see
+    /// [`Target::port`].
+    #[serde(rename = "port")]
+    pub configured_port: Option<u16>,
+    /// Upstream database name (PostgreSQL; required there).
+    #[serde(default)]
     pub database: String,
-    /// Upstream role the gateway logs in as.
+    /// Upstream role (PostgreSQL) or account (SSH) the gateway logs in as.
     pub user: String,
+    /// SSH: the OpenSSH private key the gateway logs in to the host with
+    /// (its own credential, never the client's).
+    pub private_key_file: Option<String>,
+    /// SSH: the known_hosts file that pins the host's key; an unknown or
+    /// changed key refuses the session.
+    pub known_hosts_file: Option<String>,
     /// Environment variable holding the upstream password.
     pub password_env: Option<String>,
     /// File holding the upstream password (read at every upstream login).
@@ -579,6 +590,14 @@ pub struct RoleMapping {
 }
 
 impl Target {
+    /// The upstream port: as configured, or the protocol's own.
+    pub fn port(&self) -> u16 {
+        self.configured_port.unwrap_or(match self.protocol {
+            Protocol::Postgres => 5432,
+            Protocol::Ssh => 22,
+        })
+    }
+
     /// The upstream role a session of an identity with `groups` runs as,
     /// if the target maps one.
     pub fn upstream_role(&self, groups: &[String]) -> Option<&str> {
@@ -630,9 +649,6 @@ fn default_azure_endpoint() -> String {
     "http://169.254.169.254/metadata/identity/oauth2/token".into()
 }
 
-fn default_pg_port() -> u16 {
-    5432
-}
 fn default_connect_timeout() -> u64 {
     10
 }
@@ -665,6 +681,8 @@ pub enum Protocol {
     /// PostgreSQL's wire protocol (version 3).
     #[default]
     Postgres,
+    /// SSH (version 2): shells, commands and subsystems on hosts.
+    Ssh,
 }
 
 impl Protocol {
@@ -672,7 +690,15 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Postgres => "postgres",
+            Protocol::Ssh => "ssh",
         }
+    }
+
+    /// The protocol a configuration spells `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Protocol::Postgres, Protocol::Ssh]
+            .into_iter()
+            .find(|p| p.as_str() == name)
     }
 }
 

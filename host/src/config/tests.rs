@@ -31,7 +31,7 @@ fn minimal_config_is_accepted_with_defaults() {
     let p = &c.identity_providers[0];
     assert_eq!(p.algorithms, ["RS256", "ES256", "PS256"]);
     assert_eq!(p.leeway_secs, 60);
-    assert_eq!(c.targets[0].port, 5432);
+    assert_eq!(c.targets[0].port(), 5432);
     assert!(c
         .summary()
         .contains("orders (postgres) -> 127.0.0.1:5432/orders"));
@@ -51,10 +51,73 @@ fn protocol_is_postgres_when_absent_and_others_are_named() {
     );
     let text = MINIMAL.replace(
         "[[targets]]\nname = \"orders\"",
-        "[[targets]]\nprotocol = \"ssh\"\nname = \"orders\"",
+        "[[targets]]\nprotocol = \"telnet\"\nname = \"orders\"",
     );
     let e = err(&text);
-    assert!(e.contains("ssh") && e.contains("postgres"), "{e}");
+    assert!(
+        e.contains("telnet") && e.contains("postgres") && e.contains("ssh"),
+        "{e}"
+    );
+}
+
+/// An SSH listener and target, with real files for their keys.
+fn ssh_config(dir: &crate::test_dir::TestDir, target_extra: &str) -> String {
+    for f in ["host_key", "gateway_key", "known_hosts"] {
+        std::fs::write(dir.join(f), "x").unwrap();
+    }
+    let d = dir.display();
+    format!(
+        r#"{MINIMAL}
+[[listeners]]
+protocol = "ssh"
+address = "127.0.0.1:2222"
+host_key_file = "{d}/host_key"
+
+[[targets]]
+protocol = "ssh"
+name = "web-1"
+host = "10.0.0.5"
+user = "deploy"
+private_key_file = "{d}/gateway_key"
+known_hosts_file = "{d}/known_hosts"
+allow_groups = ["ops"]
+{target_extra}
+"#
+    )
+}
+
+#[test]
+fn an_ssh_target_takes_its_own_keys_and_port_22() {
+    let dir = crate::test_dir::TestDir::new("portcullis-config");
+    let c = Config::parse(&ssh_config(&dir, "")).unwrap();
+    let t = &c.targets[1];
+    assert_eq!((t.protocol, t.port()), (Protocol::Ssh, 22));
+    assert_eq!(c.listeners[1].protocol, Protocol::Ssh);
+    assert!(
+        c.summary().contains("web-1 (ssh) -> deploy@10.0.0.5:22"),
+        "{}",
+        c.summary()
+    );
+}
+
+#[test]
+fn an_ssh_target_without_a_key_or_a_pinned_host_or_with_plugins_is_refused() {
+    let dir = crate::test_dir::TestDir::new("portcullis-config");
+    let full = ssh_config(&dir, "");
+    let d = dir.display().to_string();
+    let e = err(&full.replace(&format!("private_key_file = \"{d}/gateway_key\"\n"), ""));
+    assert!(e.contains("targets[1].private_key_file"), "{e}");
+    let e = err(&full.replace(&format!("known_hosts_file = \"{d}/known_hosts\"\n"), ""));
+    assert!(
+        e.contains("targets[1].known_hosts_file") && e.contains("cannot check"),
+        "{e}"
+    );
+    let e = err(&full.replace("known_hosts\"", "missing_known_hosts\""));
+    assert!(e.contains("does not exist"), "{e}");
+    let e = err(&ssh_config(&dir, "plugins = [\"block\"]"));
+    assert!(e.contains("targets[1].plugins"), "{e}");
+    let e = err(&full.replace(&format!("host_key_file = \"{d}/host_key\"\n"), ""));
+    assert!(e.contains("listeners[1].host_key_file"), "{e}");
 }
 
 #[test]

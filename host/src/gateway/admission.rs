@@ -61,22 +61,33 @@ impl Refusal {
     }
 }
 
-/// Step 1: validates `token` and checks that it names `claimed_user`.
+/// "password authentication failed" and, when the client named one, for
+/// which user.
+fn failed_for(claimed_user: Option<&str>) -> String {
+    match claimed_user {
+        Some(u) => format!("password authentication failed for user \"{u}\""),
+        None => "authentication failed".to_string(),
+    }
+}
+
+/// Step 1: validates `token` and checks that it names `claimed_user`, for
+/// protocols where the client names a user (PostgreSQL's `user`; an SSH
+/// login name names the target instead, so SSH claims none).
 pub async fn authenticate(
     authenticator: &Authenticator,
     revocations: &Revocations,
     token: &str,
-    claimed_user: &str,
+    claimed_user: Option<&str>,
     peer: SocketAddr,
 ) -> Result<Identity, Refusal> {
     let identity = match authenticator.authenticate(token).await {
         Ok(id) => id,
         Err(e) => {
             crate::metrics::global().auth_failure(e.label());
-            tracing::info!(%peer, user = %claimed_user, reason = %e, "authentication failed");
+            tracing::info!(%peer, user = claimed_user.unwrap_or(""), reason = %e, "authentication failed");
             return Err(Refusal::new(
                 RefusalKind::BadCredential,
-                format!("password authentication failed for user \"{claimed_user}\": {e}"),
+                format!("{}: {e}", failed_for(claimed_user)),
                 Some(e.hint()),
             ));
         }
@@ -89,10 +100,16 @@ pub async fn authenticate(
         crate::metrics::global().auth_failure("revoked");
         return Err(Refusal::new(
             RefusalKind::BadCredential,
-            format!("password authentication failed for user \"{claimed_user}\": the token was revoked (token {jti} of its delegation chain)"),
+            format!(
+                "{}: the token was revoked (token {jti} of its delegation chain)",
+                failed_for(claimed_user)
+            ),
             Some("ask whoever delegated to you for a new token"),
         ));
     }
+    let Some(claimed_user) = claimed_user else {
+        return Ok(identity);
+    };
     if identity.user != claimed_user {
         return Err(Refusal::new(
             RefusalKind::NotAuthorized,

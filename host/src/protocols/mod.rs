@@ -6,3 +6,4 @@
 //! the plugin contract is shaped by today.
 
 pub mod postgres;
+pub mod ssh;

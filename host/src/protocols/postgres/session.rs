@@ -76,7 +76,7 @@ impl TargetContext {
     ) -> UpstreamLogin<'_> {
         UpstreamLogin {
             host: &self.cfg.host,
-            port: self.cfg.port,
+            port: self.cfg.port(),
             tls: self.tls.clone(),
             user: &self.cfg.user,
             database: &self.cfg.database,
@@ -392,7 +392,7 @@ async fn start(
             &gw.core.authenticator,
             &gw.core.revocations,
             token,
-            user,
+            Some(user),
             peer,
         )
         .await?;
@@ -466,7 +466,7 @@ async fn start(
     let held = Arc::new(held);
     let registration = gw.cancels.register(CancelTarget {
         host: target.cfg.host.clone(),
-        port: target.cfg.port,
+        port: target.cfg.port(),
         tls: target.tls.clone(),
         upstream_key: up.key,
         held: held.clone(),

@@ -1,0 +1,173 @@
+//! The audit side of an SSH session: each exec, shell and subsystem is one
+//! event of action `command` — its kind as the event's protocol detail
+//! (`exec`, `shell`, `subsystem`), the command line or subsystem name as
+//! its text — finished with the exit status or signal the host reported.
+//!
+//! On a `strict` target the started event is committed before the request
+//! reaches the host; if it cannot be, the request is refused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::audit::AuditLog;
+use crate::store::{now_micros, Action, EventRecord, EventStatus, Record};
+
+/// What every channel of one session shares for recording.
+pub struct SessionEvents {
+    audit: Arc<AuditLog>,
+    session_id: u64,
+    seq: AtomicU64,
+    strict: bool,
+}
+
+impl SessionEvents {
+    /// Events of session `session_id`; `strict`: commit each before it runs.
+    pub fn new(audit: Arc<AuditLog>, session_id: u64, strict: bool) -> Arc<Self> {
+        Arc::new(Self {
+            audit,
+            session_id,
+            seq: AtomicU64::new(0),
+            strict,
+        })
+    }
+}
+
+/// The command running on one channel (a channel runs at most one).
+pub struct Commands {
+    events: Arc<SessionEvents>,
+    open: Option<(EventRecord, Instant)>,
+    ran: bool,
+}
+
+/// A command that may start once [`Started::commit`] says so.
+pub struct Started {
+    events: Arc<SessionEvents>,
+    record: Option<EventRecord>,
+}
+
+impl Started {
+    /// Commits the started event on a strict target; `false` when it could
+    /// not be (the command must not run).
+    pub async fn commit(self) -> bool {
+        match self.record {
+            Some(r) => match self.events.audit.record_durably(Record::Event(r)).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "SSH command refused: it could not be recorded");
+                    false
+                }
+            },
+            None => true,
+        }
+    }
+}
+
+/// A finished command's event, to be written.
+pub struct Finished {
+    events: Arc<SessionEvents>,
+    record: EventRecord,
+}
+
+impl Finished {
+    /// Queues the event for the audit store.
+    pub async fn write(self) {
+        self.events.audit.record(Record::Event(self.record)).await;
+    }
+}
+
+impl Commands {
+    /// A channel's recorder.
+    pub fn new(events: Arc<SessionEvents>) -> Self {
+        Self {
+            events,
+            open: None,
+            ran: false,
+        }
+    }
+
+    /// Starts recording a command of `kind` (`exec`, `shell`, `subsystem`)
+    /// with `text`; `None` when the channel already ran one (SSH allows one
+    /// per channel, so the request is refused).
+    pub fn start(&mut self, kind: &str, text: &str) -> Option<Started> {
+        if self.ran {
+            return None;
+        }
+        self.ran = true;
+        let seq = self.events.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let record = EventRecord {
+            session_id: self.events.session_id,
+            seq,
+            at: now_micros(),
+            action: Action::Command,
+            protocol: kind.into(),
+            sql: text.into(),
+            fingerprint: "".into(),
+            kinds: Vec::new().into(),
+            tables_read: Vec::new().into(),
+            tables_written: Vec::new().into(),
+            verdict: "allow".into(),
+            decided_by: None,
+            rule: None,
+            reason: None,
+            status: EventStatus::Started,
+            duration_us: None,
+            rows: None,
+            sqlstate: None,
+            error: None,
+            sample: None,
+            approval_id: None,
+        };
+        let durable = self.events.strict.then(|| record.clone());
+        self.open = Some((record, Instant::now()));
+        Some(Started {
+            events: self.events.clone(),
+            record: durable,
+        })
+    }
+
+    fn finish(
+        &mut self,
+        status: EventStatus,
+        error: Option<String>,
+        at: Instant,
+    ) -> Option<Finished> {
+        let (mut record, started) = self.open.take()?;
+        record.status = status;
+        record.error = error;
+        record.duration_us = Some(at.saturating_duration_since(started).as_micros() as u64);
+        Some(Finished {
+            events: self.events.clone(),
+            record,
+        })
+    }
+
+    /// The host reported the command's exit status.
+    pub fn exited(&mut self, status: u32, at: Instant) -> Option<Finished> {
+        if status == 0 {
+            self.finish(EventStatus::Ok, None, at)
+        } else {
+            self.finish(
+                EventStatus::Error,
+                Some(format!("exit status {status}")),
+                at,
+            )
+        }
+    }
+
+    /// The host reported the command was killed by a signal.
+    pub fn signalled(&mut self, signal: &str, at: Instant) -> Option<Finished> {
+        self.finish(
+            EventStatus::Error,
+            Some(format!("killed by signal {signal}")),
+            at,
+        )
+    }
+
+    /// The channel closed: a command still open ends without a status.
+    pub fn finish_all(&mut self) -> Vec<Finished> {
+        self.finish(EventStatus::Unknown, None, Instant::now())
+            .into_iter()
+            .collect()
+    }
+}

@@ -1,0 +1,371 @@
+//! SSH targets end to end: the real OpenSSH client, through the gateway, to
+//! a real OpenSSH server on loopback that trusts only the gateway's key.
+//! Refusals are checked by their effect — a command that would leave a
+//! file behind never runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use portcullis::store::{Action, EventStatus, SessionQuery};
+use portcullis_e2e::{GatewayOptions, ScratchDir, TestGateway};
+
+/// Runs a program to completion, panicking if it cannot start or fails.
+fn run(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`).
+fn keygen(path: &Path) {
+    run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &path.display().to_string(),
+        ],
+    );
+}
+
+fn public(path: &Path) -> String {
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap_or_else(|e| panic!("public key of {}: {e}", path.display()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An OpenSSH server on loopback that lets in only the gateway's key, as
+/// the user running the tests.
+struct Host {
+    dir: ScratchDir,
+    port: u16,
+    child: std::process::Child,
+    /// The account the gateway logs in as.
+    user: String,
+}
+
+impl Host {
+    fn start() -> Self {
+        let dir = ScratchDir::new("portcullis-sshd");
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("gateway_key"));
+        std::fs::write(d.join("authorized_keys"), public(&d.join("gateway_key")))
+            .expect("authorized_keys");
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
+        // Privilege separation needs its directory when sshd runs as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (openssh-server, installed by scripts/setup)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let user = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("id -un")
+                .stdout,
+        )
+        .expect("user name")
+        .trim()
+        .to_string();
+        Self {
+            dir,
+            port,
+            child,
+            user,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A known_hosts file pinning `key` (this host's, or another) for it.
+    fn known_hosts(&self, name: &str, key: &Path) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, format!("[127.0.0.1]:{} {}", self.port, public(key)))
+            .expect("known_hosts");
+        path
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The gateway with an SSH listener and target `web-1` for `host`, its
+/// host key pinned by `known_hosts`.
+async fn gateway(host: &Host, known_hosts: &Path) -> (TestGateway, std::net::SocketAddr) {
+    let gateway_host_key = host.path("gateway_host_key");
+    if !gateway_host_key.exists() {
+        keygen(&gateway_host_key);
+    }
+    let tail = format!(
+        r#"
+[[listeners]]
+protocol = "ssh"
+address = "127.0.0.1:0"
+host_key_file = {hk:?}
+
+[[targets]]
+protocol = "ssh"
+name = "web-1"
+host = "127.0.0.1"
+port = {port}
+user = {user:?}
+private_key_file = {key:?}
+known_hosts_file = {kh:?}
+allow_groups = ["testers"]
+"#,
+        hk = gateway_host_key.display().to_string(),
+        port = host.port,
+        user = host.user,
+        key = host.path("gateway_key").display().to_string(),
+        kh = known_hosts.display().to_string(),
+    );
+    let gw = TestGateway::start_with(GatewayOptions {
+        tail,
+        ..Default::default()
+    })
+    .await;
+    let ssh_addr = gw.gateway.addresses[2];
+    (gw, ssh_addr)
+}
+
+/// What the OpenSSH client printed and how it exited.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+/// Runs `ssh OPTIONS login@gateway COMMAND` with `token` as the password;
+/// the gateway's host key is pinned for the client.
+async fn ssh(
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    login: &str,
+    token: &str,
+    options: &[&str],
+    command: &str,
+) -> Ran {
+    let d = host.dir.path();
+    let askpass = d.join("askpass.sh");
+    std::fs::write(d.join("token"), token).expect("token file");
+    std::fs::write(
+        &askpass,
+        format!("#!/bin/sh\ncat {}\n", d.join("token").display()),
+    )
+    .expect("askpass");
+    run("chmod", &["700", &askpass.display().to_string()]);
+    let client_known = d.join("client_known_hosts");
+    std::fs::write(
+        &client_known,
+        format!(
+            "[127.0.0.1]:{} {}",
+            gw_addr.port(),
+            public(&d.join("gateway_host_key"))
+        ),
+    )
+    .expect("client known_hosts");
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.args(["-F", "/dev/null", "-T", "-p"])
+        .arg(gw_addr.port().to_string())
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", client_known.display()))
+        .args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .args(options)
+        .arg(format!("{login}@127.0.0.1"))
+        .arg(command)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("ssh finished within 30 s")
+        .expect("ssh (openssh-client) runs");
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_runs_on_the_host_through_the_gateway_and_is_recorded() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway(&host, &known).await;
+    let token = gw.token("alice@example.com");
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        "echo through-the-gateway; echo to-stderr >&2; exit 3",
+    )
+    .await;
+    assert_eq!(ran.stdout, "through-the-gateway\n", "{}", ran.stderr);
+    assert!(ran.stderr.contains("to-stderr"), "{}", ran.stderr);
+    assert_eq!(
+        ran.code,
+        Some(3),
+        "the host's exit status reaches the client"
+    );
+
+    gw.gateway.context.core.audit.flush().await;
+    let store = gw.gateway.context.core.audit.store().clone();
+    let sessions = store.sessions(&SessionQuery::default()).expect("sessions");
+    let session = sessions
+        .iter()
+        .find(|s| s.protocol == "ssh")
+        .expect("the SSH session is recorded");
+    assert_eq!(
+        (session.target.as_str(), session.identity.user.as_str()),
+        ("web-1", "alice@example.com")
+    );
+    let events = store.events(session.id).expect("events");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e.action, Action::Command);
+    assert_eq!(&*e.protocol, "exec");
+    assert_eq!(
+        &*e.sql,
+        "echo through-the-gateway; echo to-stderr >&2; exit 3"
+    );
+    assert_eq!(e.status, EventStatus::Error);
+    assert_eq!(e.error.as_deref(), Some("exit status 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_an_unknown_target_or_an_unpinned_host_runs_nothing() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway(&host, &known).await;
+    let marker = host.path("marker");
+    let touch = format!("touch {}", marker.display());
+    let token = gw.token("alice@example.com");
+
+    let forged = format!("{token}x");
+    let ran = ssh(&host, addr, "web-1", &forged, &[], &touch).await;
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(ran.stderr.contains("Permission denied"), "{}", ran.stderr);
+
+    let ran = ssh(&host, addr, "no-such-host", &token, &[], &touch).await;
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+
+    // A user outside the target's groups.
+    let outsider = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "mallory@example.com".into(),
+        groups: vec!["sales".into()],
+        ttl_secs: 600,
+    });
+    let ran = ssh(&host, addr, "web-1", &outsider, &[], &touch).await;
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(!marker.exists(), "a refused login ran a command");
+
+    // The same gateway setup, but the host's key is not the pinned one.
+    drop(gw);
+    keygen(&host.path("other_key"));
+    let wrong = host.known_hosts("wrong_known_hosts", &host.path("other_key"));
+    let (gw, addr) = gateway(&host, &wrong).await;
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &gw.token("alice@example.com"),
+        &[],
+        &touch,
+    )
+    .await;
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(
+        !marker.exists(),
+        "a session to a host with a changed key ran a command"
+    );
+
+    // The control: with the right pin the same command does run.
+    drop(gw);
+    let (gw, addr) = gateway(&host, &known).await;
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &gw.token("alice@example.com"),
+        &[],
+        &touch,
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(marker.exists(), "the control command did not run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_port_forward_is_refused_and_its_command_never_runs() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway(&host, &known).await;
+    let marker = host.path("forward-marker");
+    let touch = format!("touch {}", marker.display());
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &gw.token("alice@example.com"),
+        &["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"],
+        &touch,
+    )
+    .await;
+    assert_ne!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("forwarding failed"), "{}", ran.stderr);
+    assert!(!marker.exists(), "the command of a refused forward ran");
+}
