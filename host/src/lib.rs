@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!  cli / main ─▶ server ─▶ protocols::postgres ─▶ gateway ─▶ identity, audit ─▶ store,
-//!                  │            │                    │        approvals, delegation,
+//!                  │       protocols::ssh ───────────┤        approvals, delegation,
 //!                  │            │                    │        credentials, policy, config
 //!                  │            ├─▶ codec, sql       (its own: bytes ↔ messages; summaries)
 //!                  │            └─▶ policy            (the seam: hooks + verdicts)
@@ -28,7 +28,10 @@
 //!   with refusals each protocol words its own way, the session lifecycle
 //!   (metrics, the shutdown and revocation watch, the end record) and
 //!   approval holds.
-//! - [`protocols`]: one room per protocol. [`protocols::postgres`] is one
+//! - [`protocols`]: one room per protocol. [`protocols::ssh`] admits SSH
+//!   clients with their token, logs in to hosts with the gateway's own key
+//!   (host key pinned), relays channels and records commands.
+//!   [`protocols::postgres`] is one
 //!   session from accept to close: start-up and TLS, the upstream login, the
 //!   streaming two-way pump, the audit ledger, statements held for
 //!   approval, read-only sessions, sessions pinned to an upstream role, the

@@ -176,8 +176,9 @@ struct Ran {
     code: Option<i32>,
 }
 
-/// Runs `ssh OPTIONS login@gateway COMMAND` with `token` as the password;
-/// the gateway's host key is pinned for the client.
+/// Runs `ssh OPTIONS login@gateway COMMAND` with `token` typed at the
+/// gateway's prompt (keyboard-interactive, unless OPTIONS prefer the
+/// password method); the gateway's host key is pinned for the client.
 async fn ssh(
     host: &Host,
     gw_addr: std::net::SocketAddr,
@@ -206,13 +207,15 @@ async fn ssh(
     )
     .expect("client known_hosts");
     let mut cmd = tokio::process::Command::new("ssh");
-    cmd.args(["-F", "/dev/null", "-T", "-p"])
+    // The caller's options first: for ssh, the first value of an option wins.
+    cmd.args(options)
+        .args(["-F", "/dev/null", "-T", "-p"])
         .arg(gw_addr.port().to_string())
         .args(["-o", "StrictHostKeyChecking=yes", "-o"])
         .arg(format!("UserKnownHostsFile={}", client_known.display()))
         .args([
             "-o",
-            "PreferredAuthentications=password",
+            "PreferredAuthentications=keyboard-interactive",
             "-o",
             "PubkeyAuthentication=no",
             "-o",
@@ -220,7 +223,6 @@ async fn ssh(
             "-o",
             "ConnectTimeout=10",
         ])
-        .args(options)
         .arg(format!("{login}@127.0.0.1"))
         .arg(command)
         .env("SSH_ASKPASS", &askpass)
@@ -262,13 +264,27 @@ async fn a_command_runs_on_the_host_through_the_gateway_and_is_recorded() {
         "the host's exit status reaches the client"
     );
 
-    gw.gateway.context.core.audit.flush().await;
     let store = gw.gateway.context.core.audit.store().clone();
-    let sessions = store.sessions(&SessionQuery::default()).expect("sessions");
-    let session = sessions
-        .iter()
-        .find(|s| s.protocol == "ssh")
-        .expect("the SSH session is recorded");
+    // The session's end is recorded once the gateway has seen it close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let session = loop {
+        gw.gateway.context.core.audit.flush().await;
+        let sessions = store.sessions(&SessionQuery::default()).expect("sessions");
+        let ssh = sessions.into_iter().find(|s| s.protocol == "ssh");
+        if let Some(s) = ssh.filter(|s| s.ended_at.is_some()) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SSH session's end was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        session.bytes_to_client,
+        ("through-the-gateway\n".len() + "to-stderr\n".len()) as u64,
+        "stdout and stderr are counted"
+    );
     assert_eq!(
         (session.target.as_str(), session.identity.user.as_str()),
         ("web-1", "alice@example.com")
@@ -286,6 +302,16 @@ async fn a_command_runs_on_the_host_through_the_gateway_and_is_recorded() {
     assert_eq!(e.error.as_deref(), Some("exit status 3"));
 }
 
+/// Asserts that `ran` is a refused login whose message says `why`.
+fn refused(ran: &Ran, why: &str) {
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("Portcullis refused the login") && ran.stderr.contains(why),
+        "expected {why:?} in: {}",
+        ran.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_an_unknown_target_or_an_unpinned_host_runs_nothing() {
     let host = Host::start();
@@ -297,11 +323,18 @@ async fn a_bad_token_an_unknown_target_or_an_unpinned_host_runs_nothing() {
 
     let forged = format!("{token}x");
     let ran = ssh(&host, addr, "web-1", &forged, &[], &touch).await;
+    refused(&ran, "authentication failed");
+    // Sent as a password, the same token gets SSH's plain refusal.
+    let password = ["-o", "PreferredAuthentications=password"];
+    let ran = ssh(&host, addr, "web-1", &forged, &password, &touch).await;
     assert_eq!(ran.code, Some(255), "{}", ran.stderr);
     assert!(ran.stderr.contains("Permission denied"), "{}", ran.stderr);
 
     let ran = ssh(&host, addr, "no-such-host", &token, &[], &touch).await;
-    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    refused(
+        &ran,
+        "target \"no-such-host\" does not exist on this gateway",
+    );
 
     // A user outside the target's groups.
     let outsider = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
@@ -310,7 +343,12 @@ async fn a_bad_token_an_unknown_target_or_an_unpinned_host_runs_nothing() {
         ttl_secs: 600,
     });
     let ran = ssh(&host, addr, "web-1", &outsider, &[], &touch).await;
-    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    refused(&ran, "is not allowed to use target \"web-1\"");
+
+    // A token longer than OpenSSH reads arrives cut, and is named so.
+    let long = format!("{token}{}", "x".repeat(2000));
+    let ran = ssh(&host, addr, "web-1", &long, &[], &touch).await;
+    refused(&ran, "cuts what it reads");
     assert!(!marker.exists(), "a refused login ran a command");
 
     // The same gateway setup, but the host's key is not the pinned one.
@@ -318,33 +356,24 @@ async fn a_bad_token_an_unknown_target_or_an_unpinned_host_runs_nothing() {
     keygen(&host.path("other_key"));
     let wrong = host.known_hosts("wrong_known_hosts", &host.path("other_key"));
     let (gw, addr) = gateway(&host, &wrong).await;
-    let ran = ssh(
-        &host,
-        addr,
-        "web-1",
-        &gw.token("alice@example.com"),
-        &[],
-        &touch,
-    )
-    .await;
-    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    let token = gw.token("alice@example.com");
+    let ran = ssh(&host, addr, "web-1", &token, &[], &touch).await;
+    refused(&ran, "the host key changed");
     assert!(
         !marker.exists(),
         "a session to a host with a changed key ran a command"
     );
 
-    // The control: with the right pin the same command does run.
+    // The control: with the right pin the same command does run, whether
+    // the token is typed at the prompt or sent as a password.
     drop(gw);
     let (gw, addr) = gateway(&host, &known).await;
-    let ran = ssh(
-        &host,
-        addr,
-        "web-1",
-        &gw.token("alice@example.com"),
-        &[],
-        &touch,
-    )
-    .await;
+    let token = gw.token("alice@example.com");
+    let ran = ssh(&host, addr, "web-1", &token, &password, &touch).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(marker.exists(), "the control command did not run");
+    std::fs::remove_file(&marker).expect("marker removed");
+    let ran = ssh(&host, addr, "web-1", &token, &[], &touch).await;
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(marker.exists(), "the control command did not run");
 }

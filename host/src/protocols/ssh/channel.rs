@@ -8,6 +8,7 @@
 //! never forwarded): they would hand the host a way back to the client.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,6 +31,15 @@ struct Replies {
     queue: VecDeque<Reply>,
 }
 
+/// Bytes a session's channels carried, for its end record.
+#[derive(Debug, Default)]
+pub struct Counted {
+    /// Channel data from the client.
+    pub from_client: AtomicU64,
+    /// Channel data (and stderr) to the client.
+    pub to_client: AtomicU64,
+}
+
 /// One channel's relay.
 pub struct Relay {
     /// The client's channel.
@@ -40,6 +50,8 @@ pub struct Relay {
     pub host: Channel<client::Msg>,
     /// Where the channel's commands are recorded.
     pub commands: Commands,
+    /// The session's byte counts.
+    pub traffic: Arc<Counted>,
 }
 
 impl Relay {
@@ -57,6 +69,7 @@ impl Relay {
             self.client_handle.clone(),
             replies.clone(),
             commands.clone(),
+            self.traffic.clone(),
         );
         let down = to_client(
             id,
@@ -65,6 +78,7 @@ impl Relay {
             self.client_handle,
             replies,
             commands.clone(),
+            self.traffic,
         );
         tokio::join!(up, down);
         let pending = commands
@@ -114,6 +128,7 @@ async fn to_host(
     handle: server::Handle,
     replies: Arc<Mutex<Replies>>,
     commands: Arc<Mutex<Commands>>,
+    traffic: Arc<Counted>,
 ) {
     let forwarded = |want_reply: bool| {
         if want_reply {
@@ -121,6 +136,11 @@ async fn to_host(
         }
     };
     while let Some(msg) = client.wait().await {
+        if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &msg {
+            traffic
+                .from_client
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         let sent = match msg {
             ChannelMsg::Data { data } => host.data_bytes(data).await,
             ChannelMsg::ExtendedData { data, ext } => host.extended_data_bytes(ext, data).await,
@@ -229,8 +249,14 @@ async fn to_client(
     handle: server::Handle,
     replies: Arc<Mutex<Replies>>,
     commands: Arc<Mutex<Commands>>,
+    traffic: Arc<Counted>,
 ) {
     while let Some(msg) = host.wait().await {
+        if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &msg {
+            traffic
+                .to_client
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         let sent = match msg {
             ChannelMsg::Data { data } => client.data_bytes(data).await,
             ChannelMsg::ExtendedData { data, ext } => client.extended_data_bytes(ext, data).await,

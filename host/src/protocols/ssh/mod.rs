@@ -93,8 +93,9 @@ pub struct SshContext {
     pub server: Arc<russh::server::Config>,
 }
 
-/// The SSH server settings of a listener: its host key, password login
-/// only (the token), and rejections that take a constant time.
+/// The SSH server settings of a listener: its host key, the token as the
+/// only credential (keyboard-interactive or password), and rejections
+/// that take a constant time.
 pub fn server_config(l: &Listener) -> Result<russh::server::Config, SshSetupError> {
     let key = load_key(
         "the host key of listener",
@@ -102,7 +103,12 @@ pub fn server_config(l: &Listener) -> Result<russh::server::Config, SshSetupErro
     )?;
     Ok(russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-Portcullis".into()),
-        methods: russh::MethodSet::from(&[russh::MethodKind::Password][..]),
+        methods: russh::MethodSet::from(
+            &[
+                russh::MethodKind::KeyboardInteractive,
+                russh::MethodKind::Password,
+            ][..],
+        ),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
         max_auth_attempts: 3,

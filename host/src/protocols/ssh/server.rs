@@ -4,18 +4,21 @@
 //! (see [`super::channel`]). Port forwarding, agent and X11 forwarding are
 //! refused: they are not relayed.
 //!
-//! A refused login is answered the way SSH answers any failed password
-//! ("Permission denied"); the gateway's log says why.
+//! The token is read as a keyboard-interactive answer (OpenSSH's default
+//! order tries that before passwords) so that a refused login can tell the
+//! client why; sent as a password it is accepted too, and refused with
+//! SSH's plain "Permission denied". The gateway's log says why either way.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, Response, Session};
 use russh::{Channel, ChannelOpenFailure};
 use tokio::net::TcpStream;
 
-use super::channel::Relay;
+use super::channel::{Counted, Relay};
 use super::record::{Commands, SessionEvents};
 use super::upstream::{Login, Upstream};
 use super::{SshContext, SshTarget};
@@ -32,6 +35,7 @@ struct Admitted {
     life: SessionLife,
     upstream: Arc<Upstream>,
     events: Arc<SessionEvents>,
+    traffic: Arc<Counted>,
 }
 
 /// State the connection's task and its protocol handler share.
@@ -50,13 +54,23 @@ fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What every channel of an admitted connection shares.
+#[derive(Clone)]
+struct ChannelParts {
+    upstream: Arc<Upstream>,
+    events: Arc<SessionEvents>,
+    traffic: Arc<Counted>,
+}
+
 /// The protocol handler of one connection.
 struct Connection {
     ctx: Arc<SshContext>,
     peer: SocketAddr,
     shared: SharedState,
-    /// The connection's upstream and events once admitted, for channels.
-    channels: Option<(Arc<Upstream>, Arc<SessionEvents>)>,
+    /// What the connection's channels use once it is admitted.
+    channels: Option<ChannelParts>,
+    /// A keyboard-interactive refusal was explained; its answer ends it.
+    explained: bool,
 }
 
 /// Serves one client connection until it ends.
@@ -69,6 +83,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
         peer,
         shared: shared.clone(),
         channels: None,
+        explained: false,
     };
     let running = match server::run_stream(ctx.server.clone(), tcp, handler).await {
         Ok(r) => r,
@@ -112,12 +127,58 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
     };
     a.upstream.close("the client's session ended").await;
     tracing::info!(session = a.info.session_id, %peer, target = %a.info.target, reason = %reason, "SSH session ended");
+    let traffic = Traffic {
+        from_client: a.traffic.from_client.load(Ordering::Relaxed),
+        to_client: a.traffic.to_client.load(Ordering::Relaxed),
+    };
     a.life
-        .end(&ctx.core, a.policy.as_mut(), &reason, Traffic::default())
+        .end(&ctx.core, a.policy.as_mut(), &reason, traffic)
         .await;
 }
 
+/// A refusal in words: what went wrong, and what to do when known.
+fn words(r: Refusal) -> String {
+    match r.hint {
+        Some(hint) => format!("{} ({hint})", r.message),
+        None => r.message,
+    }
+}
+
+/// OpenSSH reads a password or a prompt's answer into 1,024 bytes: a
+/// longer token arrives cut at 1,023.
+const OPENSSH_SECRET_LIMIT: usize = 1023;
+
 impl Connection {
+    /// Admits the client with `token` for target `target_name`; why not,
+    /// in words for the client, otherwise.
+    async fn login(&mut self, target_name: &str, token: &str) -> Result<(), String> {
+        if self.channels.is_some() {
+            return Err("this connection is already logged in".into());
+        }
+        match self.admit(target_name, token).await {
+            Ok(a) => {
+                tracing::info!(session = a.info.session_id, peer = %self.peer, target = %a.info.target, user = %a.info.identity.user, "SSH session admitted");
+                self.channels = Some(ChannelParts {
+                    upstream: a.upstream.clone(),
+                    events: a.events.clone(),
+                    traffic: a.traffic.clone(),
+                });
+                lock(&self.shared).admitted = Some(a);
+                Ok(())
+            }
+            Err(mut why) => {
+                tracing::info!(peer = %self.peer, target = %target_name, reason = %why, "SSH login refused");
+                if token.len() >= OPENSSH_SECRET_LIMIT {
+                    why.push_str(&format!(
+                        ". The token that arrived is {} bytes long: OpenSSH cuts what it reads as a password at {OPENSSH_SECRET_LIMIT} bytes, so a longer token arrives cut; use a shorter one (a delegated token from the gateway's token exchange is)",
+                        token.len()
+                    ));
+                }
+                Err(why)
+            }
+        }
+    }
+
     /// Admission, then the gateway's own login to the host.
     async fn admit(&self, target_name: &str, token: &str) -> Result<Admitted, String> {
         let core = &self.ctx.core;
@@ -129,14 +190,14 @@ impl Connection {
             self.peer,
         )
         .await
-        .map_err(|r| r.message)?;
+        .map_err(words)?;
         let target: &SshTarget = admission::admit_to(
             &identity,
             target_name,
             self.ctx.targets.get(target_name),
             |t| &t.cfg,
         )
-        .map_err(|r: Refusal| r.message)?;
+        .map_err(words)?;
         let (info, mut policy) = admission::open_session(
             &core.audit,
             &target.cfg,
@@ -146,7 +207,7 @@ impl Connection {
             None,
         )
         .await
-        .map_err(|r| r.message)?;
+        .map_err(words)?;
         let life = SessionLife::begin(core, &info);
         let login = Login {
             host: &target.cfg.host,
@@ -167,6 +228,7 @@ impl Connection {
                 policy,
                 life,
                 upstream: Arc::new(upstream),
+                traffic: Arc::default(),
             }),
             Err(e) => {
                 let why = e.to_string();
@@ -186,20 +248,48 @@ impl Connection {
 impl server::Handler for Connection {
     type Error = russh::Error;
 
+    /// The token as a password: a refusal reads "Permission denied" (the
+    /// password method has no way to say why).
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.channels.is_some() {
+        Ok(match self.login(user, password).await {
+            Ok(()) => Auth::Accept,
+            Err(_) => Auth::reject(),
+        })
+    }
+
+    /// The token typed at a prompt: a refusal is shown to the client as
+    /// the instructions of one more, empty, round, then rejected.
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(mut response) = response else {
+            self.explained = false;
+            return Ok(Auth::Partial {
+                name: "Portcullis".into(),
+                instructions: "".into(),
+                prompts: vec![(format!("Token for {user}: ").into(), false)].into(),
+            });
+        };
+        if std::mem::take(&mut self.explained) {
+            // The answer to a refusal's explanation: nothing more to try.
             return Ok(Auth::reject());
         }
-        match self.admit(user, password).await {
-            Ok(a) => {
-                tracing::info!(session = a.info.session_id, peer = %self.peer, target = %a.info.target, user = %a.info.identity.user, "SSH session admitted");
-                self.channels = Some((a.upstream.clone(), a.events.clone()));
-                lock(&self.shared).admitted = Some(a);
-                Ok(Auth::Accept)
-            }
+        let token = response
+            .next()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match self.login(user, &token).await {
+            Ok(()) => Ok(Auth::Accept),
             Err(why) => {
-                tracing::info!(peer = %self.peer, target = %user, reason = %why, "SSH login refused");
-                Ok(Auth::reject())
+                self.explained = true;
+                Ok(Auth::Partial {
+                    name: "".into(),
+                    instructions: format!("Portcullis refused the login: {why}\n").into(),
+                    prompts: Vec::new().into(),
+                })
             }
         }
     }
@@ -233,7 +323,12 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some((upstream, events)) = self.channels.clone() else {
+        let Some(ChannelParts {
+            upstream,
+            events,
+            traffic,
+        }) = self.channels.clone()
+        else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -249,6 +344,7 @@ impl server::Handler for Connection {
                         client_handle,
                         host,
                         commands: Commands::new(events),
+                        traffic,
                     }
                     .run()
                     .await;
