@@ -169,6 +169,9 @@ allow_groups = ["testers"]
     (gw, ssh_addr)
 }
 
+/// What a shell (an empty command) is sent on its standard input.
+const SHELL_SCRIPT: &str = "echo from-the-shell\nexit 4\n";
+
 /// What the OpenSSH client printed and how it exited.
 struct Ran {
     stdout: String,
@@ -228,12 +231,22 @@ async fn ssh(
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0")
-        .stdin(Stdio::null())
+        .env("SSH_AUTH_SOCK", d.join("agent.sock"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+    let mut child = cmd.spawn().expect("ssh (openssh-client) runs");
+    // An empty command is a shell: its commands come on standard input.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let script = if command.is_empty() { SHELL_SCRIPT } else { "" };
+        let _ = stdin.write_all(script.as_bytes()).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("ssh finished within 30 s")
-        .expect("ssh (openssh-client) runs");
+        .expect("ssh's output");
     Ran {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -397,4 +410,98 @@ async fn a_remote_port_forward_is_refused_and_its_command_never_runs() {
     assert_ne!(ran.code, Some(0), "{}", ran.stderr);
     assert!(ran.stderr.contains("forwarding failed"), "{}", ran.stderr);
     assert!(!marker.exists(), "the command of a refused forward ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_runs_its_input_and_forwarded_agents_and_tcp_never_reach_the_host() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway(&host, &known).await;
+    let token = gw.token("alice@example.com");
+
+    // A shell without a terminal, its commands on standard input.
+    let ran = ssh(&host, addr, "web-1", &token, &[], "").await;
+    assert_eq!(ran.stdout, "from-the-shell\n", "{}", ran.stderr);
+    assert_eq!(ran.code, Some(4), "{}", ran.stderr);
+
+    // Agent forwarding asked for (an agent is running for the client): the
+    // command still runs, and the host has no agent to use.
+    let mut agent = std::process::Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(host.path("agent.sock"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !host.path("agent.sock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &["-A"],
+        "echo agent=${SSH_AUTH_SOCK:-none}",
+    )
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.stdout, "agent=none\n", "{}", ran.stderr);
+
+    // A TCP forward through the host (-W: a direct-tcpip channel) is
+    // refused: nothing connects to the listener behind it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let behind = listener.local_addr().expect("address");
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &["-W", &behind.to_string()],
+        "true",
+    )
+    .await;
+    assert_ne!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        listener.accept().is_err(),
+        "a refused forward reached the listener behind the host"
+    );
+
+    // Each command is recorded as what it was: the shell, then the exec.
+    gw.gateway.context.core.audit.flush().await;
+    let store = gw.gateway.context.core.audit.store().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let kinds = loop {
+        gw.gateway.context.core.audit.flush().await;
+        let mut kinds = Vec::new();
+        for s in store.sessions(&SessionQuery::default()).expect("sessions") {
+            for e in store.events(s.id).expect("events") {
+                if e.status != EventStatus::Started {
+                    kinds.push((e.protocol.to_string(), e.sql.to_string()));
+                }
+            }
+        }
+        kinds.sort();
+        if kinds.len() >= 2 || std::time::Instant::now() > deadline {
+            break kinds;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        kinds,
+        [
+            (
+                "exec".to_string(),
+                "echo agent=${SSH_AUTH_SOCK:-none}".to_string()
+            ),
+            ("shell".to_string(), String::new()),
+        ]
+    );
 }

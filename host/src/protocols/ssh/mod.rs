@@ -66,12 +66,36 @@ impl SshTarget {
     pub fn load(cfg: &Target, policy: Arc<dyn Policy>) -> Result<Self, SshSetupError> {
         let path = cfg.private_key_file.clone().unwrap_or_default();
         let key = load_key("the private key of target", &path)?;
+        let known_hosts = cfg.known_hosts_file.clone().unwrap_or_default();
+        check_known_hosts(&known_hosts)?;
         Ok(Self {
             cfg: cfg.clone(),
             policy,
             key: Arc::new(key),
             known_hosts: PathBuf::from(cfg.known_hosts_file.clone().unwrap_or_default()),
         })
+    }
+}
+
+/// Refuses a known_hosts file with markers: the library that reads it
+/// would take `@revoked` and `@cert-authority` lines for plain host
+/// entries (a revoked key listed elsewhere would still be accepted).
+fn check_known_hosts(path: &str) -> Result<(), SshSetupError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SshSetupError::Key {
+        what: "the known_hosts file",
+        path: path.to_string(),
+        message: e.to_string(),
+    })?;
+    match text.lines().position(|l| l.trim_start().starts_with('@')) {
+        Some(i) => Err(SshSetupError::Key {
+            what: "the known_hosts file",
+            path: path.to_string(),
+            message: format!(
+                "line {} has a marker (@revoked or @cert-authority), which the gateway does not support yet: list only the host keys to trust",
+                i + 1
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

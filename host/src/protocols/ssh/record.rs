@@ -3,8 +3,10 @@
 //! (`exec`, `shell`, `subsystem`), the command line or subsystem name as
 //! its text — finished with the exit status or signal the host reported.
 //!
-//! On a `strict` target the started event is committed before the request
-//! reaches the host; if it cannot be, the request is refused.
+//! The started event is queued before the request reaches the host (so a
+//! shell open for hours is in the audit store while it runs); on a
+//! `strict` target it is committed first, and if it cannot be, the request
+//! is refused and recorded as refused. The finished event completes it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,23 +45,26 @@ pub struct Commands {
 /// A command that may start once [`Started::commit`] says so.
 pub struct Started {
     events: Arc<SessionEvents>,
-    record: Option<EventRecord>,
+    record: EventRecord,
 }
 
 impl Started {
-    /// Commits the started event on a strict target; `false` when it could
-    /// not be (the command must not run).
-    pub async fn commit(self) -> bool {
-        match self.record {
-            Some(r) => match self.events.audit.record_durably(Record::Event(r)).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "SSH command refused: it could not be recorded");
-                    false
-                }
-            },
-            None => true,
+    /// Queues the started event — on a strict target, commits it; why not,
+    /// when it could not be (the command must not run).
+    pub async fn commit(self) -> Result<(), String> {
+        let record = Record::Event(self.record);
+        if !self.events.strict {
+            self.events.audit.record(record).await;
+            return Ok(());
         }
+        self.events
+            .audit
+            .record_durably(record)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "SSH command refused: it could not be recorded");
+                format!("the command could not be recorded ({e}), and this target records every command before it runs")
+            })
     }
 }
 
@@ -118,11 +123,10 @@ impl Commands {
             sample: None,
             approval_id: None,
         };
-        let durable = self.events.strict.then(|| record.clone());
-        self.open = Some((record, Instant::now()));
+        self.open = Some((record.clone(), Instant::now()));
         Some(Started {
             events: self.events.clone(),
-            record: durable,
+            record,
         })
     }
 
@@ -140,6 +144,27 @@ impl Commands {
             events: self.events.clone(),
             record,
         })
+    }
+
+    /// The command was refused before it reached the host: `why`.
+    pub fn refused(&mut self, why: &str) -> Option<Finished> {
+        let (mut record, _) = self.open.take()?;
+        record.status = EventStatus::Refused;
+        record.reason = Some(why.to_string());
+        record.decided_by = Some("audit-store".into());
+        Some(Finished {
+            events: self.events.clone(),
+            record,
+        })
+    }
+
+    /// The host refused the request (it answered with a failure).
+    pub fn host_refused(&mut self) -> Option<Finished> {
+        self.finish(
+            EventStatus::Error,
+            Some("the host refused the request".into()),
+            Instant::now(),
+        )
     }
 
     /// The host reported the command's exit status.

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Response, Session};
-use russh::{Channel, ChannelOpenFailure};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 use tokio::net::TcpStream;
 
-use super::channel::{Counted, Relay};
+use super::channel::{self, Channels, Counted};
 use super::record::{Commands, SessionEvents};
 use super::upstream::{Login, Upstream};
 use super::{SshContext, SshTarget};
@@ -44,8 +44,13 @@ struct Shared {
     admitted: Option<Admitted>,
     /// Why the gateway ended the session, when it did.
     stopped: Option<Stop>,
+    /// The host's connection ended first.
+    upstream_gone: bool,
     /// Waits for the lifecycle's stop; ended with the session.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The channels' relays: the session ends after them, so that their
+    /// last events are queued before its end record.
+    relays: Vec<tokio::task::JoinHandle<()>>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -60,7 +65,15 @@ struct ChannelParts {
     upstream: Arc<Upstream>,
     events: Arc<SessionEvents>,
     traffic: Arc<Counted>,
+    open: Channels,
 }
+
+/// Logins a connection may try before it is only refused.
+const MAX_LOGINS: u32 = 3;
+
+/// How long a refused login waits before it is answered, so that tries
+/// cannot be made faster than this.
+const REFUSAL_DELAY: Duration = Duration::from_millis(300);
 
 /// The protocol handler of one connection.
 struct Connection {
@@ -71,6 +84,8 @@ struct Connection {
     channels: Option<ChannelParts>,
     /// A keyboard-interactive refusal was explained; its answer ends it.
     explained: bool,
+    /// Logins refused so far.
+    refusals: u32,
 }
 
 /// Serves one client connection until it ends.
@@ -84,6 +99,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
         shared: shared.clone(),
         channels: None,
         explained: false,
+        refusals: 0,
     };
     let running = match server::run_stream(ctx.server.clone(), tcp, handler).await {
         Ok(r) => r,
@@ -109,19 +125,27 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
     });
     let result = running.await;
     timer.abort();
-    let (admitted, stopped) = {
+    let (admitted, stopped, relays, upstream_gone) = {
         let mut s = lock(&shared);
         if let Some(w) = s.watcher.take() {
             w.abort();
         }
-        (s.admitted.take(), s.stopped.take())
+        (
+            s.admitted.take(),
+            s.stopped.take(),
+            std::mem::take(&mut s.relays),
+            s.upstream_gone,
+        )
     };
+    // The client is gone: its channels end; their last events come first.
+    let _ = tokio::time::timeout(Duration::from_secs(5), join_all(relays)).await;
     let Some(mut a) = admitted else {
         return;
     };
     let reason = match (stopped, result) {
         (Some(Stop::Revoked(why)), _) => EndReason::Revoked(why),
         (Some(Stop::ShuttingDown), _) => EndReason::Error("the gateway shut down".into()),
+        (None, _) if upstream_gone => EndReason::UpstreamClosed,
         (None, Ok(())) => EndReason::ClientClosed,
         (None, Err(e)) => EndReason::Error(e.to_string()),
     };
@@ -148,12 +172,39 @@ fn words(r: Refusal) -> String {
 /// longer token arrives cut at 1,023.
 const OPENSSH_SECRET_LIMIT: usize = 1023;
 
+/// Answers the client's current request on `channel`.
+fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), russh::Error> {
+    if ok {
+        session.channel_success(channel)
+    } else {
+        session.channel_failure(channel)
+    }
+}
+
+/// Waits for every task in `tasks`.
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 impl Connection {
+    /// The relayed channel `id`, once open.
+    fn open(&self, id: ChannelId) -> Option<Arc<channel::Open>> {
+        let parts = self.channels.as_ref()?;
+        parts.open.lock().ok()?.get(&id).cloned()
+    }
+
     /// Admits the client with `token` for target `target_name`; why not,
     /// in words for the client, otherwise.
     async fn login(&mut self, target_name: &str, token: &str) -> Result<(), String> {
         if self.channels.is_some() {
             return Err("this connection is already logged in".into());
+        }
+        if self.refusals >= MAX_LOGINS {
+            return Err(format!(
+                "{MAX_LOGINS} logins were refused on this connection"
+            ));
         }
         match self.admit(target_name, token).await {
             Ok(a) => {
@@ -162,11 +213,14 @@ impl Connection {
                     upstream: a.upstream.clone(),
                     events: a.events.clone(),
                     traffic: a.traffic.clone(),
+                    open: Channels::default(),
                 });
                 lock(&self.shared).admitted = Some(a);
                 Ok(())
             }
             Err(mut why) => {
+                self.refusals += 1;
+                tokio::time::sleep(REFUSAL_DELAY).await;
                 tracing::info!(peer = %self.peer, target = %target_name, reason = %why, "SSH login refused");
                 if token.len() >= OPENSSH_SECRET_LIMIT {
                     why.push_str(&format!(
@@ -265,6 +319,9 @@ impl server::Handler for Connection {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        if self.refusals >= MAX_LOGINS {
+            return Ok(Auth::reject());
+        }
         let Some(mut response) = response else {
             self.explained = false;
             return Ok(Auth::Partial {
@@ -296,19 +353,29 @@ impl server::Handler for Connection {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         // The session ends when the lifecycle says it must stop.
-        let stopped = match lock(&self.shared).admitted.as_ref() {
-            Some(a) => a.life.stopped(),
+        // So does it when the host's connection ends.
+        let (stopped, upstream) = match lock(&self.shared).admitted.as_ref() {
+            Some(a) => (a.life.stopped(), a.upstream.clone()),
             None => return Ok(()),
         };
         let handle = session.handle();
         let shared = self.shared.clone();
         let watcher = tokio::spawn(async move {
-            let stop = stopped.await;
-            let message = match &stop {
-                Stop::ShuttingDown => "the gateway is shutting down".to_string(),
-                Stop::Revoked(why) => format!("access revoked: {why}"),
+            let (stop, message) = tokio::select! {
+                stop = stopped => {
+                    let message = match &stop {
+                        Stop::ShuttingDown => "the gateway is shutting down".to_string(),
+                        Stop::Revoked(why) => format!("access revoked: {why}"),
+                    };
+                    (Some(stop), message)
+                }
+                _ = upstream.gone() => (None, "the host closed the connection".to_string()),
             };
-            lock(&shared).stopped = Some(stop);
+            {
+                let mut s = lock(&shared);
+                s.upstream_gone = stop.is_none();
+                s.stopped = stop;
+            }
             let _ = handle
                 .disconnect(russh::Disconnect::ByApplication, message, "en".into())
                 .await;
@@ -323,31 +390,26 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(ChannelParts {
-            upstream,
-            events,
-            traffic,
-        }) = self.channels.clone()
-        else {
+        let Some(parts) = self.channels.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         };
         let client_handle = session.handle();
-        tokio::spawn(async move {
-            match upstream.open_session().await {
+        let relay = tokio::spawn(async move {
+            match parts.upstream.open_session().await {
                 Ok(host) => {
-                    reply.accept().await;
-                    Relay {
-                        client: channel,
+                    let relay = channel::start(
+                        channel,
                         client_handle,
                         host,
-                        commands: Commands::new(events),
-                        traffic,
-                    }
-                    .run()
-                    .await;
+                        Commands::new(parts.events),
+                        parts.traffic,
+                        parts.open,
+                    );
+                    reply.accept().await;
+                    relay.await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the host refused a session channel");
@@ -355,6 +417,140 @@ impl server::Handler for Connection {
                 }
             }
         });
+        lock(&self.shared).relays.push(relay);
         Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.open(channel) {
+            Some(open) => {
+                open.pty(term, (col_width, row_height, pix_width, pix_height), modes)
+                    .await
+            }
+            None => false,
+        };
+        answer(session, channel, ok)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.open(channel) {
+            Some(open) => open.env(variable_name, variable_value).await,
+            None => false,
+        };
+        answer(session, channel, ok)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.open(channel) {
+            Some(open) => open.shell().await,
+            None => false,
+        };
+        answer(session, channel, ok)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.open(channel) {
+            Some(open) => open.exec(data).await,
+            None => false,
+        };
+        answer(session, channel, ok)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.open(channel) {
+            Some(open) => open.subsystem(name).await,
+            None => false,
+        };
+        answer(session, channel, ok)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(open) = self.open(channel) {
+            open.window_change((col_width, row_height, pix_width, pix_height))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(open) = self.open(channel) {
+            open.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    /// X11 forwarding is refused: it would let the host reach back.
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        answer(session, channel, false)
+    }
+
+    /// Agent forwarding is refused: it would let the host use the
+    /// client's keys.
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    /// Keys are not credentials here (the token is): no key is "acceptable".
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
     }
 }

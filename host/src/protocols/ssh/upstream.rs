@@ -38,6 +38,8 @@ struct PinnedHost {
     port: u16,
     known_hosts: PathBuf,
     problem: Arc<Mutex<Option<String>>>,
+    /// Told when the host's connection ends.
+    gone: Arc<tokio::sync::Notify>,
 }
 
 impl client::Handler for PinnedHost {
@@ -85,11 +87,101 @@ impl client::Handler for PinnedHost {
             }
         }
     }
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        self.gone.notify_one();
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => Err(e),
+        }
+    }
+
+    // Channels the host opens towards the gateway are refused (dropping
+    // the reply refuses): nothing on the gateway's side is the host's to
+    // reach.
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _socket_path: &str,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _socket_path: &str,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// A logged-in connection to a host.
 pub struct Upstream {
     handle: client::Handle<PinnedHost>,
+    gone: Arc<tokio::sync::Notify>,
 }
 
 /// Where and as whom the gateway logs in.
@@ -113,11 +205,13 @@ impl Upstream {
     pub async fn login(login: Login<'_>) -> Result<Self, UpstreamError> {
         let addr = format!("{}:{}", login.host, login.port);
         let problem = Arc::new(Mutex::new(None));
+        let gone = Arc::new(tokio::sync::Notify::new());
         let handler = PinnedHost {
             host: login.host.to_string(),
             port: login.port,
             known_hosts: login.known_hosts.clone(),
             problem: problem.clone(),
+            gone: gone.clone(),
         };
         let config = Arc::new(client::Config {
             inactivity_timeout: None,
@@ -148,7 +242,7 @@ impl Upstream {
             if !auth.success() {
                 return Err(UpstreamError::Refused(addr.clone(), login.user.to_string()));
             }
-            Ok(Self { handle })
+            Ok(Self { handle, gone })
         };
         match tokio::time::timeout(login.timeout, connecting).await {
             Ok(result) => result,
@@ -159,6 +253,11 @@ impl Upstream {
     /// Opens a session channel on the host.
     pub async fn open_session(&self) -> Result<russh::Channel<client::Msg>, russh::Error> {
         self.handle.channel_open_session().await
+    }
+
+    /// Resolves when the host's connection has ended.
+    pub async fn gone(&self) {
+        self.gone.notified().await;
     }
 
     /// Ends the connection.
