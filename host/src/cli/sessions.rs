@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::{encode, human_micros, table, AdminClient, CliError, Output};
 use crate::admin::routes::SessionDetail;
-use crate::store::{format_time, EventRecord, EventStatus, SessionRecord};
+use crate::store::{format_time, Action, EventRecord, EventStatus, SessionRecord};
 
 /// Filters of `sessions list`.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +104,12 @@ fn outcome(e: &EventRecord) -> String {
                 None => format!("{what} {by}"),
             }
         }
-        EventStatus::Error => format!("error {}", e.sqlstate.as_deref().unwrap_or("")),
+        EventStatus::Error => match (&e.sqlstate, &e.error) {
+            (Some(code), _) => format!("error {code}"),
+            // A command's failure: "exit status 3", "killed by signal KILL".
+            (None, Some(error)) => error.clone(),
+            (None, None) => "error".into(),
+        },
         EventStatus::Withheld => "result withheld".into(),
         EventStatus::NotRun => "not run".into(),
         EventStatus::Started => "started (no outcome recorded)".into(),
@@ -161,7 +166,7 @@ pub fn render_show(d: &SessionDetail) -> String {
                 e.duration_us
                     .map(human_micros)
                     .unwrap_or_else(|| "-".into()),
-                one_line(&e.sql, 100),
+                one_line(&what(e), 100),
             ]
         })
         .collect();
@@ -172,6 +177,16 @@ pub fn render_show(d: &SessionDetail) -> String {
     text
 }
 
+/// What an event did: the statement, or for a command its kind and text
+/// (`exec: systemctl status nginx`, `shell`, `subsystem: sftp`).
+fn what(e: &EventRecord) -> String {
+    match e.action {
+        Action::Command if e.sql.is_empty() => e.protocol.to_string(),
+        Action::Command => format!("{}: {}", e.protocol, e.sql),
+        Action::Statement | Action::Request => e.sql.to_string(),
+    }
+}
+
 /// The statement on one line, shortened to `max` characters.
 fn one_line(sql: &str, max: usize) -> String {
     let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -180,4 +195,79 @@ fn one_line(sql: &str, max: usize) -> String {
     }
     let cut: String = flat.chars().take(max - 1).collect();
     format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(kind: &str, text: &str, status: EventStatus, error: Option<&str>) -> EventRecord {
+        EventRecord {
+            session_id: 1,
+            seq: 1,
+            at: 0,
+            action: Action::Command,
+            protocol: kind.into(),
+            sql: text.into(),
+            fingerprint: "".into(),
+            kinds: Vec::new().into(),
+            tables_read: Vec::new().into(),
+            tables_written: Vec::new().into(),
+            verdict: "allow".into(),
+            decided_by: None,
+            rule: None,
+            reason: None,
+            status,
+            duration_us: Some(1_500),
+            rows: None,
+            sqlstate: None,
+            error: error.map(str::to_string),
+            sample: None,
+            approval_id: None,
+        }
+    }
+
+    #[test]
+    fn ssh_commands_show_their_kind_text_and_exit_status() {
+        let session = SessionRecord {
+            id: 1,
+            started_at: 0,
+            identity: crate::store::IdentityRecord {
+                subject: "s".into(),
+                user: "alice@example.com".into(),
+                groups: vec!["ops".into()],
+                issuer: "https://issuer".into(),
+                actor_chain: Vec::new(),
+            },
+            target: "web-1".into(),
+            protocol: "ssh".into(),
+            client_addr: "127.0.0.1:5000".into(),
+            application_name: None,
+            ended_at: None,
+            end_reason: None,
+            bytes_from_client: 0,
+            bytes_to_client: 0,
+        };
+        let text = render_show(&SessionDetail {
+            session,
+            events: vec![
+                command(
+                    "exec",
+                    "systemctl restart nginx",
+                    EventStatus::Error,
+                    Some("exit status 3"),
+                ),
+                command("shell", "", EventStatus::Ok, None),
+                command("subsystem", "sftp", EventStatus::Ok, None),
+            ],
+        });
+        assert!(text.contains("target:  web-1 (ssh)"), "{text}");
+        assert!(text.contains("exit status 3"), "{text}");
+        assert!(text.contains("exec: systemctl restart nginx"), "{text}");
+        assert!(text.contains("subsystem: sftp"), "{text}");
+        assert!(
+            text.lines().any(|l| l.trim_end().ends_with("shell")),
+            "{text}"
+        );
+    }
 }
