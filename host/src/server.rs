@@ -357,16 +357,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
             )),
             _ => None,
         };
-        let listener = TcpListener::bind(&l.address)
-            .await
-            .map_err(|source| StartError::Bind {
-                address: l.address.clone(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| StartError::Bind {
-            address: l.address.clone(),
-            source,
-        })?;
+        let (listener, local) = bind(&l.address).await?;
         let lc = Arc::new(ListenerContext {
             tls,
             plaintext_allowed: l.plaintext_loopback_dev,
@@ -394,6 +385,19 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     })
 }
 
+/// Binds a listener's address; the address it got (port 0 picks one).
+async fn bind(address: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bound = async {
+        let listener = TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        Ok::<_, std::io::Error>((listener, local))
+    };
+    bound.await.map_err(|source| StartError::Bind {
+        address: address.to_string(),
+        source,
+    })
+}
+
 /// Binds an SSH listener and starts accepting on it.
 async fn start_ssh_listener(
     l: &crate::config::Listener,
@@ -402,16 +406,7 @@ async fn start_ssh_listener(
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), StartError> {
     use crate::protocols::ssh;
     let server = ssh::server_config(l)?;
-    let listener = TcpListener::bind(&l.address)
-        .await
-        .map_err(|source| StartError::Bind {
-            address: l.address.clone(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| StartError::Bind {
-        address: l.address.clone(),
-        source,
-    })?;
+    let (listener, local) = bind(&l.address).await?;
     let ctx = Arc::new(ssh::SshContext {
         core: core.clone(),
         targets: targets.clone(),
@@ -435,15 +430,7 @@ async fn accept_loop(
 ) {
     let rejecting = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and similar: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = crate::gateway::core::accept(&listener).await;
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
                 let (lc, gw) = (lc.clone(), gw.clone());

@@ -32,6 +32,23 @@ pub struct Core {
     pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
+/// The next connection on `listener`. A failed accept (out of file
+/// descriptors and similar) is logged and retried after a short pause, so
+/// a listener keeps serving through it.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Counts a connection as active while it lives.
 pub struct ActiveGuard<'a>(&'a Core);
 

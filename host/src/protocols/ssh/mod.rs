@@ -152,14 +152,7 @@ pub async fn accept_loop(
     startup: Duration,
 ) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = crate::gateway::core::accept(&listener).await;
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many clients; SSH connection refused");
             drop(tcp);
