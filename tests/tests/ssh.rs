@@ -52,7 +52,9 @@ fn free_port() -> u16 {
 }
 
 /// An OpenSSH server on loopback that lets in only the gateway's key, as
-/// the user running the tests.
+/// the user running the tests — or, when that is root, as the unprivileged
+/// account `portcullis-ssh` (made by scripts/setup): OpenSSH runs a root
+/// login without privilege separation and then ignores signal requests.
 struct Host {
     dir: ScratchDir,
     port: u16,
@@ -65,6 +67,8 @@ impl Host {
     fn start() -> Self {
         let dir = ScratchDir::new("portcullis-sshd");
         let d = dir.path();
+        // The account the host runs commands as writes its markers here.
+        run("chmod", &["1777", &d.display().to_string()]);
         keygen(&d.join("host_key"));
         keygen(&d.join("gateway_key"));
         std::fs::write(d.join("authorized_keys"), public(&d.join("gateway_key")))
@@ -92,16 +96,25 @@ impl Host {
             assert!(std::time::Instant::now() < deadline, "sshd did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let user = String::from_utf8(
-            std::process::Command::new("id")
-                .arg("-un")
+        let id = |args: &[&str]| {
+            let out = std::process::Command::new("id")
+                .args(args)
                 .output()
-                .expect("id -un")
-                .stdout,
-        )
-        .expect("user name")
-        .trim()
-        .to_string();
+                .expect("id");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
+        };
+        let user = if id(&["-u"]).1 == "0" {
+            assert!(
+                id(&["portcullis-ssh"]).0,
+                "the SSH tests run as root need the account portcullis-ssh: run scripts/setup"
+            );
+            "portcullis-ssh".to_string()
+        } else {
+            id(&["-un"]).1
+        };
         Self {
             dir,
             port,
@@ -133,6 +146,15 @@ impl Drop for Host {
 /// The gateway with an SSH listener and target `web-1` for `host`, its
 /// host key pinned by `known_hosts`.
 async fn gateway(host: &Host, known_hosts: &Path) -> (TestGateway, std::net::SocketAddr) {
+    gateway_with(host, known_hosts, "").await
+}
+
+/// The same, with `extra` TOML tables appended (the admin API, delegation).
+async fn gateway_with(
+    host: &Host,
+    known_hosts: &Path,
+    extra: &str,
+) -> (TestGateway, std::net::SocketAddr) {
     let gateway_host_key = host.path("gateway_host_key");
     if !gateway_host_key.exists() {
         keygen(&gateway_host_key);
@@ -153,6 +175,8 @@ user = {user:?}
 private_key_file = {key:?}
 known_hosts_file = {kh:?}
 allow_groups = ["testers"]
+
+{extra}
 "#,
         hk = gateway_host_key.display().to_string(),
         port = host.port,
@@ -504,4 +528,63 @@ async fn a_shell_runs_its_input_and_forwarded_agents_and_tcp_never_reach_the_hos
             ("shell".to_string(), String::new()),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command() {
+    const ADMIN: &str = "ssh-test-admin-token-0123456789abcdef";
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    std::fs::write(host.path("admin_token"), ADMIN).expect("admin token");
+    let extra = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+        host.path("admin_token").display().to_string(),
+        host.path("delegation.pem").display().to_string(),
+    );
+    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let person = gw.token("alice@example.com");
+    let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let delegated = answer["access_token"]
+        .as_str()
+        .expect("a delegated token")
+        .to_string();
+    let jti = portcullis_e2e::jti_of(&delegated);
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+
+    let marker = host.path("revoked-marker");
+    let command = format!("echo started; sleep 4; touch {}", marker.display());
+    let started = std::time::Instant::now();
+    let (ran, (status, answer)) = tokio::join!(
+        ssh(&host, addr, "web-1", &delegated, &[], &command),
+        async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            portcullis_e2e::admin_call(
+                &base,
+                "POST",
+                &format!("/v1/tokens/{jti}/revoke"),
+                Some(ADMIN),
+                None,
+            )
+            .await
+        }
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["sessions_closed"], 1, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "the client was not cut within a second of the revocation ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(ran.stdout, "started\n", "{}", ran.stderr);
+    assert!(ran.stderr.contains("access revoked"), "{}", ran.stderr);
+    // Past the moment the command would have finished: it never did.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !marker.exists(),
+        "the revoked session's command kept running on the host"
+    );
+    let again = ssh(&host, addr, "web-1", &delegated, &[], "true").await;
+    refused(&again, "revoked");
 }

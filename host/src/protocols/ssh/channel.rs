@@ -152,6 +152,15 @@ impl Open {
     }
 }
 
+/// Kills what every open channel of a session runs on the host (the
+/// `signal` request: sshd sends it to the command's process group).
+pub async fn kill_all(channels: &Channels) {
+    let open: Vec<Arc<Open>> = lock(channels).values().cloned().collect();
+    for o in open {
+        o.signal(russh::Sig::KILL).await;
+    }
+}
+
 /// Starts relaying a channel whose host side is open: registers it in
 /// `channels` (before the client learns it is open) and returns the
 /// relay, which runs until both directions are done.

@@ -360,6 +360,7 @@ impl server::Handler for Connection {
         };
         let handle = session.handle();
         let shared = self.shared.clone();
+        let channels = self.channels.as_ref().map(|c| c.open.clone());
         let watcher = tokio::spawn(async move {
             let (stop, message) = tokio::select! {
                 stop = stopped => {
@@ -371,6 +372,14 @@ impl server::Handler for Connection {
                 }
                 _ = upstream.gone() => (None, "the host closed the connection".to_string()),
             };
+            // What a stopped session still runs on the host is killed
+            // first: closing its channel would not end a command without
+            // a terminal (sshd leaves it running).
+            if stop.is_some() {
+                if let Some(channels) = &channels {
+                    channel::kill_all(channels).await;
+                }
+            }
             {
                 let mut s = lock(&shared);
                 s.upstream_gone = stop.is_none();
