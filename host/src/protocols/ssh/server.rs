@@ -36,6 +36,8 @@ struct Admitted {
     upstream: Arc<Upstream>,
     events: Arc<SessionEvents>,
     traffic: Arc<Counted>,
+    /// Set when the session must stop: no new channel or command starts.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// State the connection's task and its protocol handler share.
@@ -66,6 +68,7 @@ struct ChannelParts {
     events: Arc<SessionEvents>,
     traffic: Arc<Counted>,
     open: Channels,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Logins a connection may try before it is only refused.
@@ -138,7 +141,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
         )
     };
     // The client is gone: its channels end; their last events come first.
-    let _ = tokio::time::timeout(Duration::from_secs(5), join_all(relays)).await;
+    // A relay still running after that is ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for mut relay in relays {
+        if tokio::time::timeout_at(deadline, &mut relay).await.is_err() {
+            relay.abort();
+        }
+    }
     let Some(mut a) = admitted else {
         return;
     };
@@ -181,13 +190,6 @@ fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), rus
     }
 }
 
-/// Waits for every task in `tasks`.
-async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
 impl Connection {
     /// The relayed channel `id`, once open.
     fn open(&self, id: ChannelId) -> Option<Arc<channel::Open>> {
@@ -214,6 +216,7 @@ impl Connection {
                     events: a.events.clone(),
                     traffic: a.traffic.clone(),
                     open: Channels::default(),
+                    stopping: a.stopping.subscribe(),
                 });
                 lock(&self.shared).admitted = Some(a);
                 Ok(())
@@ -283,6 +286,7 @@ impl Connection {
                 life,
                 upstream: Arc::new(upstream),
                 traffic: Arc::default(),
+                stopping: Arc::new(tokio::sync::watch::channel(false).0),
             }),
             Err(e) => {
                 let why = e.to_string();
@@ -354,8 +358,8 @@ impl server::Handler for Connection {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         // The session ends when the lifecycle says it must stop.
         // So does it when the host's connection ends.
-        let (stopped, upstream) = match lock(&self.shared).admitted.as_ref() {
-            Some(a) => (a.life.stopped(), a.upstream.clone()),
+        let (stopped, upstream, stopping) = match lock(&self.shared).admitted.as_ref() {
+            Some(a) => (a.life.stopped(), a.upstream.clone(), a.stopping.clone()),
             None => return Ok(()),
         };
         let handle = session.handle();
@@ -375,6 +379,9 @@ impl server::Handler for Connection {
             // What a stopped session still runs on the host is killed
             // first: closing its channel would not end a command without
             // a terminal (sshd leaves it running).
+            // No channel or command starts from here on; output to the
+            // client stops, so the host side never stalls.
+            stopping.send_replace(true);
             if stop.is_some() {
                 if let Some(channels) = &channels {
                     channel::kill_all(channels).await;
@@ -399,7 +406,7 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(parts) = self.channels.clone() else {
+        let Some(parts) = self.channels.clone().filter(|p| !*p.stopping.borrow()) else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -416,6 +423,7 @@ impl server::Handler for Connection {
                         Commands::new(parts.events),
                         parts.traffic,
                         parts.open,
+                        parts.stopping,
                     );
                     reply.accept().await;
                     relay.await;
@@ -426,7 +434,9 @@ impl server::Handler for Connection {
                 }
             }
         });
-        lock(&self.shared).relays.push(relay);
+        let mut shared = lock(&self.shared);
+        shared.relays.retain(|r| !r.is_finished());
+        shared.relays.push(relay);
         Ok(())
     }
 
