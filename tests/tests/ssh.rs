@@ -214,6 +214,34 @@ async fn ssh(
     options: &[&str],
     command: &str,
 ) -> Ran {
+    let mut child = spawn_ssh(host, gw_addr, login, token, options, command);
+    // An empty command is a shell: its commands come on standard input.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let script = if command.is_empty() { SHELL_SCRIPT } else { "" };
+        let _ = stdin.write_all(script.as_bytes()).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ssh finished within 30 s")
+        .expect("ssh's output");
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+/// Starts `ssh` as [`ssh`] does, its standard streams piped and left to
+/// the caller (who may never read them).
+fn spawn_ssh(
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    login: &str,
+    token: &str,
+    options: &[&str],
+    command: &str,
+) -> tokio::process::Child {
     let d = host.dir.path();
     let askpass = d.join("askpass.sh");
     std::fs::write(d.join("token"), token).expect("token file");
@@ -260,22 +288,7 @@ async fn ssh(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("ssh (openssh-client) runs");
-    // An empty command is a shell: its commands come on standard input.
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let script = if command.is_empty() { SHELL_SCRIPT } else { "" };
-        let _ = stdin.write_all(script.as_bytes()).await;
-    }
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("ssh finished within 30 s")
-        .expect("ssh's output");
-    Ran {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
+    cmd.spawn().expect("ssh (openssh-client) runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,10 +548,13 @@ async fn a_shell_runs_its_input_and_forwarded_agents_and_tcp_never_reach_the_hos
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command() {
-    const ADMIN: &str = "ssh-test-admin-token-0123456789abcdef";
-    let host = Host::start();
+const ADMIN: &str = "ssh-test-admin-token-0123456789abcdef";
+
+/// A gateway with the admin API and delegation, and a token delegated by
+/// alice to an agent: (gateway, SSH address, token, its jti, admin URL).
+async fn delegating_gateway(
+    host: &Host,
+) -> (TestGateway, std::net::SocketAddr, String, String, String) {
     let known = host.known_hosts("known_hosts", &host.path("host_key"));
     std::fs::write(host.path("admin_token"), ADMIN).expect("admin token");
     let extra = format!(
@@ -546,7 +562,7 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
         host.path("admin_token").display().to_string(),
         host.path("delegation.pem").display().to_string(),
     );
-    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let (gw, addr) = gateway_with(host, &known, &extra).await;
     let person = gw.token("alice@example.com");
     let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
     assert_eq!(status, 200, "{answer}");
@@ -556,6 +572,37 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
         .to_string();
     let jti = portcullis_e2e::jti_of(&delegated);
     let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    (gw, addr, delegated, jti, base)
+}
+
+async fn revoke(base: &str, jti: &str) -> (u16, serde_json::Value) {
+    portcullis_e2e::admin_call(
+        base,
+        "POST",
+        &format!("/v1/tokens/{jti}/revoke"),
+        Some(ADMIN),
+        None,
+    )
+    .await
+}
+
+/// Waits up to 15 s for `path` to exist.
+async fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command() {
+    let host = Host::start();
+    let (_gw, addr, delegated, jti, base) = delegating_gateway(&host).await;
 
     let running = host.path("running-marker");
     let marker = host.path("revoked-marker");
@@ -568,23 +615,9 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
         ssh(&host, addr, "web-1", &delegated, &[], &command),
         async {
             // Revoked once the command is running on the host.
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
-            while !running.exists() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the command did not start"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_for_file(&running).await;
             let revoked_at = std::time::Instant::now();
-            let (status, answer) = portcullis_e2e::admin_call(
-                &base,
-                "POST",
-                &format!("/v1/tokens/{jti}/revoke"),
-                Some(ADMIN),
-                None,
-            )
-            .await;
+            let (status, answer) = revoke(&base, &jti).await;
             (revoked_at, status, answer)
         }
     );
@@ -605,4 +638,49 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
     );
     let again = ssh(&host, addr, "web-1", &delegated, &[], "true").await;
     refused(&again, "revoked");
+}
+
+/// A client that stops reading while its command floods output: once its
+/// token is revoked, the command is still killed on the host. (It fails
+/// without the kill; it did not fail on this machine without the relay
+/// dropping what a stopping session's client no longer takes, so it does
+/// not prove that path — the stall needs more than this flood.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_whose_client_stopped_reading_is_still_killed() {
+    let host = Host::start();
+    let (_gw, addr, delegated, jti, base) = delegating_gateway(&host).await;
+    let running = host.path("flood-running");
+    let tag = format!("portcullis-flood-{}", std::process::id());
+    // A flood that outlives a closed connection: SIGPIPE ignored, write
+    // errors ignored (plain `yes` would die of the broken pipe and prove
+    // nothing).
+    let command = format!(
+        "trap '' PIPE; touch {}; while :; do echo {tag} 2>/dev/null; done",
+        running.display()
+    );
+    // Standard output is piped and never read: the client stops taking
+    // data once the pipe is full.
+    let mut client = spawn_ssh(&host, addr, "web-1", &delegated, &[], &command);
+    wait_for_file(&running).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let flooding = |tag: &str| {
+        std::process::Command::new("pgrep")
+            .args(["-f", tag])
+            .output()
+            .map(|o| o.status.success())
+            .expect("pgrep")
+    };
+    assert!(flooding(&tag), "the flood did not start on the host");
+    let (status, answer) = revoke(&base, &jti).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["sessions_closed"], 1, "{answer}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while flooding(&tag) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked session's command still runs on the host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = client.kill().await;
 }
