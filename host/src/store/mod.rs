@@ -170,6 +170,26 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// Bytes as a record's text: UTF-8 as it is, anything else as
+/// [`hex_text`] — what was sent is never recorded as something else.
+pub fn bytes_text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(t) => t.to_string(),
+        Err(_) => hex_text(v),
+    }
+}
+
+/// Bytes as `\x` and their hex, like PostgreSQL's bytea output.
+pub fn hex_text(v: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2 + v.len() * 2);
+    out.push_str("\\x");
+    for b in v {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// `2026-11-30T05:24:31.123Z` for unix microseconds (UTC).
 pub fn format_time(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);

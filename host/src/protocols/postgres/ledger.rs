@@ -61,16 +61,10 @@ impl Sample {
 /// A value as text: UTF-8 text as it is, anything else (or a binary-format
 /// value) as `\x` and hex, like PostgreSQL's bytea output.
 fn value_text(v: &[u8], binary: bool) -> String {
-    match std::str::from_utf8(v) {
-        Ok(t) if !binary => t.to_string(),
-        _ => {
-            let mut out = String::with_capacity(2 + v.len() * 2);
-            out.push_str("\\x");
-            for b in v {
-                out.push_str(&format!("{b:02x}"));
-            }
-            out
-        }
+    if binary {
+        crate::store::hex_text(v)
+    } else {
+        crate::store::bytes_text(v)
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use russh::{client, server, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
 use tokio::sync::watch;
 
-use super::record::Commands;
+use super::record::{self, Commands};
 
 /// Bytes a session's channels carried, for its end record.
 #[derive(Debug, Default)]
@@ -61,22 +61,6 @@ pub struct Open {
     commands: Mutex<Commands>,
     /// Becomes `true` when the session is stopping.
     stopping: watch::Receiver<bool>,
-}
-
-/// A command line as text: as it is when it is UTF-8, otherwise `\x` and
-/// its bytes in hex (what ran is never recorded as something else).
-fn command_text(command: &[u8]) -> String {
-    match std::str::from_utf8(command) {
-        Ok(t) => t.to_string(),
-        Err(_) => {
-            let mut out = String::with_capacity(2 + command.len() * 2);
-            out.push_str("\\x");
-            for b in command {
-                out.push_str(&format!("{b:02x}"));
-            }
-            out
-        }
-    }
 }
 
 impl Open {
@@ -115,16 +99,12 @@ impl Open {
         };
         if let Err(why) = started.commit().await {
             let refused = lock(&self.commands).refused(&why);
-            if let Some(r) = refused {
-                r.write().await;
-            }
+            record::write(refused).await;
             return false;
         }
         if !self.ask(Asked::Command, send).await {
             let failed = lock(&self.commands).host_refused();
-            if let Some(r) = failed {
-                r.write().await;
-            }
+            record::write(failed).await;
             return false;
         }
         if self.stopping() {
@@ -142,7 +122,7 @@ impl Open {
 
     /// `exec`: one command line.
     pub async fn exec(&self, command: &[u8]) -> bool {
-        let text = command_text(command);
+        let text = crate::store::bytes_text(command);
         self.command("exec", &text, self.host.exec(true, command.to_vec()))
             .await
     }
@@ -187,6 +167,11 @@ impl Open {
     }
 }
 
+/// The open channel `id` of a session, if it is open.
+pub fn find(channels: &Channels, id: ChannelId) -> Option<Arc<Open>> {
+    lock(channels).get(&id).cloned()
+}
+
 /// Kills what every open channel of a session runs on the host (the
 /// `signal` request: sshd sends it to the command's process group).
 pub async fn kill_all(channels: &Channels) {
@@ -225,10 +210,8 @@ pub fn start(
             to_client(host_rd, client_wr, handle, &open, &traffic, closed_rx),
         );
         lock(&channels).remove(&id);
-        let pending = lock(&open.commands).finish_all();
-        for r in pending {
-            r.write().await;
-        }
+        let unfinished = lock(&open.commands).closed();
+        record::write(unfinished).await;
     }
 }
 
@@ -319,9 +302,7 @@ async fn to_client(
             ChannelMsg::Close => break,
             ChannelMsg::ExitStatus { exit_status } => {
                 let done = lock(&open.commands).exited(exit_status, Instant::now());
-                if let Some(r) = done {
-                    r.write().await;
-                }
+                record::write(done).await;
                 writing
                     && deliver(client.exit_status(exit_status), &mut closed, &mut stopping).await
             }
@@ -333,9 +314,7 @@ async fn to_client(
             } => {
                 let done =
                     lock(&open.commands).signalled(&format!("{signal_name:?}"), Instant::now());
-                if let Some(r) = done {
-                    r.write().await;
-                }
+                record::write(done).await;
                 if writing {
                     let id = client.id();
                     let _ = handle
@@ -354,9 +333,7 @@ async fn to_client(
                     // The client was told the command started: it learns
                     // otherwise on stderr, and the channel ends.
                     let failed = lock(&open.commands).host_refused();
-                    if let Some(r) = failed {
-                        r.write().await;
-                    }
+                    record::write(failed).await;
                     if writing {
                         let note = "Portcullis: the host refused the request\r\n";
                         let _ = deliver(

@@ -74,10 +74,11 @@ pub struct Finished {
     record: EventRecord,
 }
 
-impl Finished {
-    /// Queues the event for the audit store.
-    pub async fn write(self) {
-        self.events.audit.record(Record::Event(self.record)).await;
+/// Queues finished commands' events for the audit store (an `Option` of
+/// one, as [`Commands`] returns them).
+pub async fn write(finished: impl IntoIterator<Item = Finished>) {
+    for f in finished {
+        f.events.audit.record(Record::Event(f.record)).await;
     }
 }
 
@@ -190,9 +191,7 @@ impl Commands {
     }
 
     /// The channel closed: a command still open ends without a status.
-    pub fn finish_all(&mut self) -> Vec<Finished> {
+    pub fn closed(&mut self) -> Option<Finished> {
         self.finish(EventStatus::Unknown, None, Instant::now())
-            .into_iter()
-            .collect()
     }
 }

@@ -193,8 +193,7 @@ fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), rus
 impl Connection {
     /// The relayed channel `id`, once open.
     fn open(&self, id: ChannelId) -> Option<Arc<channel::Open>> {
-        let parts = self.channels.as_ref()?;
-        parts.open.lock().ok()?.get(&id).cloned()
+        channel::find(&self.channels.as_ref()?.open, id)
     }
 
     /// Admits the client with `token` for target `target_name`; why not,
