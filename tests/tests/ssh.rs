@@ -604,23 +604,36 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
     let host = Host::start();
     let (_gw, addr, delegated, jti, base) = delegating_gateway(&host).await;
 
-    let running = host.path("running-marker");
     let marker = host.path("revoked-marker");
-    let command = format!(
-        "touch {}; echo started; sleep 4; touch {}",
-        running.display(),
-        marker.display()
-    );
-    let (ran, (revoked_at, status, answer)) = tokio::join!(
-        ssh(&host, addr, "web-1", &delegated, &[], &command),
-        async {
-            // Revoked once the command is running on the host.
-            wait_for_file(&running).await;
-            let revoked_at = std::time::Instant::now();
-            let (status, answer) = revoke(&base, &jti).await;
-            (revoked_at, status, answer)
+    let command = format!("echo started; sleep 4; touch {}", marker.display());
+    // Revoked once the client has seen the command run (its output can
+    // still be on its way when the command has merely started).
+    let mut client = spawn_ssh(&host, addr, "web-1", &delegated, &[], &command);
+    let mut stdout = client.stdout.take().expect("ssh's stdout");
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        while !seen.ends_with(b"\n") {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
-    );
+    })
+    .await
+    .expect("the command's first line within 15 s");
+    let revoked_at = std::time::Instant::now();
+    let (status, answer) = revoke(&base, &jti).await;
+    let out = tokio::time::timeout(Duration::from_secs(10), client.wait_with_output())
+        .await
+        .expect("the client ended within 10 s")
+        .expect("ssh's output");
+    let ran = Ran {
+        stdout: String::from_utf8_lossy(&seen).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    };
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["sessions_closed"], 1, "{answer}");
     assert!(
