@@ -57,6 +57,48 @@ impl QueryEvent<'_> {
     }
 }
 
+/// A terminal an SSH client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshPty {
+    /// `TERM`, e.g. `xterm-256color`.
+    pub term: String,
+    /// Columns.
+    pub columns: u32,
+    /// Rows.
+    pub rows: u32,
+}
+
+/// A request on an SSH session channel, as policies judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshRequest {
+    /// One command line (`ssh host 'cmd'`), as the client sent it.
+    Exec(String),
+    /// An interactive shell, on the terminal asked for before it, if any.
+    Shell(Option<SshPty>),
+    /// A subsystem by name (`sftp`).
+    Subsystem(String),
+    /// An environment variable for what runs next.
+    Env {
+        /// Its name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl SshRequest {
+    /// The request in one line, as records and approvers see it:
+    /// `exec: <command>`, `shell`, `subsystem: <name>`, `env: NAME=value`.
+    pub fn text(&self) -> String {
+        match self {
+            SshRequest::Exec(command) => format!("exec: {command}"),
+            SshRequest::Shell(_) => "shell".into(),
+            SshRequest::Subsystem(name) => format!("subsystem: {name}"),
+            SshRequest::Env { name, value } => format!("env: {name}={value}"),
+        }
+    }
+}
+
 /// A decision about a session or statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -272,6 +314,14 @@ pub trait SessionPolicy: Send {
     /// relay's summary of the statement to judge.
     fn on_query(&mut self, event: QueryEvent<'_>, note: &mut QueryNote) -> Verdict {
         let _ = (event, note);
+        Verdict::Allow
+    }
+
+    /// An SSH channel request (exec, shell, subsystem, env) is about to
+    /// be sent to the host; `note` collects who decided and on what terms
+    /// an approval is asked, as for [`Self::on_query`].
+    fn on_ssh_request(&mut self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
+        let _ = (request, note);
         Verdict::Allow
     }
 

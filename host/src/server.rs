@@ -100,6 +100,7 @@ pub struct PluginInfo {
 /// changes, the admin API).
 pub struct PluginManager {
     context: Arc<GatewayContext>,
+    ssh: Arc<HashMap<String, crate::protocols::ssh::SshTarget>>,
     runtime: std::sync::Mutex<Option<Arc<crate::plugins::PluginRuntime>>>,
     default_policy: Arc<dyn Policy>,
     loaded: std::sync::Mutex<Vec<PluginInfo>>,
@@ -118,11 +119,12 @@ impl PluginManager {
         let (policies, loaded) = target_policies(config, &mut runtime, &self.default_policy)?;
         self.loaded_now(&loaded);
         for (name, policy) in policies {
-            match self.context.targets.get(&name) {
-                Some(ctx) => *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy,
-                None => {
-                    tracing::warn!(target = %name, "new target ignored on reload; restart to add targets")
-                }
+            if let Some(ctx) = self.context.targets.get(&name) {
+                *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+            } else if let Some(t) = self.ssh.get(&name) {
+                t.set_policy(policy);
+            } else {
+                tracing::warn!(target = %name, "new target ignored on reload; restart to add targets");
             }
         }
         Ok(loaded.len())
@@ -315,8 +317,10 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
             config.gateway.buffered_message_budget_bytes,
         )),
     });
+    let ssh = Arc::new(ssh_targets);
     let plugins = Arc::new(PluginManager {
         context: context.clone(),
+        ssh: ssh.clone(),
         runtime: std::sync::Mutex::new(runtime),
         default_policy: policy,
         loaded: Default::default(),
@@ -338,7 +342,6 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         None => None,
     };
     let mut addresses = Vec::new();
-    let ssh = Arc::new(ssh_targets);
     for l in &config.listeners {
         if l.protocol == Protocol::Ssh {
             let (local, task) = start_ssh_listener(l, &core, &ssh).await?;
@@ -481,6 +484,27 @@ fn target_policies(
             let plugin = rt.load(p)?;
             tracing::info!(plugin = %p.name, version = %plugin.version, sha256 = %plugin.sha256, "plugin loaded");
             loaded.insert(p.name.clone(), plugin);
+        }
+    }
+    for t in config
+        .targets
+        .iter()
+        .filter(|t| t.protocol == Protocol::Ssh)
+    {
+        if let Some(p) = t
+            .plugins
+            .iter()
+            .filter_map(|n| loaded.get(n))
+            .find(|p| !p.guards_ssh())
+        {
+            return Err(crate::plugins::PluginError::Config {
+                name: p.name.to_string(),
+                message: format!(
+                    "target {:?} is an SSH target, but this plugin has no SSH hooks (it was built for contract 0.2.5 or older, without `ssh-plugin`): rebuild it with the current SDK, or remove it from the target's plugins",
+                    t.name
+                ),
+            }
+            .into());
         }
     }
     let policies = config

@@ -31,10 +31,10 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "policy-plugin",
+        world: "guard-plugin",
         path: "../wit",
         pub_export_macro: true,
-        export_macro_name: "__export_policy_plugin",
+        export_macro_name: "__export_guard_plugin",
         default_bindings_module: "portcullis_plugin_sdk::bindings",
         additional_derives: [PartialEq, Eq],
     });
@@ -43,6 +43,8 @@ pub mod bindings {
 pub mod audience;
 pub mod names;
 pub mod rows;
+pub mod shell;
+pub mod ssh_rules;
 pub mod testing;
 
 pub use audience::Audience;
@@ -50,6 +52,10 @@ pub use bindings::portcullis::policy::types::{
     Column, Event, Identity, Metadata, PgQuery, ResultPlan, Session, Statement, TableRef, Verdict,
 };
 pub use rows::{Batch, ColumnView, Edits};
+
+/// What an SSH client asks of a host (contract 0.2.6), and the terminal a
+/// shell runs on.
+pub use bindings::portcullis::policy::ssh_types::{CommandLine, FileOperation, Pty, SshRequest};
 
 /// Log severity for [`log`].
 pub use bindings::portcullis::policy::host::Level;
@@ -303,6 +309,31 @@ pub trait Plugin: Default + 'static {
         let _ = (batch, edits);
     }
 
+    /// An SSH channel request (contract 0.2.6): `exec` (the whole command
+    /// line), `shell`, `subsystem` or `env`, before it reaches the host.
+    /// `Deny` ends the channel with the text on the client's stderr and
+    /// exit status 255; `RequireApproval` holds an exec, shell or subsystem
+    /// (and refuses an env, which cannot wait). The session's `target` is
+    /// the SSH target.
+    fn on_ssh_request(&mut self, request: &SshRequest) -> Verdict {
+        let _ = request;
+        Verdict::Allow
+    }
+
+    /// A line typed in an interactive SSH shell (contract 0.2.6). Not
+    /// called by the gateway yet: shells are judged at `shell`.
+    fn on_command_line(&mut self, line: &CommandLine) -> Verdict {
+        let _ = line;
+        Verdict::Allow
+    }
+
+    /// An SFTP operation (contract 0.2.6). Not called by the gateway yet:
+    /// SFTP is judged at `subsystem`.
+    fn on_file_operation(&mut self, operation: &FileOperation) -> Verdict {
+        let _ = operation;
+        Verdict::Allow
+    }
+
     /// The session ended.
     fn session_end(&mut self, reason: &str) {
         let _ = reason;
@@ -373,10 +404,22 @@ macro_rules! export_plugin {
                 }
             }
 
+            impl $crate::bindings::exports::portcullis::policy::ssh_plugin::Guest for Exported {
+                fn on_ssh_request(request: $crate::SshRequest) -> $crate::Verdict {
+                    STATE.with(|s| s.borrow_mut().on_ssh_request(&request))
+                }
+                fn on_command_line(line: $crate::CommandLine) -> $crate::Verdict {
+                    STATE.with(|s| s.borrow_mut().on_command_line(&line))
+                }
+                fn on_file_operation(operation: $crate::FileOperation) -> $crate::Verdict {
+                    STATE.with(|s| s.borrow_mut().on_file_operation(&operation))
+                }
+            }
+
             // Exported only in the component: the export names (with `:`) cannot be
             // linked into a native shared library, where the type is only tested.
             #[cfg(target_arch = "wasm32")]
-    $crate::bindings::__export_policy_plugin!(Exported with_types_in $crate::bindings);
+    $crate::bindings::__export_guard_plugin!(Exported with_types_in $crate::bindings);
         };
     };
 }

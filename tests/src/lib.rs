@@ -4,6 +4,7 @@
 
 pub mod fake_http;
 pub mod raw;
+pub mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

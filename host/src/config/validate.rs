@@ -481,12 +481,6 @@ fn validate_ssh_target(i: usize, t: &Target) -> Result<(), ConfigError> {
             Some(_) => {}
         }
     }
-    if !t.plugins.is_empty() {
-        return Err(invalid(
-            key("plugins"),
-            "plugins cannot guard SSH targets yet (the plugin contract's SSH hooks are still a draft): remove `plugins` from this target; its commands are then recorded in the audit store but not filtered",
-        ));
-    }
     Ok(())
 }
 

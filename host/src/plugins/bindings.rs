@@ -1,4 +1,6 @@
-//! Host-side bindings of the `portcullis:policy` world (generated from `wit/`).
+//! Host-side bindings of the `portcullis:policy` worlds (generated from
+//! `wit/`): `policy-plugin`, which every plugin implements, and
+//! `guard-plugin`, whose `ssh-plugin` hooks a plugin may export beside it.
 
 wasmtime::component::bindgen!({
     world: "policy-plugin",
@@ -6,3 +8,19 @@ wasmtime::component::bindgen!({
 });
 
 pub use portcullis::policy::types;
+
+/// The `guard-plugin` world; only its `ssh-plugin` export is used (the rest
+/// is the `policy-plugin` world above).
+pub mod guard {
+    wasmtime::component::bindgen!({
+        world: "guard-plugin",
+        path: "../wit",
+        with: {
+            "portcullis:policy/types": super::portcullis::policy::types,
+            "portcullis:policy/host": super::portcullis::policy::host,
+        },
+    });
+}
+
+pub use guard::exports::portcullis::policy::ssh_plugin::Guest as SshGuest;
+pub use guard::portcullis::policy::ssh_types;

@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use super::bindings::types;
+use super::bindings::{ssh_types, types};
 use super::executor::inline;
 use super::instance::{describe_failure, CallNotes, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
     EndReason, Policy, QueryEvent, QueryNote, Recording, ResultColumn, ResultPlan, Row, RowEdit,
-    SessionInfo, SessionPolicy, SessionRefused, ValueEdit, Verdict,
+    SessionInfo, SessionPolicy, SessionRefused, SshRequest, ValueEdit, Verdict,
 };
 use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
 
@@ -147,6 +147,24 @@ fn to_query(sql: &str, prepared: Option<&str>, s: &QuerySummary) -> types::Event
     })
 }
 
+/// An SSH request as the contract spells it.
+fn to_ssh_request(r: &SshRequest) -> ssh_types::SshRequest {
+    match r {
+        SshRequest::Exec(command) => ssh_types::SshRequest::Exec(command.clone()),
+        SshRequest::Shell(pty) => {
+            ssh_types::SshRequest::Shell(pty.as_ref().map(|p| ssh_types::Pty {
+                term: p.term.clone(),
+                columns: p.columns,
+                rows: p.rows,
+            }))
+        }
+        SshRequest::Subsystem(name) => ssh_types::SshRequest::Subsystem(name.clone()),
+        SshRequest::Env { name, value } => {
+            ssh_types::SshRequest::Env((name.clone(), value.clone()))
+        }
+    }
+}
+
 fn from_verdict(v: types::Verdict) -> Verdict {
     match v {
         types::Verdict::Allow => Verdict::Allow,
@@ -261,6 +279,79 @@ impl ChainInner {
     }
 }
 
+/// A chain's verdict taking shape, member by member: the first deny
+/// decides; approvals asked for are collected, on the strictest terms.
+#[derive(Default)]
+struct Verdicts {
+    approvals: Vec<String>,
+    approvers: Vec<String>,
+    rules: Vec<String>,
+}
+
+impl Verdicts {
+    /// Adds member `name`'s answer (or failure, handled by its `failure`
+    /// policy) about a `what`; `Some(deny)` when it decides.
+    fn add(
+        &mut self,
+        name: &str,
+        failure: FailurePolicy,
+        called: Result<(types::Verdict, CallNotes), String>,
+        what: &str,
+        note: &mut QueryNote,
+    ) -> Option<Verdict> {
+        match called {
+            Ok((v, notes)) => match from_verdict(v) {
+                Verdict::Allow => None,
+                deny @ Verdict::Deny { .. } => {
+                    note.decided_by = Some(name.to_string());
+                    note.rule = notes.rule;
+                    Some(deny)
+                }
+                Verdict::RequireApproval { reason } => {
+                    self.approvals.push(reason);
+                    self.approvers.push(name.to_string());
+                    self.rules.extend(notes.rule);
+                    // Several plugins asking: the strictest terms.
+                    note.approval = Some(match (note.approval, notes.approval) {
+                        (Some(a), Some(b)) => crate::policy::ApprovalPolicy {
+                            wait: a.wait && b.wait,
+                            min_approvals: a.min_approvals.max(b.min_approvals),
+                            timeout_secs: a.timeout_secs.min(b.timeout_secs),
+                            grant_uses: a.grant_uses.min(b.grant_uses),
+                            grant_minutes: a.grant_minutes.min(b.grant_minutes),
+                        },
+                        (a, b) => b.or(a).unwrap_or_default(),
+                    });
+                    None
+                }
+            },
+            Err(why) if failure == FailurePolicy::FailClosed => {
+                note.decided_by = Some(name.to_string());
+                note.rule = Some("plugin-failure".into());
+                Some(Verdict::Deny {
+                    reason: format!(
+                        "plugin \"{name}\" failed ({why}); the {what} was refused because the plugin fails closed"
+                    ),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The verdict when no member denied.
+    fn finish(self, note: &mut QueryNote) -> Verdict {
+        if self.approvals.is_empty() {
+            Verdict::Allow
+        } else {
+            note.decided_by = Some(self.approvers.join(", "));
+            note.rule = (!self.rules.is_empty()).then(|| self.rules.join(", "));
+            Verdict::RequireApproval {
+                reason: self.approvals.join("; "),
+            }
+        }
+    }
+}
+
 impl ChainInner {
     fn on_query(
         &mut self,
@@ -269,9 +360,7 @@ impl ChainInner {
         summary: &Arc<QuerySummary>,
         note: &mut QueryNote,
     ) -> Verdict {
-        let mut approvals = Vec::new();
-        let mut approvers: Vec<String> = Vec::new();
-        let mut rules: Vec<String> = Vec::new();
+        let mut verdicts = Verdicts::default();
         // Lowered for the first plugin that is called, if any is.
         let mut event: Option<types::Event> = None;
         for i in 0..self.members.len() {
@@ -297,58 +386,39 @@ impl ChainInner {
                 }
             };
             let name = &self.members[i].plugin.name;
-            match called {
-                Ok((v, notes)) => {
-                    if let Some(rows) = notes.record {
-                        let r = note.record.get_or_insert_with(Recording::default);
-                        r.sample_rows = r.sample_rows.max(rows);
-                    }
-                    match from_verdict(v) {
-                        Verdict::Allow => {}
-                        deny @ Verdict::Deny { .. } => {
-                            note.decided_by = Some(name.to_string());
-                            note.rule = notes.rule;
-                            return deny;
-                        }
-                        Verdict::RequireApproval { reason } => {
-                            approvals.push(reason);
-                            approvers.push(name.to_string());
-                            rules.extend(notes.rule);
-                            // Several plugins asking: the strictest terms.
-                            note.approval = Some(match (note.approval, notes.approval) {
-                                (Some(a), Some(b)) => crate::policy::ApprovalPolicy {
-                                    wait: a.wait && b.wait,
-                                    min_approvals: a.min_approvals.max(b.min_approvals),
-                                    timeout_secs: a.timeout_secs.min(b.timeout_secs),
-                                    grant_uses: a.grant_uses.min(b.grant_uses),
-                                    grant_minutes: a.grant_minutes.min(b.grant_minutes),
-                                },
-                                (a, b) => b.or(a).unwrap_or_default(),
-                            });
-                        }
-                    }
+            if let Ok((_, notes)) = &called {
+                if let Some(rows) = notes.record {
+                    let r = note.record.get_or_insert_with(Recording::default);
+                    r.sample_rows = r.sample_rows.max(rows);
                 }
-                Err(why) if failure == FailurePolicy::FailClosed => {
-                    note.decided_by = Some(name.to_string());
-                    note.rule = Some("plugin-failure".into());
-                    return Verdict::Deny {
-                        reason: format!(
-                            "plugin \"{name}\" failed ({why}); the statement was refused because the plugin fails closed"
-                        ),
-                    };
-                }
-                Err(_) => {}
+            }
+            if let Some(deny) = verdicts.add(name, failure, called, "statement", note) {
+                return deny;
             }
         }
-        if approvals.is_empty() {
-            Verdict::Allow
-        } else {
-            note.decided_by = Some(approvers.join(", "));
-            note.rule = (!rules.is_empty()).then(|| rules.join(", "));
-            Verdict::RequireApproval {
-                reason: approvals.join("; "),
+        verdicts.finish(note)
+    }
+
+    /// Judges an SSH channel request with every member that exports the
+    /// SSH hooks, like [`Self::on_query`]: the first deny wins, approvals
+    /// are collected.
+    fn on_ssh_request(&mut self, request: &ssh_types::SshRequest, note: &mut QueryNote) -> Verdict {
+        let mut verdicts = Verdicts::default();
+        for i in 0..self.members.len() {
+            if !self.members[i].plugin.guards_ssh() {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            let called = self.call(i, |inst| match inst.on_ssh_request(request) {
+                Some(v) => Ok((v?, inst.take_notes())),
+                None => Ok((types::Verdict::Allow, CallNotes::default())),
+            });
+            let name = &self.members[i].plugin.name;
+            if let Some(deny) = verdicts.add(name, failure, called, "request", note) {
+                return deny;
             }
         }
+        verdicts.finish(note)
     }
 
     fn on_row_description(
@@ -579,6 +649,14 @@ impl SessionPolicy for ChainSession {
         verdict.unwrap_or_else(|| Verdict::Deny {
             reason: "the gateway lost this session's plugins; reconnect".into(),
         })
+    }
+
+    fn on_ssh_request(&mut self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
+        let request = to_ssh_request(request);
+        self.with_inner(|inner| inner.on_ssh_request(&request, note))
+            .unwrap_or_else(|| Verdict::Deny {
+                reason: "the gateway lost this session's plugins; reconnect".into(),
+            })
     }
 
     fn on_function_call(&mut self) -> Verdict {

@@ -7,7 +7,9 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{portcullis::policy::host, types, PolicyPlugin, PolicyPluginPre};
+use super::bindings::{
+    portcullis::policy::host, ssh_types, types, PolicyPlugin, PolicyPluginIndices, SshGuest,
+};
 use super::engine::Running;
 use crate::protocols::postgres::sql::lineage::Lineage;
 use crate::protocols::postgres::sql::{QuerySummary, StatementSummary};
@@ -216,10 +218,37 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     Ok(linker)
 }
 
+/// How a compiled plugin is instantiated: the component linked against the
+/// contract, where its `plugin` exports are, and its `ssh-plugin` exports
+/// when it has them.
+pub struct Linked {
+    /// The component, linked.
+    pub pre: wasmtime::component::InstancePre<StoreState>,
+    /// Its `plugin` interface.
+    pub plugin: PolicyPluginIndices,
+    /// Its `ssh-plugin` interface, if it exports one.
+    pub ssh: Option<super::bindings::guard::exports::portcullis::policy::ssh_plugin::GuestIndices>,
+}
+
+impl Linked {
+    /// Finds the contract's exports in a linked component; an error when
+    /// it does not export `plugin`.
+    pub fn new(pre: wasmtime::component::InstancePre<StoreState>) -> wasmtime::Result<Self> {
+        let plugin = PolicyPluginIndices::new(&pre)?;
+        let ssh =
+            super::bindings::guard::exports::portcullis::policy::ssh_plugin::GuestIndices::new(
+                &pre,
+            )
+            .ok();
+        Ok(Self { pre, plugin, ssh })
+    }
+}
+
 /// A live instance.
 pub struct PluginInstance {
     store: Store<StoreState>,
     plugin: PolicyPlugin,
+    ssh: Option<SshGuest>,
     deadline_ticks: u64,
 }
 
@@ -227,7 +256,7 @@ impl PluginInstance {
     /// Instantiates from the pre-linked component.
     pub fn new(
         engine: &Engine,
-        pre: &PolicyPluginPre<StoreState>,
+        linked: &Linked,
         name: Arc<str>,
         memory_limit: usize,
         deadline_ticks: u64,
@@ -249,13 +278,20 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         // Start-up code gets a generous deadline of its own; calls get theirs.
         store.set_epoch_deadline(START_DEADLINE_TICKS.max(deadline_ticks));
-        let plugin = {
+        let (plugin, ssh) = {
             let _running = Running::start();
-            pre.instantiate(&mut store)?
+            let instance = linked.pre.instantiate(&mut store)?;
+            let plugin = linked.plugin.load(&mut store, &instance)?;
+            let ssh = match &linked.ssh {
+                Some(indices) => Some(indices.load(&mut store, &instance)?),
+                None => None,
+            };
+            (plugin, ssh)
         };
         Ok(Self {
             store,
             plugin,
+            ssh,
             deadline_ticks,
         })
     }
@@ -339,6 +375,18 @@ impl PluginInstance {
         self.plugin
             .portcullis_policy_plugin()
             .call_result_rows(&mut self.store, batch)
+    }
+
+    /// `on-ssh-request`; `None` when the plugin has no SSH hooks.
+    pub fn on_ssh_request(
+        &mut self,
+        request: &ssh_types::SshRequest,
+    ) -> Option<wasmtime::Result<types::Verdict>> {
+        self.ssh.as_ref()?;
+        let _running = self.arm();
+        self.store.data_mut().notes = CallNotes::default();
+        let ssh = self.ssh.as_ref()?;
+        Some(ssh.call_on_ssh_request(&mut self.store, request))
     }
 
     /// `session-end`.

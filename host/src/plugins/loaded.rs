@@ -9,10 +9,10 @@ use std::sync::Arc;
 use wasmtime::component::Linker;
 use wasmtime::Engine;
 
-use super::bindings::{types, PolicyPluginPre};
+use super::bindings::types;
 use super::cache::{self, Origin};
 use super::engine::EPOCH_TICK;
-use super::instance::{describe_failure, PluginInstance, StoreState};
+use super::instance::{describe_failure, Linked, PluginInstance, StoreState};
 use super::schema;
 use crate::config::{FailurePolicy, PluginConfig};
 
@@ -101,10 +101,16 @@ pub struct LoadedPlugin {
     config_json: String,
     memory_limit: usize,
     engine: Engine,
-    pre: PolicyPluginPre<StoreState>,
+    linked: Linked,
 }
 
 impl LoadedPlugin {
+    /// Whether the plugin exports the SSH hooks (`ssh-plugin`, contract
+    /// 0.2.6 and later).
+    pub fn guards_ssh(&self) -> bool {
+        self.linked.ssh.is_some()
+    }
+
     /// The call deadline in epoch ticks.
     fn deadline_ticks(&self) -> u64 {
         (self.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1)
@@ -114,7 +120,7 @@ impl LoadedPlugin {
     pub fn instantiate(&self) -> Result<PluginInstance, String> {
         let mut inst = PluginInstance::new(
             &self.engine,
-            &self.pre,
+            &self.linked,
             self.name.clone(),
             self.memory_limit,
             self.deadline_ticks(),
@@ -180,7 +186,7 @@ pub fn load(
         message: format!("{e:#}"),
     };
     let pre = linker.instantiate_pre(&component).map_err(contract)?;
-    let pre = PolicyPluginPre::new(pre).map_err(contract)?;
+    let linked = Linked::new(pre).map_err(contract)?;
     let config = serde_json::to_value(&cfg.config).map_err(|e| PluginError::Config {
         name: name.clone(),
         message: format!("configuration is not representable as JSON: {e}"),
@@ -201,13 +207,13 @@ pub fn load(
         config_json: config.to_string(),
         memory_limit: cfg.memory_limit_mib << 20,
         engine: engine.clone(),
-        pre,
+        linked,
     };
     // Probe: describe, check the configuration against the published schema,
     // and let the plugin accept it.
     let mut probe = PluginInstance::new(
         engine,
-        &plugin.pre,
+        &plugin.linked,
         plugin.name.clone(),
         plugin.memory_limit,
         plugin.deadline_ticks(),

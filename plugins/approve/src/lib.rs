@@ -21,13 +21,20 @@
 //!
 //! The first matching rule decides. Approvers and quorum rules (nobody
 //! approves their own request) are enforced by the gateway.
+//!
+//! A rule with SSH conditions (the SDK's `ssh_rules`: `commands` anywhere
+//! on an exec line such as `sudo *` or `systemctl restart *`,
+//! `only_commands`, `opaque_commands`, `shell`, `subsystems`, `env`) holds
+//! the SSH requests it matches and never applies to SQL statements; a rule
+//! without them applies only to statements.
 
 use portcullis_plugin_sdk::names::{display_table, in_scope, route, TablePattern};
+use portcullis_plugin_sdk::ssh_rules::{SshRule, SshRuleConfig};
 use portcullis_plugin_sdk::{
     approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
     statement_effects, ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, TableRef};
+use portcullis_plugin_sdk::{Audience, SshRequest, TableRef};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -79,6 +86,46 @@ struct Rule {
     grant_uses: u32,
     #[serde(default = "ten")]
     grant_minutes: u32,
+    #[serde(default)]
+    commands: Vec<String>,
+    #[serde(default)]
+    only_commands: Option<Vec<String>>,
+    #[serde(default)]
+    opaque_commands: bool,
+    #[serde(default)]
+    shell: bool,
+    #[serde(default)]
+    subsystems: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+impl Rule {
+    /// The rule's SSH conditions.
+    fn ssh(&self) -> Result<SshRule, String> {
+        SshRule::new(
+            &self.name,
+            &SshRuleConfig {
+                commands: self.commands.clone(),
+                only_commands: self.only_commands.clone(),
+                opaque_commands: self.opaque_commands,
+                shell: self.shell,
+                subsystems: self.subsystems.clone(),
+                env: self.env.clone(),
+            },
+        )
+    }
+
+    /// How the gateway handles the approval this rule asks for.
+    fn policy(&self) -> ApprovalPolicy {
+        ApprovalPolicy {
+            wait: self.mode == Mode::Wait,
+            min_approvals: self.min_approvals,
+            timeout_secs: self.timeout_secs,
+            grant_uses: self.grant_uses,
+            grant_minutes: self.grant_minutes,
+        }
+    }
 }
 
 fn default_search_path() -> Vec<String> {
@@ -135,6 +182,7 @@ pub struct Approve {
     config: Config,
     patterns: Vec<Vec<TablePattern>>,
     hours: Vec<Option<Hours>>,
+    ssh: Vec<SshRule>,
     user: String,
     groups: Vec<String>,
     /// Minute of the day (UTC) to judge by; `None`: the clock's.
@@ -149,6 +197,16 @@ impl Approve {
             except_groups: &rule.except_groups,
         }
         .includes(&self.user, &self.groups)
+    }
+
+    /// Whether rule `i` applies now to this session.
+    fn applies_now(&self, i: usize, minute: u32) -> bool {
+        let rule = &self.config.rules[i];
+        self.applies_to_session(rule)
+            && match self.hours.get(i) {
+                Some(Some(h)) => h.contains(minute),
+                _ => true,
+            }
     }
 
     fn minute_now(&self) -> u32 {
@@ -233,6 +291,11 @@ impl Plugin for Approve {
             .map(|r| r.tables.iter().map(|t| TablePattern::parse(t)).collect())
             .collect();
         self.hours = hours;
+        self.ssh = config
+            .rules
+            .iter()
+            .map(Rule::ssh)
+            .collect::<Result<_, _>>()?;
         self.config = config;
         Ok(())
     }
@@ -258,13 +321,8 @@ impl Plugin for Approve {
         let effects = statement_effects();
         let none = no_effects();
         for (i, rule) in self.config.rules.iter().enumerate() {
-            if !self.applies_to_session(rule) {
+            if !self.ssh[i].is_empty() || !self.applies_now(i, minute) {
                 continue;
-            }
-            if let Some(Some(h)) = self.hours.get(i) {
-                if !h.contains(minute) {
-                    continue;
-                }
             }
             let patterns = &self.patterns[i];
             let Some(what) = query.statements.iter().enumerate().find_map(|(i, s)| {
@@ -272,13 +330,26 @@ impl Plugin for Approve {
             }) else {
                 continue;
             };
-            set_approval_policy(ApprovalPolicy {
-                wait: rule.mode == Mode::Wait,
-                min_approvals: rule.min_approvals,
-                timeout_secs: rule.timeout_secs,
-                grant_uses: rule.grant_uses,
-                grant_minutes: rule.grant_minutes,
-            });
+            set_approval_policy(rule.policy());
+            let reason = rule
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
+            return approval_by(&rule.name, reason);
+        }
+        Verdict::Allow
+    }
+
+    fn on_ssh_request(&mut self, request: &SshRequest) -> Verdict {
+        let minute = self.minute_now();
+        for (i, rule) in self.config.rules.iter().enumerate() {
+            if self.ssh[i].is_empty() || !self.applies_now(i, minute) {
+                continue;
+            }
+            let Some(what) = self.ssh[i].check(request) else {
+                continue;
+            };
+            set_approval_policy(rule.policy());
             let reason = rule
                 .reason
                 .clone()
@@ -361,6 +432,34 @@ mod tests {
         let policy = notes.approval.expect("a policy");
         assert!(!policy.wait);
         assert_eq!((policy.min_approvals, policy.grant_uses), (2, 3));
+    }
+
+    #[test]
+    fn ssh_rules_hold_matching_requests_and_never_statements() {
+        let cfg = r#"{"rules": [{"name": "sudo", "commands": ["sudo *", "systemctl restart *"], "mode": "retry", "except_groups": ["oncall"]}]}"#;
+        let mut p = plugin(cfg, "alice@example.com", &["staff"]);
+        take_notes();
+        let exec = |l: &str| SshRequest::Exec(l.into());
+        match p.on_ssh_request(&exec("sudo systemctl restart nginx")) {
+            Verdict::RequireApproval(reason) => {
+                assert!(reason.contains("sudo systemctl restart nginx"), "{reason}");
+                assert!(reason.contains("rule \"sudo\""), "{reason}");
+            }
+            other => panic!("expected an approval, got {other:?}"),
+        }
+        let notes = take_notes();
+        assert_eq!(notes.rule.as_deref(), Some("sudo"));
+        assert!(!notes.approval.expect("a policy").wait);
+        assert_eq!(p.on_ssh_request(&exec("uptime")), Verdict::Allow);
+        // An SSH rule says nothing about statements (it has no SQL
+        // conditions, which would otherwise mean "every statement").
+        let q = testing::query("SELECT 1", [testing::statement("select")]);
+        assert_eq!(p.on_query(&q), Verdict::Allow);
+        // A statement rule says nothing about SSH requests.
+        let mut sql = plugin(ORDERS, "alice@example.com", &["analysts"]);
+        assert_eq!(sql.on_ssh_request(&exec("sudo rm -rf /")), Verdict::Allow);
+        let mut oncall = plugin(cfg, "bob@example.com", &["oncall"]);
+        assert_eq!(oncall.on_ssh_request(&exec("sudo reboot")), Verdict::Allow);
     }
 
     #[test]

@@ -32,15 +32,25 @@
 //!
 //! A text with several statements is refused when any statement is.
 //! Unparseable SQL is refused unless `allow_unparseable = true`.
+//!
+//! On SSH targets (the SDK's `ssh_rules`): `commands` (patterns matched
+//! anywhere on an exec line: `rm *`, `systemctl stop *`), `only_commands`
+//! (an allow-list every simple command must match; lines it cannot read
+//! whole and interactive shells are refused with it), `opaque_commands`
+//! (refuse lines with substitutions, expansions, shells or interpreters),
+//! `shell` (interactive shells), `subsystems` (`sftp`) and `env`
+//! (environment variables by name). An SSH request is refused by the first
+//! rule that applies to the user and matches it.
 
 use portcullis_plugin_sdk::names::{
     display_table, function_matches, in_scope, route, TablePattern,
 };
+use portcullis_plugin_sdk::ssh_rules::{SshRule, SshRuleConfig};
 use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
     PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, TableRef};
+use portcullis_plugin_sdk::{Audience, SshRequest, TableRef};
 use serde::Deserialize;
 
 /// Plugin configuration.
@@ -91,6 +101,35 @@ struct Rule {
     creates_code: bool,
     #[serde(default)]
     unknown_effects: bool,
+    #[serde(default)]
+    commands: Vec<String>,
+    #[serde(default)]
+    only_commands: Option<Vec<String>>,
+    #[serde(default)]
+    opaque_commands: bool,
+    #[serde(default)]
+    shell: bool,
+    #[serde(default)]
+    subsystems: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+impl Rule {
+    /// The rule's SSH conditions.
+    fn ssh(&self) -> Result<SshRule, String> {
+        SshRule::new(
+            &self.name,
+            &SshRuleConfig {
+                commands: self.commands.clone(),
+                only_commands: self.only_commands.clone(),
+                opaque_commands: self.opaque_commands,
+                shell: self.shell,
+                subsystems: self.subsystems.clone(),
+                env: self.env.clone(),
+            },
+        )
+    }
 }
 
 /// The plugin; one instance per session.
@@ -98,6 +137,7 @@ struct Rule {
 pub struct Block {
     config: Config,
     patterns: Vec<Vec<TablePattern>>,
+    ssh: Vec<SshRule>,
     user: String,
     groups: Vec<String>,
 }
@@ -231,6 +271,11 @@ impl Plugin for Block {
             .iter()
             .map(|r| r.tables.iter().map(|t| TablePattern::parse(t)).collect())
             .collect();
+        self.ssh = config
+            .rules
+            .iter()
+            .map(Rule::ssh)
+            .collect::<Result<_, _>>()?;
         self.config = config;
         Ok(())
     }
@@ -266,6 +311,24 @@ impl Plugin for Block {
                         format!("blocked by portcullis rule \"{}\": {why}", rule.name),
                     );
                 }
+            }
+        }
+        Verdict::Allow
+    }
+
+    fn on_ssh_request(&mut self, request: &SshRequest) -> Verdict {
+        for (rule, ssh) in self.config.rules.iter().zip(&self.ssh) {
+            if !self.applies(rule) {
+                continue;
+            }
+            if let Some(what) = ssh.check(request) {
+                return deny_by(
+                    &rule.name,
+                    format!(
+                        "blocked by portcullis rule \"{}\": {what} is not allowed",
+                        rule.name
+                    ),
+                );
             }
         }
         Verdict::Allow
@@ -432,6 +495,42 @@ mod tests {
             .configure(r#"{"rules": [{"name": "x", "actions": ["upsert"]}]}"#)
             .unwrap_err()
             .contains("upsert"));
+    }
+
+    #[test]
+    fn ssh_rules_refuse_commands_shells_and_subsystems_for_their_audience() {
+        let cfg = r#"{"rules": [
+            {"name": "no-rm", "commands": ["rm *"]},
+            {"name": "contractors", "groups": ["contractors"], "only_commands": ["uptime"], "subsystems": ["sftp"]}
+        ]}"#;
+        let mut staff = plugin(cfg, "s", &["staff"]);
+        let exec = |l: &str| SshRequest::Exec(l.into());
+        let why = denied(staff.on_ssh_request(&exec("sudo rm -rf /srv")));
+        assert!(
+            why.contains("\"no-rm\"") && why.contains("sudo rm -rf /srv"),
+            "{why}"
+        );
+        assert_eq!(staff.on_ssh_request(&exec("df -h")), Verdict::Allow);
+        assert_eq!(
+            staff.on_ssh_request(&SshRequest::Shell(None)),
+            Verdict::Allow
+        );
+        let mut contractor = plugin(cfg, "c", &["contractors"]);
+        assert_eq!(contractor.on_ssh_request(&exec("uptime")), Verdict::Allow);
+        assert!(
+            denied(contractor.on_ssh_request(&exec("df -h"))).contains("not one of the commands")
+        );
+        assert!(denied(contractor.on_ssh_request(&SshRequest::Shell(None))).contains("shell"));
+        assert!(
+            denied(contractor.on_ssh_request(&SshRequest::Subsystem("sftp".into())))
+                .contains("sftp")
+        );
+        // PostgreSQL rules say nothing about SSH, and SSH rules nothing
+        // about statements.
+        let mut pg = plugin(r#"{"rules": [{"name": "k", "kinds": ["drop"]}]}"#, "a", &[]);
+        assert_eq!(pg.on_ssh_request(&exec("rm -rf /")), Verdict::Allow);
+        let q = testing::query("DROP TABLE t", [testing::statement("drop")]);
+        assert_eq!(staff.on_query(&q), Verdict::Allow);
     }
 
     #[test]

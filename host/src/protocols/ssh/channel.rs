@@ -3,12 +3,21 @@
 //! Data flows both ways at once (each direction its own task, so a full
 //! window one way never stalls the other). Requests — pty, env, shell,
 //! exec, subsystem — are not read from the data stream: the connection's
-//! handler receives each one and calls this channel's [`Open`], which
-//! records it and forwards it, and the handler answers the client for
-//! exactly that request at once (russh keeps one "wants a reply" flag per
-//! channel, set by the latest request; waiting for the host there would
-//! hold the whole connection). A command the host then refuses ends its
-//! channel with a message on stderr and exit status 255.
+//! handler receives each one and calls this channel's [`Open`], and the
+//! handler answers the client for exactly that request at once (russh
+//! keeps one "wants a reply" flag per channel, set by the latest request;
+//! waiting for the host or an approver there would hold the whole
+//! connection).
+//!
+//! A command (exec, shell, subsystem) is then judged by the target's
+//! plugins, held for approval if they ask (its own task: the connection's
+//! other channels go on), recorded, and only then sent to the host; what
+//! the client sends on the channel before that waits (up to
+//! [`MAX_HELD_INPUT`]), so nothing reaches the host ahead of a command
+//! that may be refused. A refused command — by a plugin, an approver, the
+//! audit store or the host — ends its channel with a message on stderr and
+//! exit status 255. An env request is judged at once (it cannot wait) and
+//! forwarded or refused.
 //!
 //! Once the client has closed the channel, or the session is stopping,
 //! the host's output is read and dropped rather than written to a client
@@ -24,9 +33,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use russh::{client, server, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::record::{self, Commands};
+use super::judge::{self, HoldOutcome, Judge};
+use super::record::{self, Commands, SessionEvents, Started};
+use crate::policy::{QueryNote, SshPty, SshRequest, Verdict};
+
+/// Client data a channel keeps while its command is being judged or held
+/// (beyond it, the client's data is not read until the command starts).
+pub const MAX_HELD_INPUT: usize = 1 << 20;
+
+/// Exit status of a command the gateway did not run (OpenSSH's own
+/// failures use it too).
+const REFUSED_STATUS: u32 = 255;
 
 /// Bytes a session's channels carried, for its end record.
 #[derive(Debug, Default)]
@@ -53,6 +72,14 @@ enum Asked {
     Command,
 }
 
+/// What the gateway itself tells the client on a channel.
+enum ToClient {
+    /// A line on stderr.
+    Line(String),
+    /// A line on stderr, then exit status 255 and the channel's end.
+    Refuse(String),
+}
+
 /// A relayed channel, as the connection's handler uses it.
 pub struct Open {
     host: ChannelWriteHalf<client::Msg>,
@@ -61,6 +88,17 @@ pub struct Open {
     commands: Mutex<Commands>,
     /// Becomes `true` when the session is stopping.
     stopping: watch::Receiver<bool>,
+    judge: Arc<Judge>,
+    events: Arc<SessionEvents>,
+    /// The gateway's own lines for the client.
+    to_client: mpsc::UnboundedSender<ToClient>,
+    /// Becomes `true` once the channel's command was sent to the host:
+    /// the client's data waits until then.
+    started: watch::Sender<bool>,
+    /// Changes when the client closes the channel (ends an approval wait).
+    gone: watch::Sender<u64>,
+    /// The terminal asked for, for the shell's judgment.
+    pty: Mutex<Option<SshPty>>,
 }
 
 impl Open {
@@ -82,35 +120,97 @@ impl Open {
         *self.stopping.borrow()
     }
 
-    /// Records a command of `kind` with `text`, and runs it with `send`
-    /// when it may: not when the channel already ran one, nor when a
-    /// strict target cannot record it first, nor once the session is
-    /// stopping (and if it stopped while the command was being sent, the
-    /// command is killed).
-    async fn command<F>(&self, kind: &str, text: &str, send: F) -> bool
-    where
-        F: std::future::Future<Output = Result<(), russh::Error>>,
-    {
+    /// Tells the client `why` the channel's command does not run, and
+    /// ends the channel.
+    fn refuse(&self, why: &str) {
+        let _ = self.to_client.send(ToClient::Refuse(why.to_string()));
+    }
+
+    /// A command: `false` when it cannot be asked for at all (the channel
+    /// already asked for one, or the session is stopping). Otherwise it is
+    /// judged, held, recorded and sent to the host on its own task, and a
+    /// refusal reaches the client on stderr.
+    pub fn command(self: &Arc<Self>, request: SshRequest) -> bool {
         if self.stopping() {
             return false;
         }
+        let (kind, text) = match &request {
+            SshRequest::Exec(command) => ("exec", command.as_str()),
+            SshRequest::Shell(_) => ("shell", ""),
+            SshRequest::Subsystem(name) => ("subsystem", name.as_str()),
+            SshRequest::Env { .. } => return false,
+        };
         let Some(started) = lock(&self.commands).start(kind, text) else {
             return false;
         };
-        if let Err(why) = started.commit().await {
-            let refused = lock(&self.commands).refused(&why);
-            record::write(refused).await;
-            return false;
+        tokio::spawn(self.clone().run(request, started));
+        true
+    }
+
+    /// Judges, holds, records and sends the channel's command.
+    async fn run(self: Arc<Self>, request: SshRequest, mut started: Started) {
+        let mut note = QueryNote::default();
+        let verdict = self.judge.decide(&request, &mut note);
+        if let Verdict::RequireApproval { reason } = &verdict {
+            let mut gone = self.gone.subscribe();
+            let mut stopping = self.stopping.clone();
+            let lines = self.to_client.clone();
+            let waiting = |id: &str| {
+                let _ = lines.send(ToClient::Line(judge::waiting_line(id, reason)));
+            };
+            let outcome = tokio::select! {
+                o = self.judge.hold(&request, &mut note, reason, waiting, &mut gone) => o,
+                _ = stopping.wait_for(|s| *s) => HoldOutcome::Refused("the session is stopping".into()),
+            };
+            started.judged(&verdict, &note);
+            if let HoldOutcome::Refused(why) = outcome {
+                record::write(Some(started.refused(None, &why))).await;
+                self.refuse(&why);
+                return;
+            }
+        } else {
+            started.judged(&verdict, &note);
         }
-        if !self.ask(Asked::Command, send).await {
+        if let Verdict::Deny { reason } = &verdict {
+            record::write(Some(started.refused(None, reason))).await;
+            self.refuse(reason);
+            return;
+        }
+        let record = match started.commit().await {
+            Ok(record) => record,
+            Err((refused, why)) => {
+                record::write(Some(refused)).await;
+                self.refuse(&why);
+                return;
+            }
+        };
+        lock(&self.commands).running(record);
+        if self.stopping() || *self.gone.borrow() > 0 {
+            let ended = lock(&self.commands).closed();
+            record::write(ended).await;
+            self.refuse("the channel ended before the command started");
+            return;
+        }
+        if !self.ask(Asked::Command, self.send_command(&request)).await {
             let failed = lock(&self.commands).host_refused();
             record::write(failed).await;
-            return false;
+            self.refuse("the host refused the request");
+            return;
         }
+        self.started.send_replace(true);
         if self.stopping() {
             self.kill().await;
         }
-        true
+    }
+
+    /// Sends the command to the host.
+    async fn send_command(&self, request: &SshRequest) -> Result<(), russh::Error> {
+        match request {
+            SshRequest::Exec(command) => self.host.exec(true, command.as_bytes().to_vec()).await,
+            SshRequest::Shell(_) => self.host.request_shell(true).await,
+            SshRequest::Subsystem(name) => self.host.request_subsystem(true, name).await,
+            SshRequest::Env { .. } => Ok(()),
+        }
     }
 
     /// Kills what the channel runs on the host (the `signal` request:
@@ -120,28 +220,48 @@ impl Open {
             tokio::time::timeout(Duration::from_secs(2), self.host.signal(russh::Sig::KILL)).await;
     }
 
-    /// `exec`: one command line.
-    pub async fn exec(&self, command: &[u8]) -> bool {
-        let text = crate::store::bytes_text(command);
-        self.command("exec", &text, self.host.exec(true, command.to_vec()))
-            .await
+    /// `exec`: one command line. A line that is not UTF-8 is refused:
+    /// plugins judge text, and the host must run exactly what they judged.
+    pub fn exec(self: &Arc<Self>, command: &[u8]) -> bool {
+        match std::str::from_utf8(command) {
+            Ok(text) => self.command(SshRequest::Exec(text.to_string())),
+            Err(_) => {
+                let Some(started) =
+                    lock(&self.commands).start("exec", &crate::store::bytes_text(command))
+                else {
+                    return false;
+                };
+                let why = "the command line is not valid UTF-8; the gateway runs only commands its plugins can read";
+                let refused = started.refused(Some("gateway"), why);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    record::write(Some(refused)).await;
+                    this.refuse(why);
+                });
+                true
+            }
+        }
     }
 
     /// `shell`: an interactive shell.
-    pub async fn shell(&self) -> bool {
-        self.command("shell", "", self.host.request_shell(true))
-            .await
+    pub fn shell(self: &Arc<Self>) -> bool {
+        let pty = lock(&self.pty).clone();
+        self.command(SshRequest::Shell(pty))
     }
 
     /// `subsystem`: e.g. `sftp`.
-    pub async fn subsystem(&self, name: &str) -> bool {
-        self.command("subsystem", name, self.host.request_subsystem(true, name))
-            .await
+    pub fn subsystem(self: &Arc<Self>, name: &str) -> bool {
+        self.command(SshRequest::Subsystem(name.to_string()))
     }
 
     /// `pty-req`: a terminal for what runs next.
     pub async fn pty(&self, term: &str, size: (u32, u32, u32, u32), modes: &[(Pty, u32)]) -> bool {
         let (cols, rows, px, py) = size;
+        *lock(&self.pty) = Some(SshPty {
+            term: term.to_string(),
+            columns: cols,
+            rows,
+        });
         self.ask(
             Asked::Setting,
             self.host.request_pty(true, term, cols, rows, px, py, modes),
@@ -149,8 +269,30 @@ impl Open {
         .await
     }
 
-    /// `env`: one environment variable for what runs next.
+    /// `env`: one environment variable for what runs next, judged at once
+    /// (it cannot wait for an approver) and recorded by name (values often
+    /// carry secrets).
     pub async fn env(&self, name: &str, value: &str) -> bool {
+        let request = SshRequest::Env {
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        let mut note = QueryNote::default();
+        let verdict = self.judge.decide(&request, &mut note);
+        let refused = match &verdict {
+            Verdict::Allow => None,
+            Verdict::Deny { reason } => Some(reason.clone()),
+            Verdict::RequireApproval { reason } => Some(format!(
+                "{reason} (an environment variable cannot wait for approval, so it was not set)"
+            )),
+        };
+        let event = self
+            .events
+            .setting("env", name, &verdict, &note, refused.as_deref());
+        record::write(Some(event)).await;
+        if refused.is_some() {
+            return false;
+        }
         self.ask(Asked::Setting, self.host.set_env(true, name, value))
             .await
     }
@@ -181,33 +323,61 @@ pub async fn kill_all(channels: &Channels) {
     }
 }
 
-/// Starts relaying a channel whose host side is open: registers it in
-/// `channels` (before the client learns it is open) and returns the
-/// relay, which runs until both directions are done.
+/// What every channel of a session shares.
+#[derive(Clone)]
+pub struct SessionParts {
+    /// The session's recorder.
+    pub events: Arc<SessionEvents>,
+    /// Its plugins' judge.
+    pub judge: Arc<Judge>,
+    /// Bytes carried.
+    pub traffic: Arc<Counted>,
+    /// Its open channels.
+    pub channels: Channels,
+    /// Becomes `true` when the session is stopping.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Starts relaying a channel whose host side is open: registers it in the
+/// session's channels (before the client learns it is open) and returns
+/// the relay, which runs until both directions are done.
 pub fn start(
     client: russh::Channel<server::Msg>,
     handle: server::Handle,
     host: russh::Channel<client::Msg>,
-    commands: Commands,
-    traffic: Arc<Counted>,
-    channels: Channels,
-    stopping: watch::Receiver<bool>,
+    session: SessionParts,
 ) -> impl std::future::Future<Output = ()> + Send {
     let id = client.id();
     let (client_rd, client_wr) = client.split();
     let (host_rd, host_wr) = host.split();
+    let (to_client_tx, to_client_rx) = mpsc::unbounded_channel();
     let open = Arc::new(Open {
         host: host_wr,
         asked: Mutex::new(VecDeque::new()),
-        commands: Mutex::new(commands),
-        stopping,
+        commands: Mutex::new(Commands::new(session.events.clone())),
+        stopping: session.stopping,
+        judge: session.judge,
+        events: session.events,
+        to_client: to_client_tx,
+        started: watch::channel(false).0,
+        gone: watch::channel(0).0,
+        pty: Mutex::new(None),
     });
+    let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
     let (closed_tx, closed_rx) = watch::channel(false);
     async move {
         tokio::join!(
             to_host(client_rd, &open, &traffic, closed_tx),
-            to_client(host_rd, client_wr, handle, &open, &traffic, closed_rx),
+            to_client(
+                host_rd,
+                client_wr,
+                to_client_rx,
+                handle,
+                &open,
+                &traffic,
+                closed_rx
+            ),
         );
         lock(&channels).remove(&id);
         let unfinished = lock(&open.commands).closed();
@@ -216,37 +386,68 @@ pub fn start(
 }
 
 /// Client to host: data and the end of data (requests come through the
-/// handler, see [`Open`]).
+/// handler, see [`Open`]), held until the channel's command was sent.
 async fn to_host(
     mut client: ChannelReadHalf,
     open: &Open,
     traffic: &Counted,
     closed: watch::Sender<bool>,
 ) {
-    while let Some(msg) = client.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                traffic
-                    .from_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                open.host.data_bytes(data).await
+    let mut started = open.started.subscribe();
+    let mut held: VecDeque<ChannelMsg> = VecDeque::new();
+    let mut held_bytes = 0usize;
+    'relay: loop {
+        let go = *started.borrow_and_update();
+        if go {
+            while let Some(msg) = held.pop_front() {
+                if forward(open, traffic, msg).await.is_err() {
+                    break 'relay;
+                }
             }
-            ChannelMsg::ExtendedData { data, ext } => {
-                traffic
-                    .from_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                open.host.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => open.host.eof().await,
-            ChannelMsg::Close => break,
-            _ => Ok(()),
+            held_bytes = 0;
+        }
+        let msg = tokio::select! {
+            msg = client.wait(), if go || held_bytes < MAX_HELD_INPUT => msg,
+            _ = started.changed(), if !go => continue,
         };
-        if sent.is_err() {
+        let Some(msg) = msg else { break };
+        if matches!(msg, ChannelMsg::Close) {
             break;
+        }
+        if go {
+            if forward(open, traffic, msg).await.is_err() {
+                break;
+            }
+        } else {
+            if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &msg {
+                held_bytes += data.len();
+            }
+            held.push_back(msg);
         }
     }
     let _ = closed.send(true);
+    open.gone.send_modify(|n| *n += 1);
     let _ = open.host.close().await;
+}
+
+/// Sends one message of the client's to the host.
+async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), russh::Error> {
+    match msg {
+        ChannelMsg::Data { data } => {
+            traffic
+                .from_client
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            open.host.data_bytes(data).await
+        }
+        ChannelMsg::ExtendedData { data, ext } => {
+            traffic
+                .from_client
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            open.host.extended_data_bytes(ext, data).await
+        }
+        ChannelMsg::Eof => open.host.eof().await,
+        _ => Ok(()),
+    }
 }
 
 /// Writes to the client unless it has closed the channel or the session
@@ -266,11 +467,29 @@ where
     }
 }
 
-/// Host to client: data, exit status or signal, end of data, and answers
-/// to requests.
+/// Tells the client on stderr why its command does not run, then exit
+/// status 255, the end of data and the channel's close.
+async fn refuse(
+    client: &ChannelWriteHalf<server::Msg>,
+    why: &str,
+    closed: &mut watch::Receiver<bool>,
+    stopping: &mut watch::Receiver<bool>,
+) {
+    let line = bytes::Bytes::from(format!("Portcullis: {why}\r\n"));
+    if deliver(client.extended_data_bytes(1, line), closed, stopping).await
+        && deliver(client.exit_status(REFUSED_STATUS), closed, stopping).await
+        && deliver(client.eof(), closed, stopping).await
+    {
+        let _ = client.close().await;
+    }
+}
+
+/// Host to client: data, exit status or signal, end of data, the
+/// gateway's own lines, and answers to requests.
 async fn to_client(
     mut host: ChannelReadHalf,
     client: ChannelWriteHalf<server::Msg>,
+    mut own: mpsc::UnboundedReceiver<ToClient>,
     handle: server::Handle,
     open: &Open,
     traffic: &Counted,
@@ -279,7 +498,25 @@ async fn to_client(
     let mut stopping = open.stopping.clone();
     // Whether the client still takes what the host sends.
     let mut writing = true;
-    while let Some(msg) = host.wait().await {
+    loop {
+        let msg = tokio::select! {
+            msg = host.wait() => msg,
+            Some(line) = own.recv(), if writing => {
+                writing = match line {
+                    ToClient::Line(text) => {
+                        let line = bytes::Bytes::from(format!("Portcullis: {text}\r\n"));
+                        deliver(client.extended_data_bytes(1, line), &mut closed, &mut stopping).await
+                    }
+                    ToClient::Refuse(text) => {
+                        refuse(&client, &text, &mut closed, &mut stopping).await;
+                        let _ = open.host.close().await;
+                        false
+                    }
+                };
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
         let sent = match msg {
             ChannelMsg::Data { data } if writing => {
                 traffic
@@ -335,15 +572,14 @@ async fn to_client(
                     let failed = lock(&open.commands).host_refused();
                     record::write(failed).await;
                     if writing {
-                        let note = "Portcullis: the host refused the request\r\n";
-                        let _ = deliver(
-                            client
-                                .extended_data_bytes(1, bytes::Bytes::from_static(note.as_bytes())),
+                        refuse(
+                            &client,
+                            "the host refused the request",
                             &mut closed,
                             &mut stopping,
                         )
                         .await;
-                        let _ = deliver(client.exit_status(255), &mut closed, &mut stopping).await;
+                        writing = false;
                     }
                     break;
                 }

@@ -12,11 +12,15 @@
 //! - [`record`]: commands as audit events;
 //! - [`upstream`]: the gateway's own login to a host, host key pinned.
 //!
-//! Not yet here (the SSH issue): plugins on SSH requests (targets with a
-//! plugin chain are refused by the configuration), gateway-minted user
-//! certificates, approvals, asciicast recordings of channel output.
+//! - [`judge`]: the target's plugins on exec, shell, subsystem and env
+//!   requests, and approval holds.
+//!
+//! Not yet here (the SSH issue): gateway-minted user certificates, shell
+//! input lines and SFTP operations for plugins, asciicast recordings of
+//! channel output.
 
 pub mod channel;
+pub mod judge;
 pub mod record;
 pub mod server;
 pub mod upstream;
@@ -53,8 +57,8 @@ pub enum SshSetupError {
 pub struct SshTarget {
     /// Its configuration.
     pub cfg: Target,
-    /// The policy its sessions start with.
-    pub policy: Arc<dyn Policy>,
+    /// The policy its sessions start with (replaced by a plugin reload).
+    policy: std::sync::RwLock<Arc<dyn Policy>>,
     /// The gateway's key for the host.
     pub key: Arc<PrivateKey>,
     /// The known_hosts file pinning the host's key.
@@ -70,10 +74,26 @@ impl SshTarget {
         check_known_hosts(&known_hosts)?;
         Ok(Self {
             cfg: cfg.clone(),
-            policy,
+            policy: std::sync::RwLock::new(policy),
             key: Arc::new(key),
             known_hosts: PathBuf::from(cfg.known_hosts_file.clone().unwrap_or_default()),
         })
+    }
+}
+
+impl SshTarget {
+    /// The policy new sessions start with.
+    pub fn policy(&self) -> Arc<dyn Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the policy new sessions start with (sessions in flight keep
+    /// theirs).
+    pub fn set_policy(&self, policy: Arc<dyn Policy>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 }
 

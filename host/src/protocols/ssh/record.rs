@@ -3,16 +3,20 @@
 //! (`exec`, `shell`, `subsystem`), the command line or subsystem name as
 //! its text — finished with the exit status or signal the host reported.
 //!
-//! The started event is queued before the request reaches the host (so a
-//! shell open for hours is in the audit store while it runs); on a
-//! `strict` target it is committed first, and if it cannot be, the request
-//! is refused and recorded as refused. The finished event completes it.
+//! Each event carries the plugins' verdict (who decided, by which rule, the
+//! approval it ran under). The started event is queued before the request
+//! reaches the host (so a shell open for hours is in the audit store while
+//! it runs); on a `strict` target it is committed first, and if it cannot
+//! be, the request is refused and recorded as refused. The finished event
+//! completes it. A request the plugins refuse is one event, refused. An
+//! `env` request is one event of kind `env`, with its verdict.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::audit::AuditLog;
+use crate::policy::{QueryNote, Verdict};
 use crate::store::{now_micros, Action, EventRecord, EventStatus, Record};
 
 /// What every channel of one session shares for recording.
@@ -33,6 +37,68 @@ impl SessionEvents {
             strict,
         })
     }
+
+    /// A new event of `kind` with `text`, allowed and started.
+    fn event(&self, kind: &str, text: &str) -> EventRecord {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        EventRecord {
+            session_id: self.session_id,
+            seq,
+            at: now_micros(),
+            action: Action::Command,
+            protocol: kind.into(),
+            sql: text.into(),
+            fingerprint: "".into(),
+            kinds: Vec::new().into(),
+            tables_read: Vec::new().into(),
+            tables_written: Vec::new().into(),
+            verdict: "allow".into(),
+            decided_by: None,
+            rule: None,
+            reason: None,
+            status: EventStatus::Started,
+            duration_us: None,
+            rows: None,
+            sqlstate: None,
+            error: None,
+            sample: None,
+            approval_id: None,
+        }
+    }
+
+    /// A setting (`env`) the plugins judged: one finished event, refused
+    /// with `refused` when it was.
+    pub fn setting(
+        self: &Arc<Self>,
+        kind: &str,
+        text: &str,
+        verdict: &Verdict,
+        note: &QueryNote,
+        refused: Option<&str>,
+    ) -> Finished {
+        let mut record = self.event(kind, text);
+        judge(&mut record, verdict, note);
+        record.status = match refused {
+            Some(why) => {
+                record.reason = Some(why.to_string());
+                EventStatus::Refused
+            }
+            None => EventStatus::Ok,
+        };
+        Finished {
+            events: self.clone(),
+            record,
+        }
+    }
+}
+
+/// Notes the plugins' verdict on an event.
+fn judge(record: &mut EventRecord, verdict: &Verdict, note: &QueryNote) {
+    record.verdict = verdict.label().into();
+    record.decided_by = note.decided_by.clone();
+    record.rule = note.rule.clone();
+    record.reason = verdict.reason().map(str::to_string);
+    record.approval_id = note.approval_id.clone();
 }
 
 /// The command running on one channel (a channel runs at most one).
@@ -49,22 +115,44 @@ pub struct Started {
 }
 
 impl Started {
-    /// Queues the started event — on a strict target, commits it; why not,
-    /// when it could not be (the command must not run).
-    pub async fn commit(self) -> Result<(), String> {
-        let record = Record::Event(self.record);
+    /// Notes the plugins' verdict (and the approval it ran under).
+    pub fn judged(&mut self, verdict: &Verdict, note: &QueryNote) {
+        judge(&mut self.record, verdict, note);
+    }
+
+    /// The command is refused before it reaches the host (by `decided_by`,
+    /// when not the plugins that judged it): `why`.
+    pub fn refused(mut self, decided_by: Option<&str>, why: &str) -> Finished {
+        self.record.status = EventStatus::Refused;
+        self.record.reason = Some(why.to_string());
+        if let Some(by) = decided_by {
+            self.record.decided_by = Some(by.to_string());
+        }
+        Finished {
+            events: self.events,
+            record: self.record,
+        }
+    }
+
+    /// Queues the started event — on a strict target, commits it — and
+    /// returns it for [`Commands::running`]; the refused event (to write)
+    /// when it could not be committed (the command must not run): the
+    /// client is told `why` on stderr.
+    pub async fn commit(self) -> Result<EventRecord, (Finished, String)> {
+        let kept = self.record.clone();
+        let record = Record::Event(self.record.clone());
         if !self.events.strict {
             self.events.audit.record(record).await;
-            return Ok(());
+            return Ok(kept);
         }
-        self.events
-            .audit
-            .record_durably(record)
-            .await
-            .map_err(|e| {
+        match self.events.audit.record_durably(record).await {
+            Ok(()) => Ok(kept),
+            Err(e) => {
                 tracing::error!(error = %e, "SSH command refused: it could not be recorded");
-                format!("the command could not be recorded ({e}), and this target records every command before it runs")
-            })
+                let why = format!("the command could not be recorded ({e}), and this target records every command before it runs");
+                Err((self.refused(Some("audit-store"), &why), why))
+            }
+        }
     }
 }
 
@@ -93,42 +181,23 @@ impl Commands {
     }
 
     /// Starts recording a command of `kind` (`exec`, `shell`, `subsystem`)
-    /// with `text`; `None` when the channel already ran one (SSH allows one
-    /// per channel, so the request is refused).
+    /// with `text`; `None` when the channel already asked for one (SSH
+    /// allows one per channel, so the request is refused).
     pub fn start(&mut self, kind: &str, text: &str) -> Option<Started> {
         if self.ran {
             return None;
         }
         self.ran = true;
-        let seq = self.events.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let record = EventRecord {
-            session_id: self.events.session_id,
-            seq,
-            at: now_micros(),
-            action: Action::Command,
-            protocol: kind.into(),
-            sql: text.into(),
-            fingerprint: "".into(),
-            kinds: Vec::new().into(),
-            tables_read: Vec::new().into(),
-            tables_written: Vec::new().into(),
-            verdict: "allow".into(),
-            decided_by: None,
-            rule: None,
-            reason: None,
-            status: EventStatus::Started,
-            duration_us: None,
-            rows: None,
-            sqlstate: None,
-            error: None,
-            sample: None,
-            approval_id: None,
-        };
-        self.open = Some((record.clone(), Instant::now()));
         Some(Started {
             events: self.events.clone(),
-            record,
+            record: self.events.event(kind, text),
         })
+    }
+
+    /// The command's started event was committed and the command is sent
+    /// to the host: what the host reports finishes it.
+    pub fn running(&mut self, record: EventRecord) {
+        self.open = Some((record, Instant::now()));
     }
 
     fn finish(
@@ -141,18 +210,6 @@ impl Commands {
         record.status = status;
         record.error = error;
         record.duration_us = Some(at.saturating_duration_since(started).as_micros() as u64);
-        Some(Finished {
-            events: self.events.clone(),
-            record,
-        })
-    }
-
-    /// The command was refused before it reached the host: `why`.
-    pub fn refused(&mut self, why: &str) -> Option<Finished> {
-        let (mut record, _) = self.open.take()?;
-        record.status = EventStatus::Refused;
-        record.reason = Some(why.to_string());
-        record.decided_by = Some("audit-store".into());
         Some(Finished {
             events: self.events.clone(),
             record,

@@ -18,20 +18,22 @@ use russh::server::{self, Auth, ChannelOpenHandle, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 use tokio::net::TcpStream;
 
-use super::channel::{self, Channels, Counted};
-use super::record::{Commands, SessionEvents};
+use super::channel::{self, Channels, Counted, SessionParts};
+use super::judge::{self, Judge, SharedPolicy};
+use super::record::SessionEvents;
 use super::upstream::{Login, Upstream};
 use super::{SshContext, SshTarget};
 use crate::config::Durability;
 use crate::gateway::admission::{self, Refusal};
 use crate::gateway::core::ActiveGuard;
 use crate::gateway::lifecycle::{SessionLife, Stop, Traffic};
-use crate::policy::{EndReason, SessionInfo, SessionPolicy};
+use crate::policy::{EndReason, SessionInfo};
 
 /// An admitted session: what ends it, and what its channels use.
 struct Admitted {
     info: SessionInfo,
-    policy: Box<dyn SessionPolicy>,
+    policy: SharedPolicy,
+    judge: Arc<Judge>,
     life: SessionLife,
     upstream: Arc<Upstream>,
     events: Arc<SessionEvents>,
@@ -65,10 +67,7 @@ fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 #[derive(Clone)]
 struct ChannelParts {
     upstream: Arc<Upstream>,
-    events: Arc<SessionEvents>,
-    traffic: Arc<Counted>,
-    open: Channels,
-    stopping: tokio::sync::watch::Receiver<bool>,
+    session: SessionParts,
 }
 
 /// Logins a connection may try before it is only refused.
@@ -148,7 +147,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
             relay.abort();
         }
     }
-    let Some(mut a) = admitted else {
+    let Some(a) = admitted else {
         return;
     };
     let reason = match (stopped, result) {
@@ -164,9 +163,11 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
         from_client: a.traffic.from_client.load(Ordering::Relaxed),
         to_client: a.traffic.to_client.load(Ordering::Relaxed),
     };
-    a.life
-        .end(&ctx.core, a.policy.as_mut(), &reason, traffic)
-        .await;
+    if let Some(mut policy) = judge::take(&a.policy) {
+        a.life
+            .end(&ctx.core, policy.as_mut(), &reason, traffic)
+            .await;
+    }
 }
 
 /// A refusal in words: what went wrong, and what to do when known.
@@ -193,7 +194,7 @@ fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), rus
 impl Connection {
     /// The relayed channel `id`, once open.
     fn open(&self, id: ChannelId) -> Option<Arc<channel::Open>> {
-        channel::find(&self.channels.as_ref()?.open, id)
+        channel::find(&self.channels.as_ref()?.session.channels, id)
     }
 
     /// Admits the client with `token` for target `target_name`; why not,
@@ -212,10 +213,13 @@ impl Connection {
                 tracing::info!(session = a.info.session_id, peer = %self.peer, target = %a.info.target, user = %a.info.identity.user, "SSH session admitted");
                 self.channels = Some(ChannelParts {
                     upstream: a.upstream.clone(),
-                    events: a.events.clone(),
-                    traffic: a.traffic.clone(),
-                    open: Channels::default(),
-                    stopping: a.stopping.subscribe(),
+                    session: SessionParts {
+                        events: a.events.clone(),
+                        judge: a.judge.clone(),
+                        traffic: a.traffic.clone(),
+                        channels: Channels::default(),
+                        stopping: a.stopping.subscribe(),
+                    },
                 });
                 lock(&self.shared).admitted = Some(a);
                 Ok(())
@@ -257,7 +261,7 @@ impl Connection {
         let (info, mut policy) = admission::open_session(
             &core.audit,
             &target.cfg,
-            &target.policy,
+            &target.policy(),
             &identity,
             self.peer,
             None,
@@ -274,19 +278,23 @@ impl Connection {
             timeout: Duration::from_secs(target.cfg.connect_timeout_secs),
         };
         match Upstream::login(login).await {
-            Ok(upstream) => Ok(Admitted {
-                events: SessionEvents::new(
-                    core.audit.clone(),
-                    info.session_id,
-                    target.cfg.durability == Durability::Strict,
-                ),
-                info,
-                policy,
-                life,
-                upstream: Arc::new(upstream),
-                traffic: Arc::default(),
-                stopping: Arc::new(tokio::sync::watch::channel(false).0),
-            }),
+            Ok(upstream) => {
+                let policy: SharedPolicy = Arc::new(Mutex::new(Some(policy)));
+                Ok(Admitted {
+                    events: SessionEvents::new(
+                        core.audit.clone(),
+                        info.session_id,
+                        target.cfg.durability == Durability::Strict,
+                    ),
+                    judge: Arc::new(Judge::new(policy.clone(), core.approvals.clone(), &info)),
+                    info,
+                    policy,
+                    life,
+                    upstream: Arc::new(upstream),
+                    traffic: Arc::default(),
+                    stopping: Arc::new(tokio::sync::watch::channel(false).0),
+                })
+            }
             Err(e) => {
                 let why = e.to_string();
                 life.end(
@@ -363,7 +371,7 @@ impl server::Handler for Connection {
         };
         let handle = session.handle();
         let shared = self.shared.clone();
-        let channels = self.channels.as_ref().map(|c| c.open.clone());
+        let channels = self.channels.as_ref().map(|c| c.session.channels.clone());
         let watcher = tokio::spawn(async move {
             let (stop, message) = tokio::select! {
                 stop = stopped => {
@@ -405,7 +413,11 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(parts) = self.channels.clone().filter(|p| !*p.stopping.borrow()) else {
+        let Some(parts) = self
+            .channels
+            .clone()
+            .filter(|p| !*p.session.stopping.borrow())
+        else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -415,15 +427,7 @@ impl server::Handler for Connection {
         let relay = tokio::spawn(async move {
             match parts.upstream.open_session().await {
                 Ok(host) => {
-                    let relay = channel::start(
-                        channel,
-                        client_handle,
-                        host,
-                        Commands::new(parts.events),
-                        parts.traffic,
-                        parts.open,
-                        parts.stopping,
-                    );
+                    let relay = channel::start(channel, client_handle, host, parts.session);
                     reply.accept().await;
                     relay.await;
                 }
@@ -480,7 +484,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = match self.open(channel) {
-            Some(open) => open.shell().await,
+            Some(open) => open.shell(),
             None => false,
         };
         answer(session, channel, ok)
@@ -493,7 +497,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = match self.open(channel) {
-            Some(open) => open.exec(data).await,
+            Some(open) => open.exec(data),
             None => false,
         };
         answer(session, channel, ok)
@@ -506,7 +510,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = match self.open(channel) {
-            Some(open) => open.subsystem(name).await,
+            Some(open) => open.subsystem(name),
             None => false,
         };
         answer(session, channel, ok)

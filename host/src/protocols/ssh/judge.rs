@@ -1,0 +1,119 @@
+//! What the target's plugins say about an SSH request, and holding one for
+//! approval: the session's policy judges exec, shell, subsystem and env
+//! requests; a request held for approval goes through the gateway's hold
+//! ([`crate::gateway::hold`]), worded for an SSH client (stderr lines).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::approvals::{Approvals, Requester};
+use crate::gateway::hold::{self, HoldRefusal, Settled};
+use crate::identity::Identity;
+use crate::policy::{QueryNote, SessionInfo, SessionPolicy, SshRequest, Verdict};
+
+/// A session's policy, shared by its channels; `None` once the session
+/// has ended.
+pub type SharedPolicy = Arc<Mutex<Option<Box<dyn SessionPolicy>>>>;
+
+/// Judges one session's requests.
+pub struct Judge {
+    policy: SharedPolicy,
+    approvals: Arc<Approvals>,
+    session_id: u64,
+    identity: Identity,
+    target: String,
+}
+
+/// How a request held for approval ended, for the client.
+pub enum HoldOutcome {
+    /// Run it (approved, or a grant covers it); the request it ran under.
+    Run,
+    /// Do not run it: why, in words for the client's stderr.
+    Refused(String),
+}
+
+impl Judge {
+    /// The judge of the session `info` describes.
+    pub fn new(policy: SharedPolicy, approvals: Arc<Approvals>, info: &SessionInfo) -> Self {
+        Self {
+            policy,
+            approvals,
+            session_id: info.session_id,
+            identity: info.identity.clone(),
+            target: info.target.clone(),
+        }
+    }
+
+    /// The plugins' verdict on `request`; `note` says who decided.
+    pub fn decide(&self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
+        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        match policy.as_mut() {
+            Some(p) => p.on_ssh_request(request, note),
+            None => Verdict::Deny {
+                reason: "the session has ended".into(),
+            },
+        }
+    }
+
+    /// Holds `request` for approval (`reason`): `waiting` is called with
+    /// the request's id before a wait begins; `cancel` changes when the
+    /// client gives up (closes the channel).
+    pub async fn hold(
+        &self,
+        request: &SshRequest,
+        note: &mut QueryNote,
+        reason: &str,
+        waiting: impl FnOnce(&str),
+        cancel: &mut watch::Receiver<u64>,
+    ) -> HoldOutcome {
+        let who = Requester {
+            session_id: self.session_id,
+            identity: &self.identity,
+            target: &self.target,
+            protocol: "ssh",
+        };
+        let text = request.text();
+        match hold::hold(&self.approvals, who, &text, note, reason, waiting, cancel).await {
+            Settled::Run => HoldOutcome::Run,
+            Settled::Refused(why) => HoldOutcome::Refused(refusal(why, reason)),
+        }
+    }
+}
+
+/// Takes the session's policy out when the session ends (its channels'
+/// requests are refused from then on).
+pub fn take(policy: &SharedPolicy) -> Option<Box<dyn SessionPolicy>> {
+    policy.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// The line a client waiting for approval `id` sees on stderr.
+pub fn waiting_line(id: &str, reason: &str) -> String {
+    format!(
+        "waiting for approval {id}: {reason} (approvers can run: portcullis approvals approve {id}; close the session to stop waiting)"
+    )
+}
+
+/// Why a held request does not run, in words for the client.
+fn refusal(why: HoldRefusal, reason: &str) -> String {
+    match why {
+        HoldRefusal::NotRequested(e) => format!(
+            "this needs approval ({reason}), but no request was made: {e}; ask an approver to decide your pending requests (portcullis approvals list), then try again"
+        ),
+        HoldRefusal::NotStored => format!(
+            "this needs approval ({reason}), but the gateway could not record the request; try again, and tell the gateway operator if it persists"
+        ),
+        HoldRefusal::Requested { id, grant_minutes } => format!(
+            "this needs approval: {reason}; approval request {id} was created. Ask an approver to run: portcullis approvals approve {id}; once approved, run the same command again within {grant_minutes} minutes"
+        ),
+        HoldRefusal::Denied { id, by } => {
+            format!("approval {id} was denied by {by}; the command was not run")
+        }
+        HoldRefusal::Expired { id, timeout_secs } => format!(
+            "approval {id} timed out after {timeout_secs} seconds without a decision; the command was not run. Run it again to ask again"
+        ),
+        HoldRefusal::Cancelled { id } => {
+            format!("approval {id} was withdrawn: the channel closed while it waited")
+        }
+    }
+}

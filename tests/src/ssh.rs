@@ -1,0 +1,311 @@
+//! SSH end-to-end harness: a real OpenSSH server on loopback that trusts
+//! only the gateway's key, a gateway with an SSH listener and target
+//! `web-1` for it, and the real OpenSSH client driven with a token.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::{GatewayOptions, ScratchDir, TestGateway};
+
+/// Runs a program to completion, panicking if it cannot start or fails.
+pub fn run(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`).
+pub fn keygen(path: &Path) {
+    run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &path.display().to_string(),
+        ],
+    );
+}
+
+pub fn public(path: &Path) -> String {
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap_or_else(|e| panic!("public key of {}: {e}", path.display()))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An OpenSSH server on loopback that lets in only the gateway's key, as
+/// the user running the tests — or, when that is root, as the unprivileged
+/// account `portcullis-ssh` (made by scripts/setup): OpenSSH runs a root
+/// login without privilege separation and then ignores signal requests.
+pub struct Host {
+    /// Its directory (keys, configuration, markers).
+    pub dir: ScratchDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: std::process::Child,
+    /// The account the gateway logs in as.
+    pub user: String,
+}
+
+impl Host {
+    /// Starts the server.
+    pub fn start() -> Self {
+        let dir = ScratchDir::new("portcullis-sshd");
+        let d = dir.path();
+        // The account the host runs commands as writes its markers here.
+        run("chmod", &["1777", &d.display().to_string()]);
+        keygen(&d.join("host_key"));
+        keygen(&d.join("gateway_key"));
+        std::fs::write(d.join("authorized_keys"), public(&d.join("gateway_key")))
+            .expect("authorized_keys");
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n\
+             AcceptEnv PC_* SECRET_*\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
+        // Privilege separation needs its directory when sshd runs as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (openssh-server, installed by scripts/setup)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let id = |args: &[&str]| {
+            let out = std::process::Command::new("id")
+                .args(args)
+                .output()
+                .expect("id");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
+        };
+        let user = if id(&["-u"]).1 == "0" {
+            assert!(
+                id(&["portcullis-ssh"]).0,
+                "the SSH tests run as root need the account portcullis-ssh: run scripts/setup"
+            );
+            "portcullis-ssh".to_string()
+        } else {
+            id(&["-un"]).1
+        };
+        Self {
+            dir,
+            port,
+            child,
+            user,
+        }
+    }
+
+    /// A file in its directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A known_hosts file pinning `key` (this host's, or another) for it.
+    pub fn known_hosts(&self, name: &str, key: &Path) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, format!("[127.0.0.1]:{} {}", self.port, public(key)))
+            .expect("known_hosts");
+        path
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The gateway with an SSH listener and target `web-1` for `host`, its
+/// host key pinned by `known_hosts`.
+pub async fn gateway(host: &Host, known_hosts: &Path) -> (TestGateway, std::net::SocketAddr) {
+    gateway_with(host, known_hosts, "").await
+}
+
+/// The same, with `extra` TOML appended right after the target's table:
+/// leading keys are the target's (`plugins = [...]`), then tables (the
+/// admin API, delegation, plugins).
+pub async fn gateway_with(
+    host: &Host,
+    known_hosts: &Path,
+    extra: &str,
+) -> (TestGateway, std::net::SocketAddr) {
+    try_gateway_with(host, known_hosts, extra)
+        .await
+        .unwrap_or_else(|e| panic!("the gateway did not start: {e}"))
+}
+
+/// [`gateway_with`], or why the gateway refused to start.
+pub async fn try_gateway_with(
+    host: &Host,
+    known_hosts: &Path,
+    extra: &str,
+) -> Result<(TestGateway, std::net::SocketAddr), String> {
+    let gateway_host_key = host.path("gateway_host_key");
+    if !gateway_host_key.exists() {
+        keygen(&gateway_host_key);
+    }
+    let tail = format!(
+        r#"
+[[listeners]]
+protocol = "ssh"
+address = "127.0.0.1:0"
+host_key_file = {hk:?}
+
+[[targets]]
+protocol = "ssh"
+name = "web-1"
+host = "127.0.0.1"
+port = {port}
+user = {user:?}
+private_key_file = {key:?}
+known_hosts_file = {kh:?}
+allow_groups = ["testers"]
+
+{extra}
+"#,
+        hk = gateway_host_key.display().to_string(),
+        port = host.port,
+        user = host.user,
+        key = host.path("gateway_key").display().to_string(),
+        kh = known_hosts.display().to_string(),
+    );
+    let gw = TestGateway::try_start_with(GatewayOptions {
+        tail,
+        ..Default::default()
+    })
+    .await?;
+    let ssh_addr = gw.gateway.addresses[2];
+    Ok((gw, ssh_addr))
+}
+
+/// What a shell (an empty command) is sent on its standard input.
+pub const SHELL_SCRIPT: &str = "echo from-the-shell\nexit 4\n";
+
+/// What the OpenSSH client printed and how it exited.
+pub struct Ran {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (the client's own messages included).
+    pub stderr: String,
+    /// Exit status.
+    pub code: Option<i32>,
+}
+
+/// Runs `ssh OPTIONS login@gateway COMMAND` with `token` typed at the
+/// gateway's prompt (keyboard-interactive, unless OPTIONS prefer the
+/// password method); the gateway's host key is pinned for the client.
+pub async fn ssh(
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    login: &str,
+    token: &str,
+    options: &[&str],
+    command: &str,
+) -> Ran {
+    let mut child = spawn_ssh(host, gw_addr, login, token, options, command);
+    // An empty command is a shell: its commands come on standard input.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let script = if command.is_empty() { SHELL_SCRIPT } else { "" };
+        let _ = stdin.write_all(script.as_bytes()).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ssh finished within 30 s")
+        .expect("ssh's output");
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+/// Starts `ssh` as [`ssh`] does, its standard streams piped and left to
+/// the caller (who may never read them).
+pub fn spawn_ssh(
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    login: &str,
+    token: &str,
+    options: &[&str],
+    command: &str,
+) -> tokio::process::Child {
+    let d = host.dir.path();
+    let askpass = d.join("askpass.sh");
+    std::fs::write(d.join("token"), token).expect("token file");
+    std::fs::write(
+        &askpass,
+        format!("#!/bin/sh\ncat {}\n", d.join("token").display()),
+    )
+    .expect("askpass");
+    run("chmod", &["700", &askpass.display().to_string()]);
+    let client_known = d.join("client_known_hosts");
+    std::fs::write(
+        &client_known,
+        format!(
+            "[127.0.0.1]:{} {}",
+            gw_addr.port(),
+            public(&d.join("gateway_host_key"))
+        ),
+    )
+    .expect("client known_hosts");
+    let mut cmd = tokio::process::Command::new("ssh");
+    // The caller's options first: for ssh, the first value of an option wins.
+    cmd.args(options)
+        .args(["-F", "/dev/null", "-T", "-p"])
+        .arg(gw_addr.port().to_string())
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", client_known.display()))
+        .args([
+            "-o",
+            "PreferredAuthentications=keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("{login}@127.0.0.1"))
+        .arg(command)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .env("SSH_AUTH_SOCK", d.join("agent.sock"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("ssh (openssh-client) runs")
+}

@@ -1,0 +1,446 @@
+//! SSH requests judged by the first-party plugins, end to end: the real
+//! OpenSSH client through the gateway to a real OpenSSH server. Every
+//! refusal is checked by its effect — a file a refused command would have
+//! removed is still there, one it would have made is not — and by what the
+//! client sees (its stderr and exit status) and the audit store keeps.
+
+use std::time::{Duration, Instant};
+
+use portcullis::demo::issuer::TokenSpec;
+use portcullis::store::{EventRecord, EventStatus, SessionQuery};
+use portcullis_e2e::ssh::{gateway_with, spawn_ssh, ssh, try_gateway_with, Host, Ran};
+use portcullis_e2e::{admin_call, plugin_wasm, secret_file, TestGateway};
+
+const ADMIN_TOKEN: &str = "ssh-plugins-test-admin-token-0123456789";
+
+/// The target's plugins: `block` and `approve` with SSH rules, the admin
+/// API (for approvers) and the approvals' defaults.
+fn plugins_extra() -> String {
+    let token_file = secret_file("ssh-plugins-admin-token", ADMIN_TOKEN);
+    format!(
+        r#"plugins = ["block", "approve"]
+
+[admin]
+address = "127.0.0.1:0"
+token_file = {token:?}
+
+[approvals]
+
+[[plugins]]
+name = "block"
+path = {block:?}
+call_timeout_ms = 1000
+
+[[plugins.config.rules]]
+name = "no-rm"
+commands = ["rm *", "shred *"]
+
+[[plugins.config.rules]]
+name = "agents-read-plainly"
+groups = ["agents"]
+opaque_commands = true
+
+[[plugins.config.rules]]
+name = "no-sftp"
+subsystems = ["sftp"]
+
+[[plugins.config.rules]]
+name = "no-secret-env"
+env = ["SECRET_*"]
+
+[[plugins]]
+name = "approve"
+path = {approve:?}
+call_timeout_ms = 1000
+
+[[plugins.config.rules]]
+name = "touching-needs-approval"
+commands = ["touch *"]
+timeout_secs = 60
+
+[[plugins.config.rules]]
+name = "tee-needs-approval"
+commands = ["tee *"]
+timeout_secs = 60
+
+[[plugins.config.rules]]
+name = "copies-retry"
+commands = ["cp *"]
+mode = "retry"
+"#,
+        token = token_file.display().to_string(),
+        block = plugin_wasm("block").display().to_string(),
+        approve = plugin_wasm("approve").display().to_string(),
+    )
+}
+
+fn mint(gw: &TestGateway, user: &str, groups: &[&str]) -> String {
+    gw.issuer.mint(&TokenSpec {
+        user: user.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        ttl_secs: 600,
+    })
+}
+
+/// Asserts that the gateway refused the command: exit status 255 and its
+/// reason on stderr.
+fn refused(ran: &Ran, why: &str) {
+    assert_eq!(
+        ran.code,
+        Some(255),
+        "stdout {:?}, stderr {:?}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("Portcullis: ") && ran.stderr.contains(why),
+        "expected {why:?} in: {}",
+        ran.stderr
+    );
+}
+
+/// Every command event the store holds for SSH sessions so far.
+async fn command_events(gw: &TestGateway) -> Vec<EventRecord> {
+    gw.gateway.context.core.audit.flush().await;
+    let store = gw.gateway.context.core.audit.store().clone();
+    let sessions = store.sessions(&SessionQuery::default()).expect("sessions");
+    sessions
+        .iter()
+        .filter(|s| s.protocol == "ssh")
+        .flat_map(|s| store.events(s.id).expect("events"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_never_run_however_they_are_spelled() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
+    let keep = host.path("keep");
+    std::fs::write(&keep, "still here").expect("marker");
+    let k = keep.display().to_string();
+
+    let person = mint(&gw, "alice@example.com", &["testers"]);
+    for line in [
+        format!("rm -f {k}"),
+        format!("'r'm -f {k}"),
+        format!("r\\m -f {k}"),
+        format!("\"rm\" -f {k}"),
+        format!("/bin/rm -f {k}"),
+        format!("true; rm -f {k}"),
+        format!("ls && rm -f {k}"),
+        format!("echo {k} | xargs rm -f"),
+        format!("sudo -n rm -f {k}"),
+        format!("(rm -f {k})"),
+        format!("shred -u {k}"),
+    ] {
+        let ran = ssh(&host, addr, "web-1", &person, &[], &line).await;
+        refused(&ran, "blocked by portcullis rule \"no-rm\"");
+        assert!(keep.exists(), "{line:?} removed the file");
+    }
+    // An agent's rule refuses lines that hide what they run.
+    let agent = mint(&gw, "agent-7@example.com", &["testers", "agents"]);
+    for line in [
+        format!("bash -c 'rm -f {k}'"),
+        format!("echo {} | base64 -d | sh", base64_of(&format!("rm -f {k}"))),
+        format!("eval \"r\"\"m -f {k}\""),
+        format!("$(printf r)m -f {k}"),
+        format!("X=rm; $X -f {k}"),
+        format!("python3 -c 'import os; os.remove(\"{k}\")'"),
+    ] {
+        let ran = ssh(&host, addr, "web-1", &agent, &[], &line).await;
+        refused(&ran, "cannot be checked whole");
+        assert!(keep.exists(), "{line:?} removed the file");
+    }
+    // The control: an allowed command runs and reads the file.
+    let ran = ssh(&host, addr, "web-1", &agent, &[], &format!("cat {k}")).await;
+    assert_eq!(
+        (ran.stdout.as_str(), ran.code),
+        ("still here", Some(0)),
+        "{}",
+        ran.stderr
+    );
+
+    let events = command_events(&gw).await;
+    let refusals: Vec<_> = events
+        .iter()
+        .filter(|e| e.status == EventStatus::Refused)
+        .collect();
+    assert_eq!(refusals.len(), 17, "{events:#?}");
+    let first = refusals
+        .iter()
+        .find(|e| *e.sql == format!("rm -f {k}"))
+        .expect("the plain spelling is recorded");
+    assert_eq!(
+        (
+            first.verdict.as_str(),
+            first.decided_by.as_deref(),
+            first.rule.as_deref()
+        ),
+        ("deny", Some("block"), Some("no-rm"))
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.status == EventStatus::Ok && *e.sql == format!("cat {k}")));
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subsystems_and_environment_variables_are_judged() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+
+    let ran = ssh(&host, addr, "web-1", &token, &["-s"], "sftp").await;
+    refused(&ran, "the `sftp` subsystem is not allowed");
+
+    // A refused variable never reaches the host; an allowed one does.
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &["-o", "SetEnv=SECRET_TOKEN=hunter2 PC_COLOUR=blue"],
+        "echo \"[$SECRET_TOKEN][$PC_COLOUR]\"",
+    )
+    .await;
+    assert_eq!(ran.stdout, "[][blue]\n", "{}", ran.stderr);
+    let events = command_events(&gw).await;
+    let env: Vec<_> = events.iter().filter(|e| &*e.protocol == "env").collect();
+    assert!(
+        env.iter().any(|e| &*e.sql == "SECRET_TOKEN"
+            && e.status == EventStatus::Refused
+            && e.rule.as_deref() == Some("no-secret-env")),
+        "{env:#?}"
+    );
+    assert!(
+        env.iter()
+            .any(|e| &*e.sql == "PC_COLOUR" && e.status == EventStatus::Ok),
+        "{env:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.sql.contains("hunter2")),
+        "an environment variable's value reached the audit store"
+    );
+}
+
+/// The pending approval request whose text contains `needle`.
+async fn pending(gw: &TestGateway, needle: &str) -> serde_json::Value {
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let start = Instant::now();
+    loop {
+        let (status, list) = admin_call(
+            &base,
+            "GET",
+            "/v1/approvals?status=pending",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        if let Some(a) = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|a| a["sql"].as_str().unwrap_or("").contains(needle))
+        }) {
+            return a.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no pending request for {needle:?}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `bob`, an approver, decides request `id` (`approve` or `deny`).
+async fn decide(gw: &TestGateway, id: &str, verb: &str) {
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let approver = mint(gw, "bob@example.com", &["approvers"]);
+    let (status, body) = admin_call(
+        &base,
+        "POST",
+        &format!("/v1/approvals/{id}/{verb}"),
+        Some(&approver),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{verb} {id}: {body}");
+}
+
+/// Waits for `child` (an ssh client) to finish.
+async fn finished(child: tokio::process::Child) -> Ran {
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ssh finished within 30 s")
+        .expect("ssh's output");
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_command_runs_once_approved_and_never_when_denied() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+    let approved = host.path("approved");
+    let denied = host.path("denied");
+
+    // Wait mode: the client waits, told on stderr, and the command runs
+    // only when an approver says so.
+    let child = spawn_ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        &format!("touch {}; echo made", approved.display()),
+    );
+    let request = pending(&gw, &approved.display().to_string()).await;
+    let id = request["id"].as_str().expect("request id").to_string();
+    assert_eq!(
+        request["sql"],
+        format!("exec: touch {}; echo made", approved.display())
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!approved.exists(), "the command ran before it was approved");
+    decide(&gw, &id, "approve").await;
+    let ran = finished(child).await;
+    assert_eq!(
+        (ran.stdout.as_str(), ran.code),
+        ("made\n", Some(0)),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains(&format!("waiting for approval {id}")),
+        "{}",
+        ran.stderr
+    );
+    assert!(approved.exists());
+
+    let child = spawn_ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        &format!("touch {}", denied.display()),
+    );
+    let request = pending(&gw, &denied.display().to_string()).await;
+    let id = request["id"].as_str().expect("request id").to_string();
+    decide(&gw, &id, "deny").await;
+    let ran = finished(child).await;
+    refused(
+        &ran,
+        &format!("approval {id} was denied by bob@example.com"),
+    );
+    assert!(!denied.exists(), "a denied command ran");
+
+    // What the client sends while its command is held reaches the command
+    // once it runs, whole and in order.
+    let teed = host.path("teed");
+    let mut child = spawn_ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        &format!("tee {} > /dev/null", teed.display()),
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"typed while held\nsecond line\n")
+            .await
+            .expect("write stdin");
+    }
+    let request = pending(&gw, &teed.display().to_string()).await;
+    let id = request["id"].as_str().expect("request id").to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!teed.exists(), "the held command ran");
+    decide(&gw, &id, "approve").await;
+    let ran = finished(child).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&teed).expect("tee's file"),
+        "typed while held\nsecond line\n"
+    );
+
+    let events = command_events(&gw).await;
+    let ran_event = events
+        .iter()
+        .find(|e| e.sql.contains("approved"))
+        .expect("the approved command is recorded");
+    assert_eq!(ran_event.verdict, "require-approval");
+    assert_eq!(ran_event.status, EventStatus::Ok);
+    assert!(ran_event.approval_id.is_some());
+    let denied_event = events
+        .iter()
+        .find(|e| e.sql.contains("denied"))
+        .expect("the denied command is recorded");
+    assert_eq!(denied_event.status, EventStatus::Refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_mode_command_runs_when_sent_again_after_approval() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+    let (from, to) = (host.path("from"), host.path("to"));
+    std::fs::write(&from, "copied").expect("source");
+    let copy = format!("cp {} {}", from.display(), to.display());
+
+    let ran = ssh(&host, addr, "web-1", &token, &[], &copy).await;
+    refused(&ran, "approval request");
+    assert!(!to.exists(), "a command needing approval ran");
+    let id = pending(&gw, &copy).await["id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
+    assert!(ran.stderr.contains(&id), "{}", ran.stderr);
+    decide(&gw, &id, "approve").await;
+    // Another command is still held; the approved one runs once.
+    let other = format!("cp {} {}.2", from.display(), to.display());
+    refused(
+        &ssh(&host, addr, "web-1", &token, &[], &other).await,
+        "approval request",
+    );
+    let ran = ssh(&host, addr, "web-1", &token, &[], &copy).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(std::fs::read_to_string(&to).expect("copied"), "copied");
+    std::fs::remove_file(&to).expect("remove the copy");
+    refused(
+        &ssh(&host, addr, "web-1", &token, &[], &copy).await,
+        "approval request",
+    );
+    assert!(!to.exists(), "a one-use grant ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_ssh_hooks_cannot_guard_an_ssh_target() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let extra = format!(
+        "plugins = [\"old\"]\n\n[[plugins]]\nname = \"old\"\npath = {:?}\n",
+        plugin_wasm("prior_contract").display().to_string()
+    );
+    let why = match try_gateway_with(&host, &known, &extra).await {
+        Ok(_) => panic!("a gateway started with a plugin that guards nothing on its SSH target"),
+        Err(why) => why,
+    };
+    assert!(
+        why.contains("\"web-1\" is an SSH target") && why.contains("no SSH hooks"),
+        "{why}"
+    );
+}
