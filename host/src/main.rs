@@ -158,6 +158,29 @@ enum SessionsAction {
         /// Session id.
         id: u64,
     },
+    /// Plays a session's terminal recordings (SSH exec and shell) in this
+    /// terminal, with their timing.
+    Play {
+        /// Session id.
+        id: u64,
+        /// Only the recording of this event (its number in `sessions show`).
+        #[arg(long)]
+        event: Option<u64>,
+        /// Playing speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// The longest pause played, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        max_idle: f64,
+    },
+    /// Writes one terminal recording (asciicast v2) to standard output, for
+    /// `asciinema play` or `asciinema cat`.
+    Cast {
+        /// Session id.
+        id: u64,
+        /// The command's event number (see `sessions show`).
+        event: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -409,6 +432,25 @@ fn main() -> anyhow::Result<()> {
                     }
                     SessionsAction::Show { id } => {
                         portcullis::cli::sessions::show(&client, id, api.output, &mut out).await
+                    }
+                    SessionsAction::Play {
+                        id,
+                        event,
+                        speed,
+                        max_idle,
+                    } => {
+                        let pace = portcullis::cli::play::Pace { speed, max_idle };
+                        let played =
+                            portcullis::cli::play::play(&client, id, event, pace, &mut out).await?;
+                        if played == 0 {
+                            eprintln!("session {id} has no terminal recordings");
+                        }
+                        Ok(())
+                    }
+                    SessionsAction::Cast { id, event } => {
+                        let cast = portcullis::cli::play::cast(&client, id, event).await?;
+                        std::io::Write::write_all(&mut out, cast.as_bytes())
+                            .map_err(portcullis::cli::CliError::Output)
                     }
                 }
             })?;

@@ -417,3 +417,143 @@ async fn a_revoked_session_whose_client_stopped_reading_is_still_killed() {
     }
     let _ = client.kill().await;
 }
+
+/// Waits until the gateway has recorded the end of every SSH session it
+/// served, and returns them (newest first).
+async fn ended_ssh_sessions(
+    gw: &TestGateway,
+    count: usize,
+) -> Vec<portcullis::store::SessionRecord> {
+    let store = gw.gateway.context.core.audit.store().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        gw.gateway.context.core.audit.flush().await;
+        let sessions: Vec<_> = store
+            .sessions(&SessionQuery::default())
+            .expect("sessions")
+            .into_iter()
+            .filter(|s| s.protocol == "ssh" && s.ended_at.is_some())
+            .collect();
+        if sessions.len() >= count {
+            return sessions;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} SSH sessions did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exec_and_shell_is_recorded_as_a_cast_asciinema_plays_back() {
+    const ADMIN: &str = "ssh-recording-admin-token-0123456789";
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let token_file = portcullis_e2e::secret_file("ssh-recording-admin", ADMIN);
+    let admin = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+        token_file.display().to_string()
+    );
+    let (gw, addr) = gateway_with(&host, &known, &admin).await;
+    let token = gw.token("alice@example.com");
+
+    // An exec that reads its standard input and prints characters of
+    // several bytes.
+    let mut child = spawn_ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        "cat; printf 'd\\303\\251j\\303\\240 \\342\\230\\203\\n'",
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"typed input\n").await.expect("stdin");
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ssh finished")
+        .expect("ssh output");
+    let exec_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(exec_stdout, "typed input\ndéjà ☃\n");
+    // A shell, its commands on standard input.
+    let shell = ssh(&host, addr, "web-1", &token, &[], "").await;
+    assert_eq!(shell.stdout, "from-the-shell\n", "{}", shell.stderr);
+
+    let sessions = ended_ssh_sessions(&gw, 2).await;
+    let store = gw.gateway.context.core.audit.store().clone();
+    let dir = portcullis_e2e::ScratchDir::new("ssh-casts");
+    for (session, expected, input) in [
+        (&sessions[1], exec_stdout.as_str(), "typed input\n"),
+        (
+            &sessions[0],
+            "from-the-shell\n",
+            "echo from-the-shell\nexit 4\n",
+        ),
+    ] {
+        let events = store.events(session.id).expect("events");
+        let command = events
+            .iter()
+            .find(|e| e.action == Action::Command)
+            .expect("the command's event");
+        let cast = store
+            .recording(session.id, command.seq)
+            .expect("store")
+            .expect("a recording of the command");
+        // What the client typed is in it, as input events.
+        let typed: String = cast
+            .lines()
+            .skip(1)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v[1] == "i")
+            .filter_map(|v| v[2].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(typed, input);
+        // asciinema reads it and prints what the client saw. The same
+        // recording comes out of the admin API through the CLI.
+        let file = dir.path().join(format!("{}.cast", session.id));
+        let cli = std::process::Command::new(portcullis_e2e::portcullis_bin())
+            .args([
+                "sessions",
+                "cast",
+                &session.id.to_string(),
+                &command.seq.to_string(),
+            ])
+            .args([
+                "--api",
+                &format!("http://{}", gw.gateway.admin_address.expect("admin")),
+            ])
+            .env("PORTCULLIS_TOKEN", ADMIN)
+            .output()
+            .expect("portcullis sessions cast");
+        assert!(
+            cli.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cli.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&cli.stdout), cast);
+        std::fs::write(&file, &cli.stdout).expect("cast file");
+        // `asciinema cat` opens /dev/tty: `script` gives it a terminal.
+        let played = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("asciinema cat {}", file.display()),
+                "/dev/null",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux) and asciinema (installed by scripts/setup)");
+        assert!(
+            played.status.success(),
+            "{}",
+            String::from_utf8_lossy(&played.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&played.stdout).replace("\r\n", "\n"),
+            expected
+        );
+    }
+}

@@ -18,6 +18,7 @@ use super::routes;
         routes::metrics,
         routes::list_sessions,
         routes::show_session,
+        routes::show_recording,
         routes::export_audit,
         routes::list_plugins,
         routes::reload_plugins,

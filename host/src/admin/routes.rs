@@ -60,6 +60,9 @@ pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<B
         ),
         (&Method::GET, ["v1", "sessions"]) => list_sessions(state, caller.as_ref(), &query).await,
         (&Method::GET, ["v1", "sessions", id]) => show_session(state, caller.as_ref(), id).await,
+        (&Method::GET, ["v1", "sessions", id, "recordings", seq]) => {
+            show_recording(state, caller.as_ref(), id, seq).await
+        }
         (&Method::GET, ["v1", "audit", "export"]) => export_audit(state, &query),
         (&Method::GET, ["v1", "plugins"]) => list_plugins(state),
         (&Method::POST, ["oauth", "token"]) => token_exchange(state, req).await,
@@ -290,11 +293,69 @@ pub async fn show_session(state: &AdminState, caller: Option<&Caller>, id: &str)
     }
 }
 
+/// The terminal recording (asciicast v2) of one command of a session: an
+/// SSH exec or shell, by its event's `seq`.
+#[utoipa::path(get, path = "/v1/sessions/{id}/recordings/{seq}", tag = "sessions",
+    params(("id" = u64, Path, description = "Session id"),
+           ("seq" = u64, Path, description = "The command's event number in the session")),
+    responses((status = 200, description = "The recording: a header line, then one event per line", body = String, content_type = "application/x-asciicast"),
+              (status = 400, description = "Not a session id or event number", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 403, description = "Not an admin or approver", body = super::http::ErrorBody),
+              (status = 404, description = "No such session, or no recording of that event", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show_recording(
+    state: &AdminState,
+    caller: Option<&Caller>,
+    id: &str,
+    seq: &str,
+) -> Response<Body> {
+    let (Ok(id), Ok(seq)) = (id.parse::<u64>(), seq.parse::<u64>()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?}/{seq:?}: a session id and an event number are positive numbers"),
+        );
+    };
+    let store = state.gw.audit.store().clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let Some(session) = store.session(id)? else {
+            return Ok(None);
+        };
+        Ok::<_, crate::store::StoreError>(Some((session.target, store.recording(id, seq)?)))
+    })
+    .await;
+    match found {
+        Ok(Ok(Some((target, Some(cast))))) if visible(caller, &target) => reply(
+            StatusCode::OK,
+            "application/x-asciicast",
+            full(cast),
+        ),
+        Ok(Ok(Some((target, None)))) if visible(caller, &target) => error(
+            StatusCode::NOT_FOUND,
+            format!("session {id} has no recording of event {seq} (only SSH exec and shell channels are recorded)"),
+        ),
+        Ok(Ok(_)) => error(StatusCode::NOT_FOUND, format!("no session {id}")),
+        Ok(Err(e)) => store_failure(e),
+        Err(e) => store_failure(e),
+    }
+}
+
+/// An exported event: the record, and its command's terminal recording
+/// when one was kept.
+#[derive(Serialize)]
+struct ExportedEvent {
+    #[serde(flatten)]
+    event: crate::store::EventRecord,
+    /// The asciicast v2 recording of an SSH exec or shell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recording: Option<String>,
+}
+
 /// Statement events in a time range as JSON lines, streamed.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
     params(("since" = Option<String>, Query, description = "From this time, inclusive (RFC 3339 such as 2026-11-30T00:00:00Z, or a date); default: the beginning"),
            ("until" = Option<String>, Query, description = "Up to this time, exclusive; default: now")),
-    responses((status = 200, description = "One EventRecord per line", body = String, content_type = "application/x-ndjson"),
+    responses((status = 200, description = "One EventRecord per line; an SSH exec or shell carries its terminal recording (asciicast v2) as `recording`", body = String, content_type = "application/x-ndjson"),
               (status = 400, description = "Bad time", body = super::http::ErrorBody),
               (status = 401, description = "No or bad token", body = super::http::ErrorBody),
               (status = 403, description = "Not an admin", body = super::http::ErrorBody)),
@@ -317,7 +378,15 @@ pub fn export_audit(state: &AdminState, q: &HashMap<String, String>) -> Response
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let store = state.gw.audit.store().clone();
     tokio::task::spawn_blocking(move || {
-        let result = store.export_events(since, until, &mut |e| {
+        let recordings = store.clone();
+        let result = store.export_events(since, until, &mut |event| {
+            let recording = match event.action {
+                crate::store::Action::Command => {
+                    recordings.recording(event.session_id, event.seq)?
+                }
+                _ => None,
+            };
+            let e = ExportedEvent { event, recording };
             let mut line = serde_json::to_vec(&e)
                 .map_err(|e| crate::store::StoreError::Database(e.to_string()))?;
             line.push(b'\n');

@@ -47,6 +47,7 @@ pub const TARGET_KEYS: &[(&str, Owner)] = &[
     ("default_role", POSTGRES),
     ("private_key_file", SSH),
     ("known_hosts_file", SSH),
+    ("recording_limit_mib", SSH),
 ];
 
 /// The keys of a `[[listeners]]` table.

@@ -534,6 +534,11 @@ pub struct Target {
     /// SSH: the known_hosts file that pins the host's key; an unknown or
     /// changed key refuses the session.
     pub known_hosts_file: Option<String>,
+    /// SSH: how much of each exec and shell channel's terminal data
+    /// (output and input) is recorded as asciicast, in MiB; `0` records
+    /// none (commands are recorded either way).
+    #[serde(default = "default_recording_limit_mib")]
+    pub recording_limit_mib: u64,
     /// Environment variable holding the upstream password.
     pub password_env: Option<String>,
     /// File holding the upstream password (read at every upstream login).
@@ -724,4 +729,9 @@ impl UpstreamTls {
             UpstreamTls::VerifyFull => "verify-full",
         }
     }
+}
+
+/// The default [`Target::recording_limit_mib`].
+fn default_recording_limit_mib() -> u64 {
+    64
 }

@@ -135,4 +135,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE events ADD COLUMN shape_id INTEGER;
     "#,
+    // 8: terminal recordings (asciicast v2) of SSH channels, in chunks: the
+    // recording of the command event `(session_id, event_seq)` is its
+    // chunks' `data` joined in `idx` order (chunk 0 is the header line).
+    r#"
+    CREATE TABLE recording_chunks (
+        session_id INTEGER NOT NULL,
+        event_seq  INTEGER NOT NULL,
+        idx        INTEGER NOT NULL,
+        data       TEXT NOT NULL,
+        PRIMARY KEY (session_id, event_seq, idx)
+    );
+    "#,
 ];

@@ -65,6 +65,22 @@ pub enum Record {
     Event(EventRecord),
     /// A plugin was loaded.
     PluginLoad(PluginLoadRecord),
+    /// A piece of a command's terminal recording.
+    CastChunk(CastChunk),
+}
+
+/// A piece of the asciicast v2 recording of one command (an SSH exec or
+/// shell): chunk 0 is the header line, later chunks whole event lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CastChunk {
+    /// The session.
+    pub session_id: u64,
+    /// The command's event in the session.
+    pub event_seq: u64,
+    /// Its place in the recording.
+    pub index: u32,
+    /// Newline-terminated lines of the recording.
+    pub data: String,
 }
 
 /// Which sessions to list.
@@ -97,6 +113,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A session's statement events in order.
     fn events(&self, session_id: u64) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The asciicast v2 recording of command event `event_seq` of a
+    /// session, if one was kept.
+    fn recording(&self, session_id: u64, event_seq: u64) -> Result<Option<String>, StoreError>;
 
     /// Events with `since <= at < until` (unix microseconds) in time order,
     /// handed to `sink` one at a time so an export never holds them all.

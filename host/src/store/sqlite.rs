@@ -235,6 +235,12 @@ fn write_one(
                 placed.map(|p| p.id),
             ])?;
         }
+        Record::CastChunk(c) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO recording_chunks (session_id, event_seq, idx, data) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![c.session_id as i64, c.event_seq as i64, c.index, c.data])?;
+        }
         Record::PluginLoad(p) => {
             tx.prepare_cached(
                 "INSERT INTO plugin_loads (at, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
@@ -412,6 +418,20 @@ impl Store for SqliteStore {
         ))?;
         let rows = stmt.query_map(params![session_id as i64], event_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn recording(&self, session_id: u64, event_seq: u64) -> Result<Option<String>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT data FROM recording_chunks WHERE session_id = ?1 AND event_seq = ?2 ORDER BY idx",
+        )?;
+        let mut rows = stmt.query(params![session_id as i64, event_seq as i64])?;
+        let mut cast: Option<String> = None;
+        while let Some(row) = rows.next()? {
+            let data: String = row.get(0)?;
+            cast.get_or_insert_with(String::new).push_str(&data);
+        }
+        Ok(cast)
     }
 
     fn export_events(

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use russh::{client, server, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
 use tokio::sync::{mpsc, watch};
 
+use super::cast::{self, Cast};
 use super::judge::{self, HoldOutcome, Judge};
 use super::record::{self, Commands, SessionEvents, Started};
 use crate::policy::{QueryNote, SshPty, SshRequest, Verdict};
@@ -99,6 +100,10 @@ pub struct Open {
     gone: watch::Sender<u64>,
     /// The terminal asked for, for the shell's judgment.
     pty: Mutex<Option<SshPty>>,
+    /// The command's terminal recording, once it runs.
+    cast: Mutex<Option<Cast>>,
+    /// How much terminal data a recording keeps (0: none).
+    recording_limit: u64,
 }
 
 impl Open {
@@ -184,6 +189,7 @@ impl Open {
                 return;
             }
         };
+        let seq = record.seq;
         lock(&self.commands).running(record);
         if self.stopping() || *self.gone.borrow() > 0 {
             let ended = lock(&self.commands).closed();
@@ -197,9 +203,47 @@ impl Open {
             self.refuse("the host refused the request");
             return;
         }
+        self.start_recording(&request, seq);
         self.started.send_replace(true);
         if self.stopping() {
             self.kill().await;
+        }
+    }
+
+    /// Starts the terminal recording of an exec or shell (a subsystem's
+    /// data is a protocol, not a terminal) whose event is `seq`.
+    fn start_recording(&self, request: &SshRequest, seq: u64) {
+        let command = match request {
+            SshRequest::Exec(command) => Some(command.as_str()),
+            SshRequest::Shell(_) => None,
+            _ => return,
+        };
+        if self.recording_limit == 0 {
+            return;
+        }
+        let pty = lock(&self.pty).clone();
+        let title = request.text();
+        let header = cast::Header {
+            width: pty.as_ref().map_or(80, |p| p.columns.max(1)),
+            height: pty.as_ref().map_or(24, |p| p.rows.max(1)),
+            term: pty.as_ref().map(|p| p.term.as_str()),
+            timestamp: crate::store::now_micros() / 1_000_000,
+            command,
+            title: &title,
+        };
+        *lock(&self.cast) = Some(Cast::start(
+            self.events.session_id(),
+            seq,
+            &header,
+            self.recording_limit,
+        ));
+    }
+
+    /// Adds to the recording with `f`, storing a chunk when one is ready.
+    async fn record(&self, f: impl FnOnce(&mut Cast) -> Option<crate::store::Record>) {
+        let chunk = lock(&self.cast).as_mut().and_then(f);
+        if let Some(chunk) = chunk {
+            self.events.store(chunk).await;
         }
     }
 
@@ -300,6 +344,7 @@ impl Open {
     /// `window-change`: the terminal was resized (no answer).
     pub async fn window_change(&self, size: (u32, u32, u32, u32)) {
         let (cols, rows, px, py) = size;
+        self.record(|c| c.resize(cols, rows)).await;
         let _ = self.host.window_change(cols, rows, px, py).await;
     }
 
@@ -336,6 +381,8 @@ pub struct SessionParts {
     pub channels: Channels,
     /// Becomes `true` when the session is stopping.
     pub stopping: watch::Receiver<bool>,
+    /// How much terminal data each channel's recording keeps (0: none).
+    pub recording_limit: u64,
 }
 
 /// Starts relaying a channel whose host side is open: registers it in the
@@ -362,6 +409,8 @@ pub fn start(
         started: watch::channel(false).0,
         gone: watch::channel(0).0,
         pty: Mutex::new(None),
+        cast: Mutex::new(None),
+        recording_limit: session.recording_limit,
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -380,6 +429,10 @@ pub fn start(
             ),
         );
         lock(&channels).remove(&id);
+        let rest = lock(&open.cast).take().and_then(Cast::finish);
+        if let Some(rest) = rest {
+            open.events.store(rest).await;
+        }
         let unfinished = lock(&open.commands).closed();
         record::write(unfinished).await;
     }
@@ -437,6 +490,7 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
             traffic
                 .from_client
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            open.record(|c| c.input(&data)).await;
             open.host.data_bytes(data).await
         }
         ChannelMsg::ExtendedData { data, ext } => {
@@ -522,12 +576,14 @@ async fn to_client(
                 traffic
                     .to_client
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                open.record(|c| c.output(&data)).await;
                 deliver(client.data_bytes(data), &mut closed, &mut stopping).await
             }
             ChannelMsg::ExtendedData { data, ext } if writing => {
                 traffic
                     .to_client
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                open.record(|c| c.output(&data)).await;
                 deliver(
                     client.extended_data_bytes(ext, data),
                     &mut closed,

@@ -13,12 +13,14 @@
 //! - [`upstream`]: the gateway's own login to a host, host key pinned.
 //!
 //! - [`judge`]: the target's plugins on exec, shell, subsystem and env
-//!   requests, and approval holds.
+//!   requests, and approval holds;
+//! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
+//!   channels.
 //!
 //! Not yet here (the SSH issue): gateway-minted user certificates, shell
-//! input lines and SFTP operations for plugins, asciicast recordings of
-//! channel output.
+//! input lines and SFTP operations for plugins.
 
+pub mod cast;
 pub mod channel;
 pub mod judge;
 pub mod record;

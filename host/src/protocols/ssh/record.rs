@@ -38,6 +38,16 @@ impl SessionEvents {
         })
     }
 
+    /// The session's id.
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// Queues a piece of a recording for the audit store.
+    pub async fn store(&self, record: Record) {
+        self.audit.record(record).await;
+    }
+
     /// A new event of `kind` with `text`, allowed and started.
     fn event(&self, kind: &str, text: &str) -> EventRecord {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;

@@ -34,6 +34,8 @@ struct Admitted {
     info: SessionInfo,
     policy: SharedPolicy,
     judge: Arc<Judge>,
+    /// Terminal data each channel's recording keeps, in bytes.
+    recording_limit: u64,
     life: SessionLife,
     upstream: Arc<Upstream>,
     events: Arc<SessionEvents>,
@@ -219,6 +221,7 @@ impl Connection {
                         traffic: a.traffic.clone(),
                         channels: Channels::default(),
                         stopping: a.stopping.subscribe(),
+                        recording_limit: a.recording_limit,
                     },
                 });
                 lock(&self.shared).admitted = Some(a);
@@ -287,6 +290,7 @@ impl Connection {
                         target.cfg.durability == Durability::Strict,
                     ),
                     judge: Arc::new(Judge::new(policy.clone(), core.approvals.clone(), &info)),
+                    recording_limit: target.cfg.recording_limit_mib.saturating_mul(1 << 20),
                     info,
                     policy,
                     life,
