@@ -40,7 +40,9 @@ pub struct ShellLine {
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "python",
     "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "expect",
-    "eval", "source", ".", "exec", "su", "script", "awk", "gawk", "mawk", "nawk",
+    "eval", "source", ".", "exec", "su", "script", "awk", "gawk", "mawk", "nawk", "watch", "flock",
+    "runuser", "ssh", "sg", "parallel", "sed", "vim", "vi", "nvim", "emacs", "less", "more", "man",
+    "git",
 ];
 
 const KEYWORDS: &[&str] = &[
@@ -81,205 +83,246 @@ fn opaque(why: &str, out: &mut ShellLine) {
     }
 }
 
+/// Whether `c` ends a word outside quotes.
+fn is_break(c: char) -> bool {
+    c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '<' | '>' | '`')
+}
+
+/// The reader's state between characters.
+#[derive(Default)]
+struct Reader {
+    out: ShellLine,
+    /// The simple command being read.
+    words: Vec<String>,
+    /// The word being read.
+    word: String,
+    /// Whether `word` holds anything (an empty quoted word counts).
+    in_word: bool,
+    /// The word had an expansion (unquoted or in double quotes).
+    expanded: bool,
+    /// The word had an unquoted `{`.
+    brace: bool,
+    /// Every word of the command so far is an assignment (`NAME=value`):
+    /// the next one is in command position.
+    assignments_only: bool,
+}
+
+impl Reader {
+    fn opaque(&mut self, why: &str) {
+        opaque(why, &mut self.out);
+    }
+
+    fn end_word(&mut self) {
+        if self.in_word {
+            let command_position = self.assignments_only && !is_assignment(&self.word);
+            if self.expanded && command_position {
+                self.opaque("an expansion as the command name");
+            }
+            if self.brace && (self.word.contains(',') || self.word.contains("..")) {
+                self.opaque("brace expansion");
+            }
+            self.assignments_only = self.assignments_only && !command_position;
+            self.words.push(std::mem::take(&mut self.word));
+        }
+        self.in_word = false;
+        self.expanded = false;
+        self.brace = false;
+    }
+
+    fn end_command(&mut self) {
+        self.end_word();
+        if !self.words.is_empty() {
+            self.out.commands.push(std::mem::take(&mut self.words));
+        }
+        self.assignments_only = true;
+    }
+}
+
 /// Reads `line` as a POSIX shell would split it (see the module's doc).
 pub fn parse(line: &str) -> ShellLine {
-    let mut out = ShellLine::default();
-    let mut words: Vec<String> = Vec::new();
-    let mut word = String::new();
-    // Whether `word` holds anything (an empty quoted word counts).
-    let mut in_word = false;
-    // Whether the current word had an unquoted or double-quoted expansion.
-    let mut expanded = false;
+    let mut r = Reader {
+        assignments_only: true,
+        ..Reader::default()
+    };
     let chars: Vec<char> = line.chars().collect();
+    let at = |i: usize| chars.get(i).copied();
     let mut i = 0;
-    let end_word = |words: &mut Vec<String>,
-                    word: &mut String,
-                    in_word: &mut bool,
-                    expanded: &mut bool,
-                    out: &mut ShellLine| {
-        if *in_word {
-            if *expanded && words.iter().all(|w| is_assignment(w)) && !is_assignment(word) {
-                opaque("an expansion as the command name", out);
-            }
-            words.push(std::mem::take(word));
-        }
-        *in_word = false;
-        *expanded = false;
-    };
-    let end_command = |words: &mut Vec<String>, out: &mut ShellLine| {
-        if !words.is_empty() {
-            out.commands.push(std::mem::take(words));
-        }
-    };
     while i < chars.len() {
         let c = chars[i];
         match c {
             '\'' => {
-                in_word = true;
+                r.in_word = true;
                 i += 1;
                 while i < chars.len() && chars[i] != '\'' {
-                    word.push(chars[i]);
+                    r.word.push(chars[i]);
                     i += 1;
                 }
                 i += 1;
                 continue;
             }
             '"' => {
-                in_word = true;
+                r.in_word = true;
                 i += 1;
                 while i < chars.len() && chars[i] != '"' {
                     match chars[i] {
-                        '\\' if i + 1 < chars.len()
-                            && matches!(chars[i + 1], '$' | '`' | '"' | '\\' | '\n') =>
-                        {
-                            word.push(chars[i + 1]);
+                        // A line continuation disappears; `\$`, `` \` ``,
+                        // `\"` and `\\` stand for the character.
+                        '\\' if at(i + 1) == Some('\n') => {
                             i += 2;
                             continue;
                         }
-                        '$' if chars.get(i + 1) == Some(&'(') => {
-                            opaque("command substitution", &mut out);
-                            expanded = true;
+                        '\\' if matches!(at(i + 1), Some('$' | '`' | '"' | '\\')) => {
+                            r.word.push(chars[i + 1]);
+                            i += 2;
+                            continue;
                         }
-                        '$' if chars.get(i + 1).is_some_and(|n| {
-                            n.is_ascii_alphanumeric() || "_{@*#?$!-".contains(*n)
+                        '$' if at(i + 1) == Some('(') => {
+                            r.opaque("command substitution");
+                            r.expanded = true;
+                        }
+                        '$' if at(i + 1).is_some_and(|n| {
+                            n.is_ascii_alphanumeric() || "_{@*#?$!-".contains(n)
                         }) =>
                         {
-                            opaque("a variable or parameter expansion", &mut out);
-                            expanded = true;
+                            r.opaque("a variable or parameter expansion");
+                            r.expanded = true;
                         }
                         '`' => {
-                            opaque("command substitution", &mut out);
-                            expanded = true;
+                            r.opaque("command substitution");
+                            r.expanded = true;
                         }
                         _ => {}
                     }
-                    word.push(chars[i]);
+                    r.word.push(chars[i]);
                     i += 1;
                 }
                 i += 1;
                 continue;
             }
             '\\' => {
-                in_word = true;
-                if let Some(&n) = chars.get(i + 1) {
+                // Outside quotes: the next character stands for itself; a
+                // line continuation disappears.
+                if let Some(n) = at(i + 1) {
                     if n != '\n' {
-                        word.push(n);
+                        r.in_word = true;
+                        r.word.push(n);
                     }
                 }
                 i += 2;
                 continue;
             }
-            '#' if !in_word => {
+            '#' if !r.in_word => {
                 // A comment: the shell ignores the rest of the line.
                 while i < chars.len() && chars[i] != '\n' {
                     i += 1;
                 }
                 continue;
             }
-            ' ' | '\t' => {
-                end_word(&mut words, &mut word, &mut in_word, &mut expanded, &mut out);
-            }
+            ' ' | '\t' => r.end_word(),
             '\n' | ';' | '&' | '|' | '(' | ')' => {
-                if c == '(' && in_word && word.ends_with('$') {
-                    opaque("command substitution", &mut out);
-                } else if c == '(' && !in_word && i > 0 && matches!(chars[i - 1], '<' | '>') {
-                    opaque("process substitution", &mut out);
-                } else if c == '(' && chars.get(i + 1) == Some(&')') {
-                    out.compound = true; // `name ()`: a function definition
+                if c == '(' && r.in_word && r.word.ends_with('$') {
+                    r.opaque("command substitution");
+                } else if c == '(' && at(i + 1) == Some(')') {
+                    r.out.compound = true; // `name ()`: a function definition
                 }
-                if c == '&' && chars.get(i + 1) == Some(&'>') {
+                if c == '&' && at(i + 1) == Some('>') {
                     // `&>file`: stdout and stderr to a file (the `>` is
                     // read next).
-                    out.writes_files = true;
-                    end_word(&mut words, &mut word, &mut in_word, &mut expanded, &mut out);
+                    r.out.writes_files = true;
+                    r.end_word();
                     i += 1;
                     continue;
                 }
-                end_word(&mut words, &mut word, &mut in_word, &mut expanded, &mut out);
-                end_command(&mut words, &mut out);
+                r.end_command();
             }
             '`' => {
-                opaque("command substitution", &mut out);
-                end_word(&mut words, &mut word, &mut in_word, &mut expanded, &mut out);
-                end_command(&mut words, &mut out);
+                r.opaque("command substitution");
+                r.end_command();
             }
             '$' => {
-                in_word = true;
-                match chars.get(i + 1) {
-                    Some('(') => opaque("command substitution", &mut out),
-                    Some(n) if n.is_ascii_alphanumeric() || "_{@*#?$!-'\"".contains(*n) => {
-                        opaque("a variable or parameter expansion", &mut out);
-                        expanded = true;
+                r.in_word = true;
+                match at(i + 1) {
+                    Some('(') => r.opaque("command substitution"),
+                    Some(n) if n.is_ascii_alphanumeric() || "_{@*#?$!-'\"".contains(n) => {
+                        r.opaque("a variable or parameter expansion");
+                        r.expanded = true;
                     }
                     _ => {}
                 }
-                word.push(c);
+                r.word.push(c);
             }
             '<' | '>' => {
-                if c == '>' {
-                    // `>&N` and `N>&M` duplicate a descriptor; anything
-                    // else names a file.
-                    let dup = chars.get(i + 1) == Some(&'&')
-                        && chars
-                            .get(i + 2)
-                            .is_some_and(|n| n.is_ascii_digit() || *n == '-');
-                    let process = chars.get(i + 1) == Some(&'(');
-                    if !dup && !process {
-                        out.writes_files = true;
-                    }
+                if at(i + 1) == Some('(') {
+                    r.opaque("process substitution");
                 }
-                if chars.get(i + 1) == Some(&'(') {
-                    opaque("process substitution", &mut out);
+                if c == '<' && at(i + 1) == Some('<') && at(i + 2) != Some('<') {
+                    // Its body is data to the reader, code to whatever
+                    // reads it, and its quoting is the shell's own.
+                    r.opaque("a here-document");
                 }
-                // The redirection's operator ends the word; its target is
-                // the next word (kept: rules see it as an argument), except
-                // a duplicated descriptor (`2>&1`), which is dropped.
-                if !word.chars().all(|d| d.is_ascii_digit()) {
-                    end_word(&mut words, &mut word, &mut in_word, &mut expanded, &mut out);
+                let dup = at(i + 1) == Some('&');
+                if c == '>' && !dup && at(i + 1) != Some('(') {
+                    r.out.writes_files = true;
+                }
+                // The operator ends the word (a descriptor number before it
+                // is dropped); its target is the next word, which rules see
+                // as an argument, except a duplicated descriptor.
+                if r.word.chars().all(|d| d.is_ascii_digit()) && !r.expanded {
+                    r.word.clear();
+                    r.in_word = false;
                 } else {
-                    word.clear();
-                    in_word = false;
+                    r.end_word();
                 }
-                if chars.get(i + 1) == Some(&'&') {
+                if dup {
                     i += 2;
-                    while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '-') {
+                    while at(i).is_some_and(|n| n.is_ascii_digit() || n == '-') {
                         i += 1;
+                    }
+                    if at(i).is_some_and(|n| !is_break(n)) {
+                        // `>&1#`, `>&file`: a file, not a descriptor; what
+                        // follows is part of its name (a `#` there starts
+                        // no comment).
+                        r.opaque("a redirection the reader cannot follow");
+                        r.in_word = true;
                     }
                     continue;
                 }
             }
-            '{' | '}' if !in_word && chars.get(i + 1).is_none_or(|n| n.is_whitespace()) => {
-                // A group `{ …; }`: its commands are judged one by one.
-                end_command(&mut words, &mut out);
-            }
             _ => {
-                if matches!(c, '*' | '?' | '[') && words.iter().all(|w| is_assignment(w)) {
-                    opaque("a pattern as the command name", &mut out);
+                if matches!(c, '*' | '?' | '[') {
+                    r.opaque("a pattern (`*`, `?`, `[`) the shell expands");
                 }
                 if c == '{' {
-                    let rest: String = chars[i..]
-                        .iter()
-                        .take_while(|c| !c.is_whitespace())
-                        .collect();
-                    if rest.contains(',') || rest.contains("..") {
-                        opaque("brace expansion", &mut out);
+                    if !r.in_word && at(i + 1).is_none_or(char::is_whitespace) {
+                        // A group `{ …; }`: its commands are judged one by one.
+                        r.end_command();
+                        i += 1;
+                        continue;
                     }
+                    r.brace = true;
                 }
-                in_word = true;
-                word.push(c);
+                if c == '}' && !r.in_word && at(i + 1).is_none_or(|n| is_break(n) || n == '}') {
+                    r.end_command();
+                    i += 1;
+                    continue;
+                }
+                r.in_word = true;
+                r.word.push(c);
             }
         }
         i += 1;
     }
-    end_word(&mut words, &mut word, &mut in_word, &mut expanded, &mut out);
-    end_command(&mut words, &mut out);
+    r.end_command();
+    let mut out = r.out;
     let commands = std::mem::take(&mut out.commands);
     for command in &commands {
         let first = command.iter().find(|w| !is_assignment(w));
         let sets_env = command.iter().take_while(|w| is_assignment(w)).count() > 0
             && first.is_some()
             || command.iter().any(|w| program_name(w) == "env")
-                && command.iter().any(|w| is_assignment(w));
+                && command.iter().any(|w| {
+                    is_assignment(w) || w.starts_with("-S") || w.starts_with("--split-string")
+                });
         if sets_env {
             opaque("environment variables set for a command", &mut out);
         }
@@ -291,6 +334,10 @@ pub fn parse(line: &str) -> ShellLine {
         if let Some(w) = command.iter().find(|w| is_interpreter(w)) {
             let why = format!("`{}` runs commands the gateway cannot see", program_name(w));
             opaque(&why, &mut out);
+        }
+        let shell_flag = |w: &String| matches!(w.as_str(), "-s" | "-i" | "--shell" | "--login");
+        if command.iter().any(|w| program_name(w) == "sudo") && command.iter().any(shell_flag) {
+            opaque("`sudo` starts a shell", &mut out);
         }
     }
     out.commands = commands;
@@ -395,6 +442,8 @@ mod tests {
             "r\\m -rf /",
             "\"rm\" '-rf' /",
             "rm  -rf\t/",
+            "\"r\\\nm\" -rf /",
+            "r\\\nm -rf /",
         ] {
             assert_eq!(words(spelling), vec![vec!["rm", "-rf", "/"]], "{spelling}");
             assert!(parse(spelling).opaque.is_empty(), "{spelling}");
@@ -439,6 +488,17 @@ mod tests {
             "{rm,-rf,/}",
             "diff <(ls) <(ls /)",
             "awk 'BEGIN{system(\"id\")}'",
+            "journalctl -n1 <<EOF\njournalctl '\nEOF\nrm -rf /x #'",
+            "uptime >&1#; rm -rf /x",
+            "command /bin/r[m] -rf /x",
+            "sudo /bin/r? -rf /x",
+            "ls *.log",
+            "env -S 'rm -rf /x'",
+            "watch 'rm x'",
+            "flock f -c 'rm x'",
+            "sudo -s",
+            "sudo -i rm x",
+            "a$'\\x72'm x",
         ] {
             assert!(!parse(line).opaque.is_empty(), "{line}: {:?}", parse(line));
         }
@@ -450,6 +510,29 @@ mod tests {
         ] {
             assert!(parse(line).opaque.is_empty(), "{line}: {:?}", parse(line));
         }
+    }
+
+    #[test]
+    fn a_hash_after_a_redirection_starts_no_comment() {
+        let line = parse("uptime >&1#; rm -rf /x");
+        assert!(line
+            .commands
+            .iter()
+            .any(|c| c.first().map(String::as_str) == Some("rm")));
+        assert!(!line.opaque.is_empty());
+    }
+
+    #[test]
+    fn long_lines_are_read_in_one_pass() {
+        // Each `{`, glob and assignment is judged without rereading the
+        // line: these would take minutes if any step were quadratic.
+        let braces = format!("{} ; rm x", "{".repeat(200_000));
+        assert!(parse(&braces)
+            .commands
+            .iter()
+            .any(|c| c.contains(&"rm".to_string())));
+        let assignments = "a=* ".repeat(50_000);
+        assert!(!parse(&assignments).opaque.is_empty());
     }
 
     #[test]

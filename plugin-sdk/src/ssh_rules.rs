@@ -10,6 +10,10 @@ use serde::Deserialize;
 use crate::shell::{self, name_matches, Pattern};
 use crate::SshRequest;
 
+/// The longest exec line a rule reads; a longer one matches every rule
+/// about command lines (it is refused or held, not waved through).
+pub const MAX_LINE: usize = 16 * 1024;
+
 /// An SSH rule's conditions as configured (the keys a rule table takes
 /// beside its name and audience).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -21,7 +25,9 @@ pub struct SshRuleConfig {
     pub commands: Vec<String>,
     /// The only commands allowed: every simple command must match one
     /// pattern from its first word; lines that cannot be read whole,
-    /// compound syntax, redirections to files and shells all match.
+    /// compound syntax, redirections to files, shells, subsystems (SFTP
+    /// writes files a later command may run: `~/.ssh/rc`, `~/.bashrc`) and
+    /// environment variables (`BASH_ENV`) all match.
     #[serde(default)]
     pub only_commands: Option<Vec<String>>,
     /// Command lines that cannot be read whole (substitutions, expansions,
@@ -93,14 +99,31 @@ impl SshRule {
             SshRequest::Subsystem(name) if name_matches(&self.subsystems, name) => {
                 Some(format!("the `{name}` subsystem"))
             }
+            SshRequest::Subsystem(name) if self.only_commands.is_some() => Some(format!(
+                "the `{name}` subsystem (this rule allows only listed commands, and a subsystem can write files they would run)"
+            )),
             SshRequest::Env((name, _)) if name_matches(&self.env, name) => {
                 Some(format!("setting the environment variable `{name}`"))
             }
+            SshRequest::Env((name, _)) if self.only_commands.is_some() => Some(format!(
+                "setting the environment variable `{name}` (this rule allows only listed commands, which a variable could change)"
+            )),
             _ => None,
         }
     }
 
+    /// Whether the rule looks at exec lines at all.
+    fn judges_lines(&self) -> bool {
+        !self.commands.is_empty() || self.only_commands.is_some() || self.opaque_commands
+    }
+
     fn check_line(&self, text: &str) -> Option<String> {
+        if text.len() > MAX_LINE && self.judges_lines() {
+            return Some(format!(
+                "a command line of {} bytes (longer than {MAX_LINE} bytes is not checked)",
+                text.len()
+            ));
+        }
         let line = shell::parse(text);
         let opaque = || {
             format!(
@@ -219,7 +242,13 @@ mod tests {
             assert!(r.check(&exec(line)).is_some(), "{line}");
         }
         assert!(r.check(&SshRequest::Shell(None)).is_some());
-        assert!(r.check(&SshRequest::Subsystem("sftp".into())).is_none());
+        assert!(r.check(&SshRequest::Subsystem("sftp".into())).is_some());
+        assert!(r
+            .check(&SshRequest::Env(("BASH_ENV".into(), "/tmp/x".into())))
+            .is_some());
+        let long = format!("uptime {}", "x".repeat(MAX_LINE));
+        assert!(r.check(&exec(&long)).is_some());
+        assert!(rule(r#"{"shell": true}"#).check(&exec(&long)).is_none());
     }
 
     #[test]

@@ -251,16 +251,18 @@ pub async fn ssh(
     }
 }
 
-/// Starts `ssh` as [`ssh`] does, its standard streams piped and left to
-/// the caller (who may never read them).
-pub fn spawn_ssh(
+/// An OpenSSH client program (`ssh`, `sftp`) set up to reach the gateway
+/// at `gw_addr` with `token` typed at its prompt and the gateway's host key
+/// pinned; `options` come first (for OpenSSH the first value of an option
+/// wins), then the port with `port_flag` (`-p` for ssh, `-P` for sftp).
+fn client(
+    program: &str,
     host: &Host,
     gw_addr: std::net::SocketAddr,
-    login: &str,
     token: &str,
     options: &[&str],
-    command: &str,
-) -> tokio::process::Child {
+    port_flag: &str,
+) -> tokio::process::Command {
     let d = host.dir.path();
     let askpass = d.join("askpass.sh");
     std::fs::write(d.join("token"), token).expect("token file");
@@ -280,10 +282,9 @@ pub fn spawn_ssh(
         ),
     )
     .expect("client known_hosts");
-    let mut cmd = tokio::process::Command::new("ssh");
-    // The caller's options first: for ssh, the first value of an option wins.
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(options)
-        .args(["-F", "/dev/null", "-T", "-p"])
+        .args(["-F", "/dev/null", port_flag])
         .arg(gw_addr.port().to_string())
         .args(["-o", "StrictHostKeyChecking=yes", "-o"])
         .arg(format!("UserKnownHostsFile={}", client_known.display()))
@@ -297,8 +298,6 @@ pub fn spawn_ssh(
             "-o",
             "ConnectTimeout=10",
         ])
-        .arg(format!("{login}@127.0.0.1"))
-        .arg(command)
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0")
@@ -307,5 +306,52 @@ pub fn spawn_ssh(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    cmd.spawn().expect("ssh (openssh-client) runs")
+    cmd
+}
+
+/// Starts `ssh` as [`ssh`] does, its standard streams piped and left to
+/// the caller (who may never read them).
+pub fn spawn_ssh(
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    login: &str,
+    token: &str,
+    options: &[&str],
+    command: &str,
+) -> tokio::process::Child {
+    let mut options = options.to_vec();
+    options.push("-T");
+    client("ssh", host, gw_addr, token, &options, "-p")
+        .arg(format!("{login}@127.0.0.1"))
+        .arg(command)
+        .spawn()
+        .expect("ssh (openssh-client) runs")
+}
+
+/// Runs `sftp` through the gateway with the commands of `batch` (`-b`).
+pub async fn sftp(
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    login: &str,
+    token: &str,
+    batch: &str,
+) -> Ran {
+    let file = host.path("sftp-batch");
+    std::fs::write(&file, batch).expect("sftp batch file");
+    // `-b` turns batch mode on, which would not ask for the token.
+    let child = client("sftp", host, gw_addr, token, &["-o", "BatchMode=no"], "-P")
+        .arg("-b")
+        .arg(&file)
+        .arg(format!("{login}@127.0.0.1"))
+        .spawn()
+        .expect("sftp (openssh-client) runs");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("sftp finished within 30 s")
+        .expect("sftp's output");
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use portcullis::demo::issuer::TokenSpec;
 use portcullis::store::{EventRecord, EventStatus, SessionQuery};
-use portcullis_e2e::ssh::{gateway_with, spawn_ssh, ssh, try_gateway_with, Host, Ran};
+use portcullis_e2e::ssh::{gateway_with, sftp, spawn_ssh, ssh, try_gateway_with, Host, Ran};
 use portcullis_e2e::{admin_call, plugin_wasm, secret_file, TestGateway};
 
 const ADMIN_TOKEN: &str = "ssh-plugins-test-admin-token-0123456789";
@@ -133,6 +133,8 @@ async fn refused_commands_never_run_however_they_are_spelled() {
         format!("sudo -n rm -f {k}"),
         format!("(rm -f {k})"),
         format!("shred -u {k}"),
+        format!("\"r\\\nm\" -f {k}"),
+        format!("uptime >&1#; rm -f {k}"),
     ] {
         let ran = ssh(&host, addr, "web-1", &person, &[], &line).await;
         refused(&ran, "blocked by portcullis rule \"no-rm\"");
@@ -147,6 +149,9 @@ async fn refused_commands_never_run_however_they_are_spelled() {
         format!("$(printf r)m -f {k}"),
         format!("X=rm; $X -f {k}"),
         format!("python3 -c 'import os; os.remove(\"{k}\")'"),
+        format!("cat <<EOF\ncat '\nEOF\nrm -f {k} #'"),
+        format!("command /bin/r[m] -f {k}"),
+        format!("env -S 'rm -f {k}'"),
     ] {
         let ran = ssh(&host, addr, "web-1", &agent, &[], &line).await;
         refused(&ran, "cannot be checked whole");
@@ -166,7 +171,7 @@ async fn refused_commands_never_run_however_they_are_spelled() {
         .iter()
         .filter(|e| e.status == EventStatus::Refused)
         .collect();
-    assert_eq!(refusals.len(), 17, "{events:#?}");
+    assert_eq!(refusals.len(), 22, "{events:#?}");
     let first = refusals
         .iter()
         .find(|e| *e.sql == format!("rm -f {k}"))
@@ -443,4 +448,152 @@ async fn a_plugin_without_ssh_hooks_cannot_guard_an_ssh_target() {
         why.contains("\"web-1\" is an SSH target") && why.contains("no SSH hooks"),
         "{why}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_refused_by_a_rule_writes_nothing() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let local = host.path("local-file");
+    std::fs::write(&local, "payload").expect("local file");
+    let put = |remote: &std::path::Path| format!("put {} {}\n", local.display(), remote.display());
+    // The control: without plugins, the same upload lands.
+    let (plain, addr) = portcullis_e2e::ssh::gateway(&host, &known).await;
+    let landed = host.path("landed");
+    let token = plain.token("alice@example.com");
+    let ran = sftp(&host, addr, "web-1", &token, &put(&landed)).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&landed).expect("uploaded"),
+        "payload"
+    );
+    drop(plain);
+
+    let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
+    let refused_path = host.path("refused-upload");
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+    let ran = sftp(&host, addr, "web-1", &token, &put(&refused_path)).await;
+    assert_ne!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        !refused_path.exists(),
+        "a refused sftp session wrote a file"
+    );
+    let events = command_events(&gw).await;
+    assert!(
+        events.iter().any(|e| &*e.protocol == "subsystem"
+            && e.status == EventStatus::Refused
+            && e.rule.as_deref() == Some("no-sftp")),
+        "{events:#?}"
+    );
+}
+
+/// Writes `total` bytes of `x` to `child`'s standard input, or until it
+/// stops reading.
+fn feed(child: &mut tokio::process::Child, total: usize) -> tokio::task::JoinHandle<()> {
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            if stdin.write_all(&chunk).await.is_err() {
+                return;
+            }
+            sent += chunk.len();
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_sent_to_a_refused_or_held_command_never_stalls_the_connection() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+
+    // A refused command whose client keeps sending: it still ends.
+    let mut child = spawn_ssh(&host, addr, "web-1", &token, &[], "rm -f /tmp/nothing");
+    let feeding = feed(&mut child, 64 << 20);
+    let ran = finished(child).await;
+    refused(&ran, "blocked by portcullis rule \"no-rm\"");
+    feeding.abort();
+
+    // A held command whose client sends more than the gateway holds: the
+    // command is refused (it would get cut input), and the request ends.
+    let marker = host.path("overflowed");
+    let mut child = spawn_ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        &format!("touch {}", marker.display()),
+    );
+    let request = pending(&gw, &marker.display().to_string()).await;
+    let id = request["id"].as_str().expect("request id").to_string();
+    let feeding = feed(&mut child, 4 << 20);
+    let ran = finished(child).await;
+    refused(
+        &ran,
+        "more than 1 MiB of input arrived before the command started",
+    );
+    feeding.abort();
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let (_, approval) = admin_call(
+        &base,
+        "GET",
+        &format!("/v1/approvals/{id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_ne!(approval["status"], "pending", "{approval}");
+    assert!(!marker.exists(), "the overflowed command ran");
+
+    // A client that gives up while its command is held withdraws the
+    // request; approving it afterwards runs nothing.
+    let withdrawn = host.path("withdrawn");
+    let mut child = spawn_ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        &format!("touch {}", withdrawn.display()),
+    );
+    let id = pending(&gw, &withdrawn.display().to_string()).await["id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
+    child.kill().await.expect("kill the client");
+    let start = Instant::now();
+    loop {
+        let (_, approval) = admin_call(
+            &base,
+            "GET",
+            &format!("/v1/approvals/{id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        if approval["status"] != "pending" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the request stayed pending after its client left: {approval}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let approver = mint(&gw, "bob@example.com", &["approvers"]);
+    let _ = admin_call(
+        &base,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        None,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!withdrawn.exists(), "a withdrawn command ran");
 }

@@ -73,6 +73,22 @@ enum Asked {
     Command,
 }
 
+/// Where a channel's command is, for its client's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not asked for yet, or being judged, held or recorded: data is held.
+    Waiting,
+    /// Being sent to the host: data is held (past the limit too).
+    Starting,
+    /// Running on the host: data is forwarded.
+    Running,
+    /// It will not run: data is dropped.
+    Ended,
+}
+
+/// The line a client whose held input overflowed sees.
+const OVERFLOW: &str = "more than 1 MiB of input arrived before the command started (while it was judged or held for approval), so it was not run; send input once the command runs";
+
 /// What the gateway itself tells the client on a channel.
 enum ToClient {
     /// A line on stderr.
@@ -93,9 +109,12 @@ pub struct Open {
     events: Arc<SessionEvents>,
     /// The gateway's own lines for the client.
     to_client: mpsc::UnboundedSender<ToClient>,
-    /// Becomes `true` once the channel's command was sent to the host:
-    /// the client's data waits until then.
-    started: watch::Sender<bool>,
+    /// Where the channel's command is: the client's data waits until it
+    /// runs, and is dropped once it will not.
+    phase: watch::Sender<Phase>,
+    /// The client sent more than [`MAX_HELD_INPUT`] before the command
+    /// started: it does not run (it would get cut input).
+    overflowed: std::sync::atomic::AtomicBool,
     /// Changes when the client closes the channel (ends an approval wait).
     gone: watch::Sender<u64>,
     /// The terminal asked for, for the shell's judgment.
@@ -128,7 +147,20 @@ impl Open {
     /// Tells the client `why` the channel's command does not run, and
     /// ends the channel.
     fn refuse(&self, why: &str) {
+        self.phase.send_replace(Phase::Ended);
         let _ = self.to_client.send(ToClient::Refuse(why.to_string()));
+    }
+
+    /// Refuses the command with `why` (or, if the client's held input
+    /// overflowed meanwhile, with that) and records `refused` with it.
+    async fn refuse_started(&self, started: Started, decided_by: Option<&str>, why: &str) {
+        let overflowed = self.overflowed.load(Ordering::SeqCst);
+        let (by, why) = match overflowed {
+            true => (Some("gateway"), OVERFLOW),
+            false => (decided_by, why),
+        };
+        record::write(Some(started.refused(by, why))).await;
+        self.refuse(why);
     }
 
     /// A command: `false` when it cannot be asked for at all (the channel
@@ -169,16 +201,19 @@ impl Open {
             };
             started.judged(&verdict, &note);
             if let HoldOutcome::Refused(why) = outcome {
-                record::write(Some(started.refused(None, &why))).await;
-                self.refuse(&why);
+                self.refuse_started(started, None, &why).await;
                 return;
             }
         } else {
             started.judged(&verdict, &note);
         }
         if let Verdict::Deny { reason } = &verdict {
-            record::write(Some(started.refused(None, reason))).await;
-            self.refuse(reason);
+            self.refuse_started(started, None, reason).await;
+            return;
+        }
+        if self.overflowed.load(Ordering::SeqCst) {
+            self.refuse_started(started, Some("gateway"), OVERFLOW)
+                .await;
             return;
         }
         let record = match started.commit().await {
@@ -191,10 +226,23 @@ impl Open {
         };
         let seq = record.seq;
         lock(&self.commands).running(record);
-        if self.stopping() || *self.gone.borrow() > 0 {
+        // From here the client's held data waits for the command whatever
+        // its size (the request is on its way); unless it overflowed first.
+        let starting = self.phase.send_if_modified(|p| {
+            let waiting = *p == Phase::Waiting;
+            if waiting {
+                *p = Phase::Starting;
+            }
+            waiting
+        });
+        if self.stopping() || *self.gone.borrow() > 0 || !starting {
             let ended = lock(&self.commands).closed();
             record::write(ended).await;
-            self.refuse("the channel ended before the command started");
+            let why = match self.overflowed.load(Ordering::SeqCst) {
+                true => OVERFLOW,
+                false => "the channel ended before the command started",
+            };
+            self.refuse(why);
             return;
         }
         if !self.ask(Asked::Command, self.send_command(&request)).await {
@@ -204,7 +252,7 @@ impl Open {
             return;
         }
         self.start_recording(&request, seq);
-        self.started.send_replace(true);
+        self.phase.send_replace(Phase::Running);
         if self.stopping() {
             self.kill().await;
         }
@@ -298,8 +346,12 @@ impl Open {
         self.command(SshRequest::Subsystem(name.to_string()))
     }
 
-    /// `pty-req`: a terminal for what runs next.
+    /// `pty-req`: a terminal for what runs next; refused once the channel
+    /// asked for its command (the plugins judged it without this one).
     pub async fn pty(&self, term: &str, size: (u32, u32, u32, u32), modes: &[(Pty, u32)]) -> bool {
+        if lock(&self.commands).asked() {
+            return false;
+        }
         let (cols, rows, px, py) = size;
         *lock(&self.pty) = Some(SshPty {
             term: term.to_string(),
@@ -317,6 +369,11 @@ impl Open {
     /// (it cannot wait for an approver) and recorded by name (values often
     /// carry secrets).
     pub async fn env(&self, name: &str, value: &str) -> bool {
+        // Settings come before the command (and the host's answers to
+        // them must stay in the order the requests were sent).
+        if lock(&self.commands).asked() {
+            return false;
+        }
         let request = SshRequest::Env {
             name: name.to_string(),
             value: value.to_string(),
@@ -406,7 +463,8 @@ pub fn start(
         judge: session.judge,
         events: session.events,
         to_client: to_client_tx,
-        started: watch::channel(false).0,
+        phase: watch::channel(Phase::Waiting).0,
+        overflowed: std::sync::atomic::AtomicBool::new(false),
         gone: watch::channel(0).0,
         pty: Mutex::new(None),
         cast: Mutex::new(None),
@@ -438,44 +496,81 @@ pub fn start(
     }
 }
 
+/// What a held message counts against [`MAX_HELD_INPUT`]: its data, and
+/// at least this much, so that empty messages cannot pile up for free.
+const HELD_MESSAGE_COST: usize = 64;
+
 /// Client to host: data and the end of data (requests come through the
-/// handler, see [`Open`]), held until the channel's command was sent.
+/// handler, see [`Open`]), held until the channel's command runs and
+/// dropped if it will not. The client is always read, so a channel whose
+/// command waits never stalls the connection; past [`MAX_HELD_INPUT`]
+/// held, the command is refused instead.
 async fn to_host(
     mut client: ChannelReadHalf,
     open: &Open,
     traffic: &Counted,
     closed: watch::Sender<bool>,
 ) {
-    let mut started = open.started.subscribe();
+    let mut phase = open.phase.subscribe();
     let mut held: VecDeque<ChannelMsg> = VecDeque::new();
     let mut held_bytes = 0usize;
     'relay: loop {
-        let go = *started.borrow_and_update();
-        if go {
-            while let Some(msg) = held.pop_front() {
-                if forward(open, traffic, msg).await.is_err() {
-                    break 'relay;
+        let now = *phase.borrow_and_update();
+        match now {
+            Phase::Running => {
+                while let Some(msg) = held.pop_front() {
+                    if forward(open, traffic, msg).await.is_err() {
+                        break 'relay;
+                    }
                 }
+                held_bytes = 0;
             }
-            held_bytes = 0;
+            Phase::Ended => {
+                held.clear();
+                held_bytes = 0;
+            }
+            Phase::Waiting | Phase::Starting => {}
         }
         let msg = tokio::select! {
-            msg = client.wait(), if go || held_bytes < MAX_HELD_INPUT => msg,
-            _ = started.changed(), if !go => continue,
+            msg = client.wait() => msg,
+            _ = phase.changed(), if matches!(now, Phase::Waiting | Phase::Starting) => continue,
         };
         let Some(msg) = msg else { break };
-        if matches!(msg, ChannelMsg::Close) {
-            break;
-        }
-        if go {
-            if forward(open, traffic, msg).await.is_err() {
-                break;
+        let size = match &msg {
+            ChannelMsg::Close => break,
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+            ChannelMsg::Eof => 0,
+            // Requests reach the handler; nothing else is relayed.
+            _ => continue,
+        };
+        let current = *phase.borrow();
+        match current {
+            Phase::Running => {
+                if forward(open, traffic, msg).await.is_err() {
+                    break;
+                }
             }
-        } else {
-            if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &msg {
-                held_bytes += data.len();
+            Phase::Ended => {}
+            Phase::Waiting | Phase::Starting => {
+                let cost = size.max(HELD_MESSAGE_COST);
+                if held_bytes + cost > MAX_HELD_INPUT {
+                    let refused = open.phase.send_if_modified(|p| {
+                        let waiting = *p == Phase::Waiting;
+                        if waiting {
+                            *p = Phase::Ended;
+                        }
+                        waiting
+                    });
+                    if refused {
+                        // The command is refused (a hold ends at once).
+                        open.overflowed.store(true, Ordering::SeqCst);
+                        open.gone.send_modify(|n| *n += 1);
+                        continue;
+                    }
+                }
+                held_bytes += cost;
+                held.push_back(msg);
             }
-            held.push_back(msg);
         }
     }
     let _ = closed.send(true);

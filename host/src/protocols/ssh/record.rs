@@ -204,6 +204,11 @@ impl Commands {
         })
     }
 
+    /// Whether the channel asked for its command already.
+    pub fn asked(&self) -> bool {
+        self.ran
+    }
+
     /// The command's started event was committed and the command is sent
     /// to the host: what the host reports finishes it.
     pub fn running(&mut self, record: EventRecord) {
