@@ -43,6 +43,13 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// SSH through the gateway.
+    Ssh {
+        #[command(subcommand)]
+        action: SshAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Approval requests of a running gateway (over its admin API).
     Approvals {
         #[command(subcommand)]
@@ -134,6 +141,24 @@ impl ApiArgs {
         };
         Ok(portcullis::cli::AdminClient::new(&self.api, token)?)
     }
+}
+
+#[derive(Subcommand)]
+enum SshAction {
+    /// Trade a token for an SSH certificate (valid as long as the token,
+    /// at most 12 hours) and write a key, the certificate, known_hosts and
+    /// an ssh config into one directory.
+    Login {
+        /// File holding the token (- for standard input).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Where to write the files (default: ~/.portcullis/ssh).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Certify this private key instead of making a fresh one.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +367,25 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Ssh {
+            action:
+                SshAction::Login {
+                    token_file,
+                    dir,
+                    key,
+                },
+            api,
+        } => {
+            let args = portcullis::cli::ssh_login::LoginArgs {
+                token: read_token(&token_file)?,
+                dir: dir.unwrap_or_else(portcullis::cli::ssh_login::default_dir),
+                key,
+                api: api.api.clone(),
+            };
+            let mut out = std::io::stdout().lock();
+            runtime()?.block_on(portcullis::cli::ssh_login::login(&args, &mut out))?;
+            Ok(())
         }
         Command::Token { action, api } => {
             use portcullis::cli::token;

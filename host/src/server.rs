@@ -65,6 +65,9 @@ pub enum StartError {
     /// An SSH listener's or target's key could not be loaded.
     #[error("{0}")]
     Ssh(#[from] crate::protocols::ssh::SshSetupError),
+    /// An SSH listener's user CA key could not be loaded.
+    #[error("{0}")]
+    SshCa(#[from] crate::protocols::ssh::certs::CertError),
 }
 
 /// A started gateway; dropping it stops accepting new connections.
@@ -328,14 +331,28 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     });
     plugins.loaded_now(&loaded);
     let mut accept_loops = Vec::new();
+    // `portcullis ssh login` certificates come from the first SSH
+    // listener's user CA.
+    let first_ca_file = config
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Ssh)
+        .find_map(|l| l.user_ca_key_file.as_ref());
+    let ssh_login = match first_ca_file {
+        Some(f) => Some(Arc::new(crate::protocols::ssh::certs::SshLogin::new(
+            Arc::new(crate::protocols::ssh::certs::UserCa::load(Path::new(f))?),
+        ))),
+        None => None,
+    };
     let admin_address = match &config.admin {
         Some(settings) => {
-            let (address, handle) = crate::admin::start(settings, core.clone(), plugins.clone())
-                .await
-                .map_err(|source| StartError::Bind {
-                    address: settings.address.clone(),
-                    source,
-                })?;
+            let (address, handle) =
+                crate::admin::start(settings, core.clone(), plugins.clone(), ssh_login.clone())
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        address: settings.address.clone(),
+                        source,
+                    })?;
             accept_loops.push(handle);
             Some(address)
         }
@@ -344,7 +361,22 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
     let mut addresses = Vec::new();
     for l in &config.listeners {
         if l.protocol == Protocol::Ssh {
-            let (local, task) = start_ssh_listener(l, &core, &ssh).await?;
+            let ca = match (&l.user_ca_key_file, &ssh_login) {
+                (Some(f), Some(login)) if Some(f) == first_ca_file => Some(login.ca.clone()),
+                (Some(f), _) => Some(Arc::new(crate::protocols::ssh::certs::UserCa::load(
+                    Path::new(f),
+                )?)),
+                (None, _) => None,
+            };
+            let (local, task, host_key) = start_ssh_listener(l, &core, &ssh, ca).await?;
+            if let (Some(login), Some(f)) = (&ssh_login, &l.user_ca_key_file) {
+                if Some(f) == first_ca_file {
+                    login.add_listener(crate::protocols::ssh::certs::ListenerInfo {
+                        address: local.to_string(),
+                        host_key,
+                    });
+                }
+            }
             addresses.push(local);
             accept_loops.push(task);
             continue;
@@ -406,14 +438,21 @@ async fn start_ssh_listener(
     l: &crate::config::Listener,
     core: &Arc<crate::gateway::Core>,
     targets: &Arc<HashMap<String, crate::protocols::ssh::SshTarget>>,
-) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), StartError> {
+    user_ca: Option<Arc<crate::protocols::ssh::certs::UserCa>>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>, String), StartError> {
     use crate::protocols::ssh;
-    let server = ssh::server_config(l)?;
+    let server = ssh::server_config(l, user_ca.is_some())?;
+    let host_key = server
+        .keys
+        .first()
+        .and_then(|k| k.public_key().to_openssh().ok())
+        .unwrap_or_default();
     let (listener, local) = bind(&l.address).await?;
     let ctx = Arc::new(ssh::SshContext {
         core: core.clone(),
         targets: targets.clone(),
         server: Arc::new(server),
+        user_ca,
     });
     tracing::info!(address = %local, protocol = "ssh", "listening");
     let task = tokio::spawn(ssh::accept_loop(
@@ -422,7 +461,7 @@ async fn start_ssh_listener(
         Arc::new(Semaphore::new(l.max_clients)),
         Duration::from_secs(l.startup_timeout_secs),
     ));
-    Ok((local, task))
+    Ok((local, task, host_key))
 }
 
 async fn accept_loop(

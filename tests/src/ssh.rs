@@ -175,12 +175,18 @@ pub async fn try_gateway_with(
     if !gateway_host_key.exists() {
         keygen(&gateway_host_key);
     }
+    // The gateway's user CA, for `portcullis ssh login` certificates.
+    let user_ca = host.path("gateway_user_ca");
+    if !user_ca.exists() {
+        keygen(&user_ca);
+    }
     let tail = format!(
         r#"
 [[listeners]]
 protocol = "ssh"
 address = "127.0.0.1:0"
 host_key_file = {hk:?}
+user_ca_key_file = {ca:?}
 
 [[targets]]
 protocol = "ssh"
@@ -195,6 +201,7 @@ allow_groups = ["testers"]
 {extra}
 "#,
         hk = gateway_host_key.display().to_string(),
+        ca = user_ca.display().to_string(),
         port = host.port,
         user = host.user,
         key = host.path("gateway_key").display().to_string(),

@@ -557,3 +557,133 @@ async fn every_exec_and_shell_is_recorded_as_a_cast_asciinema_plays_back() {
         );
     }
 }
+
+/// Runs `portcullis ssh login` against the admin API at `base` with
+/// `token`, writing into `dir`; panics if it fails.
+fn ssh_login(base: &str, token: &str, dir: &Path) {
+    let token_file = dir.with_extension("token");
+    std::fs::write(&token_file, token).expect("token file");
+    let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
+        .args(["ssh", "login", "--token-file"])
+        .arg(&token_file)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--api", base])
+        .output()
+        .expect("portcullis ssh login");
+    assert!(
+        out.status.success(),
+        "ssh login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Connect with: ssh -F"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Runs `ssh -F DIR/config web-1@portcullis COMMAND` with nothing but the
+/// certificate to log in with.
+fn ssh_with_certificate(dir: &Path, command: &str) -> Ran {
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(dir.join("config"))
+        .args([
+            "-T",
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "BatchMode=yes",
+            "web-1@portcullis",
+            command,
+        ])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_minted_certificate_logs_in_until_its_token_is_revoked() {
+    let host = Host::start();
+    let (gw, _addr, delegated, jti, base) = delegating_gateway(&host).await;
+    let dir = host.path("person-login");
+    let person = gw.token("alice@example.com");
+    ssh_login(&base, &person, &dir);
+    let ran = ssh_with_certificate(&dir, "echo via-certificate");
+    assert_eq!(
+        (ran.stdout.as_str(), ran.code),
+        ("via-certificate\n", Some(0)),
+        "{}",
+        ran.stderr
+    );
+    let sessions = ended_ssh_sessions(&gw, 1).await;
+    assert_eq!(sessions[0].identity.user, "alice@example.com");
+    assert_eq!(sessions[0].identity.groups, vec!["testers".to_string()]);
+
+    // A certificate of the same key, signed by another CA with the real
+    // one's serial, key id and principal, is refused.
+    let forged = dir.join("id_ed25519-cert.pub");
+    let listing = std::process::Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&forged)
+        .output()
+        .expect("ssh-keygen -L");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let field = |name: &str| {
+        listing
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{name} in {listing}"))
+    };
+    let (serial, key_id) = (field("Serial:"), field("Key ID:"));
+    keygen(&host.path("other_ca"));
+    std::fs::remove_file(&forged).expect("remove the real certificate");
+    portcullis_e2e::ssh::run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-s",
+            &host.path("other_ca").display().to_string(),
+            "-I",
+            &key_id,
+            "-z",
+            &serial,
+            "-n",
+            "alice@example.com",
+            "-V",
+            "-5m:+1h",
+            &dir.join("id_ed25519.pub").display().to_string(),
+        ],
+    );
+    assert!(forged.exists(), "ssh-keygen wrote the forged certificate");
+    let marker = host.path("forged-ran");
+    let ran = ssh_with_certificate(&dir, &format!("touch {}", marker.display()));
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(ran.stderr.contains("Permission denied"), "{}", ran.stderr);
+    assert!(!marker.exists(), "a forged certificate ran a command");
+
+    // An agent's certificate, from a delegated token, works until that
+    // token is revoked.
+    let agent_dir = host.path("agent-login");
+    ssh_login(&base, &delegated, &agent_dir);
+    let ran = ssh_with_certificate(&agent_dir, "echo agent");
+    assert_eq!(ran.stdout, "agent\n", "{}", ran.stderr);
+    let (status, body) = revoke(&base, &jti).await;
+    assert_eq!(status, 200, "{body}");
+    let revoked_marker = host.path("revoked-ran");
+    let ran = ssh_with_certificate(&agent_dir, &format!("touch {}", revoked_marker.display()));
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(
+        !revoked_marker.exists(),
+        "a revoked token's certificate ran a command"
+    );
+}

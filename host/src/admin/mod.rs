@@ -43,6 +43,8 @@ use crate::server::PluginManager;
 pub struct AdminState {
     gw: Arc<Core>,
     plugins: Arc<PluginManager>,
+    /// The SSH user CA, when an SSH listener has one.
+    ssh_login: Option<Arc<crate::protocols::ssh::certs::SshLogin>>,
     settings: AdminSettings,
     static_token: Option<String>,
 }
@@ -52,6 +54,7 @@ pub async fn start(
     settings: &AdminSettings,
     gw: Arc<Core>,
     plugins: Arc<PluginManager>,
+    ssh_login: Option<Arc<crate::protocols::ssh::certs::SshLogin>>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let static_token = match &settings.token_file {
         Some(f) => {
@@ -77,6 +80,7 @@ pub async fn start(
     let state = Arc::new(AdminState {
         gw,
         plugins,
+        ssh_login,
         settings: settings.clone(),
         static_token,
     });

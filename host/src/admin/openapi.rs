@@ -27,6 +27,7 @@ use super::routes;
         routes::approve_doc,
         routes::deny_doc,
         routes::token_exchange,
+        routes::ssh_certificate,
         routes::revoke_token,
     ),
     modifiers(&Bearer)

@@ -36,8 +36,10 @@ pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<B
     let method = req.method().clone();
     let needed = match (&method, segments.as_slice()) {
         (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"]) => None,
-        // The subject token is the credential of a token exchange.
+        // The subject token is the credential of a token exchange, and the
+        // bearer token the credential of an SSH login.
         (_, ["oauth", "token"] | [".well-known", "jwks.json"]) => None,
+        (_, ["v1", "ssh", "certificates"]) => None,
         (&Method::GET, ["v1", "sessions", ..]) => Some(Role::Approver),
         (_, ["v1", "approvals", ..]) => Some(Role::Approver),
         _ => Some(Role::Admin),
@@ -66,6 +68,9 @@ pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<B
         (&Method::GET, ["v1", "audit", "export"]) => export_audit(state, &query),
         (&Method::GET, ["v1", "plugins"]) => list_plugins(state),
         (&Method::POST, ["oauth", "token"]) => token_exchange(state, req).await,
+        (&Method::POST, ["v1", "ssh", "certificates"]) => {
+            ssh_certificate(state, auth.as_deref(), req).await
+        }
         (&Method::GET, [".well-known", "jwks.json"]) => match &state.gw.delegation {
             Some(d) => json(&d.jwks()),
             None => error(
@@ -102,6 +107,7 @@ pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<B
         | (_, ["v1", "approvals", ..])
         | (_, ["v1", "tokens", ..])
         | (_, ["oauth", "token"])
+        | (_, ["v1", "ssh", ..])
         | (_, [".well-known", "jwks.json"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
@@ -641,6 +647,83 @@ pub async fn token_exchange(state: &AdminState, req: Request<RequestBody>) -> Re
     {
         Ok(v) => json(&v),
         Err(e) => oauth_error(e.code, &e.description),
+    }
+}
+
+/// What `portcullis ssh login` sends.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct CertificateRequest {
+    /// The key to certify: one OpenSSH public key line.
+    pub public_key: String,
+}
+
+/// An SSH user certificate for the caller's own key, signed by the
+/// gateway's user CA: its principal is the bearer token's user, it expires
+/// with the token (at most 12 hours), and logins with it carry the token's
+/// identity (groups, delegation) as the gateway recorded it.
+#[utoipa::path(post, path = "/v1/ssh/certificates", tag = "ssh",
+    request_body = CertificateRequest,
+    responses((status = 200, description = "The certificate, and the SSH listeners to reach", body = crate::protocols::ssh::certs::IssuedLogin),
+              (status = 400, description = "Not a public key, or the token expires within a minute", body = super::http::ErrorBody),
+              (status = 401, description = "No or bad token", body = super::http::ErrorBody),
+              (status = 404, description = "No SSH listener has a user CA", body = super::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ssh_certificate(
+    state: &AdminState,
+    auth: Option<&str>,
+    req: Request<RequestBody>,
+) -> Response<Body> {
+    let Some(login) = &state.ssh_login else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this gateway mints no SSH certificates (no SSH listener has user_ca_key_file); log in with the token as the password",
+        );
+    };
+    let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "send your token as `Authorization: Bearer TOKEN` (portcullis ssh login --token-file FILE does)",
+        );
+    };
+    let identity = match crate::gateway::admission::authenticate(
+        &state.gw.authenticator,
+        &state.gw.revocations,
+        token.trim(),
+        None,
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(r) => return error(StatusCode::UNAUTHORIZED, r.message),
+    };
+    let body = match super::http::read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let asked: CertificateRequest = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"public_key\": \"ssh-ed25519 AAAA...\"}}: {e}"),
+            )
+        }
+    };
+    let store = state.gw.audit.store().clone();
+    match login.issue(store, &asked.public_key, &identity).await {
+        Ok(issued) => {
+            tracing::info!(user = %identity.user, serial = issued.serial, key_id = %issued.key_id, "SSH certificate minted");
+            json(&issued)
+        }
+        Err(
+            e @ (crate::protocols::ssh::certs::CertError::PublicKey(_)
+            | crate::protocols::ssh::certs::CertError::Expiring),
+        ) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "SSH certificate not minted");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod play;
 pub mod plugins;
 pub mod sessions;
+pub mod ssh_login;
 mod table;
 pub mod token;
 

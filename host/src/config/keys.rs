@@ -61,6 +61,7 @@ pub const LISTENER_KEYS: &[(&str, Owner)] = &[
     ("plaintext_loopback_dev", POSTGRES),
     ("max_message_bytes", POSTGRES),
     ("host_key_file", SSH),
+    ("user_ca_key_file", SSH),
 ];
 
 /// A key of a `[[targets]]` or `[[listeners]]` table that belongs to

@@ -96,6 +96,7 @@ impl Config {
             fix(&mut l.tls_cert_file);
             fix(&mut l.tls_key_file);
             fix(&mut l.host_key_file);
+            fix(&mut l.user_ca_key_file);
         }
         for p in &mut self.identity_providers {
             fix(&mut p.hmac_secret_file);

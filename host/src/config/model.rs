@@ -401,6 +401,11 @@ pub struct Listener {
     pub max_message_bytes: usize,
     /// SSH: the gateway's host key (an OpenSSH private key file).
     pub host_key_file: Option<String>,
+    /// SSH: the gateway's user CA key (an OpenSSH private key file): it
+    /// signs the certificates `portcullis ssh login` gets, and logins with
+    /// them are accepted here. Without it, the token is the only
+    /// credential.
+    pub user_ca_key_file: Option<String>,
 }
 
 fn default_max_clients() -> usize {

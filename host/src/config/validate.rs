@@ -235,7 +235,15 @@ fn validate_listener(i: usize, l: &Listener) -> Result<(), ConfigError> {
                     format!("file {f:?} does not exist"),
                 ))
             }
-            Some(_) => {}
+            Some(_) => match &l.user_ca_key_file {
+                Some(f) if !std::path::Path::new(f).is_file() => {
+                    return Err(invalid(
+                        key("user_ca_key_file"),
+                        format!("file {f:?} does not exist (make one with ssh-keygen -t ed25519 -N '' -f FILE)"),
+                    ))
+                }
+                _ => {}
+            },
         },
     }
     if l.max_clients == 0 {

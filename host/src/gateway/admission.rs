@@ -92,6 +92,43 @@ pub async fn authenticate(
             ));
         }
     };
+    still_valid(&identity, revocations, claimed_user)?;
+    let Some(claimed_user) = claimed_user else {
+        return Ok(identity);
+    };
+    if identity.user != claimed_user {
+        return Err(Refusal::new(
+            RefusalKind::NotAuthorized,
+            format!(
+                "user \"{claimed_user}\" does not match token user \"{}\"",
+                identity.user
+            ),
+            Some("set user to the name in your token"),
+        ));
+    }
+    Ok(identity)
+}
+
+/// Whether an identity admitted earlier (and kept, as behind an SSH
+/// certificate the gateway minted) still holds: its token has not expired
+/// and neither it nor any token it was delegated from was revoked.
+pub fn still_valid(
+    identity: &Identity,
+    revocations: &Revocations,
+    claimed_user: Option<&str>,
+) -> Result<(), Refusal> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if identity.expires_at <= now {
+        crate::metrics::global().auth_failure("expired");
+        return Err(Refusal::new(
+            RefusalKind::BadCredential,
+            format!("{}: the token has expired", failed_for(claimed_user)),
+            Some("get a fresh token"),
+        ));
+    }
     if let Some(jti) = identity
         .delegation
         .as_ref()
@@ -107,20 +144,7 @@ pub async fn authenticate(
             Some("ask whoever delegated to you for a new token"),
         ));
     }
-    let Some(claimed_user) = claimed_user else {
-        return Ok(identity);
-    };
-    if identity.user != claimed_user {
-        return Err(Refusal::new(
-            RefusalKind::NotAuthorized,
-            format!(
-                "user \"{claimed_user}\" does not match token user \"{}\"",
-                identity.user
-            ),
-            Some("set user to the name in your token"),
-        ));
-    }
-    Ok(identity)
+    Ok(())
 }
 
 /// Step 2: whether `identity` may use `target` (`None`: there is no target

@@ -26,7 +26,7 @@ use crate::http_client::HttpClient;
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 /// An authenticated principal, as plugins and audit records see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// `sub` claim.
     pub subject: String,

@@ -147,4 +147,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session_id, event_seq, idx)
     );
     "#,
+    // 9: SSH user certificates the gateway minted: the identity behind
+    // each (groups, issuer, delegation) stays here, under its serial.
+    r#"
+    CREATE TABLE ssh_certificates (
+        serial        INTEGER PRIMARY KEY,
+        key_id        TEXT NOT NULL,
+        identity_json TEXT NOT NULL,
+        issued_at     INTEGER NOT NULL,
+        valid_before  INTEGER NOT NULL
+    );
+    "#,
 ];

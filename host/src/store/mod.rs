@@ -69,6 +69,21 @@ pub enum Record {
     CastChunk(CastChunk),
 }
 
+/// An SSH user certificate the gateway minted, as it keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// The certificate's serial.
+    pub serial: u64,
+    /// Its key id.
+    pub key_id: String,
+    /// The identity it was minted for, as JSON.
+    pub identity_json: String,
+    /// Unix microseconds it was minted at.
+    pub issued_at: i64,
+    /// Unix seconds it is valid until.
+    pub valid_before: u64,
+}
+
 /// A piece of the asciicast v2 recording of one command (an SSH exec or
 /// shell): chunk 0 is the header line, later chunks whole event lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +132,12 @@ pub trait Store: Send + Sync + 'static {
     /// The asciicast v2 recording of command event `event_seq` of a
     /// session, if one was kept.
     fn recording(&self, session_id: u64, event_seq: u64) -> Result<Option<String>, StoreError>;
+
+    /// Keeps what is behind an SSH certificate the gateway minted.
+    fn save_ssh_certificate(&self, cert: &IssuedCertificate) -> Result<(), StoreError>;
+
+    /// What is behind the minted SSH certificate `serial`, if it is one.
+    fn ssh_certificate(&self, serial: u64) -> Result<Option<IssuedCertificate>, StoreError>;
 
     /// Events with `since <= at < until` (unix microseconds) in time order,
     /// handed to `sink` one at a time so an export never holds them all.

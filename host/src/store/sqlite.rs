@@ -12,7 +12,7 @@ use super::migrations::MIGRATIONS;
 use super::shapes::Shapes;
 use super::{
     Action, ApprovalRecord, ApprovalStatus, EventRecord, EventStatus, GrantQuery, IdentityRecord,
-    Record, SessionQuery, SessionRecord, Store, StoreError,
+    IssuedCertificate, Record, SessionQuery, SessionRecord, Store, StoreError,
 };
 
 /// How long a statement waits for a lock held by another connection (or
@@ -432,6 +432,40 @@ impl Store for SqliteStore {
             cast.get_or_insert_with(String::new).push_str(&data);
         }
         Ok(cast)
+    }
+
+    fn save_ssh_certificate(&self, cert: &IssuedCertificate) -> Result<(), StoreError> {
+        let conn = &mut self.writer().conn;
+        conn.execute(
+            "INSERT INTO ssh_certificates (serial, key_id, identity_json, issued_at, valid_before) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                cert.serial as i64,
+                cert.key_id,
+                cert.identity_json,
+                cert.issued_at,
+                cert.valid_before as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn ssh_certificate(&self, serial: u64) -> Result<Option<IssuedCertificate>, StoreError> {
+        let conn = self.reader();
+        let found = conn
+            .prepare_cached(
+                "SELECT key_id, identity_json, issued_at, valid_before FROM ssh_certificates WHERE serial = ?1",
+            )?
+            .query_row(params![serial as i64], |r| {
+                Ok(IssuedCertificate {
+                    serial,
+                    key_id: r.get(0)?,
+                    identity_json: r.get(1)?,
+                    issued_at: r.get(2)?,
+                    valid_before: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .optional()?;
+        Ok(found)
     }
 
     fn export_events(

@@ -1,6 +1,7 @@
 //! SSH: people and agents reach hosts with the plain OpenSSH client. The
 //! gateway admits them with their token (sent as the password; the login
-//! name picks the target: `ssh -p 2222 web-1@gateway`), logs in to the host
+//! name picks the target: `ssh -p 2222 web-1@gateway`) or a certificate it
+//! minted for that token (`portcullis ssh login`), logs in to the host
 //! with a key only it holds, checks the host's key against a pinned
 //! known_hosts file, relays every session channel and records each exec,
 //! shell and subsystem in the audit store.
@@ -17,10 +18,14 @@
 //! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
 //!   channels.
 //!
-//! Not yet here (the SSH issue): gateway-minted user certificates, shell
-//! input lines and SFTP operations for plugins.
+//! - [`certs`]: user certificates the gateway mints (`portcullis ssh
+//!   login`) and checks at login.
+//!
+//! Not yet here (the SSH issue): the gateway's own certificates upstream,
+//! shell input lines and SFTP operations for plugins.
 
 pub mod cast;
+pub mod certs;
 pub mod channel;
 pub mod judge;
 pub mod record;
@@ -137,27 +142,36 @@ pub struct SshContext {
     pub targets: Arc<HashMap<String, SshTarget>>,
     /// The SSH server's settings (host key, algorithms, limits).
     pub server: Arc<russh::server::Config>,
+    /// The user CA whose certificates log in here, if the listener has one.
+    pub user_ca: Option<Arc<certs::UserCa>>,
 }
 
-/// The SSH server settings of a listener: its host key, the token as the
-/// only credential (keyboard-interactive or password), and rejections
-/// that take a constant time.
-pub fn server_config(l: &Listener) -> Result<russh::server::Config, SshSetupError> {
+/// The SSH server settings of a listener: its host key, the token
+/// (keyboard-interactive or password) and, with a user CA
+/// (`certificates`), the certificates it signed as credentials, and
+/// rejections that take a constant time.
+pub fn server_config(
+    l: &Listener,
+    certificates: bool,
+) -> Result<russh::server::Config, SshSetupError> {
     let key = load_key(
         "the host key of listener",
         l.host_key_file.as_deref().unwrap_or_default(),
     )?;
+    let mut methods = vec![
+        russh::MethodKind::KeyboardInteractive,
+        russh::MethodKind::Password,
+    ];
+    if certificates {
+        methods.insert(0, russh::MethodKind::PublicKey);
+    }
     Ok(russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-Portcullis".into()),
-        methods: russh::MethodSet::from(
-            &[
-                russh::MethodKind::KeyboardInteractive,
-                russh::MethodKind::Password,
-            ][..],
-        ),
+        methods: russh::MethodSet::from(&methods[..]),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
-        max_auth_attempts: 3,
+        // A client offers its keys before its token: room for a few.
+        max_auth_attempts: if certificates { 6 } else { 3 },
         keys: vec![key],
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),

@@ -18,6 +18,7 @@ use russh::server::{self, Auth, ChannelOpenHandle, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 use tokio::net::TcpStream;
 
+use super::certs;
 use super::channel::{self, Channels, Counted, SessionParts};
 use super::judge::{self, Judge, SharedPolicy};
 use super::record::SessionEvents;
@@ -70,6 +71,15 @@ fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 struct ChannelParts {
     upstream: Arc<Upstream>,
     session: SessionParts,
+}
+
+/// What a client logs in with.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// A token (keyboard-interactive answer or password).
+    Token(&'a str),
+    /// A certificate of the listener's user CA.
+    Certificate(&'a russh::keys::Certificate),
 }
 
 /// Logins a connection may try before it is only refused.
@@ -199,9 +209,9 @@ impl Connection {
         channel::find(&self.channels.as_ref()?.session.channels, id)
     }
 
-    /// Admits the client with `token` for target `target_name`; why not,
-    /// in words for the client, otherwise.
-    async fn login(&mut self, target_name: &str, token: &str) -> Result<(), String> {
+    /// Admits the client with `credential` for target `target_name`; why
+    /// not, in words for the client, otherwise.
+    async fn login(&mut self, target_name: &str, credential: Credential<'_>) -> Result<(), String> {
         if self.channels.is_some() {
             return Err("this connection is already logged in".into());
         }
@@ -210,7 +220,7 @@ impl Connection {
                 "{MAX_LOGINS} logins were refused on this connection"
             ));
         }
-        match self.admit(target_name, token).await {
+        match self.admit(target_name, credential).await {
             Ok(a) => {
                 tracing::info!(session = a.info.session_id, peer = %self.peer, target = %a.info.target, user = %a.info.identity.user, "SSH session admitted");
                 self.channels = Some(ChannelParts {
@@ -231,7 +241,11 @@ impl Connection {
                 self.refusals += 1;
                 tokio::time::sleep(REFUSAL_DELAY).await;
                 tracing::info!(peer = %self.peer, target = %target_name, reason = %why, "SSH login refused");
-                if token.len() >= OPENSSH_SECRET_LIMIT {
+                let cut = match credential {
+                    Credential::Token(t) if t.len() >= OPENSSH_SECRET_LIMIT => Some(t),
+                    _ => None,
+                };
+                if let Some(token) = cut {
                     why.push_str(&format!(
                         ". The token that arrived is {} bytes long: OpenSSH cuts what it reads as a password at {OPENSSH_SECRET_LIMIT} bytes, so a longer token arrives cut; use a shorter one (a delegated token from the gateway's token exchange is)",
                         token.len()
@@ -243,17 +257,35 @@ impl Connection {
     }
 
     /// Admission, then the gateway's own login to the host.
-    async fn admit(&self, target_name: &str, token: &str) -> Result<Admitted, String> {
+    async fn admit(
+        &self,
+        target_name: &str,
+        credential: Credential<'_>,
+    ) -> Result<Admitted, String> {
         let core = &self.ctx.core;
-        let identity = admission::authenticate(
-            &core.authenticator,
-            &core.revocations,
-            token,
-            None,
-            self.peer,
-        )
-        .await
-        .map_err(words)?;
+        let identity = match credential {
+            Credential::Token(token) => admission::authenticate(
+                &core.authenticator,
+                &core.revocations,
+                token,
+                None,
+                self.peer,
+            )
+            .await
+            .map_err(words)?,
+            Credential::Certificate(cert) => {
+                let ca = self
+                    .ctx
+                    .user_ca
+                    .as_ref()
+                    .ok_or("this listener accepts no certificates")?;
+                let identity = certs::identity_of(ca, core.audit.store().clone(), cert)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                admission::still_valid(&identity, &core.revocations, None).map_err(words)?;
+                identity
+            }
+        };
         let target: &SshTarget = admission::admit_to(
             &identity,
             target_name,
@@ -320,7 +352,7 @@ impl server::Handler for Connection {
     /// The token as a password: a refusal reads "Permission denied" (the
     /// password method has no way to say why).
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(match self.login(user, password).await {
+        Ok(match self.login(user, Credential::Token(password)).await {
             Ok(()) => Auth::Accept,
             Err(_) => Auth::reject(),
         })
@@ -353,7 +385,7 @@ impl server::Handler for Connection {
             .next()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        match self.login(user, &token).await {
+        match self.login(user, Credential::Token(&token)).await {
             Ok(()) => Ok(Auth::Accept),
             Err(why) => {
                 self.explained = true;
@@ -571,12 +603,42 @@ impl server::Handler for Connection {
         Ok(false)
     }
 
-    /// Keys are not credentials here (the token is): no key is "acceptable".
+    /// A key is a credential only as a certificate of the listener's user
+    /// CA: with one, an offer may go on to prove it holds the key (a plain
+    /// key is then refused in `auth_publickey`); without, none may.
     async fn auth_publickey_offered(
         &mut self,
         _user: &str,
         _offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        Ok(match self.ctx.user_ca {
+            Some(_) if self.refusals < MAX_LOGINS => Auth::Accept,
+            _ => Auth::reject(),
+        })
+    }
+
+    /// A plain key (not a certificate) is never a credential.
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         Ok(Auth::reject())
+    }
+
+    /// A certificate the gateway minted (`portcullis ssh login`), its
+    /// key's possession proved: admitted with the identity recorded for
+    /// it. A refusal reads "Permission denied"; the log says why.
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        Ok(
+            match self.login(user, Credential::Certificate(certificate)).await {
+                Ok(()) => Auth::Accept,
+                Err(_) => Auth::reject(),
+            },
+        )
     }
 }

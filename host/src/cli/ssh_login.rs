@@ -1,0 +1,173 @@
+//! `portcullis ssh login`: trades a token for an SSH certificate. It makes
+//! a fresh key (or certifies the user's own), sends the public half with
+//! the token to the admin API, and writes what `ssh` needs into one
+//! directory: the key, its certificate, a known_hosts file pinning the
+//! gateway's SSH listeners, and a config file, so that
+//! `ssh -F DIR/config web-1@portcullis` logs in with the certificate.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::PrivateKey;
+
+use super::{AdminClient, CliError};
+use crate::protocols::ssh::certs::IssuedLogin;
+
+/// What `ssh login` is given.
+pub struct LoginArgs {
+    /// The token (the caller's own, or a delegated one).
+    pub token: String,
+    /// Where the files go.
+    pub dir: PathBuf,
+    /// The user's own private key to certify instead of a fresh one.
+    pub key: Option<PathBuf>,
+    /// The admin API's URL (its host name is the gateway's, for listeners
+    /// bound to every address).
+    pub api: String,
+}
+
+/// The default directory: `~/.portcullis/ssh`.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".portcullis")
+        .join("ssh")
+}
+
+/// Writes `contents` to `path` readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)
+}
+
+/// The host a listener bound to `address` is reached at: its own address,
+/// or the admin API's host for one bound to every address.
+fn reachable_host(address: &str, api: &str) -> (String, String) {
+    let (host, port) = address
+        .rsplit_once(':')
+        .map(|(h, p)| (h.trim_matches(['[', ']']).to_string(), p.to_string()))
+        .unwrap_or_else(|| (address.to_string(), "22".into()));
+    let every = host == "0.0.0.0" || host == "::";
+    let api_host = api
+        .split("://")
+        .nth(1)
+        .unwrap_or(api)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("localhost")
+        .to_string();
+    (if every { api_host } else { host }, port)
+}
+
+/// Runs `ssh login`; returns the line that connects.
+pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliError> {
+    let usage = |m: String| CliError::Usage(m);
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| usage(format!("cannot make {}: {e}", args.dir.display())))?;
+    let key_path = args.dir.join("id_ed25519");
+    let public = match &args.key {
+        Some(own) => {
+            let key = russh::keys::load_secret_key(own, None)
+                .map_err(|e| usage(format!("--key {}: {e}", own.display())))?;
+            key.public_key()
+                .to_openssh()
+                .map_err(|e| usage(e.to_string()))?
+        }
+        None => {
+            let key = PrivateKey::from(Ed25519Keypair::from_seed(&rand::random::<[u8; 32]>()));
+            let text = key
+                .to_openssh(LineEnding::LF)
+                .map_err(|e| usage(e.to_string()))?;
+            write_private(&key_path, text.as_bytes())?;
+            let public = key
+                .public_key()
+                .to_openssh()
+                .map_err(|e| usage(e.to_string()))?;
+            std::fs::write(key_path.with_extension("pub"), format!("{public}\n"))?;
+            public
+        }
+    };
+    let client = AdminClient::new(&args.api, Some(args.token.trim().to_string()))?;
+    let issued: IssuedLogin = serde_json::from_value(
+        client
+            .json(
+                hyper::Method::POST,
+                "/v1/ssh/certificates",
+                Some(serde_json::json!({ "public_key": public })),
+            )
+            .await?,
+    )
+    .map_err(|e| CliError::Answer(e.to_string()))?;
+    let identity_file = args.key.clone().unwrap_or(key_path);
+    let cert_path = args.dir.join("id_ed25519-cert.pub");
+    std::fs::write(&cert_path, format!("{}\n", issued.certificate))?;
+    let mut known = String::new();
+    let mut reach = None;
+    for l in &issued.listeners {
+        let (host, port) = reachable_host(&l.address, &args.api);
+        known.push_str(&format!("[{host}]:{port} {}\n", l.host_key));
+        reach.get_or_insert((host, port));
+    }
+    let Some((host, port)) = reach else {
+        return Err(CliError::Answer(
+            "the gateway named no SSH listener for its certificates".into(),
+        ));
+    };
+    let known_path = args.dir.join("known_hosts");
+    std::fs::write(&known_path, known)?;
+    let config_path = args.dir.join("config");
+    let until = crate::store::format_time(issued.valid_before as i64 * 1_000_000);
+    std::fs::write(
+        &config_path,
+        format!(
+            "# Written by `portcullis ssh login` for {who}; the certificate is valid until {until}.\n\
+             # Use: ssh -F {config} TARGET@portcullis\n\
+             Host portcullis\n    HostName {host}\n    Port {port}\n    IdentityFile {key}\n    \
+             CertificateFile {cert}\n    IdentitiesOnly yes\n    PreferredAuthentications publickey,keyboard-interactive\n    \
+             UserKnownHostsFile {known}\n    StrictHostKeyChecking yes\n",
+            who = issued.principals.join(", "),
+            config = config_path.display(),
+            key = identity_file.display(),
+            cert = cert_path.display(),
+            known = known_path.display(),
+        ),
+    )?;
+    let line = format!("ssh -F {} TARGET@portcullis", config_path.display());
+    writeln!(
+        out,
+        "SSH certificate for {} (key id {:?}), valid until {until}.\nConnect with: {line}",
+        issued.principals.join(", "),
+        issued.key_id,
+    )?;
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_every_address_is_reached_at_the_api_host() {
+        assert_eq!(
+            reachable_host("0.0.0.0:2222", "https://gw.example.com:9187"),
+            ("gw.example.com".into(), "2222".into())
+        );
+        assert_eq!(
+            reachable_host("127.0.0.1:2200", "http://127.0.0.1:9187"),
+            ("127.0.0.1".into(), "2200".into())
+        );
+        assert_eq!(
+            reachable_host("[::]:22", "http://gw:1"),
+            ("gw".into(), "22".into())
+        );
+    }
+}
