@@ -72,6 +72,8 @@ impl Host {
         run("chmod", &["1777", &d.display().to_string()]);
         keygen(&d.join("host_key"));
         keygen(&d.join("gateway_key"));
+        // A CA the host trusts, for the gateway's own certificates.
+        keygen(&d.join("upstream_ca"));
         std::fs::write(d.join("authorized_keys"), public(&d.join("gateway_key")))
             .expect("authorized_keys");
         let port = free_port();
@@ -79,15 +81,18 @@ impl Host {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n\
-             AcceptEnv PC_* SECRET_*\n",
+             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel INFO\n\
+             AcceptEnv PC_* SECRET_*\nTrustedUserCAKeys {d}/upstream_ca.pub\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
         // Privilege separation needs its directory when sshd runs as root.
         let _ = std::fs::create_dir_all("/run/sshd");
         let child = std::process::Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
+            .arg("-D")
+            .arg("-E")
+            .arg(d.join("sshd.log"))
+            .arg("-f")
             .arg(d.join("sshd_config"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -171,6 +176,22 @@ pub async fn try_gateway_with(
     known_hosts: &Path,
     extra: &str,
 ) -> Result<(TestGateway, std::net::SocketAddr), String> {
+    let key = format!(
+        "private_key_file = {:?}",
+        host.path("gateway_key").display().to_string()
+    );
+    try_gateway_logging_in_with(host, known_hosts, &key, extra).await
+}
+
+/// [`try_gateway_with`], the gateway's credential for the host given as
+/// the target's `credential` line (`private_key_file = ...` or
+/// `upstream_ca_key_file = ...`).
+pub async fn try_gateway_logging_in_with(
+    host: &Host,
+    known_hosts: &Path,
+    credential: &str,
+    extra: &str,
+) -> Result<(TestGateway, std::net::SocketAddr), String> {
     let gateway_host_key = host.path("gateway_host_key");
     if !gateway_host_key.exists() {
         keygen(&gateway_host_key);
@@ -194,7 +215,7 @@ name = "web-1"
 host = "127.0.0.1"
 port = {port}
 user = {user:?}
-private_key_file = {key:?}
+{credential}
 known_hosts_file = {kh:?}
 allow_groups = ["testers"]
 
@@ -204,7 +225,6 @@ allow_groups = ["testers"]
         ca = user_ca.display().to_string(),
         port = host.port,
         user = host.user,
-        key = host.path("gateway_key").display().to_string(),
         kh = known_hosts.display().to_string(),
     );
     let gw = TestGateway::try_start_with(GatewayOptions {

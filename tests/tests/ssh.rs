@@ -687,3 +687,74 @@ async fn a_gateway_minted_certificate_logs_in_until_its_token_is_revoked() {
         "a revoked token's certificate ran a command"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_logs_in_upstream_with_a_short_certificate_naming_the_person() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    // The host's authorized_keys does not list the gateway's key for this
+    // gateway: only the CA the host trusts lets it in.
+    let credential = format!(
+        "upstream_ca_key_file = {:?}",
+        host.path("upstream_ca").display().to_string()
+    );
+    let (gw, addr) =
+        portcullis_e2e::ssh::try_gateway_logging_in_with(&host, &known, &credential, "")
+            .await
+            .expect("the gateway starts");
+    let token = gw.token("alice@example.com");
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        "echo via-upstream-certificate",
+    )
+    .await;
+    assert_eq!(
+        (ran.stdout.as_str(), ran.code),
+        ("via-upstream-certificate\n", Some(0)),
+        "{}",
+        ran.stderr
+    );
+    // The host's own log names the person behind the gateway's login.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(host.path("sshd.log")).unwrap_or_default();
+        if log.contains("Accepted publickey") && log.contains("for alice@example.com") {
+            assert!(log.contains("ED25519-CERT"), "{log}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host's log does not name the person: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(gw);
+
+    // A gateway whose CA the host does not trust gets in nowhere.
+    keygen(&host.path("untrusted_ca"));
+    let credential = format!(
+        "upstream_ca_key_file = {:?}",
+        host.path("untrusted_ca").display().to_string()
+    );
+    let (gw, addr) =
+        portcullis_e2e::ssh::try_gateway_logging_in_with(&host, &known, &credential, "")
+            .await
+            .expect("the gateway starts");
+    let marker = host.path("untrusted-ran");
+    let token = gw.token("alice@example.com");
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &token,
+        &[],
+        &format!("touch {}", marker.display()),
+    )
+    .await;
+    assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(!marker.exists());
+}

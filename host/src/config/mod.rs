@@ -121,6 +121,7 @@ impl Config {
             fix(&mut t.password_file);
             fix(&mut t.tls_ca_file);
             fix(&mut t.private_key_file);
+            fix(&mut t.upstream_ca_key_file);
             fix(&mut t.known_hosts_file);
             if let Some(o) = &mut t.oauth2 {
                 if Path::new(&o.client_secret_file).is_relative() {

@@ -539,6 +539,10 @@ pub struct Target {
     /// SSH: the known_hosts file that pins the host's key; an unknown or
     /// changed key refuses the session.
     pub known_hosts_file: Option<String>,
+    /// SSH: a CA key the host trusts (`TrustedUserCAKeys`); the gateway
+    /// then logs in with a certificate it signs per session — valid five
+    /// minutes, its key id naming the person — instead of a private key.
+    pub upstream_ca_key_file: Option<String>,
     /// SSH: how much of each exec and shell channel's terminal data
     /// (output and input) is recorded as asciicast, in MiB; `0` records
     /// none (commands are recorded either way).

@@ -469,11 +469,23 @@ fn validate_target(i: usize, t: &Target) -> Result<(), ConfigError> {
 /// Checks an SSH target's own keys.
 fn validate_ssh_target(i: usize, t: &Target) -> Result<(), ConfigError> {
     let key = |k: &str| format!("targets[{i}].{k}");
+    // The gateway's own credential upstream: a key, or a CA it signs
+    // short-lived certificates with (clients never send theirs upstream).
+    let (credential, credential_file) = match (&t.private_key_file, &t.upstream_ca_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("upstream_ca_key_file"),
+                "set either private_key_file or upstream_ca_key_file, not both: the gateway logs in with one credential",
+            ))
+        }
+        (None, Some(_)) => ("upstream_ca_key_file", &t.upstream_ca_key_file),
+        _ => ("private_key_file", &t.private_key_file),
+    };
     for (name, file, what) in [
         (
-            "private_key_file",
-            &t.private_key_file,
-            "the OpenSSH private key the gateway logs in to the host with (its own credential: clients never send theirs upstream)",
+            credential,
+            credential_file,
+            "the gateway's own credential for the host: private_key_file (an OpenSSH private key the host's authorized_keys lists) or upstream_ca_key_file (a CA key the host trusts with TrustedUserCAKeys; the gateway signs a five-minute certificate per session)",
         ),
         (
             "known_hosts_file",

@@ -28,6 +28,17 @@ use crate::store::{IssuedCertificate, Store};
 /// The longest a certificate is valid, whatever the token's expiry.
 pub const MAX_VALIDITY: Duration = Duration::from_secs(12 * 3600);
 
+/// How long the gateway's own certificate for a host is valid: long
+/// enough to log in, never long enough to matter if it leaked.
+pub const UPSTREAM_VALIDITY: Duration = Duration::from_secs(300);
+
+/// A fresh ed25519 key (the gateway's key for a target's certificates).
+pub fn fresh_key() -> PrivateKey {
+    PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+        &rand::random::<[u8; 32]>(),
+    ))
+}
+
 /// How far back a certificate's validity starts (clocks differ).
 const BACKDATE: u64 = 60;
 
@@ -148,6 +159,40 @@ impl UserCa {
             key_id,
             valid_before,
         })
+    }
+
+    /// Signs the gateway's own certificate for `key` to log in to a host as
+    /// `user`, valid for [`UPSTREAM_VALIDITY`], its key id `key_id` (the
+    /// host's log shows it).
+    pub fn sign_upstream(
+        &self,
+        key: &PublicKey,
+        user: &str,
+        key_id: &str,
+    ) -> Result<Certificate, CertError> {
+        let now = now_secs();
+        let sign = |e: russh::keys::ssh_key::Error| CertError::Sign(e.to_string());
+        let nonce: [u8; 32] = rand::random();
+        let mut builder = Builder::new(
+            nonce.to_vec(),
+            key.key_data().clone(),
+            now - BACKDATE,
+            now + UPSTREAM_VALIDITY.as_secs(),
+        )
+        .map_err(sign)?;
+        builder
+            .serial(rand::random())
+            .map_err(sign)?
+            .cert_type(CertType::User)
+            .map_err(sign)?
+            .key_id(key_id)
+            .map_err(sign)?
+            .valid_principal(user)
+            .map_err(sign)?;
+        for extension in ["permit-pty", "permit-user-rc"] {
+            builder.extension(extension, "").map_err(sign)?;
+        }
+        builder.sign(&self.key).map_err(sign)
     }
 
     /// Checks a certificate offered at login: signed by this CA, a user

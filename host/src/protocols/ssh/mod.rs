@@ -19,10 +19,11 @@
 //!   channels.
 //!
 //! - [`certs`]: user certificates the gateway mints (`portcullis ssh
-//!   login`) and checks at login.
+//!   login`) and checks at login, and the five-minute certificates it
+//!   signs for itself upstream with a CA the host trusts.
 //!
-//! Not yet here (the SSH issue): the gateway's own certificates upstream,
-//! shell input lines and SFTP operations for plugins.
+//! Not yet here (the SSH issue): shell input lines and SFTP operations for
+//! plugins.
 
 pub mod cast;
 pub mod certs;
@@ -66,25 +67,65 @@ pub struct SshTarget {
     pub cfg: Target,
     /// The policy its sessions start with (replaced by a plugin reload).
     policy: std::sync::RwLock<Arc<dyn Policy>>,
-    /// The gateway's key for the host.
+    /// The gateway's key for the host (its own, or made at start for the
+    /// certificates `upstream_ca` signs).
     pub key: Arc<PrivateKey>,
+    /// The CA the host trusts, when the gateway logs in with certificates.
+    pub upstream_ca: Option<certs::UserCa>,
     /// The known_hosts file pinning the host's key.
     pub known_hosts: PathBuf,
 }
 
 impl SshTarget {
-    /// Loads the target's key.
+    /// Loads the target's key, or its upstream CA (and makes the key the
+    /// CA's certificates are for).
     pub fn load(cfg: &Target, policy: Arc<dyn Policy>) -> Result<Self, SshSetupError> {
-        let path = cfg.private_key_file.clone().unwrap_or_default();
-        let key = load_key("the private key of target", &path)?;
+        let (key, upstream_ca) = match &cfg.upstream_ca_key_file {
+            Some(path) => (
+                certs::fresh_key(),
+                Some(certs::UserCa::from_key(load_key(
+                    "the upstream CA key of target",
+                    path,
+                )?)),
+            ),
+            None => {
+                let path = cfg.private_key_file.clone().unwrap_or_default();
+                (load_key("the private key of target", &path)?, None)
+            }
+        };
         let known_hosts = cfg.known_hosts_file.clone().unwrap_or_default();
         check_known_hosts(&known_hosts)?;
         Ok(Self {
             cfg: cfg.clone(),
             policy: std::sync::RwLock::new(policy),
             key: Arc::new(key),
+            upstream_ca,
             known_hosts: PathBuf::from(cfg.known_hosts_file.clone().unwrap_or_default()),
         })
+    }
+
+    /// The gateway's credential for session `session_id` of `identity`: a
+    /// five-minute certificate naming them, when the target has an
+    /// upstream CA; its key otherwise.
+    pub fn credential(
+        &self,
+        session_id: u64,
+        identity: &crate::identity::Identity,
+    ) -> Result<upstream::Credential, certs::CertError> {
+        match &self.upstream_ca {
+            Some(ca) => {
+                let key_id = format!(
+                    "portcullis session {session_id} for {}",
+                    identity.chain_text()
+                );
+                let cert = ca.sign_upstream(self.key.public_key(), &self.cfg.user, &key_id)?;
+                Ok(upstream::Credential::Certificate(
+                    self.key.clone(),
+                    Box::new(cert),
+                ))
+            }
+            None => Ok(upstream::Credential::Key(self.key.clone())),
+        }
     }
 }
 

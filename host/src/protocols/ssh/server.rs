@@ -304,11 +304,25 @@ impl Connection {
         .await
         .map_err(words)?;
         let life = SessionLife::begin(core, &info);
+        let credential = match target.credential(info.session_id, &info.identity) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("the gateway could not make its credential for the host: {e}");
+                life.end(
+                    core,
+                    policy.as_mut(),
+                    &EndReason::Error(why.clone()),
+                    Traffic::default(),
+                )
+                .await;
+                return Err(why);
+            }
+        };
         let login = Login {
             host: &target.cfg.host,
             port: target.cfg.port(),
             user: &target.cfg.user,
-            key: target.key.clone(),
+            credential,
             known_hosts: target.known_hosts.clone(),
             timeout: Duration::from_secs(target.cfg.connect_timeout_secs),
         };

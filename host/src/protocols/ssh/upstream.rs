@@ -184,6 +184,14 @@ pub struct Upstream {
     gone: Arc<tokio::sync::Notify>,
 }
 
+/// What the gateway logs in to a host with.
+pub enum Credential {
+    /// Its key, which the account's authorized_keys lists.
+    Key(Arc<PrivateKey>),
+    /// Its key and a certificate for it that a CA the host trusts signed.
+    Certificate(Arc<PrivateKey>, Box<russh::keys::Certificate>),
+}
+
 /// Where and as whom the gateway logs in.
 pub struct Login<'a> {
     /// Host name or address.
@@ -192,8 +200,8 @@ pub struct Login<'a> {
     pub port: u16,
     /// Account on the host.
     pub user: &'a str,
-    /// The gateway's key for that account.
-    pub key: Arc<PrivateKey>,
+    /// The gateway's credential for that account.
+    pub credential: Credential,
     /// The known_hosts file pinning the host's key.
     pub known_hosts: PathBuf,
     /// How long connecting and logging in may take.
@@ -235,10 +243,19 @@ impl Upstream {
                 .await
                 .map_err(|e| UpstreamError::Ssh(addr.clone(), e.to_string()))?
                 .flatten();
-            let auth = handle
-                .authenticate_publickey(login.user, PrivateKeyWithHashAlg::new(login.key, hash))
-                .await
-                .map_err(|e| UpstreamError::Ssh(addr.clone(), e.to_string()))?;
+            let auth = match login.credential {
+                Credential::Key(key) => {
+                    handle
+                        .authenticate_publickey(login.user, PrivateKeyWithHashAlg::new(key, hash))
+                        .await
+                }
+                Credential::Certificate(key, cert) => {
+                    handle
+                        .authenticate_openssh_cert(login.user, key, *cert)
+                        .await
+                }
+            }
+            .map_err(|e| UpstreamError::Ssh(addr.clone(), e.to_string()))?;
             if !auth.success() {
                 return Err(UpstreamError::Refused(addr.clone(), login.user.to_string()));
             }
