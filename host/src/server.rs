@@ -344,6 +344,16 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         ))),
         None => None,
     };
+    if let Some(login) = &ssh_login {
+        let user_ca = login.ca.public_key();
+        for t in ssh.values() {
+            if t.upstream_ca_public().is_some_and(|k| k == user_ca) {
+                return Err(
+                    crate::protocols::ssh::certs::CertError::SharedCa(t.cfg.name.clone()).into(),
+                );
+            }
+        }
+    }
     let admin_address = match &config.admin {
         Some(settings) => {
             let (address, handle) =

@@ -682,6 +682,7 @@ async fn a_gateway_minted_certificate_logs_in_until_its_token_is_revoked() {
     let revoked_marker = host.path("revoked-ran");
     let ran = ssh_with_certificate(&agent_dir, &format!("touch {}", revoked_marker.display()));
     assert_eq!(ran.code, Some(255), "{}", ran.stderr);
+    assert!(ran.stderr.contains("Permission denied"), "{}", ran.stderr);
     assert!(
         !revoked_marker.exists(),
         "a revoked token's certificate ran a command"
@@ -733,6 +734,17 @@ async fn the_gateway_logs_in_upstream_with_a_short_certificate_naming_the_person
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(gw);
+
+    // One key as both the users' CA and the hosts' would let a user's
+    // certificate past the gateway: the configuration is refused.
+    let shared = format!(
+        "upstream_ca_key_file = {:?}",
+        host.path("gateway_user_ca").display().to_string()
+    );
+    match portcullis_e2e::ssh::try_gateway_logging_in_with(&host, &known, &shared, "").await {
+        Ok(_) => panic!("a gateway started with one CA for users and hosts"),
+        Err(why) => assert!(why.contains("use two keys"), "{why}"),
+    }
 
     // A gateway whose CA the host does not trust gets in nowhere.
     keygen(&host.path("untrusted_ca"));

@@ -40,6 +40,8 @@ pub async fn handle(req: Request<RequestBody>, state: &AdminState) -> Response<B
         // bearer token the credential of an SSH login.
         (_, ["oauth", "token"] | [".well-known", "jwks.json"]) => None,
         (_, ["v1", "ssh", "certificates"]) => None,
+        // What was typed and printed (passwords at prompts included).
+        (&Method::GET, ["v1", "sessions", _, "recordings", ..]) => Some(Role::Admin),
         (&Method::GET, ["v1", "sessions", ..]) => Some(Role::Approver),
         (_, ["v1", "approvals", ..]) => Some(Role::Approver),
         _ => Some(Role::Admin),
@@ -323,11 +325,19 @@ pub async fn show_recording(
         );
     };
     let store = state.gw.audit.store().clone();
+    let may_see = |target: &str| visible(caller, target);
+    let session = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.session(id)).await
+    };
+    let target = match session {
+        Ok(Ok(Some(s))) if may_see(&s.target) => s.target,
+        Ok(Ok(_)) => return error(StatusCode::NOT_FOUND, format!("no session {id}")),
+        Ok(Err(e)) => return store_failure(e),
+        Err(e) => return store_failure(e),
+    };
     let found = tokio::task::spawn_blocking(move || {
-        let Some(session) = store.session(id)? else {
-            return Ok(None);
-        };
-        Ok::<_, crate::store::StoreError>(Some((session.target, store.recording(id, seq)?)))
+        Ok::<_, crate::store::StoreError>(Some((target, store.recording(id, seq)?)))
     })
     .await;
     match found {
@@ -720,6 +730,9 @@ pub async fn ssh_certificate(
             e @ (crate::protocols::ssh::certs::CertError::PublicKey(_)
             | crate::protocols::ssh::certs::CertError::Expiring),
         ) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::protocols::ssh::certs::CertError::TooMany) => {
+            error(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
         Err(e) => {
             tracing::error!(error = %e, "SSH certificate not minted");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

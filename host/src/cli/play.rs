@@ -135,14 +135,18 @@ pub async fn play(
             Err(e) => return Err(e),
         };
         let recording = parse(&text)?;
-        writeln!(
-            out,
-            "\r\n── session {id}, event {seq}: {} ──\r",
-            recording.title
-        )?;
+        // The title is the client's command line: printed without its
+        // control characters, so it cannot rewrite the operator's screen.
+        let title: String = recording
+            .title
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        writeln!(out, "\r\n── session {id}, event {seq}: {title} ──\r")?;
         let mut last = 0.0;
         for f in &recording.frames {
-            let pause = ((f.at - last).max(0.0) / pace.speed.max(0.01)).min(pace.max_idle);
+            let pause = ((f.at - last).max(0.0) / pace.speed.max(0.01))
+                .min(pace.max_idle.clamp(0.0, 3600.0));
             last = f.at;
             if pause > 0.0 {
                 out.flush()?;

@@ -68,11 +68,43 @@ fn reachable_host(address: &str, api: &str) -> (String, String) {
     (if every { api_host } else { host }, port)
 }
 
+/// Checks what the API answered before any of it reaches a file `ssh`
+/// reads: one line of config or known_hosts too many could make `ssh` run
+/// a command (`Match exec`, `ProxyCommand`) or trust another host key.
+fn checked(issued: &IssuedLogin) -> Result<(), CliError> {
+    let bad = |what: &str| CliError::Answer(format!("the gateway's answer has an invalid {what}"));
+    for l in &issued.listeners {
+        l.address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| bad("listener address"))?;
+        russh::keys::PublicKey::from_openssh(&l.host_key).map_err(|_| bad("host key"))?;
+        if l.host_key.contains(['\n', '\r']) {
+            return Err(bad("host key"));
+        }
+    }
+    let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+    if !issued.principals.iter().all(|p| printable(p)) || !printable(&issued.key_id) {
+        return Err(bad("principal or key id"));
+    }
+    russh::keys::Certificate::from_openssh(&issued.certificate).map_err(|_| bad("certificate"))?;
+    i64::try_from(issued.valid_before)
+        .ok()
+        .and_then(|v| v.checked_mul(1_000_000))
+        .ok_or_else(|| bad("expiry"))?;
+    Ok(())
+}
+
 /// Runs `ssh login`; returns the line that connects.
 pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliError> {
     let usage = |m: String| CliError::Usage(m);
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| usage(format!("cannot make {}: {e}", args.dir.display())))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&args.dir)
+            .map_err(|e| usage(format!("cannot make {}: {e}", args.dir.display())))?;
+    }
     let key_path = args.dir.join("id_ed25519");
     let public = match &args.key {
         Some(own) => {
@@ -107,6 +139,7 @@ pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliE
             .await?,
     )
     .map_err(|e| CliError::Answer(e.to_string()))?;
+    checked(&issued)?;
     let identity_file = args.key.clone().unwrap_or(key_path);
     let cert_path = args.dir.join("id_ed25519-cert.pub");
     std::fs::write(&cert_path, format!("{}\n", issued.certificate))?;
@@ -125,7 +158,11 @@ pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliE
     let known_path = args.dir.join("known_hosts");
     std::fs::write(&known_path, known)?;
     let config_path = args.dir.join("config");
-    let until = crate::store::format_time(issued.valid_before as i64 * 1_000_000);
+    let until = crate::store::format_time(
+        i64::try_from(issued.valid_before)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000),
+    );
     std::fs::write(
         &config_path,
         format!(
@@ -154,6 +191,50 @@ pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_that_would_add_lines_to_the_ssh_files_is_refused() {
+        use crate::protocols::ssh::certs::{fresh_key, ListenerInfo, UserCa};
+        let ca = UserCa::from_key(fresh_key());
+        let client = fresh_key();
+        let who = crate::identity::Identity {
+            subject: "s".into(),
+            user: "alice".into(),
+            groups: Vec::new(),
+            issuer: "i".into(),
+            actor_chain: Vec::new(),
+            expires_at: u64::MAX / 2,
+            delegation: None,
+        };
+        let minted = ca
+            .mint(&client.public_key().to_openssh().expect("key"), &who)
+            .expect("minted");
+        let host_key = fresh_key().public_key().to_openssh().expect("key");
+        let good = IssuedLogin {
+            certificate: minted.certificate.to_openssh().expect("cert"),
+            serial: minted.serial,
+            key_id: minted.key_id,
+            principals: vec!["alice".into()],
+            valid_before: minted.valid_before,
+            listeners: vec![ListenerInfo {
+                address: "127.0.0.1:2222".into(),
+                host_key: host_key.clone(),
+            }],
+        };
+        assert!(checked(&good).is_ok());
+        let mut bad = good.clone();
+        bad.principals = vec!["alice\nMatch exec \"touch /tmp/pwned\"".into()];
+        assert!(checked(&bad).is_err());
+        let mut bad = good.clone();
+        bad.listeners[0].host_key = format!("{host_key}\n@cert-authority * {host_key}");
+        assert!(checked(&bad).is_err());
+        let mut bad = good.clone();
+        bad.listeners[0].address = "gw\n  ProxyCommand sh -c id".into();
+        assert!(checked(&bad).is_err());
+        let mut bad = good;
+        bad.valid_before = u64::MAX;
+        assert!(checked(&bad).is_err());
+    }
 
     #[test]
     fn a_listener_on_every_address_is_reached_at_the_api_host() {

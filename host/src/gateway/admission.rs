@@ -92,7 +92,8 @@ pub async fn authenticate(
             ));
         }
     };
-    still_valid(&identity, revocations, claimed_user)?;
+    // The authenticator checked expiry (with its leeway).
+    not_revoked(&identity, revocations, claimed_user)?;
     let Some(claimed_user) = claimed_user else {
         return Ok(identity);
     };
@@ -129,6 +130,16 @@ pub fn still_valid(
             Some("get a fresh token"),
         ));
     }
+    not_revoked(identity, revocations, claimed_user)
+}
+
+/// Refuses an identity whose delegated token, or a token it descends
+/// from, was revoked.
+fn not_revoked(
+    identity: &Identity,
+    revocations: &Revocations,
+    claimed_user: Option<&str>,
+) -> Result<(), Refusal> {
     if let Some(jti) = identity
         .delegation
         .as_ref()

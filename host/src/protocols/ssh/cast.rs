@@ -84,9 +84,9 @@ pub struct Cast {
     index: u32,
     output: Carry,
     input: Carry,
-    /// Bytes of terminal data recorded so far.
+    /// Bytes of event lines stored so far.
     recorded: u64,
-    /// Terminal data it may record.
+    /// Bytes of event lines it may store (one event may cross it).
     limit: u64,
     /// The limit was reached: nothing more is recorded.
     stopped: bool,
@@ -130,18 +130,19 @@ impl Cast {
         // Microseconds are enough for players; keeps lines short.
         let t = (t * 1e6).round() / 1e6;
         let line = serde_json::json!([t, code, text]).to_string();
+        self.recorded += line.len() as u64 + 1;
         self.lines.push_str(&line);
         self.lines.push('\n');
     }
 
-    /// Counts `n` bytes of terminal data; `false` once past the limit
+    /// Whether another event may be recorded: `false` once what is stored
+    /// (every event line, escapes and resizes included) reached the limit
     /// (the first time, a marker says so).
-    fn admit(&mut self, n: usize) -> bool {
+    fn admit(&mut self) -> bool {
         if self.stopped {
             return false;
         }
-        self.recorded += n as u64;
-        if self.recorded > self.limit {
+        if self.recorded >= self.limit {
             self.stopped = true;
             let mib = self.limit >> 20;
             self.event(
@@ -171,7 +172,7 @@ impl Cast {
 
     /// The host sent `data` (stdout or stderr).
     pub fn output(&mut self, data: &[u8]) -> Option<Record> {
-        if self.admit(data.len()) {
+        if self.admit() {
             let text = self.output.decode(data);
             if !text.is_empty() {
                 self.event("o", &text);
@@ -182,7 +183,7 @@ impl Cast {
 
     /// The client sent `data`.
     pub fn input(&mut self, data: &[u8]) -> Option<Record> {
-        if self.admit(data.len()) {
+        if self.admit() {
             let text = self.input.decode(data);
             if !text.is_empty() {
                 self.event("i", &text);
@@ -193,7 +194,7 @@ impl Cast {
 
     /// The client's terminal was resized.
     pub fn resize(&mut self, columns: u32, rows: u32) -> Option<Record> {
-        if !self.stopped {
+        if self.admit() {
             self.event("r", &format!("{columns}x{rows}"));
         }
         self.ready()
@@ -295,6 +296,25 @@ mod tests {
         assert_eq!(ev[0], ("o".into(), "0123456789".into()));
         assert_eq!(ev[1].0, "m");
         assert_eq!(ev.len(), 2, "{ev:?}");
+    }
+
+    #[test]
+    fn the_limit_counts_what_is_stored_resizes_and_escapes_included() {
+        let mut c = Cast::start(1, 2, &header(), 1000);
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            out.push(c.resize(80, 24));
+            out.push(c.output(&[1u8])); // stored as \u0001: six bytes
+        }
+        out.push(c.finish());
+        let cast = text(out);
+        let header_len = cast.lines().next().map_or(0, str::len) + 1;
+        assert!(
+            cast.len() - header_len < 1100,
+            "{} bytes stored",
+            cast.len()
+        );
+        assert_eq!(events(&cast).last().map(|e| e.0.as_str()), Some("m"));
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub enum CertError {
     /// Signing failed.
     #[error("the certificate could not be signed: {0}")]
     Sign(String),
+    /// The subject asked for too many certificates this hour.
+    #[error("{MAX_PER_HOUR} certificates were minted for this subject in the last hour; use the one you have (it is valid as long as your token)")]
+    TooMany,
+    /// The same key is both the user CA and a host's upstream CA.
+    #[error("target {0}: upstream_ca_key_file is the same key as an SSH listener's user_ca_key_file; a certificate minted for a user would then log in to the host directly, past the gateway: use two keys")]
+    SharedCa(String),
     /// A certificate offered at login is not acceptable.
     #[error("{0}")]
     Refused(String),
@@ -136,7 +142,7 @@ impl UserCa {
         let mut builder = Builder::new(
             nonce.to_vec(),
             key.key_data().clone(),
-            now - BACKDATE,
+            now.saturating_sub(BACKDATE),
             valid_before,
         )
         .map_err(sign)?;
@@ -176,7 +182,7 @@ impl UserCa {
         let mut builder = Builder::new(
             nonce.to_vec(),
             key.key_data().clone(),
-            now - BACKDATE,
+            now.saturating_sub(BACKDATE),
             now + UPSTREAM_VALIDITY.as_secs(),
         )
         .map_err(sign)?;
@@ -250,7 +256,13 @@ pub struct SshLogin {
     /// The CA.
     pub ca: Arc<UserCa>,
     listeners: RwLock<Vec<ListenerInfo>>,
+    /// Certificates minted per subject in the current hour.
+    minted: std::sync::Mutex<(u64, std::collections::HashMap<String, u32>)>,
 }
+
+/// Certificates one subject may have minted per hour (a login per few
+/// minutes is plenty; more is a client looping, or abuse of the store).
+pub const MAX_PER_HOUR: u32 = 30;
 
 impl SshLogin {
     /// Logins signed by `ca`; listeners are added as they are bound.
@@ -258,6 +270,7 @@ impl SshLogin {
         Self {
             ca,
             listeners: RwLock::new(Vec::new()),
+            minted: std::sync::Mutex::new((0, std::collections::HashMap::new())),
         }
     }
 
@@ -277,6 +290,18 @@ impl SshLogin {
         public_key: &str,
         identity: &Identity,
     ) -> Result<IssuedLogin, CertError> {
+        {
+            let hour = now_secs() / 3600;
+            let mut m = self.minted.lock().unwrap_or_else(|p| p.into_inner());
+            if m.0 != hour {
+                *m = (hour, std::collections::HashMap::new());
+            }
+            let count = m.1.entry(identity.subject.clone()).or_insert(0);
+            if *count >= MAX_PER_HOUR {
+                return Err(CertError::TooMany);
+            }
+            *count += 1;
+        }
         let minted = self.ca.mint(public_key, identity)?;
         let kept = IssuedCertificate {
             serial: minted.serial,

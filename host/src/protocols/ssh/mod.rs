@@ -104,6 +104,11 @@ impl SshTarget {
         })
     }
 
+    /// The public key of the target's upstream CA, if it has one.
+    pub fn upstream_ca_public(&self) -> Option<&russh::keys::PublicKey> {
+        self.upstream_ca.as_ref().map(certs::UserCa::public_key)
+    }
+
     /// The gateway's credential for session `session_id` of `identity`: a
     /// five-minute certificate naming them, when the target has an
     /// upstream CA; its key otherwise.
