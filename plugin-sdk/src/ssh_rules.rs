@@ -87,8 +87,9 @@ impl SshRule {
             && self.env.is_empty()
     }
 
-    /// What in `request` the rule matches, in words (`the command runs
-    /// `rm -rf /` (pattern `rm *`)`); `None` when it does not match.
+    /// What in `request` the rule matches, as a phrase a verdict can end
+    /// with "is not allowed" or "needs approval" (``running `rm -rf /`
+    /// (pattern `rm *`)``); `None` when it does not match.
     pub fn check(&self, request: &SshRequest) -> Option<String> {
         match request {
             SshRequest::Exec(line) => self.check_line(line),
@@ -120,14 +121,14 @@ impl SshRule {
     fn check_line(&self, text: &str) -> Option<String> {
         if text.len() > MAX_LINE && self.judges_lines() {
             return Some(format!(
-                "a command line of {} bytes (longer than {MAX_LINE} bytes is not checked)",
+                "a command line of {} bytes (one longer than {MAX_LINE} bytes is not read)",
                 text.len()
             ));
         }
         let line = shell::parse(text);
         let opaque = || {
             format!(
-                "the command line cannot be checked whole ({})",
+                "a command line the gateway cannot read whole ({})",
                 line.opaque.join("; ")
             )
         };
@@ -136,11 +137,7 @@ impl SshRule {
         }
         for command in &line.commands {
             if let Some(p) = self.commands.iter().find(|p| p.matches_within(command)) {
-                return Some(format!(
-                    "the command runs `{}` (pattern `{}`)",
-                    command.join(" "),
-                    p
-                ));
+                return Some(format!("running `{}` (pattern `{}`)", command.join(" "), p));
             }
         }
         let only = self.only_commands.as_ref()?;
@@ -148,19 +145,17 @@ impl SshRule {
             return Some(opaque());
         }
         if line.compound {
-            return Some("compound shell syntax (if, for, while, case, functions); only listed simple commands are allowed".into());
+            return Some("compound shell syntax (if, for, while, case, functions) under an allow-list of simple commands".into());
         }
         if line.writes_files {
-            return Some(
-                "a redirection that writes a file; only listed commands are allowed".into(),
-            );
+            return Some("a redirection that writes a file under an allow-list of commands".into());
         }
         let off_list = line
             .commands
             .iter()
             .find(|c| !only.iter().any(|p| p.matches(c)))?;
         Some(format!(
-            "`{}` is not one of the commands this rule allows",
+            "running `{}` (not on this rule's list of allowed commands)",
             off_list.join(" ")
         ))
     }

@@ -185,5 +185,62 @@ async fn the_demo_masks_refuses_holds_for_approval_and_records() {
         "{exported}"
     );
     assert!(exported.contains("no-unbounded-writes"), "{exported}");
+    // The SSH target web-1: the token traded for a certificate, a command
+    // run with it, a destructive one refused (the file is still there).
+    let sshd = demo
+        .sshd
+        .as_ref()
+        .expect("sshd is installed (scripts/setup)");
+    let api = format!("http://{}", demo.gateway.admin_address.expect("admin API"));
+    let token_file = scratch.path().join("alice.jwt");
+    std::fs::write(&token_file, &demo.token).unwrap();
+    let login_dir = scratch.path().join("ssh-login");
+    let login = Command::new(portcullis_e2e::portcullis_bin())
+        .args(["ssh", "login", "--token-file"])
+        .arg(&token_file)
+        .arg("--dir")
+        .arg(&login_dir)
+        .args(["--api", &api])
+        .output()
+        .expect("portcullis ssh login");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let ssh = |command: &str| {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(login_dir.join("config"))
+            .args(["-T", "-o", "BatchMode=yes", "web-1@portcullis", command])
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh")
+    };
+    let ran = ssh("echo on-web-1");
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "on-web-1\n",
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    // The host's account may remove files here: only the rule stops it.
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let keep = scratch.path().join("keep");
+    std::fs::write(&keep, "x").unwrap();
+    std::fs::set_permissions(&keep, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let ran = ssh(&format!("rm -f {}", keep.display()));
+    assert_eq!(ran.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&ran.stderr).contains("no-destructive-commands"));
+    assert!(
+        keep.exists(),
+        "the demo's block rule let rm run (sshd as {})",
+        sshd.user
+    );
     demo.stop().await.unwrap();
 }

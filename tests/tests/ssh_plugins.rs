@@ -154,7 +154,7 @@ async fn refused_commands_never_run_however_they_are_spelled() {
         format!("env -S 'rm -f {k}'"),
     ] {
         let ran = ssh(&host, addr, "web-1", &agent, &[], &line).await;
-        refused(&ran, "cannot be checked whole");
+        refused(&ran, "cannot read whole");
         assert!(keep.exists(), "{line:?} removed the file");
     }
     // The control: an allowed command runs and reads the file.

@@ -3,7 +3,9 @@
 //! One command starts a development OIDC issuer (`issuer`), a self-signed
 //! certificate (`cert`), an upstream — `DATABASE_URL` or a throwaway cluster
 //! seeded with a small shop schema (`cluster`) — and the gateway in front of
-//! it, then prints a token and a ready-to-paste `psql` line. When the `block`
+//! it, then prints a token and a ready-to-paste `psql` line. When OpenSSH's
+//! server is installed it also starts a throwaway `sshd` (`sshd`) as the
+//! SSH target `web-1`, reached with a gateway-minted certificate. When the `block`
 //! and `mask` plugins have been built (see [`plugin_dir`]) they guard the
 //! target with [`BLOCK_RULES`] and [`MASK_RULES`]. The issuer's key and address are kept in a state
 //! directory so `portcullis demo token` can mint tokens for other users while
@@ -13,6 +15,7 @@ pub mod cert;
 pub mod cluster;
 pub mod database_url;
 pub mod issuer;
+pub mod sshd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,6 +106,15 @@ unknown_effects = true
 [[plugins.config.rules]]
 name = "no-role-switching"
 role_switching = true
+
+[[plugins.config.rules]]
+name = "no-destructive-commands"
+commands = ["rm *", "shred *", "dd *", "mkfs*", "truncate *"]
+
+[[plugins.config.rules]]
+name = "agents-read-plainly"
+groups = ["agents"]
+opaque_commands = true
 "#;
 
 /// Rules of the demo's `mask` plugin over the shop schema.
@@ -141,6 +153,12 @@ tables = ["public.orders"]
 reason = "changing an order needs one approval from the approvers group"
 mode = "wait"
 min_approvals = 1
+timeout_secs = 300
+
+[[plugins.config.rules]]
+name = "privileged-commands"
+commands = ["sudo *", "systemctl restart *", "systemctl stop *", "kill *", "reboot *"]
+mode = "wait"
 timeout_secs = 300
 "#;
 
@@ -221,6 +239,9 @@ pub struct Demo {
     pub plugins: Vec<String>,
     /// The state directory (configuration, keys, certificate).
     pub dir: PathBuf,
+    /// The throwaway SSH server behind target `web-1`, when `sshd` is
+    /// installed.
+    pub sshd: Option<sshd::TempSshd>,
     upstream: Upstream,
 }
 
@@ -246,12 +267,77 @@ impl Demo {
             .await;
         drop(self.gateway);
         drop(self.issuer);
+        drop(self.sshd);
         if let Upstream::Cluster(mut c) = self.upstream {
             tokio::task::spawn_blocking(move || c.stop()).await?;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         Ok(())
     }
+}
+
+/// Name of the demo's SSH target (the login name: `ssh web-1@...`).
+pub const SSH_TARGET: &str = "web-1";
+
+/// The first-party plugins that guard the SSH target (those built).
+fn plugins_for_ssh() -> Vec<&'static str> {
+    ["block", "approve"]
+        .into_iter()
+        .filter(|name| plugin_dir().is_some_and(|d| d.join(format!("{name}.wasm")).is_file()))
+        .collect()
+}
+
+/// The configuration of the SSH listener and target `web-1` for `sshd`:
+/// the listener's host key and user CA, and the CA the host trusts, made
+/// fresh in `dir`.
+/// The listener is on 127.0.0.1:2222 when `usual_port` and it is free.
+fn ssh_config(
+    dir: &std::path::Path,
+    s: &sshd::TempSshd,
+    plugins: &[&str],
+    usual_port: bool,
+) -> anyhow::Result<String> {
+    let write = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        let key = crate::protocols::ssh::certs::fresh_key();
+        let text = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
+        std::fs::write(&path, text.as_bytes())?;
+        cert::restrict(&path);
+        Ok(path)
+    };
+    let host_key = write("ssh-host-key")?;
+    let user_ca = write("ssh-user-ca")?;
+    let ssh_port = if usual_port && std::net::TcpListener::bind("127.0.0.1:2222").is_ok() {
+        2222
+    } else {
+        cluster::free_port()?
+    };
+    Ok(format!(
+        r#"
+[[listeners]]
+protocol = "ssh"
+address = "127.0.0.1:{ssh_port}"
+host_key_file = {host_key:?}
+user_ca_key_file = {user_ca:?}
+
+[[targets]]
+protocol = "ssh"
+name = "{SSH_TARGET}"
+host = "127.0.0.1"
+port = {port}
+user = {user:?}
+upstream_ca_key_file = {upstream_ca:?}
+known_hosts_file = {known:?}
+allow_groups = ["analysts", "approvers", "admins", "agents"]
+plugins = {plugins:?}
+"#,
+        host_key = host_key.display().to_string(),
+        user_ca = user_ca.display().to_string(),
+        port = s.port,
+        user = s.user,
+        upstream_ca = s.upstream_ca.display().to_string(),
+        known = s.known_hosts.display().to_string(),
+    ))
 }
 
 /// Runs the demo until Ctrl-C.
@@ -304,6 +390,38 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     if demo.plugins.len() < PLUGINS.len() {
         println!(
             "(Plugins missing: build them with `cargo build --target wasm32-wasip2 --profile plugin -p block -p mask -p approve -p record`, or set PORTCULLIS_PLUGIN_DIR.)"
+        );
+    }
+    if let (Some(api), Some(_)) = (demo.gateway.admin_address, &demo.sshd) {
+        let token_file = demo.dir.join("alice.jwt");
+        std::fs::write(&token_file, &demo.token)?;
+        cert::restrict(&token_file);
+        let login_dir = demo.dir.join("ssh-login");
+        println!();
+        println!(
+            "SSH target \"{SSH_TARGET}\" (a throwaway OpenSSH server on loopback): trade the token for a certificate, then ssh in:"
+        );
+        println!(
+            "  portcullis ssh login --token-file {} --dir {} --api http://{api}",
+            token_file.display(),
+            login_dir.display()
+        );
+        println!(
+            "  ssh -F {} {SSH_TARGET}@portcullis 'uptime; ls /'",
+            login_dir.join("config").display()
+        );
+        if loaded("block") {
+            println!("  ssh -F {} {SSH_TARGET}@portcullis 'rm -rf /tmp/x'   -- refused: rule \"no-destructive-commands\"", login_dir.join("config").display());
+        }
+        if loaded("approve") {
+            println!(
+                "  ssh -F {} {SSH_TARGET}@portcullis 'sudo -n true'   -- waits for an approver",
+                login_dir.join("config").display()
+            );
+        }
+        println!(
+            "  every exec and shell is recorded: portcullis sessions play <id> --token-file {} --api http://{api}",
+            demo.dir.join("admin-token").display()
         );
     }
     if let Some(api) = demo.gateway.admin_address {
@@ -404,6 +522,16 @@ pub async fn start(port: Option<u16>, dir: PathBuf) -> anyhow::Result<Demo> {
         serde_json::to_vec_pretty(&json!({"issuer": issuer.url(), "kid": key.kid}))?,
     )?;
     let (cert_file, key_file) = cert::write_self_signed(&dir).map_err(anyhow::Error::msg)?;
+    let sshd = tokio::task::spawn_blocking({
+        let d = dir.join("sshd");
+        move || sshd::TempSshd::start(&d)
+    })
+    .await?
+    .context("cannot start the throwaway OpenSSH server for target web-1")?;
+    let ssh_text = match &sshd {
+        Some(s) => ssh_config(&dir, s, &plugins_for_ssh(), port.is_none())?,
+        None => String::new(),
+    };
 
     let port = match port {
         Some(p) => p,
@@ -466,7 +594,7 @@ database = "{database}"
 user = "{user}"
 tls = "{tls}"
 {password_line}allow_groups = ["analysts", "approvers", "admins"]
-{plugins_line}{role_mapping}"#,
+{plugins_line}{role_mapping}{ssh_text}"#,
         cert = cert_file.display().to_string(),
         key = key_file.display().to_string(),
         iss = issuer.url(),
@@ -497,6 +625,7 @@ tls = "{tls}"
         token,
         plugins: plugins.iter().map(|(n, _, _)| n.to_string()).collect(),
         dir,
+        sshd,
         upstream,
     })
 }

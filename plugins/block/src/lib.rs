@@ -518,7 +518,7 @@ mod tests {
         let mut contractor = plugin(cfg, "c", &["contractors"]);
         assert_eq!(contractor.on_ssh_request(&exec("uptime")), Verdict::Allow);
         assert!(
-            denied(contractor.on_ssh_request(&exec("df -h"))).contains("not one of the commands")
+            denied(contractor.on_ssh_request(&exec("df -h"))).contains("not on this rule's list")
         );
         assert!(denied(contractor.on_ssh_request(&SshRequest::Shell(None))).contains("shell"));
         assert!(
