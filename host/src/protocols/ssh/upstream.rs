@@ -184,6 +184,22 @@ pub struct Upstream {
     gone: Arc<tokio::sync::Notify>,
 }
 
+/// The algorithms the gateway asks hosts for: russh's safe defaults, with
+/// AES-GCM before ChaCha20-Poly1305 — both authenticated ciphers, and on
+/// processors with AES instructions GCM costs the relay less per byte (the
+/// gateway encrypts everything twice: towards the client and the host).
+fn upstream_algorithms() -> russh::Preferred {
+    russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_256_GCM,
+            russh::cipher::AES_128_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+        ]),
+        ..russh::Preferred::DEFAULT
+    }
+}
+
 /// What the gateway logs in to a host with.
 pub enum Credential {
     /// Its key, which the account's authorized_keys lists.
@@ -225,6 +241,7 @@ impl Upstream {
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             nodelay: true,
+            preferred: upstream_algorithms(),
             ..Default::default()
         });
         let seconds = login.timeout.as_secs();
