@@ -276,7 +276,9 @@ impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EndReason::ClientClosed => f.write_str("client closed the session"),
-            EndReason::UpstreamClosed => f.write_str("the database closed the session"),
+            EndReason::UpstreamClosed => {
+                f.write_str("the target (database or host) closed the session")
+            }
             EndReason::Error(e) => write!(f, "error: {e}"),
             EndReason::Revoked(why) => write!(f, "revoked: {why}"),
         }
