@@ -267,10 +267,16 @@ pub async fn ssh(
         let script = if command.is_empty() { SHELL_SCRIPT } else { "" };
         let _ = stdin.write_all(script.as_bytes()).await;
     }
+    finished(child).await
+}
+
+/// Waits (up to 30 s) for an OpenSSH client started with piped streams to
+/// finish, and what it printed.
+pub async fn finished(child: tokio::process::Child) -> Ran {
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .expect("ssh finished within 30 s")
-        .expect("ssh's output");
+        .expect("the OpenSSH client finished within 30 s")
+        .expect("its output");
     Ran {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -372,13 +378,5 @@ pub async fn sftp(
         .arg(format!("{login}@127.0.0.1"))
         .spawn()
         .expect("sftp (openssh-client) runs");
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("sftp finished within 30 s")
-        .expect("sftp's output");
-    Ran {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
+    finished(child).await
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use portcullis::demo::issuer::TokenSpec;
 use portcullis::store::{EventRecord, EventStatus, SessionQuery};
-use portcullis_e2e::ssh::{gateway_with, sftp, spawn_ssh, ssh, try_gateway_with, Host, Ran};
+use portcullis_e2e::ssh::{
+    finished, gateway_with, sftp, spawn_ssh, ssh, try_gateway_with, Host, Ran,
+};
 use portcullis_e2e::{admin_call, plugin_wasm, secret_file, TestGateway};
 
 const ADMIN_TOKEN: &str = "ssh-plugins-test-admin-token-0123456789";
@@ -275,19 +277,6 @@ async fn decide(gw: &TestGateway, id: &str, verb: &str) {
     )
     .await;
     assert_eq!(status, 200, "{verb} {id}: {body}");
-}
-
-/// Waits for `child` (an ssh client) to finish.
-async fn finished(child: tokio::process::Child) -> Ran {
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("ssh finished within 30 s")
-        .expect("ssh's output");
-    Ran {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

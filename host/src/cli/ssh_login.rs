@@ -6,11 +6,7 @@
 //! `ssh -F DIR/config web-1@portcullis` logs in with the certificate.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::PrivateKey;
+use std::path::PathBuf;
 
 use super::{AdminClient, CliError};
 use crate::protocols::ssh::certs::IssuedLogin;
@@ -35,18 +31,6 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
         .join(".portcullis")
         .join("ssh")
-}
-
-/// Writes `contents` to `path` readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)
 }
 
 /// The host a listener bound to `address` is reached at: its own address,
@@ -115,11 +99,8 @@ pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliE
                 .map_err(|e| usage(e.to_string()))?
         }
         None => {
-            let key = PrivateKey::from(Ed25519Keypair::from_seed(&rand::random::<[u8; 32]>()));
-            let text = key
-                .to_openssh(LineEnding::LF)
-                .map_err(|e| usage(e.to_string()))?;
-            write_private(&key_path, text.as_bytes())?;
+            let key = crate::protocols::ssh::certs::fresh_key();
+            crate::protocols::ssh::certs::write_key(&key_path, &key)?;
             let public = key
                 .public_key()
                 .to_openssh()

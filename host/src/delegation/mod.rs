@@ -160,8 +160,9 @@ fn key_id(jwk: &Value) -> String {
     format!("gw-{hex}")
 }
 
-/// Writes a private file readable by its owner only.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a new private file readable by its owner only (it must not
+/// exist yet).
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -299,10 +299,7 @@ fn ssh_config(
 ) -> anyhow::Result<String> {
     let write = |name: &str| -> anyhow::Result<PathBuf> {
         let path = dir.join(name);
-        let key = crate::protocols::ssh::certs::fresh_key();
-        let text = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
-        std::fs::write(&path, text.as_bytes())?;
-        cert::restrict(&path);
+        sshd::write_key(&path)?;
         Ok(path)
     };
     let host_key = write("ssh-host-key")?;

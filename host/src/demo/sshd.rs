@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::protocols::ssh::certs::{self, fresh_key};
 use anyhow::Context;
-use russh::keys::ssh_key::LineEnding;
-
-use crate::protocols::ssh::certs::fresh_key;
 
 /// Where the distribution installs the server.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -31,18 +29,9 @@ pub struct TempSshd {
 
 /// Writes a fresh ed25519 private key to `path` (owner-only), returning
 /// its public line.
-fn write_key(path: &Path) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+pub fn write_key(path: &Path) -> anyhow::Result<String> {
     let key = fresh_key();
-    let text = key.to_openssh(LineEnding::LF)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
+    certs::write_key(path, &key).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key.public_key().to_openssh()?)
 }
 

@@ -39,6 +39,16 @@ pub fn fresh_key() -> PrivateKey {
     ))
 }
 
+/// Writes `key` as an OpenSSH private key file readable by its owner only,
+/// replacing one already there.
+pub fn write_key(path: &Path, key: &PrivateKey) -> std::io::Result<()> {
+    let text = key
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let _ = std::fs::remove_file(path);
+    crate::delegation::write_private(path, &text)
+}
+
 /// How far back a certificate's validity starts (clocks differ).
 const BACKDATE: u64 = 60;
 
