@@ -84,17 +84,27 @@ pub enum SshRequest {
         /// Its value.
         value: String,
     },
+    /// A local forward (`ssh -L`, `ssh -W`): the host dials this endpoint
+    /// for the client.
+    DirectTcpip {
+        /// The host name or address, as the client sent it.
+        host: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 impl SshRequest {
     /// The request in one line, as records and approvers see it:
-    /// `exec: <command>`, `shell`, `subsystem: <name>`, `env: NAME=value`.
+    /// `exec: <command>`, `shell`, `subsystem: <name>`, `env: NAME=value`,
+    /// `direct-tcpip: host:port`.
     pub fn text(&self) -> String {
         match self {
             SshRequest::Exec(command) => format!("exec: {command}"),
             SshRequest::Shell(_) => "shell".into(),
             SshRequest::Subsystem(name) => format!("subsystem: {name}"),
             SshRequest::Env { name, value } => format!("env: {name}={value}"),
+            SshRequest::DirectTcpip { host, port } => format!("direct-tcpip: {host}:{port}"),
         }
     }
 }

@@ -311,6 +311,7 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
         revocations,
         active: std::sync::atomic::AtomicUsize::new(0),
         closing: closing_rx,
+        listening: std::sync::OnceLock::new(),
     });
     let context = Arc::new(GatewayContext {
         core: core.clone(),
@@ -419,6 +420,9 @@ pub async fn start(config: &Config, policy: Arc<dyn Policy>) -> Result<RunningGa
             limit,
         )));
     }
+    let _ = core
+        .listening
+        .set(addresses.iter().copied().chain(admin_address).collect());
     tokio::spawn(async move { authenticator.prefetch().await });
     Ok(RunningGateway {
         addresses,

@@ -55,7 +55,9 @@ pub use rows::{Batch, ColumnView, Edits};
 
 /// What an SSH client asks of a host (contract 0.2.6), and the terminal a
 /// shell runs on.
-pub use bindings::portcullis::policy::ssh_types::{CommandLine, FileOperation, Pty, SshRequest};
+pub use bindings::portcullis::policy::ssh_types::{
+    CommandLine, Endpoint, FileOperation, Pty, SshRequest,
+};
 
 /// Log severity for [`log`].
 pub use bindings::portcullis::policy::host::Level;

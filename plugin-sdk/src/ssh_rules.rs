@@ -43,6 +43,16 @@ pub struct SshRuleConfig {
     /// Environment variables by name (`LD_*`).
     #[serde(default)]
     pub env: Vec<String>,
+    /// Local port forwards by endpoint, `host:port` with `*` wildcards
+    /// (`*:22`, `10.0.0.*:*`); matched against the host as sent and in its
+    /// canonical form (see [`forward_spellings`]).
+    #[serde(default)]
+    pub forwards: Vec<String>,
+    /// The only endpoints a local forward may reach (`db.internal:5432`);
+    /// every other forward matches. Safer than `forwards`: a spelling a
+    /// pattern did not foresee is refused rather than let through.
+    #[serde(default)]
+    pub only_forwards: Option<Vec<String>>,
 }
 
 /// An SSH rule, ready to match.
@@ -54,6 +64,8 @@ pub struct SshRule {
     shell: bool,
     subsystems: Vec<String>,
     env: Vec<String>,
+    forwards: Vec<String>,
+    only_forwards: Option<Vec<String>>,
 }
 
 impl SshRule {
@@ -74,6 +86,8 @@ impl SshRule {
             shell: config.shell,
             subsystems: config.subsystems.clone(),
             env: config.env.clone(),
+            forwards: lowercase(&config.forwards),
+            only_forwards: config.only_forwards.as_deref().map(lowercase),
         })
     }
 
@@ -85,6 +99,8 @@ impl SshRule {
             && !self.shell
             && self.subsystems.is_empty()
             && self.env.is_empty()
+            && self.forwards.is_empty()
+            && self.only_forwards.is_none()
     }
 
     /// What in `request` the rule matches, as a phrase a verdict can end
@@ -109,8 +125,39 @@ impl SshRule {
             SshRequest::Env((name, _)) if self.only_commands.is_some() => Some(format!(
                 "setting the environment variable `{name}` (this rule allows only listed commands, which a variable could change)"
             )),
+            SshRequest::DirectTcpip(endpoint) => self.check_forward(&endpoint.host, endpoint.port),
             _ => None,
         }
+    }
+
+    fn check_forward(&self, host: &str, port: u16) -> Option<String> {
+        let spellings = forward_spellings(host, port);
+        let what = format!("forwarding a port to {host}:{port}");
+        if let Some(p) = self
+            .forwards
+            .iter()
+            .find(|p| spellings.iter().any(|s| shell::glob(p, s)))
+        {
+            return Some(format!("{what} (pattern `{p}`)"));
+        }
+        if let Some(only) = &self.only_forwards {
+            // Every spelling must be listed: an odd one is not let through
+            // because some other spelling of it is.
+            let listed = spellings
+                .iter()
+                .all(|s| only.iter().any(|p| shell::glob(p, s)));
+            if !listed {
+                return Some(format!(
+                    "{what} (not on this rule's list of allowed endpoints)"
+                ));
+            }
+        }
+        if self.only_commands.is_some() {
+            return Some(format!(
+                "{what} (this rule allows only listed commands, and a forward reaches past them)"
+            ));
+        }
+        None
     }
 
     /// Whether the rule looks at exec lines at all.
@@ -161,6 +208,83 @@ impl SshRule {
     }
 }
 
+fn lowercase(patterns: &[String]) -> Vec<String> {
+    patterns.iter().map(|p| p.to_ascii_lowercase()).collect()
+}
+
+/// The ways a forward's endpoint is matched: `host:port` as sent
+/// (lower-cased, a trailing dot and IPv6 brackets removed) and, when the
+/// host is an address in any spelling the host's resolver accepts —
+/// `0x7f.1`, `2130706433`, `0177.0.0.1`, `::ffff:127.0.0.1` — its canonical
+/// form (`127.0.0.1:22`), so that a pattern on the usual spelling matches
+/// them all.
+pub fn forward_spellings(host: &str, port: u16) -> Vec<String> {
+    let plain = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let mut out = vec![format!("{plain}:{port}")];
+    let canonical = match plain.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => Some(match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        }),
+        Err(_) => inet_aton(&plain).map(|v4| v4.to_string()),
+    };
+    if let Some(c) = canonical {
+        let c = format!("{c}:{port}");
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An IPv4 address in the spellings C's `inet_aton` accepts: one to four
+/// parts, each decimal, octal (`0` first) or hexadecimal (`0x` first),
+/// the last part filling the remaining bytes.
+fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() && radix != 8 {
+            return None;
+        }
+        let value = if digits.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(digits, radix).ok()?
+        };
+        values.push(value);
+    }
+    let (last, leading) = values.split_last()?;
+    if leading.iter().any(|v| *v > 255) {
+        return None;
+    }
+    let tail_bytes = 4 - leading.len();
+    if tail_bytes < 4 && *last >= 1u32 << (8 * tail_bytes) {
+        return None;
+    }
+    let mut address = 0u32;
+    for (i, v) in leading.iter().enumerate() {
+        address |= v << (8 * (3 - i));
+    }
+    address |= last;
+    Some(std::net::Ipv4Addr::from(address))
+}
+
 impl std::fmt::Display for Pattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.text())
@@ -209,6 +333,65 @@ mod tests {
         ] {
             assert!(strict.check(&exec(line)).is_some(), "{line}");
         }
+    }
+
+    fn forward(host: &str, port: u16) -> SshRequest {
+        SshRequest::DirectTcpip(crate::Endpoint {
+            host: host.into(),
+            port,
+        })
+    }
+
+    #[test]
+    fn forward_patterns_match_every_spelling_of_an_address() {
+        let r = rule(r#"{"forwards": ["127.0.0.1:*", "*.internal:22", "10.0.0.*:5432"]}"#);
+        for (host, port) in [
+            ("127.0.0.1", 80),
+            ("127.1", 80),
+            ("0x7f.0.0.1", 80),
+            ("0x7f000001", 80),
+            ("2130706433", 80),
+            ("0177.0.0.1", 80),
+            ("::ffff:127.0.0.1", 80),
+            ("[::ffff:7f00:1]", 80),
+            ("DB.Internal", 22),
+            ("db.internal.", 22),
+            ("10.0.0.9", 5432),
+            ("012.0.0.9", 5432),
+        ] {
+            assert!(r.check(&forward(host, port)).is_some(), "{host}:{port}");
+        }
+        for (host, port) in [("10.0.0.9", 5433), ("db.internal", 2222), ("192.0.2.1", 80)] {
+            assert!(r.check(&forward(host, port)).is_none(), "{host}:{port}");
+        }
+        assert_eq!(inet_aton("256.0.0.1"), None);
+        assert_eq!(inet_aton("1.2.3.4.5"), None);
+        assert_eq!(inet_aton("1.2.65536"), None);
+        assert_eq!(inet_aton("db"), None);
+    }
+
+    #[test]
+    fn an_endpoint_allow_list_refuses_every_other_forward() {
+        let r = rule(r#"{"only_forwards": ["db.internal:5432", "10.0.0.5:5432"]}"#);
+        for (host, port) in [
+            ("db.internal", 5432),
+            ("10.0.0.5", 5432),
+            ("DB.INTERNAL.", 5432),
+        ] {
+            assert!(r.check(&forward(host, port)).is_none(), "{host}:{port}");
+        }
+        // A spelling of a listed address whose as-sent form is not listed
+        // is refused too: every spelling must be on the list.
+        for (host, port) in [("db.internal", 22), ("10.0.0.6", 5432), ("0xa000005", 5432)] {
+            assert!(r.check(&forward(host, port)).is_some(), "{host}:{port}");
+        }
+        // An allow-list of commands refuses forwards too.
+        let commands = rule(r#"{"only_commands": ["uptime"]}"#);
+        assert!(commands.check(&forward("db.internal", 5432)).is_some());
+        // Commands alone say nothing about forwards.
+        assert!(rule(r#"{"commands": ["rm *"]}"#)
+            .check(&forward("db.internal", 5432))
+            .is_none());
     }
 
     #[test]

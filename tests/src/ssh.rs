@@ -144,6 +144,54 @@ impl Host {
     }
 }
 
+impl Host {
+    /// The host dies as a crash would: every process of this sshd — the
+    /// listener and each connection's own (which OpenSSH puts in sessions
+    /// of their own, out of the listener's process group) with what they
+    /// run — is killed with SIGKILL. Their sockets close under the gateway.
+    pub fn die(&mut self) {
+        let listener = self.child.id();
+        let mut doomed = vec![listener];
+        // Descendants by parent pid, found breadth first.
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i];
+            doomed.extend(children_of(parent));
+            i += 1;
+        }
+        // Stopped first, all of them, so that none reports the others'
+        // deaths (a connection's sshd would send its command's exit).
+        for signal in ["-STOP", "-KILL"] {
+            for pid in &doomed {
+                let _ = std::process::Command::new("kill")
+                    .args([signal, &pid.to_string()])
+                    .status();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The processes whose parent is `pid` (from `/proc/*/stat`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                // `pid (comm) state ppid ...`: comm may hold spaces.
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -284,18 +332,18 @@ pub async fn finished(child: tokio::process::Child) -> Ran {
     }
 }
 
-/// An OpenSSH client program (`ssh`, `sftp`) set up to reach the gateway
-/// at `gw_addr` with `token` typed at its prompt and the gateway's host key
-/// pinned; `options` come first (for OpenSSH the first value of an option
-/// wins), then the port with `port_flag` (`-p` for ssh, `-P` for sftp).
-fn client(
-    program: &str,
+/// How an OpenSSH client program is started to reach the gateway at
+/// `gw_addr` with `token` typed at its prompt and the gateway's host key
+/// pinned: its arguments (before the destination) and environment.
+/// `options` come first (for OpenSSH the first value of an option wins),
+/// then the port with `port_flag` (`-p` for ssh, `-P` for sftp).
+fn client_setup(
     host: &Host,
     gw_addr: std::net::SocketAddr,
     token: &str,
     options: &[&str],
     port_flag: &str,
-) -> tokio::process::Command {
+) -> (Vec<String>, Vec<(&'static str, String)>) {
     let d = host.dir.path();
     let askpass = d.join("askpass.sh");
     std::fs::write(d.join("token"), token).expect("token file");
@@ -315,13 +363,17 @@ fn client(
         ),
     )
     .expect("client known_hosts");
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(options)
-        .args(["-F", "/dev/null", port_flag])
-        .arg(gw_addr.port().to_string())
-        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
-        .arg(format!("UserKnownHostsFile={}", client_known.display()))
-        .args([
+    let mut args: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    args.extend(
+        [
+            "-F",
+            "/dev/null",
+            port_flag,
+            &gw_addr.port().to_string(),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", client_known.display()),
             "-o",
             "PreferredAuthentications=keyboard-interactive",
             "-o",
@@ -330,16 +382,59 @@ fn client(
             "NumberOfPasswordPrompts=1",
             "-o",
             "ConnectTimeout=10",
-        ])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        .env("SSH_AUTH_SOCK", d.join("agent.sock"))
+        ]
+        .map(str::to_string),
+    );
+    let env = vec![
+        ("SSH_ASKPASS", askpass.display().to_string()),
+        ("SSH_ASKPASS_REQUIRE", "force".to_string()),
+        ("DISPLAY", ":0".to_string()),
+        ("SSH_AUTH_SOCK", d.join("agent.sock").display().to_string()),
+    ];
+    (args, env)
+}
+
+/// An OpenSSH client program (`ssh`, `sftp`) set up by [`client_setup`],
+/// its standard streams piped.
+fn client(
+    program: &str,
+    host: &Host,
+    gw_addr: std::net::SocketAddr,
+    token: &str,
+    options: &[&str],
+    port_flag: &str,
+) -> tokio::process::Command {
+    let (args, env) = client_setup(host, gw_addr, token, options, port_flag);
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// A shell script that runs `ssh` as [`ssh`] does for `login`, for a
+/// terminal to run (an interactive shell in tmux); its path.
+pub fn ssh_script(host: &Host, gw_addr: std::net::SocketAddr, login: &str, token: &str) -> PathBuf {
+    let (mut args, env) = client_setup(host, gw_addr, token, &[], "-p");
+    args.push(format!("{login}@127.0.0.1"));
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut script = String::from("#!/bin/sh\n");
+    for (name, value) in env {
+        script.push_str(&format!("export {name}={}\n", quote(&value)));
+    }
+    script.push_str("exec ssh");
+    for arg in &args {
+        script.push(' ');
+        script.push_str(&quote(arg));
+    }
+    script.push('\n');
+    let path = host.path("ssh.sh");
+    std::fs::write(&path, script).expect("ssh script");
+    run("chmod", &["755", &path.display().to_string()]);
+    path
 }
 
 /// Starts `ssh` as [`ssh`] does, its standard streams piped and left to
@@ -379,4 +474,102 @@ pub async fn sftp(
         .spawn()
         .expect("sftp (openssh-client) runs");
     finished(child).await
+}
+
+/// A terminal a person would use: a tmux session (on a server of its own)
+/// running one program, whose screen the test reads and whose keyboard it
+/// types on.
+pub struct Terminal {
+    socket: PathBuf,
+}
+
+impl Terminal {
+    /// Runs `program` in a `columns`×`rows` terminal; tmux's files go in
+    /// `dir`. The pane stays once the program exits, to read its last screen.
+    pub fn start(dir: &Path, program: &Path, columns: u16, rows: u16) -> Self {
+        let socket = dir.join("tmux.sock");
+        let conf = dir.join("tmux.conf");
+        std::fs::write(&conf, "set -g remain-on-exit on\n").expect("tmux.conf");
+        let this = Self { socket };
+        this.tmux(&[
+            "-f",
+            &conf.display().to_string(),
+            "new-session",
+            "-d",
+            "-x",
+            &columns.to_string(),
+            "-y",
+            &rows.to_string(),
+            &program.display().to_string(),
+        ]);
+        this
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the screen shows now (scrollback included).
+    pub fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-S", "-200"])
+    }
+
+    /// Types `text` and Enter.
+    pub fn type_line(&self, text: &str) {
+        self.tmux(&["send-keys", "-l", text]);
+        self.tmux(&["send-keys", "Enter"]);
+    }
+
+    /// Waits (up to `within`) until the screen shows `needle`; the screen.
+    pub async fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} did not appear on the screen within {within:?}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The program's exit status once it has exited (128 + the signal's
+    /// number when a signal ended it, as shells say).
+    pub fn exited(&self) -> Option<i32> {
+        let dead = self.tmux(&[
+            "display-message",
+            "-p",
+            "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}",
+        ]);
+        match dead.trim().split(':').collect::<Vec<_>>().as_slice() {
+            ["1", status, ""] => status.parse().ok(),
+            ["1", "", signal] => signal.parse::<i32>().ok().map(|s| 128 + s),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
 }

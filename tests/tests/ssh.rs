@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use portcullis::store::{Action, EventStatus, SessionQuery};
-use portcullis_e2e::ssh::{gateway, gateway_with, keygen, spawn_ssh, ssh, Host, Ran};
+use portcullis_e2e::ssh::{
+    gateway, gateway_with, keygen, spawn_ssh, ssh, ssh_script, Host, Ran, Terminal,
+};
 use portcullis_e2e::TestGateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +253,7 @@ async fn a_shell_runs_its_input_and_forwarded_agents_and_tcp_never_reach_the_hos
             }
         }
         kinds.sort();
-        if kinds.len() >= 2 || std::time::Instant::now() > deadline {
+        if kinds.len() >= 3 || std::time::Instant::now() > deadline {
             break kinds;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -259,6 +261,7 @@ async fn a_shell_runs_its_input_and_forwarded_agents_and_tcp_never_reach_the_hos
     assert_eq!(
         kinds,
         [
+            ("direct-tcpip".to_string(), behind.to_string()),
             (
                 "exec".to_string(),
                 "echo agent=${SSH_AUTH_SOCK:-none}".to_string()
@@ -329,20 +332,7 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
     // Revoked once the client has seen the command run (its output can
     // still be on its way when the command has merely started).
     let mut client = spawn_ssh(&host, addr, "web-1", &delegated, &[], &command);
-    let mut stdout = client.stdout.take().expect("ssh's stdout");
-    let mut seen = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 64];
-        while !seen.ends_with(b"\n") {
-            match stdout.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the command's first line within 15 s");
+    let seen = first_line(&mut client).await;
     let revoked_at = std::time::Instant::now();
     let (status, answer) = revoke(&base, &jti).await;
     let out = tokio::time::timeout(Duration::from_secs(10), client.wait_with_output())
@@ -350,7 +340,7 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
         .expect("the client ended within 10 s")
         .expect("ssh's output");
     let ran = Ran {
-        stdout: String::from_utf8_lossy(&seen).into_owned(),
+        stdout: seen,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
     };
@@ -371,6 +361,147 @@ async fn revoking_a_delegated_token_cuts_its_ssh_session_and_kills_its_command()
     );
     let again = ssh(&host, addr, "web-1", &delegated, &[], "true").await;
     refused(&again, "revoked");
+}
+
+/// Reads an OpenSSH client's standard output up to its first line's end
+/// (within 15 s); the rest of its output is not read.
+async fn first_line(client: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stdout = client.stdout.take().expect("ssh's stdout");
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = [0u8; 64];
+        while !seen.ends_with(b"\n") {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the command's first line within 15 s");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// The host dies mid-command (every sshd process killed, as in a crash):
+/// the client is told so at once and exits 255, the command's event and
+/// recording are closed, and the session's end says the host ended it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_dies_mid_command_ends_the_session_clearly_and_closes_its_record() {
+    let mut host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let (gw, addr) = gateway(&host, &known).await;
+    let token = gw.token("alice@example.com");
+    let mut client = spawn_ssh(&host, addr, "web-1", &token, &[], "echo started; sleep 60");
+    assert_eq!(first_line(&mut client).await, "started\n");
+    let died_at = std::time::Instant::now();
+    host.die();
+    let out = tokio::time::timeout(Duration::from_secs(10), client.wait_with_output())
+        .await
+        .expect("the client ended within 10 s of the host's death")
+        .expect("ssh's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("the host closed the connection"),
+        "the client is told what happened: {stderr}"
+    );
+    assert!(
+        died_at.elapsed() < Duration::from_secs(5),
+        "the client learnt late ({:?})",
+        died_at.elapsed()
+    );
+
+    let sessions = ended_ssh_sessions(&gw, 1).await;
+    assert_eq!(
+        sessions[0].end_reason.as_deref(),
+        Some("the target (database or host) closed the session")
+    );
+    let store = gw.gateway.context.core.audit.store().clone();
+    let events = store.events(sessions[0].id).expect("events");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let command = &events[0];
+    assert_eq!(&*command.sql, "echo started; sleep 60");
+    assert_eq!(command.status, EventStatus::Error, "{command:#?}");
+    assert_eq!(
+        command.error.as_deref(),
+        Some("the connection to the host ended before the command finished")
+    );
+    let cast = store
+        .recording(sessions[0].id, command.seq)
+        .expect("store")
+        .expect("the command's recording, closed with the session");
+    assert!(cast.contains("started"), "{cast}");
+}
+
+/// A person's interactive shell, driven through a real terminal (tmux):
+/// what they type runs on the host, its output reaches their screen and
+/// the recording; revoking their token cuts the live shell with a message
+/// on the screen, and what the shell was running never goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_shell_in_a_terminal_runs_what_is_typed_until_revoked() {
+    let host = Host::start();
+    let (gw, addr, delegated, jti, base) = delegating_gateway(&host).await;
+    let script = ssh_script(&host, addr, "web-1", &delegated);
+    let term = Terminal::start(host.dir.path(), &script, 100, 30);
+    // The shell's prompt, at the start of a line (tmux drops its space).
+    term.wait_for("\n$", Duration::from_secs(20)).await;
+    // Only the remote shell turns the typed `$((6*7))` into 42.
+    term.type_line("echo typed-$((6*7))");
+    term.wait_for("typed-42", Duration::from_secs(10)).await;
+
+    let marker = host.path("shell-marker");
+    term.type_line(&format!("sleep 4; touch {}", marker.display()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let revoked_at = std::time::Instant::now();
+    let (status, answer) = revoke(&base, &jti).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["sessions_closed"], 1, "{answer}");
+    let screen = term
+        .wait_for("access revoked", Duration::from_secs(10))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(code) = term.exited() {
+            break code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh still runs:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code, 255, "{screen}");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(revoked_at.elapsed())).await;
+    assert!(
+        !marker.exists(),
+        "the revoked shell went on running what was typed"
+    );
+
+    let sessions = ended_ssh_sessions(&gw, 1).await;
+    let reason = sessions[0].end_reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("revoked"), "{reason}");
+    let store = gw.gateway.context.core.audit.store().clone();
+    let events = store.events(sessions[0].id).expect("events");
+    let shell = events
+        .iter()
+        .find(|e| e.action == Action::Command)
+        .expect("the shell's event");
+    assert_eq!(&*shell.protocol, "shell");
+    let cast = store
+        .recording(sessions[0].id, shell.seq)
+        .expect("store")
+        .unwrap_or_else(|| panic!("the shell's recording: {events:#?}"));
+    let of_kind = |kind: &str| -> String {
+        cast.lines()
+            .skip(1)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v[1] == kind)
+            .filter_map(|v| v[2].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(of_kind("i").contains("echo typed-$((6*7))"), "{cast}");
+    assert!(of_kind("o").contains("typed-42"), "{cast}");
 }
 
 /// A client that stops reading while its command floods output: once its

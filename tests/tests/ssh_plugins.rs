@@ -50,6 +50,10 @@ subsystems = ["sftp"]
 name = "no-secret-env"
 env = ["SECRET_*"]
 
+[[plugins.config.rules]]
+name = "not-the-second-loopback"
+forwards = ["127.0.0.2:*"]
+
 [[plugins]]
 name = "approve"
 path = {approve:?}
@@ -585,4 +589,122 @@ async fn input_sent_to_a_refused_or_held_command_never_stalls_the_connection() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!withdrawn.exists(), "a withdrawn command ran");
+}
+
+/// A service behind the host: reads what each connection sends until its
+/// end, answers `got:` and that, and closes; how many connected.
+async fn answering_service(
+    address: &str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("listener");
+    let local = listener.local_addr().expect("address");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut got = Vec::new();
+            let _ = tcp.read_to_end(&mut got).await;
+            let _ = tcp.write_all(&[b"got:".as_slice(), &got].concat()).await;
+        }
+    });
+    (local, count)
+}
+
+/// Local forwards (`ssh -W`, the channel `-L` opens too) on a target that
+/// allows them: relayed when the rules allow, refused — nothing connects —
+/// for an endpoint a rule names in any spelling of its address, and for
+/// the gateway itself; each recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_forwards_reach_only_what_the_target_and_its_rules_allow() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let extra = format!("local_forwarding = true\n{}", plugins_extra());
+    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+    let (open, open_served) = answering_service("127.0.0.1:0").await;
+    let (ruled_out, ruled_out_served) = answering_service("127.0.0.2:0").await;
+
+    // Allowed: the data goes through the host to the service and back.
+    let ran = ssh(&host, addr, "web-1", &token, &["-W", &open.to_string()], "").await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout,
+        format!("got:{}", portcullis_e2e::ssh::SHELL_SCRIPT)
+    );
+
+    // A rule names 127.0.0.2: every spelling of it is refused.
+    let port = ruled_out.port();
+    let spellings = [
+        format!("127.0.0.2:{port}"),
+        format!("127.2:{port}"),
+        format!("0x7f.0.0.2:{port}"),
+        format!("2130706434:{port}"),
+        format!("[::ffff:127.0.0.2]:{port}"),
+    ];
+    for endpoint in &spellings {
+        let ran = ssh(&host, addr, "web-1", &token, &["-W", endpoint], "").await;
+        assert_ne!(ran.code, Some(0), "{endpoint}: {}", ran.stdout);
+        assert!(
+            ran.stderr.contains("administratively prohibited"),
+            "{endpoint}: {}",
+            ran.stderr
+        );
+        assert!(!ran.stdout.contains("got:"), "{endpoint} was relayed");
+    }
+
+    // The gateway itself, by any name, is refused: a session inside the
+    // forward would pass unseen (its banner would come back).
+    for endpoint in [
+        format!("127.0.0.1:{}", addr.port()),
+        format!("localhost:{}", addr.port()),
+    ] {
+        let ran = ssh(&host, addr, "web-1", &token, &["-W", &endpoint], "").await;
+        assert_ne!(ran.code, Some(0), "{endpoint}: {}", ran.stdout);
+        assert!(
+            !ran.stdout.contains("SSH-2.0"),
+            "{endpoint} reached the gateway"
+        );
+    }
+
+    // Each forward is one event: what it reached, or why not.
+    let events = command_events(&gw).await;
+    let forwards: Vec<_> = events
+        .iter()
+        .filter(|e| &*e.protocol == "direct-tcpip")
+        .collect();
+    assert!(
+        forwards
+            .iter()
+            .any(|e| *e.sql == *open.to_string() && e.status == EventStatus::Ok),
+        "{forwards:#?}"
+    );
+    for endpoint in &spellings {
+        let sent = endpoint.replace(['[', ']'], "");
+        assert!(
+            forwards.iter().any(|e| *e.sql == *sent
+                && e.status == EventStatus::Refused
+                && e.rule.as_deref() == Some("not-the-second-loopback")),
+            "{sent}: {forwards:#?}"
+        );
+    }
+    let to_gateway = forwards
+        .iter()
+        .filter(|e| e.status == EventStatus::Refused && e.decided_by.as_deref() == Some("gateway"))
+        .count();
+    assert_eq!(to_gateway, 2, "{forwards:#?}");
+    use std::sync::atomic::Ordering;
+    assert_eq!(open_served.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        ruled_out_served.load(Ordering::SeqCst),
+        0,
+        "a refused forward reached the service behind the host"
+    );
 }

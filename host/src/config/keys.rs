@@ -48,6 +48,7 @@ pub const TARGET_KEYS: &[(&str, Owner)] = &[
     ("private_key_file", SSH),
     ("known_hosts_file", SSH),
     ("recording_limit_mib", SSH),
+    ("local_forwarding", SSH),
     ("upstream_ca_key_file", SSH),
 ];
 

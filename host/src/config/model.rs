@@ -548,6 +548,12 @@ pub struct Target {
     /// none (commands are recorded either way).
     #[serde(default = "default_recording_limit_mib")]
     pub recording_limit_mib: u64,
+    /// SSH: whether clients may forward local ports through the host
+    /// (`ssh -L`, `ssh -W`); each forward is judged by the plugins and
+    /// recorded. Remote forwards (`-R`), agent and X11 forwarding are
+    /// never relayed.
+    #[serde(default)]
+    pub local_forwarding: bool,
     /// Environment variable holding the upstream password.
     pub password_env: Option<String>,
     /// File holding the upstream password (read at every upstream login).

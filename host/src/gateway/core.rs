@@ -30,6 +30,10 @@ pub struct Core {
     pub active: AtomicUsize,
     /// Becomes `true` when live sessions must close (end of shutdown grace).
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// The addresses the gateway listens on (every listener and the admin
+    /// API), once all are bound: a forward or proxied request that would
+    /// come back to the gateway itself is refused by them.
+    pub listening: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
 }
 
 /// The next connection on `listener`. A failed accept (out of file

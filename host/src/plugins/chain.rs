@@ -162,6 +162,12 @@ fn to_ssh_request(r: &SshRequest) -> ssh_types::SshRequest {
         SshRequest::Env { name, value } => {
             ssh_types::SshRequest::Env((name.clone(), value.clone()))
         }
+        SshRequest::DirectTcpip { host, port } => {
+            ssh_types::SshRequest::DirectTcpip(ssh_types::Endpoint {
+                host: host.clone(),
+                port: *port,
+            })
+        }
     }
 }
 

@@ -24,7 +24,9 @@
 //!
 //! A rule with SSH conditions (the SDK's `ssh_rules`: `commands` anywhere
 //! on an exec line such as `sudo *` or `systemctl restart *`,
-//! `only_commands`, `opaque_commands`, `shell`, `subsystems`, `env`) holds
+//! `only_commands`, `opaque_commands`, `shell`, `subsystems`, `env`,
+//! `forwards`, `only_forwards` — a forward cannot wait, so a match refuses
+//! it) holds
 //! the SSH requests it matches and never applies to SQL statements; a rule
 //! without them applies only to statements.
 
@@ -98,6 +100,10 @@ struct Rule {
     subsystems: Vec<String>,
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    forwards: Vec<String>,
+    #[serde(default)]
+    only_forwards: Option<Vec<String>>,
 }
 
 impl Rule {
@@ -112,6 +118,8 @@ impl Rule {
                 shell: self.shell,
                 subsystems: self.subsystems.clone(),
                 env: self.env.clone(),
+                forwards: self.forwards.clone(),
+                only_forwards: self.only_forwards.clone(),
             },
         )
     }

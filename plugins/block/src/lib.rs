@@ -38,8 +38,10 @@
 //! (an allow-list every simple command must match; lines it cannot read
 //! whole and interactive shells are refused with it), `opaque_commands`
 //! (refuse lines with substitutions, expansions, shells or interpreters),
-//! `shell` (interactive shells), `subsystems` (`sftp`) and `env`
-//! (environment variables by name). An SSH request is refused by the first
+//! `shell` (interactive shells), `subsystems` (`sftp`), `env`
+//! (environment variables by name), and `forwards` / `only_forwards`
+//! (local port forwards by `host:port`, on targets that relay them). An
+//! SSH request is refused by the first
 //! rule that applies to the user and matches it.
 
 use portcullis_plugin_sdk::names::{
@@ -113,6 +115,10 @@ struct Rule {
     subsystems: Vec<String>,
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    forwards: Vec<String>,
+    #[serde(default)]
+    only_forwards: Option<Vec<String>>,
 }
 
 impl Rule {
@@ -127,6 +133,8 @@ impl Rule {
                 shell: self.shell,
                 subsystems: self.subsystems.clone(),
                 env: self.env.clone(),
+                forwards: self.forwards.clone(),
+                only_forwards: self.only_forwards.clone(),
             },
         )
     }

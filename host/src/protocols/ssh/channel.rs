@@ -123,6 +123,9 @@ pub struct Open {
     cast: Mutex<Option<Cast>>,
     /// How much terminal data a recording keeps (0: none).
     recording_limit: u64,
+    /// The host's side ended without closing the channel: its connection
+    /// is gone.
+    host_lost: std::sync::atomic::AtomicBool,
 }
 
 impl Open {
@@ -175,7 +178,7 @@ impl Open {
             SshRequest::Exec(command) => ("exec", command.as_str()),
             SshRequest::Shell(_) => ("shell", ""),
             SshRequest::Subsystem(name) => ("subsystem", name.as_str()),
-            SshRequest::Env { .. } => return false,
+            SshRequest::Env { .. } | SshRequest::DirectTcpip { .. } => return false,
         };
         let Some(started) = lock(&self.commands).start(kind, text) else {
             return false;
@@ -301,7 +304,7 @@ impl Open {
             SshRequest::Exec(command) => self.host.exec(true, command.as_bytes().to_vec()).await,
             SshRequest::Shell(_) => self.host.request_shell(true).await,
             SshRequest::Subsystem(name) => self.host.request_subsystem(true, name).await,
-            SshRequest::Env { .. } => Ok(()),
+            SshRequest::Env { .. } | SshRequest::DirectTcpip { .. } => Ok(()),
         }
     }
 
@@ -425,6 +428,21 @@ pub async fn kill_all(channels: &Channels) {
     }
 }
 
+/// Records what the channels still open left — the rest of each
+/// recording, each command closed without a status — for relays ended by
+/// force (their own ending would have done it).
+pub async fn abandon(channels: &Channels) {
+    let open: Vec<Arc<Open>> = lock(channels).drain().map(|(_, o)| o).collect();
+    for o in open {
+        let rest = lock(&o.cast).take().and_then(Cast::finish);
+        if let Some(rest) = rest {
+            o.events.store(rest).await;
+        }
+        let unfinished = lock(&o.commands).host_lost();
+        record::write(unfinished).await;
+    }
+}
+
 /// What every channel of a session shares.
 #[derive(Clone)]
 pub struct SessionParts {
@@ -469,6 +487,7 @@ pub fn start(
         pty: Mutex::new(None),
         cast: Mutex::new(None),
         recording_limit: session.recording_limit,
+        host_lost: std::sync::atomic::AtomicBool::new(false),
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -486,13 +505,19 @@ pub fn start(
                 closed_rx
             ),
         );
-        lock(&channels).remove(&id);
+        // Recorded before the channel leaves the session's map: a relay
+        // ended by force mid-way leaves the rest to [`abandon`] (each part
+        // is taken once).
         let rest = lock(&open.cast).take().and_then(Cast::finish);
         if let Some(rest) = rest {
             open.events.store(rest).await;
         }
-        let unfinished = lock(&open.commands).closed();
+        let unfinished = match open.host_lost.load(Ordering::SeqCst) {
+            true => lock(&open.commands).host_lost(),
+            false => lock(&open.commands).closed(),
+        };
         record::write(unfinished).await;
+        lock(&channels).remove(&id);
     }
 }
 
@@ -665,7 +690,11 @@ async fn to_client(
                 continue;
             }
         };
-        let Some(msg) = msg else { break };
+        let Some(msg) = msg else {
+            // No close from the host: its connection ended.
+            open.host_lost.store(true, Ordering::SeqCst);
+            break;
+        };
         let sent = match msg {
             ChannelMsg::Data { data } if writing => {
                 traffic

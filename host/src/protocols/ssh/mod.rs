@@ -16,7 +16,8 @@
 //! - [`judge`]: the target's plugins on exec, shell, subsystem and env
 //!   requests, and approval holds;
 //! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
-//!   channels.
+//!   channels;
+//! - [`forward`]: local port forwards, where a target allows them.
 //!
 //! - [`certs`]: user certificates the gateway mints (`portcullis ssh
 //!   login`) and checks at login, and the five-minute certificates it
@@ -28,6 +29,7 @@
 pub mod cast;
 pub mod certs;
 pub mod channel;
+pub mod forward;
 pub mod judge;
 pub mod record;
 pub mod server;

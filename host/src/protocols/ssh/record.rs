@@ -262,6 +262,22 @@ impl Commands {
         )
     }
 
+    /// The host's connection ended with the command still open: the host
+    /// died or the network between went away, or the gateway closed it
+    /// (the session's end says why).
+    pub fn host_lost(&mut self) -> Option<Finished> {
+        self.finish(
+            EventStatus::Error,
+            Some("the connection to the host ended before the command finished".into()),
+            Instant::now(),
+        )
+    }
+
+    /// A forward's connection ended (either side closed it).
+    pub fn forward_closed(&mut self) -> Option<Finished> {
+        self.finish(EventStatus::Ok, None, Instant::now())
+    }
+
     /// The channel closed: a command still open ends without a status.
     pub fn closed(&mut self) -> Option<Finished> {
         self.finish(EventStatus::Unknown, None, Instant::now())

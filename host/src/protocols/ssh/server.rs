@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::certs;
 use super::channel::{self, Channels, Counted, SessionParts};
+use super::forward::{self, Forward, ForwardParts};
 use super::judge::{self, Judge, SharedPolicy};
 use super::record::SessionEvents;
 use super::upstream::{Login, Upstream};
@@ -37,6 +38,8 @@ struct Admitted {
     judge: Arc<Judge>,
     /// Terminal data each channel's recording keeps, in bytes.
     recording_limit: u64,
+    /// The target relays local port forwards.
+    local_forwarding: bool,
     life: SessionLife,
     upstream: Arc<Upstream>,
     events: Arc<SessionEvents>,
@@ -58,6 +61,9 @@ struct Shared {
     /// The channels' relays: the session ends after them, so that their
     /// last events are queued before its end record.
     relays: Vec<tokio::task::JoinHandle<()>>,
+    /// The session's open channels (what a relay ended by force leaves
+    /// behind is recorded from here).
+    channels: Option<Channels>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -71,6 +77,8 @@ fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 struct ChannelParts {
     upstream: Arc<Upstream>,
     session: SessionParts,
+    /// The target relays local port forwards.
+    local_forwarding: bool,
 }
 
 /// What a client logs in with.
@@ -139,7 +147,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
     });
     let result = running.await;
     timer.abort();
-    let (admitted, stopped, relays, upstream_gone) = {
+    let (admitted, stopped, relays, upstream_gone, channels) = {
         let mut s = lock(&shared);
         if let Some(w) = s.watcher.take() {
             w.abort();
@@ -149,19 +157,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
             s.stopped.take(),
             std::mem::take(&mut s.relays),
             s.upstream_gone,
+            s.channels.take(),
         )
     };
-    // The client is gone: its channels end; their last events come first.
-    // A relay still running after that is ended.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    for mut relay in relays {
-        if tokio::time::timeout_at(deadline, &mut relay).await.is_err() {
-            relay.abort();
-        }
-    }
     let Some(a) = admitted else {
         return;
     };
+    end_relays(relays, &a.upstream, channels.as_ref()).await;
     let reason = match (stopped, result) {
         (Some(Stop::Revoked(why)), _) => EndReason::Revoked(why),
         (Some(Stop::ShuttingDown), _) => EndReason::Error("the gateway shut down".into()),
@@ -179,6 +181,40 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
         a.life
             .end(&ctx.core, policy.as_mut(), &reason, traffic)
             .await;
+    }
+}
+
+/// Once the client is gone, its channels end: their last events (exit
+/// statuses, the rest of a recording) come first, then the session's end.
+/// The host gets a moment to report what the gateway killed; then its
+/// connection is closed (nothing more can reach the client, and a host
+/// channel may stay open as long as a process holds its terminal), and a
+/// relay still running after that is ended, its command and recording
+/// closed from what it left.
+async fn end_relays(
+    mut relays: Vec<tokio::task::JoinHandle<()>>,
+    upstream: &Upstream,
+    channels: Option<&Channels>,
+) {
+    let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+    for relay in relays.iter_mut() {
+        if tokio::time::timeout_at(grace, relay).await.is_err() {
+            break;
+        }
+    }
+    relays.retain(|r| !r.is_finished());
+    if relays.is_empty() {
+        return;
+    }
+    upstream.close("the client's session ended").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    for mut relay in relays {
+        if tokio::time::timeout_at(deadline, &mut relay).await.is_err() {
+            relay.abort();
+        }
+    }
+    if let Some(channels) = channels {
+        channel::abandon(channels).await;
     }
 }
 
@@ -225,6 +261,7 @@ impl Connection {
                 tracing::info!(session = a.info.session_id, peer = %self.peer, target = %a.info.target, user = %a.info.identity.user, "SSH session admitted");
                 self.channels = Some(ChannelParts {
                     upstream: a.upstream.clone(),
+                    local_forwarding: a.local_forwarding,
                     session: SessionParts {
                         events: a.events.clone(),
                         judge: a.judge.clone(),
@@ -234,7 +271,9 @@ impl Connection {
                         recording_limit: a.recording_limit,
                     },
                 });
-                lock(&self.shared).admitted = Some(a);
+                let mut shared = lock(&self.shared);
+                shared.admitted = Some(a);
+                shared.channels = self.channels.as_ref().map(|c| c.session.channels.clone());
                 Ok(())
             }
             Err(mut why) => {
@@ -337,6 +376,7 @@ impl Connection {
                     ),
                     judge: Arc::new(Judge::new(policy.clone(), core.approvals.clone(), &info)),
                     recording_limit: target.cfg.recording_limit_mib.saturating_mul(1 << 20),
+                    local_forwarding: target.cfg.local_forwarding,
                     info,
                     policy,
                     life,
@@ -487,6 +527,46 @@ impl server::Handler for Connection {
                 }
             }
         });
+        let mut shared = lock(&self.shared);
+        shared.relays.retain(|r| !r.is_finished());
+        shared.relays.push(relay);
+        Ok(())
+    }
+
+    /// A local forward (`-L`, `-W`): judged, recorded and relayed on its
+    /// own task (see [`forward`]).
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(parts), Ok(port)) = (self.channels.clone(), u16::try_from(port_to_connect))
+        else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let forward = Forward {
+            host: host_to_connect.to_string(),
+            port,
+            originator: (originator_address.to_string(), originator_port),
+        };
+        let forward_parts = ForwardParts {
+            allowed: parts.local_forwarding,
+            gateway: self.ctx.core.listening.get().cloned().unwrap_or_default(),
+            upstream: parts.upstream,
+            events: parts.session.events,
+            judge: parts.session.judge,
+            traffic: parts.session.traffic,
+            stopping: parts.session.stopping,
+        };
+        let relay = tokio::spawn(forward::run(forward, channel, reply, forward_parts));
         let mut shared = lock(&self.shared);
         shared.relays.retain(|r| !r.is_finished());
         shared.relays.push(relay);

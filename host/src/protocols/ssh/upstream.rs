@@ -289,6 +289,19 @@ impl Upstream {
         self.handle.channel_open_session().await
     }
 
+    /// Opens a `direct-tcpip` channel: the host dials `host:port` for the
+    /// client at `originator`.
+    pub async fn open_direct_tcpip(
+        &self,
+        host: &str,
+        port: u16,
+        originator: (&str, u32),
+    ) -> Result<russh::Channel<client::Msg>, russh::Error> {
+        self.handle
+            .channel_open_direct_tcpip(host, u32::from(port), originator.0, originator.1)
+            .await
+    }
+
     /// Resolves when the host's connection has ended.
     pub async fn gone(&self) {
         self.gone.notified().await;
