@@ -44,12 +44,16 @@ pub struct SshRuleConfig {
     #[serde(default)]
     pub env: Vec<String>,
     /// Local port forwards by endpoint, `host:port` with `*` wildcards
-    /// (`*:22`, `10.0.0.*:*`); matched against the host as sent and in its
-    /// canonical form (see [`forward_spellings`]).
+    /// (`*:22`, `10.0.0.*:*`); an address is matched in its usual form
+    /// whatever its spelling, and any spelling of the host's loopback also
+    /// as `127.0.0.1` and `localhost` (see [`forward_spellings`]); a host
+    /// that cannot be read matches.
     #[serde(default)]
     pub forwards: Vec<String>,
-    /// The only endpoints a local forward may reach (`db.internal:5432`);
-    /// every other forward matches. Safer than `forwards`: a spelling a
+    /// The only endpoints a local forward may reach (`db.internal:5432`,
+    /// `10.0.0.*:5432`); every other forward matches. An entry with an
+    /// address lists addresses only (never a name that looks like one),
+    /// an entry with a name that name only. Safer than `forwards`: what a
     /// pattern did not foresee is refused rather than let through.
     #[serde(default)]
     pub only_forwards: Option<Vec<String>>,
@@ -131,22 +135,21 @@ impl SshRule {
     }
 
     fn check_forward(&self, host: &str, port: u16) -> Option<String> {
-        let spellings = forward_spellings(host, port);
         let what = format!("forwarding a port to {host}:{port}");
+        let Some(endpoint) = Endpoint::read(host) else {
+            return (!self.forwards.is_empty() || self.only_forwards.is_some()).then(|| {
+                format!("{what} (a host the gateway cannot read as a name or an address)")
+            });
+        };
         if let Some(p) = self
             .forwards
             .iter()
-            .find(|p| spellings.iter().any(|s| shell::glob(p, s)))
+            .find(|p| endpoint.spellings(port).iter().any(|s| shell::glob(p, s)))
         {
             return Some(format!("{what} (pattern `{p}`)"));
         }
         if let Some(only) = &self.only_forwards {
-            // Every spelling must be listed: an odd one is not let through
-            // because some other spelling of it is.
-            let listed = spellings
-                .iter()
-                .all(|s| only.iter().any(|p| shell::glob(p, s)));
-            if !listed {
+            if !only.iter().any(|p| endpoint.listed(p, port)) {
                 return Some(format!(
                     "{what} (not on this rule's list of allowed endpoints)"
                 ));
@@ -208,37 +211,118 @@ impl SshRule {
     }
 }
 
+/// Endpoint patterns as matched: lower-case, IPv6 brackets removed
+/// (`[::1]:22` is matched as `::1:22`).
 fn lowercase(patterns: &[String]) -> Vec<String> {
-    patterns.iter().map(|p| p.to_ascii_lowercase()).collect()
+    patterns
+        .iter()
+        .map(|p| p.to_ascii_lowercase().replace(['[', ']'], ""))
+        .collect()
 }
 
-/// The ways a forward's endpoint is matched: `host:port` as sent
-/// (lower-cased, a trailing dot and IPv6 brackets removed) and, when the
-/// host is an address in any spelling the host's resolver accepts —
-/// `0x7f.1`, `2130706433`, `0177.0.0.1`, `::ffff:127.0.0.1` — its canonical
-/// form (`127.0.0.1:22`), so that a pattern on the usual spelling matches
-/// them all.
-pub fn forward_spellings(host: &str, port: u16) -> Vec<String> {
-    let plain = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let mut out = vec![format!("{plain}:{port}")];
-    let canonical = match plain.parse::<std::net::Ipv6Addr>() {
-        Ok(v6) => Some(match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        }),
-        Err(_) => inet_aton(&plain).map(|v4| v4.to_string()),
-    };
-    if let Some(c) = canonical {
-        let c = format!("{c}:{port}");
-        if !out.contains(&c) {
-            out.push(c);
+/// A forward's endpoint host, read as the host's resolver would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    /// An address, in its usual form (an IPv4 address mapped into IPv6
+    /// is the IPv4 address), whatever spelling it came in.
+    Address(std::net::IpAddr),
+    /// A name: lower-cased, without a trailing dot.
+    Name(String),
+}
+
+impl Endpoint {
+    /// `host` as sent; `None` when it is empty or holds whitespace or
+    /// control characters (older resolvers read a prefix of such a text).
+    fn read(host: &str) -> Option<Self> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return None;
+        }
+        // A numeric IPv6 zone (`::1%0`) names an interface, not another
+        // address.
+        let unzoned = match host.split_once('%') {
+            Some((address, _)) if address.contains(':') => address,
+            _ => host,
+        };
+        if let Ok(v6) = unzoned.parse::<std::net::Ipv6Addr>() {
+            return Some(Self::Address(match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => v6.into(),
+            }));
+        }
+        if host.contains('%') {
+            return None;
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        Some(match inet_aton(&name) {
+            Some(v4) => Self::Address(v4.into()),
+            None => Self::Name(name),
+        })
+    }
+
+    /// Whether it is this machine, as the host sees it: a loopback or
+    /// unspecified address, or `localhost`.
+    fn is_loopback(&self) -> bool {
+        match self {
+            Self::Address(ip) => ip.is_loopback() || ip.is_unspecified(),
+            Self::Name(name) => {
+                name == "localhost"
+                    || name.ends_with(".localhost")
+                    || name == "localhost.localdomain"
+            }
         }
     }
-    out
+
+    /// What `forwards` patterns are matched against (any match is a
+    /// match): the host as read, and for any spelling of the host's own
+    /// loopback also `127.0.0.1` and `localhost`, so that a pattern on
+    /// either names them all.
+    fn spellings(&self, port: u16) -> Vec<String> {
+        let mut out = vec![match self {
+            Self::Address(ip) => format!("{ip}:{port}"),
+            Self::Name(name) => format!("{name}:{port}"),
+        }];
+        if self.is_loopback() {
+            for alias in ["127.0.0.1", "localhost"] {
+                let spelled = format!("{alias}:{port}");
+                if !out.contains(&spelled) {
+                    out.push(spelled);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether an `only_forwards` entry lists it. An entry whose host is
+    /// an address pattern (digits, dots, colons, hex and `*` only) lists
+    /// only addresses — never a name, which could be
+    /// `10.0.0.5.attacker.example` resolving anywhere — and an entry with
+    /// a name lists only that name.
+    fn listed(&self, entry: &str, port: u16) -> bool {
+        let Some((host, _)) = entry.rsplit_once(':') else {
+            return false;
+        };
+        if host.chars().all(|c| c == '*') {
+            return shell::glob(entry, &self.spellings(port)[0]);
+        }
+        let address_pattern = host
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '*'))
+            && host.chars().any(|c| c.is_ascii_digit() || c == ':');
+        match self {
+            Self::Address(ip) => address_pattern && shell::glob(entry, &format!("{ip}:{port}")),
+            Self::Name(name) => !address_pattern && shell::glob(entry, &format!("{name}:{port}")),
+        }
+    }
+}
+
+/// The ways `forwards` patterns see a forward's endpoint (see
+/// `Endpoint::spellings`); `None` for a host that cannot be read.
+pub fn forward_spellings(host: &str, port: u16) -> Option<Vec<String>> {
+    Endpoint::read(host).map(|e| e.spellings(port))
 }
 
 /// An IPv4 address in the spellings C's `inet_aton` accepts: one to four
@@ -358,11 +442,31 @@ mod tests {
             ("db.internal.", 22),
             ("10.0.0.9", 5432),
             ("012.0.0.9", 5432),
+            // A zone names an interface, not another address.
+            ("::ffff:127.0.0.1%0", 80),
+            ("[::ffff:7f00:1%lo]", 80),
+            // Every spelling of the host's own loopback is 127.0.0.1.
+            ("127.0.0.2", 80),
+            ("::1", 80),
+            ("0", 80),
+            ("0.0.0.0", 80),
+            ("::", 80),
+            ("localhost", 80),
+            ("LocalHost.", 80),
+            // Hosts that cannot be read match.
+            ("", 80),
+            ("127.0.0.1 x", 80),
+            ("db\n", 80),
         ] {
             assert!(r.check(&forward(host, port)).is_some(), "{host}:{port}");
         }
         for (host, port) in [("10.0.0.9", 5433), ("db.internal", 2222), ("192.0.2.1", 80)] {
             assert!(r.check(&forward(host, port)).is_none(), "{host}:{port}");
+        }
+        // `localhost:*` names the loopback as well.
+        let local = rule(r#"{"forwards": ["localhost:*"]}"#);
+        for host in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert!(local.check(&forward(host, 22)).is_some(), "{host}");
         }
         assert_eq!(inet_aton("256.0.0.1"), None);
         assert_eq!(inet_aton("1.2.3.4.5"), None);
@@ -372,19 +476,34 @@ mod tests {
 
     #[test]
     fn an_endpoint_allow_list_refuses_every_other_forward() {
-        let r = rule(r#"{"only_forwards": ["db.internal:5432", "10.0.0.5:5432"]}"#);
+        let r = rule(r#"{"only_forwards": ["db.internal:5432", "10.0.0.*:5432", "[fd00::5]:22"]}"#);
         for (host, port) in [
             ("db.internal", 5432),
             ("10.0.0.5", 5432),
             ("DB.INTERNAL.", 5432),
+            // The resolver reads it as 10.0.0.5.
+            ("0xa000005", 5432),
+            ("fd00::5", 22),
+            ("[FD00:0::5]", 22),
         ] {
             assert!(r.check(&forward(host, port)).is_none(), "{host}:{port}");
         }
-        // A spelling of a listed address whose as-sent form is not listed
-        // is refused too: every spelling must be on the list.
-        for (host, port) in [("db.internal", 22), ("10.0.0.6", 5432), ("0xa000005", 5432)] {
+        for (host, port) in [
+            ("db.internal", 22),
+            ("10.0.1.6", 5432),
+            // Names shaped like a listed address resolve anywhere.
+            ("10.0.0.5.nip.io", 5432),
+            ("10.0.0.x.127.0.0.1.sslip.io", 5432),
+            ("", 5432),
+            ("10.0.0.5 ", 5432),
+        ] {
             assert!(r.check(&forward(host, port)).is_some(), "{host}:{port}");
         }
+        // A host wildcard lists every host on its port.
+        let any = rule(r#"{"only_forwards": ["*:443"]}"#);
+        assert!(any.check(&forward("10.1.2.3", 443)).is_none());
+        assert!(any.check(&forward("api.example", 443)).is_none());
+        assert!(any.check(&forward("api.example", 80)).is_some());
         // An allow-list of commands refuses forwards too.
         let commands = rule(r#"{"only_commands": ["uptime"]}"#);
         assert!(commands.check(&forward("db.internal", 5432)).is_some());

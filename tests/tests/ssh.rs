@@ -451,8 +451,12 @@ async fn an_interactive_shell_in_a_terminal_runs_what_is_typed_until_revoked() {
     term.wait_for("typed-42", Duration::from_secs(10)).await;
 
     let marker = host.path("shell-marker");
-    term.type_line(&format!("sleep 4; touch {}", marker.display()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Revoked once the line runs (only the shell prints `started-5`).
+    term.type_line(&format!(
+        "echo started-$((2+3)); sleep 4; touch {}",
+        marker.display()
+    ));
+    term.wait_for("started-5", Duration::from_secs(10)).await;
     let revoked_at = std::time::Instant::now();
     let (status, answer) = revoke(&base, &jti).await;
     assert_eq!(status, 200, "{answer}");
@@ -488,6 +492,8 @@ async fn an_interactive_shell_in_a_terminal_runs_what_is_typed_until_revoked() {
         .find(|e| e.action == Action::Command)
         .expect("the shell's event");
     assert_eq!(&*shell.protocol, "shell");
+    // The shell's event is closed, not left `started`.
+    assert_eq!(shell.status, EventStatus::Error, "{shell:#?}");
     let cast = store
         .recording(sessions[0].id, shell.seq)
         .expect("store")

@@ -648,6 +648,7 @@ async fn local_forwards_reach_only_what_the_target_and_its_rules_allow() {
         format!("0x7f.0.0.2:{port}"),
         format!("2130706434:{port}"),
         format!("[::ffff:127.0.0.2]:{port}"),
+        format!("[::ffff:127.0.0.2%0]:{port}"),
     ];
     for endpoint in &spellings {
         let ran = ssh(&host, addr, "web-1", &token, &["-W", endpoint], "").await;

@@ -29,6 +29,30 @@ use crate::policy::{QueryNote, SshRequest, Verdict};
 /// The event kind (protocol detail) of a forward.
 const KIND: &str = "direct-tcpip";
 
+/// Forwards a session may have open (or being judged) at once.
+pub const MAX_FORWARDS: usize = 64;
+
+/// One of a session's [`MAX_FORWARDS`], held while a forward lives.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        let taken = open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_FORWARDS).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| Self(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// One forward a client asked for.
 pub struct Forward {
     /// The endpoint's host, as the client sent it.
@@ -43,8 +67,11 @@ pub struct Forward {
 pub struct ForwardParts {
     /// The target allows local forwards.
     pub allowed: bool,
-    /// The addresses the gateway listens on.
-    pub gateway: Vec<SocketAddr>,
+    /// The addresses the gateway listens on; `None` while it is starting
+    /// (every forward is refused until they are known).
+    pub gateway: Option<Vec<SocketAddr>>,
+    /// Forwards open in the session (at most [`MAX_FORWARDS`]).
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
     /// The host's connection.
     pub upstream: Arc<Upstream>,
     /// The session's recorder.
@@ -67,24 +94,43 @@ pub async fn is_gateway(host: &str, port: u16, gateway: &[SocketAddr]) -> bool {
         return false;
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(found) => found.map(|a| a.ip()).collect(),
-            Err(_) => return true,
-        },
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, 0)],
+        Err(_) => {
+            // A name (or a zoned IPv6 address) as this machine resolves it;
+            // one that does not resolve in time may be the gateway.
+            let lookup = tokio::net::lookup_host((host, port));
+            match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+                Ok(Ok(found)) => found.collect(),
+                _ => return true,
+            }
+        }
     };
-    ips.is_empty() || ips.into_iter().any(is_local)
+    addresses.is_empty() || addresses.into_iter().any(is_local)
 }
 
-/// Whether `ip` is an address of this machine (binding to it works).
-fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || std::net::TcpListener::bind(SocketAddr::new(ip, 0)).is_ok()
+/// How long the gateway waits for its resolver to read a forward's host.
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `address` is one of this machine's (binding to it works; an
+/// IPv6 zone is kept, and an IPv4 address mapped into IPv6 is read as
+/// the IPv4 address).
+fn is_local(address: SocketAddr) -> bool {
+    let ip = address.ip().to_canonical();
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    let probe = match (address, ip) {
+        (SocketAddr::V6(v6), IpAddr::V6(_)) => {
+            SocketAddr::V6(std::net::SocketAddrV6::new(*v6.ip(), 0, 0, v6.scope_id()))
+        }
+        _ => SocketAddr::new(ip, 0),
+    };
+    std::net::TcpListener::bind(probe).is_ok()
 }
 
 /// Judges, records and relays one forward; answers the client's channel
@@ -103,9 +149,22 @@ pub async fn run(
             .await;
         return;
     };
+    let slot = Slot::take(&parts.open);
     let refusal = if !parts.allowed {
         Some("this target does not allow port forwarding (`local_forwarding`)".to_string())
-    } else if is_gateway(&forward.host, forward.port, &parts.gateway).await {
+    } else if slot.is_none() {
+        Some(format!(
+            "the session has {MAX_FORWARDS} forwards open, the most a session may"
+        ))
+    } else if parts.gateway.is_none() {
+        Some("the gateway is still starting".to_string())
+    } else if is_gateway(
+        &forward.host,
+        forward.port,
+        parts.gateway.as_deref().unwrap_or_default(),
+    )
+    .await
+    {
         Some(
             "the endpoint is the gateway itself: a session inside the forward would pass unseen"
                 .to_string(),
@@ -177,29 +236,52 @@ pub async fn run(
         }
     };
     reply.accept().await;
-    relay(channel, host, &parts).await;
-    record::write(commands.forward_closed()).await;
+    let ended = relay(channel, host, &parts).await;
+    record::write(commands.forward_closed(ended)).await;
 }
 
-/// Copies both ways until both sides are done or the session stops.
-async fn relay(client: Channel<Msg>, host: Channel<russh::client::Msg>, parts: &ForwardParts) {
-    let mut client = client.into_stream();
-    let mut host = host.into_stream();
+/// Copies both ways, counting as it goes, until both sides are done or
+/// the session stops; why it ended early, if it did.
+async fn relay(
+    client: Channel<Msg>,
+    host: Channel<russh::client::Msg>,
+    parts: &ForwardParts,
+) -> Option<String> {
+    let (mut client_rd, mut client_wr) = tokio::io::split(client.into_stream());
+    let (mut host_rd, mut host_wr) = tokio::io::split(host.into_stream());
+    let traffic = &parts.traffic;
+    let up = copy_counted(&mut client_rd, &mut host_wr, &traffic.from_client);
+    let down = copy_counted(&mut host_rd, &mut client_wr, &traffic.to_client);
     let mut stopping = parts.stopping.clone();
-    let copied = tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut host) => copied.ok(),
-        _ = stopping.wait_for(|s| *s) => None,
-    };
-    if let Some((from_client, to_client)) = copied {
-        use std::sync::atomic::Ordering;
-        parts
-            .traffic
-            .from_client
-            .fetch_add(from_client, Ordering::Relaxed);
-        parts
-            .traffic
-            .to_client
-            .fetch_add(to_client, Ordering::Relaxed);
+    tokio::select! {
+        (up, down) = async { tokio::join!(up, down) } => match up.and(down) {
+            Ok(()) => None,
+            Err(e) => Some(format!("the forward failed: {e}")),
+        },
+        _ = stopping.wait_for(|s| *s) => Some("the session stopped".to_string()),
+    }
+}
+
+/// Copies `from` to `to` until the end of data, then ends `to`; each
+/// chunk is counted in `counted` as it is written.
+async fn copy_counted<R, W>(
+    from: &mut R,
+    to: &mut W,
+    counted: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -216,6 +298,8 @@ mod tests {
         assert!(is_gateway("[::1]", 2222, &own).await);
         assert!(is_gateway("0.0.0.0", 2222, &own).await);
         assert!(is_gateway("127.1.2.3", 2222, &own).await);
+        assert!(is_gateway("::ffff:127.0.0.1", 2222, &own).await);
+        assert!(is_gateway("localhost.", 2222, &own).await);
         // A name nobody here can resolve may still be the gateway.
         assert!(is_gateway("no-such-host.invalid", 2222, &own).await);
         // Other ports, and addresses of other machines, are not.

@@ -273,9 +273,14 @@ impl Commands {
         )
     }
 
-    /// A forward's connection ended (either side closed it).
-    pub fn forward_closed(&mut self) -> Option<Finished> {
-        self.finish(EventStatus::Ok, None, Instant::now())
+    /// A forward's connection ended: both sides closed it, or it ended
+    /// early for the reason given.
+    pub fn forward_closed(&mut self, early: Option<String>) -> Option<Finished> {
+        let status = match early {
+            None => EventStatus::Ok,
+            Some(_) => EventStatus::Error,
+        };
+        self.finish(status, early, Instant::now())
     }
 
     /// The channel closed: a command still open ends without a status.

@@ -77,6 +77,8 @@ fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 struct ChannelParts {
     upstream: Arc<Upstream>,
     session: SessionParts,
+    /// Forwards open in the session.
+    forwards: Arc<std::sync::atomic::AtomicUsize>,
     /// The target relays local port forwards.
     local_forwarding: bool,
 }
@@ -211,6 +213,8 @@ async fn end_relays(
     for mut relay in relays {
         if tokio::time::timeout_at(deadline, &mut relay).await.is_err() {
             relay.abort();
+            // Ended before what follows reads the channels it left.
+            let _ = relay.await;
         }
     }
     if let Some(channels) = channels {
@@ -262,6 +266,7 @@ impl Connection {
                 self.channels = Some(ChannelParts {
                     upstream: a.upstream.clone(),
                     local_forwarding: a.local_forwarding,
+                    forwards: Arc::default(),
                     session: SessionParts {
                         events: a.events.clone(),
                         judge: a.judge.clone(),
@@ -559,7 +564,8 @@ impl server::Handler for Connection {
         };
         let forward_parts = ForwardParts {
             allowed: parts.local_forwarding,
-            gateway: self.ctx.core.listening.get().cloned().unwrap_or_default(),
+            gateway: self.ctx.core.listening.get().cloned(),
+            open: parts.forwards,
             upstream: parts.upstream,
             events: parts.session.events,
             judge: parts.session.judge,
