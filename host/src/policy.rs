@@ -109,6 +109,28 @@ impl SshRequest {
     }
 }
 
+/// Which of a session's plugins watch one SSH command's output (by their
+/// place in the chain; what the places mean is the policy's own). Empty:
+/// nobody watches, and output passes untouched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputWatch(pub Vec<usize>);
+
+impl OutputWatch {
+    /// Whether any plugin watches.
+    pub fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+/// Which of an SSH command's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
 /// A decision about a session or statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -335,6 +357,27 @@ pub trait SessionPolicy: Send {
     fn on_ssh_request(&mut self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
         let _ = (request, note);
         Verdict::Allow
+    }
+
+    /// SSH: which plugins watch the output of `request` (an exec or shell
+    /// the plugins let run); [`Self::on_ssh_output`] then shows them its
+    /// output, for as long as it runs (each channel its own watch).
+    fn watch_ssh_output(&mut self, request: &SshRequest) -> OutputWatch {
+        let _ = request;
+        OutputWatch::default()
+    }
+
+    /// SSH: output of a command `watch` covers, before the client gets it
+    /// (whole lines, see `ssh-output` in the contract); what to send
+    /// instead, if anything.
+    fn on_ssh_output(
+        &mut self,
+        watch: &OutputWatch,
+        stream: SshStream,
+        text: &str,
+    ) -> Option<String> {
+        let _ = (watch, stream, text);
+        None
     }
 
     /// The client sent a `FunctionCall` message (a function called by OID,

@@ -53,8 +53,11 @@ pub use bindings::portcullis::policy::types::{
 };
 pub use rows::{Batch, ColumnView, Edits};
 
-/// What an SSH client asks of a host (contract 0.2.6), and the terminal a
-/// shell runs on.
+/// Which output stream of an SSH command (contract 0.2.7).
+pub use bindings::exports::portcullis::policy::ssh_output::OutputStream;
+
+/// What an SSH client asks of a host (contract 0.2.6; local forwards
+/// are asked about since 0.2.7), and the terminal a shell runs on.
 pub use bindings::portcullis::policy::ssh_types::{
     CommandLine, Endpoint, FileOperation, Pty, SshRequest,
 };
@@ -336,6 +339,22 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
+    /// Whether this plugin watches the output of an SSH `exec` or `shell`
+    /// the plugins let run (contract 0.2.7); `false` (the default) costs
+    /// nothing per byte.
+    fn watch_ssh_output(&mut self, request: &SshRequest) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// Output of a watched SSH command before the client (and the
+    /// session's recording) gets it (contract 0.2.7): whole lines as text.
+    /// `Some(text)` is sent instead; `None` sends it unchanged.
+    fn on_ssh_output(&mut self, stream: OutputStream, text: &str) -> Option<String> {
+        let _ = (stream, text);
+        None
+    }
+
     /// The session ended.
     fn session_end(&mut self, reason: &str) {
         let _ = reason;
@@ -415,6 +434,15 @@ macro_rules! export_plugin {
                 }
                 fn on_file_operation(operation: $crate::FileOperation) -> $crate::Verdict {
                     STATE.with(|s| s.borrow_mut().on_file_operation(&operation))
+                }
+            }
+
+            impl $crate::bindings::exports::portcullis::policy::ssh_output::Guest for Exported {
+                fn watch_output(request: $crate::SshRequest) -> bool {
+                    STATE.with(|s| s.borrow_mut().watch_ssh_output(&request))
+                }
+                fn on_ssh_output(stream: $crate::OutputStream, text: String) -> Option<String> {
+                    STATE.with(|s| s.borrow_mut().on_ssh_output(stream, &text))
                 }
             }
 

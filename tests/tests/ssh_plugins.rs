@@ -709,3 +709,121 @@ async fn local_forwards_reach_only_what_the_target_and_its_rules_allow() {
         "a refused forward reached the service behind the host"
     );
 }
+
+/// `mask` watching what commands print (`ssh_output`): a secret printed
+/// the ordinary way — whole, split across the host's writes, on stderr,
+/// in an interactive shell — reaches neither the client nor the session's
+/// recording; an exempt group sees it; a shell's prompt, which has no line
+/// end, still shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_command_output_never_reach_the_client_or_the_recording() {
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+    const MASKED_KEY: &str = "AKIA****************";
+    const CARD: &str = "4242 4242 4242 4242";
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let extra = format!(
+        r#"plugins = ["mask"]
+
+[[plugins]]
+name = "mask"
+path = {mask:?}
+
+[plugins.config.ssh_output]
+detectors = ["secret", "card"]
+except_groups = ["auditors"]
+"#,
+        mask = plugin_wasm("mask").display().to_string(),
+    );
+    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let alice = mint(&gw, "alice@example.com", &["testers"]);
+    // The key in two writes of the host's (a pause between), the card on
+    // stderr; neither is in the command line (which is recorded as sent).
+    let command = format!(
+        "printf 'key={}'; sleep 0.3; printf '{}\\n'; echo \"card 4242 4242 4242 $((4240+2))\" >&2; echo done",
+        &KEY[..8],
+        &KEY[8..]
+    );
+    let ran = ssh(&host, addr, "web-1", &alice, &[], &command).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.stdout, format!("key={MASKED_KEY}\ndone\n"));
+    assert!(!ran.stderr.contains(CARD), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("card **** **** **** 4242"),
+        "{}",
+        ran.stderr
+    );
+
+    // The same command for an auditor: as the host printed it.
+    let auditor = mint(&gw, "carol@example.com", &["testers", "auditors"]);
+    let ran = ssh(&host, addr, "web-1", &auditor, &[], &command).await;
+    assert_eq!(ran.stdout, format!("key={KEY}\ndone\n"), "{}", ran.stderr);
+
+    // An interactive shell on a terminal: the prompt shows, the key
+    // printed does not (typed in two halves, so the typing is not it).
+    let script = portcullis_e2e::ssh::ssh_script(&host, addr, "web-1", &alice);
+    let term = portcullis_e2e::ssh::Terminal::start(host.dir.path(), &script, 100, 30);
+    term.wait_for("\n$", Duration::from_secs(20)).await;
+    term.type_line(&format!(
+        "printf '%s%s\\n' {} {}; echo shown-$((6*7))",
+        &KEY[..8],
+        &KEY[8..]
+    ));
+    let screen = term.wait_for("shown-42", Duration::from_secs(10)).await;
+    assert!(!screen.contains(KEY), "{screen}");
+    assert!(screen.contains(MASKED_KEY), "{screen}");
+    term.type_line("exit");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while term.exited().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the shell did not exit:\n{}",
+            term.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The recordings hold what the clients saw: alice's never the key.
+    let store = gw.gateway.context.core.audit.store().clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sessions = loop {
+        gw.gateway.context.core.audit.flush().await;
+        let ended: Vec<_> = store
+            .sessions(&SessionQuery::default())
+            .expect("sessions")
+            .into_iter()
+            .filter(|s| s.ended_at.is_some())
+            .collect();
+        if ended.len() >= 3 {
+            break ended;
+        }
+        assert!(Instant::now() < deadline, "3 sessions did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut alices = 0;
+    for s in &sessions {
+        for e in store.events(s.id).expect("events") {
+            let Some(cast) = store.recording(s.id, e.seq).expect("store") else {
+                continue;
+            };
+            // What the client was sent, as one text.
+            let shown: String = cast
+                .lines()
+                .skip(1)
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v[1] == "o")
+                .filter_map(|v| v[2].as_str().map(str::to_string))
+                .collect();
+            if s.identity.user == "alice@example.com" {
+                alices += 1;
+                assert!(!cast.contains(&KEY[4..]), "{cast}");
+                assert!(!shown.contains(KEY), "{cast}");
+                assert!(!cast.contains("4242 4242 4242 4242"), "{cast}");
+                assert!(shown.contains(MASKED_KEY), "{cast}");
+            } else {
+                assert!(shown.contains(KEY), "{cast}");
+            }
+        }
+    }
+    assert_eq!(alices, 2, "alice's exec and shell were recorded");
+}

@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
 
 pub use portcullis::policy::types;
 
-/// The `guard-plugin` world; only its `ssh-plugin` export is used (the rest
-/// is the `policy-plugin` world above).
+/// The `guard-plugin` world; only its `ssh-plugin` and `ssh-output`
+/// exports are used (the rest is the `policy-plugin` world above).
 pub mod guard {
     wasmtime::component::bindgen!({
         world: "guard-plugin",
@@ -22,5 +22,7 @@ pub mod guard {
     });
 }
 
+pub use guard::exports::portcullis::policy::ssh_output::Guest as SshOutputGuest;
+pub use guard::exports::portcullis::policy::ssh_output::OutputStream;
 pub use guard::exports::portcullis::policy::ssh_plugin::Guest as SshGuest;
 pub use guard::portcullis::policy::ssh_types;

@@ -9,14 +9,15 @@
 
 use std::sync::Arc;
 
-use super::bindings::{ssh_types, types};
+use super::bindings::{ssh_types, types, OutputStream};
 use super::executor::inline;
 use super::instance::{describe_failure, CallNotes, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
-    EndReason, Policy, QueryEvent, QueryNote, Recording, ResultColumn, ResultPlan, Row, RowEdit,
-    SessionInfo, SessionPolicy, SessionRefused, SshRequest, ValueEdit, Verdict,
+    EndReason, OutputWatch, Policy, QueryEvent, QueryNote, Recording, ResultColumn, ResultPlan,
+    Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused, SshRequest, SshStream, ValueEdit,
+    Verdict,
 };
 use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
 
@@ -427,6 +428,63 @@ impl ChainInner {
         verdicts.finish(note)
     }
 
+    /// Asks each member that exports `ssh-output` whether it watches the
+    /// output of `request`; whether any does. A member that fails counts
+    /// as watching when it fails closed (its output calls then fail too,
+    /// and the output is withheld).
+    fn watch_ssh_output(&mut self, request: &ssh_types::SshRequest) -> OutputWatch {
+        let mut watchers = Vec::new();
+        for i in 0..self.members.len() {
+            if !self.members[i].plugin.watches_output() {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            let watching =
+                match self.call(i, |inst| inst.watch_output(request).unwrap_or(Ok(false))) {
+                    Ok(w) => w,
+                    Err(_) => failure == FailurePolicy::FailClosed,
+                };
+            if watching {
+                watchers.push(i);
+            }
+        }
+        OutputWatch(watchers)
+    }
+
+    /// Output of a watched SSH command through each watching member in
+    /// chain order (each sees the one before's edit); the text to send
+    /// instead, if any. A fail-closed member that fails withholds it.
+    fn on_ssh_output(
+        &mut self,
+        watch: &OutputWatch,
+        stream: OutputStream,
+        text: &str,
+    ) -> Option<String> {
+        let mut edited: Option<String> = None;
+        for &i in &watch.0 {
+            if i >= self.members.len() {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            let current = edited.as_deref().unwrap_or(text);
+            let called = self.call(i, |inst| {
+                inst.on_ssh_output(stream, current).unwrap_or(Ok(None))
+            });
+            match called {
+                Ok(Some(replacement)) => edited = Some(replacement),
+                Ok(None) => {}
+                Err(why) if failure == FailurePolicy::FailClosed => {
+                    let name = &self.members[i].plugin.name;
+                    return Some(format!(
+                        "[Portcullis: output withheld: plugin \"{name}\" failed ({why})]\r\n"
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
+        edited
+    }
+
     fn on_row_description(
         &mut self,
         cols: &[types::Column],
@@ -662,6 +720,32 @@ impl SessionPolicy for ChainSession {
         self.with_inner(|inner| inner.on_ssh_request(&request, note))
             .unwrap_or_else(|| Verdict::Deny {
                 reason: "the gateway lost this session's plugins; reconnect".into(),
+            })
+    }
+
+    fn watch_ssh_output(&mut self, request: &SshRequest) -> OutputWatch {
+        let request = to_ssh_request(request);
+        // Lost plugins: watched, so that what follows is withheld.
+        self.with_inner(|inner| inner.watch_ssh_output(&request))
+            .unwrap_or(OutputWatch(vec![usize::MAX]))
+    }
+
+    fn on_ssh_output(
+        &mut self,
+        watch: &OutputWatch,
+        stream: SshStream,
+        text: &str,
+    ) -> Option<String> {
+        let stream = match stream {
+            SshStream::Stdout => OutputStream::Stdout,
+            SshStream::Stderr => OutputStream::Stderr,
+        };
+        self.with_inner(|inner| inner.on_ssh_output(watch, stream, text))
+            .unwrap_or_else(|| {
+                Some(
+                    "[Portcullis: output withheld: the gateway lost this session's plugins]\r\n"
+                        .into(),
+                )
             })
     }
 

@@ -8,7 +8,8 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    portcullis::policy::host, ssh_types, types, PolicyPlugin, PolicyPluginIndices, SshGuest,
+    portcullis::policy::host, ssh_types, types, OutputStream, PolicyPlugin, PolicyPluginIndices,
+    SshGuest, SshOutputGuest,
 };
 use super::engine::Running;
 use crate::protocols::postgres::sql::lineage::Lineage;
@@ -228,6 +229,9 @@ pub struct Linked {
     pub plugin: PolicyPluginIndices,
     /// Its `ssh-plugin` interface, if it exports one.
     pub ssh: Option<super::bindings::guard::exports::portcullis::policy::ssh_plugin::GuestIndices>,
+    /// Its `ssh-output` interface (0.2.7), if it exports one.
+    pub output:
+        Option<super::bindings::guard::exports::portcullis::policy::ssh_output::GuestIndices>,
 }
 
 impl Linked {
@@ -240,7 +244,17 @@ impl Linked {
                 &pre,
             )
             .ok();
-        Ok(Self { pre, plugin, ssh })
+        let output =
+            super::bindings::guard::exports::portcullis::policy::ssh_output::GuestIndices::new(
+                &pre,
+            )
+            .ok();
+        Ok(Self {
+            pre,
+            plugin,
+            ssh,
+            output,
+        })
     }
 }
 
@@ -249,6 +263,7 @@ pub struct PluginInstance {
     store: Store<StoreState>,
     plugin: PolicyPlugin,
     ssh: Option<SshGuest>,
+    output: Option<SshOutputGuest>,
     deadline_ticks: u64,
 }
 
@@ -278,7 +293,7 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         // Start-up code gets a generous deadline of its own; calls get theirs.
         store.set_epoch_deadline(START_DEADLINE_TICKS.max(deadline_ticks));
-        let (plugin, ssh) = {
+        let (plugin, ssh, output) = {
             let _running = Running::start();
             let instance = linked.pre.instantiate(&mut store)?;
             let plugin = linked.plugin.load(&mut store, &instance)?;
@@ -286,12 +301,17 @@ impl PluginInstance {
                 Some(indices) => Some(indices.load(&mut store, &instance)?),
                 None => None,
             };
-            (plugin, ssh)
+            let output = match &linked.output {
+                Some(indices) => Some(indices.load(&mut store, &instance)?),
+                None => None,
+            };
+            (plugin, ssh, output)
         };
         Ok(Self {
             store,
             plugin,
             ssh,
+            output,
             deadline_ticks,
         })
     }
@@ -387,6 +407,29 @@ impl PluginInstance {
         self.store.data_mut().notes = CallNotes::default();
         let ssh = self.ssh.as_ref()?;
         Some(ssh.call_on_ssh_request(&mut self.store, request))
+    }
+
+    /// `watch-output`; `None` when the plugin does not watch output.
+    pub fn watch_output(
+        &mut self,
+        request: &ssh_types::SshRequest,
+    ) -> Option<wasmtime::Result<bool>> {
+        self.output.as_ref()?;
+        let _running = self.arm();
+        let output = self.output.as_ref()?;
+        Some(output.call_watch_output(&mut self.store, request))
+    }
+
+    /// `on-ssh-output`; `None` when the plugin does not watch output.
+    pub fn on_ssh_output(
+        &mut self,
+        stream: OutputStream,
+        text: &str,
+    ) -> Option<wasmtime::Result<Option<String>>> {
+        self.output.as_ref()?;
+        let _running = self.arm();
+        let output = self.output.as_ref()?;
+        Some(output.call_on_ssh_output(&mut self.store, stream, text))
     }
 
     /// `session-end`.

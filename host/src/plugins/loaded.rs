@@ -111,6 +111,11 @@ impl LoadedPlugin {
         self.linked.ssh.is_some()
     }
 
+    /// Whether the plugin exports `ssh-output` (contract 0.2.7 and later).
+    pub fn watches_output(&self) -> bool {
+        self.linked.output.is_some()
+    }
+
     /// The call deadline in epoch ticks.
     fn deadline_ticks(&self) -> u64 {
         (self.timeout_ms * 1000 / EPOCH_TICK.as_micros() as u64).max(1)

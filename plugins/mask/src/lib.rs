@@ -54,6 +54,15 @@
 //! when it reads a table named in a rule (`copy_to = "masked-tables"`; a view
 //! over such a table then escapes — prefer the default).
 //!
+//! **SSH output** (`ssh_output = { detectors = [...], groups = [...] }`):
+//! on SSH targets, what exec and shell commands print is scanned with the
+//! named content detectors, whole line by whole line, and masked in place
+//! before the client — and the session's recording — gets it. Best effort
+//! against someone who means to get a secret out: a command that prints a
+//! secret in pieces (a character at a time, encoded, split across lines)
+//! defeats any scanner; it catches secrets printed the ordinary way
+//! (`cat .env`, `env`, a log line). SFTP is not scanned.
+//!
 //! Rules apply to everyone, or to `users` and `groups`; `except_groups`
 //! exempts (the SDK's `Audience`, as in `block` and `approve`).
 
@@ -64,7 +73,7 @@ use detect::Detector;
 use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, result_lineage, reuse_verdict,
     statement_effects, statement_lineage, Audience, Batch, Column, ColumnLineage, Edits, Effects,
-    Lineage, PgQuery, Plugin, ResultPlan, Session, Statement, Verdict,
+    Lineage, OutputStream, PgQuery, Plugin, ResultPlan, Session, SshRequest, Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -84,6 +93,23 @@ struct Config {
     detectors: Option<Vec<String>>,
     #[serde(default)]
     copy_to: CopyMode,
+    /// SSH targets: detectors applied to what commands print.
+    #[serde(default)]
+    ssh_output: Option<SshOutput>,
+}
+
+/// `ssh_output`: the content detectors run over what SSH commands (exec
+/// and shell) print, for its audience.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SshOutput {
+    detectors: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    except_groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +177,8 @@ enum Treatment {
 pub struct Mask {
     config: Config,
     detectors: Vec<Detector>,
+    /// Detectors for SSH output, when `ssh_output` applies to this session.
+    ssh_detectors: Vec<Detector>,
     /// Rules that apply to this session's identity.
     active: Vec<usize>,
     /// Treatment of each column of the current result, and whether it is text.
@@ -467,17 +495,26 @@ impl Plugin for Mask {
                 ));
             }
         }
-        self.detectors = match &config.detectors {
-            None => Detector::ALL.to_vec(),
-            Some(names) => names
+        let detectors = |names: &[String]| {
+            names
                 .iter()
                 .map(|n| {
                     Detector::from_name(n).ok_or_else(|| {
                         format!("unknown detector \"{n}\" (known: email, card, iban, national-id, secret)")
                     })
                 })
-                .collect::<Result<_, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
         };
+        self.detectors = match &config.detectors {
+            None => Detector::ALL.to_vec(),
+            Some(names) => detectors(names)?,
+        };
+        if let Some(o) = &config.ssh_output {
+            if o.detectors.is_empty() {
+                return Err("ssh_output.detectors is empty: name at least one (email, card, iban, national-id, secret)".into());
+            }
+            detectors(&o.detectors)?;
+        }
         self.config = config;
         Ok(())
     }
@@ -499,7 +536,32 @@ impl Plugin for Mask {
             })
             .map(|(i, _)| i)
             .collect();
+        self.ssh_detectors = match &self.config.ssh_output {
+            Some(o)
+                if Audience {
+                    users: &o.users,
+                    groups: &o.groups,
+                    except_groups: &o.except_groups,
+                }
+                .includes(user, groups) =>
+            {
+                o.detectors
+                    .iter()
+                    .filter_map(|n| Detector::from_name(n))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         Verdict::Allow
+    }
+
+    fn watch_ssh_output(&mut self, _request: &SshRequest) -> bool {
+        !self.ssh_detectors.is_empty()
+    }
+
+    fn on_ssh_output(&mut self, _stream: OutputStream, text: &str) -> Option<String> {
+        detect::mask(text.as_bytes(), &self.ssh_detectors)
+            .map(|masked| String::from_utf8_lossy(&masked).into_owned())
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
@@ -687,6 +749,38 @@ mod tests {
             source: source.map(str::to_string),
             type_oid,
             binary: false,
+        }
+    }
+
+    #[test]
+    fn ssh_output_is_masked_for_its_audience_only() {
+        let config = r#"{"ssh_output": {"detectors": ["secret"], "except_groups": ["auditors"]}}"#;
+        let shell = SshRequest::Shell(None);
+        let mut p = Mask::default();
+        p.configure(config).unwrap();
+        p.session_start(&testing::session("u@example.com", &["ops"]));
+        assert!(p.watch_ssh_output(&shell));
+        assert_eq!(
+            p.on_ssh_output(OutputStream::Stdout, "key AKIAIOSFODNN7EXAMPLE\n")
+                .as_deref(),
+            Some("key AKIA****************\n")
+        );
+        assert_eq!(
+            p.on_ssh_output(OutputStream::Stderr, "nothing here\n"),
+            None
+        );
+        let mut exempt = Mask::default();
+        exempt.configure(config).unwrap();
+        exempt.session_start(&testing::session("a@example.com", &["auditors"]));
+        assert!(!exempt.watch_ssh_output(&shell));
+        // Without `ssh_output`, nothing is watched.
+        assert!(!plugin(&["ops"]).watch_ssh_output(&shell));
+        for bad in [
+            r#"{"ssh_output": {"detectors": []}}"#,
+            r#"{"ssh_output": {"detectors": ["dna"]}}"#,
+            r#"{"ssh_output": {}}"#,
+        ] {
+            assert!(Mask::default().configure(bad).is_err(), "{bad}");
         }
     }
 

@@ -37,8 +37,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::cast::{self, Cast};
 use super::judge::{self, HoldOutcome, Judge};
+use super::output::{self, Lines};
 use super::record::{self, Commands, SessionEvents, Started};
-use crate::policy::{QueryNote, SshPty, SshRequest, Verdict};
+use crate::policy::{OutputWatch, QueryNote, SshPty, SshRequest, SshStream, Verdict};
 
 /// Client data a channel keeps while its command is being judged or held
 /// (beyond it, the client's data is not read until the command starts).
@@ -126,6 +127,8 @@ pub struct Open {
     /// The host's side ended without closing the channel: its connection
     /// is gone.
     host_lost: std::sync::atomic::AtomicBool,
+    /// The plugins that watch the command's output (set before it runs).
+    watch: Mutex<OutputWatch>,
 }
 
 impl Open {
@@ -247,6 +250,11 @@ impl Open {
             };
             self.refuse(why);
             return;
+        }
+        // Output plugins watch is an exec's or a shell's (a subsystem's
+        // data is a protocol an edit would break).
+        if matches!(request, SshRequest::Exec(_) | SshRequest::Shell(_)) {
+            *lock(&self.watch) = self.judge.watch_output(&request);
         }
         if !self.ask(Asked::Command, self.send_command(&request)).await {
             let failed = lock(&self.commands).host_refused();
@@ -488,6 +496,7 @@ pub fn start(
         cast: Mutex::new(None),
         recording_limit: session.recording_limit,
         host_lost: std::sync::atomic::AtomicBool::new(false),
+        watch: Mutex::new(OutputWatch::default()),
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -658,6 +667,73 @@ async fn refuse(
     }
 }
 
+/// Sleeps until `at` (never, without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the host's output to the client: counted, recorded as sent.
+struct Output<'a> {
+    client: &'a ChannelWriteHalf<server::Msg>,
+    open: &'a Open,
+    traffic: &'a Counted,
+}
+
+impl Output<'_> {
+    /// Sends `data` on `stream` (stderr: extended data 1).
+    async fn send(
+        &mut self,
+        stream: SshStream,
+        data: bytes::Bytes,
+        closed: &mut watch::Receiver<bool>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
+        match stream {
+            SshStream::Stdout => self.send_ext(0, data, closed, stopping).await,
+            SshStream::Stderr => self.send_ext(1, data, closed, stopping).await,
+        }
+    }
+
+    /// Sends `data` as channel data (`ext` 0) or extended data `ext`.
+    async fn send_ext(
+        &mut self,
+        ext: u32,
+        data: bytes::Bytes,
+        closed: &mut watch::Receiver<bool>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
+        self.traffic
+            .to_client
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.open.record(|c| c.output(&data)).await;
+        match ext {
+            0 => deliver(self.client.data_bytes(data), closed, stopping).await,
+            ext => deliver(self.client.extended_data_bytes(ext, data), closed, stopping).await,
+        }
+    }
+
+    /// Shows `data` (whole lines) to the plugins watching the output and
+    /// sends what they make of it.
+    async fn judged(
+        &mut self,
+        stream: SshStream,
+        data: Vec<u8>,
+        closed: &mut watch::Receiver<bool>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let watch = lock(&self.open.watch).clone();
+        let text = String::from_utf8_lossy(&data);
+        let shown = match self.open.judge.output(&watch, stream, &text) {
+            Some(edited) => bytes::Bytes::from(edited.into_bytes()),
+            None => bytes::Bytes::from(data),
+        };
+        self.send(stream, shown, closed, stopping).await
+    }
+}
+
 /// Host to client: data, exit status or signal, end of data, the
 /// gateway's own lines, and answers to requests.
 async fn to_client(
@@ -672,9 +748,29 @@ async fn to_client(
     let mut stopping = open.stopping.clone();
     // Whether the client still takes what the host sends.
     let mut writing = true;
+    // Output plugins watch waits for the rest of its line.
+    let mut lines = Lines::default();
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    let mut out = Output {
+        client: &client,
+        open,
+        traffic,
+    };
     loop {
         let msg = tokio::select! {
             msg = host.wait() => msg,
+            _ = sleep_until(quiet_until), if quiet_until.is_some() && writing => {
+                quiet_until = None;
+                for stream in [SshStream::Stdout, SshStream::Stderr] {
+                    if let Some(held) = lines.take(stream) {
+                        if !out.judged(stream, held, &mut closed, &mut stopping).await {
+                            writing = false;
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             Some(line) = own.recv(), if writing => {
                 writing = match line {
                     ToClient::Line(text) => {
@@ -690,30 +786,53 @@ async fn to_client(
                 continue;
             }
         };
+        // What is held goes out before anything that ends the command.
+        let ending = !matches!(
+            msg,
+            Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })
+        );
+        if ending && lines.holding() && writing {
+            quiet_until = None;
+            for stream in [SshStream::Stdout, SshStream::Stderr] {
+                if let Some(held) = lines.take(stream) {
+                    if !out.judged(stream, held, &mut closed, &mut stopping).await {
+                        writing = false;
+                        break;
+                    }
+                }
+            }
+        }
         let Some(msg) = msg else {
             // No close from the host: its connection ended.
             open.host_lost.store(true, Ordering::SeqCst);
             break;
         };
+        let msg_is_stdout = matches!(msg, ChannelMsg::Data { .. });
         let sent = match msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }
+                if writing && lock(&open.watch).any() =>
+            {
+                let stream = match msg_is_stdout {
+                    true => SshStream::Stdout,
+                    false => SshStream::Stderr,
+                };
+                let sent = match lines.push(stream, &data) {
+                    Some(ready) => out.judged(stream, ready, &mut closed, &mut stopping).await,
+                    None => true,
+                };
+                // On a terminal a partial line (a prompt) goes out once
+                // the host is quiet; without one, when the command ends.
+                if lines.holding() && quiet_until.is_none() && lock(&open.pty).is_some() {
+                    quiet_until = Some(tokio::time::Instant::now() + output::QUIET);
+                }
+                sent
+            }
             ChannelMsg::Data { data } if writing => {
-                traffic
-                    .to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                open.record(|c| c.output(&data)).await;
-                deliver(client.data_bytes(data), &mut closed, &mut stopping).await
+                out.send(SshStream::Stdout, data, &mut closed, &mut stopping)
+                    .await
             }
             ChannelMsg::ExtendedData { data, ext } if writing => {
-                traffic
-                    .to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                open.record(|c| c.output(&data)).await;
-                deliver(
-                    client.extended_data_bytes(ext, data),
-                    &mut closed,
-                    &mut stopping,
-                )
-                .await
+                out.send_ext(ext, data, &mut closed, &mut stopping).await
             }
             ChannelMsg::Eof if writing => deliver(client.eof(), &mut closed, &mut stopping).await,
             ChannelMsg::Close => break,

@@ -10,7 +10,9 @@ use tokio::sync::watch;
 use crate::approvals::{Approvals, Requester};
 use crate::gateway::hold::{self, HoldRefusal, Settled};
 use crate::identity::Identity;
-use crate::policy::{QueryNote, SessionInfo, SessionPolicy, SshRequest, Verdict};
+use crate::policy::{
+    OutputWatch, QueryNote, SessionInfo, SessionPolicy, SshRequest, SshStream, Verdict,
+};
 
 /// A session's policy, shared by its channels; `None` once the session
 /// has ended.
@@ -53,6 +55,26 @@ impl Judge {
             None => Verdict::Deny {
                 reason: "the session has ended".into(),
             },
+        }
+    }
+
+    /// Which plugins watch the output of `request` (none once the session
+    /// has ended).
+    pub fn watch_output(&self, request: &SshRequest) -> OutputWatch {
+        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        match policy.as_mut() {
+            Some(p) => p.watch_ssh_output(request),
+            None => OutputWatch::default(),
+        }
+    }
+
+    /// Output `watch` covers, shown to its plugins: what to send instead,
+    /// if anything (a marker once the session's plugins are gone).
+    pub fn output(&self, watch: &OutputWatch, stream: SshStream, text: &str) -> Option<String> {
+        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        match policy.as_mut() {
+            Some(p) => p.on_ssh_output(watch, stream, text),
+            None => Some("[Portcullis: output withheld: the session has ended]\r\n".into()),
         }
     }
 

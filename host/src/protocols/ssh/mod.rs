@@ -17,7 +17,8 @@
 //!   requests, and approval holds;
 //! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
 //!   channels;
-//! - [`forward`]: local port forwards, where a target allows them.
+//! - [`forward`]: local port forwards, where a target allows them;
+//! - [`output`]: output plugins watch, cut into whole lines.
 //!
 //! - [`certs`]: user certificates the gateway mints (`portcullis ssh
 //!   login`) and checks at login, and the five-minute certificates it
@@ -31,6 +32,7 @@ pub mod certs;
 pub mod channel;
 pub mod forward;
 pub mod judge;
+pub mod output;
 pub mod record;
 pub mod server;
 pub mod upstream;
