@@ -476,6 +476,10 @@ pub async fn sftp(
     finished(child).await
 }
 
+/// What a [`Terminal`] prints once its program has exited, before the
+/// status and `]`.
+const EXITED: &str = "[terminal: the program exited with status ";
+
 /// A terminal a person would use: a tmux session (on a server of its own)
 /// running one program, whose screen the test reads and whose keyboard it
 /// types on.
@@ -491,6 +495,12 @@ impl Terminal {
         let conf = dir.join("tmux.conf");
         std::fs::write(&conf, "set -g remain-on-exit on\n").expect("tmux.conf");
         let this = Self { socket };
+        // The program's exit status is printed after it (tmux does not
+        // always reap a pane's process, so its own record can stay empty).
+        let run = format!(
+            "'{}'; echo \"{EXITED}$?]\"",
+            program.display().to_string().replace('\'', "'\\''")
+        );
         this.tmux(&[
             "-f",
             &conf.display().to_string(),
@@ -500,7 +510,7 @@ impl Terminal {
             &columns.to_string(),
             "-y",
             &rows.to_string(),
-            &program.display().to_string(),
+            &run,
         ]);
         this
     }
@@ -548,19 +558,33 @@ impl Terminal {
         }
     }
 
+    /// What tmux and the process table say of the pane, for a test that
+    /// failed waiting for it.
+    pub fn diagnose(&self) -> String {
+        let pane = self.tmux(&[
+            "display-message",
+            "-p",
+            "dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal} pid=#{pane_pid}",
+        ]);
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "pid,ppid,stat,wchan:24,args"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ours: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.contains("ssh") || l.contains("tmux"))
+            .collect();
+        format!("{pane}\n{}", ours.join("\n"))
+    }
+
     /// The program's exit status once it has exited (128 + the signal's
     /// number when a signal ended it, as shells say).
     pub fn exited(&self) -> Option<i32> {
-        let dead = self.tmux(&[
-            "display-message",
-            "-p",
-            "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}",
-        ]);
-        match dead.trim().split(':').collect::<Vec<_>>().as_slice() {
-            ["1", status, ""] => status.parse().ok(),
-            ["1", "", signal] => signal.parse::<i32>().ok().map(|s| 128 + s),
-            _ => None,
-        }
+        let screen = self.screen();
+        let at = screen.rfind(EXITED)? + EXITED.len();
+        let rest = &screen[at..];
+        rest[..rest.find(']')?].trim().parse().ok()
     }
 }
 

@@ -471,7 +471,8 @@ async fn an_interactive_shell_in_a_terminal_runs_what_is_typed_until_revoked() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "ssh still runs:\n{screen}"
+            "ssh still runs:\n{screen}\n{}",
+            term.diagnose()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

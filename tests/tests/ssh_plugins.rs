@@ -737,10 +737,11 @@ except_groups = ["auditors"]
     );
     let (gw, addr) = gateway_with(&host, &known, &extra).await;
     let alice = mint(&gw, "alice@example.com", &["testers"]);
-    // The key in two writes of the host's (a pause between), the card on
-    // stderr; neither is in the command line (which is recorded as sent).
+    // The key in two writes of the host's (a pause between, shorter than
+    // the 50 ms a partial line waits), the card on stderr; neither is in
+    // the command line (which is recorded as sent).
     let command = format!(
-        "printf 'key={}'; sleep 0.3; printf '{}\\n'; echo \"card 4242 4242 4242 $((4240+2))\" >&2; echo done",
+        "printf 'key={}'; sleep 0.01; printf '{}\\n'; echo \"card 4242 4242 4242 $((4240+2))\" >&2; echo done",
         &KEY[..8],
         &KEY[8..]
     );
@@ -777,8 +778,9 @@ except_groups = ["auditors"]
     while term.exited().is_none() {
         assert!(
             Instant::now() < deadline,
-            "the shell did not exit:\n{}",
-            term.screen()
+            "the shell did not exit:\n{}\n{}",
+            term.screen(),
+            term.diagnose()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

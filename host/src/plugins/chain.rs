@@ -463,7 +463,9 @@ impl ChainInner {
         let mut edited: Option<String> = None;
         for &i in &watch.0 {
             if i >= self.members.len() {
-                continue;
+                return Some(
+                    "[Portcullis: output withheld: a plugin that watched it is gone]\r\n".into(),
+                );
             }
             let failure = self.members[i].plugin.failure;
             let current = edited.as_deref().unwrap_or(text);

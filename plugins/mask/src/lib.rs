@@ -179,6 +179,9 @@ pub struct Mask {
     detectors: Vec<Detector>,
     /// Detectors for SSH output, when `ssh_output` applies to this session.
     ssh_detectors: Vec<Detector>,
+    /// Per output stream (stdout, stderr): inside a private key block
+    /// whose END line has not been seen yet.
+    in_key_block: [bool; 2],
     /// Rules that apply to this session's identity.
     active: Vec<usize>,
     /// Treatment of each column of the current result, and whether it is text.
@@ -559,9 +562,40 @@ impl Plugin for Mask {
         !self.ssh_detectors.is_empty()
     }
 
-    fn on_ssh_output(&mut self, _stream: OutputStream, text: &str) -> Option<String> {
-        detect::mask(text.as_bytes(), &self.ssh_detectors)
-            .map(|masked| String::from_utf8_lossy(&masked).into_owned())
+    fn on_ssh_output(&mut self, stream: OutputStream, text: &str) -> Option<String> {
+        let masked = detect::mask(text.as_bytes(), &self.ssh_detectors)
+            .map(|masked| String::from_utf8_lossy(&masked).into_owned());
+        if !self.ssh_detectors.contains(&Detector::Secret) {
+            return masked;
+        }
+        // A private key's lines can arrive over several calls: every line
+        // after its BEGIN line is masked until its END line.
+        let inside = match stream {
+            OutputStream::Stdout => &mut self.in_key_block[0],
+            OutputStream::Stderr => &mut self.in_key_block[1],
+        };
+        let shown = masked.as_deref().unwrap_or(text);
+        let mut out = String::with_capacity(shown.len());
+        let mut changed = masked.is_some();
+        for (original, line) in text.split_inclusive('\n').zip(shown.split_inclusive('\n')) {
+            if *inside {
+                out.extend(
+                    line.chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { '*' } else { c }),
+                );
+                changed = true;
+                if original.contains("-----END") {
+                    *inside = false;
+                }
+                continue;
+            }
+            out.push_str(line);
+            if let Some(begin) = original.find("-----BEGIN ") {
+                let rest = &original[begin..];
+                *inside = rest.contains("PRIVATE KEY-----") && !rest.contains("-----END");
+            }
+        }
+        changed.then_some(out)
     }
 
     fn on_query(&mut self, query: &PgQuery) -> Verdict {
@@ -769,6 +803,21 @@ mod tests {
             p.on_ssh_output(OutputStream::Stderr, "nothing here\n"),
             None
         );
+        // A key whose lines arrive over several calls is masked to its end.
+        let begin = p.on_ssh_output(
+            OutputStream::Stdout,
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n",
+        );
+        assert!(!begin.unwrap_or_default().contains("b3BlbnNzaC1rZXk"));
+        let body = p
+            .on_ssh_output(
+                OutputStream::Stdout,
+                "AAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\nafter\n",
+            )
+            .expect("masked");
+        assert!(!body.contains("AAAABG5vbmUAAAAEbm9uZQ"), "{body}");
+        assert!(body.ends_with("after\n"), "{body}");
+        assert_eq!(p.on_ssh_output(OutputStream::Stdout, "plain\n"), None);
         let mut exempt = Mask::default();
         exempt.configure(config).unwrap();
         exempt.session_start(&testing::session("a@example.com", &["auditors"]));

@@ -667,6 +667,22 @@ async fn refuse(
     }
 }
 
+/// Tells the client its command's host is gone, then exit status 255 and
+/// the channel's end; bounded in time (the session is stopping, and a
+/// client that does not read must not hold it).
+async fn host_lost(client: &ChannelWriteHalf<server::Msg>) {
+    let line = bytes::Bytes::from_static(
+        b"Portcullis: the host closed the connection before the command finished\r\n",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        client.extended_data_bytes(1, line).await?;
+        client.exit_status(REFUSED_STATUS).await?;
+        client.eof().await?;
+        client.close().await
+    })
+    .await;
+}
+
 /// Sleeps until `at` (never, without one).
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -786,10 +802,17 @@ async fn to_client(
                 continue;
             }
         };
-        // What is held goes out before anything that ends the command.
-        let ending = !matches!(
+        // What is held goes out before anything that ends the command
+        // (window adjustments and answers to settings do not).
+        let ending = matches!(
             msg,
-            Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })
+            None | Some(
+                ChannelMsg::Eof
+                    | ChannelMsg::ExitStatus { .. }
+                    | ChannelMsg::ExitSignal { .. }
+                    | ChannelMsg::Close
+                    | ChannelMsg::Failure
+            )
         );
         if ending && lines.holding() && writing {
             quiet_until = None;
@@ -803,13 +826,19 @@ async fn to_client(
             }
         }
         let Some(msg) = msg else {
-            // No close from the host: its connection ended.
+            // No close from the host: its connection ended. The client is
+            // told so on the channel (the session's disconnect, which says
+            // the same, may come after the channel's end).
             open.host_lost.store(true, Ordering::SeqCst);
+            if writing {
+                host_lost(&client).await;
+                writing = false;
+            }
             break;
         };
         let msg_is_stdout = matches!(msg, ChannelMsg::Data { .. });
         let sent = match msg {
-            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 }
                 if writing && lock(&open.watch).any() =>
             {
                 let stream = match msg_is_stdout {
@@ -820,11 +849,11 @@ async fn to_client(
                     Some(ready) => out.judged(stream, ready, &mut closed, &mut stopping).await,
                     None => true,
                 };
-                // On a terminal a partial line (a prompt) goes out once
-                // the host is quiet; without one, when the command ends.
-                if lines.holding() && quiet_until.is_none() && lock(&open.pty).is_some() {
-                    quiet_until = Some(tokio::time::Instant::now() + output::QUIET);
-                }
+                // A partial line (a prompt, a protocol's last bytes) goes
+                // out once the host has been quiet a moment.
+                quiet_until = lines
+                    .holding()
+                    .then(|| tokio::time::Instant::now() + output::QUIET);
                 sent
             }
             ChannelMsg::Data { data } if writing => {
