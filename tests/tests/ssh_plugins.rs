@@ -425,6 +425,28 @@ async fn a_retry_mode_command_runs_when_sent_again_after_approval() {
     assert!(!to.exists(), "a one-use grant ran twice");
 }
 
+/// A plugin built for contract 0.2.6 — SSH hooks, none for output (0.2.7)
+/// — still loads on an SSH target and guards it: what it refuses never
+/// runs, what it allows does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_for_contract_0_2_6_still_guards_ssh() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let extra = format!(
+        "plugins = [\"prior\"]\n\n[[plugins]]\nname = \"prior\"\npath = {:?}\n",
+        plugin_wasm("ssh_contract_0_2_6").display().to_string()
+    );
+    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+    let marker = host.path("prior-marker");
+    let command = format!("echo forbidden-0-2-6; touch {}", marker.display());
+    let ran = ssh(&host, addr, "web-1", &token, &[], &command).await;
+    refused(&ran, "refused by a 0.2.6 plugin");
+    assert!(!marker.exists(), "a command the 0.2.6 plugin refused ran");
+    let ran = ssh(&host, addr, "web-1", &token, &[], "echo allowed").await;
+    assert_eq!(ran.stdout, "allowed\n", "{}", ran.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_without_ssh_hooks_cannot_guard_an_ssh_target() {
     let host = Host::start();
