@@ -11,6 +11,14 @@ use std::path::PathBuf;
 use super::{AdminClient, CliError};
 use crate::protocols::ssh::certs::IssuedLogin;
 
+/// The ciphers the written config asks the gateway for, in order: all
+/// that the gateway's SSH listener offers (an explicit list, which OpenSSH
+/// clients since 6.5 read), AES-GCM first. The client's order decides, so
+/// without this a client picks ChaCha20-Poly1305 — about a third slower
+/// through the gateway on a machine with AES instructions.
+const CIPHERS: &str =
+    "aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr";
+
 /// What `ssh login` is given.
 pub struct LoginArgs {
     /// The token (the caller's own, or a delegated one).
@@ -151,7 +159,10 @@ pub async fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<String, CliE
              # Use: ssh -F {config} TARGET@portcullis\n\
              Host portcullis\n    HostName {host}\n    Port {port}\n    IdentityFile {key}\n    \
              CertificateFile {cert}\n    IdentitiesOnly yes\n    PreferredAuthentications publickey,keyboard-interactive\n    \
-             UserKnownHostsFile {known}\n    StrictHostKeyChecking yes\n",
+             UserKnownHostsFile {known}\n    StrictHostKeyChecking yes\n    \
+             # AES-GCM first: the gateway decrypts and re-encrypts every byte, and\n    \
+             # with AES instructions that costs it far less than ChaCha20.\n    \
+             Ciphers {CIPHERS}\n",
             who = issued.principals.join(", "),
             config = config_path.display(),
             key = identity_file.display(),
