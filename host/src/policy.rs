@@ -359,6 +359,17 @@ pub trait SessionPolicy: Send {
         Verdict::Allow
     }
 
+    /// SSH: an SFTP operation is about to be sent to the host; `note`
+    /// collects who decided, as for [`Self::on_query`].
+    fn on_file_operation(
+        &mut self,
+        operation: &crate::protocols::ssh::sftp::FileOp,
+        note: &mut QueryNote,
+    ) -> Verdict {
+        let _ = (operation, note);
+        Verdict::Allow
+    }
+
     /// SSH: which plugins watch the output of `request` (an exec or shell
     /// the plugins let run); [`Self::on_ssh_output`] then shows them its
     /// output, for as long as it runs (each channel its own watch).

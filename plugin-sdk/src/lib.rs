@@ -332,8 +332,10 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
-    /// An SFTP operation (contract 0.2.6). Not called by the gateway yet:
-    /// SFTP is judged at `subsystem`.
+    /// An SFTP operation (contract 0.2.6; called by gateways speaking
+    /// 0.2.7), before the host sees it. `Deny` answers the client
+    /// "permission denied" with the text; `RequireApproval` refuses too
+    /// (an SFTP request cannot wait).
     fn on_file_operation(&mut self, operation: &FileOperation) -> Verdict {
         let _ = operation;
         Verdict::Allow

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use crate::shell::{self, name_matches, Pattern};
-use crate::SshRequest;
+use crate::{FileOperation, SshRequest};
 
 /// The longest exec line a rule reads; a longer one matches every rule
 /// about command lines (it is refused or held, not waved through).
@@ -57,6 +57,15 @@ pub struct SshRuleConfig {
     /// pattern did not foresee is refused rather than let through.
     #[serde(default)]
     pub only_forwards: Option<Vec<String>>,
+    /// SFTP paths the rule matches when read (opened for reading, listed):
+    /// `*` wildcards over the whole path (`/etc/*`, `*.ssh/*`).
+    #[serde(default)]
+    pub file_reads: Vec<String>,
+    /// SFTP paths the rule matches when changed: written, created,
+    /// removed, renamed (either name), linked, made or removed as a
+    /// directory, their attributes set.
+    #[serde(default)]
+    pub file_writes: Vec<String>,
 }
 
 /// An SSH rule, ready to match.
@@ -70,6 +79,8 @@ pub struct SshRule {
     env: Vec<String>,
     forwards: Vec<String>,
     only_forwards: Option<Vec<String>>,
+    file_reads: Vec<String>,
+    file_writes: Vec<String>,
 }
 
 impl SshRule {
@@ -92,6 +103,8 @@ impl SshRule {
             env: config.env.clone(),
             forwards: lowercase(&config.forwards),
             only_forwards: config.only_forwards.as_deref().map(lowercase),
+            file_reads: config.file_reads.clone(),
+            file_writes: config.file_writes.clone(),
         })
     }
 
@@ -105,6 +118,44 @@ impl SshRule {
             && self.env.is_empty()
             && self.forwards.is_empty()
             && self.only_forwards.is_none()
+            && self.file_reads.is_empty()
+            && self.file_writes.is_empty()
+    }
+
+    /// What in an SFTP `operation` the rule matches, as [`Self::check`]
+    /// says it; `None` when it does not match. A path with a `..` part
+    /// matches every pattern of its kind (where it leads depends on the
+    /// directory it is read from).
+    pub fn check_file(&self, operation: &FileOperation) -> Option<String> {
+        let (patterns, verb, paths): (&[String], &str, Vec<&str>) = match operation {
+            FileOperation::Read(p) => (&self.file_reads, "reading", vec![p]),
+            FileOperation::ListDirectory(p) => (&self.file_reads, "listing", vec![p]),
+            FileOperation::Write(p) => (&self.file_writes, "writing", vec![p]),
+            FileOperation::Remove(p) => (&self.file_writes, "removing", vec![p]),
+            FileOperation::Rename((a, b)) => (&self.file_writes, "renaming", vec![a, b]),
+            FileOperation::MakeDirectory(p) => (&self.file_writes, "making the directory", vec![p]),
+            FileOperation::RemoveDirectory(p) => {
+                (&self.file_writes, "removing the directory", vec![p])
+            }
+            FileOperation::SetAttributes(p) => {
+                (&self.file_writes, "changing the attributes of", vec![p])
+            }
+        };
+        if patterns.is_empty() {
+            return None;
+        }
+        for path in paths {
+            let clean = clean_path(path);
+            if clean.split('/').any(|part| part == "..") {
+                return Some(format!(
+                    "{verb} `{path}` (a path with `..`, which a rule cannot place)"
+                ));
+            }
+            if let Some(p) = patterns.iter().find(|p| shell::glob(p, &clean)) {
+                return Some(format!("{verb} `{path}` (pattern `{p}`)"));
+            }
+        }
+        None
     }
 
     /// What in `request` the rule matches, as a phrase a verdict can end
@@ -208,6 +259,20 @@ impl SshRule {
             "running `{}` (not on this rule's list of allowed commands)",
             off_list.join(" ")
         ))
+    }
+}
+
+/// A path as file patterns see it: repeated `/` and `.` parts removed.
+fn clean_path(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    match absolute {
+        true => format!("/{joined}"),
+        false => joined,
     }
 }
 
@@ -510,6 +575,42 @@ mod tests {
         // Commands alone say nothing about forwards.
         assert!(rule(r#"{"commands": ["rm *"]}"#)
             .check(&forward("db.internal", 5432))
+            .is_none());
+    }
+
+    #[test]
+    fn file_rules_match_paths_however_they_are_spelled() {
+        let r = rule(r#"{"file_writes": ["/etc/*", "*.ssh/*"], "file_reads": ["/etc/shadow"]}"#);
+        let write = |p: &str| FileOperation::Write(p.into());
+        for path in [
+            "/etc/motd",
+            "//etc//motd",
+            "/./etc/motd",
+            ".ssh/authorized_keys",
+            "./.ssh/rc",
+        ] {
+            assert!(r.check_file(&write(path)).is_some(), "{path}");
+        }
+        assert!(r.check_file(&write("/tmp/x")).is_none());
+        assert!(r.check_file(&write("../../etc/motd")).is_some());
+        assert!(r
+            .check_file(&FileOperation::Rename((
+                "/tmp/x".into(),
+                "/etc/cron.d/x".into()
+            )))
+            .is_some());
+        assert!(r
+            .check_file(&FileOperation::Remove("/etc/passwd".into()))
+            .is_some());
+        assert!(r
+            .check_file(&FileOperation::Read("/etc/shadow".into()))
+            .is_some());
+        assert!(r
+            .check_file(&FileOperation::Read("/etc/motd".into()))
+            .is_none());
+        // A rule without file patterns says nothing about files.
+        assert!(rule(r#"{"commands": ["rm *"]}"#)
+            .check_file(&write("/etc/motd"))
             .is_none());
     }
 

@@ -851,3 +851,108 @@ except_groups = ["auditors"]
     }
     assert_eq!(alices, 2, "alice's exec and shell were recorded");
 }
+
+/// SFTP judged operation by operation (`on-file-operation`): writes,
+/// removals and renames under a protected directory and reads of a secret
+/// never happen — the files say so — while the rest of the session's
+/// transfers go through; each operation is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_operations_a_rule_names_never_happen_and_the_rest_do() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let extra = format!(
+        r#"plugins = ["block"]
+
+[[plugins]]
+name = "block"
+path = {block:?}
+
+[[plugins.config.rules]]
+name = "protected-stays"
+file_writes = ["*/protected/*"]
+
+[[plugins.config.rules]]
+name = "no-secrets"
+file_reads = ["*secret*"]
+"#,
+        block = plugin_wasm("block").display().to_string(),
+    );
+    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let token = mint(&gw, "alice@example.com", &["testers"]);
+    let dir = host.path("files");
+    let protected = dir.join("protected");
+    let open = dir.join("open");
+    for d in [&dir, &protected, &open] {
+        std::fs::create_dir_all(d).expect("directory");
+        portcullis_e2e::ssh::run("chmod", &["777", &d.display().to_string()]);
+    }
+    std::fs::write(protected.join("keep"), "kept").expect("file");
+    std::fs::write(dir.join("secret.txt"), "hunter2").expect("secret");
+    portcullis_e2e::ssh::run(
+        "chmod",
+        &["666", &protected.join("keep").display().to_string()],
+    );
+    portcullis_e2e::ssh::run(
+        "chmod",
+        &["644", &dir.join("secret.txt").display().to_string()],
+    );
+    let payload = host.path("payload");
+    std::fs::write(&payload, "payload").expect("payload");
+    let got = host.path("got-secret");
+    let (d, p) = (dir.display(), payload.display());
+    // `-`: go on after a refused command.
+    let batch = format!(
+        "-put {p} {d}/protected/new\n-rm {d}/protected/keep\n-rename {d}/protected/keep {d}/open/moved\n\
+         -get {d}/secret.txt {got}\n-mkdir {d}/protected/sub\nput {p} {d}/open/new\n",
+        got = got.display()
+    );
+    let ran = sftp(&host, addr, "web-1", &token, &batch).await;
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        !protected.join("new").exists(),
+        "a refused put wrote its file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(protected.join("keep"))
+            .ok()
+            .as_deref(),
+        Some("kept")
+    );
+    assert!(
+        !open.join("moved").exists(),
+        "a refused rename moved its file"
+    );
+    assert!(!got.exists(), "a refused get read the secret");
+    assert!(
+        !protected.join("sub").exists(),
+        "a refused mkdir made its directory"
+    );
+    assert_eq!(
+        std::fs::read_to_string(open.join("new")).ok().as_deref(),
+        Some("payload"),
+        "the allowed put did not arrive: {}",
+        ran.stderr
+    );
+
+    let events = command_events(&gw).await;
+    let sftp_events: Vec<_> = events.iter().filter(|e| &*e.protocol == "sftp").collect();
+    for (text, rule) in [
+        (format!("write {d}/protected/new"), "protected-stays"),
+        (format!("remove {d}/protected/keep"), "protected-stays"),
+        (format!("read {d}/secret.txt"), "no-secrets"),
+        (format!("mkdir {d}/protected/sub"), "protected-stays"),
+    ] {
+        assert!(
+            sftp_events.iter().any(|e| *e.sql == *text
+                && e.status == EventStatus::Refused
+                && e.rule.as_deref() == Some(rule)),
+            "{text}: {sftp_events:#?}"
+        );
+    }
+    assert!(
+        sftp_events
+            .iter()
+            .any(|e| *e.sql == *format!("write {d}/open/new") && e.status == EventStatus::Ok),
+        "{sftp_events:#?}"
+    );
+}

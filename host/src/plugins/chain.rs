@@ -20,6 +20,7 @@ use crate::policy::{
     Verdict,
 };
 use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
+use crate::protocols::ssh::sftp::FileOp;
 
 /// The plugins of one target, in order.
 pub struct PluginChain {
@@ -169,6 +170,21 @@ fn to_ssh_request(r: &SshRequest) -> ssh_types::SshRequest {
                 port: *port,
             })
         }
+    }
+}
+
+/// An SFTP operation as the contract spells it.
+fn to_file_operation(op: &FileOp) -> ssh_types::FileOperation {
+    use ssh_types::FileOperation as F;
+    match op.clone() {
+        FileOp::Read(p) => F::Read(p),
+        FileOp::Write(p) => F::Write(p),
+        FileOp::Remove(p) => F::Remove(p),
+        FileOp::Rename(a, b) => F::Rename((a, b)),
+        FileOp::MakeDirectory(p) => F::MakeDirectory(p),
+        FileOp::RemoveDirectory(p) => F::RemoveDirectory(p),
+        FileOp::SetAttributes(p) => F::SetAttributes(p),
+        FileOp::ListDirectory(p) => F::ListDirectory(p),
     }
 }
 
@@ -422,6 +438,30 @@ impl ChainInner {
             });
             let name = &self.members[i].plugin.name;
             if let Some(deny) = verdicts.add(name, failure, called, "request", note) {
+                return deny;
+            }
+        }
+        verdicts.finish(note)
+    }
+
+    /// Judges an SFTP operation like [`Self::on_ssh_request`].
+    fn on_file_operation(
+        &mut self,
+        operation: &ssh_types::FileOperation,
+        note: &mut QueryNote,
+    ) -> Verdict {
+        let mut verdicts = Verdicts::default();
+        for i in 0..self.members.len() {
+            if !self.members[i].plugin.guards_ssh() {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            let called = self.call(i, |inst| match inst.on_file_operation(operation) {
+                Some(v) => Ok((v?, inst.take_notes())),
+                None => Ok((types::Verdict::Allow, CallNotes::default())),
+            });
+            let name = &self.members[i].plugin.name;
+            if let Some(deny) = verdicts.add(name, failure, called, "file operation", note) {
                 return deny;
             }
         }
@@ -720,6 +760,14 @@ impl SessionPolicy for ChainSession {
     fn on_ssh_request(&mut self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
         let request = to_ssh_request(request);
         self.with_inner(|inner| inner.on_ssh_request(&request, note))
+            .unwrap_or_else(|| Verdict::Deny {
+                reason: "the gateway lost this session's plugins; reconnect".into(),
+            })
+    }
+
+    fn on_file_operation(&mut self, operation: &FileOp, note: &mut QueryNote) -> Verdict {
+        let operation = to_file_operation(operation);
+        self.with_inner(|inner| inner.on_file_operation(&operation, note))
             .unwrap_or_else(|| Verdict::Deny {
                 reason: "the gateway lost this session's plugins; reconnect".into(),
             })

@@ -409,6 +409,18 @@ impl PluginInstance {
         Some(ssh.call_on_ssh_request(&mut self.store, request))
     }
 
+    /// `on-file-operation`; `None` when the plugin has no SSH hooks.
+    pub fn on_file_operation(
+        &mut self,
+        operation: &ssh_types::FileOperation,
+    ) -> Option<wasmtime::Result<types::Verdict>> {
+        self.ssh.as_ref()?;
+        let _running = self.arm();
+        self.store.data_mut().notes = CallNotes::default();
+        let ssh = self.ssh.as_ref()?;
+        Some(ssh.call_on_file_operation(&mut self.store, operation))
+    }
+
     /// `watch-output`; `None` when the plugin does not watch output.
     pub fn watch_output(
         &mut self,

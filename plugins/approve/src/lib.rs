@@ -36,7 +36,7 @@ use portcullis_plugin_sdk::{
     approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
     statement_effects, ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, SshRequest, TableRef};
+use portcullis_plugin_sdk::{Audience, FileOperation, SshRequest, TableRef};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -104,6 +104,10 @@ struct Rule {
     forwards: Vec<String>,
     #[serde(default)]
     only_forwards: Option<Vec<String>>,
+    #[serde(default)]
+    file_reads: Vec<String>,
+    #[serde(default)]
+    file_writes: Vec<String>,
 }
 
 impl Rule {
@@ -120,6 +124,8 @@ impl Rule {
                 env: self.env.clone(),
                 forwards: self.forwards.clone(),
                 only_forwards: self.only_forwards.clone(),
+                file_reads: self.file_reads.clone(),
+                file_writes: self.file_writes.clone(),
             },
         )
     }
@@ -349,12 +355,24 @@ impl Plugin for Approve {
     }
 
     fn on_ssh_request(&mut self, request: &SshRequest) -> Verdict {
+        self.judge_ssh(|rule| rule.check(request))
+    }
+
+    fn on_file_operation(&mut self, operation: &FileOperation) -> Verdict {
+        self.judge_ssh(|rule| rule.check_file(operation))
+    }
+}
+
+impl Approve {
+    /// Asks for approval by the first rule that applies now and whose SSH
+    /// conditions `matches` (what it says it matched).
+    fn judge_ssh(&mut self, matches: impl Fn(&SshRule) -> Option<String>) -> Verdict {
         let minute = self.minute_now();
         for (i, rule) in self.config.rules.iter().enumerate() {
             if self.ssh[i].is_empty() || !self.applies_now(i, minute) {
                 continue;
             }
-            let Some(what) = self.ssh[i].check(request) else {
+            let Some(what) = matches(&self.ssh[i]) else {
                 continue;
             };
             set_approval_policy(rule.policy());

@@ -52,7 +52,7 @@ use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
     PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, SshRequest, TableRef};
+use portcullis_plugin_sdk::{Audience, FileOperation, SshRequest, TableRef};
 use serde::Deserialize;
 
 /// Plugin configuration.
@@ -119,6 +119,10 @@ struct Rule {
     forwards: Vec<String>,
     #[serde(default)]
     only_forwards: Option<Vec<String>>,
+    #[serde(default)]
+    file_reads: Vec<String>,
+    #[serde(default)]
+    file_writes: Vec<String>,
 }
 
 impl Rule {
@@ -135,6 +139,8 @@ impl Rule {
                 env: self.env.clone(),
                 forwards: self.forwards.clone(),
                 only_forwards: self.only_forwards.clone(),
+                file_reads: self.file_reads.clone(),
+                file_writes: self.file_writes.clone(),
             },
         )
     }
@@ -325,11 +331,23 @@ impl Plugin for Block {
     }
 
     fn on_ssh_request(&mut self, request: &SshRequest) -> Verdict {
+        self.judge_ssh(|rule| rule.check(request))
+    }
+
+    fn on_file_operation(&mut self, operation: &FileOperation) -> Verdict {
+        self.judge_ssh(|rule| rule.check_file(operation))
+    }
+}
+
+impl Block {
+    /// Refuses by the first rule that applies to the user and whose SSH
+    /// conditions `matches` (what it says it matched).
+    fn judge_ssh(&self, matches: impl Fn(&SshRule) -> Option<String>) -> Verdict {
         for (rule, ssh) in self.config.rules.iter().zip(&self.ssh) {
             if !self.applies(rule) {
                 continue;
             }
-            if let Some(what) = ssh.check(request) {
+            if let Some(what) = matches(ssh) {
                 return deny_by(
                     &rule.name,
                     format!(

@@ -39,6 +39,7 @@ use super::cast::{self, Cast};
 use super::judge::{self, HoldOutcome, Judge};
 use super::output::{self, Lines};
 use super::record::{self, Commands, SessionEvents, Started};
+use super::sftp::{self, Request};
 use crate::policy::{OutputWatch, QueryNote, SshPty, SshRequest, SshStream, Verdict};
 
 /// Client data a channel keeps while its command is being judged or held
@@ -96,6 +97,8 @@ enum ToClient {
     Line(String),
     /// A line on stderr, then exit status 255 and the channel's end.
     Refuse(String),
+    /// Channel data of the gateway's own (an SFTP refusal's status).
+    Data(bytes::Bytes),
 }
 
 /// A relayed channel, as the connection's handler uses it.
@@ -129,6 +132,9 @@ pub struct Open {
     host_lost: std::sync::atomic::AtomicBool,
     /// The plugins that watch the command's output (set before it runs).
     watch: Mutex<OutputWatch>,
+    /// An `sftp` subsystem's packets, read for the plugins (set before it
+    /// runs).
+    sftp: Mutex<Option<sftp::Packets>>,
 }
 
 impl Open {
@@ -255,6 +261,9 @@ impl Open {
         // data is a protocol an edit would break).
         if matches!(request, SshRequest::Exec(_) | SshRequest::Shell(_)) {
             *lock(&self.watch) = self.judge.watch_output(&request);
+        }
+        if matches!(&request, SshRequest::Subsystem(name) if name == "sftp") {
+            *lock(&self.sftp) = Some(sftp::Packets::default());
         }
         if !self.ask(Asked::Command, self.send_command(&request)).await {
             let failed = lock(&self.commands).host_refused();
@@ -409,6 +418,64 @@ impl Open {
             .await
     }
 
+    /// Client data of an `sftp` subsystem: each whole packet is read, a
+    /// file operation judged and recorded (event kind `sftp`), and sent
+    /// to the host only if allowed; a refused one is answered with a
+    /// "permission denied" status carrying the reason.
+    async fn sftp_data(&self, data: &[u8]) -> Result<(), russh::Error> {
+        let packets = match lock(&self.sftp).as_mut().map(|p| p.push(data)) {
+            Some(Ok(packets)) => packets,
+            Some(Err(sftp::TooLong(n))) => {
+                self.refuse(&format!(
+                    "an SFTP packet of {n} bytes is longer than the gateway reads ({} bytes)",
+                    sftp::MAX_PACKET
+                ));
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        for packet in packets {
+            let (id, text, verdict, note) = match sftp::read(&packet) {
+                Request::Pass => {
+                    self.host.data_bytes(bytes::Bytes::from(packet)).await?;
+                    continue;
+                }
+                Request::Operation(id, op) => {
+                    let mut note = QueryNote::default();
+                    let verdict = self.judge.decide_file(&op, &mut note);
+                    (id, op.text(), verdict, note)
+                }
+                Request::Unknown(id, what) => {
+                    let note = QueryNote {
+                        decided_by: Some("gateway".into()),
+                        ..QueryNote::default()
+                    };
+                    let reason = format!("{what} is not one the gateway can judge");
+                    (id, what, Verdict::Deny { reason }, note)
+                }
+            };
+            let refused = match &verdict {
+                Verdict::Allow => None,
+                Verdict::Deny { reason } => Some(reason.clone()),
+                Verdict::RequireApproval { reason } => Some(format!(
+                    "{reason} (an SFTP operation cannot wait for approval, so it was refused)"
+                )),
+            };
+            let event = self
+                .events
+                .setting("sftp", &text, &verdict, &note, refused.as_deref());
+            record::write(Some(event)).await;
+            match refused {
+                None => self.host.data_bytes(bytes::Bytes::from(packet)).await?,
+                Some(why) => {
+                    let status = bytes::Bytes::from(sftp::denied(id, &why));
+                    let _ = self.to_client.send(ToClient::Data(status));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `window-change`: the terminal was resized (no answer).
     pub async fn window_change(&self, size: (u32, u32, u32, u32)) {
         let (cols, rows, px, py) = size;
@@ -497,6 +564,7 @@ pub fn start(
         recording_limit: session.recording_limit,
         host_lost: std::sync::atomic::AtomicBool::new(false),
         watch: Mutex::new(OutputWatch::default()),
+        sftp: Mutex::new(None),
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -615,6 +683,12 @@ async fn to_host(
 /// Sends one message of the client's to the host.
 async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), russh::Error> {
     match msg {
+        ChannelMsg::Data { data } if lock(&open.sftp).is_some() => {
+            traffic
+                .from_client
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            open.sftp_data(&data).await
+        }
         ChannelMsg::Data { data } => {
             traffic
                 .from_client
@@ -797,6 +871,9 @@ async fn to_client(
                         refuse(&client, &text, &mut closed, &mut stopping).await;
                         let _ = open.host.close().await;
                         false
+                    }
+                    ToClient::Data(data) => {
+                        out.send(SshStream::Stdout, data, &mut closed, &mut stopping).await
                     }
                 };
                 continue;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::sftp::FileOp;
 use crate::approvals::{Approvals, Requester};
 use crate::gateway::hold::{self, HoldRefusal, Settled};
 use crate::identity::Identity;
@@ -52,6 +53,17 @@ impl Judge {
         let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
         match policy.as_mut() {
             Some(p) => p.on_ssh_request(request, note),
+            None => Verdict::Deny {
+                reason: "the session has ended".into(),
+            },
+        }
+    }
+
+    /// The plugins' verdict on an SFTP operation.
+    pub fn decide_file(&self, operation: &FileOp, note: &mut QueryNote) -> Verdict {
+        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        match policy.as_mut() {
+            Some(p) => p.on_file_operation(operation, note),
             None => Verdict::Deny {
                 reason: "the session has ended".into(),
             },

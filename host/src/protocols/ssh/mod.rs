@@ -18,14 +18,14 @@
 //! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
 //!   channels;
 //! - [`forward`]: local port forwards, where a target allows them;
-//! - [`output`]: output plugins watch, cut into whole lines.
+//! - [`output`]: output plugins watch, cut into whole lines;
+//! - [`sftp`]: SFTP packets read for the file operations plugins judge.
 //!
 //! - [`certs`]: user certificates the gateway mints (`portcullis ssh
 //!   login`) and checks at login, and the five-minute certificates it
 //!   signs for itself upstream with a CA the host trusts.
 //!
-//! Not yet here (the SSH issue): shell input lines and SFTP operations for
-//! plugins.
+//! Not yet here (the SSH issue): shell input lines for plugins.
 
 pub mod cast;
 pub mod certs;
@@ -35,6 +35,7 @@ pub mod judge;
 pub mod output;
 pub mod record;
 pub mod server;
+pub mod sftp;
 pub mod upstream;
 
 use std::collections::HashMap;
