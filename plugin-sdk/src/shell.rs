@@ -397,6 +397,48 @@ impl Pattern {
     }
 }
 
+/// Whether `pattern` (`*` and `?` wildcards) matches some text that
+/// begins with `prefix`: the pattern's matches include something under it.
+pub(crate) fn glob_prefix(pattern: &str, prefix: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    // Pattern positions reachable so far, a `*` also letting its next be.
+    let close = |states: &mut Vec<usize>| {
+        let mut i = 0;
+        while i < states.len() {
+            let s = states[i];
+            if s < p.len() && p[s] == '*' && !states.contains(&(s + 1)) {
+                states.push(s + 1);
+            }
+            i += 1;
+        }
+    };
+    let mut states = vec![0];
+    close(&mut states);
+    for c in prefix.chars() {
+        let mut next = Vec::new();
+        for &s in &states {
+            if s >= p.len() {
+                continue;
+            }
+            let to = match p[s] {
+                '*' => s,
+                '?' => s + 1,
+                x if x == c => s + 1,
+                _ => continue,
+            };
+            if !next.contains(&to) {
+                next.push(to);
+            }
+        }
+        close(&mut next);
+        if next.is_empty() {
+            return false;
+        }
+        states = next;
+    }
+    true
+}
+
 /// `*` and `?` wildcards over a whole word.
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());

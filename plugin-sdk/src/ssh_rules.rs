@@ -144,14 +144,38 @@ impl SshRule {
         if patterns.is_empty() {
             return None;
         }
+        let listing = matches!(operation, FileOperation::ListDirectory(_));
+        let moves_a_tree = matches!(
+            operation,
+            FileOperation::Rename(_) | FileOperation::RemoveDirectory(_)
+        );
         for path in paths {
             let clean = clean_path(path);
-            if clean.split('/').any(|part| part == "..") {
+            if clean.is_empty() || clean.split('/').any(|part| part == "..") {
                 return Some(format!(
-                    "{verb} `{path}` (a path with `..`, which a rule cannot place)"
+                    "{verb} `{path}` (a path a rule cannot place: empty, an open file's, or with `..`)"
                 ));
             }
-            if let Some(p) = patterns.iter().find(|p| shell::glob(p, &clean)) {
+            // A directory holds what is under it: renaming or removing it
+            // (or linking to it, a rename here) moves that too — for an
+            // absolute pattern, anything it names under the path; for one
+            // that starts with a wildcard (`*.ssh/*`), what sits directly
+            // in it. A listing shows only names: it matches a pattern for
+            // the path or for everything in it.
+            let under = match clean.ends_with('/') {
+                true => clean.clone(),
+                false => format!("{clean}/"),
+            };
+            let matched = patterns.iter().find(|p| {
+                shell::glob(p, &clean)
+                    || (listing && shell::glob(p, &format!("{under}*")))
+                    || (moves_a_tree
+                        && match p.starts_with('/') {
+                            true => shell::glob_prefix(p, &under),
+                            false => shell::glob(p, &format!("{under}x")),
+                        })
+            });
+            if let Some(p) = matched {
                 return Some(format!("{verb} `{path}` (pattern `{p}`)"));
             }
         }
@@ -272,6 +296,8 @@ fn clean_path(path: &str) -> String {
     let joined = parts.join("/");
     match absolute {
         true => format!("/{joined}"),
+        // `.` alone (the home directory) stays a place.
+        false if joined.is_empty() && !path.is_empty() => ".".into(),
         false => joined,
     }
 }
@@ -608,6 +634,30 @@ mod tests {
         assert!(r
             .check_file(&FileOperation::Read("/etc/motd".into()))
             .is_none());
+        // A directory holding what a pattern names is that too.
+        for op in [
+            FileOperation::Rename((".ssh".into(), "x".into())),
+            FileOperation::Rename(("x".into(), ".ssh".into())),
+            FileOperation::Rename(("/etc".into(), "/tmp/e".into())),
+            FileOperation::RemoveDirectory("/".into()),
+        ] {
+            assert!(r.check_file(&op).is_some(), "{op:?}");
+        }
+        assert!(r.check_file(&write("/tmp")).is_none());
+        assert!(r
+            .check_file(&FileOperation::Rename(("/tmp/a".into(), "/tmp/b".into())))
+            .is_none());
+        assert!(r.check_file(&write("./x")).is_none());
+        // A listing matches the path or everything in it, not one file.
+        let dirs = rule(r#"{"file_reads": ["/secret/*", "/etc/shadow"]}"#);
+        let list = |p: &str| FileOperation::ListDirectory(p.into());
+        assert!(dirs.check_file(&list("/secret")).is_some());
+        assert!(dirs.check_file(&list("/etc")).is_none());
+        assert!(dirs.check_file(&list(".")).is_none());
+        // An open file's attributes (no path) match every write rule.
+        assert!(r
+            .check_file(&FileOperation::SetAttributes(String::new()))
+            .is_some());
         // A rule without file patterns says nothing about files.
         assert!(rule(r#"{"commands": ["rm *"]}"#)
             .check_file(&write("/etc/motd"))

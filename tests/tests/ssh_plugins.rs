@@ -903,7 +903,9 @@ file_reads = ["*secret*"]
     // `-`: go on after a refused command.
     let batch = format!(
         "-put {p} {d}/protected/new\n-rm {d}/protected/keep\n-rename {d}/protected/keep {d}/open/moved\n\
-         -get {d}/secret.txt {got}\n-mkdir {d}/protected/sub\nput {p} {d}/open/new\n",
+         -get {d}/secret.txt {got}\n-mkdir {d}/protected/sub\n\
+         -rename {d}/secret.txt {d}/open/moved-secret\n-ln -s {d}/protected {d}/open/via\n\
+         -ln {d}/protected/keep {d}/open/hard\nput {p} {d}/open/new\n",
         got = got.display()
     );
     let ran = sftp(&host, addr, "web-1", &token, &batch).await;
@@ -927,6 +929,19 @@ file_reads = ["*secret*"]
         !protected.join("sub").exists(),
         "a refused mkdir made its directory"
     );
+    // Moving a read-protected file out, or linking to what is protected,
+    // is refused too.
+    assert!(dir.join("secret.txt").exists());
+    assert!(
+        !open.join("moved-secret").exists(),
+        "the secret was renamed out"
+    );
+    for link in ["via", "hard"] {
+        assert!(
+            std::fs::symlink_metadata(open.join(link)).is_err(),
+            "a link to what is protected was made: {link}"
+        );
+    }
     assert_eq!(
         std::fs::read_to_string(open.join("new")).ok().as_deref(),
         Some("payload"),
@@ -941,6 +956,14 @@ file_reads = ["*secret*"]
         (format!("remove {d}/protected/keep"), "protected-stays"),
         (format!("read {d}/secret.txt"), "no-secrets"),
         (format!("mkdir {d}/protected/sub"), "protected-stays"),
+        (
+            format!("link {d}/open/via -> {d}/protected"),
+            "protected-stays",
+        ),
+        (
+            format!("link {d}/open/hard -> {d}/protected/keep"),
+            "protected-stays",
+        ),
     ] {
         assert!(
             sftp_events.iter().any(|e| *e.sql == *text

@@ -185,6 +185,7 @@ fn to_file_operation(op: &FileOp) -> ssh_types::FileOperation {
         FileOp::RemoveDirectory(p) => F::RemoveDirectory(p),
         FileOp::SetAttributes(p) => F::SetAttributes(p),
         FileOp::ListDirectory(p) => F::ListDirectory(p),
+        FileOp::Link(to, at) => F::Rename((to, at)),
     }
 }
 

@@ -46,6 +46,10 @@ use crate::policy::{OutputWatch, QueryNote, SshPty, SshRequest, SshStream, Verdi
 /// (beyond it, the client's data is not read until the command starts).
 pub const MAX_HELD_INPUT: usize = 1 << 20;
 
+/// SFTP operations a channel may have refused before it is ended (each
+/// refusal is an answer queued for the client and an audit event).
+const MAX_SFTP_REFUSALS: u32 = 1000;
+
 /// Exit status of a command the gateway did not run (OpenSSH's own
 /// failures use it too).
 const REFUSED_STATUS: u32 = 255;
@@ -135,6 +139,8 @@ pub struct Open {
     /// An `sftp` subsystem's packets, read for the plugins (set before it
     /// runs).
     sftp: Mutex<Option<sftp::Packets>>,
+    /// SFTP operations refused on the channel so far.
+    sftp_refusals: std::sync::atomic::AtomicU32,
 }
 
 impl Open {
@@ -437,13 +443,30 @@ impl Open {
         for packet in packets {
             let (id, text, verdict, note) = match sftp::read(&packet) {
                 Request::Pass => {
+                    let packet = sftp::pinned_init(&packet).unwrap_or(packet);
                     self.host.data_bytes(bytes::Bytes::from(packet)).await?;
                     continue;
                 }
-                Request::Operation(id, op) => {
-                    let mut note = QueryNote::default();
-                    let verdict = self.judge.decide_file(&op, &mut note);
-                    (id, op.text(), verdict, note)
+                Request::Operations(id, ops) => {
+                    // Every part must be allowed; the first refused one
+                    // (or the first part, when all are) is recorded.
+                    let mut judged = None;
+                    for op in &ops {
+                        let mut note = QueryNote::default();
+                        let verdict = self.judge.decide_file(op, &mut note);
+                        let allowed = matches!(verdict, Verdict::Allow);
+                        if judged.is_none() || !allowed {
+                            judged = Some((op.text(), verdict, note));
+                        }
+                        if !allowed {
+                            break;
+                        }
+                    }
+                    let Some((text, verdict, note)) = judged else {
+                        self.host.data_bytes(bytes::Bytes::from(packet)).await?;
+                        continue;
+                    };
+                    (id, text, verdict, note)
                 }
                 Request::Unknown(id, what) => {
                     let note = QueryNote {
@@ -468,6 +491,13 @@ impl Open {
             match refused {
                 None => self.host.data_bytes(bytes::Bytes::from(packet)).await?,
                 Some(why) => {
+                    let refusals = self.sftp_refusals.fetch_add(1, Ordering::SeqCst) + 1;
+                    if refusals > MAX_SFTP_REFUSALS {
+                        self.refuse(&format!(
+                            "more than {MAX_SFTP_REFUSALS} SFTP operations were refused on this channel"
+                        ));
+                        return Ok(());
+                    }
                     let status = bytes::Bytes::from(sftp::denied(id, &why));
                     let _ = self.to_client.send(ToClient::Data(status));
                 }
@@ -565,6 +595,7 @@ pub fn start(
         host_lost: std::sync::atomic::AtomicBool::new(false),
         watch: Mutex::new(OutputWatch::default()),
         sftp: Mutex::new(None),
+        sftp_refusals: std::sync::atomic::AtomicU32::new(0),
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -689,6 +720,9 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             open.sftp_data(&data).await
         }
+        // sshd ignores extended data from a client; on sftp, so does the
+        // gateway (it is not SFTP it could read).
+        ChannelMsg::ExtendedData { .. } if lock(&open.sftp).is_some() => Ok(()),
         ChannelMsg::Data { data } => {
             traffic
                 .from_client
@@ -846,6 +880,10 @@ async fn to_client(
         open,
         traffic,
     };
+    // An sftp channel's host packets, cut whole so that the gateway's own
+    // answers (refusals) go only between them; answers wait meanwhile.
+    let mut host_packets = sftp::Packets::default();
+    let mut deferred: VecDeque<bytes::Bytes> = VecDeque::new();
     loop {
         let msg = tokio::select! {
             msg = host.wait() => msg,
@@ -871,6 +909,10 @@ async fn to_client(
                         refuse(&client, &text, &mut closed, &mut stopping).await;
                         let _ = open.host.close().await;
                         false
+                    }
+                    ToClient::Data(data) if host_packets.holding() => {
+                        deferred.push_back(data);
+                        true
                     }
                     ToClient::Data(data) => {
                         out.send(SshStream::Stdout, data, &mut closed, &mut stopping).await
@@ -931,6 +973,29 @@ async fn to_client(
                 quiet_until = lines
                     .holding()
                     .then(|| tokio::time::Instant::now() + output::QUIET);
+                sent
+            }
+            ChannelMsg::Data { data } if writing && lock(&open.sftp).is_some() => {
+                let whole = match host_packets.push(&data) {
+                    Ok(packets) => bytes::Bytes::from(packets.concat()),
+                    // Not SFTP as the gateway reads it: passed as it came.
+                    Err(_) => {
+                        host_packets = sftp::Packets::default();
+                        data
+                    }
+                };
+                let mut sent = whole.is_empty()
+                    || out
+                        .send(SshStream::Stdout, whole, &mut closed, &mut stopping)
+                        .await;
+                while sent && !host_packets.holding() {
+                    let Some(answer) = deferred.pop_front() else {
+                        break;
+                    };
+                    sent = out
+                        .send(SshStream::Stdout, answer, &mut closed, &mut stopping)
+                        .await;
+                }
                 sent
             }
             ChannelMsg::Data { data } if writing => {

@@ -36,6 +36,10 @@ pub enum FileOp {
     SetAttributes(String),
     /// List a directory.
     ListDirectory(String),
+    /// Make a link (symbolic or hard): to this path, at this path. Plugins
+    /// see it as a rename from the first to the second (what the target
+    /// holds becomes reachable at the link, as a rename would move it).
+    Link(String, String),
 }
 
 impl FileOp {
@@ -50,6 +54,7 @@ impl FileOp {
             FileOp::RemoveDirectory(p) => format!("rmdir {p}"),
             FileOp::SetAttributes(p) => format!("setstat {p}"),
             FileOp::ListDirectory(p) => format!("list {p}"),
+            FileOp::Link(to, at) => format!("link {at} -> {to}"),
         }
     }
 }
@@ -59,8 +64,9 @@ impl FileOp {
 pub enum Request {
     /// Nothing to judge (init, reads and writes on a handle, metadata).
     Pass,
-    /// A file operation to judge; the request id to answer a refusal with.
-    Operation(u32, FileOp),
+    /// File operations to judge (all must be allowed); the request id to
+    /// answer a refusal with.
+    Operations(u32, Vec<FileOp>),
     /// A request the gateway cannot read or does not know: refused.
     Unknown(u32, String),
 }
@@ -69,6 +75,13 @@ pub enum Request {
 #[derive(Debug, Default)]
 pub struct Packets {
     held: Vec<u8>,
+}
+
+impl Packets {
+    /// Whether part of a packet is held.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
 }
 
 /// The client sent a packet longer than [`MAX_PACKET`].
@@ -123,6 +136,28 @@ impl<'a> Fields<'a> {
 }
 
 const FXF_READ: u32 = 0x01;
+const FXF_WRITE: u32 = 0x02;
+/// READ, WRITE, APPEND, CREAT, TRUNC, EXCL: the flags version 3 defines.
+const FXF_KNOWN: u32 = 0x3f;
+
+/// The path a link's `target` names, for a link made at `link`: as given
+/// when absolute, else beside the link (where the host reads it from).
+fn link_target(link: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        return target.to_string();
+    }
+    match link.rfind('/') {
+        Some(i) => format!("{}/{target}", &link[..i]),
+        None => target.to_string(),
+    }
+}
+
+/// A link at `link` to `target`: what the target holds becomes reachable
+/// (written, read) through the link.
+fn link_ops(link: String, target: String) -> Vec<FileOp> {
+    let target = link_target(&link, &target);
+    vec![FileOp::Link(target.clone(), link), FileOp::Read(target)]
+}
 
 /// Reads one whole packet (length prefix included).
 pub fn read(packet: &[u8]) -> Request {
@@ -137,31 +172,44 @@ pub fn read(packet: &[u8]) -> Request {
     let Some(id) = f.u32() else {
         return Request::Unknown(0, format!("a packet of type {kind} without an id"));
     };
-    let op = |f: &mut Fields, make: fn(String) -> FileOp| f.path().map(make);
+    let op = |f: &mut Fields, make: fn(String) -> FileOp| f.path().map(|p| vec![make(p)]);
     let operation = match kind {
-        // OPEN: path, pflags, attrs.
+        // OPEN: path, pflags, attrs. The host opens for reading unless
+        // WRITE is set, so any open without it (or with READ) is a read;
+        // any flag that changes the file makes it a write too.
         3 => f.path().and_then(|p| {
             let flags = f.u32()?;
-            Some(match flags & !FXF_READ {
-                0 => FileOp::Read(p),
-                _ => FileOp::Write(p),
-            })
+            if flags & !FXF_KNOWN != 0 {
+                return None;
+            }
+            let mut ops = Vec::new();
+            if flags & FXF_WRITE == 0 || flags & FXF_READ != 0 {
+                ops.push(FileOp::Read(p.clone()));
+            }
+            if flags & !FXF_READ != 0 {
+                ops.push(FileOp::Write(p));
+            }
+            Some(ops)
         }),
         // SETSTAT: path, attrs.
         9 => op(&mut f, FileOp::SetAttributes),
-        // FSETSTAT: an open file's attributes.
-        10 => Some(FileOp::SetAttributes("(an open file)".into())),
+        // FSETSTAT: an open file's attributes; its path is not known here
+        // (an empty one, which every write rule matches).
+        10 => Some(vec![FileOp::SetAttributes(String::new())]),
         11 => op(&mut f, FileOp::ListDirectory),
         13 => op(&mut f, FileOp::Remove),
         14 => op(&mut f, FileOp::MakeDirectory),
         15 => op(&mut f, FileOp::RemoveDirectory),
-        18 => f.path().and_then(|a| Some(FileOp::Rename(a, f.path()?))),
-        // SYMLINK: OpenSSH sends target then link path; either way the
-        // link is a new file: both are judged as writes (the first).
-        20 => f.path().and_then(|a| {
+        // RENAME: what moves is read out of its place, too.
+        18 => f.path().and_then(|a| {
             let b = f.path()?;
-            Some(FileOp::Write(format!("{a} -> {b}")))
+            Some(vec![FileOp::Rename(a.clone(), b), FileOp::Read(a)])
         }),
+        // SYMLINK: OpenSSH's server reads the link's target, then the
+        // link's path (symlink(target, link)).
+        20 => f
+            .path()
+            .and_then(|target| Some(link_ops(f.path()?, target))),
         // CLOSE, READ, WRITE, LSTAT, FSTAT, READDIR, REALPATH, STAT,
         // READLINK: on a handle already judged, or metadata.
         4..=8 | 12 | 16 | 17 | 19 => return Request::Pass,
@@ -169,7 +217,7 @@ pub fn read(packet: &[u8]) -> Request {
         other => return Request::Unknown(id, format!("SFTP request type {other}")),
     };
     match operation {
-        Some(op) => Request::Operation(id, op),
+        Some(ops) => Request::Operations(id, ops),
         None => Request::Unknown(
             id,
             format!("an SFTP request of type {kind} the gateway cannot read"),
@@ -183,12 +231,16 @@ fn extended(id: u32, f: &mut Fields) -> Request {
         return Request::Unknown(id, "an extended SFTP request without a name".into());
     };
     let op = match name.as_str() {
-        "posix-rename@openssh.com" => f.path().and_then(|a| Some(FileOp::Rename(a, f.path()?))),
-        "hardlink@openssh.com" => f.path().and_then(|a| {
+        "posix-rename@openssh.com" => f.path().and_then(|a| {
             let b = f.path()?;
-            Some(FileOp::Write(format!("{b} -> {a}")))
+            Some(vec![FileOp::Rename(a.clone(), b), FileOp::Read(a)])
         }),
-        "lsetstat@openssh.com" => f.path().map(FileOp::SetAttributes),
+        // link(old, new): the new name reaches the old file.
+        "hardlink@openssh.com" => f.path().and_then(|old| {
+            let new = f.path()?;
+            Some(vec![FileOp::Link(old.clone(), new), FileOp::Read(old)])
+        }),
+        "lsetstat@openssh.com" => f.path().map(|p| vec![FileOp::SetAttributes(p)]),
         // Metadata and handles already judged.
         "statvfs@openssh.com"
         | "fstatvfs@openssh.com"
@@ -203,12 +255,27 @@ fn extended(id: u32, f: &mut Fields) -> Request {
         }
     };
     match op {
-        Some(op) => Request::Operation(id, op),
+        Some(ops) => Request::Operations(id, ops),
         None => Request::Unknown(
             id,
             format!("the extended SFTP request {name:?}, which the gateway cannot read"),
         ),
     }
+}
+
+/// The client's `SSH_FXP_INIT` with its version lowered to 3 (the only
+/// one the gateway reads: later versions lay `open` out differently);
+/// `None` for any other packet.
+pub fn pinned_init(packet: &[u8]) -> Option<Vec<u8>> {
+    if packet.get(4) != Some(&1) || packet.len() < 9 {
+        return None;
+    }
+    let mut pinned = packet.to_vec();
+    let version = u32::from_be_bytes([packet[5], packet[6], packet[7], packet[8]]);
+    if version > 3 {
+        pinned[5..9].copy_from_slice(&3u32.to_be_bytes());
+    }
+    Some(pinned)
 }
 
 /// `SSH_FXP_STATUS` for request `id`: permission denied, with `why`.
@@ -250,23 +317,32 @@ mod tests {
             tail.extend_from_slice(&0u32.to_be_bytes());
             read(&packet(3, 7, &[b"/etc/motd"], &tail))
         };
-        assert_eq!(
-            open(1),
-            Request::Operation(7, FileOp::Read("/etc/motd".into()))
+        let (r, w) = (
+            FileOp::Read("/etc/motd".into()),
+            FileOp::Write("/etc/motd".into()),
         );
-        for flags in [2, 3, 0x08 | 0x02, 0x10 | 0x02, 0x04 | 0x02] {
+        assert_eq!(open(1), Request::Operations(7, vec![r.clone()]));
+        for flags in [2, 0x08 | 0x02, 0x10 | 0x02, 0x04 | 0x02] {
+            assert_eq!(open(flags), Request::Operations(7, vec![w.clone()]));
+        }
+        // The host opens these for reading: they are reads (and writes).
+        for flags in [3, 0x01 | 0x04, 0x01 | 0x08, 0x08, 0x04, 0x10] {
             assert_eq!(
                 open(flags),
-                Request::Operation(7, FileOp::Write("/etc/motd".into()))
+                Request::Operations(7, vec![r.clone(), w.clone()]),
+                "{flags:#x}"
             );
         }
+        assert!(matches!(open(0x01 | 0x40), Request::Unknown(7, _)));
+        let rename =
+            |a: &str, b: &str| vec![FileOp::Rename(a.into(), b.into()), FileOp::Read(a.into())];
         assert_eq!(
             read(&packet(18, 8, &[b"a", b"b"], &[])),
-            Request::Operation(8, FileOp::Rename("a".into(), "b".into()))
+            Request::Operations(8, rename("a", "b"))
         );
         assert_eq!(
             read(&packet(13, 9, &[b"x"], &[])),
-            Request::Operation(9, FileOp::Remove("x".into()))
+            Request::Operations(9, vec![FileOp::Remove("x".into())])
         );
         assert_eq!(
             read(&packet(
@@ -275,8 +351,42 @@ mod tests {
                 &[b"posix-rename@openssh.com", b"a", b"b"],
                 &[]
             )),
-            Request::Operation(10, FileOp::Rename("a".into(), "b".into()))
+            Request::Operations(10, rename("a", "b"))
         );
+        // symlink(target, link) and hardlink(old, new): the link is
+        // written, what it reaches is written and read.
+        let link =
+            |at: &str, to: &str| vec![FileOp::Link(to.into(), at.into()), FileOp::Read(to.into())];
+        assert_eq!(
+            read(&packet(20, 11, &[b"/etc/shadow", b"home/s"], &[])),
+            Request::Operations(11, link("home/s", "/etc/shadow"))
+        );
+        assert_eq!(
+            read(&packet(20, 11, &[b"../etc", b"home/e"], &[])),
+            Request::Operations(11, link("home/e", "home/../etc"))
+        );
+        assert_eq!(
+            read(&packet(
+                200,
+                12,
+                &[b"hardlink@openssh.com", b"/etc/passwd", b"p"],
+                &[]
+            )),
+            Request::Operations(12, link("p", "/etc/passwd"))
+        );
+        // An open file's attributes: no path.
+        assert_eq!(
+            read(&packet(10, 13, &[b"handle"], &[])),
+            Request::Operations(13, vec![FileOp::SetAttributes(String::new())])
+        );
+        // A client asking for a later version gets version 3.
+        let mut init = vec![0, 0, 0, 5, 1];
+        init.extend_from_slice(&6u32.to_be_bytes());
+        assert_eq!(
+            &pinned_init(&init).expect("init")[5..9],
+            &3u32.to_be_bytes()
+        );
+        assert_eq!(pinned_init(&packet(13, 1, &[b"x"], &[])), None);
         assert!(matches!(
             read(&packet(200, 11, &[b"evil@example.com"], &[])),
             Request::Unknown(11, _)
