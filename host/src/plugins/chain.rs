@@ -427,18 +427,30 @@ impl ChainInner {
     /// SSH hooks, like [`Self::on_query`]: the first deny wins, approvals
     /// are collected.
     fn on_ssh_request(&mut self, request: &ssh_types::SshRequest, note: &mut QueryNote) -> Verdict {
+        self.judge_ssh("request", note, |inst| inst.on_ssh_request(request))
+    }
+
+    /// Judges with `hook` every member that exports the SSH hooks (`what`
+    /// names the call in failure texts): the first deny wins, approvals
+    /// are collected.
+    fn judge_ssh(
+        &mut self,
+        what: &str,
+        note: &mut QueryNote,
+        hook: impl Fn(&mut PluginInstance) -> Option<wasmtime::Result<types::Verdict>>,
+    ) -> Verdict {
         let mut verdicts = Verdicts::default();
         for i in 0..self.members.len() {
             if !self.members[i].plugin.guards_ssh() {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
-            let called = self.call(i, |inst| match inst.on_ssh_request(request) {
+            let called = self.call(i, |inst| match hook(inst) {
                 Some(v) => Ok((v?, inst.take_notes())),
                 None => Ok((types::Verdict::Allow, CallNotes::default())),
             });
             let name = &self.members[i].plugin.name;
-            if let Some(deny) = verdicts.add(name, failure, called, "request", note) {
+            if let Some(deny) = verdicts.add(name, failure, called, what, note) {
                 return deny;
             }
         }
@@ -451,22 +463,9 @@ impl ChainInner {
         operation: &ssh_types::FileOperation,
         note: &mut QueryNote,
     ) -> Verdict {
-        let mut verdicts = Verdicts::default();
-        for i in 0..self.members.len() {
-            if !self.members[i].plugin.guards_ssh() {
-                continue;
-            }
-            let failure = self.members[i].plugin.failure;
-            let called = self.call(i, |inst| match inst.on_file_operation(operation) {
-                Some(v) => Ok((v?, inst.take_notes())),
-                None => Ok((types::Verdict::Allow, CallNotes::default())),
-            });
-            let name = &self.members[i].plugin.name;
-            if let Some(deny) = verdicts.add(name, failure, called, "file operation", note) {
-                return deny;
-            }
-        }
-        verdicts.finish(note)
+        self.judge_ssh("file operation", note, |inst| {
+            inst.on_file_operation(operation)
+        })
     }
 
     /// Asks each member that exports `ssh-output` whether it watches the

@@ -406,13 +406,10 @@ impl Open {
         };
         let mut note = QueryNote::default();
         let verdict = self.judge.decide(&request, &mut note);
-        let refused = match &verdict {
-            Verdict::Allow => None,
-            Verdict::Deny { reason } => Some(reason.clone()),
-            Verdict::RequireApproval { reason } => Some(format!(
-                "{reason} (an environment variable cannot wait for approval, so it was not set)"
-            )),
-        };
+        let refused = judge::refusal_now(
+            &verdict,
+            "an environment variable cannot wait for approval, so it was not set",
+        );
         let event = self
             .events
             .setting("env", name, &verdict, &note, refused.as_deref());
@@ -477,13 +474,10 @@ impl Open {
                     (id, what, Verdict::Deny { reason }, note)
                 }
             };
-            let refused = match &verdict {
-                Verdict::Allow => None,
-                Verdict::Deny { reason } => Some(reason.clone()),
-                Verdict::RequireApproval { reason } => Some(format!(
-                    "{reason} (an SFTP operation cannot wait for approval, so it was refused)"
-                )),
-            };
+            let refused = judge::refusal_now(
+                &verdict,
+                "an SFTP operation cannot wait for approval, so it was refused",
+            );
             let event = self
                 .events
                 .setting("sftp", &text, &verdict, &note, refused.as_deref());

@@ -24,7 +24,7 @@ use super::channel::Counted;
 use super::judge::Judge;
 use super::record::{self, Commands, SessionEvents};
 use super::upstream::Upstream;
-use crate::policy::{QueryNote, SshRequest, Verdict};
+use crate::policy::{QueryNote, SshRequest};
 
 /// The event kind (protocol detail) of a forward.
 const KIND: &str = "direct-tcpip";
@@ -186,13 +186,10 @@ pub async fn run(
     let mut note = QueryNote::default();
     let verdict = parts.judge.decide(&request, &mut note);
     started.judged(&verdict, &note);
-    let refused = match &verdict {
-        Verdict::Allow => None,
-        Verdict::Deny { reason } => Some(reason.clone()),
-        Verdict::RequireApproval { reason } => Some(format!(
-            "{reason} (a port forward cannot wait for approval, so it was refused)"
-        )),
-    };
+    let refused = super::judge::refusal_now(
+        &verdict,
+        "a port forward cannot wait for approval, so it was refused",
+    );
     if let Some(why) = refused {
         record::write(Some(started.refused(None, &why))).await;
         reply

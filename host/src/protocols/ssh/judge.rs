@@ -115,6 +115,16 @@ impl Judge {
     }
 }
 
+/// Why a request that cannot wait for an approver is refused, if it is:
+/// a deny's reason, or an approval's followed by `(cannot_wait)`.
+pub fn refusal_now(verdict: &Verdict, cannot_wait: &str) -> Option<String> {
+    match verdict {
+        Verdict::Allow => None,
+        Verdict::Deny { reason } => Some(reason.clone()),
+        Verdict::RequireApproval { reason } => Some(format!("{reason} ({cannot_wait})")),
+    }
+}
+
 /// Takes the session's policy out when the session ends (its channels'
 /// requests are refused from then on).
 pub fn take(policy: &SharedPolicy) -> Option<Box<dyn SessionPolicy>> {
