@@ -61,6 +61,9 @@ async fn a_command_runs_on_the_host_through_the_gateway_and_is_recorded() {
         (session.target.as_str(), session.identity.user.as_str()),
         ("web-1", "alice@example.com")
     );
+    // The client's version line is the session's application name.
+    let app = session.application_name.clone().unwrap_or_default();
+    assert!(app.starts_with("OpenSSH_"), "{app:?}");
     let events = store.events(session.id).expect("events");
     assert_eq!(events.len(), 1, "{events:#?}");
     let e = &events[0];

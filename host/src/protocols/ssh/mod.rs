@@ -18,6 +18,8 @@
 //! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
 //!   channels;
 //! - [`forward`]: local port forwards, where a target allows them;
+//! - [`ident`]: the client's version line, as the session's application
+//!   name;
 //! - [`output`]: output plugins watch, cut into whole lines;
 //! - [`sftp`]: SFTP packets read for the file operations plugins judge.
 //!
@@ -31,6 +33,7 @@ pub mod cast;
 pub mod certs;
 pub mod channel;
 pub mod forward;
+pub mod ident;
 pub mod judge;
 pub mod output;
 pub mod record;

@@ -101,6 +101,8 @@ const REFUSAL_DELAY: Duration = Duration::from_millis(300);
 
 /// The protocol handler of one connection.
 struct Connection {
+    /// The client's version (from its identification line).
+    ident: super::ident::Ident,
     ctx: Arc<SshContext>,
     peer: SocketAddr,
     shared: SharedState,
@@ -117,7 +119,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
     let _active = ActiveGuard::new(&ctx.core);
     let _ = tcp.set_nodelay(true);
     let shared = SharedState::default();
+    let (sniffed, ident) = super::ident::Sniffed::new(tcp);
     let handler = Connection {
+        ident,
         ctx: ctx.clone(),
         peer,
         shared: shared.clone(),
@@ -125,7 +129,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<SshContext>, start
         explained: false,
         refusals: 0,
     };
-    let running = match server::run_stream(ctx.server.clone(), tcp, handler).await {
+    let running = match server::run_stream(ctx.server.clone(), sniffed, handler).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "SSH handshake failed");
@@ -337,13 +341,14 @@ impl Connection {
             |t| &t.cfg,
         )
         .map_err(words)?;
+        let client_version = self.ident.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (info, mut policy) = admission::open_session(
             &core.audit,
             &target.cfg,
             &target.policy(),
             &identity,
             self.peer,
-            None,
+            client_version.as_deref(),
         )
         .await
         .map_err(words)?;
