@@ -134,11 +134,12 @@ pub struct Open {
     /// The host's side ended without closing the channel: its connection
     /// is gone.
     host_lost: std::sync::atomic::AtomicBool,
-    /// The plugins that watch the command's output (set before it runs).
-    watch: Mutex<OutputWatch>,
-    /// An `sftp` subsystem's packets, read for the plugins (set before it
-    /// runs).
-    sftp: Mutex<Option<sftp::Packets>>,
+    /// The plugins that watch the command's output (set once, before it
+    /// runs: the relay reads it per message without a lock).
+    watch: std::sync::OnceLock<OutputWatch>,
+    /// An `sftp` subsystem's packets, read for the plugins (set once,
+    /// before it runs; other channels never lock it).
+    sftp: std::sync::OnceLock<Mutex<sftp::Packets>>,
     /// SFTP operations refused on the channel so far.
     sftp_refusals: std::sync::atomic::AtomicU32,
 }
@@ -266,10 +267,10 @@ impl Open {
         // Output plugins watch is an exec's or a shell's (a subsystem's
         // data is a protocol an edit would break).
         if matches!(request, SshRequest::Exec(_) | SshRequest::Shell(_)) {
-            *lock(&self.watch) = self.judge.watch_output(&request);
+            let _ = self.watch.set(self.judge.watch_output(&request));
         }
         if matches!(&request, SshRequest::Subsystem(name) if name == "sftp") {
-            *lock(&self.sftp) = Some(sftp::Packets::default());
+            let _ = self.sftp.set(Mutex::default());
         }
         if !self.ask(Asked::Command, self.send_command(&request)).await {
             let failed = lock(&self.commands).host_refused();
@@ -426,7 +427,7 @@ impl Open {
     /// to the host only if allowed; a refused one is answered with a
     /// "permission denied" status carrying the reason.
     async fn sftp_data(&self, data: &[u8]) -> Result<(), russh::Error> {
-        let packets = match lock(&self.sftp).as_mut().map(|p| p.push(data)) {
+        let packets = match self.sftp.get().map(|p| lock(p).push(data)) {
             Some(Ok(packets)) => packets,
             Some(Err(sftp::TooLong(n))) => {
                 self.refuse(&format!(
@@ -587,8 +588,8 @@ pub fn start(
         cast: Mutex::new(None),
         recording_limit: session.recording_limit,
         host_lost: std::sync::atomic::AtomicBool::new(false),
-        watch: Mutex::new(OutputWatch::default()),
-        sftp: Mutex::new(None),
+        watch: std::sync::OnceLock::new(),
+        sftp: std::sync::OnceLock::new(),
         sftp_refusals: std::sync::atomic::AtomicU32::new(0),
     });
     let (channels, traffic) = (session.channels, session.traffic);
@@ -708,7 +709,7 @@ async fn to_host(
 /// Sends one message of the client's to the host.
 async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), russh::Error> {
     match msg {
-        ChannelMsg::Data { data } if lock(&open.sftp).is_some() => {
+        ChannelMsg::Data { data } if open.sftp.get().is_some() => {
             traffic
                 .from_client
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -716,7 +717,7 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
         }
         // sshd ignores extended data from a client; on sftp, so does the
         // gateway (it is not SFTP it could read).
-        ChannelMsg::ExtendedData { .. } if lock(&open.sftp).is_some() => Ok(()),
+        ChannelMsg::ExtendedData { .. } if open.sftp.get().is_some() => Ok(()),
         ChannelMsg::Data { data } => {
             traffic
                 .from_client
@@ -842,13 +843,33 @@ impl Output<'_> {
         closed: &mut watch::Receiver<bool>,
         stopping: &mut watch::Receiver<bool>,
     ) -> bool {
-        let watch = lock(&self.open.watch).clone();
-        let text = String::from_utf8_lossy(&data);
-        let shown = match self.open.judge.output(&watch, stream, &text) {
+        let edited = self.open.watch.get().and_then(|watch| {
+            let text = String::from_utf8_lossy(&data);
+            self.open.judge.output(watch, stream, &text)
+        });
+        let shown = match edited {
             Some(edited) => bytes::Bytes::from(edited.into_bytes()),
             None => bytes::Bytes::from(data),
         };
         self.send(stream, shown, closed, stopping).await
+    }
+
+    /// Shows every held partial line to the plugins and sends it;
+    /// `false` once the client no longer takes output.
+    async fn flush(
+        &mut self,
+        lines: &mut Lines,
+        closed: &mut watch::Receiver<bool>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
+        for stream in [SshStream::Stdout, SshStream::Stderr] {
+            if let Some(held) = lines.take(stream) {
+                if !self.judged(stream, held, closed, stopping).await {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -883,14 +904,7 @@ async fn to_client(
             msg = host.wait() => msg,
             _ = sleep_until(quiet_until), if quiet_until.is_some() && writing => {
                 quiet_until = None;
-                for stream in [SshStream::Stdout, SshStream::Stderr] {
-                    if let Some(held) = lines.take(stream) {
-                        if !out.judged(stream, held, &mut closed, &mut stopping).await {
-                            writing = false;
-                            break;
-                        }
-                    }
-                }
+                writing = out.flush(&mut lines, &mut closed, &mut stopping).await;
                 continue;
             }
             Some(line) = own.recv(), if writing => {
@@ -929,14 +943,7 @@ async fn to_client(
         );
         if ending && lines.holding() && writing {
             quiet_until = None;
-            for stream in [SshStream::Stdout, SshStream::Stderr] {
-                if let Some(held) = lines.take(stream) {
-                    if !out.judged(stream, held, &mut closed, &mut stopping).await {
-                        writing = false;
-                        break;
-                    }
-                }
-            }
+            writing = out.flush(&mut lines, &mut closed, &mut stopping).await;
         }
         let Some(msg) = msg else {
             // No close from the host: its connection ended. The client is
@@ -952,7 +959,7 @@ async fn to_client(
         let msg_is_stdout = matches!(msg, ChannelMsg::Data { .. });
         let sent = match msg {
             ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 }
-                if writing && lock(&open.watch).any() =>
+                if writing && open.watch.get().is_some_and(OutputWatch::any) =>
             {
                 let stream = match msg_is_stdout {
                     true => SshStream::Stdout,
@@ -969,7 +976,7 @@ async fn to_client(
                     .then(|| tokio::time::Instant::now() + output::QUIET);
                 sent
             }
-            ChannelMsg::Data { data } if writing && lock(&open.sftp).is_some() => {
+            ChannelMsg::Data { data } if writing && open.sftp.get().is_some() => {
                 let whole = match host_packets.push(&data) {
                     Ok(packets) => bytes::Bytes::from(packets.concat()),
                     // Not SFTP as the gateway reads it: passed as it came.
