@@ -370,6 +370,18 @@ pub trait SessionPolicy: Send {
         Verdict::Allow
     }
 
+    /// SSH: a line typed in an interactive shell, before its Enter is
+    /// forwarded (advisory: see [`crate::protocols::ssh::typed`]); `note`
+    /// collects who decided and whether to record it.
+    fn on_command_line(
+        &mut self,
+        line: &crate::protocols::ssh::typed::TypedLine,
+        note: &mut QueryNote,
+    ) -> Verdict {
+        let _ = (line, note);
+        Verdict::Allow
+    }
+
     /// SSH: which plugins watch the output of `request` (an exec or shell
     /// the plugins let run); [`Self::on_ssh_output`] then shows them its
     /// output, for as long as it runs (each channel its own watch).

@@ -325,8 +325,14 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
-    /// A line typed in an interactive SSH shell (contract 0.2.6). Not
-    /// called by the gateway yet: shells are judged at `shell`.
+    /// A line typed in an SSH shell, before its Enter reaches the host
+    /// (contract 0.2.6; called by gateways from 0.2.7 on). On a terminal
+    /// the gateway reconstructs the line from keystrokes and echo, and
+    /// `exact` is `false` when editing keys, history or completion made it
+    /// unsure: a verdict here is advisory. Without a terminal the shell
+    /// reads a script from its input, judged line by line, exactly.
+    /// `Deny` drops the line (the client is told); `RequireApproval`
+    /// refuses it (a typed line cannot wait).
     fn on_command_line(&mut self, line: &CommandLine) -> Verdict {
         let _ = line;
         Verdict::Allow

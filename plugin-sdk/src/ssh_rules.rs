@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use crate::shell::{self, name_matches, Pattern};
-use crate::{FileOperation, SshRequest};
+use crate::{CommandLine, FileOperation, SshRequest};
 
 /// The longest exec line a rule reads; a longer one matches every rule
 /// about command lines (it is refused or held, not waved through).
@@ -207,6 +207,21 @@ impl SshRule {
             SshRequest::DirectTcpip(endpoint) => self.check_forward(&endpoint.host, endpoint.port),
             _ => None,
         }
+    }
+
+    /// What in a line typed in a shell the rule matches, as
+    /// [`Self::check`] says it. `commands` and `opaque_commands` apply as
+    /// to an exec line; `only_commands` was applied to the shell itself
+    /// (it refuses shells, or an approver let this one through). Verdicts
+    /// on typed lines are advisory: the text is the gateway's
+    /// reconstruction, and what a line runs can hide in many ways.
+    pub fn check_typed(&self, line: &CommandLine) -> Option<String> {
+        let only = Self {
+            only_commands: None,
+            ..self.clone()
+        };
+        let what = only.check_line(&line.text)?;
+        Some(format!("typing {what}"))
     }
 
     fn check_forward(&self, host: &str, port: u16) -> Option<String> {
@@ -477,6 +492,26 @@ mod tests {
 
     fn exec(line: &str) -> SshRequest {
         SshRequest::Exec(line.into())
+    }
+
+    #[test]
+    fn typed_lines_meet_command_patterns_but_not_the_allow_list() {
+        let typed = |text: &str| CommandLine {
+            text: text.into(),
+            exact: false,
+        };
+        let r = rule(r#"{"commands": ["rm *"], "opaque_commands": true}"#);
+        let why = r.check_typed(&typed("sudo rm -rf /srv")).expect("matched");
+        assert!(
+            why.starts_with("typing running `sudo rm -rf /srv`"),
+            "{why}"
+        );
+        assert!(r.check_typed(&typed("echo $(cat /etc/shadow)")).is_some());
+        assert_eq!(r.check_typed(&typed("ls -l")), None);
+        // The allow-list judged the shell itself (an approver let it run).
+        let only = rule(r#"{"only_commands": ["ls *"]}"#);
+        assert!(only.check(&SshRequest::Shell(None)).is_some());
+        assert_eq!(only.check_typed(&typed("uptime")), None);
     }
 
     #[test]

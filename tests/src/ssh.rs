@@ -542,6 +542,11 @@ impl Terminal {
         self.tmux(&["send-keys", "Enter"]);
     }
 
+    /// Presses one key by its tmux name (`Up`, `Enter`, `C-c`).
+    pub fn press(&self, key: &str) {
+        self.tmux(&["send-keys", key]);
+    }
+
     /// Waits (up to `within`) until the screen shows `needle`; the screen.
     pub async fn wait_for(&self, needle: &str, within: Duration) -> String {
         let deadline = std::time::Instant::now() + within;

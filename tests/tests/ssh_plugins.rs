@@ -979,3 +979,118 @@ file_reads = ["*secret*"]
         "{sftp_events:#?}"
     );
 }
+
+/// Lines typed in a shell (`on-command-line`), by their effect: a refused
+/// `rm` never removes its file — typed on a terminal, recalled from the
+/// shell's history (read from the echo: the keys were only Up and Enter),
+/// or read by a shell without a terminal from its script — while the
+/// lines around it run. Refused lines are recorded; with `record`, so are
+/// the others, except the text of one typed at a password prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
+    let host = Host::start();
+    let known = host.known_hosts("known_hosts", &host.path("host_key"));
+    let extra = plugins_extra().replace(
+        r#"plugins = ["block", "approve"]"#,
+        r#"plugins = ["block", "approve", "record"]"#,
+    ) + &format!(
+        "\n[[plugins]]\nname = \"record\"\npath = {:?}\n",
+        plugin_wasm("record").display().to_string()
+    );
+    let (gw, addr) = gateway_with(&host, &known, &extra).await;
+    let keep = host.path("keep");
+    std::fs::write(&keep, "still here").expect("marker");
+    let k = keep.display().to_string();
+    let d = host.dir.path().display().to_string();
+    let alice = mint(&gw, "alice@example.com", &["testers"]);
+
+    let script = portcullis_e2e::ssh::ssh_script(&host, addr, "web-1", &alice);
+    let term = portcullis_e2e::ssh::Terminal::start(host.dir.path(), &script, 120, 40);
+    term.wait_for("\n$", Duration::from_secs(20)).await;
+    // Typed (the account's shell is dash: the terminal's own line editing).
+    term.type_line(&format!("rm -f {k}"));
+    term.wait_for("the line was not run", Duration::from_secs(10))
+        .await;
+    term.type_line(&format!("echo typed-$((6*7)) > {d}/typed"));
+    // Recalled from bash's history, where `history -s` put it unrun.
+    term.type_line("exec bash --norc --noprofile");
+    term.wait_for("bash-", Duration::from_secs(10)).await;
+    term.type_line(&format!(
+        "history -s \"r\"\"m -f {k}\"; echo saved-$((2*3))"
+    ));
+    term.wait_for("saved-6", Duration::from_secs(10)).await;
+    term.press("Up");
+    term.wait_for(&format!("$ rm -f {k}"), Duration::from_secs(10))
+        .await;
+    term.press("Enter");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while term.screen().matches("the line was not run").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the recalled line was not refused:\n{}",
+            term.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A password prompt's answer is judged but never stored.
+    term.type_line("read -p 'Password: ' pw; echo got-${#pw}");
+    term.wait_for("Password: ", Duration::from_secs(10)).await;
+    term.type_line("hunter2-typed");
+    term.wait_for("got-13", Duration::from_secs(10)).await;
+    term.type_line("exit");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while term.exited().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the shell did not exit:\n{}\n{}",
+            term.screen(),
+            term.diagnose()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(keep.exists(), "a refused typed line removed the file");
+    assert_eq!(
+        std::fs::read_to_string(host.path("typed")).ok().as_deref(),
+        Some("typed-42\n"),
+        "the line after the refused one ran"
+    );
+
+    // A shell without a terminal reads its script: the refused line is
+    // never sent, the lines around it run.
+    let mut child = spawn_ssh(&host, addr, "web-1", &alice, &[], "");
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let script = format!("echo first > {d}/script-1\nrm -f {k}\necho last > {d}/script-2");
+        stdin.write_all(script.as_bytes()).await.expect("script");
+    }
+    let ran = finished(child).await;
+    assert!(
+        ran.stderr.contains("the line was not run"),
+        "{}",
+        ran.stderr
+    );
+    assert!(keep.exists(), "a refused script line removed the file");
+    assert!(host.path("script-1").exists() && host.path("script-2").exists());
+
+    let lines: Vec<EventRecord> = command_events(&gw)
+        .await
+        .into_iter()
+        .filter(|e| &*e.protocol == "command-line")
+        .collect();
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|e| e.status == EventStatus::Refused)
+        .collect();
+    assert_eq!(refused.len(), 3, "{lines:#?}");
+    assert!(refused
+        .iter()
+        .all(|e| *e.sql == format!("rm -f {k}") && e.rule.as_deref() == Some("no-rm")));
+    assert!(lines
+        .iter()
+        .any(|e| e.status == EventStatus::Ok && e.sql.contains("echo typed-$((6*7))")));
+    assert!(lines.iter().any(|e| e.sql.contains("password prompt")));
+    assert!(
+        !lines.iter().any(|e| e.sql.contains("hunter2")),
+        "{lines:#?}"
+    );
+}

@@ -21,6 +21,7 @@ use crate::policy::{
 };
 use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
 use crate::protocols::ssh::sftp::FileOp;
+use crate::protocols::ssh::typed::TypedLine;
 
 /// The plugins of one target, in order.
 pub struct PluginChain {
@@ -449,6 +450,17 @@ impl ChainInner {
                 Some(v) => Ok((v?, inst.take_notes())),
                 None => Ok((types::Verdict::Allow, CallNotes::default())),
             });
+            // A plugin may ask for what it judged to be recorded (a typed
+            // line is recorded only then, or when refused).
+            if let Ok((
+                _,
+                CallNotes {
+                    record: Some(_), ..
+                },
+            )) = &called
+            {
+                note.record.get_or_insert_with(Recording::default);
+            }
             let name = &self.members[i].plugin.name;
             if let Some(deny) = verdicts.add(name, failure, called, what, note) {
                 return deny;
@@ -466,6 +478,11 @@ impl ChainInner {
         self.judge_ssh("file operation", note, |inst| {
             inst.on_file_operation(operation)
         })
+    }
+
+    /// Judges a typed shell line like [`Self::on_ssh_request`].
+    fn on_command_line(&mut self, line: &ssh_types::CommandLine, note: &mut QueryNote) -> Verdict {
+        self.judge_ssh("command line", note, |inst| inst.on_command_line(line))
     }
 
     /// Asks each member that exports `ssh-output` whether it watches the
@@ -760,6 +777,17 @@ impl SessionPolicy for ChainSession {
     fn on_ssh_request(&mut self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
         let request = to_ssh_request(request);
         self.with_inner(|inner| inner.on_ssh_request(&request, note))
+            .unwrap_or_else(|| Verdict::Deny {
+                reason: "the gateway lost this session's plugins; reconnect".into(),
+            })
+    }
+
+    fn on_command_line(&mut self, line: &TypedLine, note: &mut QueryNote) -> Verdict {
+        let line = ssh_types::CommandLine {
+            text: line.text.clone(),
+            exact: line.exact,
+        };
+        self.with_inner(|inner| inner.on_command_line(&line, note))
             .unwrap_or_else(|| Verdict::Deny {
                 reason: "the gateway lost this session's plugins; reconnect".into(),
             })

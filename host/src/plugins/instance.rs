@@ -409,6 +409,18 @@ impl PluginInstance {
         Some(ssh.call_on_ssh_request(&mut self.store, request))
     }
 
+    /// `on-command-line`; `None` when the plugin has no SSH hooks.
+    pub fn on_command_line(
+        &mut self,
+        line: &ssh_types::CommandLine,
+    ) -> Option<wasmtime::Result<types::Verdict>> {
+        self.ssh.as_ref()?;
+        let _running = self.arm();
+        self.store.data_mut().notes = CallNotes::default();
+        let ssh = self.ssh.as_ref()?;
+        Some(ssh.call_on_command_line(&mut self.store, line))
+    }
+
     /// `on-file-operation`; `None` when the plugin has no SSH hooks.
     pub fn on_file_operation(
         &mut self,

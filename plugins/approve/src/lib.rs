@@ -28,7 +28,9 @@
 //! `forwards`, `only_forwards` — a forward cannot wait, so a match refuses
 //! it) holds
 //! the SSH requests it matches and never applies to SQL statements; a rule
-//! without them applies only to statements.
+//! without them applies only to statements. A line typed in a shell that
+//! `commands` or `opaque_commands` match is refused, not held (it cannot
+//! wait): run it as an exec to ask for approval.
 
 use portcullis_plugin_sdk::names::{display_table, in_scope, route, TablePattern};
 use portcullis_plugin_sdk::ssh_rules::{SshRule, SshRuleConfig};
@@ -36,7 +38,7 @@ use portcullis_plugin_sdk::{
     approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
     statement_effects, ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, FileOperation, SshRequest, TableRef};
+use portcullis_plugin_sdk::{Audience, CommandLine, FileOperation, SshRequest, TableRef};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -360,6 +362,10 @@ impl Plugin for Approve {
 
     fn on_file_operation(&mut self, operation: &FileOperation) -> Verdict {
         self.judge_ssh(|rule| rule.check_file(operation))
+    }
+
+    fn on_command_line(&mut self, line: &CommandLine) -> Verdict {
+        self.judge_ssh(|rule| rule.check_typed(line))
     }
 }
 

@@ -42,7 +42,9 @@
 //! (environment variables by name), and `forwards` / `only_forwards`
 //! (local port forwards by `host:port`, on targets that relay them). An
 //! SSH request is refused by the first
-//! rule that applies to the user and matches it.
+//! rule that applies to the user and matches it. `commands` and
+//! `opaque_commands` also judge lines typed in a shell (advisory: the
+//! gateway reconstructs them; a refused line is dropped).
 
 use portcullis_plugin_sdk::names::{
     display_table, function_matches, in_scope, route, TablePattern,
@@ -52,7 +54,7 @@ use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
     PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, FileOperation, SshRequest, TableRef};
+use portcullis_plugin_sdk::{Audience, CommandLine, FileOperation, SshRequest, TableRef};
 use serde::Deserialize;
 
 /// Plugin configuration.
@@ -336,6 +338,10 @@ impl Plugin for Block {
 
     fn on_file_operation(&mut self, operation: &FileOperation) -> Verdict {
         self.judge_ssh(|rule| rule.check_file(operation))
+    }
+
+    fn on_command_line(&mut self, line: &CommandLine) -> Verdict {
+        self.judge_ssh(|rule| rule.check_typed(line))
     }
 }
 

@@ -14,14 +14,20 @@
 //! - `groups`: record only sessions of members of these groups (empty: all);
 //! - `sample_rows`: keep the first N rows of each recorded result, as the
 //!   client receives them — after every masking plugin in the chain
-//!   (default 0, at most 1000).
+//!   (default 0, at most 1000);
+//! - `command_lines`: on SSH targets, record each line typed in a shell
+//!   (or read from a shell's script) as an event of kind `command-line`,
+//!   in the sessions `targets` and `groups` select (default `true`; a line
+//!   typed at a password prompt is stored without its text).
 //!
 //! Statements that a plugin refuses or holds for approval are recorded by
-//! the gateway whatever this plugin says.
+//! the gateway whatever this plugin says, and so are refused typed lines.
+//! SSH commands (exec, shell, subsystem), settings and SFTP operations are
+//! always recorded, with the terminal recording of every exec and shell.
 
 use portcullis_plugin_sdk::{
-    export_plugin, may_write, parse_config, record_statement, reuse_verdict, PgQuery, Plugin,
-    Session, Verdict,
+    export_plugin, may_write, parse_config, record_statement, reuse_verdict, CommandLine, PgQuery,
+    Plugin, Session, Verdict,
 };
 use serde::Deserialize;
 
@@ -35,7 +41,7 @@ enum Statements {
     None,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     #[serde(default)]
@@ -46,6 +52,24 @@ struct Config {
     groups: Vec<String>,
     #[serde(default)]
     sample_rows: u32,
+    #[serde(default = "yes")]
+    command_lines: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            statements: Statements::All,
+            targets: Vec::new(),
+            groups: Vec::new(),
+            sample_rows: 0,
+            command_lines: true,
+        }
+    }
 }
 
 /// The plugin; one instance per session: its configuration, and whether
@@ -74,8 +98,7 @@ impl Plugin for Record {
 
     fn session_start(&mut self, session: &Session) -> Verdict {
         let c = &self.config;
-        self.session_recorded = c.statements != Statements::None
-            && (c.targets.is_empty() || c.targets.contains(&session.target))
+        self.session_recorded = (c.targets.is_empty() || c.targets.contains(&session.target))
             && (c.groups.is_empty()
                 || session.identity.groups.iter().any(|g| c.groups.contains(g)));
         Verdict::Allow
@@ -94,6 +117,13 @@ impl Plugin for Record {
         };
         if wanted {
             record_statement(self.config.sample_rows);
+        }
+        Verdict::Allow
+    }
+
+    fn on_command_line(&mut self, _line: &CommandLine) -> Verdict {
+        if self.session_recorded && self.config.command_lines {
+            record_statement(0);
         }
         Verdict::Allow
     }
@@ -162,6 +192,28 @@ mod tests {
         assert_eq!(recorded(&mut member, &q), Some(0));
         let mut outsider = plugin(r#"{"groups": ["agents"]}"#, "orders", &["people"]);
         assert_eq!(recorded(&mut outsider, &q), None);
+    }
+
+    #[test]
+    fn typed_lines_are_recorded_in_recorded_sessions_unless_turned_off() {
+        let line = CommandLine {
+            text: "rm -rf /tmp/x".into(),
+            exact: true,
+        };
+        let typed = |p: &mut Record| {
+            take_notes();
+            assert_eq!(p.on_command_line(&line), Verdict::Allow);
+            take_notes().record
+        };
+        assert_eq!(typed(&mut plugin("{}", "web-1", &[])), Some(0));
+        assert_eq!(
+            typed(&mut plugin(r#"{"command_lines": false}"#, "web-1", &[])),
+            None
+        );
+        assert_eq!(
+            typed(&mut plugin(r#"{"targets": ["db"]}"#, "web-1", &[])),
+            None
+        );
     }
 
     #[test]

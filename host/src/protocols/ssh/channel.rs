@@ -40,6 +40,7 @@ use super::judge::{self, HoldOutcome, Judge};
 use super::output::{self, Lines};
 use super::record::{self, Commands, SessionEvents, Started};
 use super::sftp::{self, Request};
+use super::typed::{Script, Step, Typed, TypedLine};
 use crate::policy::{OutputWatch, QueryNote, SshPty, SshRequest, SshStream, Verdict};
 
 /// Client data a channel keeps while its command is being judged or held
@@ -95,6 +96,17 @@ enum Phase {
 /// The line a client whose held input overflowed sees.
 const OVERFLOW: &str = "more than 1 MiB of input arrived before the command started (while it was judged or held for approval), so it was not run; send input once the command runs";
 
+/// What a refused typed line's client is told (after the reason).
+const LINE_NOT_RUN: &str = "the line was not run";
+
+/// A shell's input, read for the plugins' `on-command-line`.
+enum Typing {
+    /// On a terminal: keystrokes, read with the host's echo (advisory).
+    Terminal(Typed),
+    /// Without one: a script, line by line (exact).
+    Script(Script),
+}
+
 /// What the gateway itself tells the client on a channel.
 enum ToClient {
     /// A line on stderr.
@@ -142,6 +154,9 @@ pub struct Open {
     sftp: std::sync::OnceLock<Mutex<sftp::Packets>>,
     /// SFTP operations refused on the channel so far.
     sftp_refusals: std::sync::atomic::AtomicU32,
+    /// A shell's input, read line by line for the plugins (set once,
+    /// before it runs).
+    typing: std::sync::OnceLock<Mutex<Typing>>,
 }
 
 impl Open {
@@ -271,6 +286,13 @@ impl Open {
         }
         if matches!(&request, SshRequest::Subsystem(name) if name == "sftp") {
             let _ = self.sftp.set(Mutex::default());
+        }
+        if let SshRequest::Shell(pty) = &request {
+            let typing = match pty {
+                Some(_) => Typing::Terminal(Typed::default()),
+                None => Typing::Script(Script::default()),
+            };
+            let _ = self.typing.set(Mutex::new(typing));
         }
         if !self.ask(Asked::Command, self.send_command(&request)).await {
             let failed = lock(&self.commands).host_refused();
@@ -501,6 +523,88 @@ impl Open {
         Ok(())
     }
 
+    /// Client data of a shell: each line the plugins judge before its
+    /// Enter (on a terminal) or the whole line (a script) goes to the
+    /// host; a refused line's Enter becomes Ctrl-C (the shell drops the
+    /// line), a refused script line is not sent, and the client is told.
+    async fn typed_data(
+        &self,
+        typing: &Mutex<Typing>,
+        data: bytes::Bytes,
+    ) -> Result<(), russh::Error> {
+        let steps = match &mut *lock(typing) {
+            Typing::Terminal(typed) => typed.input(&data),
+            Typing::Script(script) => script.push(&data),
+        };
+        for step in steps {
+            self.typed_step(&data, step).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one step of a shell's input (of `data`) to the host.
+    async fn typed_step(&self, data: &bytes::Bytes, step: Step) -> Result<(), russh::Error> {
+        match step {
+            Step::Pass(range) => self.host.data_bytes(data.slice(range)).await,
+            Step::Enter(at, readings) => match self.judge_line(&readings).await {
+                None => self.host.data_bytes(data.slice(at..at + 1)).await,
+                Some(why) => {
+                    let shown = format!("\r\nPortcullis: {why}; {LINE_NOT_RUN}\r\n");
+                    let _ = self
+                        .to_client
+                        .send(ToClient::Data(bytes::Bytes::from(shown)));
+                    self.host
+                        .data_bytes(bytes::Bytes::from_static(b"\x03"))
+                        .await
+                }
+            },
+            Step::Line(line, readings) => match self.judge_line(&readings).await {
+                None => self.host.data_bytes(bytes::Bytes::from(line)).await,
+                Some(why) => {
+                    let _ = self
+                        .to_client
+                        .send(ToClient::Line(format!("{why}; {LINE_NOT_RUN}")));
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Judges the readings of a typed line (all must be allowed); why it
+    /// is refused, if it is. The line is recorded (event kind
+    /// `command-line`) when refused or when a plugin asks — its text not
+    /// when it answered a password prompt.
+    async fn judge_line(&self, readings: &[TypedLine]) -> Option<String> {
+        let mut judged = None;
+        for line in readings {
+            let mut note = QueryNote::default();
+            let verdict = self.judge.decide_line(line, &mut note);
+            let allowed = verdict == Verdict::Allow;
+            if judged.is_none() || !allowed {
+                judged = Some((line, verdict, note));
+            }
+            if !allowed {
+                break;
+            }
+        }
+        let (line, verdict, note) = judged?;
+        let refused = judge::refusal_now(
+            &verdict,
+            "a typed line cannot wait for approval; run it as a command (ssh TARGET 'command') to ask",
+        );
+        if refused.is_some() || note.record.is_some() {
+            let text = match line.secret {
+                true => "[typed at a password prompt; not stored]",
+                false => line.text.as_str(),
+            };
+            let event =
+                self.events
+                    .setting("command-line", text, &verdict, &note, refused.as_deref());
+            record::write(Some(event)).await;
+        }
+        refused
+    }
+
     /// `window-change`: the terminal was resized (no answer).
     pub async fn window_change(&self, size: (u32, u32, u32, u32)) {
         let (cols, rows, px, py) = size;
@@ -591,6 +695,7 @@ pub fn start(
         watch: std::sync::OnceLock::new(),
         sftp: std::sync::OnceLock::new(),
         sftp_refusals: std::sync::atomic::AtomicU32::new(0),
+        typing: std::sync::OnceLock::new(),
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -718,6 +823,27 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
         // sshd ignores extended data from a client; on sftp, so does the
         // gateway (it is not SFTP it could read).
         ChannelMsg::ExtendedData { .. } if open.sftp.get().is_some() => Ok(()),
+        ChannelMsg::Data { data } if open.typing.get().is_some() => {
+            traffic
+                .from_client
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            open.record(|c| c.input(&data)).await;
+            match open.typing.get() {
+                Some(typing) => open.typed_data(typing, data).await,
+                None => Ok(()),
+            }
+        }
+        ChannelMsg::Eof => {
+            // A script's last line, if it had no line end, is judged first.
+            let last = open.typing.get().and_then(|t| match &mut *lock(t) {
+                Typing::Script(script) => script.finish(),
+                Typing::Terminal(_) => None,
+            });
+            if let Some(step) = last {
+                open.typed_step(&bytes::Bytes::new(), step).await?;
+            }
+            open.host.eof().await
+        }
         ChannelMsg::Data { data } => {
             traffic
                 .from_client
@@ -731,7 +857,6 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             open.host.extended_data_bytes(ext, data).await
         }
-        ChannelMsg::Eof => open.host.eof().await,
         _ => Ok(()),
     }
 }
@@ -956,6 +1081,14 @@ async fn to_client(
             }
             break;
         };
+        // A terminal's output, as drawn, for reading typed lines.
+        if let (Some(typing), ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) =
+            (open.typing.get(), &msg)
+        {
+            if let Typing::Terminal(typed) = &mut *lock(typing) {
+                typed.output(data);
+            }
+        }
         let msg_is_stdout = matches!(msg, ChannelMsg::Data { .. });
         let sent = match msg {
             ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::sftp::FileOp;
+use super::typed::TypedLine;
 use crate::approvals::{Approvals, Requester};
 use crate::gateway::hold::{self, HoldRefusal, Settled};
 use crate::identity::Identity;
@@ -64,6 +65,17 @@ impl Judge {
         let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
         match policy.as_mut() {
             Some(p) => p.on_file_operation(operation, note),
+            None => Verdict::Deny {
+                reason: "the session has ended".into(),
+            },
+        }
+    }
+
+    /// The plugins' verdict on a line typed in a shell.
+    pub fn decide_line(&self, line: &TypedLine, note: &mut QueryNote) -> Verdict {
+        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        match policy.as_mut() {
+            Some(p) => p.on_command_line(line, note),
             None => Verdict::Deny {
                 reason: "the session has ended".into(),
             },

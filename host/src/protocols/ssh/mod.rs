@@ -21,13 +21,13 @@
 //! - [`ident`]: the client's version line, as the session's application
 //!   name;
 //! - [`output`]: output plugins watch, cut into whole lines;
-//! - [`sftp`]: SFTP packets read for the file operations plugins judge.
+//! - [`sftp`]: SFTP packets read for the file operations plugins judge;
+//! - [`typed`]: lines typed in an interactive shell, reconstructed for
+//!   the plugins (advisory: an exec's verdict is exact).
 //!
 //! - [`certs`]: user certificates the gateway mints (`portcullis ssh
 //!   login`) and checks at login, and the five-minute certificates it
 //!   signs for itself upstream with a CA the host trusts.
-//!
-//! Not yet here (the SSH issue): shell input lines for plugins.
 
 pub mod cast;
 pub mod certs;
@@ -39,6 +39,7 @@ pub mod output;
 pub mod record;
 pub mod server;
 pub mod sftp;
+pub mod typed;
 pub mod upstream;
 
 use std::collections::HashMap;
