@@ -42,7 +42,7 @@ const INTERPRETERS: &[&str] = &[
     "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "expect",
     "eval", "source", ".", "exec", "su", "script", "awk", "gawk", "mawk", "nawk", "watch", "flock",
     "runuser", "ssh", "sg", "parallel", "sed", "vim", "vi", "nvim", "emacs", "less", "more", "man",
-    "git",
+    "git", "fc",
 ];
 
 const KEYWORDS: &[&str] = &[
@@ -292,6 +292,14 @@ pub fn parse(line: &str) -> ShellLine {
                 if matches!(c, '*' | '?' | '[') {
                     r.opaque("a pattern (`*`, `?`, `[`) the shell expands");
                 }
+                // An interactive shell replaces `!!`, `!rm`, `!-2` with a
+                // line from its history (a typed line's `!` alone, or
+                // before a blank, `=` or `(`, stays itself).
+                if c == '!'
+                    && at(i + 1).is_some_and(|n| !n.is_whitespace() && !matches!(n, '=' | '('))
+                {
+                    r.opaque("history expansion (`!`)");
+                }
                 if c == '{' {
                     if !r.in_word && at(i + 1).is_none_or(char::is_whitespace) {
                         // A group `{ …; }`: its commands are judged one by one.
@@ -474,6 +482,20 @@ mod tests {
 
     fn words(line: &str) -> Vec<Vec<String>> {
         parse(line).commands
+    }
+
+    #[test]
+    fn history_expansion_is_opaque() {
+        for line in ["!!", "!rm", "sudo !-2", "echo x; !r:p", "fc -s rm"] {
+            assert!(!parse(line).opaque.is_empty(), "{line}");
+        }
+        for line in ["echo hi !", "test ! -e x", "test x != y"] {
+            assert!(
+                parse(line).opaque.is_empty(),
+                "{line}: {:?}",
+                parse(line).opaque
+            );
+        }
     }
 
     #[test]

@@ -135,6 +135,16 @@ impl Host {
         self.dir.path().join(name)
     }
 
+    /// A file in its directory holding `text`, owned by the account the
+    /// host runs commands as, so that a command that ran could remove it
+    /// (the directory is sticky): a test that it is still there can fail.
+    pub fn marker(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("marker file");
+        run("chown", &[&self.user, &path.display().to_string()]);
+        path
+    }
+
     /// A known_hosts file pinning `key` (this host's, or another) for it.
     pub fn known_hosts(&self, name: &str, key: &Path) -> PathBuf {
         let path = self.path(name);
@@ -540,6 +550,11 @@ impl Terminal {
     pub fn type_line(&self, text: &str) {
         self.tmux(&["send-keys", "-l", text]);
         self.tmux(&["send-keys", "Enter"]);
+    }
+
+    /// Types `text` (no Enter).
+    pub fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-l", text]);
     }
 
     /// Presses one key by its tmux name (`Up`, `Enter`, `C-c`).

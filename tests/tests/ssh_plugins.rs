@@ -122,8 +122,7 @@ async fn refused_commands_never_run_however_they_are_spelled() {
     let host = Host::start();
     let known = host.known_hosts("known_hosts", &host.path("host_key"));
     let (gw, addr) = gateway_with(&host, &known, &plugins_extra()).await;
-    let keep = host.path("keep");
-    std::fs::write(&keep, "still here").expect("marker");
+    let keep = host.marker("keep", "still here");
     let k = keep.display().to_string();
 
     let person = mint(&gw, "alice@example.com", &["testers"]);
@@ -981,11 +980,12 @@ file_reads = ["*secret*"]
 }
 
 /// Lines typed in a shell (`on-command-line`), by their effect: a refused
-/// `rm` never removes its file — typed on a terminal, recalled from the
-/// shell's history (read from the echo: the keys were only Up and Enter),
-/// or read by a shell without a terminal from its script — while the
-/// lines around it run. Refused lines are recorded; with `record`, so are
-/// the others, except the text of one typed at a password prompt.
+/// `rm` never removes its file — typed on a terminal, hidden behind an
+/// escape key, continued from an open quote, recalled from the shell's
+/// history (read from the echo: the keys were only Up and Enter), or read
+/// by a shell without a terminal from its script — while the lines around
+/// it run. Refused lines are recorded; with `record`, so are the others,
+/// but never the unechoed answer to a password prompt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
     let host = Host::start();
@@ -998,19 +998,41 @@ async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
         plugin_wasm("record").display().to_string()
     );
     let (gw, addr) = gateway_with(&host, &known, &extra).await;
-    let keep = host.path("keep");
-    std::fs::write(&keep, "still here").expect("marker");
+    let keep = host.marker("keep", "still here");
     let k = keep.display().to_string();
     let d = host.dir.path().display().to_string();
     let alice = mint(&gw, "alice@example.com", &["testers"]);
 
     let script = portcullis_e2e::ssh::ssh_script(&host, addr, "web-1", &alice);
     let term = portcullis_e2e::ssh::Terminal::start(host.dir.path(), &script, 120, 40);
+    let refusals = |n: usize| {
+        let term = &term;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while term.screen().matches("the line was not run").count() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "refusal {n} did not show:\n{}",
+                    term.screen()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     term.wait_for("\n$", Duration::from_secs(20)).await;
     // Typed (the account's shell is dash: the terminal's own line editing).
     term.type_line(&format!("rm -f {k}"));
-    term.wait_for("the line was not run", Duration::from_secs(10))
-        .await;
+    refusals(1).await;
+    // An escape key before Enter does not hide the Enter.
+    term.type_text(&format!("rm -f {k} #"));
+    term.press("Escape");
+    term.press("Enter");
+    refusals(2).await;
+    // A quote left open: the next line is judged with it.
+    term.type_line("echo \"");
+    term.wait_for("\n>", Duration::from_secs(10)).await;
+    term.type_line(&format!("\"; rm -f {k}"));
+    refusals(3).await;
     term.type_line(&format!("echo typed-$((6*7)) > {d}/typed"));
     // Recalled from bash's history, where `history -s` put it unrun.
     term.type_line("exec bash --norc --noprofile");
@@ -1023,20 +1045,12 @@ async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
     term.wait_for(&format!("$ rm -f {k}"), Duration::from_secs(10))
         .await;
     term.press("Enter");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while term.screen().matches("the line was not run").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the recalled line was not refused:\n{}",
-            term.screen()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A password prompt's answer is judged but never stored.
-    term.type_line("read -p 'Password: ' pw; echo got-${#pw}");
+    refusals(4).await;
+    // The unechoed answer to a password prompt is neither judged nor stored.
+    term.type_line("read -s -p 'Password: ' pw; echo got-${#pw}");
     term.wait_for("Password: ", Duration::from_secs(10)).await;
-    term.type_line("hunter2-typed");
-    term.wait_for("got-13", Duration::from_secs(10)).await;
+    term.type_line("hunter2 rm -f x");
+    term.wait_for("got-15", Duration::from_secs(10)).await;
     term.type_line("exit");
     let deadline = Instant::now() + Duration::from_secs(10);
     while term.exited().is_none() {
@@ -1052,25 +1066,39 @@ async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
     assert_eq!(
         std::fs::read_to_string(host.path("typed")).ok().as_deref(),
         Some("typed-42\n"),
-        "the line after the refused one ran"
+        "the line after the refused ones ran"
     );
 
-    // A shell without a terminal reads its script: the refused line is
-    // never sent, the lines around it run.
-    let mut child = spawn_ssh(&host, addr, "web-1", &alice, &[], "");
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let script = format!("echo first > {d}/script-1\nrm -f {k}\necho last > {d}/script-2");
-        stdin.write_all(script.as_bytes()).await.expect("script");
+    // A shell without a terminal, and an exec of `sh`, read their script:
+    // a refused command is never sent, the lines around it run.
+    for (command, n) in [("", 1), ("sh", 2)] {
+        let mut child = spawn_ssh(&host, addr, "web-1", &alice, &[], command);
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let script = format!(
+                "echo first > {d}/script-{n}a\nrm -f {k}\necho \"\n\"; rm -f {k}\necho last > {d}/script-{n}b"
+            );
+            stdin.write_all(script.as_bytes()).await.expect("script");
+        }
+        let ran = finished(child).await;
+        assert_eq!(
+            ran.stderr.matches("the line was not run").count(),
+            2,
+            "{}",
+            ran.stderr
+        );
+        assert!(keep.exists(), "a refused script line removed the file");
+        assert!(
+            host.path(&format!("script-{n}a")).exists(),
+            "{}",
+            ran.stderr
+        );
+        assert!(
+            host.path(&format!("script-{n}b")).exists(),
+            "{}",
+            ran.stderr
+        );
     }
-    let ran = finished(child).await;
-    assert!(
-        ran.stderr.contains("the line was not run"),
-        "{}",
-        ran.stderr
-    );
-    assert!(keep.exists(), "a refused script line removed the file");
-    assert!(host.path("script-1").exists() && host.path("script-2").exists());
 
     let lines: Vec<EventRecord> = command_events(&gw)
         .await
@@ -1081,14 +1109,13 @@ async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
         .iter()
         .filter(|e| e.status == EventStatus::Refused)
         .collect();
-    assert_eq!(refused.len(), 3, "{lines:#?}");
+    assert_eq!(refused.len(), 8, "{lines:#?}");
     assert!(refused
         .iter()
-        .all(|e| *e.sql == format!("rm -f {k}") && e.rule.as_deref() == Some("no-rm")));
+        .all(|e| e.sql.contains(&format!("rm -f {k}")) && e.rule.as_deref() == Some("no-rm")));
     assert!(lines
         .iter()
         .any(|e| e.status == EventStatus::Ok && e.sql.contains("echo typed-$((6*7))")));
-    assert!(lines.iter().any(|e| e.sql.contains("password prompt")));
     assert!(
         !lines.iter().any(|e| e.sql.contains("hunter2")),
         "{lines:#?}"

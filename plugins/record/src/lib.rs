@@ -18,7 +18,7 @@
 //! - `command_lines`: on SSH targets, record each line typed in a shell
 //!   (or read from a shell's script) as an event of kind `command-line`,
 //!   in the sessions `targets` and `groups` select (default `true`; a line
-//!   typed at a password prompt is stored without its text).
+//!   typed at a password prompt, unechoed, is not judged or stored).
 //!
 //! Statements that a plugin refuses or holds for approval are recorded by
 //! the gateway whatever this plugin says, and so are refused typed lines.

@@ -40,7 +40,7 @@ use super::judge::{self, HoldOutcome, Judge};
 use super::output::{self, Lines};
 use super::record::{self, Commands, SessionEvents, Started};
 use super::sftp::{self, Request};
-use super::typed::{Script, Step, Typed, TypedLine};
+use super::typed::{self, Pending, Reading, Script, Step, Typed, TypedLine};
 use crate::policy::{OutputWatch, QueryNote, SshPty, SshRequest, SshStream, Verdict};
 
 /// Client data a channel keeps while its command is being judged or held
@@ -99,10 +99,35 @@ const OVERFLOW: &str = "more than 1 MiB of input arrived before the command star
 /// What a refused typed line's client is told (after the reason).
 const LINE_NOT_RUN: &str = "the line was not run";
 
+/// Terminal modes a client may not set: the keys that edit, end or
+/// interrupt a line, and the flags that turn signals and their flush off
+/// or change how a line ends. The host keeps its defaults for them.
+const LINE_KEYS: &[Pty] = &[
+    Pty::VINTR,
+    Pty::VERASE,
+    Pty::VKILL,
+    Pty::VEOF,
+    Pty::VEOL,
+    Pty::VEOL2,
+    Pty::VWERASE,
+    Pty::VLNEXT,
+    Pty::VREPRINT,
+    Pty::ISIG,
+    Pty::NOFLSH,
+    Pty::ICANON,
+    Pty::IGNCR,
+    Pty::INLCR,
+    Pty::ICRNL,
+];
+
+/// Typed lines a channel may have refused before it is ended (each is a
+/// message to the client and an audit event).
+const MAX_LINE_REFUSALS: u32 = 1000;
+
 /// A shell's input, read for the plugins' `on-command-line`.
 enum Typing {
     /// On a terminal: keystrokes, read with the host's echo (advisory).
-    Terminal(Typed),
+    Terminal(Box<Typed>),
     /// Without one: a script, line by line (exact).
     Script(Script),
 }
@@ -157,6 +182,8 @@ pub struct Open {
     /// A shell's input, read line by line for the plugins (set once,
     /// before it runs).
     typing: std::sync::OnceLock<Mutex<Typing>>,
+    /// Typed lines refused on the channel so far.
+    line_refusals: std::sync::atomic::AtomicU32,
 }
 
 impl Open {
@@ -287,11 +314,21 @@ impl Open {
         if matches!(&request, SshRequest::Subsystem(name) if name == "sftp") {
             let _ = self.sftp.set(Mutex::default());
         }
-        if let SshRequest::Shell(pty) = &request {
-            let typing = match pty {
-                Some(_) => Typing::Terminal(Typed::default()),
-                None => Typing::Script(Script::default()),
-            };
+        // A shell's lines are judged: typed on a terminal (a shell, or
+        // whatever an exec with a terminal runs), or read as a script by a
+        // shell without one.
+        let terminal = lock(&self.pty).is_some();
+        let typing = match &request {
+            SshRequest::Shell(_) | SshRequest::Exec(_) if terminal => {
+                Some(Typing::Terminal(Box::default()))
+            }
+            SshRequest::Shell(None) => Some(Typing::Script(Script::default())),
+            SshRequest::Exec(command) if typed::reads_a_script(command) => {
+                Some(Typing::Script(Script::default()))
+            }
+            _ => None,
+        };
+        if let Some(typing) = typing {
             let _ = self.typing.set(Mutex::new(typing));
         }
         if !self.ask(Asked::Command, self.send_command(&request)).await {
@@ -402,6 +439,13 @@ impl Open {
             return false;
         }
         let (cols, rows, px, py) = size;
+        // The line discipline keeps its usual keys and signals: typed lines
+        // are read assuming them (Ctrl-C drops a refused one).
+        let modes: Vec<(Pty, u32)> = modes
+            .iter()
+            .filter(|(mode, _)| !LINE_KEYS.contains(mode))
+            .copied()
+            .collect();
         *lock(&self.pty) = Some(SshPty {
             term: term.to_string(),
             columns: cols,
@@ -409,7 +453,8 @@ impl Open {
         });
         self.ask(
             Asked::Setting,
-            self.host.request_pty(true, term, cols, rows, px, py, modes),
+            self.host
+                .request_pty(true, term, cols, rows, px, py, &modes),
         )
         .await
     }
@@ -523,10 +568,11 @@ impl Open {
         Ok(())
     }
 
-    /// Client data of a shell: each line the plugins judge before its
-    /// Enter (on a terminal) or the whole line (a script) goes to the
-    /// host; a refused line's Enter becomes Ctrl-C (the shell drops the
-    /// line), a refused script line is not sent, and the client is told.
+    /// Client data of a shell: each line the plugins judge before the key
+    /// that hands it to the shell (on a terminal) or each whole command (a
+    /// script) goes to the host; a refused line's key becomes Ctrl-C (the
+    /// shell drops the line), a refused command is not sent, and the
+    /// client is told.
     async fn typed_data(
         &self,
         typing: &Mutex<Typing>,
@@ -537,44 +583,114 @@ impl Open {
             Typing::Script(script) => script.push(&data),
         };
         for step in steps {
-            self.typed_step(&data, step).await?;
+            self.typed_step(typing, &data, step).await?;
         }
         Ok(())
     }
 
     /// Sends one step of a shell's input (of `data`) to the host.
-    async fn typed_step(&self, data: &bytes::Bytes, step: Step) -> Result<(), russh::Error> {
+    async fn typed_step(
+        &self,
+        typing: &Mutex<Typing>,
+        data: &bytes::Bytes,
+        step: Step,
+    ) -> Result<(), russh::Error> {
         match step {
             Step::Pass(range) => self.host.data_bytes(data.slice(range)).await,
-            Step::Enter(at, readings) => match self.judge_line(&readings).await {
-                None => self.host.data_bytes(data.slice(at..at + 1)).await,
-                Some(why) => {
-                    let shown = format!("\r\nPortcullis: {why}; {LINE_NOT_RUN}\r\n");
-                    let _ = self
-                        .to_client
-                        .send(ToClient::Data(bytes::Bytes::from(shown)));
-                    self.host
-                        .data_bytes(bytes::Bytes::from_static(b"\x03"))
-                        .await
+            Step::Enter(at, pending) => {
+                if pending.needs_echo() {
+                    settle(typing, &pending).await;
                 }
-            },
-            Step::Line(line, readings) => match self.judge_line(&readings).await {
-                None => self.host.data_bytes(bytes::Bytes::from(line)).await,
-                Some(why) => {
-                    let _ = self
-                        .to_client
-                        .send(ToClient::Line(format!("{why}; {LINE_NOT_RUN}")));
-                    Ok(())
+                let reading = match &*lock(typing) {
+                    Typing::Terminal(typed) => typed.read(&pending),
+                    Typing::Script(_) => Reading::Blank,
+                };
+                let refused = match reading {
+                    Reading::Blank | Reading::Secret => None,
+                    Reading::Judge(readings) => {
+                        let (judged, refused) = self.judge_line(&readings).await;
+                        if let Typing::Terminal(typed) = &mut *lock(typing) {
+                            typed.judged(&judged, refused.is_none());
+                        }
+                        refused
+                    }
+                    Reading::Unreadable(why) => Some(self.unreadable(why).await),
+                };
+                match refused {
+                    None => self.host.data_bytes(data.slice(at..at + 1)).await,
+                    Some(why) => {
+                        let shown = format!("\r\nPortcullis: {why}; {LINE_NOT_RUN}\r\n");
+                        let _ = self
+                            .to_client
+                            .send(ToClient::Data(bytes::Bytes::from(shown)));
+                        self.count_refusal();
+                        self.host
+                            .data_bytes(bytes::Bytes::from_static(b"\x03"))
+                            .await
+                    }
                 }
-            },
+            }
+            Step::Line(line, readings) => {
+                let refused = match readings.is_empty() {
+                    true => None,
+                    false => self.judge_line(&readings).await.1,
+                };
+                match refused {
+                    None => self.host.data_bytes(bytes::Bytes::from(line)).await,
+                    Some(why) => {
+                        let _ = self
+                            .to_client
+                            .send(ToClient::Line(format!("{why}; {LINE_NOT_RUN}")));
+                        self.count_refusal();
+                        Ok(())
+                    }
+                }
+            }
+            Step::Drop(why) => {
+                let why = self.unreadable(why).await;
+                let _ = self.to_client.send(ToClient::Line(why));
+                self.count_refusal();
+                Ok(())
+            }
         }
     }
 
-    /// Judges the readings of a typed line (all must be allowed); why it
-    /// is refused, if it is. The line is recorded (event kind
-    /// `command-line`) when refused or when a plugin asks — its text not
-    /// when it answered a password prompt.
-    async fn judge_line(&self, readings: &[TypedLine]) -> Option<String> {
+    /// Counts a refused line; past [`MAX_LINE_REFUSALS`] the channel ends.
+    fn count_refusal(&self) {
+        let refusals = self.line_refusals.fetch_add(1, Ordering::SeqCst) + 1;
+        if refusals > MAX_LINE_REFUSALS {
+            self.refuse(&format!(
+                "more than {MAX_LINE_REFUSALS} lines were refused on this channel"
+            ));
+        }
+    }
+
+    /// Records a line the gateway refused because it cannot read it;
+    /// `why`, for the client.
+    async fn unreadable(&self, why: &str) -> String {
+        let note = QueryNote {
+            decided_by: Some("gateway".into()),
+            ..QueryNote::default()
+        };
+        let verdict = Verdict::Deny {
+            reason: why.to_string(),
+        };
+        let event = self.events.setting(
+            "command-line",
+            "[a line the gateway could not read]",
+            &verdict,
+            &note,
+            Some(why),
+        );
+        record::write(Some(event)).await;
+        why.to_string()
+    }
+
+    /// Judges the readings of a line (all must be allowed): the reading
+    /// judged (the first refused one, or the first), and why it is
+    /// refused, if it is. The line is recorded (event kind
+    /// `command-line`) when refused or when a plugin asks.
+    async fn judge_line(&self, readings: &[TypedLine]) -> (String, Option<String>) {
         let mut judged = None;
         for line in readings {
             let mut note = QueryNote::default();
@@ -587,22 +703,24 @@ impl Open {
                 break;
             }
         }
-        let (line, verdict, note) = judged?;
+        let Some((line, verdict, note)) = judged else {
+            return (String::new(), None);
+        };
         let refused = judge::refusal_now(
             &verdict,
             "a typed line cannot wait for approval; run it as a command (ssh TARGET 'command') to ask",
         );
         if refused.is_some() || note.record.is_some() {
-            let text = match line.secret {
-                true => "[typed at a password prompt; not stored]",
-                false => line.text.as_str(),
-            };
-            let event =
-                self.events
-                    .setting("command-line", text, &verdict, &note, refused.as_deref());
+            let event = self.events.setting(
+                "command-line",
+                &line.text,
+                &verdict,
+                &note,
+                refused.as_deref(),
+            );
             record::write(Some(event)).await;
         }
-        refused
+        (line.text.clone(), refused)
     }
 
     /// `window-change`: the terminal was resized (no answer).
@@ -696,6 +814,7 @@ pub fn start(
         sftp: std::sync::OnceLock::new(),
         sftp_refusals: std::sync::atomic::AtomicU32::new(0),
         typing: std::sync::OnceLock::new(),
+        line_refusals: std::sync::atomic::AtomicU32::new(0),
     });
     let (channels, traffic) = (session.channels, session.traffic);
     lock(&channels).insert(id, open.clone());
@@ -823,6 +942,9 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
         // sshd ignores extended data from a client; on sftp, so does the
         // gateway (it is not SFTP it could read).
         ChannelMsg::ExtendedData { .. } if open.sftp.get().is_some() => Ok(()),
+        // Nor on a shell whose lines are judged (a shell reads no such
+        // thing; a host that did would read what no plugin saw).
+        ChannelMsg::ExtendedData { .. } if open.typing.get().is_some() => Ok(()),
         ChannelMsg::Data { data } if open.typing.get().is_some() => {
             traffic
                 .from_client
@@ -839,8 +961,8 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
                 Typing::Script(script) => script.finish(),
                 Typing::Terminal(_) => None,
             });
-            if let Some(step) = last {
-                open.typed_step(&bytes::Bytes::new(), step).await?;
+            if let (Some(step), Some(typing)) = (last, open.typing.get()) {
+                open.typed_step(typing, &bytes::Bytes::new(), step).await?;
             }
             open.host.eof().await
         }
@@ -909,6 +1031,22 @@ async fn host_lost(client: &ChannelWriteHalf<server::Msg>) {
         client.close().await
     })
     .await;
+}
+
+/// Waits (up to [`typed::ECHO_WAIT`]) until the echo of `pending`'s keys
+/// has settled on the terminal.
+async fn settle(typing: &Mutex<Typing>, pending: &Pending) {
+    let deadline = Instant::now() + typed::ECHO_WAIT;
+    loop {
+        let settled = match &*lock(typing) {
+            Typing::Terminal(typed) => typed.settled(pending),
+            Typing::Script(_) => true,
+        };
+        if settled || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Sleeps until `at` (never, without one).
