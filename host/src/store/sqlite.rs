@@ -19,6 +19,9 @@ use super::{
 /// another gateway process sharing the file).
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// How long after its end a minted SSH certificate is kept.
+const CERTIFICATES_KEPT_SECS: i64 = 86_400;
+
 /// A store in one SQLite file.
 pub struct SqliteStore {
     writer: Mutex<Writer>,
@@ -436,6 +439,13 @@ impl Store for SqliteStore {
 
     fn save_ssh_certificate(&self, cert: &IssuedCertificate) -> Result<(), StoreError> {
         let conn = &mut self.writer().conn;
+        // Certificates a day past their end are forgotten (they can no
+        // longer log in; the day keeps "expired" as the answer for them).
+        let forgotten = super::now_micros() / 1_000_000 - CERTIFICATES_KEPT_SECS;
+        conn.execute(
+            "DELETE FROM ssh_certificates WHERE valid_before < ?1",
+            params![forgotten],
+        )?;
         conn.execute(
             "INSERT INTO ssh_certificates (serial, key_id, identity_json, issued_at, valid_before) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -666,6 +676,27 @@ mod tests {
             bytes_from_client: 0,
             bytes_to_client: 0,
         }
+    }
+
+    #[test]
+    fn certificates_a_day_past_their_end_are_forgotten() -> Result<(), StoreError> {
+        let dir = crate::test_dir::TestDir::new("portcullis-store");
+        let store = SqliteStore::open(&dir.join("audit.db"))?;
+        let now = (crate::store::now_micros() / 1_000_000) as u64;
+        let cert = |serial: u64, valid_before: u64| IssuedCertificate {
+            serial,
+            key_id: format!("jti-{serial}"),
+            identity_json: "{}".into(),
+            issued_at: 0,
+            valid_before,
+        };
+        store.save_ssh_certificate(&cert(1, now - 2 * 86_400))?;
+        store.save_ssh_certificate(&cert(2, now - 3_600))?;
+        store.save_ssh_certificate(&cert(3, now + 3_600))?;
+        assert!(store.ssh_certificate(1)?.is_none());
+        assert!(store.ssh_certificate(2)?.is_some());
+        assert!(store.ssh_certificate(3)?.is_some());
+        Ok(())
     }
 
     #[test]
