@@ -42,7 +42,7 @@ const INTERPRETERS: &[&str] = &[
     "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "expect",
     "eval", "source", ".", "exec", "su", "script", "awk", "gawk", "mawk", "nawk", "watch", "flock",
     "runuser", "ssh", "sg", "parallel", "sed", "vim", "vi", "nvim", "emacs", "less", "more", "man",
-    "git", "fc",
+    "git", "fc", "alias",
 ];
 
 const KEYWORDS: &[&str] = &[
@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn history_expansion_is_opaque() {
-        for line in ["!!", "!rm", "sudo !-2", "echo x; !r:p", "fc -s rm"] {
+        for line in ["!!", "!rm", "sudo !-2", "echo x; !r:p", "fc -s rm", "alias x='rm -f'"] {
             assert!(!parse(line).opaque.is_empty(), "{line}");
         }
         for line in ["echo hi !", "test ! -e x", "test x != y"] {

@@ -74,8 +74,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What a request sent to the host was, for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {
-    /// pty or env: a refusal is logged.
+    /// env: a refusal is logged.
     Setting,
+    /// pty: a refusal is logged, and the command runs without one.
+    Pty,
     /// exec, shell or subsystem: a refusal ends the channel.
     Command,
 }
@@ -316,7 +318,12 @@ impl Open {
         }
         // A shell's lines are judged: typed on a terminal (a shell, or
         // whatever an exec with a terminal runs), or read as a script by a
-        // shell without one.
+        // shell without one — known once the host answered the pty
+        // request (one it refused leaves the command without a terminal).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&self.asked).contains(&Asked::Pty) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let terminal = lock(&self.pty).is_some();
         let typing = match &request {
             SshRequest::Shell(_) | SshRequest::Exec(_) if terminal => {
@@ -452,7 +459,7 @@ impl Open {
             rows,
         });
         self.ask(
-            Asked::Setting,
+            Asked::Pty,
             self.host
                 .request_pty(true, term, cols, rows, px, py, &modes),
         )
@@ -582,8 +589,14 @@ impl Open {
             Typing::Terminal(typed) => typed.input(&data),
             Typing::Script(script) => script.push(&data),
         };
+        // Waiting for echo is bounded per message, not per line.
+        let mut echo_budget = typed::ECHO_WAIT;
         for step in steps {
-            self.typed_step(typing, &data, step).await?;
+            if self.stopping() || *self.phase.borrow() == Phase::Ended {
+                break;
+            }
+            self.typed_step(typing, &data, step, &mut echo_budget)
+                .await?;
         }
         Ok(())
     }
@@ -594,12 +607,13 @@ impl Open {
         typing: &Mutex<Typing>,
         data: &bytes::Bytes,
         step: Step,
+        echo_budget: &mut Duration,
     ) -> Result<(), russh::Error> {
         match step {
             Step::Pass(range) => self.host.data_bytes(data.slice(range)).await,
             Step::Enter(at, pending) => {
                 if pending.needs_echo() {
-                    settle(typing, &pending).await;
+                    self.settle(typing, &pending, echo_budget).await;
                 }
                 let reading = match &*lock(typing) {
                     Typing::Terminal(typed) => typed.read(&pending),
@@ -653,6 +667,24 @@ impl Open {
                 Ok(())
             }
         }
+    }
+
+    /// Waits until the echo of `pending`'s keys has settled on the
+    /// terminal, or `budget` is spent, or the channel or session ends.
+    async fn settle(&self, typing: &Mutex<Typing>, pending: &Pending, budget: &mut Duration) {
+        let started = Instant::now();
+        loop {
+            let settled = match &*lock(typing) {
+                Typing::Terminal(typed) => typed.settled(pending),
+                Typing::Script(_) => true,
+            };
+            let ended = self.stopping() || *self.phase.borrow() == Phase::Ended;
+            if settled || ended || started.elapsed() >= *budget {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        *budget = budget.saturating_sub(started.elapsed());
     }
 
     /// Counts a refused line; past [`MAX_LINE_REFUSALS`] the channel ends.
@@ -962,7 +994,9 @@ async fn forward(open: &Open, traffic: &Counted, msg: ChannelMsg) -> Result<(), 
                 Typing::Terminal(_) => None,
             });
             if let (Some(step), Some(typing)) = (last, open.typing.get()) {
-                open.typed_step(typing, &bytes::Bytes::new(), step).await?;
+                let mut no_wait = Duration::ZERO;
+                open.typed_step(typing, &bytes::Bytes::new(), step, &mut no_wait)
+                    .await?;
             }
             open.host.eof().await
         }
@@ -1031,22 +1065,6 @@ async fn host_lost(client: &ChannelWriteHalf<server::Msg>) {
         client.close().await
     })
     .await;
-}
-
-/// Waits (up to [`typed::ECHO_WAIT`]) until the echo of `pending`'s keys
-/// has settled on the terminal.
-async fn settle(typing: &Mutex<Typing>, pending: &Pending) {
-    let deadline = Instant::now() + typed::ECHO_WAIT;
-    loop {
-        let settled = match &*lock(typing) {
-            Typing::Terminal(typed) => typed.settled(pending),
-            Typing::Script(_) => true,
-        };
-        if settled || Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Sleeps until `at` (never, without one).
@@ -1324,6 +1342,10 @@ async fn to_client(
                         writing = false;
                     }
                     break;
+                }
+                if asked == Some(Asked::Pty) {
+                    // What runs has no terminal: its input is not typing.
+                    *lock(&open.pty) = None;
                 }
                 tracing::debug!("the host refused a pty or env request");
                 writing

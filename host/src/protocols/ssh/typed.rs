@@ -434,12 +434,21 @@ impl Typed {
                     self.keys.push_char(if b == b'\t' { b'\t' } else { b'\n' });
                     false
                 }
+                // Inside a paste the shell takes editing keys as text.
+                0x00..=0x02 | 0x04..=0x1a | 0x1c..=0x1f | 0x7f if self.keys.pasting => {
+                    self.keys.push_char(b);
+                    self.keys.unsure = true;
+                    false
+                }
                 0x1b => {
                     self.keys.escape = Escape::Started;
                     false
                 }
                 // Enter, Ctrl-J, Ctrl-O (run and fetch the next), and
-                // Ctrl-D on a non-empty line (the line goes to the shell).
+                // Ctrl-D on a non-empty line (a terminal's line discipline
+                // hands the text over without a line end; a line editor
+                // keeps it: either way it is judged now and stays the
+                // start of the line).
                 b'\r' | b'\n' | 0x0f => true,
                 0x04 => !self.keys.line.is_empty(),
                 0x7f | 0x08 => {
@@ -479,14 +488,17 @@ impl Typed {
                 }
                 let pending = Pending {
                     keyed: String::from_utf8_lossy(&self.keys.line).into_owned(),
-                    unsure: self.keys.unsure,
+                    // Bytes that are not UTF-8 may be keys to the shell.
+                    unsure: self.keys.unsure || std::str::from_utf8(&self.keys.line).is_err(),
                     overflowed: self.keys.overflowed,
                     prompt: std::mem::take(&mut self.prompt),
                     keyed_at: self.last_key,
                 };
                 steps.push(Step::Enter(i, pending));
                 from = i + 1;
-                self.keys.clear();
+                if b != 0x04 {
+                    self.keys.clear();
+                }
             }
         }
         if from < data.len() {
@@ -532,13 +544,19 @@ impl Typed {
             }
             texts.push(String::new());
         }
-        let readings = texts
+        // A line that continues another is judged with it, and alone too
+        // (what reads it may not be the shell: `read x` takes a line).
+        let mut joined: Vec<String> = match before.is_empty() {
+            true => texts.clone(),
+            false => texts.iter().map(|t| format!("{before}\n{t}")).collect(),
+        };
+        if !before.is_empty() {
+            joined.extend(texts.into_iter().filter(|t| !t.is_empty()));
+        }
+        let readings = joined
             .into_iter()
             .map(|text| TypedLine {
-                text: match before.is_empty() {
-                    true => text,
-                    false => format!("{before}\n{text}"),
-                },
+                text,
                 exact: !p.unsure,
             })
             .collect();
@@ -576,8 +594,10 @@ impl Typed {
 }
 
 /// Whether a shell reading `text` would wait for more: a quote left open
-/// or a last line that ends in a backslash (comments and here-document
-/// bodies aside: a quote in those may over-join, never under-join).
+/// or a last line that ends in a backslash. A quote the shell does not
+/// see as one (in a here-document's body, in text a command reads) joins
+/// lines the shell keeps apart: every joined command is also judged line
+/// by line.
 pub fn unfinished(text: &str) -> bool {
     #[derive(PartialEq)]
     enum In {
@@ -596,7 +616,13 @@ pub fn unfinished(text: &str) -> bool {
             In::Plain => {
                 match c {
                     // A backslash last: the line goes on.
-                    '\\' if chars.next().is_none() => return true,
+                    // A backslash last, or before the last line end: the
+                    // line goes on.
+                    '\\' => match chars.next() {
+                        None => return true,
+                        Some('\n') if chars.peek().is_none() => return true,
+                        _ => {}
+                    },
                     '\'' => state = In::Single,
                     '"' => state = In::Double,
                     '`' => state = In::Backtick,
@@ -607,7 +633,10 @@ pub fn unfinished(text: &str) -> bool {
                     '#' if word_start => state = In::Comment,
                     _ => {}
                 }
-                word_start = c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')');
+                // Only the shell's own blanks and operators start a word
+                // (`x\r#` and `$(true)#` are one word; fewer comments
+                // means more quotes seen, which only joins more).
+                word_start = matches!(c, ' ' | '\t' | '\n' | ';' | '&' | '|');
             }
             In::Single if c == '\'' => state = In::Plain,
             In::Double | In::AnsiC | In::Backtick if c == '\\' => {
@@ -698,11 +727,15 @@ impl Script {
         if !at_end && unfinished(text) {
             return None;
         }
-        let text = text.trim().to_string();
-        let readings = match text.is_empty() {
-            true => Vec::new(),
-            false => vec![TypedLine { text, exact: true }],
-        };
+        let mut texts = vec![text.trim().to_string()];
+        if text.trim_end_matches('\n').contains('\n') {
+            texts.extend(text.lines().map(|l| l.trim().to_string()));
+        }
+        let readings = texts
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(|text| TypedLine { text, exact: true })
+            .collect();
         Some(Step::Line(std::mem::take(&mut self.held), readings))
     }
 }
@@ -717,13 +750,33 @@ pub fn reads_a_script(command: &str) -> bool {
         return false;
     };
     let name = program.rsplit('/').next().unwrap_or(program);
-    matches!(
+    if !matches!(
         name,
         "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "posh" | "yash"
-    ) && words.all(|w| match w.strip_prefix("--") {
-        Some(long) => matches!(long, "norc" | "noprofile" | "login" | "posix" | "noediting"),
-        None => w.starts_with(['-', '+']) && w.len() > 1 && !w.contains('c'),
-    })
+    ) {
+        return false;
+    }
+    while let Some(w) = words.next() {
+        match w {
+            // The end of options: a script file may follow.
+            "-" | "--" => return words.next().is_none(),
+            "--norc" | "--noprofile" | "--login" | "--posix" | "--noediting" => {}
+            // `-s`: the script is the input, the rest its arguments.
+            _ if w.starts_with('-') && !w.starts_with("--") && w.contains('s') => {
+                return !w.contains(['c', 'i']);
+            }
+            // Options; `-c` runs a text and `-i` edits lines as a
+            // terminal's shell would.
+            _ if w.starts_with(['-', '+']) && w.len() > 1 && !w.starts_with("--") => {
+                if w.contains(['c', 'i']) {
+                    return false;
+                }
+            }
+            // A script file.
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Whether a prompt asks for a secret (`[sudo] password for alice:`,
@@ -781,6 +834,18 @@ mod tests {
         }])
     }
 
+    fn exacts(texts: &[&str]) -> Reading {
+        Reading::Judge(
+            texts
+                .iter()
+                .map(|t| TypedLine {
+                    text: t.to_string(),
+                    exact: true,
+                })
+                .collect(),
+        )
+    }
+
     fn inexact(texts: &[&str]) -> Reading {
         Reading::Judge(
             texts
@@ -826,8 +891,10 @@ mod tests {
                 Err((11, exact("rm -rf /"))),
                 Ok(12..14),
                 Err((14, exact("id"))),
-                // Ctrl-D on an empty line is the end of input.
-                Ok(15..17),
+                // The text stays: the next Ctrl-D (the end of input, which
+                // runs what the shell holds) is judged with it too.
+                Err((15, exact("id"))),
+                Ok(16..17),
             ]
         );
     }
@@ -937,12 +1004,17 @@ mod tests {
     fn an_open_quote_or_backslash_joins_the_next_line() {
         let mut t = Typed::default();
         assert_eq!(lines(&mut t, "$ ", b"echo \"\r"), [exact("echo \"")]);
+        // Judged with the line it continues, and alone (`read x` would
+        // take the first line, and the shell run the second).
         assert_eq!(
             lines(&mut t, "> ", b"\"; rm -rf /x\r"),
-            [exact("echo \"\n\"; rm -rf /x")]
+            [exacts(&["echo \"\n\"; rm -rf /x", "\"; rm -rf /x"])]
         );
         assert_eq!(lines(&mut t, "$ ", b"r\\\r"), [exact("r\\")]);
-        assert_eq!(lines(&mut t, "> ", b"m -rf /x\r"), [exact("r\\\nm -rf /x")]);
+        assert_eq!(
+            lines(&mut t, "> ", b"m -rf /x\r"),
+            [exacts(&["r\\\nm -rf /x", "m -rf /x"])]
+        );
         assert_eq!(lines(&mut t, "$ ", b"id\r"), [exact("id")]);
         assert!(!unfinished("echo it\\'s # don't"));
         assert!(unfinished("echo $'it\\'s"));
@@ -994,10 +1066,22 @@ mod tests {
                 Step::Line(b"\n".to_vec(), vec![]),
                 Step::Line(
                     b"echo \"\n\"; rm -rf /y\n".to_vec(),
-                    line("echo \"\n\"; rm -rf /y")
+                    ["echo \"\n\"; rm -rf /y", "echo \"", "\"; rm -rf /y"]
+                        .map(|t| line(t).remove(0))
+                        .to_vec()
                 ),
             ]
         );
+        // A backslash before the line end continues the command.
+        let mut s = Script::default();
+        let steps = s.push(b"r\\\nm -rf /x\n");
+        assert!(
+            matches!(&steps[..], [Step::Line(_, r)] if r[0].text == "r\\\nm -rf /x" && r.len() == 3),
+            "{steps:?}"
+        );
+        // `x\r#` is one word to the shell: its quote opens.
+        assert!(unfinished("echo x\r#'\n"));
+        assert!(unfinished("echo $(true)#'\n"));
         s.push(b"id");
         assert_eq!(s.finish(), Some(Step::Line(b"id".to_vec(), line("id"))));
         // What the shell would read otherwise than the plugins is dropped.
@@ -1022,7 +1106,15 @@ mod tests {
 
     #[test]
     fn an_exec_of_a_bare_shell_reads_a_script() {
-        for command in ["sh", "bash -s", "/bin/dash -e -x", "bash --norc -s"] {
+        for command in [
+            "sh",
+            "bash -s",
+            "/bin/dash -e -x",
+            "bash --norc -s",
+            "sh -s arg",
+            "bash -",
+            "sh --",
+        ] {
             assert!(reads_a_script(command), "{command}");
         }
         for command in [
@@ -1031,7 +1123,8 @@ mod tests {
             "bash -ec x",
             "cat",
             "",
-            "bash -",
+            "bash -i",
+            "sh -- f",
         ] {
             assert!(!reads_a_script(command), "{command}");
         }
