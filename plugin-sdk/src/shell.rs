@@ -486,7 +486,14 @@ mod tests {
 
     #[test]
     fn history_expansion_is_opaque() {
-        for line in ["!!", "!rm", "sudo !-2", "echo x; !r:p", "fc -s rm", "alias x='rm -f'"] {
+        for line in [
+            "!!",
+            "!rm",
+            "sudo !-2",
+            "echo x; !r:p",
+            "fc -s rm",
+            "alias x='rm -f'",
+        ] {
             assert!(!parse(line).opaque.is_empty(), "{line}");
         }
         for line in ["echo hi !", "test ! -e x", "test x != y"] {
