@@ -330,7 +330,9 @@ pub trait Plugin: Default + 'static {
     /// the gateway reconstructs the line from keystrokes and echo, and
     /// `exact` is `false` when editing keys, history or completion made it
     /// unsure: a verdict here is advisory. Without a terminal the shell
-    /// reads a script from its input, judged line by line, exactly.
+    /// reads a script from its input, judged command by command before
+    /// any of it reaches the shell (`exact`: what the gateway read is what
+    /// was sent; still advisory, as the docs say).
     /// `Deny` drops the line (the client is told); `RequireApproval`
     /// refuses it (a typed line cannot wait).
     fn on_command_line(&mut self, line: &CommandLine) -> Verdict {

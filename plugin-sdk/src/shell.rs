@@ -138,13 +138,57 @@ impl Reader {
     }
 }
 
+/// `line`'s characters with every line continuation (a backslash and a
+/// line end, outside single quotes and comments) removed, as the shell
+/// removes them before it reads words: `$\⏎{X}` is `${X}` and `<\⏎<` is
+/// `<<` to it, so they must be to the reader too.
+fn without_continuations(line: &str) -> Vec<char> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    let (mut single, mut double, mut comment, mut word_start) = (false, false, false, true);
+    while let Some(c) = chars.next() {
+        if single {
+            single = c != '\'';
+            out.push(c);
+            continue;
+        }
+        if comment {
+            comment = c != '\n';
+            word_start = !comment;
+            out.push(c);
+            continue;
+        }
+        match c {
+            '\\' if chars.peek() == Some(&'\n') => {
+                chars.next();
+                continue;
+            }
+            '\\' => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+                word_start = false;
+                continue;
+            }
+            '"' => double = !double,
+            '\'' if !double => single = true,
+            '#' if word_start && !double => comment = true,
+            _ => {}
+        }
+        word_start = matches!(c, ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')');
+        out.push(c);
+    }
+    out
+}
+
 /// Reads `line` as a POSIX shell would split it (see the module's doc).
 pub fn parse(line: &str) -> ShellLine {
     let mut r = Reader {
         assignments_only: true,
         ..Reader::default()
     };
-    let chars: Vec<char> = line.chars().collect();
+    let chars = without_continuations(line);
     let at = |i: usize| chars.get(i).copied();
     let mut i = 0;
     while i < chars.len() {
@@ -482,6 +526,29 @@ mod tests {
 
     fn words(line: &str) -> Vec<Vec<String>> {
         parse(line).commands
+    }
+
+    #[test]
+    fn line_continuations_hide_nothing() {
+        for (line, why) in [
+            ("X=rm; $\\\n{X} -f /x", "expansion"),
+            ("X=rm; $\\\nX -f /x", "expansion"),
+            ("echo \"$\\\n(rm -f /x)\"", "substitution"),
+            ("true <\\\n<EOF\n'\nEOF\nrm -f /x #'", "here-document"),
+        ] {
+            let parsed = parse(line);
+            assert!(
+                parsed.opaque.iter().any(|o| o.contains(why)),
+                "{line:?}: {parsed:?}"
+            );
+        }
+        // Inside single quotes a backslash is itself; a single quote in
+        // double quotes opens nothing.
+        assert_eq!(parse("echo 'a\\\nb'").commands, [["echo", "a\\\nb"]]);
+        assert_eq!(
+            parse("echo \"it's\" r\\\nm").commands,
+            [["echo", "it's", "rm"]]
+        );
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //!
 //! A shell without a terminal reads a script from its input: there each
 //! command — one line, or several while a quote is open or a line ends in
-//! a backslash — is held until it is complete, judged exactly, and
-//! forwarded only if allowed ([`Script`]).
+//! a backslash — is held until it is complete, judged as sent, and
+//! forwarded only if allowed ([`Script`]); advisory too, since the gateway
+//! does not read a shell's whole grammar (here-documents, input a command
+//! reads itself).
 //!
 //! What is not a shell's command line is left alone: lines typed while a
 //! full-screen program holds the terminal (its alternate screen), and the
@@ -517,10 +519,10 @@ impl Typed {
         let drawn = self.screen.text();
         let prompt = p.prompt.trim_end();
         let echoed = match drawn.strip_prefix(prompt) {
-            Some(rest) if !prompt.trim().is_empty() => rest.trim().to_string(),
-            _ => drawn.trim().to_string(),
+            Some(rest) if !prompt.trim().is_empty() => blanks_trimmed(rest),
+            _ => blanks_trimmed(&drawn),
         };
-        let keyed = p.keyed.trim().to_string();
+        let keyed = blanks_trimmed(&p.keyed);
         if asks_for_password(&p.prompt) && !p.unsure && echoed.is_empty() && !keyed.is_empty() {
             return Reading::Secret;
         }
@@ -727,9 +729,20 @@ impl Script {
         if !at_end && unfinished(text) {
             return None;
         }
-        let mut texts = vec![text.trim().to_string()];
+        // Control characters other than tab, line end and carriage return
+        // are keys to a shell that edits lines, not text.
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            self.held.clear();
+            return Some(Step::Drop(
+                "a line with control characters was not run (the shell may read them as editing keys)",
+            ));
+        }
+        let mut texts = vec![blanks_trimmed(text)];
         if text.trim_end_matches('\n').contains('\n') {
-            texts.extend(text.lines().map(|l| l.trim().to_string()));
+            texts.extend(text.split('\n').map(blanks_trimmed));
         }
         let readings = texts
             .into_iter()
@@ -740,43 +753,26 @@ impl Script {
     }
 }
 
-/// Whether an exec runs a shell that reads its script from its input
-/// (`sh`, `bash -s`, `/bin/dash -e`: a shell with options only, none of
-/// them `-c`), so that its input is judged like a shell's without a
-/// terminal.
+/// Whether an exec runs a shell that may read a script from its input:
+/// any shell not given a command as text (`-c`), so that its input is
+/// judged like a shell's without a terminal (a script file's input is
+/// then judged too: over-judging, never under).
 pub fn reads_a_script(command: &str) -> bool {
     let mut words = command.split_whitespace();
     let Some(program) = words.next() else {
         return false;
     };
     let name = program.rsplit('/').next().unwrap_or(program);
-    if !matches!(
+    matches!(
         name,
         "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "posh" | "yash"
-    ) {
-        return false;
-    }
-    while let Some(w) = words.next() {
-        match w {
-            // The end of options: a script file may follow.
-            "-" | "--" => return words.next().is_none(),
-            "--norc" | "--noprofile" | "--login" | "--posix" | "--noediting" => {}
-            // `-s`: the script is the input, the rest its arguments.
-            _ if w.starts_with('-') && !w.starts_with("--") && w.contains('s') => {
-                return !w.contains(['c', 'i']);
-            }
-            // Options; `-c` runs a text and `-i` edits lines as a
-            // terminal's shell would.
-            _ if w.starts_with(['-', '+']) && w.len() > 1 && !w.starts_with("--") => {
-                if w.contains(['c', 'i']) {
-                    return false;
-                }
-            }
-            // A script file.
-            _ => return false,
-        }
-    }
-    true
+    ) && !words.any(|w| w.starts_with(['-', '+']) && !w.starts_with("--") && w.contains('c'))
+}
+
+/// `text` without the blanks a shell skips around a command (space, tab,
+/// line end — not `\r` or other spaces, which are part of a word to it).
+fn blanks_trimmed(text: &str) -> String {
+    text.trim_matches([' ', '\t', '\n']).to_string()
 }
 
 /// Whether a prompt asks for a secret (`[sudo] password for alice:`,
@@ -1085,6 +1081,13 @@ mod tests {
         s.push(b"id");
         assert_eq!(s.finish(), Some(Step::Line(b"id".to_vec(), line("id"))));
         // What the shell would read otherwise than the plugins is dropped.
+        assert!(matches!(&s.push(b"mr\x14 x\n")[..], [Step::Drop(_)]));
+        // A leading carriage return is part of a word to the shell.
+        let steps = s.push(b"\r#'\n'; r\\\nm -f /x #'\n");
+        assert!(
+            matches!(&steps[..], [Step::Line(_, r)] if r[0].text.starts_with('\r')),
+            "{steps:?}"
+        );
         assert!(matches!(&s.push(b"r\0m -rf /x\n")[..], [Step::Drop(_)]));
         assert!(matches!(&s.push(b"\xff\n")[..], [Step::Drop(_)]));
         // A command that never ends is dropped whole, and the script goes on.
@@ -1113,19 +1116,14 @@ mod tests {
             "bash --norc -s",
             "sh -s arg",
             "bash -",
-            "sh --",
+            "bash -o posix",
+            "bash --verbose 2>&1",
+            "bash -i",
+            "sh script.sh",
         ] {
             assert!(reads_a_script(command), "{command}");
         }
-        for command in [
-            "bash -c 'rm x'",
-            "sh script.sh",
-            "bash -ec x",
-            "cat",
-            "",
-            "bash -i",
-            "sh -- f",
-        ] {
+        for command in ["bash -c 'rm x'", "bash -ec x", "cat", "", "env sh"] {
             assert!(!reads_a_script(command), "{command}");
         }
     }
