@@ -221,7 +221,7 @@ impl SshRule {
             ..self.clone()
         };
         let what = only.check_line(&line.text)?;
-        Some(format!("typing {what}"))
+        Some(format!("a shell line {what}"))
     }
 
     fn check_forward(&self, host: &str, port: u16) -> Option<String> {
@@ -503,7 +503,7 @@ mod tests {
         let r = rule(r#"{"commands": ["rm *"], "opaque_commands": true}"#);
         let why = r.check_typed(&typed("sudo rm -rf /srv")).expect("matched");
         assert!(
-            why.starts_with("typing running `sudo rm -rf /srv`"),
+            why.starts_with("a shell line running `sudo rm -rf /srv`"),
             "{why}"
         );
         assert!(r.check_typed(&typed("echo $(cat /etc/shadow)")).is_some());

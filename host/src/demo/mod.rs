@@ -279,9 +279,10 @@ impl Demo {
 /// Name of the demo's SSH target (the login name: `ssh web-1@...`).
 pub const SSH_TARGET: &str = "web-1";
 
-/// The first-party plugins that guard the SSH target (those built).
+/// The first-party plugins that guard the SSH target (those built):
+/// `record` lists the lines typed in its shells as the session's events.
 fn plugins_for_ssh() -> Vec<&'static str> {
-    ["block", "approve"]
+    ["block", "approve", "record"]
         .into_iter()
         .filter(|name| plugin_dir().is_some_and(|d| d.join(format!("{name}.wasm")).is_file()))
         .collect()
