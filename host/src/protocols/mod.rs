@@ -5,5 +5,6 @@
 //! through the policy seam's statement summaries (`postgres::sql`), which
 //! the plugin contract is shaped by today.
 
+pub mod kubernetes;
 pub mod postgres;
 pub mod ssh;
