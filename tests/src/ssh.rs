@@ -557,6 +557,23 @@ impl Terminal {
         self.tmux(&["send-keys", "-l", text]);
     }
 
+    /// Waits (up to `within`) until the program has exited; its status.
+    pub async fn wait_for_exit(&self, within: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the program did not exit within {within:?}:\n{}\n{}",
+                self.screen(),
+                self.diagnose()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Presses one key by its tmux name (`Up`, `Enter`, `C-c`).
     pub fn press(&self, key: &str) {
         self.tmux(&["send-keys", key]);

@@ -795,16 +795,7 @@ except_groups = ["auditors"]
     assert!(!screen.contains(KEY), "{screen}");
     assert!(screen.contains(MASKED_KEY), "{screen}");
     term.type_line("exit");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while term.exited().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the shell did not exit:\n{}\n{}",
-            term.screen(),
-            term.diagnose()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    term.wait_for_exit(Duration::from_secs(10)).await;
 
     // The recordings hold what the clients saw: alice's never the key.
     let store = gw.gateway.context.core.audit.store().clone();
@@ -1052,16 +1043,7 @@ async fn a_refused_typed_line_never_runs_and_the_lines_around_it_do() {
     term.type_line("hunter2 rm -f x");
     term.wait_for("got-15", Duration::from_secs(10)).await;
     term.type_line("exit");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while term.exited().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the shell did not exit:\n{}\n{}",
-            term.screen(),
-            term.diagnose()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    term.wait_for_exit(Duration::from_secs(10)).await;
     assert!(keep.exists(), "a refused typed line removed the file");
     assert_eq!(
         std::fs::read_to_string(host.path("typed")).ok().as_deref(),
