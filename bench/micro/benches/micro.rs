@@ -5,7 +5,8 @@
 //! pass-through policy), masking a batch of rows through the mask plugin
 //! (vs the same batch through a plugin-less policy), and committing a batch
 //! of statement events to the audit store (vs a batch of minimal rows in
-//! the same store).
+//! the same store), and an SSH terminal's output read for typed lines (vs
+//! copying the same bytes).
 //!
 //! Run: `cargo bench -p portcullis-bench` (results in docs/performance.md).
 
@@ -322,12 +323,34 @@ fn audit_store(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An interactive shell's output as the gateway reads it for typed lines
+/// (`Typed::output`: the terminal line the shell draws), against copying
+/// the same bytes: what reading the echo costs per byte of terminal output.
+fn terminal_echo(c: &mut Criterion) {
+    use portcullis::protocols::ssh::typed::Typed;
+    // `ls --color`-like output: short lines with colour escapes.
+    let mut out = Vec::new();
+    while out.len() < 64 * 1024 {
+        out.extend_from_slice(b"\x1b[01;34mdirectory\x1b[0m  file.txt  \x1b[01;32mscript.sh\x1b[0m  notes-2026.md\r\n");
+    }
+    let mut g = c.benchmark_group("SSH terminal output, 64 KiB");
+    g.throughput(Throughput::Bytes(out.len() as u64));
+    g.bench_function("copied (baseline)", |b| {
+        b.iter(|| black_box(bytes::Bytes::copy_from_slice(black_box(&out))))
+    });
+    let mut typed = Typed::default();
+    g.bench_function("read for typed lines", |b| {
+        b.iter(|| typed.output(black_box(&out)))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = frames, summaries, jwt, plugins, audit_store
+    targets = frames, summaries, jwt, plugins, audit_store, terminal_echo
 }
 criterion_main!(micro);

@@ -246,6 +246,40 @@ impl Screen {
         }
     }
 
+    /// Output that ends in a line feed: only its modes and line feeds
+    /// matter (the line it draws is gone), so text is skipped unread —
+    /// bulk output on a terminal costs a scan, not a drawing.
+    fn skip_lines(&mut self, data: &[u8]) {
+        let mut i = 0;
+        while i < data.len() {
+            if self.escape != Escape::None {
+                let b = data[i];
+                match escape_byte(&mut self.escape, b) {
+                    EscapeByte::Csi(params, end) => self.csi(&params, end),
+                    EscapeByte::Abandoned if b == b'\n' => self.line_feeds += 1,
+                    EscapeByte::Abandoned if b == 0x1b => self.escape = Escape::Started,
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            match data[i..].iter().position(|&b| b == 0x1b || b == b'\n') {
+                None => break,
+                Some(k) => {
+                    i += k;
+                    match data[i] {
+                        b'\n' => self.line_feeds += 1,
+                        _ => self.escape = Escape::Started,
+                    }
+                    i += 1;
+                }
+            }
+        }
+        self.line.clear();
+        self.cursor = 0;
+        self.partial.clear();
+    }
+
     fn byte(&mut self, b: u8) {
         if !self.partial.is_empty() || b >= 0x80 {
             self.partial.push(b);
@@ -386,7 +420,13 @@ impl Default for Typed {
 impl Typed {
     /// The host's output (stdout or stderr), as the terminal draws it.
     pub fn output(&mut self, data: &[u8]) {
-        self.screen.feed(data);
+        match data.iter().rposition(|&b| b == b'\n') {
+            Some(end) => {
+                self.screen.skip_lines(&data[..=end]);
+                self.screen.feed(&data[end + 1..]);
+            }
+            None => self.screen.feed(data),
+        }
         self.last_output = Instant::now();
     }
 
