@@ -130,7 +130,7 @@ const MAX_LINE_REFUSALS: u32 = 1000;
 enum Typing {
     /// On a terminal: keystrokes, read with the host's echo (advisory).
     Terminal(Box<Typed>),
-    /// Without one: a script, line by line (exact).
+    /// Without one: a script, command by command, each held until judged.
     Script(Script),
 }
 
@@ -329,7 +329,8 @@ impl Open {
             SshRequest::Shell(_) | SshRequest::Exec(_) if terminal => {
                 Some(Typing::Terminal(Box::default()))
             }
-            SshRequest::Shell(None) => Some(Typing::Script(Script::default())),
+            // (A shell whose pty the host refused has none either.)
+            SshRequest::Shell(_) => Some(Typing::Script(Script::default())),
             SshRequest::Exec(command) if typed::reads_a_script(command) => {
                 Some(Typing::Script(Script::default()))
             }
