@@ -3,6 +3,7 @@
 //! gateway per test, and helpers to connect real clients through it.
 
 pub mod fake_http;
+pub mod kube;
 pub mod raw;
 pub mod ssh;
 

@@ -1,0 +1,363 @@
+//! A Kubernetes API server stand-in on loopback, for what `kubectl` and
+//! client libraries need: discovery (`/api`, `/apis`, group versions,
+//! `/version`), and namespaces, pods, secrets and deployments kept in
+//! memory — get, list, create, delete — read by the same request reading
+//! the gateway uses ([`portcullis::protocols::kubernetes::request`]). It
+//! remembers every request it was sent (method, path, headers), so a test
+//! can assert what the gateway forwards. (No real API server can be
+//! installed on these machines; see the Kubernetes issue.)
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use portcullis::protocols::kubernetes::request::RequestInfo;
+use portcullis::protocols::kubernetes::status::{self, Reason};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// One request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (lower-case names; a header sent twice appears twice).
+    pub headers: Vec<(String, String)>,
+}
+
+/// (group, resource): the kind and whether it is namespaced.
+fn kind_of(group: &str, resource: &str) -> Option<(&'static str, bool)> {
+    match (group, resource) {
+        ("", "namespaces") => Some(("Namespace", false)),
+        ("", "pods") => Some(("Pod", true)),
+        ("", "secrets") => Some(("Secret", true)),
+        ("apps", "deployments") => Some(("Deployment", true)),
+        _ => None,
+    }
+}
+
+/// Objects by (group, resource, namespace, name).
+type Objects = BTreeMap<(String, String, String, String), Value>;
+
+/// A running stand-in.
+pub struct KubeStandIn {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubeStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn object(kind: &str, namespace: Option<&str>, name: &str, rest: Value) -> Value {
+    let api_version = if kind == "Deployment" {
+        "apps/v1"
+    } else {
+        "v1"
+    };
+    let mut metadata = json!({
+        "name": name,
+        "uid": format!("uid-{name}"),
+        "resourceVersion": "1",
+        "creationTimestamp": "2026-12-01T00:00:00Z",
+    });
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    let mut o = json!({ "kind": kind, "apiVersion": api_version, "metadata": metadata });
+    if let (Some(o), Some(rest)) = (o.as_object_mut(), rest.as_object()) {
+        for (k, v) in rest {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    o
+}
+
+/// The objects a fresh stand-in holds.
+fn seed() -> Objects {
+    let mut objects = Objects::new();
+    let mut put = |group: &str, resource: &str, ns: Option<&str>, name: &str, rest: Value| {
+        let (kind, _) = kind_of(group, resource).unwrap_or(("Unknown", true));
+        objects.insert(
+            (
+                group.into(),
+                resource.into(),
+                ns.unwrap_or("").into(),
+                name.into(),
+            ),
+            object(kind, ns, name, rest),
+        );
+    };
+    for ns in ["default", "kube-system", "prod"] {
+        put(
+            "",
+            "namespaces",
+            None,
+            ns,
+            json!({ "status": { "phase": "Active" } }),
+        );
+    }
+    let pod = json!({
+        "spec": { "containers": [{ "name": "app", "image": "nginx" }] },
+        "status": { "phase": "Running" },
+    });
+    put("", "pods", Some("default"), "web-1", pod.clone());
+    put("", "pods", Some("kube-system"), "coredns", pod);
+    put(
+        "",
+        "secrets",
+        Some("prod"),
+        "db",
+        json!({ "type": "Opaque", "data": { "password": "aHVudGVyMg==" } }),
+    );
+    put(
+        "apps",
+        "deployments",
+        Some("prod"),
+        "web",
+        json!({ "spec": { "replicas": 2 } }),
+    );
+    objects
+}
+
+fn resource_list(group_version: &str, resources: &[(&str, &str, bool)]) -> Value {
+    let verbs = [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources.iter().map(|(name, kind, namespaced)| json!({
+            "name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced,
+            "kind": kind, "verbs": verbs,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// What the stand-in answers to one request: status and JSON body.
+fn answer(
+    objects: &Mutex<Objects>,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let ok = |v: Value| (200, v.to_string().into_bytes());
+    match path {
+        "/version" => {
+            return ok(
+                json!({ "major": "1", "minor": "32", "gitVersion": "v1.32.0-standin", "platform": "linux/amd64" }),
+            )
+        }
+        "/api" => {
+            return ok(
+                json!({ "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [] }),
+            )
+        }
+        "/apis" => {
+            return ok(
+                json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+                    "name": "apps",
+                    "versions": [{ "groupVersion": "apps/v1", "version": "v1" }],
+                    "preferredVersion": { "groupVersion": "apps/v1", "version": "v1" },
+                }]}),
+            )
+        }
+        "/api/v1" => {
+            return ok(resource_list(
+                "v1",
+                &[
+                    ("namespaces", "Namespace", false),
+                    ("pods", "Pod", true),
+                    ("secrets", "Secret", true),
+                ],
+            ))
+        }
+        "/apis/apps/v1" => {
+            return ok(resource_list(
+                "apps/v1",
+                &[("deployments", "Deployment", true)],
+            ))
+        }
+        _ => {}
+    }
+    let not_found = |what: &str| {
+        (
+            404,
+            status::failure(Reason::NotFound, &format!("{what} not found"), None, None),
+        )
+    };
+    let info = match RequestInfo::read(method, path, query, false) {
+        Ok(info) if info.is_resource => info,
+        Ok(_) => return not_found(path),
+        Err(e) => {
+            return (
+                400,
+                status::failure(Reason::BadRequest, &e.to_string(), None, None),
+            )
+        }
+    };
+    let resource = info.resource.clone().unwrap_or_default();
+    let Some((kind, namespaced)) = kind_of(&info.api_group, &resource) else {
+        return not_found(&format!(
+            "the server could not find the requested resource {resource}"
+        ));
+    };
+    let ns = if namespaced {
+        info.namespace.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let key = |name: &str| {
+        (
+            info.api_group.clone(),
+            resource.clone(),
+            ns.clone(),
+            name.to_string(),
+        )
+    };
+    let mut objects = objects.lock().unwrap_or_else(|p| p.into_inner());
+    match (info.verb.as_str(), info.name.as_deref()) {
+        ("list", _) => {
+            let items: Vec<Value> = objects
+                .iter()
+                .filter(|((g, r, n, name), _)| {
+                    *g == info.api_group
+                        && *r == resource
+                        && (ns.is_empty() || *n == ns)
+                        && info.name.as_deref().is_none_or(|want| want == name)
+                })
+                .map(|(_, v)| v.clone())
+                .collect();
+            let api_version = if info.api_group.is_empty() {
+                "v1".to_string()
+            } else {
+                format!("{}/v1", info.api_group)
+            };
+            ok(
+                json!({ "kind": format!("{kind}List"), "apiVersion": api_version, "metadata": { "resourceVersion": "1" }, "items": items }),
+            )
+        }
+        ("get", Some(name)) => match objects.get(&key(name)) {
+            Some(o) => ok(o.clone()),
+            None => not_found(&format!("{resource} \"{name}\"")),
+        },
+        ("create", None) => {
+            let Ok(mut o) = serde_json::from_slice::<Value>(body) else {
+                return (
+                    400,
+                    status::failure(Reason::BadRequest, "the body is not JSON", None, None),
+                );
+            };
+            let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+            o["metadata"]["uid"] = json!(format!("uid-{name}"));
+            o["metadata"]["resourceVersion"] = json!("1");
+            if namespaced {
+                o["metadata"]["namespace"] = json!(ns);
+            }
+            objects.insert(key(&name), o.clone());
+            (201, o.to_string().into_bytes())
+        }
+        ("delete", Some(name)) => match objects.remove(&key(name)) {
+            Some(o) => ok(o),
+            None => not_found(&format!("{resource} \"{name}\"")),
+        },
+        (verb, _) => (
+            405,
+            status::failure(
+                Reason::BadRequest,
+                &format!("the stand-in does not serve {verb} on {resource}"),
+                None,
+                None,
+            ),
+        ),
+    }
+}
+
+impl KubeStandIn {
+    /// Starts a stand-in holding namespaces `default`, `kube-system` and
+    /// `prod`, pods `default/web-1` and `kube-system/coredns`, secret
+    /// `prod/db` (password `hunter2`) and deployment `prod/web`.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the stand-in");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let objects = Arc::new(Mutex::new(seed()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (log, objects) = (log.clone(), objects.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (log, objects) = (log.clone(), objects.clone());
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_string();
+                            let query = req.uri().query().map(str::to_string);
+                            log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
+                                method: method.clone(),
+                                uri: req.uri().to_string(),
+                                headers: req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect(),
+                            });
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (code, json) =
+                                answer(&objects, &method, &path, query.as_deref(), &body);
+                            let mut response = Response::new(Full::new(Bytes::from(json)));
+                            *response.status_mut() = StatusCode::from_u16(code)
+                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            response.headers_mut().insert(
+                                "content-type",
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url, seen, task }
+    }
+
+    /// Requests received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
