@@ -1,7 +1,7 @@
 //! A Kubernetes API server stand-in on loopback, for what `kubectl` and
 //! client libraries need: discovery (`/api`, `/apis`, group versions,
 //! `/version`), and namespaces, pods, secrets and deployments kept in
-//! memory — get, list, create, delete — read by the same request reading
+//! memory — get, list, watch, create, delete — read by the same request reading
 //! the gateway uses ([`portcullis::protocols::kubernetes::request`]). It
 //! remembers every request it was sent (method, path, headers), so a test
 //! can assert what the gateway forwards. (No real API server can be
@@ -12,7 +12,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -43,8 +44,79 @@ fn kind_of(group: &str, resource: &str) -> Option<(&'static str, bool)> {
     }
 }
 
-/// Objects by (group, resource, namespace, name).
-type Objects = BTreeMap<(String, String, String, String), Value>;
+/// An object's key: (group, resource, namespace, name).
+type Key = (String, String, String, String);
+
+/// Objects by key.
+type Objects = BTreeMap<Key, Value>;
+
+/// A change for watchers: its key, `ADDED` or `DELETED`, the object.
+type Change = (Key, &'static str, Value);
+
+/// Whether `key` is in a watch's scope (group, resource, namespace or
+/// `""` for all, name or `""` for all).
+fn in_scope(scope: &Key, key: &Key) -> bool {
+    scope.0 == key.0
+        && scope.1 == key.1
+        && (scope.2.is_empty() || scope.2 == key.2)
+        && (scope.3.is_empty() || scope.3 == key.3)
+}
+
+/// A watch request's scope and the objects in it now; `None` for any
+/// other request.
+fn watch(
+    objects: &Mutex<Objects>,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Option<(Key, Vec<Value>)> {
+    let info = RequestInfo::read(method, path, query, false).ok()?;
+    if info.verb != "watch" {
+        return None;
+    }
+    let resource = info.resource.clone()?;
+    let (_, namespaced) = kind_of(&info.api_group, &resource)?;
+    let ns = match namespaced {
+        true => info.namespace.clone().unwrap_or_default(),
+        false => String::new(),
+    };
+    let scope = (info.api_group, resource, ns, info.name.unwrap_or_default());
+    let objects = objects.lock().unwrap_or_else(|p| p.into_inner());
+    let current = objects
+        .iter()
+        .filter(|(k, _)| in_scope(&scope, k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    Some((scope, current))
+}
+
+/// A watch's body: one JSON event per line, the current objects first,
+/// then each change in scope as it happens (streamed, never buffered).
+fn watch_body(
+    scope: Key,
+    current: Vec<Value>,
+    later: tokio::sync::broadcast::Receiver<Change>,
+) -> BoxBody<Bytes, Infallible> {
+    fn line(kind: &str, object: &Value) -> Result<hyper::body::Frame<Bytes>, Infallible> {
+        let mut text = json!({ "type": kind, "object": object }).to_string();
+        text.push('\n');
+        Ok(hyper::body::Frame::data(Bytes::from(text)))
+    }
+    let first =
+        futures_util::stream::iter(current.iter().map(|o| line("ADDED", o)).collect::<Vec<_>>());
+    let rest = futures_util::stream::unfold((later, scope), |(mut later, scope)| async move {
+        loop {
+            match later.recv().await {
+                Ok((key, kind, object)) if in_scope(&scope, &key) => {
+                    return Some((line(kind, &object), (later, scope)));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    StreamBody::new(futures_util::StreamExt::chain(first, rest)).boxed()
+}
 
 /// A running stand-in.
 pub struct KubeStandIn {
@@ -156,6 +228,7 @@ fn resource_list(group_version: &str, resources: &[(&str, &str, bool)]) -> Value
 /// What the stand-in answers to one request: status and JSON body.
 fn answer(
     objects: &Mutex<Objects>,
+    changes: &tokio::sync::broadcast::Sender<Change>,
     method: &str,
     path: &str,
     query: Option<&str>,
@@ -275,10 +348,14 @@ fn answer(
                 o["metadata"]["namespace"] = json!(ns);
             }
             objects.insert(key(&name), o.clone());
+            let _ = changes.send((key(&name), "ADDED", o.clone()));
             (201, o.to_string().into_bytes())
         }
         ("delete", Some(name)) => match objects.remove(&key(name)) {
-            Some(o) => ok(o),
+            Some(o) => {
+                let _ = changes.send((key(name), "DELETED", o.clone()));
+                ok(o)
+            }
             None => not_found(&format!("{resource} \"{name}\"")),
         },
         (verb, _) => (
@@ -304,13 +381,15 @@ impl KubeStandIn {
         let url = format!("http://{}", listener.local_addr().expect("its address"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let objects = Arc::new(Mutex::new(seed()));
+        let (changes, _) = tokio::sync::broadcast::channel::<Change>(256);
         let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (log, objects) = (log.clone(), objects.clone());
+                let (log, objects, changes) = (log.clone(), objects.clone(), changes.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (log, objects) = (log.clone(), objects.clone());
+                        let (log, objects, changes) =
+                            (log.clone(), objects.clone(), changes.clone());
                         async move {
                             let method = req.method().to_string();
                             let path = req.uri().path().to_string();
@@ -335,9 +414,20 @@ impl KubeStandIn {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let (code, json) =
-                                answer(&objects, &method, &path, query.as_deref(), &body);
-                            let mut response = Response::new(Full::new(Bytes::from(json)));
+                            // Subscribed before the objects are read: no
+                            // change falls between a watch's start and its
+                            // stream.
+                            let later = changes.subscribe();
+                            let q = query.as_deref();
+                            let (code, body) = match watch(&objects, &method, &path, q) {
+                                Some((scope, now)) => (200, watch_body(scope, now, later)),
+                                None => {
+                                    let (code, json) =
+                                        answer(&objects, &changes, &method, &path, q, &body);
+                                    (code, Full::new(Bytes::from(json)).boxed())
+                                }
+                            };
+                            let mut response = Response::new(body);
                             *response.status_mut() = StatusCode::from_u16(code)
                                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                             response.headers_mut().insert(

@@ -68,3 +68,62 @@ async fn kubectl_reads_and_changes_the_stand_in() {
         .iter()
         .any(|(k, v)| k == "user-agent" && v.starts_with("kubectl"))));
 }
+
+/// The next line kubectl prints, within 10 s.
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a line within 10 s")
+        .expect("read")
+        .expect("the watch is still open")
+}
+
+/// A watch streams: `kubectl get -w` shows a pod created after it started,
+/// while the watch stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_the_stand_in_streams_what_changes() {
+    use tokio::io::AsyncBufReadExt;
+    let api = KubeStandIn::start().await;
+    let cache = portcullis_e2e::ScratchDir::new("portcullis-kube-cache");
+    let mut watching = tokio::process::Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg(format!("--server={}", api.url))
+        .arg(format!("--cache-dir={}", cache.path().display()))
+        .args(["get", "pods", "-n", "default", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = watching.stdout.take().expect("its output");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    assert_eq!(next_line(&mut lines).await, "pod/web-1");
+    // Created once the watch is open (it asked with ?watch).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !api.seen().iter().any(|s| s.uri.contains("watch=")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl did not watch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (ok, _, err) = kubectl(
+        &api.url,
+        cache.path(),
+        &[
+            "run",
+            "late",
+            "--image=nginx",
+            "--restart=Never",
+            "-n",
+            "default",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l == "pod/late") {
+        seen.push(next_line(&mut lines).await);
+    }
+}
