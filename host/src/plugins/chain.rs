@@ -175,6 +175,14 @@ fn to_ssh_request(r: &SshRequest) -> ssh_types::SshRequest {
 }
 
 /// An SFTP operation as the contract spells it.
+/// The verdict when the session's plugins are gone (a chain that failed
+/// beyond repair).
+fn plugins_lost() -> Verdict {
+    Verdict::Deny {
+        reason: "the gateway lost this session's plugins; reconnect".into(),
+    }
+}
+
 fn to_file_operation(op: &FileOp) -> ssh_types::FileOperation {
     use ssh_types::FileOperation as F;
     match op.clone() {
@@ -769,17 +777,13 @@ impl SessionPolicy for ChainSession {
         };
         let verdict = self.with_inner(|inner| inner.on_query(sql, prepared, &summary, note));
         note.summary = Some(summary);
-        verdict.unwrap_or_else(|| Verdict::Deny {
-            reason: "the gateway lost this session's plugins; reconnect".into(),
-        })
+        verdict.unwrap_or_else(plugins_lost)
     }
 
     fn on_ssh_request(&mut self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
         let request = to_ssh_request(request);
         self.with_inner(|inner| inner.on_ssh_request(&request, note))
-            .unwrap_or_else(|| Verdict::Deny {
-                reason: "the gateway lost this session's plugins; reconnect".into(),
-            })
+            .unwrap_or_else(plugins_lost)
     }
 
     fn on_command_line(&mut self, line: &TypedLine, note: &mut QueryNote) -> Verdict {
@@ -788,17 +792,13 @@ impl SessionPolicy for ChainSession {
             exact: line.exact,
         };
         self.with_inner(|inner| inner.on_command_line(&line, note))
-            .unwrap_or_else(|| Verdict::Deny {
-                reason: "the gateway lost this session's plugins; reconnect".into(),
-            })
+            .unwrap_or_else(plugins_lost)
     }
 
     fn on_file_operation(&mut self, operation: &FileOp, note: &mut QueryNote) -> Verdict {
         let operation = to_file_operation(operation);
         self.with_inner(|inner| inner.on_file_operation(&operation, note))
-            .unwrap_or_else(|| Verdict::Deny {
-                reason: "the gateway lost this session's plugins; reconnect".into(),
-            })
+            .unwrap_or_else(plugins_lost)
     }
 
     fn watch_ssh_output(&mut self, request: &SshRequest) -> OutputWatch {

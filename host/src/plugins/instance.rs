@@ -397,16 +397,25 @@ impl PluginInstance {
             .call_result_rows(&mut self.store, batch)
     }
 
+    /// An `ssh-plugin` hook, armed with the call deadline and fresh notes;
+    /// `None` when the plugin has no SSH hooks.
+    fn ssh_call<T>(
+        &mut self,
+        call: impl FnOnce(&SshGuest, &mut Store<StoreState>) -> wasmtime::Result<T>,
+    ) -> Option<wasmtime::Result<T>> {
+        self.ssh.as_ref()?;
+        let _running = self.arm();
+        self.store.data_mut().notes = CallNotes::default();
+        let ssh = self.ssh.as_ref()?;
+        Some(call(ssh, &mut self.store))
+    }
+
     /// `on-ssh-request`; `None` when the plugin has no SSH hooks.
     pub fn on_ssh_request(
         &mut self,
         request: &ssh_types::SshRequest,
     ) -> Option<wasmtime::Result<types::Verdict>> {
-        self.ssh.as_ref()?;
-        let _running = self.arm();
-        self.store.data_mut().notes = CallNotes::default();
-        let ssh = self.ssh.as_ref()?;
-        Some(ssh.call_on_ssh_request(&mut self.store, request))
+        self.ssh_call(|ssh, store| ssh.call_on_ssh_request(store, request))
     }
 
     /// `on-command-line`; `None` when the plugin has no SSH hooks.
@@ -414,11 +423,7 @@ impl PluginInstance {
         &mut self,
         line: &ssh_types::CommandLine,
     ) -> Option<wasmtime::Result<types::Verdict>> {
-        self.ssh.as_ref()?;
-        let _running = self.arm();
-        self.store.data_mut().notes = CallNotes::default();
-        let ssh = self.ssh.as_ref()?;
-        Some(ssh.call_on_command_line(&mut self.store, line))
+        self.ssh_call(|ssh, store| ssh.call_on_command_line(store, line))
     }
 
     /// `on-file-operation`; `None` when the plugin has no SSH hooks.
@@ -426,11 +431,7 @@ impl PluginInstance {
         &mut self,
         operation: &ssh_types::FileOperation,
     ) -> Option<wasmtime::Result<types::Verdict>> {
-        self.ssh.as_ref()?;
-        let _running = self.arm();
-        self.store.data_mut().notes = CallNotes::default();
-        let ssh = self.ssh.as_ref()?;
-        Some(ssh.call_on_file_operation(&mut self.store, operation))
+        self.ssh_call(|ssh, store| ssh.call_on_file_operation(store, operation))
     }
 
     /// `watch-output`; `None` when the plugin does not watch output.

@@ -49,37 +49,31 @@ impl Judge {
         }
     }
 
-    /// The plugins' verdict on `request`; `note` says who decided.
-    pub fn decide(&self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
+    /// What `ask` gets from the session's policy; a refusal once the
+    /// session has ended.
+    fn verdict(&self, ask: impl FnOnce(&mut dyn SessionPolicy) -> Verdict) -> Verdict {
         let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
         match policy.as_mut() {
-            Some(p) => p.on_ssh_request(request, note),
+            Some(p) => ask(p.as_mut()),
             None => Verdict::Deny {
                 reason: "the session has ended".into(),
             },
         }
+    }
+
+    /// The plugins' verdict on `request`; `note` says who decided.
+    pub fn decide(&self, request: &SshRequest, note: &mut QueryNote) -> Verdict {
+        self.verdict(|p| p.on_ssh_request(request, note))
     }
 
     /// The plugins' verdict on an SFTP operation.
     pub fn decide_file(&self, operation: &FileOp, note: &mut QueryNote) -> Verdict {
-        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
-        match policy.as_mut() {
-            Some(p) => p.on_file_operation(operation, note),
-            None => Verdict::Deny {
-                reason: "the session has ended".into(),
-            },
-        }
+        self.verdict(|p| p.on_file_operation(operation, note))
     }
 
     /// The plugins' verdict on a line typed in a shell.
     pub fn decide_line(&self, line: &TypedLine, note: &mut QueryNote) -> Verdict {
-        let mut policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
-        match policy.as_mut() {
-            Some(p) => p.on_command_line(line, note),
-            None => Verdict::Deny {
-                reason: "the session has ended".into(),
-            },
-        }
+        self.verdict(|p| p.on_command_line(line, note))
     }
 
     /// Which plugins watch the output of `request` (none once the session

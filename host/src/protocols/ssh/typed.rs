@@ -863,35 +863,29 @@ mod tests {
             .collect()
     }
 
+    /// Readings of `texts`, all `exact` or not.
+    fn judge(texts: &[&str], exact: bool) -> Reading {
+        Reading::Judge(
+            texts
+                .iter()
+                .map(|t| TypedLine {
+                    text: t.to_string(),
+                    exact,
+                })
+                .collect(),
+        )
+    }
+
     fn exact(text: &str) -> Reading {
-        Reading::Judge(vec![TypedLine {
-            text: text.into(),
-            exact: true,
-        }])
+        judge(&[text], true)
     }
 
     fn exacts(texts: &[&str]) -> Reading {
-        Reading::Judge(
-            texts
-                .iter()
-                .map(|t| TypedLine {
-                    text: t.to_string(),
-                    exact: true,
-                })
-                .collect(),
-        )
+        judge(texts, true)
     }
 
     fn inexact(texts: &[&str]) -> Reading {
-        Reading::Judge(
-            texts
-                .iter()
-                .map(|t| TypedLine {
-                    text: t.to_string(),
-                    exact: false,
-                })
-                .collect(),
-        )
+        judge(texts, false)
     }
 
     #[test]
