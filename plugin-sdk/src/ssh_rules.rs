@@ -190,7 +190,7 @@ impl SshRule {
             SshRequest::Exec(line) => self.check_line(line),
             SshRequest::Shell(_) if self.shell => Some("an interactive shell".into()),
             SshRequest::Shell(_) if self.only_commands.is_some() => Some(
-                "an interactive shell (this rule allows only listed commands, and commands typed in a shell are not checked)".into(),
+                "an interactive shell (this rule allows only listed commands, and lines typed in a shell are checked only as advice)".into(),
             ),
             SshRequest::Subsystem(name) if name_matches(&self.subsystems, name) => {
                 Some(format!("the `{name}` subsystem"))
