@@ -451,3 +451,96 @@ impl KubeStandIn {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+impl KubeStandIn {
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the stand-in's URL ends in its port")
+    }
+}
+
+/// The token the gateway holds for the stand-in (its own credential; the
+/// stand-in records it like any header).
+pub const GATEWAY_TOKEN: &str = "gateway-service-account-token";
+
+/// A gateway with a Kubernetes listener (TLS, the test certificate) and
+/// target `prod` for `api`, the gateway's token read from a file, open to
+/// group `testers`; `extra` is appended after the target's table (its
+/// keys first). Returns the gateway and the kubeconfig server URL.
+pub async fn gateway(api: &KubeStandIn, extra: &str) -> (crate::TestGateway, String) {
+    let c = crate::cluster();
+    let token_file = crate::secret_file("kube-token", GATEWAY_TOKEN);
+    let tail = format!(
+        r#"
+[[listeners]]
+protocol = "kubernetes"
+address = "127.0.0.1:0"
+tls_cert_file = {cert:?}
+tls_key_file = {key:?}
+
+[[targets]]
+protocol = "kubernetes"
+name = "prod"
+host = "127.0.0.1"
+port = {port}
+password_file = {token:?}
+allow_groups = ["testers"]
+{extra}
+"#,
+        cert = c.cert.display().to_string(),
+        key = c.key.display().to_string(),
+        port = api.port(),
+        token = token_file.display().to_string(),
+    );
+    let gw = crate::TestGateway::start_with(crate::GatewayOptions {
+        tail,
+        ..Default::default()
+    })
+    .await;
+    let url = format!("https://{}/prod", gw.gateway.addresses[2]);
+    (gw, url)
+}
+
+/// A kubeconfig for `server` with `token`, trusting the test certificate.
+pub fn kubeconfig(dir: &std::path::Path, server: &str, token: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: gw\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: me\n  user:\n    token: {token}\ncontexts:\n- name: gw\n  context:\n    cluster: gw\n    user: me\ncurrent-context: gw\n",
+        ca = crate::cluster().cert.display(),
+    );
+    std::fs::write(&path, text).expect("write the kubeconfig");
+    path
+}
+
+/// What `kubectl` printed and whether it succeeded.
+pub struct Kubectl {
+    /// It exited 0.
+    pub ok: bool,
+    /// Its standard output.
+    pub out: String,
+    /// Its standard error.
+    pub err: String,
+}
+
+/// Runs `kubectl` with `kubeconfig` and a scratch cache in its directory.
+pub async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> Kubectl {
+    let cache = kubeconfig.with_file_name("cache");
+    let out = tokio::process::Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--cache-dir={}", cache.display()))
+        .arg("--request-timeout=10s")
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs (it is preinstalled)");
+    Kubectl {
+        ok: out.status.success(),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

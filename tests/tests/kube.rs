@@ -127,3 +127,334 @@ async fn a_watch_on_the_stand_in_streams_what_changes() {
         seen.push(next_line(&mut lines).await);
     }
 }
+
+/// Waits until the gateway has recorded `count` ended Kubernetes sessions
+/// and returns them with their events (newest first).
+async fn ended_kube_sessions(
+    gw: &portcullis_e2e::TestGateway,
+    count: usize,
+) -> Vec<(
+    portcullis::store::SessionRecord,
+    Vec<portcullis::store::EventRecord>,
+)> {
+    let store = gw.gateway.context.core.audit.store().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        gw.gateway.context.core.audit.flush().await;
+        let sessions: Vec<_> = store
+            .sessions(&portcullis::store::SessionQuery::default())
+            .expect("sessions")
+            .into_iter()
+            .filter(|s| s.protocol == "kubernetes" && s.ended_at.is_some())
+            .collect();
+        if sessions.len() >= count {
+            return sessions
+                .into_iter()
+                .map(|s| {
+                    let events = store.events(s.id).expect("events");
+                    (s, events)
+                })
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} Kubernetes sessions did not end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// kubectl through the gateway: it reads, creates and deletes as the
+/// person its token names — the API server sees the gateway's own token
+/// and `Impersonate-*` headers naming the person, never the client's
+/// token nor the identity it tried to claim with `--as` — and every
+/// request is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_through_the_gateway_acts_as_the_person_and_is_recorded() {
+    use portcullis_e2e::kube::{gateway, kubeconfig, kubectl, GATEWAY_TOKEN};
+    let api = KubeStandIn::start().await;
+    let (gw, url) = gateway(&api, "").await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let token = gw.token("alice@example.com");
+    let config = kubeconfig(dir.path(), &url, &token);
+
+    let r = kubectl(&config, &["get", "pods", "-n", "default", "-o", "name"]).await;
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(r.out.trim(), "pod/web-1");
+    // A client that claims another identity is still the person.
+    let r = kubectl(
+        &config,
+        &[
+            "--as=system:admin",
+            "--as-group=system:masters",
+            "get",
+            "secret",
+            "db",
+            "-n",
+            "prod",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(r.out, "aHVudGVyMg==");
+    let r = kubectl(
+        &config,
+        &[
+            "run",
+            "late",
+            "--image=nginx",
+            "--restart=Never",
+            "-n",
+            "default",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.err);
+    let r = kubectl(
+        &config,
+        &["delete", "pod", "web-1", "-n", "default", "--wait=false"],
+    )
+    .await;
+    assert!(r.ok, "{}", r.err);
+    let r = kubectl(&config, &["get", "pods", "-n", "default", "-o", "name"]).await;
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(r.out.trim(), "pod/late");
+
+    let seen = api.seen();
+    assert!(seen.len() >= 5, "{seen:?}");
+    for s in &seen {
+        let values = |name: &str| -> Vec<&str> {
+            s.headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let what = format!("{} {}", s.method, s.uri);
+        assert_eq!(
+            values("authorization"),
+            [format!("Bearer {GATEWAY_TOKEN}")],
+            "{what}"
+        );
+        assert_eq!(values("impersonate-user"), ["alice@example.com"], "{what}");
+        assert_eq!(values("impersonate-group"), ["testers"], "{what}");
+        assert_eq!(values("impersonate-uid"), ["alice@example.com"], "{what}");
+        assert!(
+            s.headers
+                .iter()
+                .all(|(_, v)| !v.contains(&token) && !v.contains("system:")),
+            "{what}: {:?}",
+            s.headers
+        );
+    }
+
+    drop(r);
+    // kubectl has exited: its connections closed, so its sessions ended.
+    let sessions = ended_kube_sessions(&gw, 5).await;
+    let mut verbs: Vec<String> = Vec::new();
+    for (s, events) in &sessions {
+        assert_eq!(s.identity.user, "alice@example.com");
+        assert_eq!(s.target, "prod");
+        assert!(s
+            .application_name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("kubectl"));
+        for e in events {
+            assert_eq!(e.action.as_str(), "request");
+            verbs.push(format!("{} {}", e.protocol, e.status.as_str()));
+        }
+    }
+    for want in ["list ok", "get ok", "create ok", "delete ok"] {
+        assert!(verbs.iter().any(|v| v == want), "{want} in {verbs:?}");
+    }
+}
+
+/// Requests without a valid token, from someone outside the target's
+/// groups, or to a target that does not exist never reach the API server,
+/// and kubectl says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_gateway_does_not_admit_never_reaches_the_cluster() {
+    use portcullis_e2e::kube::{gateway, kubeconfig, kubectl};
+    let api = KubeStandIn::start().await;
+    let (gw, url) = gateway(&api, "").await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let outsider = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "mallory@example.com".into(),
+        groups: vec!["sales".into()],
+        ttl_secs: 600,
+    });
+    let unknown = url.replace("/prod", "/staging");
+    for (server, token, says) in [
+        // kubectl shows its own words for a 401, not the Status message.
+        (
+            url.as_str(),
+            "not-a-token",
+            "You must be logged in to the server",
+        ),
+        (url.as_str(), outsider.as_str(), "allowed groups: testers"),
+        // And for a 404 (the Status names the target; kubectl shows its
+        // own words).
+        (
+            unknown.as_str(),
+            gw.token("alice@example.com").leak() as &str,
+            "could not find the requested resource",
+        ),
+    ] {
+        let config = kubeconfig(dir.path(), server, token);
+        for args in [
+            &["delete", "pod", "web-1", "-n", "default", "--wait=false"][..],
+            &["get", "secret", "db", "-n", "prod", "-o", "yaml"][..],
+        ] {
+            let r = kubectl(&config, args).await;
+            assert!(!r.ok, "{args:?} with {says}: {}", r.out);
+            assert!(r.err.contains(says), "{args:?}: {}", r.err);
+            assert!(!r.out.contains("aHVudGVyMg=="), "{}", r.out);
+        }
+    }
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+    // The pod is still there.
+    let r = kubectl_direct(
+        &api,
+        &["get", "pod", "web-1", "-n", "default", "-o", "name"],
+    )
+    .await;
+    assert_eq!(r.trim(), "pod/web-1");
+}
+
+/// `kubectl` straight to the stand-in (no gateway): its standard output.
+async fn kubectl_direct(api: &KubeStandIn, args: &[&str]) -> String {
+    let cache = portcullis_e2e::ScratchDir::new("portcullis-kube-cache");
+    let (ok, out, err) = kubectl(&api.url, cache.path(), args).await;
+    assert!(ok, "{err}");
+    out
+}
+
+/// A watch streams through the gateway, and revoking the delegated token
+/// it runs on cuts it: kubectl's watch ends, and no later request with
+/// that token reaches the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_streams_until_its_delegated_token_is_revoked() {
+    use portcullis_e2e::kube::{gateway, kubeconfig, kubectl};
+    use tokio::io::AsyncBufReadExt;
+    const ADMIN: &str = "kube-test-admin-token-0123456789abcdef";
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    std::fs::write(dir.path().join("admin_token"), ADMIN).expect("admin token");
+    let extra = format!(
+        "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+        dir.path().join("admin_token").display().to_string(),
+        dir.path().join("delegation.pem").display().to_string(),
+    );
+    let (gw, url) = gateway(&api, &extra).await;
+    let person = gw.token("alice@example.com");
+    let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let delegated = answer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let config = kubeconfig(dir.path(), &url, &delegated);
+
+    let mut watching = tokio::process::Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg(format!("--kubeconfig={}", config.display()))
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .args(["get", "pods", "-n", "default", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = watching.stdout.take().expect("its output");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    assert_eq!(next_line(&mut lines).await, "pod/web-1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !api.seen().iter().any(|s| s.uri.contains("watch=")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl did not watch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The agent itself creates a pod: the watch shows it as it happens.
+    let r = kubectl(
+        &config,
+        &[
+            "run",
+            "late",
+            "--image=nginx",
+            "--restart=Never",
+            "-n",
+            "default",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.err);
+    let mut shown = Vec::new();
+    while !shown.iter().any(|l: &String| l == "pod/late") {
+        shown.push(next_line(&mut lines).await);
+    }
+    // The stand-in saw the agent behind alice.
+    let last = api.seen().pop().expect("requests");
+    assert!(
+        last.headers.iter().any(|(k, v)| k
+            == portcullis::protocols::kubernetes::upstream::EXTRA_ACTOR
+            && v == "agent:ops"),
+        "{:?}",
+        last.headers
+    );
+
+    let jti = portcullis_e2e::jti_of(&delegated);
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let (status, answer) = portcullis_e2e::admin_call(
+        &base,
+        "POST",
+        &format!("/v1/tokens/{jti}/revoke"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let seen_before = api.seen().len();
+    // The watch ends (kubectl may try again; the gateway refuses that).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), watching.wait())
+        .await
+        .expect("the watch ended within 10 s of the revocation")
+        .expect("kubectl's status");
+    let _ = ended;
+    let r = kubectl(
+        &config,
+        &["delete", "pod", "late", "-n", "default", "--wait=false"],
+    )
+    .await;
+    assert!(!r.ok, "{}", r.out);
+    assert_eq!(
+        api.seen().len(),
+        seen_before,
+        "a revoked token reached the API server"
+    );
+    assert_eq!(
+        kubectl_direct(&api, &["get", "pods", "-n", "default", "-o", "name"])
+            .await
+            .lines()
+            .collect::<Vec<_>>(),
+        ["pod/late", "pod/web-1"]
+    );
+    let sessions = ended_kube_sessions(&gw, 1).await;
+    assert!(
+        sessions
+            .iter()
+            .any(|(s, _)| s.end_reason.as_deref().unwrap_or("").starts_with("revoked")),
+        "{:?}",
+        sessions
+            .iter()
+            .map(|(s, _)| &s.end_reason)
+            .collect::<Vec<_>>()
+    );
+}

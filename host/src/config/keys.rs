@@ -18,9 +18,12 @@ pub enum Owner {
 
 const POSTGRES: Owner = Owner::Only(&[Protocol::Postgres]);
 const SSH: Owner = Owner::Only(&[Protocol::Ssh]);
-/// Keys PostgreSQL and SSH targets share: where the host is and whom the
-/// gateway logs in as.
-const UPSTREAM: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Ssh]);
+/// Keys every upstream shares: where it is and how long to wait for it.
+const UPSTREAM: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Ssh, Protocol::Kubernetes]);
+/// Whom the gateway logs in as (a Kubernetes target impersonates instead).
+const LOGIN: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Ssh]);
+/// The gateway's own secret (a password or a token) and upstream TLS.
+const SECRET: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Kubernetes]);
 
 /// The keys of a `[[targets]]` table.
 pub const TARGET_KEYS: &[(&str, Owner)] = &[
@@ -32,17 +35,17 @@ pub const TARGET_KEYS: &[(&str, Owner)] = &[
     ("durability", Owner::All),
     ("host", UPSTREAM),
     ("port", UPSTREAM),
-    ("user", UPSTREAM),
+    ("user", LOGIN),
     ("connect_timeout_secs", UPSTREAM),
     ("database", POSTGRES),
-    ("password_env", POSTGRES),
-    ("password_file", POSTGRES),
-    ("password_command", POSTGRES),
-    ("oauth2", POSTGRES),
-    ("azure_managed_identity", POSTGRES),
-    ("token_cache_secs", POSTGRES),
-    ("tls", POSTGRES),
-    ("tls_ca_file", POSTGRES),
+    ("password_env", SECRET),
+    ("password_file", SECRET),
+    ("password_command", SECRET),
+    ("oauth2", SECRET),
+    ("azure_managed_identity", SECRET),
+    ("token_cache_secs", SECRET),
+    ("tls", SECRET),
+    ("tls_ca_file", SECRET),
     ("roles", POSTGRES),
     ("default_role", POSTGRES),
     ("private_key_file", SSH),
@@ -58,9 +61,9 @@ pub const LISTENER_KEYS: &[(&str, Owner)] = &[
     ("address", Owner::All),
     ("max_clients", Owner::All),
     ("startup_timeout_secs", Owner::All),
-    ("tls_cert_file", POSTGRES),
-    ("tls_key_file", POSTGRES),
-    ("plaintext_loopback_dev", POSTGRES),
+    ("tls_cert_file", SECRET),
+    ("tls_key_file", SECRET),
+    ("plaintext_loopback_dev", SECRET),
     ("max_message_bytes", POSTGRES),
     ("host_key_file", SSH),
     ("user_ca_key_file", SSH),

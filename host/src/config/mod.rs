@@ -213,6 +213,19 @@ impl Config {
                     t.private_key_file.as_deref().unwrap_or("none"),
                     t.known_hosts_file.as_deref().unwrap_or("none"),
                 ),
+                Protocol::Kubernetes => writeln!(
+                    s,
+                    "  {} (kubernetes) -> {}://{}:{} (impersonating each person; gateway {})",
+                    t.name,
+                    if t.tls == crate::config::UpstreamTls::Disable {
+                        "http"
+                    } else {
+                        "https"
+                    },
+                    t.host,
+                    t.port(),
+                    t.credential_summary().replace("password", "token")
+                ),
             };
             let _ = writeln!(
                 s,

@@ -524,14 +524,18 @@ pub struct Target {
     pub name: String,
     /// Upstream host name or address.
     pub host: String,
-    /// Upstream port (default: 5432 for PostgreSQL, 22 for SSH); see
+    /// Upstream port (default: 5432 for PostgreSQL, 22 for SSH, 6443 for
+    /// a Kubernetes API server); see
     /// [`Target::port`].
     #[serde(rename = "port")]
     pub configured_port: Option<u16>,
     /// Upstream database name (PostgreSQL; required there).
     #[serde(default)]
     pub database: String,
-    /// Upstream role (PostgreSQL) or account (SSH) the gateway logs in as.
+    /// Upstream role (PostgreSQL) or account (SSH) the gateway logs in as
+    /// (required there; a Kubernetes target has none: the gateway calls
+    /// its API server with a token and impersonates the person).
+    #[serde(default)]
     pub user: String,
     /// SSH: the OpenSSH private key the gateway logs in to the host with
     /// (its own credential, never the client's).
@@ -615,6 +619,7 @@ impl Target {
         self.configured_port.unwrap_or(match self.protocol {
             Protocol::Postgres => 5432,
             Protocol::Ssh => 22,
+            Protocol::Kubernetes => 6443,
         })
     }
 
@@ -703,6 +708,8 @@ pub enum Protocol {
     Postgres,
     /// SSH (version 2): shells, commands and subsystems on hosts.
     Ssh,
+    /// The Kubernetes API (HTTPS): `kubectl` and client libraries.
+    Kubernetes,
 }
 
 impl Protocol {
@@ -711,12 +718,13 @@ impl Protocol {
         match self {
             Protocol::Postgres => "postgres",
             Protocol::Ssh => "ssh",
+            Protocol::Kubernetes => "kubernetes",
         }
     }
 
     /// The protocol a configuration spells `name`.
     pub fn parse(name: &str) -> Option<Self> {
-        [Protocol::Postgres, Protocol::Ssh]
+        [Protocol::Postgres, Protocol::Ssh, Protocol::Kubernetes]
             .into_iter()
             .find(|p| p.as_str() == name)
     }

@@ -239,3 +239,58 @@ fn upstream_roles_map_groups_in_order_and_are_checked() {
         None
     );
 }
+
+/// A Kubernetes target with `extra` keys after its name.
+fn kube_config(extra: &str) -> String {
+    format!(
+        "{MINIMAL}\n[[targets]]\nprotocol = \"kubernetes\"\nname = \"prod\"\n{extra}\nallow_groups = [\"ops\"]\n"
+    )
+}
+
+#[test]
+fn a_kubernetes_target_needs_its_own_token_and_verified_tls() {
+    let token = crate::test_dir::TestDir::new("kube-config");
+    let file = token.join("token");
+    std::fs::write(&file, "t").unwrap();
+    let source = format!("password_file = {:?}", file.display().to_string());
+    let ok = Config::parse(&kube_config(&format!("host = \"127.0.0.1\"\n{source}"))).unwrap();
+    assert_eq!(ok.targets[1].port(), 6443);
+    assert!(
+        ok.summary()
+            .contains("prod (kubernetes) -> http://127.0.0.1:6443"),
+        "{}",
+        ok.summary()
+    );
+    // No token of its own: the API server would see an anonymous caller.
+    let e = err(&kube_config("host = \"127.0.0.1\""));
+    assert!(e.contains("needs the gateway's own token"), "{e}");
+    // The token never travels unverified or in the clear off the machine.
+    let e = err(&kube_config(&format!("host = \"10.0.0.1\"\n{source}")));
+    assert!(e.contains("verify-full") && e.contains("loopback"), "{e}");
+    let e = err(&kube_config(&format!(
+        "host = \"10.0.0.1\"\ntls = \"require\"\n{source}"
+    )));
+    assert!(e.contains("does not check"), "{e}");
+    Config::parse(&kube_config(&format!(
+        "host = \"10.0.0.1\"\ntls = \"verify-full\"\n{source}"
+    )))
+    .unwrap();
+    // The name is a path segment.
+    for bad in ["a/b", "..", ".x", "a b", "a%2Fb"] {
+        let text = kube_config(&format!("host = \"127.0.0.1\"\n{source}"))
+            .replace("name = \"prod\"", &format!("name = {bad:?}"));
+        assert!(err(&text).contains("path segment"), "{bad}");
+    }
+    // Keys of other protocols are refused.
+    let e = err(&kube_config(&format!(
+        "host = \"127.0.0.1\"\n{source}\ndatabase = \"x\""
+    )));
+    assert!(
+        e.contains("`database` is a key of protocol \"postgres\""),
+        "{e}"
+    );
+    let e = err(&kube_config(&format!(
+        "host = \"127.0.0.1\"\n{source}\nuser = \"x\""
+    )));
+    assert!(e.contains("`user` is a key of protocol"), "{e}");
+}

@@ -220,7 +220,7 @@ fn validate_listener(i: usize, l: &Listener) -> Result<(), ConfigError> {
         )
     })?;
     match l.protocol {
-        Protocol::Postgres => validate_listener_tls(i, l, &addr)?,
+        Protocol::Postgres | Protocol::Kubernetes => validate_listener_tls(i, l, &addr)?,
         // SSH encrypts with its own keys: the listener needs a host key.
         Protocol::Ssh => match &l.host_key_file {
             None => {
@@ -261,7 +261,7 @@ fn validate_listener(i: usize, l: &Listener) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Checks a PostgreSQL listener's TLS settings.
+/// Checks a PostgreSQL or Kubernetes listener's TLS settings.
 fn validate_listener_tls(i: usize, l: &Listener, addr: &SocketAddr) -> Result<(), ConfigError> {
     let key = |k: &str| format!("listeners[{i}].{k}");
     match (&l.tls_cert_file, &l.tls_key_file) {
@@ -460,9 +460,69 @@ fn validate_target(i: usize, t: &Target) -> Result<(), ConfigError> {
     if t.connect_timeout_secs == 0 {
         return Err(invalid(key("connect_timeout_secs"), "must be at least 1"));
     }
+    if t.protocol != Protocol::Kubernetes && t.user.is_empty() {
+        return Err(invalid(
+            key("user"),
+            "must name the upstream role (PostgreSQL) or account (SSH) the gateway logs in as",
+        ));
+    }
     match t.protocol {
         Protocol::Postgres => validate_postgres_target(i, t),
         Protocol::Ssh => validate_ssh_target(i, t),
+        Protocol::Kubernetes => validate_kubernetes_target(i, t),
+    }
+}
+
+/// Checks a Kubernetes target's own keys: its name is the first segment
+/// of the gateway URL clients use, the gateway needs a token of its own,
+/// and that token only travels over verified TLS (plain HTTP only to a
+/// loopback API server, as in tests).
+fn validate_kubernetes_target(i: usize, t: &Target) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("targets[{i}].{k}");
+    let segment_safe = t
+        .name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !segment_safe || t.name.starts_with('.') {
+        return Err(invalid(
+            key("name"),
+            format!(
+                "{:?} cannot be a Kubernetes target's name: it is the first path segment of the gateway URL kubectl uses (https://gateway:port/NAME), so use letters, digits, '-', '_' and '.' (not first)",
+                t.name
+            ),
+        ));
+    }
+    validate_credential_source(i, t)?;
+    let has_source = t.password_env.is_some()
+        || t.password_file.is_some()
+        || t.password_command.is_some()
+        || t.oauth2.is_some()
+        || t.azure_managed_identity.is_some();
+    if !has_source {
+        return Err(invalid(
+            key("name"),
+            "a Kubernetes target needs the gateway's own token for the API server: set one of password_file (e.g. a service account token), password_command, password_env, oauth2 or azure_managed_identity",
+        ));
+    }
+    let loopback = t.host == "localhost"
+        || t.host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    match t.tls {
+        UpstreamTls::VerifyFull => Ok(()),
+        UpstreamTls::Disable if loopback => Ok(()),
+        UpstreamTls::Disable => Err(invalid(
+            key("tls"),
+            format!(
+                "the gateway sends its own token to the API server, so a Kubernetes target needs tls = \"verify-full\" (with tls_ca_file naming the cluster's CA); plain HTTP is only allowed to a loopback address, and {:?} is not one",
+                t.host
+            ),
+        )),
+        UpstreamTls::Require => Err(invalid(
+            key("tls"),
+            "tls = \"require\" does not check the API server's certificate, and the gateway sends its own token there: use tls = \"verify-full\" with tls_ca_file naming the cluster's CA",
+        )),
     }
 }
 
@@ -513,6 +573,14 @@ fn validate_postgres_target(i: usize, t: &Target) -> Result<(), ConfigError> {
             "a PostgreSQL target needs the upstream database's name",
         ));
     }
+    validate_credential_source(i, t)
+}
+
+/// Checks the gateway's own credential for a target (a password or a
+/// token): at most one source, each usable, and the CA file of
+/// `verify-full`.
+fn validate_credential_source(i: usize, t: &Target) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("targets[{i}].{k}");
     let sources = [
         t.password_env.is_some(),
         t.password_file.is_some(),

@@ -1,0 +1,532 @@
+//! One client connection: TLS, then HTTP/1.1 or HTTP/2 (ALPN), and each
+//! request's way to the API server.
+//!
+//! A request names its target by the first segment of its path
+//! (`/prod/api/v1/pods` is `/api/v1/pods` on target `prod`) and carries a
+//! bearer token. Admission is the shared one; the first admitted request
+//! of an identity on a target opens a session, which lives as long as the
+//! connection and holds every later request of that identity there as an
+//! event (a client that multiplexes several identities or clusters over
+//! one connection gets one session each). Each request's token is checked:
+//! a token seen before on the connection again for expiry and revocation,
+//! a new one in full. When a token of a session's delegation chain is
+//! revoked, or the gateway shuts down, the connection is cut — a running
+//! watch ends with it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::record::SessionEvents;
+use super::request::RequestInfo;
+use super::status::{self, Reason};
+use super::upstream::Body;
+use super::{KubeContext, KubeTarget};
+use crate::config::Durability;
+use crate::gateway::admission::{self, Refusal, RefusalKind};
+use crate::gateway::core::ActiveGuard;
+use crate::gateway::lifecycle::{SessionLife, Stop, Traffic};
+use crate::identity::Identity;
+use crate::policy::{EndReason, SessionInfo, SessionPolicy};
+
+/// Tokens a connection remembers (a client refreshing its token often
+/// sends a few); past this, they are forgotten and checked in full again.
+const TOKENS_KEPT: usize = 8;
+
+/// An open session: one identity on one target over this connection.
+struct Session {
+    info: SessionInfo,
+    /// `None` once ended.
+    ended: Mutex<Option<(SessionLife, Box<dyn SessionPolicy>)>>,
+    events: Arc<SessionEvents>,
+    traffic: Arc<Counters>,
+    /// Waits for the session's stop (revocation, shutdown).
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+/// Bytes a session moved.
+#[derive(Default)]
+struct Counters {
+    from_client: AtomicU64,
+    to_client: AtomicU64,
+}
+
+/// The state of one connection, shared by its requests.
+struct Connection {
+    ctx: Arc<KubeContext>,
+    peer: SocketAddr,
+    /// Sessions by target and identity.
+    sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<Session>>>,
+    /// Tokens admitted before on this connection, and whom they name.
+    tokens: Mutex<HashMap<String, Identity>>,
+    /// Why the connection must be cut, once it must.
+    stop: watch::Sender<Option<Stop>>,
+}
+
+/// Serves one client connection until it ends or is cut.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<KubeContext>) {
+    let _active = ActiveGuard::new(&ctx.core);
+    let _ = tcp.set_nodelay(true);
+    let (stop, mut stopped) = watch::channel(None);
+    let conn = Arc::new(Connection {
+        ctx: ctx.clone(),
+        peer,
+        sessions: Default::default(),
+        tokens: Default::default(),
+        stop,
+    });
+    let service = {
+        let conn = conn.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(conn.handle(request).await) }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.startup);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
+    let mut closing = ctx.core.closing.clone();
+    let outcome = match &ctx.tls {
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(ctx.startup, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "Kubernetes TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "Kubernetes TLS handshake timed out");
+                    return;
+                }
+            };
+            let serving = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::select! {
+                r = serving => r.err().map(|e| EndReason::Error(e.to_string())),
+                s = stopped.wait_for(Option::is_some) => Some(stop_reason(s.ok().and_then(|s| s.clone()))),
+                _ = closing.wait_for(|c| *c) => Some(stop_reason(Some(Stop::ShuttingDown))),
+            }
+        }
+        None => {
+            let serving = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            tokio::select! {
+                r = serving => r.err().map(|e| EndReason::Error(e.to_string())),
+                s = stopped.wait_for(Option::is_some) => Some(stop_reason(s.ok().and_then(|s| s.clone()))),
+                _ = closing.wait_for(|c| *c) => Some(stop_reason(Some(Stop::ShuttingDown))),
+            }
+        }
+    };
+    let reason = outcome.unwrap_or(EndReason::ClientClosed);
+    let sessions: Vec<Arc<Session>> = conn.sessions.lock().await.drain().map(|(_, s)| s).collect();
+    for s in sessions {
+        s.watcher.abort();
+        let ended = s.ended.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((life, mut policy)) = ended {
+            tracing::info!(session = s.info.session_id, %peer, target = %s.info.target, reason = %reason, "Kubernetes session ended");
+            let traffic = Traffic {
+                from_client: s.traffic.from_client.load(Ordering::Relaxed),
+                to_client: s.traffic.to_client.load(Ordering::Relaxed),
+            };
+            life.end(&ctx.core, policy.as_mut(), &reason, traffic).await;
+        }
+    }
+}
+
+/// A session's end when the gateway cut it.
+fn stop_reason(stop: Option<Stop>) -> EndReason {
+    match stop {
+        Some(Stop::Revoked(why)) => EndReason::Revoked(why),
+        Some(Stop::ShuttingDown) | None => EndReason::Error("the gateway shut down".into()),
+    }
+}
+
+/// A `Status` answer.
+fn refusal(reason: Reason, message: &str, info: Option<&RequestInfo>) -> Response<Body> {
+    let body = status::failure(
+        reason,
+        message,
+        info.and_then(|i| i.resource.as_deref()),
+        info.and_then(|i| i.name.as_deref()),
+    );
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = StatusCode::from_u16(reason.code()).unwrap_or(StatusCode::FORBIDDEN);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Whether a request is kubectl's discovery (`/api`, `/apis` in the
+/// aggregated format). client-go reads a refusal of these only as plain
+/// text: as a `Status` it shows "unknown" instead of the message.
+fn is_discovery(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("apidiscovery.k8s.io"))
+}
+
+/// A refusal of a discovery request, as text kubectl shows.
+fn plain_refusal(reason: Reason, message: &str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(message.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = StatusCode::from_u16(reason.code()).unwrap_or(StatusCode::FORBIDDEN);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The `Status` for an admission refusal (plain text for discovery, see
+/// [`is_discovery`]).
+fn admission_refusal(r: &Refusal, discovery: bool) -> Response<Body> {
+    let reason = match r.kind {
+        RefusalKind::BadCredential => Reason::Unauthorized,
+        RefusalKind::UnknownTarget => Reason::NotFound,
+        RefusalKind::NotAuthorized | RefusalKind::PolicyRefused => Reason::Forbidden,
+        RefusalKind::Unavailable => Reason::ServiceUnavailable,
+    };
+    let message = match &r.hint {
+        Some(h) => format!("{} ({h})", r.message),
+        None => r.message.clone(),
+    };
+    let message = format!("portcullis: {message}");
+    if discovery {
+        return plain_refusal(reason, &message);
+    }
+    refusal(reason, &message, None)
+}
+
+/// The target named by a path's first segment, and the rest of the path
+/// (what the API server is asked for).
+fn split_target(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    match rest.find('/') {
+        Some(i) => Some((&rest[..i], &rest[i..])),
+        None => Some((rest, "/")),
+    }
+}
+
+/// The bearer token of a request.
+fn bearer(request: &Request<Incoming>) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Which session an identity's requests belong to: the same person
+/// through the same chain with the same groups.
+fn identity_key(id: &Identity) -> String {
+    serde_json::json!([
+        id.issuer,
+        id.subject,
+        id.user,
+        id.groups,
+        id.actor_chain,
+        id.delegation.as_ref().map(|d| d.jti.as_str()),
+    ])
+    .to_string()
+}
+
+impl Connection {
+    /// Answers one request.
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_string();
+        let Some((target_name, rest)) = split_target(&path) else {
+            return refusal(Reason::NotFound, "portcullis: no target in the path: the server in your kubeconfig must be https://GATEWAY:PORT/TARGET", None);
+        };
+        let (target_name, rest) = (target_name.to_string(), rest.to_string());
+        let Some(target) = self.ctx.targets.get(&target_name) else {
+            let message = format!("portcullis: there is no Kubernetes target {target_name:?} on this gateway: the server in your kubeconfig must be https://GATEWAY:PORT/TARGET (portcullis kube login writes it)");
+            if is_discovery(&request) {
+                return plain_refusal(Reason::NotFound, &message);
+            }
+            return refusal(Reason::NotFound, &message, None);
+        };
+        let Some(token) = bearer(&request) else {
+            return refusal(Reason::Unauthorized, "portcullis: no bearer token: log in with `portcullis kube login`, or pass a token from your identity provider with --token", None);
+        };
+        let identity = match self.identity(token).await {
+            Ok(id) => id,
+            Err(r) => return admission_refusal(&r, is_discovery(&request)),
+        };
+        let session = match self
+            .session(&target_name, target, &identity, &request)
+            .await
+        {
+            Ok(s) => s,
+            Err(r) => return admission_refusal(&r, is_discovery(&request)),
+        };
+        let upgrade = request.headers().contains_key(hyper::header::UPGRADE)
+            || request.method() == hyper::Method::CONNECT;
+        let info = match RequestInfo::read(
+            request.method().as_str(),
+            &rest,
+            request.uri().query(),
+            upgrade,
+        ) {
+            Ok(info) => info,
+            Err(e) => {
+                return refusal(
+                    Reason::BadRequest,
+                    &format!("portcullis: the request cannot be read unambiguously: {e}"),
+                    None,
+                )
+            }
+        };
+        let text = match request.uri().query() {
+            Some(q) => format!("{} {rest}?{q}", request.method()),
+            None => format!("{} {rest}", request.method()),
+        };
+        let started = session.events.start(&info, &text);
+        if upgrade {
+            let why = "exec, attach and port-forward are not relayed by this gateway yet";
+            started.refused("gateway", "deny", why).await;
+            return refusal(
+                Reason::Forbidden,
+                &format!("portcullis: {why}"),
+                Some(&info),
+            );
+        }
+        let started = match started.commit().await {
+            Ok(s) => s,
+            Err(why) => {
+                return refusal(
+                    Reason::ServiceUnavailable,
+                    &format!("portcullis: {why}"),
+                    Some(&info),
+                )
+            }
+        };
+        let (parts, body) = request.into_parts();
+        let uri = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.clone(),
+        };
+        let mut upstream_request =
+            Request::new(Counted::new(body.boxed(), session.traffic.clone(), true).boxed());
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.headers_mut() = super::upstream::forwarded_headers(&parts.headers);
+        match uri.parse() {
+            Ok(u) => *upstream_request.uri_mut() = u,
+            Err(_) => {
+                started
+                    .answered(None, Some("the path cannot be sent".into()))
+                    .await;
+                return refusal(
+                    Reason::BadRequest,
+                    "portcullis: the path cannot be sent on",
+                    Some(&info),
+                );
+            }
+        }
+        match target
+            .upstream
+            .send(upstream_request, &identity, session.info.session_id)
+            .await
+        {
+            Ok(response) => {
+                started
+                    .answered(Some(response.status().as_u16()), None)
+                    .await;
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(
+                    parts,
+                    Counted::new(body.boxed(), session.traffic.clone(), false).boxed(),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(target = %target_name, error = %e, "Kubernetes request failed upstream");
+                let message = e.to_string();
+                started.answered(None, Some(message.clone())).await;
+                refusal(
+                    Reason::ServiceUnavailable,
+                    &format!("portcullis: {message}; try again, and tell the gateway operator if it persists"),
+                    Some(&info),
+                )
+            }
+        }
+    }
+
+    /// Whom `token` names: checked in full the first time on this
+    /// connection, for expiry and revocation after that.
+    async fn identity(&self, token: &str) -> Result<Identity, Refusal> {
+        let core = &self.ctx.core;
+        let known = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        if let Some(id) = known {
+            admission::still_valid(&id, &core.revocations, None)?;
+            return Ok(id);
+        }
+        let id = admission::authenticate(
+            &core.authenticator,
+            &core.revocations,
+            token,
+            None,
+            self.peer,
+        )
+        .await?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= TOKENS_KEPT {
+            tokens.clear();
+        }
+        tokens.insert(token.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// The session of `identity` on `target`: the open one, or a new one
+    /// once admission lets it in.
+    async fn session(
+        &self,
+        target_name: &str,
+        target: &KubeTarget,
+        identity: &Identity,
+        request: &Request<Incoming>,
+    ) -> Result<Arc<Session>, Refusal> {
+        let key = (target_name.to_string(), identity_key(identity));
+        let mut sessions = self.sessions.lock().await;
+        if let Some(s) = sessions.get(&key) {
+            return Ok(s.clone());
+        }
+        let core = &self.ctx.core;
+        admission::admit_to(identity, target_name, Some(target), |t| &t.cfg)?;
+        let user_agent = request
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect::<String>());
+        let (info, policy) = admission::open_session(
+            &core.audit,
+            &target.cfg,
+            &target.policy(),
+            identity,
+            self.peer,
+            user_agent.as_deref(),
+        )
+        .await?;
+        tracing::info!(session = info.session_id, peer = %self.peer, user = %identity.chain_text(), target = %target_name, "Kubernetes session started");
+        let life = SessionLife::begin(core, &info);
+        let stopped = life.stopped();
+        let stop = self.stop.clone();
+        let watcher = tokio::spawn(async move {
+            let why = stopped.await;
+            let _ = stop.send(Some(why));
+        });
+        let session = Arc::new(Session {
+            events: SessionEvents::new(
+                core.audit.clone(),
+                info.session_id,
+                target.cfg.durability == Durability::Strict,
+            ),
+            info,
+            ended: Mutex::new(Some((life, policy))),
+            traffic: Default::default(),
+            watcher,
+        });
+        sessions.insert(key, session.clone());
+        Ok(session)
+    }
+}
+
+/// Removes the headers that name the API server's connection to the
+/// gateway rather than the response.
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// A body whose bytes are counted for the session's traffic.
+struct Counted {
+    inner: Body,
+    counters: Arc<Counters>,
+    from_client: bool,
+}
+
+impl Counted {
+    fn new(inner: Body, counters: Arc<Counters>, from_client: bool) -> Self {
+        Self {
+            inner,
+            counters,
+            from_client,
+        }
+    }
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let counter = if self.from_client {
+                    &self.counters.from_client
+                } else {
+                    &self.counters.to_client
+                };
+                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
