@@ -31,6 +31,24 @@ pub struct SessionInfo {
     pub application_name: Option<String>,
 }
 
+/// An HTTP request before it is forwarded (a Kubernetes API request on a
+/// Kubernetes target).
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// The method (`GET`, ...).
+    pub method: String,
+    /// The path upstream (without the target's prefix), percent-decoded.
+    pub path: String,
+    /// The query as sent, without `?`.
+    pub query: Option<String>,
+    /// The headers the gateway forwards.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body of a create, update or patch, when the gateway holds it.
+    pub body: Option<bytes::Bytes>,
+    /// The Kubernetes reading of the request.
+    pub kube: Option<crate::protocols::kubernetes::request::RequestInfo>,
+}
+
 /// A statement the client wants to run.
 #[derive(Debug, Clone, Copy)]
 pub enum QueryEvent<'a> {
@@ -379,6 +397,14 @@ pub trait SessionPolicy: Send {
         note: &mut QueryNote,
     ) -> Verdict {
         let _ = (line, note);
+        Verdict::Allow
+    }
+
+    /// HTTP (Kubernetes targets): a request before it is forwarded; `note`
+    /// collects who decided and on what terms an approval is asked, as for
+    /// [`Self::on_query`].
+    fn on_http_request(&mut self, request: &HttpRequest, note: &mut QueryNote) -> Verdict {
+        let _ = (request, note);
         Verdict::Allow
     }
 

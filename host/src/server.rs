@@ -625,22 +625,26 @@ fn target_policies(
             .into());
         }
     }
-    // The HTTP hooks of the contract are not called yet: a plugin on a
-    // Kubernetes target would guard nothing, so the configuration is
-    // refused rather than served unguarded.
-    if let Some(t) = config
+    for t in config
         .targets
         .iter()
-        .find(|t| t.protocol == Protocol::Kubernetes && !t.plugins.is_empty())
+        .filter(|t| t.protocol == Protocol::Kubernetes)
     {
-        return Err(crate::plugins::PluginError::Config {
-            name: t.plugins[0].clone(),
-            message: format!(
-                "target {:?} is a Kubernetes target, and plugins cannot judge Kubernetes requests yet: remove its plugins (its requests are still admitted by group, impersonated and recorded)",
-                t.name
-            ),
+        if let Some(p) = t
+            .plugins
+            .iter()
+            .filter_map(|n| loaded.get(n))
+            .find(|p| !p.guards_http())
+        {
+            return Err(crate::plugins::PluginError::Config {
+                name: p.name.to_string(),
+                message: format!(
+                    "target {:?} is a Kubernetes target, but this plugin has no HTTP hooks (it was built for contract 0.2.7 or older, without `http-plugin`): rebuild it with the current SDK, or remove it from the target's plugins",
+                    t.name
+                ),
+            }
+            .into());
         }
-        .into());
     }
     let policies = config
         .targets

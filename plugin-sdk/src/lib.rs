@@ -41,6 +41,7 @@ pub mod bindings {
 }
 
 pub mod audience;
+pub mod kube_rules;
 pub mod names;
 pub mod rows;
 pub mod shell;
@@ -61,6 +62,9 @@ pub use bindings::exports::portcullis::policy::ssh_output::OutputStream;
 pub use bindings::portcullis::policy::ssh_types::{
     CommandLine, Endpoint, FileOperation, Pty, SshRequest,
 };
+
+/// An HTTP request and its Kubernetes reading (contract 0.2.8).
+pub use bindings::portcullis::policy::http_types::{Header, HttpRequest, KubeExec, KubeRequest};
 
 /// Log severity for [`log`].
 pub use bindings::portcullis::policy::host::Level;
@@ -349,6 +353,16 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
+    /// An HTTP request before it is forwarded (contract 0.2.8): on a
+    /// Kubernetes target, `request.kube` says what it asks of the API
+    /// server. `Deny` answers it with a `Status` (403) carrying the text;
+    /// `RequireApproval` refuses it with the approval request's id (the
+    /// same request runs once approved, within the grant's window).
+    fn on_http_request(&mut self, request: &HttpRequest) -> Verdict {
+        let _ = request;
+        Verdict::Allow
+    }
+
     /// Whether this plugin watches the output of an SSH `exec` or `shell`
     /// the plugins let run (contract 0.2.7); `false` (the default) costs
     /// nothing per byte.
@@ -444,6 +458,12 @@ macro_rules! export_plugin {
                 }
                 fn on_file_operation(operation: $crate::FileOperation) -> $crate::Verdict {
                     STATE.with(|s| s.borrow_mut().on_file_operation(&operation))
+                }
+            }
+
+            impl $crate::bindings::exports::portcullis::policy::http_plugin::Guest for Exported {
+                fn on_http_request(request: $crate::HttpRequest) -> $crate::Verdict {
+                    STATE.with(|s| s.borrow_mut().on_http_request(&request))
                 }
             }
 

@@ -472,6 +472,16 @@ pub const GATEWAY_TOKEN: &str = "gateway-service-account-token";
 /// group `testers`; `extra` is appended after the target's table (its
 /// keys first). Returns the gateway and the kubeconfig server URL.
 pub async fn gateway(api: &KubeStandIn, extra: &str) -> (crate::TestGateway, String) {
+    try_gateway(api, extra)
+        .await
+        .unwrap_or_else(|e| panic!("the gateway did not start: {e}"))
+}
+
+/// [`gateway`], or why the gateway refused to start.
+pub async fn try_gateway(
+    api: &KubeStandIn,
+    extra: &str,
+) -> Result<(crate::TestGateway, String), String> {
     let c = crate::cluster();
     let token_file = crate::secret_file("kube-token", GATEWAY_TOKEN);
     let tail = format!(
@@ -496,13 +506,13 @@ allow_groups = ["testers"]
         port = api.port(),
         token = token_file.display().to_string(),
     );
-    let gw = crate::TestGateway::start_with(crate::GatewayOptions {
+    let gw = crate::TestGateway::try_start_with(crate::GatewayOptions {
         tail,
         ..Default::default()
     })
-    .await;
+    .await?;
     let url = format!("https://{}/prod", gw.gateway.addresses[2]);
-    (gw, url)
+    Ok((gw, url))
 }
 
 /// A kubeconfig for `server` with `token`, trusting the test certificate.

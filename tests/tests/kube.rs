@@ -458,3 +458,234 @@ async fn a_watch_streams_until_its_delegated_token_is_revoked() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The `block` and `approve` plugins on a Kubernetes target.
+const KUBE_RULES: &str = r#"
+[[plugins]]
+name = "block"
+path = "BLOCK"
+[plugins.config]
+rules = [
+  { name = "no-namespace-deletes", verbs = ["delete", "deletecollection"], resources = ["namespaces"] },
+  { name = "no-exec-kube-system", resources = ["pods/exec", "pods/attach"], namespaces = ["kube-system"] },
+  { name = "no-secrets-for-contractors", groups = ["contractors"], resources = ["secrets"] },
+]
+
+[[plugins]]
+name = "approve"
+path = "APPROVE"
+[plugins.config]
+rules = [
+  { name = "deployment-deletes", verbs = ["delete"], resources = ["deployments.apps"], mode = "retry" },
+]
+"#;
+
+/// A gateway whose target `prod` runs `block` and `approve` with
+/// [`KUBE_RULES`], and the admin API: (gateway, server URL, admin URL).
+async fn guarded_gateway(
+    api: &KubeStandIn,
+    dir: &std::path::Path,
+) -> (portcullis_e2e::TestGateway, String, String) {
+    std::fs::write(dir.join("admin_token"), "kube-admin-token-0123456789abcdef").expect("token");
+    let extra = format!(
+        "plugins = [\"block\", \"approve\"]\n\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n{}",
+        dir.join("admin_token").display().to_string(),
+        KUBE_RULES
+            .replace("BLOCK", &portcullis_e2e::plugin_wasm("block").display().to_string())
+            .replace("APPROVE", &portcullis_e2e::plugin_wasm("approve").display().to_string()),
+    );
+    let (gw, url) = portcullis_e2e::kube::gateway(api, &extra).await;
+    let admin = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    (gw, url, admin)
+}
+
+/// Rules hold whatever spelling kubectl or a raw request uses: deleting a
+/// namespace (by name, by kind/name, as a raw DELETE, as a collection
+/// delete) and exec into kube-system never reach the API server; the
+/// namespaces are all still there, and each refusal is recorded with its
+/// rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
+    use portcullis_e2e::kube::{kubeconfig, kubectl};
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let (gw, url, _) = guarded_gateway(&api, dir.path()).await;
+    let config = kubeconfig(dir.path(), &url, &gw.token("alice@example.com"));
+    // `--raw` paths are sent as written, so they carry the target's prefix.
+    let attempts: &[&[&str]] = &[
+        &["delete", "namespace", "prod", "--wait=false"],
+        &["delete", "namespace/prod", "--wait=false"],
+        &["delete", "--raw", "/prod/api/v1/namespaces/prod"],
+        &[
+            "delete",
+            "--raw",
+            "/prod/api/v1/namespaces/kube-system?gracePeriodSeconds=0",
+        ],
+        &["delete", "--raw", "/prod/api/v1/namespaces"],
+        &["delete", "namespaces", "--all", "--wait=false"],
+        &[
+            "exec",
+            "-n",
+            "kube-system",
+            "coredns",
+            "--",
+            "cat",
+            "/etc/resolv.conf",
+        ],
+        &[
+            "exec",
+            "-n",
+            "kube-system",
+            "pod/coredns",
+            "-i",
+            "-t",
+            "--",
+            "sh",
+        ],
+        &["attach", "-n", "kube-system", "coredns"],
+    ];
+    for args in attempts {
+        let r = kubectl(&config, args).await;
+        assert!(!r.ok, "{args:?} ran: {}", r.out);
+        assert!(
+            r.err
+                .contains("blocked by portcullis rule \"no-namespace-deletes\"")
+                || r.err
+                    .contains("blocked by portcullis rule \"no-exec-kube-system\""),
+            "{args:?}: {}",
+            r.err
+        );
+    }
+    // Nothing but reads reached the API server, and the namespaces stand.
+    let writes: Vec<String> = api
+        .seen()
+        .iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| format!("{} {}", s.method, s.uri))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(
+        kubectl_direct(&api, &["get", "namespaces", "-o", "name"])
+            .await
+            .lines()
+            .count(),
+        3
+    );
+    // Reads and other namespaces pass; exec elsewhere meets the gateway's
+    // own refusal (not relayed yet), not the rule.
+    let r = kubectl(&config, &["get", "namespaces", "-o", "name"]).await;
+    assert!(r.ok, "{}", r.err);
+    let r = kubectl(&config, &["exec", "-n", "default", "web-1", "--", "ls"]).await;
+    assert!(
+        !r.ok && r.err.contains("not relayed by this gateway yet"),
+        "{}",
+        r.err
+    );
+    // A contractor reads no secret, in any namespace or across them all.
+    let contractor = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "carl@example.com".into(),
+        groups: vec!["testers".into(), "contractors".into()],
+        ttl_secs: 600,
+    });
+    let config = kubeconfig(dir.path(), &url, &contractor);
+    for args in [
+        &["get", "secret", "db", "-n", "prod", "-o", "yaml"][..],
+        &["get", "secrets", "-A", "-o", "yaml"][..],
+        &["get", "--raw", "/prod/api/v1/namespaces/prod/secrets/db"][..],
+    ] {
+        let r = kubectl(&config, args).await;
+        assert!(!r.ok, "{args:?}: {}", r.out);
+        assert!(!r.out.contains("aHVudGVyMg=="), "{}", r.out);
+        assert!(r.err.contains("no-secrets-for-contractors"), "{}", r.err);
+    }
+    drop(config);
+    let sessions = ended_kube_sessions(&gw, attempts.len() + 5).await;
+    let refused: Vec<String> = sessions
+        .iter()
+        .flat_map(|(_, events)| events)
+        .filter(|e| e.status.as_str() == "refused")
+        .filter_map(|e| e.rule.clone())
+        .collect();
+    for rule in [
+        "no-namespace-deletes",
+        "no-exec-kube-system",
+        "no-secrets-for-contractors",
+    ] {
+        assert!(refused.iter().any(|r| r == rule), "{rule} in {refused:?}");
+    }
+}
+
+/// Deleting a deployment needs approval: the first request is refused
+/// with an approval request's id, nothing reaches the API server; once an
+/// approver approves it, the same request runs — once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_kubernetes_request_runs_when_asked_again() {
+    use portcullis_e2e::kube::{kubeconfig, kubectl};
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let (gw, url, admin) = guarded_gateway(&api, dir.path()).await;
+    let config = kubeconfig(dir.path(), &url, &gw.token("alice@example.com"));
+    let delete = ["delete", "deployment", "web", "-n", "prod", "--wait=false"];
+    let r = kubectl(&config, &delete).await;
+    assert!(!r.ok, "{}", r.out);
+    assert!(r.err.contains("needs approval"), "{}", r.err);
+    let id = r
+        .err
+        .split("approval request ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the approval request's id")
+        .to_string();
+    assert!(api.seen().iter().all(|s| s.method != "DELETE"));
+    // alice may not approve her own request; bob, an approver, may.
+    let approver = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "bob@example.com".into(),
+        groups: vec!["approvers".into()],
+        ttl_secs: 600,
+    });
+    let (status, answer) = portcullis_e2e::admin_call(
+        &admin,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let r = kubectl(&config, &delete).await;
+    assert!(r.ok, "{}", r.err);
+    assert!(
+        kubectl_direct(&api, &["get", "deployments", "-A", "-o", "name"])
+            .await
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(
+        api.seen().iter().filter(|s| s.method == "DELETE").count(),
+        1
+    );
+}
+
+/// A plugin built before the HTTP hooks (contract 0.2.6: SSH hooks only)
+/// would guard nothing on a Kubernetes target: the gateway refuses to
+/// start with it there, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_http_hooks_cannot_guard_a_kubernetes_target() {
+    let api = KubeStandIn::start().await;
+    let extra = format!(
+        "plugins = [\"prior\"]\n\n[[plugins]]\nname = \"prior\"\npath = {:?}\n",
+        portcullis_e2e::plugin_wasm("ssh_contract_0_2_6")
+            .display()
+            .to_string()
+    );
+    let why = match portcullis_e2e::kube::try_gateway(&api, &extra).await {
+        Ok(_) => {
+            panic!("a gateway started with a plugin that guards nothing on its Kubernetes target")
+        }
+        Err(why) => why,
+    };
+    assert!(
+        why.contains("\"prod\" is a Kubernetes target") && why.contains("no HTTP hooks"),
+        "{why}"
+    );
+}

@@ -276,7 +276,7 @@ fn a_kubernetes_target_needs_its_own_token_and_verified_tls() {
     )))
     .unwrap();
     // The name is a path segment.
-    for bad in ["a/b", "..", ".x", "a b", "a%2Fb"] {
+    for bad in ["a/b", "..", ".x", "a b", "a%2Fb", "api", "apis", "version"] {
         let text = kube_config(&format!("host = \"127.0.0.1\"\n{source}"))
             .replace("name = \"prod\"", &format!("name = {bad:?}"));
         assert!(err(&text).contains("path segment"), "{bad}");

@@ -483,6 +483,21 @@ fn validate_kubernetes_target(i: usize, t: &Target) -> Result<(), ConfigError> {
         .name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    // The roots of the API itself: a request that forgot the prefix
+    // (`kubectl get --raw /api/...`) must not reach a target by accident.
+    const API_ROOTS: &[&str] = &[
+        "api", "apis", "version", "openapi", "healthz", "livez", "readyz", "metrics", "logs",
+    ];
+    if API_ROOTS.contains(&t.name.as_str()) {
+        return Err(invalid(
+            key("name"),
+            format!(
+                "{:?} cannot be a Kubernetes target's name: it is a path of the Kubernetes API itself ({}), and the target's name is the first path segment of the gateway URL",
+                t.name,
+                API_ROOTS.join(", ")
+            ),
+        ));
+    }
     if !segment_safe || t.name.starts_with('.') {
         return Err(invalid(
             key("name"),

@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
 
 pub use portcullis::policy::types;
 
-/// The `guard-plugin` world; only its `ssh-plugin` and `ssh-output`
-/// exports are used (the rest is the `policy-plugin` world above).
+/// The `guard-plugin` world; only its `ssh-plugin`, `ssh-output` and
+/// `http-plugin` exports are used (the rest is the `policy-plugin` world above).
 pub mod guard {
     wasmtime::component::bindgen!({
         world: "guard-plugin",
@@ -26,3 +26,6 @@ pub use guard::exports::portcullis::policy::ssh_output::Guest as SshOutputGuest;
 pub use guard::exports::portcullis::policy::ssh_output::OutputStream;
 pub use guard::exports::portcullis::policy::ssh_plugin::Guest as SshGuest;
 pub use guard::portcullis::policy::ssh_types;
+
+pub use guard::exports::portcullis::policy::http_plugin::Guest as HttpGuest;
+pub use guard::portcullis::policy::http_types;

@@ -9,15 +9,15 @@
 
 use std::sync::Arc;
 
-use super::bindings::{ssh_types, types, OutputStream};
+use super::bindings::{http_types, ssh_types, types, OutputStream};
 use super::executor::inline;
 use super::instance::{describe_failure, CallNotes, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
-    EndReason, OutputWatch, Policy, QueryEvent, QueryNote, Recording, ResultColumn, ResultPlan,
-    Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused, SshRequest, SshStream, ValueEdit,
-    Verdict,
+    EndReason, HttpRequest, OutputWatch, Policy, QueryEvent, QueryNote, Recording, ResultColumn,
+    ResultPlan, Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused, SshRequest, SshStream,
+    ValueEdit, Verdict,
 };
 use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
 use crate::protocols::ssh::sftp::FileOp;
@@ -151,6 +151,40 @@ fn to_query(sql: &str, prepared: Option<&str>, s: &QuerySummary) -> types::Event
 }
 
 /// An SSH request as the contract spells it.
+/// The contract's form of an HTTP request.
+fn to_http_request(r: &HttpRequest) -> http_types::HttpRequest {
+    http_types::HttpRequest {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(name, value)| http_types::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        body: r.body.as_ref().map(|b| b.to_vec()),
+        kube: r.kube.as_ref().map(|k| http_types::KubeRequest {
+            verb: k.verb.clone(),
+            is_resource: k.is_resource,
+            api_group: k.api_group.clone(),
+            api_version: k.api_version.clone(),
+            resource: k.resource.clone(),
+            subresource: k.subresource.clone(),
+            namespace: k.namespace.clone(),
+            name: k.name.clone(),
+            exec: k.exec.as_ref().map(|e| http_types::KubeExec {
+                command: e.command.clone(),
+                container: e.container.clone(),
+                stdin: e.stdin,
+                tty: e.tty,
+            }),
+        }),
+    }
+}
+
 fn to_ssh_request(r: &SshRequest) -> ssh_types::SshRequest {
     match r {
         SshRequest::Exec(command) => ssh_types::SshRequest::Exec(command.clone()),
@@ -439,6 +473,18 @@ impl ChainInner {
         self.judge_ssh("request", note, |inst| inst.on_ssh_request(request))
     }
 
+    /// Judges an HTTP request with every member that exports the HTTP
+    /// hooks, like [`Self::on_ssh_request`].
+    fn on_http_request(
+        &mut self,
+        request: &http_types::HttpRequest,
+        note: &mut QueryNote,
+    ) -> Verdict {
+        self.judge_hook("HTTP request", note, LoadedPlugin::guards_http, |inst| {
+            inst.on_http_request(request)
+        })
+    }
+
     /// Judges with `hook` every member that exports the SSH hooks (`what`
     /// names the call in failure texts): the first deny wins, approvals
     /// are collected.
@@ -448,9 +494,21 @@ impl ChainInner {
         note: &mut QueryNote,
         hook: impl Fn(&mut PluginInstance) -> Option<wasmtime::Result<types::Verdict>>,
     ) -> Verdict {
+        self.judge_hook(what, note, LoadedPlugin::guards_ssh, hook)
+    }
+
+    /// Judges with `hook` every member `exports` says has the hook's
+    /// interface: the first deny wins, approvals are collected.
+    fn judge_hook(
+        &mut self,
+        what: &str,
+        note: &mut QueryNote,
+        exports: fn(&LoadedPlugin) -> bool,
+        hook: impl Fn(&mut PluginInstance) -> Option<wasmtime::Result<types::Verdict>>,
+    ) -> Verdict {
         let mut verdicts = Verdicts::default();
         for i in 0..self.members.len() {
-            if !self.members[i].plugin.guards_ssh() {
+            if !exports(&self.members[i].plugin) {
                 continue;
             }
             let failure = self.members[i].plugin.failure;
@@ -792,6 +850,12 @@ impl SessionPolicy for ChainSession {
             exact: line.exact,
         };
         self.with_inner(|inner| inner.on_command_line(&line, note))
+            .unwrap_or_else(plugins_lost)
+    }
+
+    fn on_http_request(&mut self, request: &HttpRequest, note: &mut QueryNote) -> Verdict {
+        let request = to_http_request(request);
+        self.with_inner(|inner| inner.on_http_request(&request, note))
             .unwrap_or_else(plugins_lost)
     }
 

@@ -8,8 +8,8 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    portcullis::policy::host, ssh_types, types, OutputStream, PolicyPlugin, PolicyPluginIndices,
-    SshGuest, SshOutputGuest,
+    http_types, portcullis::policy::host, ssh_types, types, HttpGuest, OutputStream, PolicyPlugin,
+    PolicyPluginIndices, SshGuest, SshOutputGuest,
 };
 use super::engine::Running;
 use crate::protocols::postgres::sql::lineage::Lineage;
@@ -232,6 +232,9 @@ pub struct Linked {
     /// Its `ssh-output` interface (0.2.7), if it exports one.
     pub output:
         Option<super::bindings::guard::exports::portcullis::policy::ssh_output::GuestIndices>,
+    /// Its `http-plugin` interface (0.2.8), if it exports one.
+    pub http:
+        Option<super::bindings::guard::exports::portcullis::policy::http_plugin::GuestIndices>,
 }
 
 impl Linked {
@@ -249,11 +252,17 @@ impl Linked {
                 &pre,
             )
             .ok();
+        let http =
+            super::bindings::guard::exports::portcullis::policy::http_plugin::GuestIndices::new(
+                &pre,
+            )
+            .ok();
         Ok(Self {
             pre,
             plugin,
             ssh,
             output,
+            http,
         })
     }
 }
@@ -264,6 +273,7 @@ pub struct PluginInstance {
     plugin: PolicyPlugin,
     ssh: Option<SshGuest>,
     output: Option<SshOutputGuest>,
+    http: Option<HttpGuest>,
     deadline_ticks: u64,
 }
 
@@ -293,7 +303,7 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         // Start-up code gets a generous deadline of its own; calls get theirs.
         store.set_epoch_deadline(START_DEADLINE_TICKS.max(deadline_ticks));
-        let (plugin, ssh, output) = {
+        let (plugin, ssh, output, http) = {
             let _running = Running::start();
             let instance = linked.pre.instantiate(&mut store)?;
             let plugin = linked.plugin.load(&mut store, &instance)?;
@@ -305,13 +315,18 @@ impl PluginInstance {
                 Some(indices) => Some(indices.load(&mut store, &instance)?),
                 None => None,
             };
-            (plugin, ssh, output)
+            let http = match &linked.http {
+                Some(indices) => Some(indices.load(&mut store, &instance)?),
+                None => None,
+            };
+            (plugin, ssh, output, http)
         };
         Ok(Self {
             store,
             plugin,
             ssh,
             output,
+            http,
             deadline_ticks,
         })
     }
@@ -408,6 +423,18 @@ impl PluginInstance {
         self.store.data_mut().notes = CallNotes::default();
         let ssh = self.ssh.as_ref()?;
         Some(call(ssh, &mut self.store))
+    }
+
+    /// `on-http-request`; `None` when the plugin has no HTTP hooks.
+    pub fn on_http_request(
+        &mut self,
+        request: &http_types::HttpRequest,
+    ) -> Option<wasmtime::Result<types::Verdict>> {
+        self.http.as_ref()?;
+        let _running = self.arm();
+        self.store.data_mut().notes = CallNotes::default();
+        let http = self.http.as_ref()?;
+        Some(http.call_on_http_request(&mut self.store, request))
     }
 
     /// `on-ssh-request`; `None` when the plugin has no SSH hooks.

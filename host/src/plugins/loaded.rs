@@ -111,6 +111,12 @@ impl LoadedPlugin {
         self.linked.ssh.is_some()
     }
 
+    /// Whether the plugin exports the HTTP hooks (`http-plugin`, contract
+    /// 0.2.8 and later).
+    pub fn guards_http(&self) -> bool {
+        self.linked.http.is_some()
+    }
+
     /// Whether the plugin exports `ssh-output` (contract 0.2.7 and later).
     pub fn watches_output(&self) -> bool {
         self.linked.output.is_some()

@@ -31,14 +31,23 @@
 //! without them applies only to statements. A line typed in a shell that
 //! `commands` or `opaque_commands` match is refused, not held (it cannot
 //! wait): run it as an exec to ask for approval.
+//!
+//! A rule with Kubernetes conditions (the SDK's `kube_rules`: `verbs`,
+//! `resources`, `namespaces`, `object_names`, `scale_to_zero`) asks for
+//! approval of the requests it matches; the gateway never holds an HTTP
+//! request open, so the request is refused with the approval's id and runs
+//! when sent again once approved (retry mode, whatever `mode` says).
 
+use portcullis_plugin_sdk::kube_rules::{KubeRule, KubeRuleConfig};
 use portcullis_plugin_sdk::names::{display_table, in_scope, route, TablePattern};
 use portcullis_plugin_sdk::ssh_rules::{SshRule, SshRuleConfig};
 use portcullis_plugin_sdk::{
     approval_by, export_plugin, no_effects, parse_config, reuse_verdict, set_approval_policy,
     statement_effects, ApprovalPolicy, Effects, PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, CommandLine, FileOperation, SshRequest, TableRef};
+use portcullis_plugin_sdk::{
+    Audience, CommandLine, FileOperation, HttpRequest, SshRequest, TableRef,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -110,9 +119,33 @@ struct Rule {
     file_reads: Vec<String>,
     #[serde(default)]
     file_writes: Vec<String>,
+    #[serde(default)]
+    verbs: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default)]
+    object_names: Vec<String>,
+    #[serde(default)]
+    scale_to_zero: bool,
 }
 
 impl Rule {
+    /// The rule's Kubernetes conditions.
+    fn kube(&self) -> Result<KubeRule, String> {
+        KubeRule::new(
+            &self.name,
+            &KubeRuleConfig {
+                verbs: self.verbs.clone(),
+                resources: self.resources.clone(),
+                namespaces: self.namespaces.clone(),
+                object_names: self.object_names.clone(),
+                scale_to_zero: self.scale_to_zero,
+            },
+        )
+    }
+
     /// The rule's SSH conditions.
     fn ssh(&self) -> Result<SshRule, String> {
         SshRule::new(
@@ -199,6 +232,7 @@ pub struct Approve {
     patterns: Vec<Vec<TablePattern>>,
     hours: Vec<Option<Hours>>,
     ssh: Vec<SshRule>,
+    kube: Vec<KubeRule>,
     user: String,
     groups: Vec<String>,
     /// Minute of the day (UTC) to judge by; `None`: the clock's.
@@ -312,6 +346,11 @@ impl Plugin for Approve {
             .iter()
             .map(Rule::ssh)
             .collect::<Result<_, _>>()?;
+        self.kube = config
+            .rules
+            .iter()
+            .map(Rule::kube)
+            .collect::<Result<_, _>>()?;
         self.config = config;
         Ok(())
     }
@@ -337,7 +376,7 @@ impl Plugin for Approve {
         let effects = statement_effects();
         let none = no_effects();
         for (i, rule) in self.config.rules.iter().enumerate() {
-            if !self.ssh[i].is_empty() || !self.applies_now(i, minute) {
+            if !self.ssh[i].is_empty() || !self.kube[i].is_empty() || !self.applies_now(i, minute) {
                 continue;
             }
             let patterns = &self.patterns[i];
@@ -367,6 +406,10 @@ impl Plugin for Approve {
     fn on_command_line(&mut self, line: &CommandLine) -> Verdict {
         self.judge_ssh(|rule| rule.check_typed(line))
     }
+
+    fn on_http_request(&mut self, request: &HttpRequest) -> Verdict {
+        self.judge_kube(request)
+    }
 }
 
 impl Approve {
@@ -379,6 +422,30 @@ impl Approve {
                 continue;
             }
             let Some(what) = matches(&self.ssh[i]) else {
+                continue;
+            };
+            set_approval_policy(rule.policy());
+            let reason = rule
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
+            return approval_by(&rule.name, reason);
+        }
+        Verdict::Allow
+    }
+}
+
+impl Approve {
+    /// Asks for approval of a Kubernetes request by the first rule that
+    /// applies now and whose Kubernetes conditions match it (the gateway
+    /// refuses it with the request's id; it runs once approved).
+    fn judge_kube(&mut self, request: &HttpRequest) -> Verdict {
+        let minute = self.minute_now();
+        for (i, rule) in self.config.rules.iter().enumerate() {
+            if self.kube[i].is_empty() || !self.applies_now(i, minute) {
+                continue;
+            }
+            let Some(what) = self.kube[i].check(request) else {
                 continue;
             };
             set_approval_policy(rule.policy());

@@ -45,7 +45,14 @@
 //! rule that applies to the user and matches it. `commands` and
 //! `opaque_commands` also judge lines typed in a shell (advisory: the
 //! gateway reconstructs them; a refused line is dropped).
+//!
+//! On Kubernetes targets (the SDK's `kube_rules`): `verbs`, `resources`
+//! (`pods/exec`, `deployments.apps`, `*`), `namespaces`, `object_names`
+//! and `scale_to_zero`, matched on the request as the API server reads
+//! it. A request is refused by the first rule that applies to the user and
+//! whose Kubernetes keys all match.
 
+use portcullis_plugin_sdk::kube_rules::{KubeRule, KubeRuleConfig};
 use portcullis_plugin_sdk::names::{
     display_table, function_matches, in_scope, route, TablePattern,
 };
@@ -54,7 +61,9 @@ use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, reuse_verdict, statement_effects, Effects,
     PgQuery, Plugin, Session, Statement, Verdict,
 };
-use portcullis_plugin_sdk::{Audience, CommandLine, FileOperation, SshRequest, TableRef};
+use portcullis_plugin_sdk::{
+    Audience, CommandLine, FileOperation, HttpRequest, SshRequest, TableRef,
+};
 use serde::Deserialize;
 
 /// Plugin configuration.
@@ -125,9 +134,33 @@ struct Rule {
     file_reads: Vec<String>,
     #[serde(default)]
     file_writes: Vec<String>,
+    #[serde(default)]
+    verbs: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default)]
+    object_names: Vec<String>,
+    #[serde(default)]
+    scale_to_zero: bool,
 }
 
 impl Rule {
+    /// The rule's Kubernetes conditions.
+    fn kube(&self) -> Result<KubeRule, String> {
+        KubeRule::new(
+            &self.name,
+            &KubeRuleConfig {
+                verbs: self.verbs.clone(),
+                resources: self.resources.clone(),
+                namespaces: self.namespaces.clone(),
+                object_names: self.object_names.clone(),
+                scale_to_zero: self.scale_to_zero,
+            },
+        )
+    }
+
     /// The rule's SSH conditions.
     fn ssh(&self) -> Result<SshRule, String> {
         SshRule::new(
@@ -154,6 +187,7 @@ pub struct Block {
     config: Config,
     patterns: Vec<Vec<TablePattern>>,
     ssh: Vec<SshRule>,
+    kube: Vec<KubeRule>,
     user: String,
     groups: Vec<String>,
 }
@@ -292,6 +326,11 @@ impl Plugin for Block {
             .iter()
             .map(Rule::ssh)
             .collect::<Result<_, _>>()?;
+        self.kube = config
+            .rules
+            .iter()
+            .map(Rule::kube)
+            .collect::<Result<_, _>>()?;
         self.config = config;
         Ok(())
     }
@@ -343,6 +382,10 @@ impl Plugin for Block {
     fn on_command_line(&mut self, line: &CommandLine) -> Verdict {
         self.judge_ssh(|rule| rule.check_typed(line))
     }
+
+    fn on_http_request(&mut self, request: &HttpRequest) -> Verdict {
+        self.judge_kube(request)
+    }
 }
 
 impl Block {
@@ -354,6 +397,28 @@ impl Block {
                 continue;
             }
             if let Some(what) = matches(ssh) {
+                return deny_by(
+                    &rule.name,
+                    format!(
+                        "blocked by portcullis rule \"{}\": {what} is not allowed",
+                        rule.name
+                    ),
+                );
+            }
+        }
+        Verdict::Allow
+    }
+}
+
+impl Block {
+    /// Refuses a Kubernetes request by the first rule that applies to the
+    /// user and whose Kubernetes conditions match it.
+    fn judge_kube(&self, request: &HttpRequest) -> Verdict {
+        for (rule, kube) in self.config.rules.iter().zip(&self.kube) {
+            if !self.applies(rule) {
+                continue;
+            }
+            if let Some(what) = kube.check(request) {
                 return deny_by(
                     &rule.name,
                     format!(

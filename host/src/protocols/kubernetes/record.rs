@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::request::RequestInfo;
 use crate::audit::AuditLog;
+use crate::policy::{QueryNote, Verdict};
 use crate::store::{now_micros, Action, EventRecord, EventStatus, Record};
 
 /// The events of one session.
@@ -109,12 +110,25 @@ pub struct Started {
 }
 
 impl Started {
-    /// The request is refused before it reaches the API server: by whom
-    /// (`decided_by`) and why.
-    pub async fn refused(mut self, decided_by: &str, verdict: &str, why: &str) {
+    /// Notes the plugins' verdict (who decided, by which rule, the
+    /// approval it runs under).
+    pub fn judged(&mut self, verdict: &Verdict, note: &QueryNote) {
+        self.record.verdict = verdict.label().into();
+        self.record.decided_by = note.decided_by.clone();
+        self.record.rule = note.rule.clone();
+        self.record.reason = verdict.reason().map(str::to_string);
+        self.record.approval_id = note.approval_id.clone();
+    }
+
+    /// The request is refused before it reaches the API server, by the
+    /// plugins that judged it or by `decided_by` (the gateway itself), for
+    /// `why`.
+    pub async fn refused(mut self, decided_by: Option<&str>, why: &str) {
         self.record.status = EventStatus::Refused;
-        self.record.verdict = verdict.into();
-        self.record.decided_by = Some(decided_by.to_string());
+        if let Some(by) = decided_by {
+            self.record.decided_by = Some(by.to_string());
+            self.record.verdict = "deny".into();
+        }
         self.record.reason = Some(why.to_string());
         self.events.audit.record(Record::Event(self.record)).await;
     }
@@ -133,7 +147,7 @@ impl Started {
             Err(e) => {
                 tracing::error!(error = %e, "Kubernetes request refused: it could not be recorded");
                 let why = format!("the request could not be recorded ({e}), and this target records every request before it is sent");
-                self.refused("audit-store", "deny", &why).await;
+                self.refused(Some("audit-store"), &why).await;
                 Err(why)
             }
         }

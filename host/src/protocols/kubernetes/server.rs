@@ -29,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::judge;
 use super::record::SessionEvents;
 use super::request::RequestInfo;
 use super::status::{self, Reason};
@@ -39,7 +40,11 @@ use crate::gateway::admission::{self, Refusal, RefusalKind};
 use crate::gateway::core::ActiveGuard;
 use crate::gateway::lifecycle::{SessionLife, Stop, Traffic};
 use crate::identity::Identity;
-use crate::policy::{EndReason, SessionInfo, SessionPolicy};
+use crate::policy::{EndReason, HttpRequest, QueryNote, SessionInfo, SessionPolicy};
+
+/// The largest request body plugins judge (the API server's own limit is
+/// 3 MiB); a larger write to a judged target is refused.
+const MAX_JUDGED_BODY: usize = 4 << 20;
 
 /// Tokens a connection remembers (a client refreshing its token often
 /// sends a few); past this, they are forgotten and checked in full again.
@@ -313,10 +318,82 @@ impl Connection {
             Some(q) => format!("{} {rest}?{q}", request.method()),
             None => format!("{} {rest}", request.method()),
         };
-        let started = session.events.start(&info, &text);
+        let mut started = session.events.start(&info, &text);
+        let (parts, body) = request.into_parts();
+        // A write's body is read whole when plugins judge the target.
+        let judged = !target.cfg.plugins.is_empty();
+        let reads_body =
+            judged && !upgrade && matches!(info.verb.as_str(), "create" | "update" | "patch");
+        let (body, held_body): (Body, Option<Bytes>) = if reads_body {
+            match http_body_util::Limited::new(body, MAX_JUDGED_BODY)
+                .collect()
+                .await
+            {
+                Ok(collected) => {
+                    let bytes = collected.to_bytes();
+                    let full = Full::new(bytes.clone())
+                        .map_err(|never| match never {})
+                        .boxed();
+                    (full, Some(bytes))
+                }
+                Err(_) => {
+                    let why = format!("the request's body could not be read whole (the gateway's plugins judge bodies of up to {} MiB)", MAX_JUDGED_BODY >> 20);
+                    started.refused(Some("gateway"), &why).await;
+                    return refusal(
+                        Reason::RequestEntityTooLarge,
+                        &format!("portcullis: {why}"),
+                        Some(&info),
+                    );
+                }
+            }
+        } else {
+            (body.boxed(), None)
+        };
+        let headers = super::upstream::forwarded_headers(&parts.headers);
+        if judged {
+            let asked = HttpRequest {
+                method: parts.method.to_string(),
+                path: info.path.clone(),
+                query: parts.uri.query().map(str::to_string),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+                body: held_body.clone(),
+                kube: Some(info.clone()),
+            };
+            let mut note = QueryNote::default();
+            let verdict = {
+                let mut ended = session.ended.lock().unwrap_or_else(|p| p.into_inner());
+                judge::verdict(ended.as_mut().map(|(_, p)| p), &asked, &mut note)
+            };
+            // What an approver sees, and what a later request must match.
+            let approval_text = match &held_body {
+                Some(b) => format!("{text}\n\n{}", String::from_utf8_lossy(b)),
+                None => text.clone(),
+            };
+            let who = judge::requester(
+                session.info.session_id,
+                &session.info.identity,
+                &target_name,
+            );
+            let settled = judge::settle(
+                &self.ctx.core.approvals,
+                who,
+                verdict.clone(),
+                &approval_text,
+                &mut note,
+            )
+            .await;
+            started.judged(&verdict, &note);
+            if let judge::Judged::Refused { message, .. } = settled {
+                started.refused(None, &message).await;
+                return refusal(Reason::Forbidden, &message, Some(&info));
+            }
+        }
         if upgrade {
             let why = "exec, attach and port-forward are not relayed by this gateway yet";
-            started.refused("gateway", "deny", why).await;
+            started.refused(Some("gateway"), why).await;
             return refusal(
                 Reason::Forbidden,
                 &format!("portcullis: {why}"),
@@ -333,15 +410,14 @@ impl Connection {
                 )
             }
         };
-        let (parts, body) = request.into_parts();
         let uri = match parts.uri.query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.clone(),
         };
         let mut upstream_request =
-            Request::new(Counted::new(body.boxed(), session.traffic.clone(), true).boxed());
+            Request::new(Counted::new(body, session.traffic.clone(), true).boxed());
         *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.headers_mut() = super::upstream::forwarded_headers(&parts.headers);
+        *upstream_request.headers_mut() = headers;
         match uri.parse() {
             Ok(u) => *upstream_request.uri_mut() = u,
             Err(_) => {

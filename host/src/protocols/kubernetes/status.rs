@@ -16,6 +16,8 @@ pub enum Reason {
     Forbidden,
     /// 404: no such target.
     NotFound,
+    /// 413: a body too large to judge.
+    RequestEntityTooLarge,
     /// 429: retry later (an approval to wait for in retry mode).
     TooManyRequests,
     /// 503: the API server could not be reached.
@@ -30,6 +32,7 @@ impl Reason {
             Reason::Unauthorized => 401,
             Reason::Forbidden => 403,
             Reason::NotFound => 404,
+            Reason::RequestEntityTooLarge => 413,
             Reason::TooManyRequests => 429,
             Reason::ServiceUnavailable => 503,
         }
@@ -42,6 +45,7 @@ impl Reason {
             Reason::Unauthorized => "Unauthorized",
             Reason::Forbidden => "Forbidden",
             Reason::NotFound => "NotFound",
+            Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
             Reason::TooManyRequests => "TooManyRequests",
             Reason::ServiceUnavailable => "ServiceUnavailable",
         }
