@@ -689,3 +689,82 @@ async fn a_plugin_without_http_hooks_cannot_guard_a_kubernetes_target() {
         "{why}"
     );
 }
+
+/// A read-only delegated token reads and changes nothing: its deletes,
+/// creates and exec are refused before the API server, which keeps every
+/// object. A token whose group Kubernetes reserves (`system:masters`) is
+/// never impersonated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_tokens_only_read_and_system_names_are_never_impersonated() {
+    use portcullis_e2e::kube::{kubeconfig, kubectl};
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    std::fs::write(
+        dir.path().join("admin_token"),
+        "kube-admin-token-0123456789abcdef",
+    )
+    .expect("admin token");
+    let extra = format!(
+        "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+        dir.path().join("admin_token").display().to_string(),
+        dir.path().join("delegation.pem").display().to_string(),
+    );
+    let (gw, url) = portcullis_e2e::kube::gateway(&api, &extra).await;
+    let person = gw.token("alice@example.com");
+    let (status, answer) =
+        portcullis_e2e::exchange_child(&gw, &person, "agent:reader", &[("read_only", "true")])
+            .await;
+    assert_eq!(status, 200, "{answer}");
+    let reader = answer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let config = kubeconfig(dir.path(), &url, &reader);
+    let r = kubectl(&config, &["get", "pods", "-A", "-o", "name"]).await;
+    assert!(r.ok, "{}", r.err);
+    for args in [
+        &["delete", "pod", "web-1", "-n", "default", "--wait=false"][..],
+        &["delete", "--raw", "/prod/api/v1/namespaces/prod/secrets/db"][..],
+        &[
+            "run",
+            "x",
+            "--image=nginx",
+            "--restart=Never",
+            "-n",
+            "default",
+        ][..],
+        &["exec", "-n", "default", "web-1", "--", "ls"][..],
+    ] {
+        let r = kubectl(&config, args).await;
+        assert!(!r.ok, "{args:?}: {}", r.out);
+        assert!(r.err.contains("read-only"), "{args:?}: {}", r.err);
+    }
+    assert!(
+        api.seen().iter().all(|s| s.method == "GET"),
+        "{:?}",
+        api.seen()
+    );
+    assert_eq!(
+        kubectl_direct(&api, &["get", "pods", "-A", "-o", "name"])
+            .await
+            .lines()
+            .count(),
+        2
+    );
+
+    let masters = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "eve@example.com".into(),
+        groups: vec!["testers".into(), "system:masters".into()],
+        ttl_secs: 600,
+    });
+    let before = api.seen().len();
+    let config = kubeconfig(dir.path(), &url, &masters);
+    let r = kubectl(&config, &["get", "secrets", "-A", "-o", "yaml"]).await;
+    assert!(!r.ok, "{}", r.out);
+    assert!(r.err.contains("reserved by Kubernetes"), "{}", r.err);
+    assert_eq!(
+        api.seen().len(),
+        before,
+        "a system: group reached the API server"
+    );
+}

@@ -911,3 +911,35 @@ async fn the_gateway_logs_in_upstream_with_a_short_certificate_naming_the_person
     assert_eq!(ran.code, Some(255), "{}", ran.stderr);
     assert!(!marker.exists());
 }
+
+/// A read-only delegated token cannot be held to reading on a host: it
+/// opens no SSH session, and its command never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_delegated_token_runs_nothing_on_a_host() {
+    let host = Host::start();
+    let (gw, addr, _, _, _) = delegating_gateway(&host).await;
+    let person = gw.token("alice@example.com");
+    let (status, answer) =
+        portcullis_e2e::exchange_child(&gw, &person, "agent:reader", &[("read_only", "true")])
+            .await;
+    assert_eq!(status, 200, "{answer}");
+    let reader = answer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let marker = host.path("read-only-marker");
+    let ran = ssh(
+        &host,
+        addr,
+        "web-1",
+        &reader,
+        &[],
+        &format!("touch {}", marker.display()),
+    )
+    .await;
+    refused(&ran, "read-only");
+    assert!(
+        !marker.exists(),
+        "a read-only token ran a command on the host"
+    );
+}

@@ -74,6 +74,17 @@ impl Revocations {
                 close,
             },
         );
+        // A revocation that came between the session's admission and this
+        // registration found no live session to close: close it now. (A
+        // revocation marks the token revoked before it looks for live
+        // sessions, so one of the two always sees the other.)
+        if let Some(jti) = self.revoked_in(d) {
+            if let Some(live) = self.live().get(&id) {
+                let _ = live.close.send(Some(format!(
+                    "token {jti} of this session's delegation chain was revoked"
+                )));
+            }
+        }
         (
             LiveSession {
                 revocations: self.clone(),

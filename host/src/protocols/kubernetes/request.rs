@@ -82,9 +82,7 @@ impl RequestInfo {
         upgrade: bool,
     ) -> Result<Self, Refused> {
         let path = decoded_path(raw_path)?;
-        let query: Vec<(String, String)> = query
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
+        let query = decoded_query(query)?;
         let first = |key: &str| {
             query
                 .iter()
@@ -148,12 +146,16 @@ impl RequestInfo {
         }
         info.resource = Some(parts[0].to_string());
         if info.name.is_none() && info.verb == "get" {
-            info.verb = match first("watch").map(str::to_ascii_lowercase).as_deref() {
-                None | Some("false") | Some("0") => "list",
-                Some(_) => "watch",
+            info.verb = if go_bool(first("watch")) {
+                "watch"
+            } else {
+                "list"
             }
             .to_string();
-            info.name = first("fieldSelector").and_then(named_by_selector);
+            info.name = match first("fieldSelector") {
+                Some(s) => named_by_selector(s)?,
+                None => None,
+            };
         }
         if info.name.is_none() && info.verb == "delete" {
             info.verb = "deletecollection".to_string();
@@ -165,10 +167,7 @@ impl RequestInfo {
                 info.verb = "create".to_string();
             }
             if matches!(sub, "exec" | "attach") {
-                let flag = |key: &str| {
-                    first(key)
-                        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"))
-                };
+                let flag = |key: &str| go_bool(first(key));
                 info.exec = Some(Exec {
                     command: query
                         .iter()
@@ -223,19 +222,88 @@ fn decoded_path(raw: &str) -> Result<String, Refused> {
 
 /// The one object a field selector names (`metadata.name=x`,
 /// `metadata.name==x`), when it requires exactly that name.
-fn named_by_selector(selector: &str) -> Option<String> {
+fn named_by_selector(selector: &str) -> Result<Option<String>, Refused> {
+    let refuse = || {
+        Err(Refused(format!(
+            "the field selector {selector:?} names objects in a way the gateway cannot read exactly as the API server does (escapes, spaces, or more than one metadata.name term); name the object in the path instead"
+        )))
+    };
+    if selector.contains('\\') {
+        return refuse();
+    }
     let mut name = None;
     for term in selector.split(',') {
-        let term = term.trim();
-        let value = term
-            .strip_prefix("metadata.name==")
-            .or_else(|| term.strip_prefix("metadata.name="))?;
-        if term.starts_with("metadata.name!=") || value.is_empty() {
-            return None;
+        let key_end = term.find(['=', '!']).unwrap_or(term.len());
+        let key = &term[..key_end];
+        if key.trim() != "metadata.name" {
+            continue;
+        }
+        let op = &term[key_end..];
+        if op.starts_with("!=") {
+            continue;
+        }
+        let Some(value) = op.strip_prefix("==").or_else(|| op.strip_prefix('=')) else {
+            return refuse();
+        };
+        if key != "metadata.name" {
+            return refuse();
+        }
+        if name.is_some() || value.trim() != value {
+            return refuse();
         }
         name = Some(value.to_string());
     }
-    name
+    // The API server takes a name only if it could be a path segment.
+    Ok(name.filter(|n| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '%'])))
+}
+
+/// A query parameter's truth as the API server converts it (Go's
+/// `Convert_Slice_string_To_bool`): absent is false; `0`, `f`, `false`,
+/// `n`, `no`, `off` (any case) are false; anything else, even empty, is
+/// true.
+fn go_bool(value: Option<&str>) -> bool {
+    match value {
+        None => false,
+        Some(v) => !["0", "f", "false", "n", "no", "off"]
+            .iter()
+            .any(|f| v.eq_ignore_ascii_case(f)),
+    }
+}
+
+/// The query's parameters, refused where the API server would read them
+/// differently: Go drops a pair with a raw `;` or a bad `%` escape, which
+/// a plain form decoder keeps.
+fn decoded_query(query: Option<&str>) -> Result<Vec<(String, String)>, Refused> {
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    let refuse = |why: &str| Err(Refused(format!("the query {q:?} {why}; send it plainly")));
+    if q.contains(';') {
+        return refuse("contains `;`");
+    }
+    let bytes = q.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return refuse("has a `%` that is not an escape");
+        }
+    }
+    let mut out = Vec::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode(s.replace('+', " ").as_bytes())
+                .decode_utf8()
+                .map(|d| d.into_owned())
+        };
+        match (decode(k), decode(v)) {
+            (Ok(k), Ok(v)) if !k.chars().chain(v.chars()).any(char::is_control) => out.push((k, v)),
+            _ => return refuse("decodes to text that is not plain UTF-8"),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -476,10 +544,60 @@ mod tests {
 
     #[test]
     fn only_a_selector_that_requires_one_name_names_it() {
-        assert_eq!(named_by_selector("metadata.name=db"), Some("db".into()));
-        assert_eq!(named_by_selector("metadata.name==db"), Some("db".into()));
-        assert_eq!(named_by_selector("metadata.name!=db"), None);
-        assert_eq!(named_by_selector("metadata.namespace=x"), None);
-        assert_eq!(named_by_selector("metadata.name="), None);
+        let named = |s: &str| named_by_selector(s).expect("readable");
+        assert_eq!(named("metadata.name=db"), Some("db".into()));
+        assert_eq!(named("metadata.name==db"), Some("db".into()));
+        assert_eq!(named("metadata.name!=db"), None);
+        assert_eq!(named("metadata.namespace=x"), None);
+        assert_eq!(named("metadata.name="), None);
+        assert_eq!(
+            named("status.phase=Running,metadata.name=db"),
+            Some("db".into())
+        );
+        // Read two ways (the API server takes the first term): refused.
+        for two_ways in [
+            "metadata.name=db,metadata.name=public",
+            "metadata.name=db\\,x",
+            "metadata.name= db",
+            " metadata.name=db",
+        ] {
+            assert!(named_by_selector(two_ways).is_err(), "{two_ways}");
+        }
+    }
+
+    #[test]
+    fn a_query_the_api_server_would_read_differently_is_refused() {
+        for q in [
+            "fieldSelector=metadata.name%3Ddb;,metadata.name%3Dpublic",
+            "watch=true;&watch=false",
+            "fieldSelector=metadata.name%3Dpublic%zz&x=1",
+            "labelSelector=%FF",
+            "command=ls%0A",
+        ] {
+            assert!(
+                RequestInfo::read("GET", "/api/v1/namespaces/prod/secrets", Some(q), false)
+                    .is_err(),
+                "{q}"
+            );
+        }
+        // Go's booleans: f, n, no, off are false; empty is true.
+        for (q, verb) in [
+            ("watch=f", "list"),
+            ("watch=OFF", "list"),
+            ("watch=no", "list"),
+            ("watch=", "watch"),
+            ("watch=1", "watch"),
+        ] {
+            assert_eq!(read("GET", &format!("/api/v1/pods?{q}")).verb, verb, "{q}");
+        }
+        let exec = RequestInfo::read(
+            "GET",
+            "/api/v1/namespaces/a/pods/p/exec",
+            Some("command=sh&stdin=yes&tty=on"),
+            true,
+        )
+        .expect("read");
+        let e = exec.exec.expect("an exec");
+        assert!(e.stdin && e.tty);
     }
 }

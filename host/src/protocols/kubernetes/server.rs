@@ -46,6 +46,9 @@ use crate::policy::{EndReason, HttpRequest, QueryNote, SessionInfo, SessionPolic
 /// 3 MiB); a larger write to a judged target is refused.
 const MAX_JUDGED_BODY: usize = 4 << 20;
 
+/// Sessions (identities × targets) one connection may carry.
+const MAX_SESSIONS_PER_CONNECTION: usize = 16;
+
 /// Tokens a connection remembers (a client refreshing its token often
 /// sends a few); past this, they are forgotten and checked in full again.
 const TOKENS_KEPT: usize = 8;
@@ -78,6 +81,8 @@ struct Connection {
     tokens: Mutex<HashMap<String, Identity>>,
     /// Why the connection must be cut, once it must.
     stop: watch::Sender<Option<Stop>>,
+    /// A request has arrived.
+    asked: std::sync::atomic::AtomicBool,
 }
 
 /// Serves one client connection until it ends or is cut.
@@ -91,6 +96,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<KubeContext>) {
         sessions: Default::default(),
         tokens: Default::default(),
         stop,
+        asked: Default::default(),
     });
     let service = {
         let conn = conn.clone();
@@ -107,7 +113,21 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<KubeContext>) {
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_timeout(std::time::Duration::from_secs(20))
         .max_concurrent_streams(250);
+    // A connection that sends no request within the start-up time (after
+    // TLS, hyper waits for the first bytes with no limit of its own) is
+    // closed, so idle connections cannot hold every slot.
+    {
+        let (conn, startup) = (conn.clone(), ctx.startup);
+        tokio::spawn(async move {
+            tokio::time::sleep(startup * 2).await;
+            if !conn.asked.load(Ordering::Relaxed) {
+                let _ = conn.stop.send(Some(Stop::ShuttingDown));
+            }
+        });
+    }
     let mut closing = ctx.core.closing.clone();
     let outcome = match &ctx.tls {
         Some(acceptor) => {
@@ -271,6 +291,7 @@ fn identity_key(id: &Identity) -> String {
 impl Connection {
     /// Answers one request.
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        self.asked.store(true, Ordering::Relaxed);
         let path = request.uri().path().to_string();
         let Some((target_name, rest)) = split_target(&path) else {
             return refusal(Reason::NotFound, "portcullis: no target in the path: the server in your kubeconfig must be https://GATEWAY:PORT/TARGET", None);
@@ -391,6 +412,17 @@ impl Connection {
                 return refusal(Reason::Forbidden, &message, Some(&info));
             }
         }
+        if identity.delegation.as_ref().is_some_and(|d| d.read_only)
+            && !reads_only(&info, parts.method.as_str(), upgrade)
+        {
+            let why = "this delegated token is read-only: it may get, list and watch, and nothing that changes the cluster or runs a command (exec, attach, port-forward, proxy)";
+            started.refused(Some("gateway"), why).await;
+            return refusal(
+                Reason::Forbidden,
+                &format!("portcullis: {why}"),
+                Some(&info),
+            );
+        }
         if upgrade {
             let why = "exec, attach and port-forward are not relayed by this gateway yet";
             started.refused(Some("gateway"), why).await;
@@ -430,6 +462,11 @@ impl Connection {
                     Some(&info),
                 );
             }
+        }
+        // Revoked while this request was judged or recorded: not sent.
+        if let Err(r) = admission::still_valid(&identity, &self.ctx.core.revocations, None) {
+            started.answered(None, Some(r.message.clone())).await;
+            return admission_refusal(&r, false);
         }
         match target
             .upstream
@@ -506,6 +543,20 @@ impl Connection {
         }
         let core = &self.ctx.core;
         admission::admit_to(identity, target_name, Some(target), |t| &t.cfg)?;
+        if let Some(name) = super::upstream::reserved_name(identity) {
+            return Err(Refusal {
+                kind: RefusalKind::NotAuthorized,
+                message: format!("{name} of your token is reserved by Kubernetes (system:), and the gateway never impersonates it"),
+                hint: Some("ask your identity provider's administrator to rename it".into()),
+            });
+        }
+        if sessions.len() >= MAX_SESSIONS_PER_CONNECTION {
+            return Err(Refusal {
+                kind: RefusalKind::NotAuthorized,
+                message: format!("this connection already carries {MAX_SESSIONS_PER_CONNECTION} sessions (identities and targets)"),
+                hint: Some("open a new connection".into()),
+            });
+        }
         let user_agent = request
             .headers()
             .get(hyper::header::USER_AGENT)
@@ -524,8 +575,18 @@ impl Connection {
         let life = SessionLife::begin(core, &info);
         let stopped = life.stopped();
         let stop = self.stop.clone();
+        // The session also ends when the token that opened it expires, so
+        // a stream (a watch, `logs -f`) does not outlive it.
+        let expires_in = std::time::Duration::from_secs(
+            identity
+                .expires_at
+                .saturating_sub(crate::store::now_micros() as u64 / 1_000_000),
+        );
         let watcher = tokio::spawn(async move {
-            let why = stopped.await;
+            let why = tokio::select! {
+                why = stopped => why,
+                _ = tokio::time::sleep(expires_in) => Stop::Revoked("the token that opened the session expired".into()),
+            };
             let _ = stop.send(Some(why));
         });
         let session = Arc::new(Session {
@@ -542,6 +603,24 @@ impl Connection {
         sessions.insert(key, session.clone());
         Ok(session)
     }
+}
+
+/// Whether a request only reads: `get`, `list` or `watch` of a resource
+/// other than a subresource that reaches into a container or node
+/// (`exec`, `attach`, `portforward`, `proxy`), or a `GET`/`HEAD` of a path
+/// that names no resource — never an upgrade.
+fn reads_only(info: &RequestInfo, method: &str, upgrade: bool) -> bool {
+    if upgrade {
+        return false;
+    }
+    if !info.is_resource {
+        return matches!(method, "GET" | "HEAD");
+    }
+    matches!(info.verb.as_str(), "get" | "list" | "watch")
+        && !matches!(
+            info.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward" | "proxy")
+        )
 }
 
 /// Removes the headers that name the API server's connection to the

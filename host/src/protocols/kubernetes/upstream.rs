@@ -172,11 +172,25 @@ const HOP_BY_HOP: &[&str] = &[
 pub fn forwarded(name: &HeaderName) -> bool {
     let n = name.as_str();
     !(HOP_BY_HOP.contains(&n)
+        || AUDIT_SHAPING.contains(&n)
         || n == "authorization"
         || n == "cookie"
         || n.starts_with("impersonate-")
         || n.starts_with("x-remote-"))
 }
+
+/// Headers the API server writes into its audit log as facts (the
+/// client's addresses, the event's id) or reads as a credential (a
+/// WebSocket token): a client does not choose them.
+const AUDIT_SHAPING: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
+    "audit-id",
+    "sec-websocket-protocol",
+];
 
 /// The client's headers that go on to the API server (see [`forwarded`]);
 /// so do those the client named in `Connection` only if no rule drops them
@@ -204,9 +218,25 @@ pub const EXTRA_ACTOR: &str = "impersonate-extra-portcullis.dev%2factor";
 /// The `Impersonate-Extra-` key carrying the gateway's session id.
 pub const EXTRA_SESSION: &str = "impersonate-extra-portcullis.dev%2fsession";
 
+/// Why the gateway will not name `identity` to an API server: a user or
+/// group in the `system:` namespace, which Kubernetes reserves for its own
+/// components and administrators (`system:masters` is cluster-admin), so
+/// no identity provider's claim may become one.
+pub fn reserved_name(identity: &Identity) -> Option<String> {
+    if identity.user.starts_with("system:") {
+        return Some(format!("the user {:?}", identity.user));
+    }
+    identity
+        .groups
+        .iter()
+        .find(|g| g.starts_with("system:"))
+        .map(|g| format!("the group {g:?}"))
+}
+
 /// Names `identity` to the API server: `Impersonate-User` (the token's
 /// user), `Impersonate-Uid` (its subject), one `Impersonate-Group` per
-/// group, and as extras the actor chain and the session.
+/// group, and as extras the actor chain and the session. Never a reserved
+/// `system:` name (see [`reserved_name`]).
 pub fn impersonate(
     headers: &mut HeaderMap,
     identity: &Identity,
@@ -219,6 +249,11 @@ pub fn impersonate(
             ))
         })
     };
+    if let Some(name) = reserved_name(identity) {
+        return Err(UpstreamError::Identity(format!(
+            "{name} is reserved by Kubernetes (system:)"
+        )));
+    }
     headers.insert("impersonate-user", value("the user", &identity.user)?);
     headers.insert("impersonate-uid", value("the subject", &identity.subject)?);
     for g in &identity.groups {
@@ -252,6 +287,12 @@ mod tests {
             ("impersonate-extra-scopes", "all"),
             ("x-remote-user", "admin"),
             ("x-remote-group", "system:masters"),
+            ("x-forwarded-for", "10.0.0.5"),
+            ("audit-id", "someone-else"),
+            (
+                "sec-websocket-protocol",
+                "base64url.bearer.authorization.k8s.io.dG9r",
+            ),
             ("cookie", "a=b"),
             ("proxy-authorization", "Basic x"),
             ("connection", "keep-alive, x-secret"),
@@ -292,5 +333,12 @@ mod tests {
         let mut bad = id.clone();
         bad.groups.push("x\ny".into());
         assert!(impersonate(&mut HeaderMap::new(), &bad, 1).is_err());
+        for (user, group) in [("system:admin", "dev"), ("alice", "system:masters")] {
+            let mut reserved = id.clone();
+            reserved.user = user.into();
+            reserved.groups = vec![group.into()];
+            assert!(reserved_name(&reserved).is_some());
+            assert!(impersonate(&mut HeaderMap::new(), &reserved, 1).is_err());
+        }
     }
 }

@@ -341,6 +341,11 @@ impl Connection {
             |t| &t.cfg,
         )
         .map_err(words)?;
+        // A command on a host cannot be judged read-only: a read-only
+        // delegated token may not open SSH sessions at all.
+        if identity.delegation.as_ref().is_some_and(|d| d.read_only) {
+            return Err("this delegated token is read-only, and a command on a host cannot be held to reading; ask for a token with read_only=false".into());
+        }
         let client_version = self.ident.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (info, mut policy) = admission::open_session(
             &core.audit,
