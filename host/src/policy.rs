@@ -49,6 +49,17 @@ pub struct HttpRequest {
     pub kube: Option<crate::protocols::kubernetes::request::RequestInfo>,
 }
 
+/// What the plugins did to one object of a watched response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectEdit {
+    /// Send it as it is.
+    Unchanged,
+    /// Send this JSON instead.
+    Replaced(String),
+    /// Do not send it (why).
+    Withheld(String),
+}
+
 /// A statement the client wants to run.
 #[derive(Debug, Clone, Copy)]
 pub enum QueryEvent<'a> {
@@ -406,6 +417,22 @@ pub trait SessionPolicy: Send {
     fn on_http_request(&mut self, request: &HttpRequest, note: &mut QueryNote) -> Verdict {
         let _ = (request, note);
         Verdict::Allow
+    }
+
+    /// HTTP: which plugins watch the objects of the response to `request`
+    /// (one the plugins let through); [`Self::on_kube_object`] then shows
+    /// them each object.
+    fn watch_response(&mut self, request: &HttpRequest) -> OutputWatch {
+        let _ = request;
+        OutputWatch::default()
+    }
+
+    /// HTTP: one object of a response `watch` covers (JSON text), before
+    /// the client gets it: unchanged, replaced, or withheld (a plugin that
+    /// watched it failed closed).
+    fn on_kube_object(&mut self, watch: &OutputWatch, object: &str) -> ObjectEdit {
+        let _ = (watch, object);
+        ObjectEdit::Unchanged
     }
 
     /// SSH: which plugins watch the output of `request` (an exec or shell

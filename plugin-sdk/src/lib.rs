@@ -363,6 +363,24 @@ pub trait Plugin: Default + 'static {
         Verdict::Allow
     }
 
+    /// Whether this plugin watches the objects of the response to an HTTP
+    /// request the plugins let through (contract 0.2.8); `false` (the
+    /// default) costs nothing. For a watched request the gateway asks the
+    /// API server for plain JSON and withholds what it cannot read.
+    fn watch_response(&mut self, request: &HttpRequest) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// One object of a watched response, as JSON text — the response
+    /// itself, each item of a list, the object of each watch event
+    /// (contract 0.2.8). `Some(json)` (a JSON object) is sent instead;
+    /// `None` sends it unchanged.
+    fn on_kube_object(&mut self, object: &str) -> Option<String> {
+        let _ = object;
+        None
+    }
+
     /// Whether this plugin watches the output of an SSH `exec` or `shell`
     /// the plugins let run (contract 0.2.7); `false` (the default) costs
     /// nothing per byte.
@@ -464,6 +482,15 @@ macro_rules! export_plugin {
             impl $crate::bindings::exports::portcullis::policy::http_plugin::Guest for Exported {
                 fn on_http_request(request: $crate::HttpRequest) -> $crate::Verdict {
                     STATE.with(|s| s.borrow_mut().on_http_request(&request))
+                }
+            }
+
+            impl $crate::bindings::exports::portcullis::policy::http_response::Guest for Exported {
+                fn watch_response(request: $crate::HttpRequest) -> bool {
+                    STATE.with(|s| s.borrow_mut().watch_response(&request))
+                }
+                fn on_kube_object(object: String) -> Option<String> {
+                    STATE.with(|s| s.borrow_mut().on_kube_object(&object))
                 }
             }
 

@@ -150,6 +150,15 @@ fn object(kind: &str, namespace: Option<&str>, name: &str, rest: Value) -> Value
     let mut o = json!({ "kind": kind, "apiVersion": api_version, "metadata": metadata });
     if let (Some(o), Some(rest)) = (o.as_object_mut(), rest.as_object()) {
         for (k, v) in rest {
+            // Metadata given (annotations) joins the made-up metadata.
+            if let (true, Some(extra)) = (k == "metadata", v.as_object()) {
+                if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                    for (mk, mv) in extra {
+                        m.insert(mk.clone(), mv.clone());
+                    }
+                }
+                continue;
+            }
             o.insert(k.clone(), v.clone());
         }
     }
@@ -191,7 +200,14 @@ fn seed() -> Objects {
         "secrets",
         Some("prod"),
         "db",
-        json!({ "type": "Opaque", "data": { "password": "aHVudGVyMg==" } }),
+        json!({
+            "type": "Opaque",
+            "data": { "password": "aHVudGVyMg==" },
+            "metadata": { "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration":
+                    "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"db\",\"namespace\":\"prod\"},\"stringData\":{\"password\":\"hunter2\"}}\n"
+            } },
+        }),
     );
     put(
         "apps",
@@ -373,7 +389,8 @@ fn answer(
 impl KubeStandIn {
     /// Starts a stand-in holding namespaces `default`, `kube-system` and
     /// `prod`, pods `default/web-1` and `kube-system/coredns`, secret
-    /// `prod/db` (password `hunter2`) and deployment `prod/web`.
+    /// `prod/db` (password `hunter2`, in `data` and in the annotation
+    /// `kubectl apply` leaves) and deployment `prod/web`.
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await

@@ -768,3 +768,118 @@ async fn read_only_tokens_only_read_and_system_names_are_never_impersonated() {
         "a system: group reached the API server"
     );
 }
+
+/// A Secret's value never reaches kubectl through the `mask` plugin — not
+/// in YAML, JSON, jsonpath, a table, a list across namespaces, a raw get,
+/// a watch, nor the copy `kubectl apply` keeps in an annotation — in any
+/// encoding; the gateway asked the API server for plain JSON. An exempt
+/// group sees it, so the masking is the plugin's, not a broken answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_in_every_answer_kubectl_can_ask_for() {
+    use portcullis_e2e::kube::{kubeconfig, kubectl};
+    use tokio::io::AsyncReadExt;
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let extra = format!(
+        "plugins = [\"mask\"]\n\n[[plugins]]\nname = \"mask\"\npath = {:?}\n[plugins.config]\nkubernetes_secrets = {{ except_groups = [\"auditors\"] }}\n",
+        portcullis_e2e::plugin_wasm("mask").display().to_string()
+    );
+    let (gw, url) = portcullis_e2e::kube::gateway(&api, &extra).await;
+    let config = kubeconfig(dir.path(), &url, &gw.token("alice@example.com"));
+    let mut seen = String::new();
+    for args in [
+        &["get", "secret", "db", "-n", "prod", "-o", "yaml"][..],
+        &["get", "secret", "db", "-n", "prod", "-o", "json"][..],
+        &[
+            "get",
+            "secret",
+            "db",
+            "-n",
+            "prod",
+            "-o",
+            "jsonpath={.data.password}",
+        ][..],
+        &["get", "secrets", "-n", "prod"][..],
+        &["get", "secrets", "-A", "-o", "yaml"][..],
+        &["get", "--raw", "/prod/api/v1/namespaces/prod/secrets/db"][..],
+        &["get", "--raw", "/prod/api/v1/secrets"][..],
+    ] {
+        let r = kubectl(&config, args).await;
+        assert!(r.ok, "{args:?}: {}", r.err);
+        assert!(
+            portcullis_e2e::find_leak(&r.out, &["hunter2"]).is_none(),
+            "{args:?} leaked: {}",
+            r.out
+        );
+        seen.push_str(&r.out);
+    }
+    // The entries are still there, masked.
+    assert!(seen.contains("KioqKioqKio="), "{seen}");
+    assert!(seen.contains("last-applied-configuration"), "{seen}");
+    // A watch: each event's object is masked as it streams.
+    let mut watching = tokio::process::Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg(format!("--kubeconfig={}", config.display()))
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .args(["get", "secrets", "-n", "prod", "-w", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    let mut stdout = watching.stdout.take().expect("its output");
+    let mut streamed = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !streamed.contains("KioqKioqKio=") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch showed nothing: {streamed}"
+        );
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stdout.read(&mut buf))
+            .await
+            .expect("output within 10 s")
+            .expect("read");
+        assert!(n > 0, "the watch ended: {streamed}");
+        streamed.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        portcullis_e2e::find_leak(&streamed, &["hunter2"]).is_none(),
+        "{streamed}"
+    );
+    drop(watching);
+    // Every Secret request went upstream asking for plain JSON.
+    for s in api.seen().iter().filter(|s| s.uri.contains("secrets")) {
+        let accept: Vec<&str> = s
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "accept")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(accept, ["application/json"], "{}", s.uri);
+    }
+    // An auditor (exempt) reads the value itself.
+    let auditor = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "audra@example.com".into(),
+        groups: vec!["testers".into(), "auditors".into()],
+        ttl_secs: 600,
+    });
+    let config = kubeconfig(dir.path(), &url, &auditor);
+    let r = kubectl(
+        &config,
+        &[
+            "get",
+            "secret",
+            "db",
+            "-n",
+            "prod",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(r.out, "aHVudGVyMg==");
+}

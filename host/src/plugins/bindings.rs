@@ -28,4 +28,5 @@ pub use guard::exports::portcullis::policy::ssh_plugin::Guest as SshGuest;
 pub use guard::portcullis::policy::ssh_types;
 
 pub use guard::exports::portcullis::policy::http_plugin::Guest as HttpGuest;
+pub use guard::exports::portcullis::policy::http_response::Guest as ResponseGuest;
 pub use guard::portcullis::policy::http_types;

@@ -15,9 +15,9 @@ use super::instance::{describe_failure, CallNotes, PluginInstance};
 use super::loaded::LoadedPlugin;
 use crate::config::FailurePolicy;
 use crate::policy::{
-    EndReason, HttpRequest, OutputWatch, Policy, QueryEvent, QueryNote, Recording, ResultColumn,
-    ResultPlan, Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused, SshRequest, SshStream,
-    ValueEdit, Verdict,
+    EndReason, HttpRequest, ObjectEdit, OutputWatch, Policy, QueryEvent, QueryNote, Recording,
+    ResultColumn, ResultPlan, Row, RowEdit, SessionInfo, SessionPolicy, SessionRefused, SshRequest,
+    SshStream, ValueEdit, Verdict,
 };
 use crate::protocols::postgres::sql::{QuerySummary, SummaryCache};
 use crate::protocols::ssh::sftp::FileOp;
@@ -574,6 +574,55 @@ impl ChainInner {
         OutputWatch(watchers)
     }
 
+    /// Asks each member that exports `http-response` whether it watches
+    /// the response to `request` (a fail-closed member that fails counts
+    /// as watching; its object calls then fail too).
+    fn watch_response(&mut self, request: &http_types::HttpRequest) -> OutputWatch {
+        let mut watchers = Vec::new();
+        for i in 0..self.members.len() {
+            if !self.members[i].plugin.watches_responses() {
+                continue;
+            }
+            let failure = self.members[i].plugin.failure;
+            let watching =
+                match self.call(i, |inst| inst.watch_response(request).unwrap_or(Ok(false))) {
+                    Ok(w) => w,
+                    Err(_) => failure == FailurePolicy::FailClosed,
+                };
+            if watching {
+                watchers.push(i);
+            }
+        }
+        OutputWatch(watchers)
+    }
+
+    /// One object of a watched response through each watching member in
+    /// chain order (each sees the one before's edit). A fail-closed
+    /// member that fails withholds it.
+    fn on_kube_object(&mut self, watch: &OutputWatch, object: &str) -> ObjectEdit {
+        let mut edited: Option<String> = None;
+        for &i in &watch.0 {
+            if i >= self.members.len() {
+                return ObjectEdit::Withheld("a plugin that watched it is gone".into());
+            }
+            let failure = self.members[i].plugin.failure;
+            let current = edited.as_deref().unwrap_or(object);
+            match self.call(i, |inst| inst.on_kube_object(current).unwrap_or(Ok(None))) {
+                Ok(Some(replacement)) => edited = Some(replacement),
+                Ok(None) => {}
+                Err(why) if failure == FailurePolicy::FailClosed => {
+                    let name = &self.members[i].plugin.name;
+                    return ObjectEdit::Withheld(format!("plugin \"{name}\" failed ({why})"));
+                }
+                Err(_) => {}
+            }
+        }
+        match edited {
+            Some(e) => ObjectEdit::Replaced(e),
+            None => ObjectEdit::Unchanged,
+        }
+    }
+
     /// Output of a watched SSH command through each watching member in
     /// chain order (each sees the one before's edit); the text to send
     /// instead, if any. A fail-closed member that fails withholds it.
@@ -863,6 +912,20 @@ impl SessionPolicy for ChainSession {
         let operation = to_file_operation(operation);
         self.with_inner(|inner| inner.on_file_operation(&operation, note))
             .unwrap_or_else(plugins_lost)
+    }
+
+    fn watch_response(&mut self, request: &HttpRequest) -> OutputWatch {
+        let request = to_http_request(request);
+        // Lost plugins: watched, so that what follows is withheld.
+        self.with_inner(|inner| inner.watch_response(&request))
+            .unwrap_or(OutputWatch(vec![usize::MAX]))
+    }
+
+    fn on_kube_object(&mut self, watch: &OutputWatch, object: &str) -> ObjectEdit {
+        self.with_inner(|inner| inner.on_kube_object(watch, object))
+            .unwrap_or_else(|| {
+                ObjectEdit::Withheld("the gateway lost this session's plugins".into())
+            })
     }
 
     fn watch_ssh_output(&mut self, request: &SshRequest) -> OutputWatch {

@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
     http_types, portcullis::policy::host, ssh_types, types, HttpGuest, OutputStream, PolicyPlugin,
-    PolicyPluginIndices, SshGuest, SshOutputGuest,
+    PolicyPluginIndices, ResponseGuest, SshGuest, SshOutputGuest,
 };
 use super::engine::Running;
 use crate::protocols::postgres::sql::lineage::Lineage;
@@ -235,6 +235,9 @@ pub struct Linked {
     /// Its `http-plugin` interface (0.2.8), if it exports one.
     pub http:
         Option<super::bindings::guard::exports::portcullis::policy::http_plugin::GuestIndices>,
+    /// Its `http-response` interface (0.2.8), if it exports one.
+    pub response:
+        Option<super::bindings::guard::exports::portcullis::policy::http_response::GuestIndices>,
 }
 
 impl Linked {
@@ -257,12 +260,18 @@ impl Linked {
                 &pre,
             )
             .ok();
+        let response =
+            super::bindings::guard::exports::portcullis::policy::http_response::GuestIndices::new(
+                &pre,
+            )
+            .ok();
         Ok(Self {
             pre,
             plugin,
             ssh,
             output,
             http,
+            response,
         })
     }
 }
@@ -274,6 +283,7 @@ pub struct PluginInstance {
     ssh: Option<SshGuest>,
     output: Option<SshOutputGuest>,
     http: Option<HttpGuest>,
+    response: Option<ResponseGuest>,
     deadline_ticks: u64,
 }
 
@@ -303,7 +313,7 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         // Start-up code gets a generous deadline of its own; calls get theirs.
         store.set_epoch_deadline(START_DEADLINE_TICKS.max(deadline_ticks));
-        let (plugin, ssh, output, http) = {
+        let (plugin, ssh, output, http, response) = {
             let _running = Running::start();
             let instance = linked.pre.instantiate(&mut store)?;
             let plugin = linked.plugin.load(&mut store, &instance)?;
@@ -319,7 +329,11 @@ impl PluginInstance {
                 Some(indices) => Some(indices.load(&mut store, &instance)?),
                 None => None,
             };
-            (plugin, ssh, output, http)
+            let response = match &linked.response {
+                Some(indices) => Some(indices.load(&mut store, &instance)?),
+                None => None,
+            };
+            (plugin, ssh, output, http, response)
         };
         Ok(Self {
             store,
@@ -327,6 +341,7 @@ impl PluginInstance {
             ssh,
             output,
             http,
+            response,
             deadline_ticks,
         })
     }
@@ -435,6 +450,27 @@ impl PluginInstance {
         self.store.data_mut().notes = CallNotes::default();
         let http = self.http.as_ref()?;
         Some(http.call_on_http_request(&mut self.store, request))
+    }
+
+    /// `watch-response`; `None` when the plugin does not export
+    /// `http-response`.
+    pub fn watch_response(
+        &mut self,
+        request: &http_types::HttpRequest,
+    ) -> Option<wasmtime::Result<bool>> {
+        self.response.as_ref()?;
+        let _running = self.arm();
+        let response = self.response.as_ref()?;
+        Some(response.call_watch_response(&mut self.store, request))
+    }
+
+    /// `on-kube-object`; `None` when the plugin does not export
+    /// `http-response`.
+    pub fn on_kube_object(&mut self, object: &str) -> Option<wasmtime::Result<Option<String>>> {
+        self.response.as_ref()?;
+        let _running = self.arm();
+        let response = self.response.as_ref()?;
+        Some(response.call_on_kube_object(&mut self.store, object))
     }
 
     /// `on-ssh-request`; `None` when the plugin has no SSH hooks.

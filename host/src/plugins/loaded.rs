@@ -117,6 +117,12 @@ impl LoadedPlugin {
         self.linked.http.is_some()
     }
 
+    /// Whether the plugin exports `http-response` (contract 0.2.8 and
+    /// later).
+    pub fn watches_responses(&self) -> bool {
+        self.linked.response.is_some()
+    }
+
     /// Whether the plugin exports `ssh-output` (contract 0.2.7 and later).
     pub fn watches_output(&self) -> bool {
         self.linked.output.is_some()

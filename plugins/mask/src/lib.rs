@@ -63,17 +63,28 @@
 //! defeats any scanner; it catches secrets printed the ordinary way
 //! (`cat .env`, `env`, a log line). SFTP is not scanned.
 //!
+//! **Kubernetes Secrets** (`kubernetes_secrets = { except_groups = [...] }`;
+//! everyone when absent): on Kubernetes targets, every answer about
+//! Secrets — a `get`, each item of a list, each watch event, what a
+//! create or update returns — has the values of `data` and `stringData`
+//! masked (`data` as base64 of `********`), and the same inside the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation. Keys
+//! stay. The gateway asks the API server for plain JSON for these and
+//! withholds what it cannot read.
+//!
 //! Rules apply to everyone, or to `users` and `groups`; `except_groups`
 //! exempts (the SDK's `Audience`, as in `block` and `approve`).
 
 mod detect;
 mod hash;
+mod secrets;
 
 use detect::Detector;
 use portcullis_plugin_sdk::{
     deny_by, export_plugin, no_effects, parse_config, result_lineage, reuse_verdict,
     statement_effects, statement_lineage, Audience, Batch, Column, ColumnLineage, Edits, Effects,
-    Lineage, OutputStream, PgQuery, Plugin, ResultPlan, Session, SshRequest, Statement, Verdict,
+    HttpRequest, Lineage, OutputStream, PgQuery, Plugin, ResultPlan, Session, SshRequest,
+    Statement, Verdict,
 };
 use serde::Deserialize;
 
@@ -96,6 +107,22 @@ struct Config {
     /// SSH targets: detectors applied to what commands print.
     #[serde(default)]
     ssh_output: Option<SshOutput>,
+    /// Kubernetes targets: whose Secrets' values are masked (everyone's
+    /// when absent).
+    #[serde(default)]
+    kubernetes_secrets: Option<KubernetesSecrets>,
+}
+
+/// `kubernetes_secrets`: the audience whose Secrets are masked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KubernetesSecrets {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    except_groups: Vec<String>,
 }
 
 /// `ssh_output`: the content detectors run over what SSH commands (exec
@@ -188,6 +215,8 @@ pub struct Mask {
     current: Vec<(Treatment, bool)>,
     /// Scratch buffer for masks.
     scratch: Vec<u8>,
+    /// Kubernetes Secrets are masked for this session.
+    masks_secrets: bool,
 }
 
 /// A masked value: replaced by these bytes, or NULL.
@@ -539,6 +568,15 @@ impl Plugin for Mask {
             })
             .map(|(i, _)| i)
             .collect();
+        self.masks_secrets = match &self.config.kubernetes_secrets {
+            None => true,
+            Some(k) => Audience {
+                users: &k.users,
+                groups: &k.groups,
+                except_groups: &k.except_groups,
+            }
+            .includes(user, groups),
+        };
         self.ssh_detectors = match &self.config.ssh_output {
             Some(o)
                 if Audience {
@@ -556,6 +594,15 @@ impl Plugin for Mask {
             _ => Vec::new(),
         };
         Verdict::Allow
+    }
+
+    fn watch_response(&mut self, request: &HttpRequest) -> bool {
+        self.masks_secrets && secrets::about_secrets(request)
+    }
+
+    fn on_kube_object(&mut self, object: &str) -> Option<String> {
+        // Only answers about Secrets are watched (see `watch_response`).
+        secrets::mask(object)
     }
 
     fn watch_ssh_output(&mut self, _request: &SshRequest) -> bool {

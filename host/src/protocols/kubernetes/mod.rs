@@ -20,6 +20,7 @@
 //! Not yet here: the plugin hooks, WebSocket exec and its recordings.
 
 pub mod judge;
+pub mod objects;
 pub mod record;
 pub mod request;
 pub mod server;

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::judge;
+use super::objects;
 use super::record::SessionEvents;
 use super::request::RequestInfo;
 use super::status::{self, Reason};
@@ -40,7 +41,9 @@ use crate::gateway::admission::{self, Refusal, RefusalKind};
 use crate::gateway::core::ActiveGuard;
 use crate::gateway::lifecycle::{SessionLife, Stop, Traffic};
 use crate::identity::Identity;
-use crate::policy::{EndReason, HttpRequest, QueryNote, SessionInfo, SessionPolicy};
+use crate::policy::{
+    EndReason, HttpRequest, ObjectEdit, OutputWatch, QueryNote, SessionInfo, SessionPolicy,
+};
 
 /// The largest request body plugins judge (the API server's own limit is
 /// 3 MiB); a larger write to a judged target is refused.
@@ -371,6 +374,7 @@ impl Connection {
             (body.boxed(), None)
         };
         let headers = super::upstream::forwarded_headers(&parts.headers);
+        let mut watch = OutputWatch::default();
         if judged {
             let asked = HttpRequest {
                 method: parts.method.to_string(),
@@ -411,6 +415,13 @@ impl Connection {
                 started.refused(None, &message).await;
                 return refusal(Reason::Forbidden, &message, Some(&info));
             }
+            watch = {
+                let mut ended = session.ended.lock().unwrap_or_else(|p| p.into_inner());
+                match ended.as_mut() {
+                    Some((_, p)) => p.watch_response(&asked),
+                    None => OutputWatch(vec![usize::MAX]),
+                }
+            };
         }
         if identity.delegation.as_ref().is_some_and(|d| d.read_only)
             && !reads_only(&info, parts.method.as_str(), upgrade)
@@ -450,6 +461,16 @@ impl Connection {
             Request::new(Counted::new(body, session.traffic.clone(), true).boxed());
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.headers_mut() = headers;
+        if watch.any() {
+            // Plain JSON objects plugins can read: no protobuf, no tables,
+            // no compression.
+            let h = upstream_request.headers_mut();
+            h.insert(
+                hyper::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
+            h.remove(hyper::header::ACCEPT_ENCODING);
+        }
         match uri.parse() {
             Ok(u) => *upstream_request.uri_mut() = u,
             Err(_) => {
@@ -479,9 +500,24 @@ impl Connection {
                     .await;
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                let body = if watch.any() {
+                    match watched_body(&session, watch, &info, &mut parts, body).await {
+                        Ok(b) => b,
+                        Err(why) => {
+                            tracing::warn!(session = session.info.session_id, reason = %why, "response withheld");
+                            return refusal(
+                                Reason::Forbidden,
+                                &format!("portcullis: the response was withheld: {why}"),
+                                Some(&info),
+                            );
+                        }
+                    }
+                } else {
+                    body.boxed()
+                };
                 Response::from_parts(
                     parts,
-                    Counted::new(body.boxed(), session.traffic.clone(), false).boxed(),
+                    Counted::new(body, session.traffic.clone(), false).boxed(),
                 )
             }
             Err(e) => {
@@ -621,6 +657,64 @@ fn reads_only(info: &RequestInfo, method: &str, upgrade: bool) -> bool {
             info.subresource.as_deref(),
             Some("exec" | "attach" | "portforward" | "proxy")
         )
+}
+
+/// The body of a response plugins watch: each object shown to them (a
+/// watch as its events arrive, anything else read whole); `Err` says why
+/// it is withheld.
+async fn watched_body(
+    session: &Arc<Session>,
+    watch: OutputWatch,
+    info: &RequestInfo,
+    parts: &mut hyper::http::response::Parts,
+    body: Incoming,
+) -> Result<Body, String> {
+    let header = |name: hyper::header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    if header(hyper::header::CONTENT_ENCODING).is_some_and(|e| e != "identity") {
+        return Err("the API server compressed it".into());
+    }
+    let json =
+        header(hyper::header::CONTENT_TYPE).is_some_and(|t| t.starts_with("application/json"));
+    if !json {
+        return Err(
+            "the API server did not answer with JSON, so the plugins that watch it cannot read it"
+                .into(),
+        );
+    }
+    let edit: objects::Editor = {
+        let session = session.clone();
+        Arc::new(move |object: &str| {
+            let mut ended = session.ended.lock().unwrap_or_else(|p| p.into_inner());
+            match ended.as_mut() {
+                Some((_, p)) => p.on_kube_object(&watch, object),
+                None => ObjectEdit::Withheld("the session has ended".into()),
+            }
+        })
+    };
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    if info.verb == "watch" {
+        return Ok(objects::WatchedStream::new(body.boxed(), edit).boxed());
+    }
+    let bytes = http_body_util::Limited::new(body, objects::MAX_DOCUMENT)
+        .collect()
+        .await
+        .map_err(|e| {
+            format!(
+                "it could not be read whole ({e}; at most {} MiB)",
+                objects::MAX_DOCUMENT >> 20
+            )
+        })?
+        .to_bytes();
+    let edited = objects::edit_document(&bytes, &edit)?;
+    Ok(Full::new(Bytes::from(edited))
+        .map_err(|never| match never {})
+        .boxed())
 }
 
 /// Removes the headers that name the API server's connection to the
