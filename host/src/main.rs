@@ -43,6 +43,11 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// kubectl through the gateway.
+    Kube {
+        #[command(subcommand)]
+        action: KubeAction,
+    },
     /// SSH through the gateway.
     Ssh {
         #[command(subcommand)]
@@ -141,6 +146,58 @@ impl ApiArgs {
         };
         Ok(portcullis::cli::AdminClient::new(&self.api, token)?)
     }
+}
+
+/// Where `kube login` and `kube credential` get the token.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct KubeTokenArgs {
+    /// File holding the token, read each time kubectl asks.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Command (sh -c) that prints the token, run each time kubectl asks,
+    /// e.g. "az account get-access-token --query accessToken -o tsv".
+    #[arg(long)]
+    token_command: Option<String>,
+}
+
+impl KubeTokenArgs {
+    fn source(self) -> portcullis::cli::kube_login::TokenSource {
+        use portcullis::cli::kube_login::TokenSource;
+        match (self.token_file, self.token_command) {
+            (Some(f), _) => TokenSource::File(f),
+            (None, Some(c)) => TokenSource::Command(c),
+            (None, None) => TokenSource::File(PathBuf::from("-")),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KubeAction {
+    /// Write a kubeconfig for one Kubernetes target of the gateway, whose
+    /// credential is `portcullis kube credential` (kubectl gets a fresh
+    /// token itself).
+    Login {
+        /// The target's name on the gateway.
+        #[arg(long)]
+        target: String,
+        /// The gateway's Kubernetes listener, https://HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// CA certificate that signed the gateway's (default: the system's).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        token: KubeTokenArgs,
+        /// The kubeconfig to write (default: ~/.portcullis/kube/TARGET.kubeconfig).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Print an ExecCredential with the token (what kubectl runs).
+    Credential {
+        #[command(flatten)]
+        token: KubeTokenArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -367,6 +424,37 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Kube { action } => {
+            use portcullis::cli::kube_login;
+            let mut out = std::io::stdout().lock();
+            match action {
+                KubeAction::Login {
+                    target,
+                    server,
+                    ca_file,
+                    token,
+                    kubeconfig,
+                } => {
+                    let args = kube_login::LoginArgs {
+                        kubeconfig: kubeconfig
+                            .unwrap_or_else(|| kube_login::default_kubeconfig(&target)),
+                        target,
+                        server,
+                        ca_file,
+                        source: token.source(),
+                    };
+                    kube_login::login(&args, &mut out)?;
+                }
+                KubeAction::Credential { token } => {
+                    let token = kube_login::token(&token.source())?;
+                    std::io::Write::write_all(
+                        &mut out,
+                        format!("{}\n", kube_login::exec_credential(&token)).as_bytes(),
+                    )?;
+                }
+            }
+            Ok(())
         }
         Command::Ssh {
             action:

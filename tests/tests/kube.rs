@@ -883,3 +883,74 @@ async fn secrets_are_masked_in_every_answer_kubectl_can_ask_for() {
     assert!(r.ok, "{}", r.err);
     assert_eq!(r.out, "aHVudGVyMg==");
 }
+
+/// `portcullis kube login` writes a kubeconfig whose credential plugin is
+/// `portcullis kube credential`: plain kubectl then reaches the target as
+/// the token's person, from a token file or a token command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_login_writes_a_kubeconfig_kubectl_uses_as_is() {
+    let api = KubeStandIn::start().await;
+    let (gw, url) = portcullis_e2e::kube::gateway(&api, "").await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, gw.token("alice@example.com")).expect("token file");
+    let server = url.trim_end_matches("/prod").to_string();
+    let ca = portcullis_e2e::cluster().cert.display().to_string();
+    for (name, source) in [
+        (
+            "from-file",
+            vec!["--token-file".to_string(), token_file.display().to_string()],
+        ),
+        (
+            "from-command",
+            vec![
+                "--token-command".to_string(),
+                format!("cat {}", token_file.display()),
+            ],
+        ),
+    ] {
+        let kubeconfig = dir.path().join(format!("{name}.kubeconfig"));
+        let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
+            .args([
+                "kube",
+                "login",
+                "--target",
+                "prod",
+                "--server",
+                &server,
+                "--ca-file",
+                &ca,
+            ])
+            .args(&source)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .output()
+            .expect("portcullis runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&kubeconfig)
+                .expect("written")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "the kubeconfig is readable by others");
+        let r = portcullis_e2e::kube::kubectl(
+            &kubeconfig,
+            &["get", "pods", "-n", "default", "-o", "name"],
+        )
+        .await;
+        assert!(r.ok, "{name}: {}", r.err);
+        assert_eq!(r.out.trim(), "pod/web-1");
+    }
+    let last = api.seen().pop().expect("requests");
+    assert!(
+        last.headers
+            .iter()
+            .any(|(k, v)| k == "impersonate-user" && v == "alice@example.com"),
+        "{:?}",
+        last.headers
+    );
+}

@@ -9,6 +9,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod kube_login;
 pub mod play;
 pub mod plugins;
 pub mod sessions;
