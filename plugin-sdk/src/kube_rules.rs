@@ -228,18 +228,38 @@ fn scales_to_zero(kube: &KubeRequest, request: &HttpRequest) -> bool {
             .get("spec")
             .and_then(|s| s.get("replicas"))
             .is_some_and(is_zero),
-        // A JSON patch: any operation that puts 0 at /spec/replicas.
+        // A JSON patch: any operation that puts 0 at /spec/replicas, or
+        // an object holding it at /spec or the root; a copy or move there
+        // puts a value the rule cannot see, so it counts.
         Ok(Value::Array(ops)) => ops.iter().any(|op| {
-            op.get("path").and_then(Value::as_str) == Some("/spec/replicas")
-                && op.get("value").is_some_and(is_zero)
+            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+            let value = op.get("value");
+            match op.get("op").and_then(Value::as_str) {
+                Some("add" | "replace") => match path {
+                    "/spec/replicas" => value.is_some_and(is_zero),
+                    "/spec" => value.and_then(|v| v.get("replicas")).is_some_and(is_zero),
+                    "" | "/" => value
+                        .and_then(|v| v.get("spec"))
+                        .and_then(|s| s.get("replicas"))
+                        .is_some_and(is_zero),
+                    _ => false,
+                },
+                Some("copy" | "move") => {
+                    matches!(path, "" | "/" | "/spec" | "/spec/replicas")
+                }
+                _ => false,
+            }
         }),
         Ok(_) => false,
-        // YAML (server-side apply) or unreadable: by its text.
+        Err(_) if !is_yaml(request) => true,
+        // YAML (server-side apply): by its text; escapes, quotes and
+        // aliases the rule cannot follow count as setting it.
         Err(_) => {
-            let text: String = String::from_utf8_lossy(body)
-                .chars()
-                .filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
-                .collect();
+            let raw = String::from_utf8_lossy(body);
+            if raw.contains(['\\', '&', '*', '"', '\'', '{']) {
+                return true;
+            }
+            let text: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
             text.match_indices("replicas:").any(|(i, m)| {
                 let rest = &text[i + m.len()..];
                 let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -247,6 +267,17 @@ fn scales_to_zero(kube: &KubeRequest, request: &HttpRequest) -> bool {
             })
         }
     }
+}
+
+/// Whether the request's body is YAML (server-side apply's
+/// `application/apply-patch+yaml`, or `application/yaml`).
+fn is_yaml(request: &HttpRequest) -> bool {
+    request.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && String::from_utf8_lossy(&h.value)
+                .to_ascii_lowercase()
+                .contains("yaml")
+    })
 }
 
 /// Whether a JSON value is the number 0 (or the string "0").
@@ -429,6 +460,12 @@ mod tests {
         let with = |verb: &str, resource: &str, body: &str| {
             let mut r = request(verb, resource, Some("prod"), Some("web"));
             r.body = Some(body.as_bytes().to_vec());
+            if !body.starts_with(['{', '[']) {
+                r.headers.push(crate::Header {
+                    name: "Content-Type".into(),
+                    value: b"application/apply-patch+yaml".to_vec(),
+                });
+            }
             zero.check(&r).is_some()
         };
         assert!(with(
@@ -448,6 +485,45 @@ mod tests {
         ));
         assert!(with("patch", "deployments.apps", "spec:\n  replicas: 0\n"));
         assert!(with("patch", "deployments.apps", "spec: {replicas: 00}"));
+        // Parents, copies and YAML the text reading cannot follow.
+        assert!(with(
+            "patch",
+            "deployments.apps/scale",
+            r#"[{"op":"replace","path":"/spec","value":{"replicas":0}}]"#
+        ));
+        assert!(with(
+            "patch",
+            "deployments.apps",
+            r#"[{"op":"add","path":"","value":{"spec":{"replicas":0}}}]"#
+        ));
+        assert!(with(
+            "patch",
+            "deployments.apps",
+            r#"[{"op":"copy","from":"/spec/minReadySeconds","path":"/spec/replicas"}]"#
+        ));
+        assert!(with(
+            "patch",
+            "deployments.apps",
+            "spec:\n  \"repl\\u0069cas\": 0\n"
+        ));
+        assert!(with(
+            "patch",
+            "deployments.apps",
+            "a: &k replicas\nspec:\n  *k : 0\n"
+        ));
+        // A body in another encoding (protobuf) cannot be read: it counts.
+        let mut binary = request(
+            "update",
+            "deployments.apps/scale",
+            Some("prod"),
+            Some("web"),
+        );
+        binary.body = Some(b"k8s\x00\x0a\x0e".to_vec());
+        binary.headers.push(crate::Header {
+            name: "content-type".into(),
+            value: b"application/vnd.kubernetes.protobuf".to_vec(),
+        });
+        assert!(zero.check(&binary).is_some());
         assert!(!with(
             "patch",
             "deployments.apps/scale",

@@ -954,3 +954,64 @@ async fn kube_login_writes_a_kubeconfig_kubectl_uses_as_is() {
         last.headers
     );
 }
+
+/// The official Python client (HTTP/1.1, its own request building) through
+/// the gateway: it lists and reads as the person, a rule refuses its
+/// delete with a 403 it can read, and Secrets reach it masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_reads_is_refused_and_sees_masked_secrets() {
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
+    let extra = format!(
+        "plugins = [\"block\", \"mask\"]\n\n[[plugins]]\nname = \"block\"\npath = {:?}\n[plugins.config]\nrules = [{{ name = \"no-namespace-deletes\", verbs = [\"delete\"], resources = [\"namespaces\"] }}]\n\n[[plugins]]\nname = \"mask\"\npath = {:?}\n",
+        portcullis_e2e::plugin_wasm("block").display().to_string(),
+        portcullis_e2e::plugin_wasm("mask").display().to_string(),
+    );
+    let (gw, url) = portcullis_e2e::kube::gateway(&api, &extra).await;
+    let config = portcullis_e2e::kube::kubeconfig(dir.path(), &url, &gw.token("alice@example.com"));
+    let script = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+print("pods", sorted(p.metadata.name for p in v1.list_pod_for_all_namespaces().items))
+print("secret", v1.read_namespaced_secret("db", "prod").data["password"])
+try:
+    v1.delete_namespace("prod")
+    print("deleted")
+except ApiException as e:
+    print("refused", e.status, e.reason)
+    print("body", e.body)
+"#;
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&config)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("pods ['coredns', 'web-1']"), "{stdout}");
+    assert!(stdout.contains("secret KioqKioqKio="), "{stdout}");
+    assert!(
+        portcullis_e2e::find_leak(&stdout, &["hunter2"]).is_none(),
+        "{stdout}"
+    );
+    assert!(stdout.contains("refused 403"), "{stdout}");
+    assert!(stdout.contains("no-namespace-deletes"), "{stdout}");
+    assert!(
+        api.seen().iter().all(|s| s.method == "GET"),
+        "{:?}",
+        api.seen()
+    );
+    assert!(api.seen().iter().all(|s| s
+        .headers
+        .iter()
+        .any(|(k, v)| k == "impersonate-user" && v == "alice@example.com")));
+}

@@ -596,6 +596,13 @@ impl Plugin for Mask {
         Verdict::Allow
     }
 
+    fn on_http_request(&mut self, request: &HttpRequest) -> Verdict {
+        match secrets::refusal(request) {
+            Some(why) if self.masks_secrets => deny_by("kubernetes-secrets", why),
+            _ => Verdict::Allow,
+        }
+    }
+
     fn watch_response(&mut self, request: &HttpRequest) -> bool {
         self.masks_secrets && secrets::about_secrets(request)
     }

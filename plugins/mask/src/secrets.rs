@@ -22,14 +22,75 @@ pub fn about_secrets(request: &portcullis_plugin_sdk::HttpRequest) -> bool {
         .is_some_and(|k| k.api_group.is_empty() && k.resource.as_deref() == Some("secrets"))
 }
 
-/// A Secret (JSON text) with its values masked; `None` when there is
-/// nothing to mask (a `Status`, a Secret without values).
+/// Why a request about Secrets is refused for someone whose Secrets are
+/// masked: a JSON patch that copies, moves or tests a value (`copy` from
+/// `/data/password` into an annotation would answer with the value in
+/// clear; `test` confirms a guess), or one that cannot be read.
+pub fn refusal(request: &portcullis_plugin_sdk::HttpRequest) -> Option<String> {
+    if !about_secrets(request) {
+        return None;
+    }
+    let kube = request.kube.as_ref()?;
+    if kube.verb != "patch" {
+        return None;
+    }
+    let json_patch = request.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && String::from_utf8_lossy(&h.value)
+                .to_ascii_lowercase()
+                .contains("json-patch")
+    });
+    let body = request.body.as_deref().unwrap_or_default();
+    let ops = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(ops)) => ops,
+        Ok(_) if !json_patch => return None,
+        _ => {
+            return Some(
+                "blocked by portcullis mask: a JSON patch of a Secret that cannot be read".into(),
+            )
+        }
+    };
+    let reads_values = ops.iter().any(|op| {
+        op.get("from").is_some()
+            || matches!(
+                op.get("op").and_then(Value::as_str),
+                Some("copy" | "move" | "test")
+            )
+    });
+    reads_values.then(|| {
+        "blocked by portcullis mask: a JSON patch of a Secret may not copy, move or test its values (they are masked for you); use add, replace or remove".to_string()
+    })
+}
+
+/// What a `Status` about a Secret says instead of its message (an error
+/// can quote the value a request tried to put elsewhere).
+pub const WITHHELD_MESSAGE: &str =
+    "[message withheld by portcullis: an error about a Secret may quote its values]";
+
+/// A Secret (JSON text) with its values masked — also a Secret inside a
+/// watch event's `object` — and an error's message withheld; `None` when
+/// there is nothing to mask.
 pub fn mask(object: &str) -> Option<String> {
     let mut v: Value = serde_json::from_str(object).ok()?;
     if v.get("kind").and_then(Value::as_str) == Some("Status") {
-        return None;
+        let quoted = v.get("message").is_some() || v.get("details").is_some();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message".into(), Value::String(WITHHELD_MESSAGE.into()));
+            o.remove("details");
+        }
+        return quoted.then(|| v.to_string());
     }
-    let mut changed = mask_values(&mut v);
+    let mut changed = false;
+    if let Some(inner) = v.get_mut("object") {
+        changed |= mask_secret(inner);
+    }
+    changed |= mask_secret(&mut v);
+    changed.then(|| v.to_string())
+}
+
+/// Masks one Secret's values and its last-applied copy; whether any.
+fn mask_secret(v: &mut Value) -> bool {
+    let mut changed = mask_values(v);
     if let Some(annotations) = v
         .get_mut("metadata")
         .and_then(|m| m.get_mut("annotations"))
@@ -48,7 +109,7 @@ pub fn mask(object: &str) -> Option<String> {
             changed = true;
         }
     }
-    changed.then(|| v.to_string())
+    changed
 }
 
 /// Masks the values of `data` and `stringData`; whether there were any.
@@ -76,6 +137,56 @@ fn mask_values(v: &mut Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_plugin_sdk::{Header, HttpRequest, KubeRequest};
+
+    fn patch_request(content_type: &str, body: &str) -> HttpRequest {
+        HttpRequest {
+            method: "PATCH".into(),
+            path: "/api/v1/namespaces/prod/secrets/db".into(),
+            query: Some("dryRun=All".into()),
+            headers: vec![Header {
+                name: "content-type".into(),
+                value: content_type.as_bytes().to_vec(),
+            }],
+            body: Some(body.as_bytes().to_vec()),
+            kube: Some(KubeRequest {
+                verb: "patch".into(),
+                is_resource: true,
+                api_group: "".into(),
+                api_version: "v1".into(),
+                resource: Some("secrets".into()),
+                subresource: None,
+                namespace: Some("prod".into()),
+                name: Some("db".into()),
+                exec: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_patch_that_copies_moves_or_tests_a_value_is_refused() {
+        for body in [
+            r#"[{"op":"copy","from":"/data/password","path":"/metadata/annotations/x"}]"#,
+            r#"[{"op":"move","from":"/data/password","path":"/type"}]"#,
+            r#"[{"op":"test","path":"/data/password","value":"aHVudGVyMg=="}]"#,
+            "not json",
+        ] {
+            assert!(
+                refusal(&patch_request("application/json-patch+json", body)).is_some(),
+                "{body}"
+            );
+        }
+        assert!(refusal(&patch_request(
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"/data/password","value":"bmV3"}]"#
+        ))
+        .is_none());
+        assert!(refusal(&patch_request(
+            "application/merge-patch+json",
+            r#"{"data":{"a":"Yg=="}}"#
+        ))
+        .is_none());
+    }
 
     #[test]
     fn values_and_the_applied_copy_are_masked_and_keys_stay() {
@@ -100,8 +211,15 @@ mod tests {
         )
         .expect("JSON");
         assert_eq!(inner["stringData"]["password"], MASKED_TEXT);
-        // A status passes; an unreadable annotation does not.
-        assert!(mask(r#"{"kind":"Status","message":"x"}"#).is_none());
+        // An error's message is withheld; an unreadable annotation too.
+        let status = mask(
+            r#"{"kind":"Status","message":"type: Invalid value: \"aHVudGVyMg==\"","code":422}"#,
+        )
+        .expect("withheld");
+        assert!(
+            !status.contains("aHVudGVyMg==") && status.contains("422"),
+            "{status}"
+        );
         let odd =
             serde_json::json!({"metadata": {"annotations": {LAST_APPLIED: "password: hunter2"}}});
         assert!(!mask(&odd.to_string()).expect("masked").contains("hunter2"));

@@ -343,11 +343,28 @@ impl Connection {
             None => format!("{} {rest}", request.method()),
         };
         let mut started = session.events.start(&info, &text);
+        // Before any plugin: a read-only token's write never opens an
+        // approval request (nor uses a grant).
+        if identity.delegation.as_ref().is_some_and(|d| d.read_only)
+            && !reads_only(&info, request.method().as_str(), upgrade)
+        {
+            let why = "this delegated token is read-only: it may get, list and watch, and nothing that changes the cluster or runs a command (exec, attach, port-forward, proxy)";
+            started.refused(Some("gateway"), why).await;
+            return refusal(
+                Reason::Forbidden,
+                &format!("portcullis: {why}"),
+                Some(&info),
+            );
+        }
         let (parts, body) = request.into_parts();
         // A write's body is read whole when plugins judge the target.
         let judged = !target.cfg.plugins.is_empty();
-        let reads_body =
-            judged && !upgrade && matches!(info.verb.as_str(), "create" | "update" | "patch");
+        let reads_body = judged
+            && !upgrade
+            && matches!(
+                info.verb.as_str(),
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            );
         let (body, held_body): (Body, Option<Bytes>) = if reads_body {
             match http_body_util::Limited::new(body, MAX_JUDGED_BODY)
                 .collect()
@@ -393,10 +410,7 @@ impl Connection {
                 judge::verdict(ended.as_mut().map(|(_, p)| p), &asked, &mut note)
             };
             // What an approver sees, and what a later request must match.
-            let approval_text = match &held_body {
-                Some(b) => format!("{text}\n\n{}", String::from_utf8_lossy(b)),
-                None => text.clone(),
-            };
+            let approval_text = approval_text(&text, &info, &parts.headers, held_body.as_ref());
             let who = judge::requester(
                 session.info.session_id,
                 &session.info.identity,
@@ -422,17 +436,6 @@ impl Connection {
                     None => OutputWatch(vec![usize::MAX]),
                 }
             };
-        }
-        if identity.delegation.as_ref().is_some_and(|d| d.read_only)
-            && !reads_only(&info, parts.method.as_str(), upgrade)
-        {
-            let why = "this delegated token is read-only: it may get, list and watch, and nothing that changes the cluster or runs a command (exec, attach, port-forward, proxy)";
-            started.refused(Some("gateway"), why).await;
-            return refusal(
-                Reason::Forbidden,
-                &format!("portcullis: {why}"),
-                Some(&info),
-            );
         }
         if upgrade {
             let why = "exec, attach and port-forward are not relayed by this gateway yet";
@@ -639,6 +642,35 @@ impl Connection {
         sessions.insert(key, session.clone());
         Ok(session)
     }
+}
+
+/// What an approver sees of a request, and what a later request must
+/// match to run under the approval: the request line, the body's content
+/// type, and the body — its SHA-256 instead when it is not text or when
+/// it is about Secrets (approvers must not read their values).
+fn approval_text(
+    line: &str,
+    info: &RequestInfo,
+    headers: &hyper::HeaderMap,
+    body: Option<&Bytes>,
+) -> String {
+    let Some(body) = body.filter(|b| !b.is_empty()) else {
+        return line.to_string();
+    };
+    let content_type = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    let secret = info.api_group.is_empty() && info.resource.as_deref() == Some("secrets");
+    let shown = match std::str::from_utf8(body) {
+        Ok(text) if !secret => text.to_string(),
+        _ => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, body);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            format!("[{} bytes, sha256 {hex}; not shown]", body.len())
+        }
+    };
+    format!("{line}\nContent-Type: {content_type}\n\n{shown}")
 }
 
 /// Whether a request only reads: `get`, `list` or `watch` of a resource
