@@ -88,8 +88,19 @@ async fn load(
                 let request = request.body(Empty::<Bytes>::new()).expect("request");
                 let started = Instant::now();
                 let response = sender.send_request(request).await.expect("response");
-                assert_eq!(response.status(), 200, "GET {prefix}{PATH}");
-                response.into_body().collect().await.expect("body");
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert_eq!(
+                    status,
+                    200,
+                    "GET {prefix}{PATH}: {}",
+                    String::from_utf8_lossy(&body)
+                );
                 latencies.push(started.elapsed());
             }
             latencies
