@@ -35,6 +35,8 @@ pub struct SessionInfo {
 /// Kubernetes target).
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
+    /// Its number in the session (objects of its answer name it).
+    pub id: u64,
     /// The method (`GET`, ...).
     pub method: String,
     /// The path upstream (without the target's prefix), percent-decoded.
@@ -427,11 +429,12 @@ pub trait SessionPolicy: Send {
         OutputWatch::default()
     }
 
-    /// HTTP: one object of a response `watch` covers (JSON text), before
+    /// HTTP: one object of the response to request `request_id` that
+    /// `watch` covers (JSON text), before
     /// the client gets it: unchanged, replaced, or withheld (a plugin that
     /// watched it failed closed).
-    fn on_kube_object(&mut self, watch: &OutputWatch, object: &str) -> ObjectEdit {
-        let _ = (watch, object);
+    fn on_kube_object(&mut self, watch: &OutputWatch, request_id: u64, object: &str) -> ObjectEdit {
+        let _ = (watch, request_id, object);
         ObjectEdit::Unchanged
     }
 

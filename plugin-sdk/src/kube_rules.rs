@@ -337,6 +337,7 @@ mod tests {
             None => (res, ""),
         };
         HttpRequest {
+            id: 1,
             method: "GET".into(),
             path: "/".into(),
             query: None,

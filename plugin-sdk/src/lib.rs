@@ -374,10 +374,12 @@ pub trait Plugin: Default + 'static {
 
     /// One object of a watched response, as JSON text — the response
     /// itself, each item of a list, the object of each watch event
-    /// (contract 0.2.8). `Some(json)` (a JSON object) is sent instead;
-    /// `None` sends it unchanged.
-    fn on_kube_object(&mut self, object: &str) -> Option<String> {
-        let _ = object;
+    /// (contract 0.2.8) — answering the request whose `id` is
+    /// `request_id` (a session's requests may be in flight together).
+    /// `Some(json)` (a JSON object) is sent instead; `None` sends it
+    /// unchanged.
+    fn on_kube_object(&mut self, request_id: u64, object: &str) -> Option<String> {
+        let _ = (request_id, object);
         None
     }
 
@@ -489,8 +491,8 @@ macro_rules! export_plugin {
                 fn watch_response(request: $crate::HttpRequest) -> bool {
                     STATE.with(|s| s.borrow_mut().watch_response(&request))
                 }
-                fn on_kube_object(object: String) -> Option<String> {
-                    STATE.with(|s| s.borrow_mut().on_kube_object(&object))
+                fn on_kube_object(request_id: u64, object: String) -> Option<String> {
+                    STATE.with(|s| s.borrow_mut().on_kube_object(request_id, &object))
                 }
             }
 

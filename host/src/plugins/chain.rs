@@ -154,6 +154,7 @@ fn to_query(sql: &str, prepared: Option<&str>, s: &QuerySummary) -> types::Event
 /// The contract's form of an HTTP request.
 fn to_http_request(r: &HttpRequest) -> http_types::HttpRequest {
     http_types::HttpRequest {
+        id: r.id,
         method: r.method.clone(),
         path: r.path.clone(),
         query: r.query.clone(),
@@ -599,7 +600,7 @@ impl ChainInner {
     /// One object of a watched response through each watching member in
     /// chain order (each sees the one before's edit). A fail-closed
     /// member that fails withholds it.
-    fn on_kube_object(&mut self, watch: &OutputWatch, object: &str) -> ObjectEdit {
+    fn on_kube_object(&mut self, watch: &OutputWatch, request_id: u64, object: &str) -> ObjectEdit {
         let mut edited: Option<String> = None;
         for &i in &watch.0 {
             if i >= self.members.len() {
@@ -607,7 +608,9 @@ impl ChainInner {
             }
             let failure = self.members[i].plugin.failure;
             let current = edited.as_deref().unwrap_or(object);
-            match self.call(i, |inst| inst.on_kube_object(current).unwrap_or(Ok(None))) {
+            match self.call(i, |inst| {
+                inst.on_kube_object(request_id, current).unwrap_or(Ok(None))
+            }) {
                 Ok(Some(replacement)) => edited = Some(replacement),
                 Ok(None) => {}
                 Err(why) if failure == FailurePolicy::FailClosed => {
@@ -921,8 +924,8 @@ impl SessionPolicy for ChainSession {
             .unwrap_or(OutputWatch(vec![usize::MAX]))
     }
 
-    fn on_kube_object(&mut self, watch: &OutputWatch, object: &str) -> ObjectEdit {
-        self.with_inner(|inner| inner.on_kube_object(watch, object))
+    fn on_kube_object(&mut self, watch: &OutputWatch, request_id: u64, object: &str) -> ObjectEdit {
+        self.with_inner(|inner| inner.on_kube_object(watch, request_id, object))
             .unwrap_or_else(|| {
                 ObjectEdit::Withheld("the gateway lost this session's plugins".into())
             })

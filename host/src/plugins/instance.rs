@@ -466,11 +466,15 @@ impl PluginInstance {
 
     /// `on-kube-object`; `None` when the plugin does not export
     /// `http-response`.
-    pub fn on_kube_object(&mut self, object: &str) -> Option<wasmtime::Result<Option<String>>> {
+    pub fn on_kube_object(
+        &mut self,
+        request_id: u64,
+        object: &str,
+    ) -> Option<wasmtime::Result<Option<String>>> {
         self.response.as_ref()?;
         let _running = self.arm();
         let response = self.response.as_ref()?;
-        Some(response.call_on_kube_object(&mut self.store, object))
+        Some(response.call_on_kube_object(&mut self.store, request_id, object))
     }
 
     /// `on-ssh-request`; `None` when the plugin has no SSH hooks.

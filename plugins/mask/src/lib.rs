@@ -607,7 +607,7 @@ impl Plugin for Mask {
         self.masks_secrets && secrets::about_secrets(request)
     }
 
-    fn on_kube_object(&mut self, object: &str) -> Option<String> {
+    fn on_kube_object(&mut self, _request_id: u64, object: &str) -> Option<String> {
         // Only answers about Secrets are watched (see `watch_response`).
         secrets::mask(object)
     }

@@ -141,6 +141,7 @@ mod tests {
 
     fn patch_request(content_type: &str, body: &str) -> HttpRequest {
         HttpRequest {
+            id: 1,
             method: "PATCH".into(),
             path: "/api/v1/namespaces/prod/secrets/db".into(),
             query: Some("dryRun=All".into()),

@@ -63,6 +63,8 @@ struct Session {
     ended: Mutex<Option<(SessionLife, Box<dyn SessionPolicy>)>>,
     events: Arc<SessionEvents>,
     traffic: Arc<Counters>,
+    /// Requests judged so far (each one's number for the plugins).
+    requests: AtomicU64,
     /// Waits for the session's stop (revocation, shutdown).
     watcher: tokio::task::JoinHandle<()>,
 }
@@ -392,8 +394,10 @@ impl Connection {
         };
         let headers = super::upstream::forwarded_headers(&parts.headers);
         let mut watch = OutputWatch::default();
+        let mut request_id = 0;
         if judged {
             let asked = HttpRequest {
+                id: session.requests.fetch_add(1, Ordering::Relaxed) + 1,
                 method: parts.method.to_string(),
                 path: info.path.clone(),
                 query: parts.uri.query().map(str::to_string),
@@ -429,6 +433,7 @@ impl Connection {
                 started.refused(None, &message).await;
                 return refusal(Reason::Forbidden, &message, Some(&info));
             }
+            request_id = asked.id;
             watch = {
                 let mut ended = session.ended.lock().unwrap_or_else(|p| p.into_inner());
                 match ended.as_mut() {
@@ -504,7 +509,7 @@ impl Connection {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 let body = if watch.any() {
-                    match watched_body(&session, watch, &info, &mut parts, body).await {
+                    match watched_body(&session, watch, request_id, &info, &mut parts, body).await {
                         Ok(b) => b,
                         Err(why) => {
                             tracing::warn!(session = session.info.session_id, reason = %why, "response withheld");
@@ -637,6 +642,7 @@ impl Connection {
             info,
             ended: Mutex::new(Some((life, policy))),
             traffic: Default::default(),
+            requests: AtomicU64::new(0),
             watcher,
         });
         sessions.insert(key, session.clone());
@@ -697,6 +703,7 @@ fn reads_only(info: &RequestInfo, method: &str, upgrade: bool) -> bool {
 async fn watched_body(
     session: &Arc<Session>,
     watch: OutputWatch,
+    request_id: u64,
     info: &RequestInfo,
     parts: &mut hyper::http::response::Parts,
     body: Incoming,
@@ -724,7 +731,7 @@ async fn watched_body(
         Arc::new(move |object: &str| {
             let mut ended = session.ended.lock().unwrap_or_else(|p| p.into_inner());
             match ended.as_mut() {
-                Some((_, p)) => p.on_kube_object(&watch, object),
+                Some((_, p)) => p.on_kube_object(&watch, request_id, object),
                 None => ObjectEdit::Withheld("the session has ended".into()),
             }
         })
