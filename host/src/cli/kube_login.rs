@@ -177,7 +177,7 @@ pub fn token(source: &TokenSource) -> Result<String, CliError> {
 pub fn exec_credential(token: &str) -> serde_json::Value {
     let mut status = json!({ "token": token });
     if let Some(exp) = expiry(token) {
-        status["expirationTimestamp"] = json!(rfc3339(exp));
+        status["expirationTimestamp"] = json!(crate::store::format_time(exp as i64 * 1_000_000));
     }
     json!({
         "apiVersion": "client.authentication.k8s.io/v1",
@@ -197,28 +197,6 @@ fn expiry(token: &str) -> Option<u64> {
     claims.get("exp")?.as_u64()
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (`2026-12-02T17:04:05Z`).
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,14 +209,12 @@ mod tests {
         let cred = exec_credential(&format!("h.{claims}.s"));
         assert_eq!(
             cred["status"]["expirationTimestamp"],
-            "2026-12-02T17:00:00Z"
+            "2026-12-02T17:00:00.000Z"
         );
         assert_eq!(cred["kind"], "ExecCredential");
         assert!(exec_credential("opaque")["status"]
             .get("expirationTimestamp")
             .is_none());
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -130,3 +130,30 @@ pub async fn hold(
         Waited::Cancelled => Settled::Refused(HoldRefusal::Cancelled { id }),
     }
 }
+
+/// Why a held action does not run, in words for the client: `reason` is
+/// the policy's, `not_run` says what did not happen ("the command was not
+/// run"), `withdrawn` why a withdrawn request was ("the channel closed
+/// while it waited").
+pub fn refusal_words(why: HoldRefusal, reason: &str, not_run: &str, withdrawn: &str) -> String {
+    match why {
+        HoldRefusal::NotRequested(e) => format!(
+            "this needs approval ({reason}), but no request was made: {e}; ask an approver to decide your pending requests (portcullis approvals list), then try again"
+        ),
+        HoldRefusal::NotStored => format!(
+            "this needs approval ({reason}), but the gateway could not record the request; try again, and tell the gateway operator if it persists"
+        ),
+        HoldRefusal::Requested { id, grant_minutes } => format!(
+            "this needs approval: {reason}; approval request {id} was created. Ask an approver to run: portcullis approvals approve {id}; once approved, run the same command again within {grant_minutes} minutes"
+        ),
+        HoldRefusal::Denied { id, by } => {
+            format!("approval {id} was denied by {by}; {not_run}")
+        }
+        HoldRefusal::Expired { id, timeout_secs } => format!(
+            "approval {id} timed out after {timeout_secs} seconds without a decision; {not_run}. Run it again to ask again"
+        ),
+        HoldRefusal::Cancelled { id } => {
+            format!("approval {id} was withdrawn: {withdrawn}")
+        }
+    }
+}

@@ -82,24 +82,10 @@ pub fn requester<'a>(session_id: u64, identity: &'a Identity, target: &'a str) -
 
 /// Why a held request does not run, in words for the client.
 fn refusal(why: HoldRefusal, reason: &str) -> String {
-    match why {
-        HoldRefusal::NotRequested(e) => format!(
-            "this needs approval ({reason}), but no request was made: {e}; ask an approver to decide your pending requests (portcullis approvals list), then try again"
-        ),
-        HoldRefusal::NotStored => format!(
-            "this needs approval ({reason}), but the gateway could not record the request; try again, and tell the gateway operator if it persists"
-        ),
-        HoldRefusal::Requested { id, grant_minutes } => format!(
-            "this needs approval: {reason}; approval request {id} was created. Ask an approver to run: portcullis approvals approve {id}; once approved, run the same command again within {grant_minutes} minutes"
-        ),
-        HoldRefusal::Denied { id, by } => {
-            format!("approval {id} was denied by {by}; the request was not sent")
-        }
-        HoldRefusal::Expired { id, timeout_secs } => format!(
-            "approval {id} timed out after {timeout_secs} seconds without a decision; the request was not sent. Run it again to ask again"
-        ),
-        HoldRefusal::Cancelled { id } => {
-            format!("approval {id} was withdrawn; the request was not sent")
-        }
-    }
+    hold::refusal_words(
+        why,
+        reason,
+        "the request was not sent",
+        "the request was not sent",
+    )
 }

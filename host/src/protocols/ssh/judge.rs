@@ -146,24 +146,10 @@ pub fn waiting_line(id: &str, reason: &str) -> String {
 
 /// Why a held request does not run, in words for the client.
 fn refusal(why: HoldRefusal, reason: &str) -> String {
-    match why {
-        HoldRefusal::NotRequested(e) => format!(
-            "this needs approval ({reason}), but no request was made: {e}; ask an approver to decide your pending requests (portcullis approvals list), then try again"
-        ),
-        HoldRefusal::NotStored => format!(
-            "this needs approval ({reason}), but the gateway could not record the request; try again, and tell the gateway operator if it persists"
-        ),
-        HoldRefusal::Requested { id, grant_minutes } => format!(
-            "this needs approval: {reason}; approval request {id} was created. Ask an approver to run: portcullis approvals approve {id}; once approved, run the same command again within {grant_minutes} minutes"
-        ),
-        HoldRefusal::Denied { id, by } => {
-            format!("approval {id} was denied by {by}; the command was not run")
-        }
-        HoldRefusal::Expired { id, timeout_secs } => format!(
-            "approval {id} timed out after {timeout_secs} seconds without a decision; the command was not run. Run it again to ask again"
-        ),
-        HoldRefusal::Cancelled { id } => {
-            format!("approval {id} was withdrawn: the channel closed while it waited")
-        }
-    }
+    hold::refusal_words(
+        why,
+        reason,
+        "the command was not run",
+        "the channel closed while it waited",
+    )
 }
