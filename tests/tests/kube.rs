@@ -664,6 +664,13 @@ async fn an_approved_kubernetes_request_runs_when_asked_again() {
         api.seen().iter().filter(|s| s.method == "DELETE").count(),
         1
     );
+    // The approval allowed one run: the same request again needs a new one.
+    let r = kubectl(&config, &delete).await;
+    assert!(!r.ok && r.err.contains("needs approval"), "{}", r.err);
+    assert_eq!(
+        api.seen().iter().filter(|s| s.method == "DELETE").count(),
+        1
+    );
 }
 
 /// A plugin built before the HTTP hooks (contract 0.2.6: SSH hooks only)

@@ -78,6 +78,23 @@ fn edit_event(mut event: Value, edit: &Editor) -> Result<Vec<u8>, String> {
     Ok(line)
 }
 
+/// The `ERROR` watch event that ends a withheld watch, with a `Status`
+/// saying why.
+fn error_event(why: &str) -> Vec<u8> {
+    let status: Value = serde_json::from_slice(&super::status::failure(
+        super::status::Reason::Forbidden,
+        &format!("portcullis: the watch was ended: {why}"),
+        None,
+        None,
+    ))
+    .unwrap_or(Value::Null);
+    let mut line = serde_json::json!({ "type": "ERROR", "object": status })
+        .to_string()
+        .into_bytes();
+    line.push(b'\n');
+    line
+}
+
 /// A watch stream whose events' objects are shown to the plugins as they
 /// arrive; it ends (the client's watch with it) at the first event it
 /// cannot read or a plugin withholds.
@@ -162,7 +179,11 @@ impl hyper::body::Body for WatchedStream {
                         Err(why) => {
                             tracing::warn!(reason = %why, "watch ended: its events could not be shown to the plugins");
                             self.ended = true;
-                            return Poll::Ready(None);
+                            // The client learns why, as the API server
+                            // tells a watch it ends: an ERROR event.
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(error_event(
+                                &why,
+                            ))))));
                         }
                     }
                 }
@@ -243,5 +264,26 @@ mod tests {
             assert_eq!(text.lines().count(), 3, "{cut}: {text}");
             assert!(text.contains("ConfigMap"), "{text}");
         }
+        // A withheld event ends the watch with an ERROR event saying why.
+        let withhold: Editor = Arc::new(|_| ObjectEdit::Withheld("plugin \"mask\" failed".into()));
+        let chunks: Vec<Result<Frame<Bytes>, hyper::Error>> =
+            vec![Ok(Frame::data(Bytes::copy_from_slice(events.as_bytes())))];
+        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+        let out = WatchedStream::new(inner, withhold)
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8(out.to_vec()).expect("UTF-8");
+        assert!(!text.contains("aHVudGVy"), "{text}");
+        let event: Value = serde_json::from_str(text.trim()).expect("one event");
+        assert_eq!(event["type"], "ERROR");
+        assert!(
+            event["object"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("mask"),
+            "{text}"
+        );
     }
 }
