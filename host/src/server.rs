@@ -134,9 +134,9 @@ impl PluginManager {
             if let Some(ctx) = self.context.targets.get(&name) {
                 *ctx.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
             } else if let Some(t) = self.ssh.get(&name) {
-                t.set_policy(policy);
+                t.policy.replace(policy);
             } else if let Some(t) = self.kube.get(&name) {
-                t.set_policy(policy);
+                t.policy.replace(policy);
             } else {
                 tracing::warn!(target = %name, "new target ignored on reload; restart to add targets");
             }

@@ -36,6 +36,27 @@ pub struct Core {
     pub listening: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
 }
 
+/// The policy a target's new sessions start with. A plugin reload
+/// replaces it; sessions in flight keep the one they started with.
+pub struct PolicySlot(std::sync::RwLock<Arc<dyn crate::policy::Policy>>);
+
+impl PolicySlot {
+    /// A slot holding `policy`.
+    pub fn new(policy: Arc<dyn crate::policy::Policy>) -> Self {
+        Self(std::sync::RwLock::new(policy))
+    }
+
+    /// The policy new sessions start with.
+    pub fn current(&self) -> Arc<dyn crate::policy::Policy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces it for sessions that start from now on.
+    pub fn replace(&self, policy: Arc<dyn crate::policy::Policy>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+}
+
 /// The next connection on `listener`. A failed accept (out of file
 /// descriptors and similar) is logged and retried after a short pause, so
 /// a listener keeps serving through it.

@@ -385,12 +385,7 @@ impl Plugin for Approve {
             }) else {
                 continue;
             };
-            set_approval_policy(rule.policy());
-            let reason = rule
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
-            return approval_by(&rule.name, reason);
+            return ask(rule, &what);
         }
         Verdict::Allow
     }
@@ -415,48 +410,48 @@ impl Plugin for Approve {
 impl Approve {
     /// Asks for approval by the first rule that applies now and whose SSH
     /// conditions `matches` (what it says it matched).
-    fn judge_ssh(&mut self, matches: impl Fn(&SshRule) -> Option<String>) -> Verdict {
+    fn judge_ssh(&self, matches: impl Fn(&SshRule) -> Option<String>) -> Verdict {
+        self.first_match(|i| {
+            let ssh = &self.ssh[i];
+            if ssh.is_empty() {
+                None
+            } else {
+                matches(ssh)
+            }
+        })
+    }
+
+    /// Asks for approval of a Kubernetes request by the first rule that
+    /// applies now and whose Kubernetes conditions match it (the gateway
+    /// refuses it with the request's id; it runs once approved).
+    fn judge_kube(&self, request: &HttpRequest) -> Verdict {
+        self.first_match(|i| self.kube[i].check(request))
+    }
+
+    /// Asks for approval by the first rule that applies now and that
+    /// `matches` (by index; what it says it matched).
+    fn first_match(&self, matches: impl Fn(usize) -> Option<String>) -> Verdict {
         let minute = self.minute_now();
         for (i, rule) in self.config.rules.iter().enumerate() {
-            if self.ssh[i].is_empty() || !self.applies_now(i, minute) {
+            if !self.applies_now(i, minute) {
                 continue;
             }
-            let Some(what) = matches(&self.ssh[i]) else {
-                continue;
-            };
-            set_approval_policy(rule.policy());
-            let reason = rule
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
-            return approval_by(&rule.name, reason);
+            if let Some(what) = matches(i) {
+                return ask(rule, &what);
+            }
         }
         Verdict::Allow
     }
 }
 
-impl Approve {
-    /// Asks for approval of a Kubernetes request by the first rule that
-    /// applies now and whose Kubernetes conditions match it (the gateway
-    /// refuses it with the request's id; it runs once approved).
-    fn judge_kube(&mut self, request: &HttpRequest) -> Verdict {
-        let minute = self.minute_now();
-        for (i, rule) in self.config.rules.iter().enumerate() {
-            if self.kube[i].is_empty() || !self.applies_now(i, minute) {
-                continue;
-            }
-            let Some(what) = self.kube[i].check(request) else {
-                continue;
-            };
-            set_approval_policy(rule.policy());
-            let reason = rule
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
-            return approval_by(&rule.name, reason);
-        }
-        Verdict::Allow
-    }
+/// Asks for approval on `rule`'s terms for `what` it matched.
+fn ask(rule: &Rule, what: &str) -> Verdict {
+    set_approval_policy(rule.policy());
+    let reason = rule
+        .reason
+        .clone()
+        .unwrap_or_else(|| format!("{what} needs approval (rule \"{}\")", rule.name));
+    approval_by(&rule.name, reason)
 }
 
 export_plugin!(Approve);

@@ -15,9 +15,13 @@
 //! - [`upstream`]: the pooled client of an API server, the gateway's token
 //!   and the impersonation headers;
 //! - [`record`]: requests as audit events;
+//! - [`judge`]: the plugins' verdict on a request, approvals in retry mode;
+//! - [`objects`]: responses plugins watch, object by object (documents and
+//!   watch streams);
 //! - [`status`]: errors as `Status` objects, the way kubectl reads them.
 //!
-//! Not yet here: the plugin hooks, WebSocket exec and its recordings.
+//! Not yet here: WebSocket exec, attach and port-forward, and their
+//! recordings (refused today, after the plugins judged them).
 
 pub mod judge;
 pub mod objects;
@@ -43,7 +47,7 @@ pub struct KubeTarget {
     /// Its configuration.
     pub cfg: Target,
     /// The policy its sessions start with (replaced by a plugin reload).
-    policy: std::sync::RwLock<Arc<dyn Policy>>,
+    pub policy: crate::gateway::core::PolicySlot,
     /// Its API server.
     pub upstream: Arc<upstream::Upstream>,
 }
@@ -57,23 +61,9 @@ impl KubeTarget {
     ) -> Result<Self, upstream::UpstreamError> {
         Ok(Self {
             cfg: cfg.clone(),
-            policy: std::sync::RwLock::new(policy),
+            policy: crate::gateway::core::PolicySlot::new(policy),
             upstream: upstream::Upstream::new(cfg, http)?,
         })
-    }
-
-    /// The policy new sessions start with.
-    pub fn policy(&self) -> Arc<dyn Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Replaces the policy new sessions start with (sessions in flight keep
-    /// theirs).
-    pub fn set_policy(&self, policy: Arc<dyn Policy>) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 }
 

@@ -82,8 +82,9 @@ struct Connection {
     peer: SocketAddr,
     /// Sessions by target and identity.
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<Session>>>,
-    /// Tokens admitted before on this connection, and whom they name.
-    tokens: Mutex<HashMap<String, Identity>>,
+    /// Tokens admitted before on this connection: whom they name, and the
+    /// session key of that identity ([`identity_key`], made once).
+    tokens: Mutex<HashMap<String, (Identity, String)>>,
     /// Why the connection must be cut, once it must.
     stop: watch::Sender<Option<Stop>>,
     /// A request has arrived.
@@ -312,12 +313,12 @@ impl Connection {
         let Some(token) = bearer(&request) else {
             return refusal(Reason::Unauthorized, "portcullis: no bearer token: log in with `portcullis kube login`, or pass a token from your identity provider with --token", None);
         };
-        let identity = match self.identity(token).await {
-            Ok(id) => id,
+        let (identity, identity_key) = match self.identity(token).await {
+            Ok(known) => known,
             Err(r) => return admission_refusal(&r, is_discovery(&request)),
         };
         let session = match self
-            .session(&target_name, target, &identity, &request)
+            .session(&target_name, target, &identity, identity_key, &request)
             .await
         {
             Ok(s) => s,
@@ -541,9 +542,10 @@ impl Connection {
         }
     }
 
-    /// Whom `token` names: checked in full the first time on this
-    /// connection, for expiry and revocation after that.
-    async fn identity(&self, token: &str) -> Result<Identity, Refusal> {
+    /// Whom `token` names, and that identity's session key: checked in
+    /// full the first time on this connection, for expiry and revocation
+    /// after that.
+    async fn identity(&self, token: &str) -> Result<(Identity, String), Refusal> {
         let core = &self.ctx.core;
         let known = self
             .tokens
@@ -551,9 +553,9 @@ impl Connection {
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
             .cloned();
-        if let Some(id) = known {
-            admission::still_valid(&id, &core.revocations, None)?;
-            return Ok(id);
+        if let Some(known) = known {
+            admission::still_valid(&known.0, &core.revocations, None)?;
+            return Ok(known);
         }
         let id = admission::authenticate(
             &core.authenticator,
@@ -567,8 +569,9 @@ impl Connection {
         if tokens.len() >= TOKENS_KEPT {
             tokens.clear();
         }
-        tokens.insert(token.to_string(), id.clone());
-        Ok(id)
+        let known = (id.clone(), identity_key(&id));
+        tokens.insert(token.to_string(), known.clone());
+        Ok(known)
     }
 
     /// The session of `identity` on `target`: the open one, or a new one
@@ -578,9 +581,10 @@ impl Connection {
         target_name: &str,
         target: &KubeTarget,
         identity: &Identity,
+        identity_key: String,
         request: &Request<Incoming>,
     ) -> Result<Arc<Session>, Refusal> {
-        let key = (target_name.to_string(), identity_key(identity));
+        let key = (target_name.to_string(), identity_key);
         let mut sessions = self.sessions.lock().await;
         if let Some(s) = sessions.get(&key) {
             return Ok(s.clone());
@@ -609,7 +613,7 @@ impl Connection {
         let (info, policy) = admission::open_session(
             &core.audit,
             &target.cfg,
-            &target.policy(),
+            &target.policy.current(),
             identity,
             self.peer,
             user_agent.as_deref(),

@@ -75,7 +75,7 @@ pub struct SshTarget {
     /// Its configuration.
     pub cfg: Target,
     /// The policy its sessions start with (replaced by a plugin reload).
-    policy: std::sync::RwLock<Arc<dyn Policy>>,
+    pub policy: crate::gateway::core::PolicySlot,
     /// The gateway's key for the host (its own, or made at start for the
     /// certificates `upstream_ca` signs).
     pub key: Arc<PrivateKey>,
@@ -106,7 +106,7 @@ impl SshTarget {
         check_known_hosts(&known_hosts)?;
         Ok(Self {
             cfg: cfg.clone(),
-            policy: std::sync::RwLock::new(policy),
+            policy: crate::gateway::core::PolicySlot::new(policy),
             key: Arc::new(key),
             upstream_ca,
             known_hosts: PathBuf::from(cfg.known_hosts_file.clone().unwrap_or_default()),
@@ -140,22 +140,6 @@ impl SshTarget {
             }
             None => Ok(upstream::Credential::Key(self.key.clone())),
         }
-    }
-}
-
-impl SshTarget {
-    /// The policy new sessions start with.
-    pub fn policy(&self) -> Arc<dyn Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Replaces the policy new sessions start with (sessions in flight keep
-    /// theirs).
-    pub fn set_policy(&self, policy: Arc<dyn Policy>) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 }
 

@@ -350,7 +350,7 @@ impl Connection {
         let (info, mut policy) = admission::open_session(
             &core.audit,
             &target.cfg,
-            &target.policy(),
+            &target.policy.current(),
             &identity,
             self.peer,
             client_version.as_deref(),
