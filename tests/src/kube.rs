@@ -2,7 +2,10 @@
 //! client libraries need: discovery (`/api`, `/apis`, group versions,
 //! `/version`), and namespaces, pods, secrets and deployments kept in
 //! memory — get, list, watch, create, delete — read by the same request reading
-//! the gateway uses ([`portcullis::protocols::kubernetes::request`]). It
+//! the gateway uses ([`portcullis::protocols::kubernetes::request`]) — and
+//! exec over WebSocket (`v5`/`v4.channel.k8s.io`, spoken by `tungstenite`,
+//! not the gateway's code), which runs the command here as a kubelet
+//! would run it in the pod. It
 //! remembers every request it was sent (method, path, headers), so a test
 //! can assert what the gateway forwards. (No real API server can be
 //! installed on these machines; see the Kubernetes issue.)
@@ -404,7 +407,7 @@ impl KubeStandIn {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (log, objects, changes) = (log.clone(), objects.clone(), changes.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let (log, objects, changes) =
                             (log.clone(), objects.clone(), changes.clone());
                         async move {
@@ -425,6 +428,9 @@ impl KubeStandIn {
                                     })
                                     .collect(),
                             });
+                            if let Some(r) = exec(&mut req, &objects) {
+                                return Ok::<_, Infallible>(r);
+                            }
                             let body = req
                                 .into_body()
                                 .collect()
@@ -456,6 +462,7 @@ impl KubeStandIn {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -547,6 +554,8 @@ pub fn kubeconfig(dir: &std::path::Path, server: &str, token: &str) -> std::path
 pub struct Kubectl {
     /// It exited 0.
     pub ok: bool,
+    /// Its exit code.
+    pub code: Option<i32>,
     /// Its standard output.
     pub out: String,
     /// Its standard error.
@@ -555,19 +564,330 @@ pub struct Kubectl {
 
 /// Runs `kubectl` with `kubeconfig` and a scratch cache in its directory.
 pub async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> Kubectl {
+    kubectl_with(kubeconfig, args, &[], None).await
+}
+
+/// [`kubectl`] with `env` set and `input` as its standard input (none
+/// when `None`); given at most 30 seconds.
+pub async fn kubectl_with(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&[u8]>,
+) -> Kubectl {
+    use tokio::io::AsyncWriteExt;
     let cache = kubeconfig.with_file_name("cache");
-    let out = tokio::process::Command::new("kubectl")
+    let mut child = tokio::process::Command::new("kubectl")
         .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--cache-dir={}", cache.display()))
         .arg("--request-timeout=10s")
         .args(args)
-        .output()
-        .await
+        .stdin(match input {
+            Some(_) => std::process::Stdio::piped(),
+            None => std::process::Stdio::null(),
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .expect("kubectl runs (it is preinstalled)");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input)
+            .await
+            .expect("kubectl reads its input");
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("kubectl finished within 30 s")
+        .expect("kubectl's output");
     Kubectl {
         ok: out.status.success(),
+        code: out.status.code(),
         out: String::from_utf8_lossy(&out.stdout).into_owned(),
         err: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The namespace and pod an exec over WebSocket names
+/// (`/api/v1/namespaces/NS/pods/POD/exec`), read here without the
+/// gateway's request reading.
+fn exec_target(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [ns, "pods", pod, "exec"] => Some((ns.to_string(), pod.to_string())),
+        _ => None,
+    }
+}
+
+/// Every value of `key` in a query, percent-decoded.
+fn query_values(query: &str, key: &str) -> Vec<String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match u8::from_str_radix(
+                        std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                        16,
+                    ) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| decode(v))
+        .collect()
+}
+
+/// Answers an exec over WebSocket as a kubelet would: the command runs
+/// here (a child process of the test), its standard streams on channels
+/// 0–2 of `v5.channel.k8s.io` (or `v4`), its exit status as a `Status` on
+/// channel 3. `None` when the request is not an exec.
+fn exec(
+    req: &mut hyper::Request<hyper::body::Incoming>,
+    objects: &Mutex<Objects>,
+) -> Option<Response<BoxBody<Bytes, Infallible>>> {
+    let (ns, pod) = exec_target(req.uri().path())?;
+    let websocket = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let reply = |code: u16, body: Vec<u8>| {
+        let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        r
+    };
+    if !websocket {
+        return Some(reply(
+            400,
+            status::failure(
+                Reason::BadRequest,
+                "the stand-in speaks exec over WebSocket only",
+                None,
+                None,
+            ),
+        ));
+    }
+    let key = ("".to_string(), "pods".to_string(), ns.clone(), pod.clone());
+    if !objects
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(&key)
+    {
+        return Some(reply(
+            404,
+            status::failure(
+                Reason::NotFound,
+                &format!("pods \"{pod}\" not found"),
+                None,
+                None,
+            ),
+        ));
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let Some(protocol) = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
+    else {
+        return Some(reply(
+            400,
+            status::failure(
+                Reason::BadRequest,
+                "no channel protocol offered",
+                None,
+                None,
+            ),
+        ));
+    };
+    // RFC 6455 §4.2.2: base64(SHA-1(key + GUID)).
+    let accept = {
+        use base64::Engine;
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut input = key;
+        input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    };
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let command = query_values(&query, "command");
+    let stdin = query_values(&query, "stdin")
+        .iter()
+        .any(|v| v == "true" || v == "1");
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(run_exec(
+        upgrade,
+        protocol == "v5.channel.k8s.io",
+        command,
+        stdin,
+    ));
+    let mut r = reply(101, Vec::new());
+    let h = r.headers_mut();
+    h.insert(
+        "connection",
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        "upgrade",
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        "sec-websocket-protocol",
+        hyper::header::HeaderValue::from_static(protocol),
+    );
+    if let Ok(a) = hyper::header::HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", a);
+    }
+    Some(r)
+}
+
+/// Runs an exec's command and relays its streams (see [`exec`]).
+async fn run_exec(upgrade: hyper::upgrade::OnUpgrade, v5: bool, command: Vec<String>, stdin: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Ok(upgraded) = upgrade.await else { return };
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await;
+    let (mut sink, mut incoming) = ws.split();
+    let status = |body: Value| {
+        let mut m = vec![3u8];
+        m.extend_from_slice(body.to_string().as_bytes());
+        Message::Binary(m.into())
+    };
+    let spawned = command.first().map(|program| {
+        tokio::process::Command::new(program)
+            .args(&command[1..])
+            .stdin(if stdin {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    });
+    let mut child = match spawned {
+        Some(Ok(c)) => c,
+        _ => {
+            let _ = sink
+                .send(status(
+                    json!({ "status": "Failure", "message": format!("cannot run {command:?}") }),
+                ))
+                .await;
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+    });
+    let mut child_in = child.stdin.take();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(m)) = incoming.next().await {
+            match m {
+                Message::Binary(data) => match data.first() {
+                    Some(0) => {
+                        if let Some(i) = child_in.as_mut() {
+                            let _ = i.write_all(&data[1..]).await;
+                        }
+                    }
+                    Some(255) if v5 && data.get(1) == Some(&0) => child_in = None,
+                    _ => {}
+                },
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    let pipe = |mut from: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                channel: u8,
+                tx: tokio::sync::mpsc::Sender<Message>| async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let mut m = vec![channel];
+            m.extend_from_slice(&buf[..n]);
+            if tx.send(Message::Binary(m.into())).await.is_err() {
+                break;
+            }
+        }
+    };
+    let out = child
+        .stdout
+        .take()
+        .map(|o| tokio::spawn(pipe(Box::new(o), 1, tx.clone())));
+    let err = child
+        .stderr
+        .take()
+        .map(|e| tokio::spawn(pipe(Box::new(e), 2, tx.clone())));
+    for task in [out, err].into_iter().flatten() {
+        let _ = task.await;
+    }
+    let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+    let body = if code == 0 {
+        json!({ "metadata": {}, "status": "Success" })
+    } else {
+        json!({
+            "metadata": {}, "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] },
+        })
+    };
+    let _ = tx.send(status(body)).await;
+    // A normal closure: kubectl reads a close without a code (1005) as a
+    // failure of the error stream.
+    let _ = tx
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "".into(),
+            },
+        )))
+        .await;
+    drop(tx);
+    let _ = writer.await;
+    reader.abort();
 }

@@ -511,6 +511,10 @@ async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
     let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
     let (gw, url, _) = guarded_gateway(&api, dir.path()).await;
     let config = kubeconfig(dir.path(), &url, &gw.token("alice@example.com"));
+    // An exec that ran would leave this file (the stand-in runs commands
+    // on this machine, as a kubelet runs them in the pod).
+    let marker = dir.path().join("exec-ran");
+    let touch = format!("touch {}", marker.display());
     // `--raw` paths are sent as written, so they carry the target's prefix.
     let attempts: &[&[&str]] = &[
         &["delete", "namespace", "prod", "--wait=false"],
@@ -529,8 +533,9 @@ async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
             "kube-system",
             "coredns",
             "--",
-            "cat",
-            "/etc/resolv.conf",
+            "sh",
+            "-c",
+            &touch,
         ],
         &[
             "exec",
@@ -541,6 +546,19 @@ async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
             "-t",
             "--",
             "sh",
+            "-c",
+            &touch,
+        ],
+        &[
+            "exec",
+            "--namespace=kube-system",
+            "coredns",
+            "-c",
+            "coredns",
+            "--",
+            "sh",
+            "-c",
+            &touch,
         ],
         &["attach", "-n", "kube-system", "coredns"],
     ];
@@ -560,10 +578,11 @@ async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
     let writes: Vec<String> = api
         .seen()
         .iter()
-        .filter(|s| s.method != "GET")
+        .filter(|s| s.method != "GET" || s.uri.contains("/exec") || s.uri.contains("/attach"))
         .map(|s| format!("{} {}", s.method, s.uri))
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
+    assert!(!marker.exists(), "a refused exec ran");
     assert_eq!(
         kubectl_direct(&api, &["get", "namespaces", "-o", "name"])
             .await
@@ -571,16 +590,28 @@ async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
             .count(),
         3
     );
-    // Reads and other namespaces pass; exec elsewhere meets the gateway's
-    // own refusal (not relayed yet), not the rule.
+    // Reads pass. Exec elsewhere is not the rule's, but SPDY (kubectl
+    // told not to use WebSockets) is never relayed, and kubectl says which
+    // setting to change; over WebSocket the same exec runs.
     let r = kubectl(&config, &["get", "namespaces", "-o", "name"]).await;
     assert!(r.ok, "{}", r.err);
-    let r = kubectl(&config, &["exec", "-n", "default", "web-1", "--", "ls"]).await;
+    let exec_default = ["exec", "-n", "default", "web-1", "--", "sh", "-c", &touch];
+    let r = portcullis_e2e::kube::kubectl_with(
+        &config,
+        &exec_default,
+        &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+        None,
+    )
+    .await;
     assert!(
-        !r.ok && r.err.contains("not relayed by this gateway yet"),
+        !r.ok && r.err.contains("KUBECTL_REMOTE_COMMAND_WEBSOCKETS"),
         "{}",
         r.err
     );
+    assert!(!marker.exists(), "an exec over SPDY ran");
+    let r = kubectl(&config, &exec_default).await;
+    assert!(r.ok, "{}", r.err);
+    assert!(marker.exists(), "the allowed exec did not run");
     // A contractor reads no secret, in any namespace or across them all.
     let contractor = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
         user: "carl@example.com".into(),
@@ -1021,4 +1052,127 @@ except ApiException as e:
         .headers
         .iter()
         .any(|(k, v)| k == "impersonate-user" && v == "alice@example.com")));
+}
+
+/// `kubectl exec` through the gateway runs the command as the person —
+/// over WebSocket (`v5.channel.k8s.io`), the gateway's own token and the
+/// person's impersonation headers upstream — with its input, output,
+/// error and exit status intact; the exec is one recorded event whose
+/// asciicast recording holds what was typed and shown, and `asciinema`
+/// plays it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_runs_as_the_person_and_is_recorded_as_a_cast() {
+    use portcullis_e2e::kube::{gateway, kubeconfig, kubectl_with, GATEWAY_TOKEN};
+    let api = KubeStandIn::start().await;
+    let (gw, url) = gateway(&api, "").await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube-exec");
+    let token = gw.token("alice@example.com");
+    let config = kubeconfig(dir.path(), &url, &token);
+    let r = kubectl_with(
+        &config,
+        &[
+            "exec",
+            "-i",
+            "-n",
+            "default",
+            "web-1",
+            "--",
+            "sh",
+            "-c",
+            "cat; printf 'd\\303\\251j\\303\\240\\n'; echo oops >&2; exit 3",
+        ],
+        &[],
+        Some(b"typed input\n"),
+    )
+    .await;
+    assert_eq!(r.out, "typed input\ndéjà\n", "{}", r.err);
+    assert!(r.err.contains("oops"), "{}", r.err);
+    assert_eq!(r.code, Some(3), "{}", r.err);
+
+    let exec = api
+        .seen()
+        .into_iter()
+        .find(|s| s.uri.contains("/exec"))
+        .expect("the exec reached the API server");
+    let values = |name: &str| -> Vec<String> {
+        exec.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(values("authorization"), [format!("Bearer {GATEWAY_TOKEN}")]);
+    assert_eq!(values("impersonate-user"), ["alice@example.com"]);
+    assert_eq!(values("upgrade"), ["websocket"]);
+    assert!(
+        exec.headers.iter().all(|(_, v)| !v.contains(&token)),
+        "{:?}",
+        exec.headers
+    );
+
+    let sessions = ended_kube_sessions(&gw, 1).await;
+    let (session, event) = sessions
+        .iter()
+        .flat_map(|(s, events)| events.iter().map(move |e| (s, e)))
+        .find(|(_, e)| e.sql.contains("/exec"))
+        .expect("the exec's event");
+    assert_eq!(&*event.protocol, "create");
+    assert_eq!(event.status.as_str(), "error", "{event:?}");
+    assert_eq!(
+        event.error.as_deref(),
+        Some("the command exited with status 3")
+    );
+    let store = gw.gateway.context.core.audit.store().clone();
+    let cast = store
+        .recording(session.id, event.seq)
+        .expect("store")
+        .expect("a recording of the exec");
+    let events: Vec<serde_json::Value> = cast
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).expect("an asciicast event"))
+        .collect();
+    let text = |code: &str| -> String {
+        events
+            .iter()
+            .filter(|v| v[1] == code)
+            .filter_map(|v| v[2].as_str())
+            .collect()
+    };
+    assert_eq!(text("i"), "typed input\n");
+    // Output and error as the client saw them (the stand-in's two pipes
+    // may interleave either way).
+    let shown = text("o");
+    assert!(
+        shown.starts_with("typed input\n")
+            && shown.contains("déjà\n")
+            && shown.contains("oops\n")
+            && shown.len() == "typed input\ndéjà\noops\n".len(),
+        "{shown:?}"
+    );
+    let header: serde_json::Value =
+        serde_json::from_str(cast.lines().next().expect("header")).expect("header JSON");
+    assert_eq!(header["version"], 2);
+    assert!(
+        header["command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("sh -c cat;")),
+        "{header}"
+    );
+    // asciinema (installed by scripts/setup) plays it; `script` gives it
+    // the terminal it opens.
+    let file = dir.path().join("exec.cast");
+    std::fs::write(&file, &cast).expect("cast file");
+    let played = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("asciinema cat {}", file.display()),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script and asciinema");
+    assert!(played.status.success(), "{played:?}");
+    let shown = String::from_utf8_lossy(&played.stdout);
+    assert!(shown.contains("déjà") && shown.contains("oops"), "{shown}");
 }

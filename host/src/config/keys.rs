@@ -24,6 +24,8 @@ const UPSTREAM: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Ssh, Protoco
 const LOGIN: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Ssh]);
 /// The gateway's own secret (a password or a token) and upstream TLS.
 const SECRET: Owner = Owner::Only(&[Protocol::Postgres, Protocol::Kubernetes]);
+/// Terminal recordings (SSH exec and shell, Kubernetes exec and attach).
+const TERMINAL: Owner = Owner::Only(&[Protocol::Ssh, Protocol::Kubernetes]);
 
 /// The keys of a `[[targets]]` table.
 pub const TARGET_KEYS: &[(&str, Owner)] = &[
@@ -50,7 +52,7 @@ pub const TARGET_KEYS: &[(&str, Owner)] = &[
     ("default_role", POSTGRES),
     ("private_key_file", SSH),
     ("known_hosts_file", SSH),
-    ("recording_limit_mib", SSH),
+    ("recording_limit_mib", TERMINAL),
     ("local_forwarding", SSH),
     ("upstream_ca_key_file", SSH),
 ];

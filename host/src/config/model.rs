@@ -547,9 +547,10 @@ pub struct Target {
     /// then logs in with a certificate it signs per session — valid five
     /// minutes, its key id naming the person — instead of a private key.
     pub upstream_ca_key_file: Option<String>,
-    /// SSH: how much of each exec and shell channel's terminal data
-    /// (output and input) is recorded as asciicast, in MiB; `0` records
-    /// none (commands are recorded either way).
+    /// SSH and Kubernetes: how much of each exec and shell channel's (SSH)
+    /// or exec and attach stream's (Kubernetes) terminal data (output and
+    /// input) is recorded as asciicast, in MiB; `0` records none (commands
+    /// are recorded either way).
     #[serde(default = "default_recording_limit_mib")]
     pub recording_limit_mib: u64,
     /// SSH: whether clients may forward local ports through the host

@@ -8,13 +8,16 @@
 //!   refusals a protocol turns into its own errors;
 //! - [`hold`]: an action held for approval — grant, request, wait, and
 //!   why it does not run, for the protocol to word;
+//! - [`cast`]: terminal recordings (asciicast v2) of commands — SSH exec
+//!   and shell channels, Kubernetes exec and attach streams;
 //! - [`lifecycle`]: an admitted session's life — metrics, the shutdown and
 //!   revocation watch, and its end (policy told, end record).
 //!
-//! A protocol (today PostgreSQL, in [`crate::protocols::postgres`]) depends on this room;
+//! A protocol (PostgreSQL, SSH, Kubernetes, under [`crate::protocols`]) depends on this room;
 //! this room depends on no protocol.
 
 pub mod admission;
+pub mod cast;
 pub mod core;
 pub mod hold;
 pub mod lifecycle;

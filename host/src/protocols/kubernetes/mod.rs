@@ -18,10 +18,10 @@
 //! - [`judge`]: the plugins' verdict on a request, approvals in retry mode;
 //! - [`objects`]: responses plugins watch, object by object (documents and
 //!   watch streams);
-//! - [`status`]: errors as `Status` objects, the way kubectl reads them.
-//!
-//! Not yet here: WebSocket exec, attach and port-forward, and their
-//! recordings (refused today, after the plugins judged them).
+//! - [`status`]: errors as `Status` objects, the way kubectl reads them;
+//! - [`websocket`]: the WebSocket handshake and frames, read whole;
+//! - [`stream`]: exec, attach and port-forward relayed over WebSocket,
+//!   exec and attach recorded as asciicast, refusals told in the stream.
 
 pub mod judge;
 pub mod objects;
@@ -29,7 +29,9 @@ pub mod record;
 pub mod request;
 pub mod server;
 pub mod status;
+pub mod stream;
 pub mod upstream;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::Arc;

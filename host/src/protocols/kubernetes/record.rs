@@ -38,6 +38,11 @@ impl SessionEvents {
         })
     }
 
+    /// Queues a piece of a recording for the audit store.
+    pub async fn store(&self, record: Record) {
+        self.audit.record(record).await;
+    }
+
     /// A new event for `request` (`text`: method, path and query).
     pub fn start(self: &Arc<Self>, request: &RequestInfo, text: &str) -> Started {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -110,6 +115,11 @@ pub struct Started {
 }
 
 impl Started {
+    /// The event's number in its session.
+    pub fn seq(&self) -> u64 {
+        self.record.seq
+    }
+
     /// Notes the plugins' verdict (who decided, by which rule, the
     /// approval it runs under).
     pub fn judged(&mut self, verdict: &Verdict, note: &QueryNote) {
@@ -154,10 +164,11 @@ impl Started {
     }
 
     /// The API server answered with `status` (its head; a watch goes on
-    /// streaming after this), or could not be reached (`error`).
+    /// streaming after this), or could not be reached, or a stream ended
+    /// in failure (`error`: the event is an error).
     pub async fn answered(mut self, status: Option<u16>, error: Option<String>) {
-        self.record.status = match status {
-            Some(s) if s < 400 => EventStatus::Ok,
+        self.record.status = match (status, &error) {
+            (Some(s), None) if s < 400 => EventStatus::Ok,
             _ => EventStatus::Error,
         };
         self.record.error = match (status, error) {

@@ -34,10 +34,13 @@ use super::objects;
 use super::record::SessionEvents;
 use super::request::RequestInfo;
 use super::status::{self, Reason};
+use super::stream::{self, Relay};
 use super::upstream::Body;
+use super::websocket::{self, Upgrade};
 use super::{KubeContext, KubeTarget};
 use crate::config::Durability;
 use crate::gateway::admission::{self, Refusal, RefusalKind};
+use crate::gateway::cast::{self, Cast};
 use crate::gateway::core::ActiveGuard;
 use crate::gateway::lifecycle::{SessionLife, Stop, Traffic};
 use crate::identity::Identity;
@@ -72,8 +75,8 @@ struct Session {
 /// Bytes a session moved.
 #[derive(Default)]
 struct Counters {
-    from_client: AtomicU64,
-    to_client: AtomicU64,
+    from_client: Arc<AtomicU64>,
+    to_client: Arc<AtomicU64>,
 }
 
 /// The state of one connection, shared by its requests.
@@ -89,6 +92,40 @@ struct Connection {
     stop: watch::Sender<Option<Stop>>,
     /// A request has arrived.
     asked: std::sync::atomic::AtomicBool,
+    /// Streams (exec, attach, port-forward) running: they outlive the
+    /// HTTP connection they were upgraded from.
+    streams: watch::Sender<usize>,
+}
+
+/// One running stream, counted in [`Connection::streams`] while it lives.
+struct StreamGuard(watch::Sender<usize>);
+
+impl StreamGuard {
+    fn new(streams: &watch::Sender<usize>) -> Self {
+        streams.send_modify(|n| *n += 1);
+        Self(streams.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What a request gets.
+enum Answer {
+    /// An HTTP response.
+    Plain(Response<Body>),
+    /// `101`: the stream to relay once the client's side is upgraded.
+    Stream(Response<Body>, Box<Relay>),
+}
+
+/// An empty body.
+pub(super) fn empty_body() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Serves one client connection until it ends or is cut.
@@ -103,6 +140,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<KubeContext>) {
         tokens: Default::default(),
         stop,
         asked: Default::default(),
+        streams: watch::channel(0).0,
     });
     let service = {
         let conn = conn.clone();
@@ -164,7 +202,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<KubeContext>) {
             }
         }
     };
-    let reason = outcome.unwrap_or(EndReason::ClientClosed);
+    // An exec, attach or port-forward outlives the HTTP connection it was
+    // upgraded from; it ends on its own or when the session is stopped.
+    let _ = conn.streams.subscribe().wait_for(|n| *n == 0).await;
+    let stopped_by = conn.stop.borrow().clone();
+    let reason = outcome
+        .or_else(|| stopped_by.map(|s| stop_reason(Some(s))))
+        .unwrap_or(EndReason::ClientClosed);
     let sessions: Vec<Arc<Session>> = conn.sessions.lock().await.drain().map(|(_, s)| s).collect();
     for s in sessions {
         s.watcher.abort();
@@ -295,50 +339,90 @@ fn identity_key(id: &Identity) -> String {
 }
 
 impl Connection {
-    /// Answers one request.
-    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request. An exec or attach asked for over WebSocket is
+    /// answered inside the stream even when refused (see [`stream`]).
+    async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<Body> {
         self.asked.store(true, Ordering::Relaxed);
+        let upgrade = websocket::upgrade(request.headers());
+        let client =
+            matches!(upgrade, Upgrade::WebSocket(_)).then(|| hyper::upgrade::on(&mut request));
+        let in_stream = match &upgrade {
+            Upgrade::WebSocket(offer) if !request.uri().path().ends_with("/portforward") => {
+                Some(offer.clone())
+            }
+            _ => None,
+        };
+        match self.clone().answer(request, &upgrade).await {
+            Answer::Stream(response, relay) => match client {
+                Some(client) => {
+                    let guard = StreamGuard::new(&self.streams);
+                    tokio::spawn(async move {
+                        relay.run(client).await;
+                        drop(guard);
+                    });
+                    response
+                }
+                None => refusal(Reason::BadRequest, "portcullis: not an upgrade", None),
+            },
+            Answer::Plain(response) => match (in_stream, client) {
+                (Some(offer), Some(client))
+                    if response.status() != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    stream::refuse_in_stream(
+                        &offer,
+                        response,
+                        client,
+                        StreamGuard::new(&self.streams),
+                    )
+                }
+                _ => response,
+            },
+        }
+    }
+
+    /// The answer to one request (see [`Connection::handle`]).
+    async fn answer(self: Arc<Self>, request: Request<Incoming>, upgrade: &Upgrade) -> Answer {
         let path = request.uri().path().to_string();
         let Some((target_name, rest)) = split_target(&path) else {
-            return refusal(Reason::NotFound, "portcullis: no target in the path: the server in your kubeconfig must be https://GATEWAY:PORT/TARGET", None);
+            return Answer::Plain(refusal(Reason::NotFound, "portcullis: no target in the path: the server in your kubeconfig must be https://GATEWAY:PORT/TARGET", None));
         };
         let (target_name, rest) = (target_name.to_string(), rest.to_string());
         let Some(target) = self.ctx.targets.get(&target_name) else {
             let message = format!("portcullis: there is no Kubernetes target {target_name:?} on this gateway: the server in your kubeconfig must be https://GATEWAY:PORT/TARGET (portcullis kube login writes it)");
             if is_discovery(&request) {
-                return plain_refusal(Reason::NotFound, &message);
+                return Answer::Plain(plain_refusal(Reason::NotFound, &message));
             }
-            return refusal(Reason::NotFound, &message, None);
+            return Answer::Plain(refusal(Reason::NotFound, &message, None));
         };
         let Some(token) = bearer(&request) else {
-            return refusal(Reason::Unauthorized, "portcullis: no bearer token: log in with `portcullis kube login`, or pass a token from your identity provider with --token", None);
+            return Answer::Plain(refusal(Reason::Unauthorized, "portcullis: no bearer token: log in with `portcullis kube login`, or pass a token from your identity provider with --token", None));
         };
         let (identity, identity_key) = match self.identity(token).await {
             Ok(known) => known,
-            Err(r) => return admission_refusal(&r, is_discovery(&request)),
+            Err(r) => return Answer::Plain(admission_refusal(&r, is_discovery(&request))),
         };
         let session = match self
             .session(&target_name, target, &identity, identity_key, &request)
             .await
         {
             Ok(s) => s,
-            Err(r) => return admission_refusal(&r, is_discovery(&request)),
+            Err(r) => return Answer::Plain(admission_refusal(&r, is_discovery(&request))),
         };
-        let upgrade = request.headers().contains_key(hyper::header::UPGRADE)
+        let upgrading = request.headers().contains_key(hyper::header::UPGRADE)
             || request.method() == hyper::Method::CONNECT;
         let info = match RequestInfo::read(
             request.method().as_str(),
             &rest,
             request.uri().query(),
-            upgrade,
+            upgrading,
         ) {
             Ok(info) => info,
             Err(e) => {
-                return refusal(
+                return Answer::Plain(refusal(
                     Reason::BadRequest,
                     &format!("portcullis: the request cannot be read unambiguously: {e}"),
                     None,
-                )
+                ))
             }
         };
         let text = match request.uri().query() {
@@ -349,21 +433,33 @@ impl Connection {
         // Before any plugin: a read-only token's write never opens an
         // approval request (nor uses a grant).
         if identity.delegation.as_ref().is_some_and(|d| d.read_only)
-            && !reads_only(&info, request.method().as_str(), upgrade)
+            && !reads_only(&info, request.method().as_str(), upgrading)
         {
             let why = "this delegated token is read-only: it may get, list and watch, and nothing that changes the cluster or runs a command (exec, attach, port-forward, proxy)";
             started.refused(Some("gateway"), why).await;
-            return refusal(
+            return Answer::Plain(refusal(
                 Reason::Forbidden,
                 &format!("portcullis: {why}"),
                 Some(&info),
-            );
+            ));
         }
+        // Before any plugin: streams the gateway cannot relay.
+        let stream_protocols = match stream_offer(&info, request.method(), upgrade, upgrading) {
+            Ok(p) => p,
+            Err(why) => {
+                started.refused(Some("gateway"), &why).await;
+                return Answer::Plain(refusal(
+                    Reason::BadRequest,
+                    &format!("portcullis: {why}"),
+                    Some(&info),
+                ));
+            }
+        };
         let (parts, body) = request.into_parts();
         // A write's body is read whole when plugins judge the target.
         let judged = !target.cfg.plugins.is_empty();
         let reads_body = judged
-            && !upgrade
+            && !upgrading
             && matches!(
                 info.verb.as_str(),
                 "create" | "update" | "patch" | "delete" | "deletecollection"
@@ -383,11 +479,11 @@ impl Connection {
                 Err(_) => {
                     let why = format!("the request's body could not be read whole (the gateway's plugins judge bodies of up to {} MiB)", MAX_JUDGED_BODY >> 20);
                     started.refused(Some("gateway"), &why).await;
-                    return refusal(
+                    return Answer::Plain(refusal(
                         Reason::RequestEntityTooLarge,
                         &format!("portcullis: {why}"),
                         Some(&info),
-                    );
+                    ));
                 }
             }
         } else {
@@ -432,7 +528,7 @@ impl Connection {
             started.judged(&verdict, &note);
             if let judge::Judged::Refused { message, .. } = settled {
                 started.refused(None, &message).await;
-                return refusal(Reason::Forbidden, &message, Some(&info));
+                return Answer::Plain(refusal(Reason::Forbidden, &message, Some(&info)));
             }
             request_id = asked.id;
             watch = {
@@ -443,29 +539,35 @@ impl Connection {
                 }
             };
         }
-        if upgrade {
-            let why = "exec, attach and port-forward are not relayed by this gateway yet";
-            started.refused(Some("gateway"), why).await;
-            return refusal(
-                Reason::Forbidden,
-                &format!("portcullis: {why}"),
-                Some(&info),
-            );
-        }
         let started = match started.commit().await {
             Ok(s) => s,
             Err(why) => {
-                return refusal(
+                return Answer::Plain(refusal(
                     Reason::ServiceUnavailable,
                     &format!("portcullis: {why}"),
                     Some(&info),
-                )
+                ))
             }
         };
         let uri = match parts.uri.query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.clone(),
         };
+        if let Some(protocols) = stream_protocols {
+            return self
+                .open_stream(StreamAsked {
+                    target,
+                    session: &session,
+                    identity: &identity,
+                    info: &info,
+                    uri: &uri,
+                    headers,
+                    offer: upgrade,
+                    protocols,
+                    started,
+                })
+                .await;
+        }
         let mut upstream_request =
             Request::new(Counted::new(body, session.traffic.clone(), true).boxed());
         *upstream_request.method_mut() = parts.method.clone();
@@ -486,17 +588,17 @@ impl Connection {
                 started
                     .answered(None, Some("the path cannot be sent".into()))
                     .await;
-                return refusal(
+                return Answer::Plain(refusal(
                     Reason::BadRequest,
                     "portcullis: the path cannot be sent on",
                     Some(&info),
-                );
+                ));
             }
         }
         // Revoked while this request was judged or recorded: not sent.
         if let Err(r) = admission::still_valid(&identity, &self.ctx.core.revocations, None) {
             started.answered(None, Some(r.message.clone())).await;
-            return admission_refusal(&r, false);
+            return Answer::Plain(admission_refusal(&r, false));
         }
         match target
             .upstream
@@ -514,32 +616,181 @@ impl Connection {
                         Ok(b) => b,
                         Err(why) => {
                             tracing::warn!(session = session.info.session_id, reason = %why, "response withheld");
-                            return refusal(
+                            return Answer::Plain(refusal(
                                 Reason::Forbidden,
                                 &format!("portcullis: the response was withheld: {why}"),
                                 Some(&info),
-                            );
+                            ));
                         }
                     }
                 } else {
                     body.boxed()
                 };
-                Response::from_parts(
+                Answer::Plain(Response::from_parts(
                     parts,
                     Counted::new(body, session.traffic.clone(), false).boxed(),
-                )
+                ))
             }
             Err(e) => {
                 tracing::warn!(target = %target_name, error = %e, "Kubernetes request failed upstream");
                 let message = e.to_string();
                 started.answered(None, Some(message.clone())).await;
-                refusal(
+                Answer::Plain(refusal(
                     Reason::ServiceUnavailable,
                     &format!("portcullis: {message}; try again, and tell the gateway operator if it persists"),
                     Some(&info),
-                )
+                ))
             }
         }
+    }
+
+    /// Opens a judged, recorded stream: the gateway's own WebSocket
+    /// upgrade to the API server, checked, then the relay to run once the
+    /// client's side is upgraded too. An answer other than `101` is passed
+    /// back (and told inside the stream, see [`Connection::handle`]).
+    async fn open_stream(&self, asked: StreamAsked<'_>) -> Answer {
+        let StreamAsked {
+            target,
+            session,
+            identity,
+            info,
+            uri,
+            mut headers,
+            offer,
+            protocols,
+            started,
+        } = asked;
+        let Upgrade::WebSocket(offer) = offer else {
+            started
+                .answered(None, Some("not a WebSocket upgrade".into()))
+                .await;
+            return Answer::Plain(refusal(
+                Reason::BadRequest,
+                "portcullis: only WebSocket streams are relayed",
+                Some(info),
+            ));
+        };
+        let key = websocket::new_key();
+        for name in [
+            hyper::header::SEC_WEBSOCKET_EXTENSIONS,
+            hyper::header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            headers.remove(name);
+        }
+        websocket::request_headers(&mut headers, &key, &protocols);
+        let mut upstream_request = Request::new(empty_body());
+        *upstream_request.headers_mut() = headers;
+        match uri.parse() {
+            Ok(u) => *upstream_request.uri_mut() = u,
+            Err(_) => {
+                started
+                    .answered(None, Some("the path cannot be sent".into()))
+                    .await;
+                return Answer::Plain(refusal(
+                    Reason::BadRequest,
+                    "portcullis: the path cannot be sent on",
+                    Some(info),
+                ));
+            }
+        }
+        // Revoked while this request was judged or recorded: not sent.
+        if let Err(r) = admission::still_valid(identity, &self.ctx.core.revocations, None) {
+            started.answered(None, Some(r.message.clone())).await;
+            return Answer::Plain(admission_refusal(&r, false));
+        }
+        let response = match target
+            .upstream
+            .send(upstream_request, identity, session.info.session_id)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let message = e.to_string();
+                started.answered(None, Some(message.clone())).await;
+                return Answer::Plain(refusal(
+                    Reason::ServiceUnavailable,
+                    &format!("portcullis: {message}; try again, and tell the gateway operator if it persists"),
+                    Some(info),
+                ));
+            }
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            started
+                .answered(Some(response.status().as_u16()), None)
+                .await;
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Answer::Plain(Response::from_parts(parts, body.boxed()));
+        }
+        let chosen = match websocket::check_answer(response.headers(), &key, &protocols) {
+            Ok(p) => p,
+            Err(why) => {
+                started.answered(Some(101), Some(why.clone())).await;
+                return Answer::Plain(refusal(
+                    Reason::ServiceUnavailable,
+                    &format!("portcullis: {why}"),
+                    Some(info),
+                ));
+            }
+        };
+        let upstream = match hyper::upgrade::on(response).await {
+            Ok(u) => u,
+            Err(e) => {
+                let why = format!("the API server's stream could not be opened: {e}");
+                started.answered(Some(101), Some(why.clone())).await;
+                return Answer::Plain(refusal(
+                    Reason::ServiceUnavailable,
+                    &format!("portcullis: {why}"),
+                    Some(info),
+                ));
+            }
+        };
+        let terminal = websocket::CHANNEL_PROTOCOLS.contains(&chosen.as_str())
+            && matches!(info.subresource.as_deref(), Some("exec" | "attach"));
+        let limit = target.cfg.recording_limit_mib.saturating_mul(1 << 20);
+        let cast = (terminal && limit > 0).then(|| {
+            let command = info
+                .exec
+                .as_ref()
+                .map(|e| e.command.join(" "))
+                .filter(|c| !c.is_empty());
+            let title = format!(
+                "{} {}/{}{}",
+                info.subresource.as_deref().unwrap_or("exec"),
+                info.namespace.as_deref().unwrap_or(""),
+                info.name.as_deref().unwrap_or(""),
+                command
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default(),
+            );
+            let header = cast::Header {
+                width: 80,
+                height: 24,
+                term: None,
+                timestamp: crate::store::now_micros() / 1_000_000,
+                command: command.as_deref(),
+                title: &title,
+            };
+            Cast::start(session.info.session_id, started.seq(), &header, limit)
+        });
+        let response = websocket::switching(offer, &chosen)
+            .body(empty_body())
+            .unwrap_or_else(|_| Response::new(empty_body()));
+        let relay = Relay {
+            protocol: chosen,
+            terminal,
+            started,
+            cast,
+            events: session.events.clone(),
+            traffic: stream::Traffic {
+                from_client: session.traffic.from_client.clone(),
+                to_client: session.traffic.to_client.clone(),
+            },
+            stop: self.stop.subscribe(),
+            upstream,
+        };
+        Answer::Stream(response, Box::new(relay))
     }
 
     /// Whom `token` names, and that identity's session key: checked in
@@ -653,6 +904,70 @@ impl Connection {
         Ok(session)
     }
 }
+
+/// A judged request that opens a stream (see [`Connection::open_stream`]).
+struct StreamAsked<'a> {
+    target: &'a KubeTarget,
+    session: &'a Arc<Session>,
+    identity: &'a Identity,
+    info: &'a RequestInfo,
+    /// The API server's path and query.
+    uri: &'a str,
+    /// The client's headers that go on.
+    headers: hyper::HeaderMap,
+    offer: &'a Upgrade,
+    /// The subprotocols to offer the API server.
+    protocols: Vec<String>,
+    started: super::record::Started,
+}
+
+/// The subprotocols to offer the API server when a request opens a
+/// stream (`None`: it does not), or why the stream cannot be relayed:
+/// exec and attach over the WebSocket channel protocols, port-forward over
+/// kubectl's tunnelled SPDY or the channel protocol `v4`; never SPDY
+/// itself, nor an upgrade of anything else.
+fn stream_offer(
+    info: &RequestInfo,
+    method: &hyper::Method,
+    upgrade: &Upgrade,
+    upgrading: bool,
+) -> Result<Option<Vec<String>>, String> {
+    if !upgrading {
+        return Ok(None);
+    }
+    let offer = match upgrade {
+        Upgrade::WebSocket(offer) => offer,
+        Upgrade::Other(p) if p.to_ascii_lowercase().starts_with("spdy") => return Err(SPDY_REFUSED.into()),
+        Upgrade::Other(p) => return Err(format!("the upgrade to {p:?} is not relayed: exec, attach and port-forward are relayed over WebSocket only")),
+        Upgrade::BadWebSocket(why) => return Err(format!("the WebSocket request cannot be relayed: {why}")),
+        Upgrade::None => return Err("CONNECT is not relayed: exec, attach and port-forward are relayed over WebSocket (HTTP/1.1) only".into()),
+    };
+    if method != hyper::Method::GET {
+        return Err("a WebSocket stream is opened with GET".into());
+    }
+    let sub = info.subresource.as_deref().filter(|_| info.is_resource);
+    let relayed: &[&str] = match sub {
+        Some("exec" | "attach") => websocket::CHANNEL_PROTOCOLS,
+        Some("portforward") => &[websocket::PORT_FORWARD_PROTOCOL, "v4.channel.k8s.io"],
+        _ => return Err("only exec, attach and port-forward are relayed as streams".into()),
+    };
+    let protocols: Vec<String> = offer
+        .protocols
+        .iter()
+        .filter(|p| relayed.contains(&p.as_str()))
+        .cloned()
+        .collect();
+    if protocols.is_empty() {
+        return Err(format!(
+            "offer one of the subprotocols {} (kubectl 1.31 and later do)",
+            relayed.join(", ")
+        ));
+    }
+    Ok(Some(protocols))
+}
+
+/// Why a SPDY stream is refused, and what to do.
+const SPDY_REFUSED: &str = "exec, attach and port-forward are relayed over WebSocket only, not SPDY: use kubectl 1.31 or later and leave KUBECTL_REMOTE_COMMAND_WEBSOCKETS (exec, attach, cp) and KUBECTL_PORT_FORWARD_WEBSOCKETS (port-forward) unset or true";
 
 /// What an approver sees of a request, and what a later request must
 /// match to run under the approval: the request line, the body's content

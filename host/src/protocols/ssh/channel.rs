@@ -35,12 +35,12 @@ use std::time::{Duration, Instant};
 use russh::{client, server, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
 use tokio::sync::{mpsc, watch};
 
-use super::cast::{self, Cast};
 use super::judge::{self, HoldOutcome, Judge};
 use super::output::{self, Lines};
 use super::record::{self, Commands, SessionEvents, Started};
 use super::sftp::{self, Request};
 use super::typed::{self, Pending, Reading, Script, Step, Typed, TypedLine};
+use crate::gateway::cast::{self, Cast};
 use crate::policy::{OutputWatch, QueryNote, SshPty, SshRequest, SshStream, Verdict};
 
 /// Client data a channel keeps while its command is being judged or held

@@ -15,8 +15,6 @@
 //!
 //! - [`judge`]: the target's plugins on exec, shell, subsystem and env
 //!   requests, and approval holds;
-//! - [`cast`]: terminal recordings (asciicast v2) of exec and shell
-//!   channels;
 //! - [`forward`]: local port forwards, where a target allows them;
 //! - [`ident`]: the client's version line, as the session's application
 //!   name;
@@ -29,7 +27,6 @@
 //!   login`) and checks at login, and the five-minute certificates it
 //!   signs for itself upstream with a CA the host trusts.
 
-pub mod cast;
 pub mod certs;
 pub mod channel;
 pub mod forward;

@@ -1,4 +1,5 @@
-//! Terminal recordings of SSH channels as asciicast v2
+//! Terminal recordings of commands (SSH exec and shell channels,
+//! Kubernetes exec and attach streams) as asciicast v2
 //! (<https://docs.asciinema.org/manual/asciicast/v2/>): a header line, then
 //! one JSON array per event — `[seconds, "o", text]` for what the host
 //! sent (stdout and stderr, as the client's terminal shows them), `"i"`
@@ -147,7 +148,7 @@ impl Cast {
             let mib = self.limit >> 20;
             self.event(
                 "m",
-                &format!("recording stopped: the target records at most {mib} MiB per channel"),
+                &format!("recording stopped: the target records at most {mib} MiB per command"),
             );
             return false;
         }
