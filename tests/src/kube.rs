@@ -862,8 +862,22 @@ async fn run_exec(upgrade: hyper::upgrade::OnUpgrade, v5: bool, command: Vec<Str
         .stderr
         .take()
         .map(|e| tokio::spawn(pipe(Box::new(e), 2, tx.clone())));
-    for task in [out, err].into_iter().flatten() {
-        let _ = task.await;
+    let outputs = async {
+        for task in [out, err].into_iter().flatten() {
+            let _ = task.await;
+        }
+    };
+    // The client went away (its close, or the connection cut): the
+    // command is killed, as the kubelet kills it.
+    let mut reader = reader;
+    let gone = tokio::select! {
+        _ = outputs => false,
+        _ = &mut reader => true,
+    };
+    if gone {
+        let _ = child.kill().await;
+        writer.abort();
+        return;
     }
     let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
     let body = if code == 0 {

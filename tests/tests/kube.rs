@@ -477,6 +477,7 @@ path = "APPROVE"
 [plugins.config]
 rules = [
   { name = "deployment-deletes", verbs = ["delete"], resources = ["deployments.apps"], mode = "retry" },
+  { name = "operator-exec", groups = ["operators"], resources = ["pods/exec", "pods/attach"], mode = "retry" },
 ]
 "#;
 
@@ -1001,7 +1002,7 @@ async fn the_python_client_reads_is_refused_and_sees_masked_secrets() {
     let api = KubeStandIn::start().await;
     let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
     let extra = format!(
-        "plugins = [\"block\", \"mask\"]\n\n[[plugins]]\nname = \"block\"\npath = {:?}\n[plugins.config]\nrules = [{{ name = \"no-namespace-deletes\", verbs = [\"delete\"], resources = [\"namespaces\"] }}]\n\n[[plugins]]\nname = \"mask\"\npath = {:?}\n",
+        "plugins = [\"block\", \"mask\"]\n\n[[plugins]]\nname = \"block\"\npath = {:?}\n[plugins.config]\nrules = [{{ name = \"no-namespace-deletes\", verbs = [\"delete\"], resources = [\"namespaces\"] }}, {{ name = \"no-exec-kube-system\", resources = [\"pods/exec\"], namespaces = [\"kube-system\"] }}]\n\n[[plugins]]\nname = \"mask\"\npath = {:?}\n",
         portcullis_e2e::plugin_wasm("block").display().to_string(),
         portcullis_e2e::plugin_wasm("mask").display().to_string(),
     );
@@ -1021,11 +1022,20 @@ try:
 except ApiException as e:
     print("refused", e.status, e.reason)
     print("body", e.body)
+from kubernetes.stream import stream
+print("exec", stream(v1.connect_get_namespaced_pod_exec, "web-1", "default",
+      command=["sh", "-c", "echo from-python"], stderr=True, stdin=False, stdout=True, tty=False).strip())
+held = stream(v1.connect_get_namespaced_pod_exec, "coredns", "kube-system",
+      command=["sh", "-c", "touch " + sys.argv[2]], stderr=True, stdin=False, stdout=True, tty=False,
+      _preload_content=False)
+held.run_forever(timeout=10)
+print("exec refused", held.read_channel(3))
 "#;
     let out = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(script)
         .arg(&config)
+        .arg(dir.path().join("python-exec-ran"))
         .output()
         .await
         .expect("python3 runs");
@@ -1043,6 +1053,15 @@ except ApiException as e:
     );
     assert!(stdout.contains("refused 403"), "{stdout}");
     assert!(stdout.contains("no-namespace-deletes"), "{stdout}");
+    // Exec over WebSocket from Python (websocket-client): it runs where
+    // allowed; where refused, the refusal comes on the error channel and
+    // the command never runs.
+    assert!(stdout.contains("exec from-python"), "{stdout}");
+    assert!(
+        stdout.contains("exec refused") && stdout.contains("no-exec-kube-system"),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("python-exec-ran").exists());
     assert!(
         api.seen().iter().all(|s| s.method == "GET"),
         "{:?}",
@@ -1175,4 +1194,161 @@ async fn kubectl_exec_runs_as_the_person_and_is_recorded_as_a_cast() {
     assert!(played.status.success(), "{played:?}");
     let shown = String::from_utf8_lossy(&played.stdout);
     assert!(shown.contains("déjà") && shown.contains("oops"), "{shown}");
+}
+
+/// An operator's exec needs approval: refused inside the stream with the
+/// approval request's id (kubectl shows it, and does not retry over
+/// SPDY), the command never runs; once approved, the same exec runs —
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_held_for_approval_runs_once_approved() {
+    use portcullis_e2e::kube::{kubeconfig, kubectl};
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube-exec-approval");
+    let (gw, url, admin) = guarded_gateway(&api, dir.path()).await;
+    let operator = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "olga@example.com".into(),
+        groups: vec!["testers".into(), "operators".into()],
+        ttl_secs: 600,
+    });
+    let config = kubeconfig(dir.path(), &url, &operator);
+    let runs = dir.path().join("runs");
+    let append = format!("echo ran >> {}", runs.display());
+    let exec = ["exec", "-n", "default", "web-1", "--", "sh", "-c", &append];
+    let r = kubectl(&config, &exec).await;
+    assert!(!r.ok, "{}", r.out);
+    assert!(r.err.contains("needs approval"), "{}", r.err);
+    assert!(!r.err.contains("SPDY"), "{}", r.err);
+    assert!(!runs.exists(), "the held exec ran");
+    let id = r
+        .err
+        .split("approval request ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the approval request's id")
+        .to_string();
+    let approver = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "bob@example.com".into(),
+        groups: vec!["approvers".into()],
+        ttl_secs: 600,
+    });
+    let (status, answer) = portcullis_e2e::admin_call(
+        &admin,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let r = kubectl(&config, &exec).await;
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(std::fs::read_to_string(&runs).expect("it ran"), "ran\n");
+    let r = kubectl(&config, &exec).await;
+    assert!(!r.ok && r.err.contains("needs approval"), "{}", r.err);
+    assert_eq!(std::fs::read_to_string(&runs).expect("it ran"), "ran\n");
+}
+
+/// A running exec of an agent is cut when its delegated token is
+/// revoked: kubectl says why and stops, the command is killed, the
+/// exec's event and recording are closed, and the session ends revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_is_cut_when_its_delegated_token_is_revoked() {
+    use portcullis_e2e::kube::{gateway, kubeconfig};
+    use tokio::io::AsyncBufReadExt;
+    const ADMIN: &str = "kube-exec-admin-token-0123456789abcdef";
+    let api = KubeStandIn::start().await;
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube-exec-revoke");
+    std::fs::write(dir.path().join("admin_token"), ADMIN).expect("admin token");
+    let extra = format!(
+        "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+        dir.path().join("admin_token").display().to_string(),
+        dir.path().join("delegation.pem").display().to_string(),
+    );
+    let (gw, url) = gateway(&api, &extra).await;
+    let person = gw.token("alice@example.com");
+    let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let delegated = answer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let config = kubeconfig(dir.path(), &url, &delegated);
+    let after = dir.path().join("after-revocation");
+    let script = format!("echo started; sleep 3; touch {}; sleep 30", after.display());
+    let mut running = tokio::process::Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg(format!("--kubeconfig={}", config.display()))
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .args(["exec", "-n", "default", "web-1", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = running.stdout.take().expect("its output");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    assert_eq!(next_line(&mut lines).await, "started");
+
+    let jti = portcullis_e2e::jti_of(&delegated);
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let (status, answer) = portcullis_e2e::admin_call(
+        &base,
+        "POST",
+        &format!("/v1/tokens/{jti}/revoke"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        running.wait_with_output(),
+    )
+    .await
+    .expect("kubectl stopped within 10 s of the revocation")
+    .expect("kubectl's status");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("revoked"), "{err}");
+    // The command was killed before it got on.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(!after.exists(), "the command went on after the revocation");
+
+    let sessions = ended_kube_sessions(&gw, 1).await;
+    let (session, events) = sessions
+        .iter()
+        .find(|(_, events)| events.iter().any(|e| e.sql.contains("/exec")))
+        .expect("the exec's session");
+    assert!(
+        session
+            .end_reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("revoked"),
+        "{:?}",
+        session.end_reason
+    );
+    let event = events
+        .iter()
+        .find(|e| e.sql.contains("/exec"))
+        .expect("exec");
+    assert_eq!(event.status.as_str(), "error", "{event:?}");
+    assert!(
+        event.error.as_deref().unwrap_or("").contains("revoked"),
+        "{event:?}"
+    );
+    let cast = gw
+        .gateway
+        .context
+        .core
+        .audit
+        .store()
+        .recording(session.id, event.seq)
+        .expect("store")
+        .expect("a recording");
+    assert!(cast.contains("started"), "{cast}");
 }
