@@ -1352,3 +1352,78 @@ async fn an_exec_is_cut_when_its_delegated_token_is_revoked() {
         .expect("a recording");
     assert!(cast.contains("started"), "{cast}");
 }
+
+/// A raw WebSocket client (Python's websocket-client) speaking the older
+/// `v4.channel.k8s.io` runs an exec through the gateway; the API server
+/// never sees a credential the client slipped into its subprotocols
+/// (`base64url.bearer.authorization.k8s.io.…`, which a real API server
+/// would accept as a token), only the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v4_exec_runs_and_no_client_credential_rides_in_its_subprotocols() {
+    use portcullis_e2e::kube::{gateway, GATEWAY_TOKEN};
+    let api = KubeStandIn::start().await;
+    let (gw, url) = gateway(&api, "").await;
+    let token = gw.token("alice@example.com");
+    let script = r#"
+import sys, websocket
+url, token, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+ws = websocket.create_connection(
+    url.replace("https://", "wss://") + "/api/v1/namespaces/default/pods/web-1/exec?command=sh&command=-c&command=echo+over-v4&stdout=true&stderr=true",
+    subprotocols=["base64url.bearer.authorization.k8s.io.c211Z2dsZWQtdG9rZW4", "v4.channel.k8s.io"],
+    header=["Authorization: Bearer " + token], sslopt={"ca_certs": ca}, timeout=10)
+print("protocol", ws.subprotocol)
+out = b""
+while True:
+    try:
+        op, data = ws.recv_data()
+    except websocket.WebSocketConnectionClosedException:
+        break
+    if op == 8:
+        break
+    if data[:1] == b"\x01":
+        out += data[1:]
+    if data[:1] == b"\x03":
+        print("status", data[1:].decode())
+print("out", out.decode().strip())
+"#;
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&url)
+        .arg(&token)
+        .arg(&portcullis_e2e::cluster().cert)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("protocol v4.channel.k8s.io"), "{stdout}");
+    assert!(stdout.contains("out over-v4"), "{stdout}");
+    assert!(stdout.contains(r#""status":"Success""#), "{stdout}");
+    let exec = api
+        .seen()
+        .into_iter()
+        .find(|s| s.uri.contains("/exec"))
+        .expect("the exec reached the API server");
+    let protocols: Vec<&str> = exec
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "sec-websocket-protocol")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(protocols, ["v4.channel.k8s.io"]);
+    for (name, value) in &exec.headers {
+        assert!(
+            !value.contains("c211Z2dsZWQtdG9rZW4") && !value.contains(&token),
+            "{name}: {value}"
+        );
+    }
+    assert!(exec
+        .headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && *v == format!("Bearer {GATEWAY_TOKEN}")));
+}

@@ -302,7 +302,7 @@ pub async fn show_session(state: &AdminState, caller: Option<&Caller>, id: &str)
 }
 
 /// The terminal recording (asciicast v2) of one command of a session: an
-/// SSH exec or shell, by its event's `seq`.
+/// SSH exec or shell, or a Kubernetes exec or attach, by its event's `seq`.
 #[utoipa::path(get, path = "/v1/sessions/{id}/recordings/{seq}", tag = "sessions",
     params(("id" = u64, Path, description = "Session id"),
            ("seq" = u64, Path, description = "The command's event number in the session")),
@@ -348,7 +348,7 @@ pub async fn show_recording(
         ),
         Ok(Ok(Some((target, None)))) if visible(caller, &target) => error(
             StatusCode::NOT_FOUND,
-            format!("session {id} has no recording of event {seq} (only SSH exec and shell channels are recorded)"),
+            format!("session {id} has no recording of event {seq} (only SSH exec and shell channels and Kubernetes exec and attach streams are recorded)"),
         ),
         Ok(Ok(_)) => error(StatusCode::NOT_FOUND, format!("no session {id}")),
         Ok(Err(e)) => store_failure(e),
@@ -362,7 +362,8 @@ pub async fn show_recording(
 struct ExportedEvent {
     #[serde(flatten)]
     event: crate::store::EventRecord,
-    /// The asciicast v2 recording of an SSH exec or shell.
+    /// The asciicast v2 recording of an SSH exec or shell, or of a
+    /// Kubernetes exec or attach.
     #[serde(skip_serializing_if = "Option::is_none")]
     recording: Option<String>,
 }
@@ -371,7 +372,7 @@ struct ExportedEvent {
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
     params(("since" = Option<String>, Query, description = "From this time, inclusive (RFC 3339 such as 2026-11-30T00:00:00Z, or a date); default: the beginning"),
            ("until" = Option<String>, Query, description = "Up to this time, exclusive; default: now")),
-    responses((status = 200, description = "One EventRecord per line; an SSH exec or shell carries its terminal recording (asciicast v2) as `recording`", body = String, content_type = "application/x-ndjson"),
+    responses((status = 200, description = "One EventRecord per line; an SSH exec or shell, or a Kubernetes exec or attach, carries its terminal recording (asciicast v2) as `recording`", body = String, content_type = "application/x-ndjson"),
               (status = 400, description = "Bad time", body = super::http::ErrorBody),
               (status = 401, description = "No or bad token", body = super::http::ErrorBody),
               (status = 403, description = "Not an admin", body = super::http::ErrorBody)),
@@ -396,11 +397,19 @@ pub fn export_audit(state: &AdminState, q: &HashMap<String, String>) -> Response
     tokio::task::spawn_blocking(move || {
         let recordings = store.clone();
         let result = store.export_events(since, until, &mut |event| {
-            let recording = match event.action {
-                crate::store::Action::Command => {
-                    recordings.recording(event.session_id, event.seq)?
+            // SSH commands, and Kubernetes exec and attach (requests
+            // whose kind is `create` on a stream subresource).
+            let recorded = match event.action {
+                crate::store::Action::Command => true,
+                crate::store::Action::Request => {
+                    &*event.protocol == "create"
+                        && (event.sql.contains("/exec") || event.sql.contains("/attach"))
                 }
-                _ => None,
+                _ => false,
+            };
+            let recording = match recorded {
+                true => recordings.recording(event.session_id, event.seq)?,
+                false => None,
             };
             let e = ExportedEvent { event, recording };
             let mut line = serde_json::to_vec(&e)

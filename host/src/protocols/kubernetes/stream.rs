@@ -1,5 +1,5 @@
-//! `kubectl exec`, `attach` and `port-forward`: the WebSocket stream a
-//! judged request became, relayed both ways frame by frame, and the
+//! `kubectl exec` and `attach`: the WebSocket stream a judged request
+//! became, relayed both ways frame by frame, and the
 //! refusals of such requests told inside the stream.
 //!
 //! Each frame is read whole before it is passed on (an unreadable one —
@@ -7,8 +7,7 @@
 //! and attach speak a channel protocol (`v5`/`v4.channel.k8s.io`): their
 //! standard input, output and error, terminal resizes and exit status are
 //! read from the frames into an asciicast recording of the event, as an
-//! SSH shell's are. A port-forward's tunnelled SPDY is relayed and
-//! counted, not read.
+//! SSH shell's are.
 //!
 //! A refusal is told inside an accepted stream — the `Status` on the
 //! error channel, then a close — because kubectl reads any other answer
@@ -65,7 +64,7 @@ pub struct Relay {
     pub terminal: bool,
     /// Its event (finished when the stream ends).
     pub started: Started,
-    /// The recording of an exec or attach (none for a port-forward, or
+    /// The recording of an exec or attach (none when it is not one, or
     /// when the target records none).
     pub cast: Option<Cast>,
     /// Where recordings go.
@@ -338,8 +337,8 @@ async fn write_refusal<W: AsyncWrite + Unpin>(to: &mut W, status: &[u8]) -> std:
 /// A refusal told inside the stream (see the module doc): the client's
 /// upgrade is accepted with the best channel protocol it offered, the
 /// refusal's `Status` — read from `refusal`, the answer it would have had
-/// — is sent on the error channel, and the stream is closed. A port-forward
-/// (no channels) gets the answer as it is.
+/// — is sent on the error channel, and the stream is closed. A client
+/// that offered no channel protocol gets the answer as it is.
 pub fn refuse_in_stream<G: Send + 'static>(
     offer: &Offer,
     refusal: hyper::Response<Body>,

@@ -1,5 +1,5 @@
-//! Just enough of WebSocket (RFC 6455) to relay `kubectl exec`, `attach`
-//! and `port-forward` and to read what they carry: the opening handshake
+//! Just enough of WebSocket (RFC 6455) to relay `kubectl exec` and
+//! `attach` and to read what they carry: the opening handshake
 //! on both sides, frames read whole before they are passed on, and the
 //! few frames the gateway writes itself (a refusal, a close).
 //!
@@ -10,13 +10,11 @@
 use base64::Engine;
 use hyper::header::{HeaderMap, HeaderValue};
 
-/// The subprotocols the gateway relays, best first. `v5` and `v4` are the
-/// Kubernetes channel protocols (one byte of channel, then data) exec and
-/// attach speak; `SPDY/3.1+portforward.k8s.io` is kubectl's port-forward
-/// over WebSocket (SPDY frames tunnelled in binary messages).
+/// The subprotocols the gateway relays, best first: the Kubernetes
+/// channel protocols (one byte of channel, then data) exec and attach
+/// speak. (`base64.channel.k8s.io` and the older ones are not offered on;
+/// nor is `base64url.bearer.authorization.k8s.io.…`, a token.)
 pub const CHANNEL_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
-/// kubectl's port-forward over WebSocket.
-pub const PORT_FORWARD_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// The GUID RFC 6455 appends to the key.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -92,7 +90,7 @@ pub fn upgrade(headers: &HeaderMap) -> Upgrade {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|p| CHANNEL_PROTOCOLS.contains(p) || *p == PORT_FORWARD_PROTOCOL)
+        .filter(|p| CHANNEL_PROTOCOLS.contains(p))
         .map(str::to_string)
         .collect();
     Upgrade::WebSocket(Offer {
