@@ -171,9 +171,18 @@ impl Cast {
         Record::CastChunk(chunk)
     }
 
+    /// What of `data` may still be recorded: no more bytes than the
+    /// budget left (each becomes at least one byte of a line), so one huge
+    /// chunk cannot cross the limit many times over.
+    fn within_budget<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        let room = self.limit.saturating_sub(self.recorded);
+        &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]
+    }
+
     /// The host sent `data` (stdout or stderr).
     pub fn output(&mut self, data: &[u8]) -> Option<Record> {
         if self.admit() {
+            let data = self.within_budget(data);
             let text = self.output.decode(data);
             if !text.is_empty() {
                 self.event("o", &text);
@@ -185,6 +194,7 @@ impl Cast {
     /// The client sent `data`.
     pub fn input(&mut self, data: &[u8]) -> Option<Record> {
         if self.admit() {
+            let data = self.within_budget(data);
             let text = self.input.decode(data);
             if !text.is_empty() {
                 self.event("i", &text);
@@ -319,6 +329,15 @@ mod tests {
             "{events_len} bytes of events stored"
         );
         assert_eq!(events(&cast).last().map(|e| e.0.as_str()), Some("m"));
+    }
+
+    #[test]
+    fn one_huge_chunk_is_cut_to_what_the_limit_leaves() {
+        let mut c = Cast::start(1, 2, &header(), 1000);
+        let out = vec![c.input(&vec![1u8; 1 << 20]), c.finish()];
+        let cast = text(out);
+        // At most the 1000 bytes left, each stored as `\u0001`.
+        assert!(cast.len() < 6 * 1000 + 500, "{} bytes stored", cast.len());
     }
 
     #[test]

@@ -538,6 +538,17 @@ impl Connection {
                     None => OutputWatch(vec![usize::MAX]),
                 }
             };
+            // An exec's output is not shown to plugins: one that asks to
+            // see it (or cannot say) would have it pass unseen.
+            if stream_protocols.is_some() && watch.any() {
+                let why = "a plugin of this target watches this exec's output, which the gateway does not show to plugins yet";
+                started.refused(Some("gateway"), why).await;
+                return Answer::Plain(refusal(
+                    Reason::Forbidden,
+                    &format!("portcullis: {why}"),
+                    Some(&info),
+                ));
+            }
         }
         let started = match started.commit().await {
             Ok(s) => s,
@@ -671,9 +682,14 @@ impl Connection {
             ));
         };
         let key = websocket::new_key();
+        // The upgrade request has no body (a proxy in front of the API
+        // server that honoured a length would take frames for a body).
         for name in [
             hyper::header::SEC_WEBSOCKET_EXTENSIONS,
             hyper::header::SEC_WEBSOCKET_ACCEPT,
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::CONTENT_TYPE,
+            hyper::header::EXPECT,
         ] {
             headers.remove(name);
         }
@@ -788,6 +804,7 @@ impl Connection {
                 to_client: session.traffic.to_client.clone(),
             },
             stop: self.stop.subscribe(),
+            expires_at: identity.expires_at,
             upstream,
         };
         Answer::Stream(response, Box::new(relay))
@@ -946,9 +963,11 @@ fn stream_offer(
         Upgrade::Other(p) if p.to_ascii_lowercase().starts_with("spdy") => {
             return Err(SPDY_REFUSED.into())
         }
-        Upgrade::Other(p) => return Err(format!(
+        Upgrade::Other(p) => {
+            return Err(format!(
             "the upgrade to {p:?} is not relayed: exec and attach are relayed over WebSocket only"
-        )),
+        ))
+        }
         Upgrade::BadWebSocket(why) => {
             return Err(format!("the WebSocket request cannot be relayed: {why}"))
         }

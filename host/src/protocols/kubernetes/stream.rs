@@ -73,6 +73,10 @@ pub struct Relay {
     pub traffic: Traffic,
     /// The session's stop (revocation, expiry, shutdown).
     pub stop: watch::Receiver<Option<Stop>>,
+    /// When the token that opened this stream expires (Unix seconds): the
+    /// stream is cut then, even if the session was opened by a token that
+    /// lives longer.
+    pub expires_at: u64,
     /// The API server's side.
     pub upstream: Upgraded,
 }
@@ -87,7 +91,7 @@ impl Relay {
                 self.started
                     .answered(
                         Some(101),
-                        Some("the client did not finish its upgrade".into()),
+                        Some("the API server started the command, but the client went away before its stream opened".into()),
                     )
                     .await;
                 return;
@@ -126,6 +130,11 @@ impl Relay {
             let (mut input_done, mut output_done) = (false, false);
             let linger = tokio::time::sleep(Duration::MAX);
             tokio::pin!(linger);
+            let expiry = tokio::time::sleep(Duration::from_secs(
+                self.expires_at
+                    .saturating_sub(crate::store::now_micros() as u64 / 1_000_000),
+            ));
+            tokio::pin!(expiry);
             while !(input_done && output_done) {
                 tokio::select! {
                     r = &mut input, if !input_done => {
@@ -145,23 +154,15 @@ impl Relay {
                         });
                         break;
                     }
+                    _ = &mut expiry => {
+                        cut = Some("the token that opened the stream expired".into());
+                        break;
+                    }
                     _ = &mut linger => break,
                 }
             }
         }
-        if let Some(why) = &cut {
-            // Told on the error channel when no frame is half written.
-            if channels && !shared.unclean.load(Ordering::Relaxed) {
-                let status = super::status::failure(
-                    super::status::Reason::Forbidden,
-                    &format!("portcullis: {why}"),
-                    None,
-                    None,
-                );
-                let _ = write_refusal(&mut client_write, &status).await;
-            }
-        }
-        let _ = client_write.shutdown().await;
+        // The record first: a client that stops reading cannot hold it.
         let rest = shared
             .cast
             .lock()
@@ -172,8 +173,24 @@ impl Relay {
             shared.events.store(chunk).await;
         }
         let exit = exit_status(&shared.exit.lock().unwrap_or_else(|p| p.into_inner()));
-        let error = cut.or(failure).or(exit);
+        let error = cut.clone().or(failure).or(exit);
         self.started.answered(Some(101), error).await;
+        let farewell = async {
+            if let Some(why) = &cut {
+                // Told on the error channel when no frame is half written.
+                if channels && !shared.unclean.load(Ordering::Relaxed) {
+                    let status = super::status::failure(
+                        super::status::Reason::Forbidden,
+                        &format!("portcullis: {why}"),
+                        None,
+                        None,
+                    );
+                    let _ = write_refusal(&mut client_write, &status).await;
+                }
+            }
+            let _ = client_write.shutdown().await;
+        };
+        let _ = tokio::time::timeout(LINGER, farewell).await;
     }
 }
 
@@ -217,6 +234,17 @@ where
         while let Some(frame) =
             websocket::read_frame(&buf[ready..], side == Side::Client).map_err(|e| e.to_string())?
         {
+            // The API server reads a channel byte from every frame, the
+            // gateway per message: a client's message cut into frames
+            // could be read two ways (input hidden from the recording),
+            // so it ends the stream. kubectl and the client libraries
+            // send each message whole.
+            if side == Side::Client
+                && frame.opcode < websocket::CLOSE
+                && (!frame.fin || frame.opcode == websocket::CONTINUATION)
+            {
+                return Err("a message cut into several frames (not relayed: the API server and the gateway could read it differently)".into());
+            }
             ready += frame.wire_len;
             if frame.opcode == websocket::CLOSE {
                 closed = true;
@@ -381,8 +409,11 @@ pub fn refuse_in_stream<G: Send + 'static>(
         };
         if let Ok(Ok(upgraded)) = tokio::time::timeout(LINGER, client).await {
             let mut io = TokioIo::new(upgraded);
-            let _ = write_refusal(&mut io, &status).await;
-            let _ = io.shutdown().await;
+            let _ = tokio::time::timeout(LINGER, async {
+                let _ = write_refusal(&mut io, &status).await;
+                let _ = io.shutdown().await;
+            })
+            .await;
         }
         drop(guard);
     });
@@ -392,6 +423,56 @@ pub fn refuse_in_stream<G: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client message cut into frames could be read one way by the API
+    /// server (a channel byte per frame) and another by the recording:
+    /// the stream ends and not one byte of it is passed on.
+    #[tokio::test]
+    async fn a_client_message_cut_into_frames_is_not_passed_on() {
+        use tokio::io::AsyncReadExt;
+        let mut first = websocket::write_frame(websocket::BINARY, b"\x01", true);
+        first[0] &= 0x7f; // not the last frame of its message
+        let mut rest = websocket::write_frame(websocket::CONTINUATION, b"\x00rm -rf /\n", true);
+        first.append(&mut rest);
+        let whole = websocket::write_frame(websocket::BINARY, b"\x00ls\n", true);
+        let dir = crate::test_dir::TestDir::new("portcullis-kube-stream");
+        let store: Arc<dyn crate::store::Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(&dir.join("audit.db")).expect("store"),
+        );
+        let audit = crate::audit::AuditLog::start(store, Duration::from_millis(50));
+        for (wire, passes) in [(first, false), (whole.clone(), true)] {
+            let (mut client, gateway_side) = tokio::io::duplex(1 << 16);
+            let (upstream_side, mut api) = tokio::io::duplex(1 << 16);
+            tokio::io::AsyncWriteExt::write_all(&mut client, &wire)
+                .await
+                .expect("write");
+            drop(client);
+            let shared = Arc::new(Shared {
+                cast: Mutex::new(None),
+                events: SessionEvents::new(audit.clone(), 1, false),
+                exit: Mutex::new(Vec::new()),
+                unclean: AtomicBool::new(false),
+            });
+            let result = pump(
+                gateway_side,
+                upstream_side,
+                Side::Client,
+                true,
+                shared,
+                Arc::new(AtomicU64::new(0)),
+            )
+            .await;
+            let mut got = Vec::new();
+            api.read_to_end(&mut got).await.expect("read");
+            if passes {
+                assert!(result.is_ok(), "{result:?}");
+                assert_eq!(got, whole);
+            } else {
+                assert!(result.is_err());
+                assert!(got.is_empty(), "{got:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_exit_status_is_read_from_the_error_channel() {

@@ -19,8 +19,9 @@ pub const CHANNEL_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io
 /// The GUID RFC 6455 appends to the key.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// The largest frame the gateway reads (kubectl's are at most 32 KiB).
-pub const MAX_FRAME: usize = 16 << 20;
+/// The largest frame the gateway reads (kubectl's and the API server's
+/// are at most 32 KiB).
+pub const MAX_FRAME: usize = 1 << 20;
 
 /// Opcodes.
 pub const CONTINUATION: u8 = 0x0;
