@@ -506,8 +506,20 @@ pub async fn try_gateway(
     api: &KubeStandIn,
     extra: &str,
 ) -> Result<(crate::TestGateway, String), String> {
-    let c = crate::cluster();
     let token_file = crate::secret_file("kube-token", GATEWAY_TOKEN);
+    try_gateway_to("127.0.0.1", api.port(), &token_file, extra).await
+}
+
+/// A gateway like [`gateway`]'s whose target `prod` is the API server at
+/// `host:port`, the gateway's token in `token_file` (`extra` may add
+/// `tls = "verify-full"` and `tls_ca_file` for a real API server).
+pub async fn try_gateway_to(
+    host: &str,
+    port: u16,
+    token_file: &std::path::Path,
+    extra: &str,
+) -> Result<(crate::TestGateway, String), String> {
+    let c = crate::cluster();
     let tail = format!(
         r#"
 [[listeners]]
@@ -519,7 +531,7 @@ tls_key_file = {key:?}
 [[targets]]
 protocol = "kubernetes"
 name = "prod"
-host = "127.0.0.1"
+host = {host:?}
 port = {port}
 password_file = {token:?}
 allow_groups = ["testers"]
@@ -527,7 +539,6 @@ allow_groups = ["testers"]
 "#,
         cert = c.cert.display().to_string(),
         key = c.key.display().to_string(),
-        port = api.port(),
         token = token_file.display().to_string(),
     );
     let gw = crate::TestGateway::try_start_with(crate::GatewayOptions {

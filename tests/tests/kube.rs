@@ -1427,3 +1427,87 @@ print("out", out.decode().strip())
         .iter()
         .any(|(k, v)| k == "authorization" && *v == format!("Bearer {GATEWAY_TOKEN}")));
 }
+
+/// The same path against a real API server, when one is given:
+/// `PORTCULLIS_TEST_KUBECONFIG` names a kubeconfig whose current context
+/// reaches the cluster with a token allowed to impersonate (docs:
+/// configuration.md, "Running the tests against a real cluster"). Without
+/// it this test says so and passes: no API server can run on the build
+/// machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cluster_through_the_gateway_when_one_is_given() {
+    use base64::Engine;
+    use portcullis_e2e::kube::{kubeconfig, kubectl, try_gateway_to};
+    let Some(real) = std::env::var_os("PORTCULLIS_TEST_KUBECONFIG") else {
+        eprintln!("PORTCULLIS_TEST_KUBECONFIG is not set: no real cluster to test against");
+        return;
+    };
+    let real = std::path::PathBuf::from(real);
+    let view = |jsonpath: &str| {
+        let out = std::process::Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", real.display()))
+            .args(["config", "view", "--raw", "--minify", "-o"])
+            .arg(format!("jsonpath={jsonpath}"))
+            .output()
+            .expect("kubectl runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let server = view("{.clusters[0].cluster.server}");
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(view("{.clusters[0].cluster.certificate-authority-data}"))
+        .expect("the kubeconfig holds its cluster's CA");
+    let token = view("{.users[0].user.token}");
+    assert!(!token.is_empty(), "the kubeconfig's user has no token");
+    let authority = server
+        .strip_prefix("https://")
+        .expect("an https:// server")
+        .trim_end_matches('/');
+    let (host, port) = authority.rsplit_once(':').expect("host:port");
+    let dir = portcullis_e2e::ScratchDir::new("portcullis-kube-real");
+    std::fs::write(dir.path().join("ca.pem"), &ca).expect("CA file");
+    std::fs::write(dir.path().join("token"), &token).expect("token file");
+    let extra = format!(
+        "tls = \"verify-full\"\ntls_ca_file = {:?}\nplugins = [\"block\"]\n\n[[plugins]]\nname = \"block\"\npath = {:?}\n[plugins.config]\nrules = [{{ name = \"no-exec-kube-system\", resources = [\"pods/exec\"], namespaces = [\"kube-system\"] }}, {{ name = \"no-namespace-deletes\", verbs = [\"delete\"], resources = [\"namespaces\"] }}]\n",
+        dir.path().join("ca.pem").display().to_string(),
+        portcullis_e2e::plugin_wasm("block").display().to_string(),
+    );
+    let (gw, url) = try_gateway_to(
+        host.trim_start_matches('[').trim_end_matches(']'),
+        port.parse().expect("a port"),
+        &dir.path().join("token"),
+        &extra,
+    )
+    .await
+    .expect("the gateway starts");
+    let config = kubeconfig(dir.path(), &url, &gw.token("alice@example.com"));
+    // The cluster sees the person, not the gateway.
+    let r = kubectl(
+        &config,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(r.out.trim(), "alice@example.com");
+    let r = kubectl(&config, &["get", "namespaces", "-o", "name"]).await;
+    assert!(r.ok, "{}", r.err);
+    assert!(r.out.contains("namespace/kube-system"), "{}", r.out);
+    // Refused, and still there.
+    let r = kubectl(
+        &config,
+        &["delete", "namespace", "kube-system", "--wait=false"],
+    )
+    .await;
+    assert!(!r.ok && r.err.contains("no-namespace-deletes"), "{}", r.err);
+    let pods = kubectl(&config, &["get", "pods", "-n", "kube-system", "-o", "name"]).await;
+    assert!(pods.ok, "{}", pods.err);
+    if let Some(pod) = pods.out.lines().next() {
+        let r = kubectl(&config, &["exec", "-n", "kube-system", pod, "--", "true"]).await;
+        assert!(!r.ok && r.err.contains("no-exec-kube-system"), "{}", r.err);
+    }
+}
