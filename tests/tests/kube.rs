@@ -337,25 +337,11 @@ async fn kubectl_direct(api: &KubeStandIn, args: &[&str]) -> String {
 /// that token reaches the API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_streams_until_its_delegated_token_is_revoked() {
-    use portcullis_e2e::kube::{gateway, kubeconfig, kubectl};
+    use portcullis_e2e::kube::{kubeconfig, kubectl};
     use tokio::io::AsyncBufReadExt;
-    const ADMIN: &str = "kube-test-admin-token-0123456789abcdef";
     let api = KubeStandIn::start().await;
     let dir = portcullis_e2e::ScratchDir::new("portcullis-kube");
-    std::fs::write(dir.path().join("admin_token"), ADMIN).expect("admin token");
-    let extra = format!(
-        "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
-        dir.path().join("admin_token").display().to_string(),
-        dir.path().join("delegation.pem").display().to_string(),
-    );
-    let (gw, url) = gateway(&api, &extra).await;
-    let person = gw.token("alice@example.com");
-    let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
-    assert_eq!(status, 200, "{answer}");
-    let delegated = answer["access_token"]
-        .as_str()
-        .expect("a token")
-        .to_string();
+    let (gw, url, delegated) = delegating_gateway(&api, dir.path()).await;
     let config = kubeconfig(dir.path(), &url, &delegated);
 
     let mut watching = tokio::process::Command::new("kubectl")
@@ -410,17 +396,7 @@ async fn a_watch_streams_until_its_delegated_token_is_revoked() {
         last.headers
     );
 
-    let jti = portcullis_e2e::jti_of(&delegated);
-    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
-    let (status, answer) = portcullis_e2e::admin_call(
-        &base,
-        "POST",
-        &format!("/v1/tokens/{jti}/revoke"),
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    revoke(&gw, &delegated).await;
     let seen_before = api.seen().len();
     // The watch ends (kubectl may try again; the gateway refuses that).
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), watching.wait())
@@ -457,6 +433,47 @@ async fn a_watch_streams_until_its_delegated_token_is_revoked() {
             .map(|(s, _)| &s.end_reason)
             .collect::<Vec<_>>()
     );
+}
+
+/// The admin token of [`delegating_gateway`].
+const DELEGATION_ADMIN: &str = "kube-test-admin-token-0123456789abcdef";
+
+/// A gateway for `api` with the admin API and delegation, and a token
+/// alice delegated to `agent:ops`: (gateway, server URL, delegated token).
+async fn delegating_gateway(
+    api: &KubeStandIn,
+    dir: &std::path::Path,
+) -> (portcullis_e2e::TestGateway, String, String) {
+    std::fs::write(dir.join("admin_token"), DELEGATION_ADMIN).expect("admin token");
+    let extra = format!(
+        "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
+        dir.join("admin_token").display().to_string(),
+        dir.join("delegation.pem").display().to_string(),
+    );
+    let (gw, url) = portcullis_e2e::kube::gateway(api, &extra).await;
+    let person = gw.token("alice@example.com");
+    let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let delegated = answer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    (gw, url, delegated)
+}
+
+/// Revokes `token` through the admin API of a [`delegating_gateway`].
+async fn revoke(gw: &portcullis_e2e::TestGateway, token: &str) {
+    let jti = portcullis_e2e::jti_of(token);
+    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
+    let (status, answer) = portcullis_e2e::admin_call(
+        &base,
+        "POST",
+        &format!("/v1/tokens/{jti}/revoke"),
+        Some(DELEGATION_ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 /// The `block` and `approve` plugins on a Kubernetes target.
@@ -1254,25 +1271,11 @@ async fn an_exec_held_for_approval_runs_once_approved() {
 /// exec's event and recording are closed, and the session ends revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_is_cut_when_its_delegated_token_is_revoked() {
-    use portcullis_e2e::kube::{gateway, kubeconfig};
+    use portcullis_e2e::kube::kubeconfig;
     use tokio::io::AsyncBufReadExt;
-    const ADMIN: &str = "kube-exec-admin-token-0123456789abcdef";
     let api = KubeStandIn::start().await;
     let dir = portcullis_e2e::ScratchDir::new("portcullis-kube-exec-revoke");
-    std::fs::write(dir.path().join("admin_token"), ADMIN).expect("admin token");
-    let extra = format!(
-        "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = {:?}\n\n[delegation]\nkey_file = {:?}\nmax_depth = 3\n",
-        dir.path().join("admin_token").display().to_string(),
-        dir.path().join("delegation.pem").display().to_string(),
-    );
-    let (gw, url) = gateway(&api, &extra).await;
-    let person = gw.token("alice@example.com");
-    let (status, answer) = portcullis_e2e::exchange_child(&gw, &person, "agent:ops", &[]).await;
-    assert_eq!(status, 200, "{answer}");
-    let delegated = answer["access_token"]
-        .as_str()
-        .expect("a token")
-        .to_string();
+    let (gw, url, delegated) = delegating_gateway(&api, dir.path()).await;
     let config = kubeconfig(dir.path(), &url, &delegated);
     let after = dir.path().join("after-revocation");
     let script = format!("echo started; sleep 3; touch {}; sleep 30", after.display());
@@ -1293,17 +1296,7 @@ async fn an_exec_is_cut_when_its_delegated_token_is_revoked() {
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     assert_eq!(next_line(&mut lines).await, "started");
 
-    let jti = portcullis_e2e::jti_of(&delegated);
-    let base = format!("http://{}", gw.gateway.admin_address.expect("admin API"));
-    let (status, answer) = portcullis_e2e::admin_call(
-        &base,
-        "POST",
-        &format!("/v1/tokens/{jti}/revoke"),
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    revoke(&gw, &delegated).await;
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         running.wait_with_output(),

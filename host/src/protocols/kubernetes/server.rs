@@ -593,30 +593,19 @@ impl Connection {
             );
             h.remove(hyper::header::ACCEPT_ENCODING);
         }
-        match uri.parse() {
-            Ok(u) => *upstream_request.uri_mut() = u,
-            Err(_) => {
-                started
-                    .answered(None, Some("the path cannot be sent".into()))
-                    .await;
-                return Answer::Plain(refusal(
-                    Reason::BadRequest,
-                    "portcullis: the path cannot be sent on",
-                    Some(&info),
-                ));
-            }
-        }
-        // Revoked while this request was judged or recorded: not sent.
-        if let Err(r) = admission::still_valid(&identity, &self.ctx.core.revocations, None) {
-            started.answered(None, Some(r.message.clone())).await;
-            return Answer::Plain(admission_refusal(&r, false));
-        }
-        match target
-            .upstream
-            .send(upstream_request, &identity, session.info.session_id)
-            .await
-        {
-            Ok(response) => {
+        let sent = self
+            .send_upstream(
+                target,
+                &session,
+                &identity,
+                &info,
+                &uri,
+                upstream_request,
+                started,
+            )
+            .await;
+        match sent {
+            Ok((response, started)) => {
                 started
                     .answered(Some(response.status().as_u16()), None)
                     .await;
@@ -642,15 +631,57 @@ impl Connection {
                     Counted::new(body, session.traffic.clone(), false).boxed(),
                 ))
             }
+            Err(answer) => answer,
+        }
+    }
+
+    /// Sends `request` to `uri` on `target`'s API server as `identity` —
+    /// unless the path cannot be sent or the token was revoked while the
+    /// request was judged or recorded. A failure finishes the event and is
+    /// the client's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_upstream(
+        &self,
+        target: &KubeTarget,
+        session: &Session,
+        identity: &Identity,
+        info: &RequestInfo,
+        uri: &str,
+        mut request: Request<Body>,
+        started: super::record::Started,
+    ) -> Result<(Response<Incoming>, super::record::Started), Answer> {
+        match uri.parse() {
+            Ok(u) => *request.uri_mut() = u,
+            Err(_) => {
+                started
+                    .answered(None, Some("the path cannot be sent".into()))
+                    .await;
+                return Err(Answer::Plain(refusal(
+                    Reason::BadRequest,
+                    "portcullis: the path cannot be sent on",
+                    Some(info),
+                )));
+            }
+        }
+        if let Err(r) = admission::still_valid(identity, &self.ctx.core.revocations, None) {
+            started.answered(None, Some(r.message.clone())).await;
+            return Err(Answer::Plain(admission_refusal(&r, false)));
+        }
+        match target
+            .upstream
+            .send(request, identity, session.info.session_id)
+            .await
+        {
+            Ok(response) => Ok((response, started)),
             Err(e) => {
-                tracing::warn!(target = %target_name, error = %e, "Kubernetes request failed upstream");
+                tracing::warn!(target = %session.info.target, error = %e, "Kubernetes request failed upstream");
                 let message = e.to_string();
                 started.answered(None, Some(message.clone())).await;
-                Answer::Plain(refusal(
+                Err(Answer::Plain(refusal(
                     Reason::ServiceUnavailable,
                     &format!("portcullis: {message}; try again, and tell the gateway operator if it persists"),
-                    Some(&info),
-                ))
+                    Some(info),
+                )))
             }
         }
     }
@@ -696,39 +727,20 @@ impl Connection {
         websocket::request_headers(&mut headers, &key, &protocols);
         let mut upstream_request = Request::new(empty_body());
         *upstream_request.headers_mut() = headers;
-        match uri.parse() {
-            Ok(u) => *upstream_request.uri_mut() = u,
-            Err(_) => {
-                started
-                    .answered(None, Some("the path cannot be sent".into()))
-                    .await;
-                return Answer::Plain(refusal(
-                    Reason::BadRequest,
-                    "portcullis: the path cannot be sent on",
-                    Some(info),
-                ));
-            }
-        }
-        // Revoked while this request was judged or recorded: not sent.
-        if let Err(r) = admission::still_valid(identity, &self.ctx.core.revocations, None) {
-            started.answered(None, Some(r.message.clone())).await;
-            return Answer::Plain(admission_refusal(&r, false));
-        }
-        let response = match target
-            .upstream
-            .send(upstream_request, identity, session.info.session_id)
+        let (response, started) = match self
+            .send_upstream(
+                target,
+                session,
+                identity,
+                info,
+                uri,
+                upstream_request,
+                started,
+            )
             .await
         {
-            Ok(r) => r,
-            Err(e) => {
-                let message = e.to_string();
-                started.answered(None, Some(message.clone())).await;
-                return Answer::Plain(refusal(
-                    Reason::ServiceUnavailable,
-                    &format!("portcullis: {message}; try again, and tell the gateway operator if it persists"),
-                    Some(info),
-                ));
-            }
+            Ok(sent) => sent,
+            Err(answer) => return answer,
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             started
