@@ -664,6 +664,33 @@ async fn block_rules_refuse_every_spelling_of_a_kubernetes_request() {
     }
 }
 
+/// The approval request's id in a refusal kubectl printed.
+fn approval_id(err: &str) -> String {
+    err.split("approval request ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the approval request's id")
+        .to_string()
+}
+
+/// bob, an approver, approves request `id` through the admin API.
+async fn approve_as_bob(gw: &portcullis_e2e::TestGateway, admin: &str, id: &str) {
+    let approver = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
+        user: "bob@example.com".into(),
+        groups: vec!["approvers".into()],
+        ttl_secs: 600,
+    });
+    let (status, answer) = portcullis_e2e::admin_call(
+        admin,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// Deleting a deployment needs approval: the first request is refused
 /// with an approval request's id, nothing reaches the API server; once an
 /// approver approves it, the same request runs — once.
@@ -678,29 +705,10 @@ async fn an_approved_kubernetes_request_runs_when_asked_again() {
     let r = kubectl(&config, &delete).await;
     assert!(!r.ok, "{}", r.out);
     assert!(r.err.contains("needs approval"), "{}", r.err);
-    let id = r
-        .err
-        .split("approval request ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the approval request's id")
-        .to_string();
+    let id = approval_id(&r.err);
     assert!(api.seen().iter().all(|s| s.method != "DELETE"));
     // alice may not approve her own request; bob, an approver, may.
-    let approver = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
-        user: "bob@example.com".into(),
-        groups: vec!["approvers".into()],
-        ttl_secs: 600,
-    });
-    let (status, answer) = portcullis_e2e::admin_call(
-        &admin,
-        "POST",
-        &format!("/v1/approvals/{id}/approve"),
-        Some(&approver),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    approve_as_bob(&gw, &admin, &id).await;
     let r = kubectl(&config, &delete).await;
     assert!(r.ok, "{}", r.err);
     assert!(
@@ -1237,27 +1245,8 @@ async fn an_exec_held_for_approval_runs_once_approved() {
     assert!(r.err.contains("needs approval"), "{}", r.err);
     assert!(!r.err.contains("SPDY"), "{}", r.err);
     assert!(!runs.exists(), "the held exec ran");
-    let id = r
-        .err
-        .split("approval request ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the approval request's id")
-        .to_string();
-    let approver = gw.issuer.mint(&portcullis::demo::issuer::TokenSpec {
-        user: "bob@example.com".into(),
-        groups: vec!["approvers".into()],
-        ttl_secs: 600,
-    });
-    let (status, answer) = portcullis_e2e::admin_call(
-        &admin,
-        "POST",
-        &format!("/v1/approvals/{id}/approve"),
-        Some(&approver),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let id = approval_id(&r.err);
+    approve_as_bob(&gw, &admin, &id).await;
     let r = kubectl(&config, &exec).await;
     assert!(r.ok, "{}", r.err);
     assert_eq!(std::fs::read_to_string(&runs).expect("it ran"), "ran\n");
